@@ -1,0 +1,96 @@
+# Throwaway MariaDB and PostgreSQL for the tests. Sourced by scripts/test.
+#
+# Installs the Debian packages when the servers are missing, starts one instance of each in
+# a temporary directory on a Unix socket only (no TCP port, so nothing clashes), exports
+# DINGSYNC_TEST_MYSQL_URL and DINGSYNC_TEST_PG_URL, and stops both on exit. Any failure
+# ends the script: a service the tests need is never silently skipped.
+
+services_dir=""
+
+die() { echo "scripts/test: $*" >&2; exit 1; }
+
+apt_install() {
+    [ "$(id -u)" = 0 ] || die "$1 is missing and installing it needs root: apt-get install $*"
+    echo "scripts/test: installing $* from Debian packages" >&2
+    if [ -z "${apt_updated:-}" ]; then
+        apt-get update -qq || die "apt-get update failed"
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+        || die "apt-get install $* failed"
+}
+
+pg_bindir() {
+    ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+# Bounded wait for a condition; fails loudly after $1 tenths of a second.
+wait_for() {
+    local tenths=$1; shift
+    local i
+    for ((i = 0; i < tenths; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+start_mariadb() {
+    command -v mariadbd >/dev/null || apt_install mariadb-server mariadb-client
+    command -v mariadb-install-db >/dev/null || die "mariadb-install-db not found after install"
+    local dir="$services_dir/mariadb"
+    mkdir -p "$dir/data"
+    local user_args=()
+    [ "$(id -u)" = 0 ] && user_args=(--user=root)
+    mariadb-install-db --no-defaults --datadir="$dir/data" "${user_args[@]}" \
+        --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 \
+        || { cat "$dir/install.log" >&2; die "MariaDB: mariadb-install-db failed"; }
+    mariadbd --no-defaults --datadir="$dir/data" --socket="$dir/mysqld.sock" --skip-networking \
+        --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" "${user_args[@]}" \
+        --innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=2 --max-connections=500 &
+    mariadb_pid=$!
+    if ! wait_for 600 mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping; then
+        cat "$dir/error.log" >&2
+        die "MariaDB did not start within 60 s"
+    fi
+    export DINGSYNC_TEST_MYSQL_URL="mysql://root@localhost/mysql?socket=$dir/mysqld.sock"
+    echo "scripts/test: MariaDB $(mariadbd --version | awk '{print $3}') on $dir/mysqld.sock" >&2
+}
+
+start_postgres() {
+    [ -n "$(pg_bindir)" ] || apt_install postgresql
+    local bin
+    bin=$(pg_bindir)
+    [ -x "$bin/initdb" ] || die "PostgreSQL initdb not found after install"
+    local dir="$services_dir/postgres"
+    mkdir -p "$dir"
+    local as=()
+    if [ "$(id -u)" = 0 ]; then
+        id postgres >/dev/null 2>&1 || die "PostgreSQL must not run as root and user postgres is missing"
+        chown postgres "$dir"
+        as=(runuser -u postgres --)
+    fi
+    "${as[@]}" "$bin/initdb" -D "$dir/data" -A trust -U postgres >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; die "PostgreSQL: initdb failed"; }
+    "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+        -o "-k $dir -c listen_addresses='' -c fsync=off -c max_connections=300" start >/dev/null \
+        || { cat "$dir/server.log" >&2; die "PostgreSQL did not start"; }
+    pg_ctl_cmd=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop)
+    export DINGSYNC_TEST_PG_URL="postgres://postgres@localhost/postgres?host=$dir"
+    echo "scripts/test: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on $dir" >&2
+}
+
+stop_services() {
+    [ -n "${mariadb_pid:-}" ] && kill "$mariadb_pid" 2>/dev/null && wait "$mariadb_pid" 2>/dev/null
+    [ -n "${pg_ctl_cmd:-}" ] && "${pg_ctl_cmd[@]}" >/dev/null 2>&1
+    [ -n "$services_dir" ] && rm -rf "$services_dir"
+    return 0
+}
+
+start_services() {
+    services_dir=$(mktemp -d /tmp/dingsync-services.XXXXXX)
+    chmod 755 "$services_dir"
+    trap stop_services EXIT
+    start_mariadb
+    start_postgres
+}

@@ -1,0 +1,407 @@
+//! Configuration: load, layer, validate and redact.
+//!
+//! Layers, lowest first: built-in defaults < TOML file < `DINGSYNC_*` environment < CLI flags.
+//! The raw layers (`raw`, `layers`) are parsed into the typed [`Config`] by `typed`, which
+//! collects every problem into one [`ConfigError`]. Loading never panics and never writes a
+//! file. Secrets are [`Secret`]s, so `Debug` and the `check-config` rendering print `***`.
+
+mod layers;
+mod raw;
+mod typed;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use url::Url;
+
+pub use layers::ENV_PREFIX;
+
+use crate::secret::Secret;
+
+/// The configuration file used when neither `--config` nor `DINGSYNC_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/dingsync/dingsync.toml";
+
+/// The fully commented example configuration, the reference for every key.
+pub const EXAMPLE_CONFIG: &str = include_str!("../config/dingsync.example.toml");
+
+/// The typed, validated configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// Read JeecgBoot's `sys_third_app_config` for more tenants.
+    pub tenants_from_database: bool,
+    /// Accept `*_file` secrets that group or others can read.
+    pub allow_insecure_secret_files: bool,
+    /// `[database]`.
+    pub database: DatabaseConfig,
+    /// `[dingtalk]`.
+    pub dingtalk: DingTalkConfig,
+    /// `[[tenant]]`, in file order.
+    #[serde(rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+    /// `[push]`.
+    pub push: PushConfig,
+    /// `[pull]`.
+    pub pull: PullConfig,
+    /// `[queue]`.
+    pub queue: QueueConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+}
+
+/// `[database]`: the JeecgBoot database, which also holds dingsync's own tables.
+#[derive(Clone, Debug, Serialize)]
+pub struct DatabaseConfig {
+    /// Connection URL; its password is redacted when shown.
+    pub url: DatabaseUrl,
+    /// Most connections held open.
+    pub pool_size: NonZeroU32,
+}
+
+/// Which SQL dialect a database URL speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `sqlite:`
+    Sqlite,
+    /// `mysql:` / `mariadb:`
+    MySql,
+    /// `postgres:` / `postgresql:`
+    Postgres,
+}
+
+/// A database URL. The full text is a [`Secret`] (it may hold a password); `Display`,
+/// `Debug` and serialisation show it with the password replaced by `***`.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    full: Secret,
+    redacted: String,
+    backend: Backend,
+}
+
+impl DatabaseUrl {
+    /// Parses a `sqlite:`, `mysql:`, `mariadb:`, `postgres:` or `postgresql:` URL.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut url = Url::parse(text).map_err(|error| error.to_string())?;
+        let backend = match url.scheme() {
+            "sqlite" => Backend::Sqlite,
+            "mysql" | "mariadb" => Backend::MySql,
+            "postgres" | "postgresql" => Backend::Postgres,
+            other => {
+                return Err(format!(
+                    "unsupported scheme `{other}` (expected sqlite:, mysql:, mariadb: or postgres:)"
+                ))
+            }
+        };
+        if url.password().is_some() {
+            // Only fails for cannot-be-a-base URLs, which carry no password.
+            let _ = url.set_password(Some("***"));
+        }
+        Ok(Self {
+            full: Secret::new(text),
+            redacted: url.to_string(),
+            backend,
+        })
+    }
+
+    /// The URL with its password, for the one place that connects.
+    pub fn expose(&self) -> &str {
+        self.full.expose()
+    }
+
+    /// The dialect.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted)
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted)
+    }
+}
+
+/// `[dingtalk]`: how to reach DingTalk.
+#[derive(Clone, Debug, Serialize)]
+pub struct DingTalkConfig {
+    /// Base URL of the oapi host.
+    pub base_url: Url,
+    /// TCP + TLS connect timeout.
+    #[serde(serialize_with = "human_duration")]
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    #[serde(serialize_with = "human_duration")]
+    pub request_timeout: Duration,
+    /// Calls per second per app per API path (DingTalk allows 20).
+    pub qps_per_api: NonZeroU32,
+}
+
+/// JeecgBoot's `tenant_id`: 0 for a single-tenant installation.
+pub type TenantId = i64;
+
+/// One `[[tenant]]`: a JeecgBoot tenant and its DingTalk app.
+#[derive(Clone, Debug, Serialize)]
+pub struct TenantConfig {
+    /// JeecgBoot's `tenant_id`.
+    pub id: TenantId,
+    /// DingTalk AgentId.
+    pub agent_id: i64,
+    /// DingTalk AppKey.
+    pub client_id: String,
+    /// DingTalk AppSecret.
+    pub client_secret: Secret,
+    /// `push.enabled`: push local changes to DingTalk for this tenant.
+    pub push: Switch,
+    /// `pull.enabled`: pull DingTalk into the local database ("同步到本地开关").
+    pub pull: Switch,
+}
+
+/// An on/off switch written as `<name>.enabled`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Switch {
+    /// On or off.
+    pub enabled: bool,
+}
+
+/// `[push]`: what local -> DingTalk does.
+#[derive(Clone, Debug, Serialize)]
+pub struct PushConfig {
+    /// Push users.
+    pub users: bool,
+    /// Push departments.
+    pub departments: bool,
+    /// Delete DingTalk departments that the local side lacks.
+    pub delete_departments: bool,
+    /// Refuse a run that would delete more DingTalk departments than this.
+    pub max_department_deletes: u32,
+    /// Delete a DingTalk user when its local row is deleted for good.
+    pub delete_users_on_hard_delete: bool,
+}
+
+/// `[pull]`: what DingTalk -> local does.
+#[derive(Clone, Debug, Serialize)]
+pub struct PullConfig {
+    /// When to pull (six fields, seconds first).
+    pub cron: String,
+    /// Password given to users created by a pull.
+    pub new_user_password: Secret,
+}
+
+/// `[queue]`: the retry queue.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueConfig {
+    /// Concurrent job executors.
+    pub workers: NonZeroU32,
+    /// Attempts before a job goes dead.
+    pub max_attempts: NonZeroU32,
+    /// First retry delay.
+    #[serde(serialize_with = "human_duration")]
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    #[serde(serialize_with = "human_duration")]
+    pub backoff_cap: Duration,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `info,dingsync=debug`.
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal (journald), text on a terminal.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+fn human_duration<S: serde::Serializer>(
+    value: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&humantime::format_duration(*value).to_string())
+}
+
+impl Config {
+    /// The tenant ids, for the start-up log line.
+    pub fn tenant_ids(&self) -> Vec<TenantId> {
+        self.tenants.iter().map(|tenant| tenant.id).collect()
+    }
+
+    /// The effective configuration as TOML, every secret shown as `***`.
+    pub fn render(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
+    }
+}
+
+/// One thing wrong with the configuration, named by its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key (`dingtalk.base_url`, `tenant[0].client_secret`) or variable name.
+    pub key: String,
+    /// What is wrong, and what to do.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why the configuration could not be loaded. Never holds a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// One or more settings are wrong; all of them are listed.
+    #[error("{} problem(s) in the configuration:\n{}", .0.len(), ProblemList(.0))]
+    Invalid(Vec<Problem>),
+}
+
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything besides the file that shapes the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// `--config`; else `DINGSYNC_CONFIG`; else [`DEFAULT_CONFIG_PATH`].
+    pub path: Option<PathBuf>,
+    /// The environment (only `DINGSYNC_*` names are read).
+    pub env: BTreeMap<String, String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
+impl LoadOptions {
+    /// Options with this process's environment.
+    pub fn from_process_env() -> Self {
+        Self {
+            env: std::env::vars().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The configuration file that will be read.
+    pub fn config_path(&self) -> PathBuf {
+        self.path
+            .clone()
+            .or_else(|| self.env.get("DINGSYNC_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+}
+
+/// A loaded configuration, with where it came from and what was odd about it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Things worth a warning that do not stop dingsync (unknown variables, weak password).
+    pub warnings: Vec<String>,
+}
+
+/// Loads the configuration: file, then environment, then flags; every problem reported.
+pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let path = options.config_path();
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let mut loaded = load_str(&text, &path, options)?;
+    loaded.path = path;
+    Ok(loaded)
+}
+
+/// Like [`load`], with the file's text given.
+pub fn load_str(text: &str, path: &Path, options: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let mut root: toml::Value = toml::from_str(text).map_err(|error| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: error.to_string().trim_end().to_string(),
+    })?;
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut warnings = layers::apply_env(&mut root, &options.env, &mut problems);
+    if let Some(format) = options.log_format {
+        let name = format!("{format:?}").to_lowercase();
+        layers::apply_flag(&mut root, "log.format", &name, &mut problems);
+    }
+    if let Some(level) = &options.log_level {
+        layers::apply_flag(&mut root, "log.level", level, &mut problems);
+    }
+    let raw = raw::deserialize_collecting(root, &mut problems);
+    let config = typed::build(raw, &mut problems, &mut warnings);
+    match config {
+        Some(config) if problems.is_empty() => Ok(Loaded {
+            config,
+            path: path.to_path_buf(),
+            warnings,
+        }),
+        _ => {
+            problems.sort_by(|a, b| a.key.cmp(&b.key));
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

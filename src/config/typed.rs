@@ -1,0 +1,404 @@
+//! Raw settings -> typed [`Config`]: defaults, parsing into `Url`, `Duration`, `NonZeroU32`,
+//! cron schedules and secrets, with every problem collected under its key. It reads secret
+//! files (read-only) and nothing else.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use super::raw::{RawConfig, RawPull, RawTenant};
+use super::{
+    Config, DatabaseConfig, DatabaseUrl, DingTalkConfig, LogConfig, LogFormat, Problem, PullConfig,
+    PushConfig, QueueConfig, Switch, TenantConfig,
+};
+use crate::secret::{read_secret_file, Secret};
+
+/// Default DingTalk oapi host.
+pub const DEFAULT_BASE_URL: &str = "https://oapi.dingtalk.com";
+/// Default pull schedule: every 30 minutes, at second 0.
+pub const DEFAULT_PULL_CRON: &str = "0 */30 * * * *";
+/// JeecgBoot's default password for users created from DingTalk.
+pub const JEECG_DEFAULT_PASSWORD: &str = "123456";
+const DEFAULT_QPS_PER_API: u32 = 20;
+const DEFAULT_POOL_SIZE: u32 = 5;
+const DEFAULT_WORKERS: u32 = 4;
+const DEFAULT_MAX_ATTEMPTS: u32 = 12;
+const DEFAULT_MAX_DEPARTMENT_DELETES: u32 = 10;
+const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
+const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 20;
+const DEFAULT_BACKOFF_BASE_SECS: u64 = 2;
+const DEFAULT_BACKOFF_CAP_SECS: u64 = 15 * 60;
+
+/// Collects problems while building; each helper returns a usable value even when it
+/// records a problem, so the whole file is checked in one pass.
+struct Checker<'a> {
+    problems: &'a mut Vec<Problem>,
+    allow_insecure_secret_files: bool,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem::new(key, message));
+    }
+
+    fn nonzero(&mut self, key: &str, raw: Option<i64>, default: u32) -> NonZeroU32 {
+        let fallback = NonZeroU32::new(default).unwrap_or(NonZeroU32::MIN);
+        match raw {
+            None => fallback,
+            Some(value) => match u32::try_from(value).ok().and_then(NonZeroU32::new) {
+                Some(value) => value,
+                None => {
+                    self.problem(
+                        key,
+                        format!("must be a whole number from 1 to {}, got {value}", u32::MAX),
+                    );
+                    fallback
+                }
+            },
+        }
+    }
+
+    fn count(&mut self, key: &str, raw: Option<i64>, default: u32) -> u32 {
+        match raw.map(u32::try_from) {
+            None => default,
+            Some(Ok(value)) => value,
+            Some(Err(_)) => {
+                self.problem(key, "must be a whole number of 0 or more");
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, raw: Option<&str>, default_secs: u64) -> Duration {
+        let fallback = Duration::from_secs(default_secs);
+        let Some(text) = raw else { return fallback };
+        match humantime::parse_duration(text) {
+            Ok(value) if !value.is_zero() => value,
+            Ok(_) => {
+                self.problem(key, "must be longer than zero");
+                fallback
+            }
+            Err(error) => {
+                self.problem(key, format!("`{text}` is not a duration ({error}); write e.g. \"500ms\", \"30s\", \"5m\""));
+                fallback
+            }
+        }
+    }
+
+    fn cron(&mut self, key: &str, raw: Option<String>, default: &str) -> String {
+        let text = raw.unwrap_or_else(|| default.to_string());
+        if let Err(error) = parse_cron(&text) {
+            self.problem(
+                key,
+                format!("`{text}` is not a cron expression ({error}); six fields, seconds first, e.g. \"{default}\""),
+            );
+        }
+        text
+    }
+
+    /// A secret given inline (`key`) or as a file (`key_file`): exactly one of them.
+    fn secret(
+        &mut self,
+        key: &str,
+        inline: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Option<Secret> {
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(key, format!("set either {key} or {key}_file, not both"));
+                None
+            }
+            (Some(value), None) if value.is_empty() => {
+                self.problem(key, "is empty");
+                None
+            }
+            (Some(value), None) => Some(Secret::new(value)),
+            (None, Some(path)) => match read_secret_file(&path, self.allow_insecure_secret_files) {
+                Ok(secret) => Some(secret),
+                Err(error) => {
+                    self.problem(&format!("{key}_file"), error.to_string());
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+}
+
+/// Parses a cron expression exactly as the scheduler will (six fields, seconds required).
+pub fn parse_cron(text: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(text)
+}
+
+/// Builds the typed configuration. Returns `None` only when a required value is missing
+/// entirely; every problem is in `problems` either way.
+pub(super) fn build(
+    raw: RawConfig,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<String>,
+) -> Option<Config> {
+    let mut check = Checker {
+        problems,
+        allow_insecure_secret_files: raw.allow_insecure_secret_files.unwrap_or(false),
+    };
+    let database = database(&mut check, raw.database);
+    let dingtalk = dingtalk(&mut check, raw.dingtalk);
+    let tenants_from_database = raw.tenants_from_database.unwrap_or(false);
+    let tenants = tenants(&mut check, raw.tenants, tenants_from_database);
+    let pull = pull(&mut check, raw.pull);
+    let push = PushConfig {
+        users: raw.push.users.unwrap_or(true),
+        departments: raw.push.departments.unwrap_or(true),
+        delete_departments: raw.push.delete_departments.unwrap_or(true),
+        max_department_deletes: check.count(
+            "push.max_department_deletes",
+            raw.push.max_department_deletes,
+            DEFAULT_MAX_DEPARTMENT_DELETES,
+        ),
+        delete_users_on_hard_delete: raw.push.delete_users_on_hard_delete.unwrap_or(true),
+    };
+    let queue = QueueConfig {
+        workers: check.nonzero("queue.workers", raw.queue.workers, DEFAULT_WORKERS),
+        max_attempts: check.nonzero(
+            "queue.max_attempts",
+            raw.queue.max_attempts,
+            DEFAULT_MAX_ATTEMPTS,
+        ),
+        backoff_base: check.duration(
+            "queue.backoff_base",
+            raw.queue.backoff_base.as_deref(),
+            DEFAULT_BACKOFF_BASE_SECS,
+        ),
+        backoff_cap: check.duration(
+            "queue.backoff_cap",
+            raw.queue.backoff_cap.as_deref(),
+            DEFAULT_BACKOFF_CAP_SECS,
+        ),
+    };
+    if queue.backoff_cap < queue.backoff_base {
+        check.problem(
+            "queue.backoff_cap",
+            "must not be shorter than queue.backoff_base",
+        );
+    }
+    let log = log(&mut check, raw.log);
+    let pull_anywhere = tenants_from_database || tenants.iter().any(|t| t.pull.enabled);
+    if pull_anywhere
+        && pull
+            .as_ref()
+            .is_some_and(|p| p.new_user_password.expose() == JEECG_DEFAULT_PASSWORD)
+    {
+        warnings.push(
+            "pull.new_user_password is JeecgBoot's default 123456: users created by a pull get a weak \
+             password; set pull.new_user_password_file"
+                .to_string(),
+        );
+    }
+    Some(Config {
+        tenants_from_database,
+        allow_insecure_secret_files: check.allow_insecure_secret_files,
+        database: database?,
+        dingtalk,
+        tenants,
+        push,
+        pull: pull?,
+        queue,
+        log,
+    })
+}
+
+fn database(check: &mut Checker<'_>, raw: super::raw::RawDatabase) -> Option<DatabaseConfig> {
+    let pool_size = check.nonzero("database.pool_size", raw.pool_size, DEFAULT_POOL_SIZE);
+    let Some(secret) = check.secret("database.url", raw.url, raw.url_file) else {
+        if !check
+            .problems
+            .iter()
+            .any(|p| p.key.starts_with("database.url"))
+        {
+            check.problem("database.url", "missing; give the JeecgBoot database, e.g. mysql://dingsync:PASSWORD@127.0.0.1:3306/jeecg-boot");
+        }
+        return None;
+    };
+    match DatabaseUrl::parse(secret.expose()) {
+        Ok(url) => Some(DatabaseConfig { url, pool_size }),
+        Err(error) => {
+            // The URL may hold a password: report what is wrong, never the text itself.
+            check.problem("database.url", error);
+            None
+        }
+    }
+}
+
+fn dingtalk(check: &mut Checker<'_>, raw: super::raw::RawDingTalk) -> DingTalkConfig {
+    let fallback = || {
+        Url::parse(DEFAULT_BASE_URL).unwrap_or_else(|_| unreachable!("default base URL is valid"))
+    };
+    let base_url = match raw.base_url.as_deref().map(Url::parse) {
+        None => fallback(),
+        Some(Ok(url)) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
+        Some(Ok(url)) => {
+            check.problem(
+                "dingtalk.base_url",
+                format!("`{url}` is not an http(s) URL with a host"),
+            );
+            fallback()
+        }
+        Some(Err(error)) => {
+            check.problem("dingtalk.base_url", error.to_string());
+            fallback()
+        }
+    };
+    DingTalkConfig {
+        base_url,
+        connect_timeout: check.duration(
+            "dingtalk.connect_timeout",
+            raw.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT_SECS,
+        ),
+        request_timeout: check.duration(
+            "dingtalk.request_timeout",
+            raw.request_timeout.as_deref(),
+            DEFAULT_REQUEST_TIMEOUT_SECS,
+        ),
+        qps_per_api: check.nonzero("dingtalk.qps_per_api", raw.qps_per_api, DEFAULT_QPS_PER_API),
+    }
+}
+
+fn tenants(check: &mut Checker<'_>, raw: Vec<RawTenant>, from_database: bool) -> Vec<TenantConfig> {
+    if raw.is_empty() && !from_database {
+        check.problem("tenant", "no [[tenant]] configured; add one (id = 0 for a single-tenant JeecgBoot) or set tenants_from_database = true");
+    }
+    let mut tenants: Vec<TenantConfig> = Vec::new();
+    for (index, tenant) in raw.into_iter().enumerate() {
+        let key = format!("tenant[{index}]");
+        if let Some(built) = tenant_config(check, &key, tenant) {
+            if tenants.iter().any(|t| t.id == built.id) {
+                check.problem(
+                    &format!("{key}.id"),
+                    format!("tenant id {} appears twice", built.id),
+                );
+            }
+            tenants.push(built);
+        }
+    }
+    tenants
+}
+
+fn tenant_config(check: &mut Checker<'_>, key: &str, raw: RawTenant) -> Option<TenantConfig> {
+    let id = match raw.id {
+        Some(id) if id >= 0 => Some(id),
+        Some(id) => {
+            check.problem(
+                &format!("{key}.id"),
+                format!("must be 0 or more (JeecgBoot tenant_id), got {id}"),
+            );
+            None
+        }
+        None => {
+            check.problem(
+                &format!("{key}.id"),
+                "missing; JeecgBoot's tenant_id, 0 for a single-tenant installation",
+            );
+            None
+        }
+    };
+    let agent_id = match raw.agent_id {
+        Some(agent) if agent > 0 => Some(agent),
+        Some(agent) => {
+            check.problem(
+                &format!("{key}.agent_id"),
+                format!("must be a positive AgentId, got {agent}"),
+            );
+            None
+        }
+        None => {
+            check.problem(
+                &format!("{key}.agent_id"),
+                "missing; the app's AgentId from the DingTalk console",
+            );
+            None
+        }
+    };
+    let client_id = match raw.client_id {
+        Some(client) if !client.trim().is_empty() => Some(client),
+        _ => {
+            check.problem(
+                &format!("{key}.client_id"),
+                "missing; the app's AppKey from the DingTalk console",
+            );
+            None
+        }
+    };
+    let secret_key = format!("{key}.client_secret");
+    let client_secret = check.secret(&secret_key, raw.client_secret, raw.client_secret_file);
+    if client_secret.is_none()
+        && !check
+            .problems
+            .iter()
+            .any(|p| p.key.starts_with(&secret_key))
+    {
+        let hint = match id {
+            Some(id) => format!(" or DINGSYNC_TENANT_{id}_CLIENT_SECRET"),
+            None => String::new(),
+        };
+        check.problem(
+            &secret_key,
+            format!("missing; the app's AppSecret: set client_secret_file{hint}"),
+        );
+    }
+    Some(TenantConfig {
+        id: id?,
+        agent_id: agent_id?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        push: Switch {
+            enabled: raw.push.enabled.unwrap_or(true),
+        },
+        pull: Switch {
+            enabled: raw.pull.enabled.unwrap_or(true),
+        },
+    })
+}
+
+fn pull(check: &mut Checker<'_>, raw: RawPull) -> Option<PullConfig> {
+    let cron = check.cron("pull.cron", raw.cron, DEFAULT_PULL_CRON);
+    let password = match (raw.new_user_password, raw.new_user_password_file) {
+        (None, None) => Some(Secret::new(JEECG_DEFAULT_PASSWORD)),
+        (inline, file) => check.secret("pull.new_user_password", inline, file),
+    };
+    Some(PullConfig {
+        cron,
+        new_user_password: password?,
+    })
+}
+
+fn log(check: &mut Checker<'_>, raw: super::raw::RawLog) -> LogConfig {
+    let format = match raw.format.as_deref() {
+        None | Some("auto") => LogFormat::Auto,
+        Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        Some(other) => {
+            check.problem(
+                "log.format",
+                format!("`{other}` is not one of auto, json, text"),
+            );
+            LogFormat::Auto
+        }
+    };
+    let level = raw.level.unwrap_or_else(|| "info".to_string());
+    if let Err(error) = tracing_subscriber::EnvFilter::builder().parse(&level) {
+        check.problem(
+            "log.level",
+            format!(
+                "`{level}` is not a log filter ({error}); e.g. \"info\" or \"info,dingsync=debug\""
+            ),
+        );
+    }
+    LogConfig { format, level }
+}

@@ -1,0 +1,11 @@
+//! dingsync: keeps a JeecgBoot back office and DingTalk in step.
+//!
+//! The binary `dingsync` is thin: it parses the command line ([`cli`]) and calls into this
+//! library. See ARCHITECTURE.md for the map.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod logging;
+pub mod secret;
