@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod dingtalk;
 pub mod exit;
 pub mod logging;
 pub mod secret;
+pub mod sim;
