@@ -687,3 +687,56 @@ async fn the_rate_limiter_keeps_the_client_under_the_simulators_limit() {
     let count = calls_on(&server, "topapi/user/count");
     assert_eq!((count.calls, count.throttled), (25, 0));
 }
+
+#[tokio::test]
+async fn to_all_sends_are_capped_and_recall_closes_after_24_hours() {
+    let server = start_sim(SimOptions::default()).await;
+    let dt = client(&server, 1000);
+    dt.user_create(&user("a", "13500000001", 1)).await.unwrap();
+    dt.user_create(&user("b", "13500000002", 1)).await.unwrap();
+    let all = Recipients {
+        to_all: true,
+        ..Recipients::default()
+    };
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        tasks.push(
+            dt.send(&all, &Message::text(&format!("notice {n}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let fourth = dt.send_result(tasks[3]).await.unwrap();
+    assert!(fourth.unread_user_id_list.is_empty());
+    assert_eq!(
+        fourth.forbidden_user_id_list.len(),
+        2,
+        "a 4th to-all send in one day reaches nobody"
+    );
+    assert_eq!(
+        dt.send_result(tasks[0])
+            .await
+            .unwrap()
+            .unread_user_id_list
+            .len(),
+        2
+    );
+    server
+        .sim
+        .advance_clock(std::time::Duration::from_secs(25 * 3600));
+    let late = dt.recall(tasks[0]).await.unwrap_err();
+    assert_eq!(
+        (late.kind, late.errcode),
+        (ErrorKind::Validation, Some(400002))
+    );
+    assert!(dt.send_result(tasks[0]).await.is_err());
+    let next_day = dt.send(&all, &Message::text("notice 0")).await.unwrap();
+    assert_eq!(
+        dt.send_result(next_day)
+            .await
+            .unwrap()
+            .unread_user_id_list
+            .len(),
+        2
+    );
+}

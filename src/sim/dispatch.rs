@@ -161,7 +161,7 @@ pub(super) fn route(app: &mut App, path: &str, p: &Params, now_s: i64) -> Result
             app.notifications.recall(app.agent_id, p, now_s)
         }
         "topapi/message/corpconversation/getsendprogress" => {
-            app.notifications.progress(app.agent_id, p)
+            app.notifications.progress(app.agent_id, p, now_s)
         }
         "topapi/message/corpconversation/getsendresult" => {
             app.notifications.result(app.agent_id, p, now_s)

@@ -215,7 +215,9 @@ impl Org {
         Ok(json!({}))
     }
 
-    /// `topapi/v2/department/delete`.
+    /// `topapi/v2/department/delete`. API.md §8 #7: the delete page only forbids members in
+    /// the department or its sub-departments, the global table's 60006 forbids any
+    /// sub-department; the simulator takes the stricter 60006.
     pub fn dept_delete(&mut self, p: &Params) -> Result<Value, ApiFail> {
         let id = p.required_i64("dept_id")?;
         if id == ROOT_DEPT {
@@ -270,6 +272,8 @@ impl Org {
     }
 
     /// `topapi/v2/department/listsub`: next level only, without `source_identifier`/`order`.
+    /// API.md §8 #13: the default for a missing `dept_id` is undocumented; the simulator
+    /// takes the root, and dingsync's client always sends it.
     pub fn dept_listsub(&self, p: &Params) -> Result<Value, ApiFail> {
         let id = p.i64("dept_id")?.unwrap_or(ROOT_DEPT);
         self.dept(id)?;
@@ -455,7 +459,8 @@ impl Org {
         members
     }
 
-    /// `topapi/v2/user/list`: direct members, paged by cursor.
+    /// `topapi/v2/user/list`: direct members, paged by cursor. API.md §8 #11: the page size
+    /// is undocumented; the simulator enforces the SDK's 1..=100.
     pub fn user_list(&self, p: &Params) -> Result<Value, ApiFail> {
         let dept = p.required_i64("dept_id")?;
         let cursor = p.required_i64("cursor")?;
