@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod dingtalk;
 pub mod exit;
+pub mod jeecg;
 pub mod logging;
 pub mod secret;
 pub mod sim;
