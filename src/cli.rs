@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, ConfigError, LoadOptions, Loaded, LogFormat};
 use crate::exit;
+use crate::store::{Store, StoreError};
 
 /// Keeps a JeecgBoot back office and DingTalk (钉钉) in step.
 ///
@@ -40,6 +41,22 @@ pub enum Command {
     ///
     /// Exits 0 when the configuration is valid, 78 with every problem listed when it is not.
     CheckConfig,
+    /// Create dingsync's tables and the change-log triggers in the JeecgBoot database.
+    ///
+    /// Idempotent: running it again changes nothing; a newer dingsync migrates forward.
+    /// Exits 69 when the database cannot be reached, 65 when it is not a JeecgBoot database.
+    Init {
+        /// First create JeecgBoot's own tables where they are missing (a new SQLite or
+        /// PostgreSQL installation, a test database).
+        #[arg(long)]
+        with_jeecg_schema: bool,
+    },
+    /// Drop dingsync's triggers and tables. JeecgBoot's rows are not touched.
+    Uninstall {
+        /// Confirm: without it nothing is dropped.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Runs the command line of this process; returns the exit code.
@@ -71,6 +88,100 @@ pub fn main() -> u8 {
     log_startup(&loaded);
     match cli.command {
         Command::CheckConfig => check_config(&loaded),
+        Command::Init { with_jeecg_schema } => block_on(init(&loaded, with_jeecg_schema)),
+        Command::Uninstall { yes } => block_on(uninstall(&loaded, yes)),
+    }
+}
+
+fn block_on(future: impl std::future::Future<Output = u8>) -> u8 {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(future),
+        Err(error) => {
+            eprintln!("dingsync: cannot start the async runtime: {error}");
+            exit::UNAVAILABLE
+        }
+    }
+}
+
+/// Exit code for a store error: unreachable database 69, anything else 65.
+fn store_failure(error: &StoreError) -> u8 {
+    tracing::error!(event = "store.failed", error = %error, "database operation failed");
+    eprintln!("dingsync: {error}");
+    match error {
+        StoreError::Database(sqlx::Error::Database(_)) => exit::DATA_ERR,
+        StoreError::Database(_) => exit::UNAVAILABLE,
+        _ => exit::DATA_ERR,
+    }
+}
+
+async fn connect(loaded: &Loaded) -> Result<Store, u8> {
+    Store::connect(&loaded.config.database).await.map_err(|error| {
+        tracing::error!(event = "store.unavailable", database = %loaded.config.database.url, error = %error, "cannot reach the database");
+        eprintln!("dingsync: cannot reach the database {}: {error}", loaded.config.database.url);
+        exit::UNAVAILABLE
+    })
+}
+
+async fn init(loaded: &Loaded, with_jeecg_schema: bool) -> u8 {
+    let store = match connect(loaded).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let result = store.init(with_jeecg_schema).await;
+    store.close().await;
+    match result {
+        Ok(report) => {
+            tracing::info!(
+                event = "store.init",
+                from_version = report.from_version,
+                to_version = report.to_version,
+                jeecg_tables_created = report.jeecg_tables_created,
+                "database initialised"
+            );
+            if report.from_version == report.to_version {
+                println!(
+                    "dingsync schema is already at version {}; nothing to do",
+                    report.to_version
+                );
+            } else {
+                println!(
+                    "dingsync schema version {} -> {}",
+                    report.from_version, report.to_version
+                );
+            }
+            if with_jeecg_schema {
+                println!("JeecgBoot tables created: {}", report.jeecg_tables_created);
+            }
+            exit::OK
+        }
+        Err(error) => store_failure(&error),
+    }
+}
+
+async fn uninstall(loaded: &Loaded, yes: bool) -> u8 {
+    if !yes {
+        eprintln!("dingsync: uninstall drops dingsync's tables (queue, snapshots, deliveries) and triggers; add --yes to confirm");
+        return exit::USAGE;
+    }
+    let store = match connect(loaded).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let result = store.uninstall().await;
+    store.close().await;
+    match result {
+        Ok(()) => {
+            tracing::info!(
+                event = "store.uninstalled",
+                "dingsync tables and triggers dropped"
+            );
+            println!("dingsync's tables and triggers dropped; JeecgBoot's rows are untouched");
+            exit::OK
+        }
+        Err(error) => store_failure(&error),
     }
 }
 

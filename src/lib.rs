@@ -12,3 +12,4 @@ pub mod jeecg;
 pub mod logging;
 pub mod secret;
 pub mod sim;
+pub mod store;

@@ -45,7 +45,8 @@ pub fn next_code(parent: &str, siblings: &[&str], taken: impl Fn(&str) -> bool) 
 
 /// The code of a descendant after its subtree moved from `old_prefix` to `new_prefix`.
 pub fn rebase(code: &str, old_prefix: &str, new_prefix: &str) -> Option<String> {
-    code.strip_prefix(old_prefix).map(|rest| format!("{new_prefix}{rest}"))
+    code.strip_prefix(old_prefix)
+        .map(|rest| format!("{new_prefix}{rest}"))
 }
 
 #[cfg(test)]
@@ -57,16 +58,28 @@ mod tests {
         let none = |_: &str| false;
         assert_eq!(next_code("", &[], none).as_deref(), Some("A01"));
         assert_eq!(next_code("", &["A01", "A02"], none).as_deref(), Some("A03"));
-        assert_eq!(next_code("A01", &["A01A05", "A01A06"], none).as_deref(), Some("A01A07"));
-        assert_eq!(next_code("A01", &["A01A99"], none).as_deref(), Some("A01B01"));
+        assert_eq!(
+            next_code("A01", &["A01A05", "A01A06"], none).as_deref(),
+            Some("A01A07")
+        );
+        assert_eq!(
+            next_code("A01", &["A01A99"], none).as_deref(),
+            Some("A01B01")
+        );
         assert_eq!(next_code("A01", &["A01Z99"], none), None);
         // A code taken elsewhere is skipped.
-        assert_eq!(next_code("A02", &["A02A01"], |c| c == "A02A02").as_deref(), Some("A02A03"));
+        assert_eq!(
+            next_code("A02", &["A02A01"], |c| c == "A02A02").as_deref(),
+            Some("A02A03")
+        );
     }
 
     #[test]
     fn moved_subtrees_are_rebased() {
-        assert_eq!(rebase("A01A05A01", "A01A05", "A02A03").as_deref(), Some("A02A03A01"));
+        assert_eq!(
+            rebase("A01A05A01", "A01A05", "A02A03").as_deref(),
+            Some("A02A03A01")
+        );
         assert_eq!(rebase("A03", "A01", "A02"), None);
     }
 }

@@ -17,12 +17,16 @@ pub const SALT_LEN: usize = 8;
 
 /// The stored hash of `password` for `username` with `salt`.
 pub fn hash(username: &str, password: &str, salt: &str) -> String {
-    let mut digest = Md5::new().chain_update(password.as_bytes()).chain_update(salt.as_bytes()).finalize();
+    let mut digest = Md5::new()
+        .chain_update(password.as_bytes())
+        .chain_update(salt.as_bytes())
+        .finalize();
     for _ in 1..ITERATIONS {
         digest = Md5::digest(digest);
     }
     let (key, iv) = digest.split_at(8);
-    let cipher = DesCbcEnc::new_from_slices(key, iv).unwrap_or_else(|_| unreachable!("MD5 gives 16 bytes: 8 key, 8 IV"));
+    let cipher = DesCbcEnc::new_from_slices(key, iv)
+        .unwrap_or_else(|_| unreachable!("MD5 gives 16 bytes: 8 key, 8 IV"));
     let message = username.as_bytes();
     let mut buffer = vec![0u8; (message.len() / 8 + 1) * 8];
     buffer[..message.len()].copy_from_slice(message);

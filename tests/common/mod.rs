@@ -79,3 +79,110 @@ pub fn credentials() -> AppCredentials {
 pub fn client(server: &SimServer, qps: u32) -> DingTalkClient {
     DingTalkClient::new(client_options(&server.url, qps), credentials()).unwrap()
 }
+
+use dingsync::config::DatabaseUrl;
+use dingsync::store::Store;
+
+/// A fresh database for one test: dingsync's store and a plain connection that writes like
+/// JeecgBoot (its writes are logged by the triggers).
+pub struct TestDb {
+    /// `sqlite`, `mariadb` or `postgres`.
+    pub name: &'static str,
+    /// Connected as dingsync.
+    pub store: Store,
+    /// Connected as "JeecgBoot".
+    pub plain: Store,
+    /// The URL (with the fresh database).
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn unique_name() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "dstest_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        rand_suffix()
+    )
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 100_000
+}
+
+async fn server_db(name: &'static str, admin_url: &str) -> TestDb {
+    let admin = Store::connect_url(&DatabaseUrl::parse(admin_url).unwrap(), 1, false)
+        .await
+        .expect("connect as admin");
+    let db = unique_name();
+    admin
+        .execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    admin.close().await;
+    let mut url = url::Url::parse(admin_url).unwrap();
+    url.set_path(&format!("/{db}"));
+    let url = url.to_string();
+    let parsed = DatabaseUrl::parse(&url).unwrap();
+    let store = Store::connect_url(&parsed, 5, true).await.unwrap();
+    let plain = Store::connect_url(&parsed, 5, false).await.unwrap();
+    TestDb {
+        name,
+        store,
+        plain,
+        url,
+        _dir: None,
+    }
+}
+
+/// A fresh SQLite database file.
+pub async fn sqlite_db() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("jeecg.db").display());
+    let parsed = DatabaseUrl::parse(&url).unwrap();
+    let store = Store::connect_url(&parsed, 5, true).await.unwrap();
+    let plain = Store::connect_url(&parsed, 5, false).await.unwrap();
+    TestDb {
+        name: "sqlite",
+        store,
+        plain,
+        url,
+        _dir: Some(dir),
+    }
+}
+
+/// A fresh MariaDB database, when scripts/test started the server.
+pub async fn mariadb_db() -> Option<TestDb> {
+    Some(server_db("mariadb", &mysql_url()?).await)
+}
+
+/// A fresh PostgreSQL database, when scripts/test started the server.
+pub async fn postgres_db() -> Option<TestDb> {
+    Some(server_db("postgres", &postgres_url()?).await)
+}
+
+/// SQLite always; MariaDB and PostgreSQL when available (required under CI).
+pub async fn all_dbs() -> Vec<TestDb> {
+    let mut dbs = vec![sqlite_db().await];
+    dbs.extend(mariadb_db().await);
+    dbs.extend(postgres_db().await);
+    dbs
+}
+
+/// `dbs` initialised with JeecgBoot's tables and dingsync's.
+pub async fn initialised_dbs() -> Vec<TestDb> {
+    let dbs = all_dbs().await;
+    for db in &dbs {
+        db.store
+            .init(true)
+            .await
+            .unwrap_or_else(|e| panic!("{}: init: {e}", db.name));
+    }
+    dbs
+}

@@ -1,0 +1,595 @@
+//! JeecgBoot's rows, read and written as JeecgBoot would: users with memberships and position
+//! names (three queries, never one per user), the department tree, `sys_third_account`
+//! links, `sys_depart.ding_identifier`, new departments with a unique `org_code`, new users
+//! with a salt and JeecgBoot's password hash, `sys_announcement.dt_task_id`, and DingTalk apps
+//! from `sys_third_app_config`. Every write is one transaction marked as dingsync's, so the
+//! change-log triggers do not echo it.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::config::{Backend, TenantId};
+use crate::jeecg::{
+    orgcode, password, AppConfigRow, Link, LocalDept, LocalUser, NewDept, NewUser,
+    THIRD_TYPE_DINGTALK,
+};
+use crate::secret::Secret;
+
+use super::{Store, StoreError, StoreResult};
+
+/// The `create_by` dingsync writes.
+const CREATED_BY: &str = "dingsync";
+
+/// A new JeecgBoot-style id: 32 hex characters.
+pub fn new_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+}
+
+/// A row of four nullable text columns around one integer.
+type TextRow = (Option<String>, Option<String>, Option<String>, i64);
+/// An integer then three nullable text columns.
+type IntTextRow = (i64, Option<String>, Option<String>, Option<String>);
+
+fn blank_to_none(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+impl Store {
+    /// Statements that mark a transaction as dingsync's (SQLite only; see `schema`).
+    fn writer_marks(&self) -> Option<(&'static str, &'static str)> {
+        (self.backend() == Backend::Sqlite).then_some((
+            "INSERT INTO dingsync_writer (marker) VALUES (1)",
+            "DELETE FROM dingsync_writer",
+        ))
+    }
+
+    /// Every department of `tenant` (all of them for tenant 0), posts and deleted ones
+    /// included; callers filter with `is_post` / `is_deleted`.
+    pub async fn load_departments(&self, tenant: TenantId) -> StoreResult<Vec<LocalDept>> {
+        let filter = if tenant == 0 {
+            ""
+        } else {
+            " WHERE tenant_id = ?"
+        };
+        let sql = format!(
+            "SELECT id, parent_id, depart_name, {order}, {category}, org_code, del_flag, ding_identifier, {tenant_col} \
+             FROM sys_depart{filter} ORDER BY org_code",
+            order = self.int("COALESCE(depart_order, 0)"),
+            category = self.text("org_category"),
+            tenant_col = self.int("COALESCE(tenant_id, 0)"),
+        );
+        let sql = self.sql(&sql);
+        type Row = (
+            String,
+            Option<String>,
+            String,
+            i64,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            i64,
+        );
+        let rows: Vec<Row> = crate::on_pool!(self, |pool| {
+            let query = sqlx::query_as::<_, Row>(&sql);
+            let query = if tenant == 0 {
+                query
+            } else {
+                query.bind(tenant)
+            };
+            query.fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, parent, name, order, category, code, del_flag, ding, tenant_id)| LocalDept {
+                    id,
+                    parent_id: blank_to_none(parent),
+                    name,
+                    order,
+                    org_category: category,
+                    org_code: code,
+                    del_flag: del_flag.unwrap_or_default(),
+                    ding_identifier: ding.and_then(|d| d.trim().parse().ok()),
+                    tenant_id,
+                },
+            )
+            .collect())
+    }
+
+    /// Every user of `tenant` (tenant 0: all; tenant T: those `sys_user_tenant` ties to T with
+    /// status 1), with department ids and position names.
+    pub async fn load_users(&self, tenant: TenantId) -> StoreResult<Vec<LocalUser>> {
+        self.users_where(tenant, None).await
+    }
+
+    /// One user by `sys_user.id`, if it exists.
+    pub async fn load_user(&self, id: &str) -> StoreResult<Option<LocalUser>> {
+        Ok(self.users_where(0, Some(id)).await?.into_iter().next())
+    }
+
+    async fn users_where(
+        &self,
+        tenant: TenantId,
+        only: Option<&str>,
+    ) -> StoreResult<Vec<LocalUser>> {
+        let mut users_sql = format!(
+            "SELECT u.id, u.username, u.realname, u.phone, u.telephone, u.work_no, u.email, {status}, {del} FROM sys_user u",
+            status = self.int("u.status"),
+            del = self.int("COALESCE(u.del_flag, 0)"),
+        );
+        let mut binds: Vec<String> = Vec::new();
+        if tenant != 0 {
+            users_sql.push_str(" JOIN sys_user_tenant t ON t.user_id = u.id AND t.tenant_id = ? AND t.status = '1'");
+            binds.push(tenant.to_string());
+        }
+        if let Some(id) = only {
+            users_sql.push_str(" WHERE u.id = ?");
+            binds.push(id.to_string());
+        }
+        users_sql.push_str(" ORDER BY u.username");
+        let member_filter = if only.is_some() {
+            " WHERE user_id = ?"
+        } else {
+            ""
+        };
+        let members_sql = format!(
+            "SELECT user_id, dep_id FROM sys_user_depart{member_filter} ORDER BY user_id, dep_id"
+        );
+        let positions_sql = format!(
+            "SELECT up.user_id, p.name FROM sys_user_position up JOIN sys_position p ON p.id = up.position_id{} ORDER BY up.user_id, p.name",
+            if only.is_some() { " WHERE up.user_id = ?" } else { "" }
+        );
+        let (users_sql, members_sql, positions_sql) = (
+            self.sql(&users_sql),
+            self.sql(&members_sql),
+            self.sql(&positions_sql),
+        );
+        type Row = (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            i64,
+        );
+        let (rows, members, positions) = crate::on_pool!(self, |pool| {
+            let mut query = sqlx::query_as::<_, Row>(&users_sql);
+            if tenant != 0 {
+                query = query.bind(tenant);
+            }
+            if let Some(id) = only {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(pool).await?;
+            let mut members = sqlx::query_as::<_, (Option<String>, Option<String>)>(&members_sql);
+            let mut positions =
+                sqlx::query_as::<_, (Option<String>, Option<String>)>(&positions_sql);
+            if let Some(id) = only {
+                members = members.bind(id);
+                positions = positions.bind(id);
+            }
+            (
+                rows,
+                members.fetch_all(pool).await?,
+                positions.fetch_all(pool).await?,
+            )
+        });
+        let mut departs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (user, dept) in members {
+            if let (Some(user), Some(dept)) = (user, dept) {
+                departs.entry(user).or_default().push(dept);
+            }
+        }
+        let mut titles: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (user, name) in positions {
+            if let (Some(user), Some(name)) = (user, blank_to_none(name)) {
+                titles.entry(user).or_default().push(name);
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, username, realname, phone, telephone, work_no, email, status, del_flag)| {
+                    LocalUser {
+                        depart_ids: departs.remove(&id).unwrap_or_default(),
+                        positions: titles.remove(&id).unwrap_or_default(),
+                        id,
+                        username: username.unwrap_or_default(),
+                        realname: realname.unwrap_or_default(),
+                        phone: blank_to_none(phone),
+                        telephone: blank_to_none(telephone),
+                        work_no: blank_to_none(work_no),
+                        email: blank_to_none(email),
+                        status,
+                        del_flag,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// DingTalk links of `tenant` (all tenants for 0).
+    pub async fn links(&self, tenant: TenantId) -> StoreResult<Vec<Link>> {
+        let filter = if tenant == 0 {
+            ""
+        } else {
+            " AND tenant_id = ?"
+        };
+        let sql = format!(
+            "SELECT sys_user_id, third_user_id, third_user_uuid, {t} FROM sys_third_account WHERE third_type = ?{filter} ORDER BY sys_user_id",
+            t = self.int("COALESCE(tenant_id, 0)")
+        );
+        let sql = self.sql(&sql);
+        let rows: Vec<TextRow> = crate::on_pool!(self, |pool| {
+            let query = sqlx::query_as(&sql).bind(THIRD_TYPE_DINGTALK);
+            let query = if tenant == 0 {
+                query
+            } else {
+                query.bind(tenant)
+            };
+            query.fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(user, userid, unionid, tenant_id)| {
+                Some(Link {
+                    user_id: user?,
+                    userid: blank_to_none(userid)?,
+                    unionid: blank_to_none(unionid),
+                    tenant_id,
+                })
+            })
+            .collect())
+    }
+
+    /// Records that `link.user_id` is `link.userid` in DingTalk (JeecgBoot's "已同步钉钉").
+    /// A row for the same DingTalk userid or the same user and tenant is updated, else one
+    /// is inserted.
+    pub async fn save_link(&self, link: &Link, realname: &str) -> StoreResult<()> {
+        let find = self.sql(
+            "SELECT id FROM sys_third_account WHERE third_type = ? AND (third_user_id = ? OR (sys_user_id = ? AND COALESCE(tenant_id, 0) = ?))",
+        );
+        let update = self.sql(
+            "UPDATE sys_third_account SET sys_user_id = ?, third_user_id = ?, third_user_uuid = ?, tenant_id = ?, realname = ?, \
+             update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?",
+        );
+        let insert = self.sql(
+            "INSERT INTO sys_third_account (id, sys_user_id, status, del_flag, realname, tenant_id, third_user_uuid, third_user_id, \
+             create_by, create_time, third_type) VALUES (?, ?, 1, 0, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP, ?)",
+        );
+        let marks = self.writer_marks();
+        let begin = self.begin_statement_for_writes();
+        crate::on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(begin).await?;
+            if let Some((mark, _)) = marks {
+                sqlx::query(mark).execute(&mut *tx).await?;
+            }
+            let ids: Vec<String> = sqlx::query_scalar(&find)
+                .bind(THIRD_TYPE_DINGTALK)
+                .bind(&link.userid)
+                .bind(&link.user_id)
+                .bind(link.tenant_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            match ids.first() {
+                Some(id) => {
+                    sqlx::query(&update)
+                        .bind(&link.user_id)
+                        .bind(&link.userid)
+                        .bind(link.unionid.as_deref())
+                        .bind(link.tenant_id)
+                        .bind(realname)
+                        .bind(CREATED_BY)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                None => {
+                    sqlx::query(&insert)
+                        .bind(new_id())
+                        .bind(&link.user_id)
+                        .bind(realname)
+                        .bind(link.tenant_id)
+                        .bind(link.unionid.as_deref())
+                        .bind(&link.userid)
+                        .bind(CREATED_BY)
+                        .bind(THIRD_TYPE_DINGTALK)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            if let Some((_, unmark)) = marks {
+                sqlx::query(unmark).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    fn begin_statement_for_writes(&self) -> &'static str {
+        if self.backend() == Backend::Sqlite {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        }
+    }
+
+    /// Runs simple statements (each `(sql, text binds)`) in one marked transaction.
+    async fn write_marked(
+        &self,
+        statements: Vec<(String, Vec<Option<String>>)>,
+    ) -> StoreResult<()> {
+        let marks = self.writer_marks();
+        let begin = self.begin_statement_for_writes();
+        let statements: Vec<(String, Vec<Option<String>>)> = statements
+            .into_iter()
+            .map(|(sql, binds)| (self.sql(&sql).into_owned(), binds))
+            .collect();
+        crate::on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(begin).await?;
+            if let Some((mark, _)) = marks {
+                sqlx::query(mark).execute(&mut *tx).await?;
+            }
+            for (sql, binds) in &statements {
+                let mut query = sqlx::query(sql);
+                for bind in binds {
+                    query = query.bind(bind.clone());
+                }
+                query.execute(&mut *tx).await?;
+            }
+            if let Some((_, unmark)) = marks {
+                sqlx::query(unmark).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Sets or clears `sys_depart.ding_identifier`.
+    pub async fn set_ding_identifier(
+        &self,
+        dept_id: &str,
+        ding_id: Option<i64>,
+    ) -> StoreResult<()> {
+        let sql = "UPDATE sys_depart SET ding_identifier = ? WHERE id = ?".to_string();
+        self.write_marked(vec![(
+            sql,
+            vec![ding_id.map(|d| d.to_string()), Some(dept_id.to_string())],
+        )])
+        .await
+    }
+
+    /// Sets `sys_announcement.dt_task_id`.
+    pub async fn set_announcement_task(
+        &self,
+        announcement_id: &str,
+        task_id: i64,
+    ) -> StoreResult<()> {
+        let sql = "UPDATE sys_announcement SET dt_task_id = ? WHERE id = ?".to_string();
+        self.write_marked(vec![(
+            sql,
+            vec![Some(task_id.to_string()), Some(announcement_id.to_string())],
+        )])
+        .await
+    }
+
+    async fn org_codes(&self) -> StoreResult<HashSet<String>> {
+        let sql = "SELECT org_code FROM sys_depart";
+        let codes: Vec<String> =
+            crate::on_pool!(self, |pool| sqlx::query_scalar(sql).fetch_all(pool).await?);
+        Ok(codes.into_iter().collect())
+    }
+
+    /// The next free org_code for a child of `parent` (None: top level).
+    async fn next_org_code(
+        &self,
+        parent: Option<&LocalDept>,
+        all: &[LocalDept],
+    ) -> StoreResult<String> {
+        let taken = self.org_codes().await?;
+        let prefix = parent.map_or("", |p| p.org_code.as_str());
+        let siblings: Vec<&str> = all
+            .iter()
+            .filter(|d| d.parent_id.as_deref() == parent.map(|p| p.id.as_str()))
+            .map(|d| d.org_code.as_str())
+            .collect();
+        orgcode::next_code(prefix, &siblings, |code| taken.contains(code))
+            .ok_or_else(|| StoreError::OrgCodesExhausted(prefix.to_string()))
+    }
+
+    /// Inserts a department (from a pull) with the next free org_code; returns the row.
+    pub async fn insert_department(&self, new: &NewDept) -> StoreResult<LocalDept> {
+        let all = self.load_departments(0).await?;
+        let parent = new
+            .parent_id
+            .as_deref()
+            .and_then(|id| all.iter().find(|d| d.id == id));
+        let code = self.next_org_code(parent, &all).await?;
+        let dept = LocalDept {
+            id: new_id(),
+            parent_id: parent.map(|p| p.id.clone()),
+            name: new.name.clone(),
+            order: new.order,
+            org_category: if parent.is_some() { "2" } else { "1" }.to_string(),
+            org_code: code,
+            del_flag: "0".into(),
+            ding_identifier: Some(new.ding_identifier),
+            tenant_id: new.tenant_id,
+        };
+        let level = (dept.org_code.len() / orgcode::LEVEL_LEN).to_string();
+        let sql = format!(
+            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_type, org_code, status, del_flag, \
+             ding_identifier, create_by, create_time, tenant_id, iz_leaf) VALUES (?, ?, ?, {order}, ?, ?, ?, '1', '0', ?, ?, CURRENT_TIMESTAMP, {tenant}, 1)",
+            order = dept.order,
+            tenant = dept.tenant_id,
+        );
+        let binds = vec![
+            Some(dept.id.clone()),
+            Some(dept.parent_id.clone().unwrap_or_default()),
+            Some(dept.name.clone()),
+            Some(dept.org_category.clone()),
+            Some(level),
+            Some(dept.org_code.clone()),
+            Some(new.ding_identifier.to_string()),
+            Some(CREATED_BY.to_string()),
+        ];
+        let mut statements = vec![(sql, binds)];
+        if let Some(parent) = parent {
+            statements.push((
+                "UPDATE sys_depart SET iz_leaf = 0 WHERE id = ?".into(),
+                vec![Some(parent.id.clone())],
+            ));
+        }
+        self.write_marked(statements).await?;
+        Ok(dept)
+    }
+
+    /// Renames / moves / reorders a department; a move gives it and its whole subtree new
+    /// org_codes under the new parent.
+    pub async fn update_department(
+        &self,
+        id: &str,
+        name: &str,
+        parent_id: Option<&str>,
+        order: i64,
+    ) -> StoreResult<()> {
+        let all = self.load_departments(0).await?;
+        let Some(current) = all.iter().find(|d| d.id == id) else {
+            return Ok(());
+        };
+        let mut statements = vec![(
+            format!("UPDATE sys_depart SET depart_name = ?, parent_id = ?, depart_order = {order}, update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?"),
+            vec![Some(name.to_string()), Some(parent_id.unwrap_or_default().to_string()), Some(CREATED_BY.into()), Some(id.to_string())],
+        )];
+        if current.parent_id.as_deref() != parent_id {
+            let parent = parent_id.and_then(|p| all.iter().find(|d| d.id == p));
+            let others: Vec<LocalDept> = all.iter().filter(|d| d.id != id).cloned().collect();
+            let new_code = self.next_org_code(parent, &others).await?;
+            let old_code = current.org_code.clone();
+            for dept in all.iter().filter(|d| d.org_code.starts_with(&old_code)) {
+                if let Some(code) = orgcode::rebase(&dept.org_code, &old_code, &new_code) {
+                    statements.push((
+                        "UPDATE sys_depart SET org_code = ? WHERE id = ?".into(),
+                        vec![Some(code), Some(dept.id.clone())],
+                    ));
+                }
+            }
+        }
+        self.write_marked(statements).await
+    }
+
+    /// Which of JeecgBoot's unique keys (username, phone, email, work_no) `user` would break.
+    pub async fn user_clash(&self, user: &NewUser) -> StoreResult<Option<StoreError>> {
+        let checks: [(&'static str, Option<&String>); 4] = [
+            ("username", Some(&user.username)),
+            ("phone", user.phone.as_ref()),
+            ("email", user.email.as_ref()),
+            ("work_no", user.work_no.as_ref()),
+        ];
+        for (column, value) in checks {
+            let Some(value) = value.filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let text = format!("SELECT COUNT(*) FROM sys_user WHERE {column} = ?");
+            let sql = self.sql(&text);
+            let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+                .bind(value)
+                .fetch_one(pool)
+                .await?);
+            if count > 0 {
+                return Ok(Some(StoreError::UniqueClash {
+                    table: "sys_user",
+                    column,
+                    value: value.clone(),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Inserts a user (from a pull): salt and JeecgBoot's hash of `password`, memberships, and
+    /// the tenant tie; one transaction. A unique-key clash is reported before anything is
+    /// written.
+    pub async fn insert_user(
+        &self,
+        user: &NewUser,
+        password_plain: &Secret,
+    ) -> StoreResult<String> {
+        if let Some(clash) = self.user_clash(user).await? {
+            return Err(clash);
+        }
+        let id = new_id();
+        let salt = password::new_salt();
+        let hash = password::hash(&user.username, password_plain.expose(), &salt);
+        let mut statements = vec![(
+            "INSERT INTO sys_user (id, username, realname, password, salt, email, phone, status, del_flag, work_no, telephone, \
+             create_by, create_time, user_identity, sort) VALUES (?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, CURRENT_TIMESTAMP, 1, 1000)"
+                .to_string(),
+            vec![
+                Some(id.clone()),
+                Some(user.username.clone()),
+                Some(user.realname.clone()),
+                Some(hash),
+                Some(salt),
+                user.email.clone(),
+                user.phone.clone(),
+                user.work_no.clone(),
+                user.telephone.clone(),
+                Some(CREATED_BY.into()),
+            ],
+        )];
+        for dept in &user.depart_ids {
+            statements.push((
+                "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES (?, ?, ?)".into(),
+                vec![Some(new_id()), Some(id.clone()), Some(dept.clone())],
+            ));
+        }
+        if user.tenant_id != 0 {
+            statements.push((
+                format!("INSERT INTO sys_user_tenant (id, user_id, tenant_id, status, create_by, create_time) VALUES (?, ?, {}, '1', ?, CURRENT_TIMESTAMP)", user.tenant_id),
+                vec![Some(new_id()), Some(id.clone()), Some(CREATED_BY.into())],
+            ));
+        }
+        self.write_marked(statements).await?;
+        Ok(id)
+    }
+
+    /// The stored (hash, salt) of a user, for checks.
+    pub async fn password_of(&self, username: &str) -> StoreResult<Option<(String, String)>> {
+        let sql = self.sql("SELECT password, salt FROM sys_user WHERE username = ?");
+        let row: Option<(Option<String>, Option<String>)> =
+            crate::on_pool!(self, |pool| sqlx::query_as(&sql)
+                .bind(username)
+                .fetch_optional(pool)
+                .await?);
+        Ok(row.and_then(|(hash, salt)| Some((hash?, salt?))))
+    }
+
+    /// Enabled DingTalk apps in `sys_third_app_config` (`tenants_from_database`).
+    pub async fn app_configs(&self) -> StoreResult<Vec<AppConfigRow>> {
+        let sql = format!(
+            "SELECT {tenant}, agent_id, client_id, client_secret FROM sys_third_app_config WHERE third_type = ? AND {status} = 1 ORDER BY tenant_id",
+            tenant = self.int("tenant_id"),
+            status = self.int("COALESCE(status, 1)"),
+        );
+        let sql = self.sql(&sql);
+        let rows: Vec<IntTextRow> = crate::on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(THIRD_TYPE_DINGTALK)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(tenant_id, agent, client, secret)| AppConfigRow {
+                tenant_id,
+                agent_id: agent.unwrap_or_default(),
+                client_id: client.unwrap_or_default(),
+                client_secret: Secret::new(secret.unwrap_or_default()),
+            })
+            .collect())
+    }
+}

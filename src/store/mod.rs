@@ -1,0 +1,240 @@
+//! The store: every SQL statement dingsync runs, for SQLite, MariaDB/MySQL and PostgreSQL.
+//!
+//! [`Store`] holds one native sqlx pool; [`on_pool!`] runs the same statement on whichever
+//! backend it is, with `?` placeholders rewritten to `$n` for PostgreSQL. Own tables use
+//! portable types (BIGINT epoch milliseconds, VARCHAR, TEXT). Sub-modules: `schema` (init,
+//! triggers, uninstall), `jeecg_ddl` (JeecgBoot's tables for new databases), `queue` (the
+//! retry queue), `state` (changes, leases, snapshots, runs), `jeecg` (JeecgBoot rows).
+
+pub mod jeecg;
+pub mod jeecg_ddl;
+pub mod queue;
+pub mod schema;
+pub mod state;
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Executor;
+
+use crate::config::{Backend, DatabaseConfig, DatabaseUrl};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or refused the statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A JeecgBoot table that dingsync needs is missing.
+    #[error("JeecgBoot table {0} not found; is this the JeecgBoot database? (`dingsync init --with-jeecg-schema` creates the tables in a new one)")]
+    MissingTable(String),
+    /// A row would break one of JeecgBoot's unique keys.
+    #[error("{table}.{column} {value:?} already exists (unique key)")]
+    UniqueClash {
+        /// The table.
+        table: &'static str,
+        /// The unique column.
+        column: &'static str,
+        /// The clashing value.
+        value: String,
+    },
+    /// No free org_code under a parent (the level is full).
+    #[error("no free org_code under {0:?}")]
+    OrgCodesExhausted(String),
+    /// The database schema is newer than this dingsync.
+    #[error("the database has dingsync schema version {found}, newer than this dingsync's {supported}; upgrade dingsync")]
+    SchemaTooNew {
+        /// In the database.
+        found: i64,
+        /// Known here.
+        supported: i64,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (the database was unreachable, a lock timed out).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Database(error) => {
+                matches!(
+                    error,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                ) || error.as_database_error().is_some_and(|e| {
+                    let code = e.code().unwrap_or_default();
+                    // SQLite busy/locked, MySQL lock wait/deadlock, PostgreSQL serialization/deadlock.
+                    matches!(
+                        code.as_ref(),
+                        "5" | "6" | "517" | "1205" | "1213" | "40001" | "40P01" | "55P03"
+                    )
+                })
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A result of the store.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The native pool of one backend.
+#[derive(Clone, Debug)]
+pub enum Pools {
+    /// SQLite.
+    Sqlite(SqlitePool),
+    /// MariaDB / MySQL.
+    MySql(MySqlPool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the store's native pool, whatever its backend.
+#[macro_export]
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pools {
+            $crate::store::Pools::Sqlite($pool) => $body,
+            $crate::store::Pools::MySql($pool) => $body,
+            $crate::store::Pools::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The database: JeecgBoot's tables and dingsync's own.
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// The pool.
+    pub pools: Pools,
+    backend: Backend,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A duration in milliseconds, saturating.
+pub fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Connects as dingsync. On MariaDB/MySQL and PostgreSQL every connection carries the
+    /// session marker the change-log triggers respect, so dingsync's own writes are not
+    /// logged as local changes (SQLite uses a marker row instead, see `jeecg`).
+    pub async fn connect(config: &DatabaseConfig) -> StoreResult<Self> {
+        Self::connect_url(&config.url, config.pool_size.get(), true).await
+    }
+
+    /// Connects with `max` connections; `as_dingsync` sets the writer marker.
+    pub async fn connect_url(url: &DatabaseUrl, max: u32, as_dingsync: bool) -> StoreResult<Self> {
+        let backend = url.backend();
+        let pools = match backend {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url.expose())?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(10));
+                Pools::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(max)
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+            Backend::MySql => {
+                let options =
+                    MySqlConnectOptions::from_str(&url.expose().replacen("mariadb:", "mysql:", 1))?;
+                let pool = MySqlPoolOptions::new().max_connections(max);
+                let pool = if as_dingsync {
+                    pool.after_connect(|conn, _| {
+                        Box::pin(
+                            async move { conn.execute("SET @dingsync_writer = 1").await.map(drop) },
+                        )
+                    })
+                } else {
+                    pool
+                };
+                Pools::MySql(pool.connect_with(options).await?)
+            }
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url.expose())?;
+                let options = if as_dingsync {
+                    options.options([("dingsync.writer", "on")])
+                } else {
+                    options
+                };
+                Pools::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(max)
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+        };
+        Ok(Self { pools, backend })
+    }
+
+    /// The dialect.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// `text` with `?` placeholders as this backend wants them.
+    pub fn sql<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if self.backend != Backend::Postgres || !text.contains('?') {
+            return Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len() + 8);
+        let mut n = 0;
+        for ch in text.chars() {
+            if ch == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(ch);
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    /// An integer column read as BIGINT, whatever its declared width.
+    pub fn int(&self, column: &str) -> String {
+        match self.backend {
+            Backend::MySql => format!("CAST({column} AS SIGNED)"),
+            Backend::Postgres => format!("CAST({column} AS BIGINT)"),
+            Backend::Sqlite => format!("CAST({column} AS INTEGER)"),
+        }
+    }
+
+    /// A column read as text, whatever its declared type.
+    pub fn text(&self, column: &str) -> String {
+        match self.backend {
+            Backend::MySql => format!("CAST({column} AS CHAR)"),
+            _ => format!("CAST({column} AS TEXT)"),
+        }
+    }
+
+    /// Runs one statement without parameters.
+    pub async fn execute(&self, statement: &str) -> StoreResult<u64> {
+        Ok(on_pool!(self, |pool| pool
+            .execute(statement)
+            .await?
+            .rows_affected()))
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await);
+    }
+}

@@ -1,0 +1,526 @@
+//! The retry queue (`dingsync_job`). Jobs carry keys, not payloads: (tenant, kind, key).
+//! At most one *pending* job per (tenant, kind, key): `pending_key` is set while pending and
+//! unique, so a re-enqueue coalesces and keeps the earliest due time. Claims take a lease
+//! (FOR UPDATE SKIP LOCKED on PostgreSQL and MariaDB/MySQL, one writer statement on SQLite);
+//! failures back off with full jitter, capped; permanent errors and spent attempts go dead
+//! with the reason. Every step is one statement or one transaction: a crash loses no job.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::config::{Backend, TenantId};
+
+use super::{ms, now_ms, Store, StoreResult};
+
+/// A job's state.
+pub mod state {
+    /// Waiting until `run_at`.
+    pub const PENDING: &str = "pending";
+    /// Claimed by a worker until `lease_until`.
+    pub const RUNNING: &str = "running";
+    /// Given up; an operator can retry it.
+    pub const DEAD: &str = "dead";
+    /// Finished.
+    pub const DONE: &str = "done";
+}
+
+/// A job row.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Job {
+    /// Id.
+    pub id: i64,
+    /// Tenant.
+    pub tenant_id: i64,
+    /// What to do (`user`, `dept`, `announce`, ...).
+    pub kind: String,
+    /// Which entity (a JeecgBoot id).
+    pub entity_key: String,
+    /// pending / running / dead / done.
+    pub state: String,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// Due time (epoch ms).
+    pub run_at: i64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Lease holder while running.
+    pub lease_owner: Option<String>,
+}
+
+const JOB_COLUMNS: &str =
+    "id, tenant_id, kind, entity_key, state, attempts, run_at, last_error, lease_owner";
+
+/// Retry policy of failed jobs.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts before a job goes dead.
+    pub max_attempts: u32,
+    /// First delay ceiling.
+    pub base: Duration,
+    /// Largest delay ceiling.
+    pub cap: Duration,
+}
+
+impl RetryPolicy {
+    /// The delay ceiling after `attempts` failures: `min(cap, base * 2^(attempts-1))`.
+    pub fn ceiling(&self, attempts: u32) -> Duration {
+        let exponent = attempts.saturating_sub(1).min(30);
+        self.base.saturating_mul(1u32 << exponent).min(self.cap)
+    }
+
+    /// A delay with full jitter: uniform in `0..=ceiling`.
+    pub fn delay(&self, attempts: u32) -> Duration {
+        let ceiling = ms(self.ceiling(attempts)).max(0);
+        Duration::from_millis(u64::try_from(rand::rng().random_range(0..=ceiling)).unwrap_or(0))
+    }
+}
+
+/// What became of a failed job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Pending again, due then (epoch ms).
+    Retry {
+        /// Due time.
+        run_at: i64,
+        /// Failures so far.
+        attempts: i64,
+    },
+    /// Dead, with the reason kept.
+    Dead {
+        /// Failures so far.
+        attempts: i64,
+    },
+    /// The lease was no longer ours (expired and reclaimed): nothing changed.
+    LeaseLost,
+}
+
+/// Which jobs to list.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only this tenant.
+    pub tenant_id: Option<TenantId>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// At most this many (default 100).
+    pub limit: Option<i64>,
+}
+
+fn pending_key(tenant_id: TenantId, kind: &str, key: &str) -> String {
+    format!("{tenant_id}:{kind}:{key}")
+}
+
+fn in_list(count: usize) -> String {
+    vec!["?"; count].join(", ")
+}
+
+impl Store {
+    fn begin_statement(&self) -> &'static str {
+        if self.backend() == Backend::Sqlite {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        }
+    }
+
+    /// Enqueues (tenant, kind, key) due at `run_at`; coalesces with a pending job for the
+    /// same entity, keeping the earlier due time.
+    pub async fn enqueue(
+        &self,
+        tenant_id: TenantId,
+        kind: &str,
+        key: &str,
+        run_at: i64,
+    ) -> StoreResult<()> {
+        let sql = match self.backend() {
+            Backend::MySql => {
+                "INSERT INTO dingsync_job (tenant_id, kind, entity_key, pending_key, state, attempts, run_at, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON DUPLICATE KEY UPDATE run_at = LEAST(run_at, VALUES(run_at))"
+            }
+            Backend::Postgres => {
+                "INSERT INTO dingsync_job (tenant_id, kind, entity_key, pending_key, state, attempts, run_at, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT (pending_key) DO UPDATE SET run_at = LEAST(dingsync_job.run_at, excluded.run_at)"
+            }
+            Backend::Sqlite => {
+                "INSERT INTO dingsync_job (tenant_id, kind, entity_key, pending_key, state, attempts, run_at, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT (pending_key) DO UPDATE SET run_at = MIN(run_at, excluded.run_at)"
+            }
+        };
+        let sql = self.sql(sql);
+        let now = now_ms();
+        let pending = pending_key(tenant_id, kind, key);
+        crate::on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(kind)
+            .bind(key)
+            .bind(&pending)
+            .bind(run_at)
+            .bind(now)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Claims up to `limit` due jobs for `owner` with a lease of `lease`; only `tenants` when
+    /// given. Two claimers never get the same job.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease: Duration,
+        tenants: Option<&[TenantId]>,
+    ) -> StoreResult<Vec<Job>> {
+        if tenants.is_some_and(<[TenantId]>::is_empty) {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let tenant_filter = tenants.map_or(String::new(), |t| {
+            format!(" AND tenant_id IN ({})", in_list(t.len()))
+        });
+        let tenant_ids = tenants.unwrap_or(&[]);
+        let due = format!("SELECT id FROM dingsync_job WHERE state = 'pending' AND run_at <= ?{tenant_filter} ORDER BY run_at, id LIMIT ?");
+        let set = "SET state = 'running', pending_key = NULL, lease_owner = ?, lease_until = ?, updated_at = ?";
+        let lease_until = now + ms(lease);
+        if self.backend() == Backend::MySql {
+            return self
+                .claim_mysql(&due, set, owner, lease_until, now, limit, tenant_ids)
+                .await;
+        }
+        let lock = if self.backend() == Backend::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql =
+            format!("UPDATE dingsync_job {set} WHERE id IN ({due}{lock}) RETURNING {JOB_COLUMNS}");
+        let sql = self.sql(&sql);
+        let mut jobs: Vec<Job> = crate::on_pool!(self, |pool| {
+            let mut query = sqlx::query_as::<_, Job>(&sql)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(now)
+                .bind(now);
+            for tenant in tenant_ids {
+                query = query.bind(*tenant);
+            }
+            query.bind(limit).fetch_all(pool).await?
+        });
+        jobs.sort_by_key(|job| (job.run_at, job.id));
+        Ok(jobs)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_mysql(
+        &self,
+        due: &str,
+        set: &str,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+        limit: i64,
+        tenants: &[TenantId],
+    ) -> StoreResult<Vec<Job>> {
+        let Pools::MySql(pool) = &self.pools else {
+            unreachable!("called for MySQL only")
+        };
+        let mut tx = pool.begin().await?;
+        let locked = format!("{due} FOR UPDATE SKIP LOCKED");
+        let mut query = sqlx::query_scalar::<_, i64>(&locked).bind(now);
+        for tenant in tenants {
+            query = query.bind(*tenant);
+        }
+        let ids = query.bind(limit).fetch_all(&mut *tx).await?;
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let list = in_list(ids.len());
+        let update_sql = format!("UPDATE dingsync_job {set} WHERE id IN ({list})");
+        let select_sql = format!(
+            "SELECT {JOB_COLUMNS} FROM dingsync_job WHERE id IN ({list}) ORDER BY run_at, id"
+        );
+        let mut update = sqlx::query(&update_sql)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now);
+        let mut select = sqlx::query_as::<_, Job>(&select_sql);
+        for id in &ids {
+            update = update.bind(*id);
+            select = select.bind(*id);
+        }
+        update.execute(&mut *tx).await?;
+        let jobs = select.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    /// Marks a running job done; `false` when the lease was no longer `owner`'s.
+    pub async fn complete(&self, id: i64, owner: &str) -> StoreResult<bool> {
+        let sql = self.sql(
+            "UPDATE dingsync_job SET state = 'done', lease_owner = NULL, lease_until = NULL, last_error = NULL, updated_at = ? \
+             WHERE id = ? AND state = 'running' AND lease_owner = ?",
+        );
+        let done = crate::on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(now_ms())
+            .bind(id)
+            .bind(owner)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Records a failure: pending again after a jittered backoff, or dead when `permanent`
+    /// or the attempts are spent. A pending job for the same entity that arrived meanwhile is
+    /// merged into this one (earliest due time wins).
+    pub async fn fail(
+        &self,
+        id: i64,
+        owner: &str,
+        error: &str,
+        permanent: bool,
+        policy: &RetryPolicy,
+    ) -> StoreResult<FailOutcome> {
+        let select = self.sql("SELECT tenant_id, kind, entity_key, attempts FROM dingsync_job WHERE id = ? AND state = 'running' AND lease_owner = ?");
+        let other = self.sql("SELECT id, run_at FROM dingsync_job WHERE pending_key = ?");
+        let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
+        let dead = self.sql(
+            "UPDATE dingsync_job SET state = 'dead', attempts = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+        );
+        let retry = self.sql(
+            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = ?, last_error = ?, run_at = ?, \
+             lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+        );
+        let now = now_ms();
+        let begin = self.begin_statement();
+        crate::on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(begin).await?;
+            let row: Option<(i64, String, String, i64)> = sqlx::query_as(&select)
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((tenant_id, kind, key, attempts)) = row else {
+                tx.commit().await?;
+                return Ok(FailOutcome::LeaseLost);
+            };
+            let attempts = attempts + 1;
+            let outcome = if permanent || attempts >= i64::from(policy.max_attempts) {
+                sqlx::query(&dead)
+                    .bind(attempts)
+                    .bind(error)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                FailOutcome::Dead { attempts }
+            } else {
+                let pending = pending_key(tenant_id, &kind, &key);
+                let mut run_at =
+                    now + ms(policy.delay(u32::try_from(attempts).unwrap_or(u32::MAX)));
+                let existing: Option<(i64, i64)> = sqlx::query_as(&other)
+                    .bind(&pending)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some((other_id, other_run_at)) = existing {
+                    run_at = run_at.min(other_run_at);
+                    sqlx::query(&delete)
+                        .bind(other_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(&retry)
+                    .bind(&pending)
+                    .bind(attempts)
+                    .bind(error)
+                    .bind(run_at)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                FailOutcome::Retry { run_at, attempts }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
+    }
+
+    /// Jobs matching `filter`, oldest due first.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM dingsync_job WHERE 1 = 1");
+        if filter.state.is_some() {
+            sql.push_str(" AND state = ?");
+        }
+        if filter.tenant_id.is_some() {
+            sql.push_str(" AND tenant_id = ?");
+        }
+        if filter.kind.is_some() {
+            sql.push_str(" AND kind = ?");
+        }
+        sql.push_str(" ORDER BY run_at, id LIMIT ?");
+        let sql = self.sql(&sql);
+        Ok(crate::on_pool!(self, |pool| {
+            let mut query = sqlx::query_as::<_, Job>(&sql);
+            if let Some(state) = &filter.state {
+                query = query.bind(state.clone());
+            }
+            if let Some(tenant) = filter.tenant_id {
+                query = query.bind(tenant);
+            }
+            if let Some(kind) = &filter.kind {
+                query = query.bind(kind.clone());
+            }
+            query
+                .bind(filter.limit.unwrap_or(100))
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Puts a dead job back to pending, due now, attempts reset. When the entity already has
+    /// a pending job, the dead one is simply removed (the pending one does the work).
+    pub async fn retry_dead(&self, id: i64) -> StoreResult<bool> {
+        let select = self.sql(
+            "SELECT tenant_id, kind, entity_key FROM dingsync_job WHERE id = ? AND state = 'dead'",
+        );
+        let exists = self.sql("SELECT COUNT(*) FROM dingsync_job WHERE pending_key = ?");
+        let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
+        let revive = self.sql(
+            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = 0, run_at = ?, updated_at = ? WHERE id = ?",
+        );
+        let now = now_ms();
+        let begin = self.begin_statement();
+        crate::on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(begin).await?;
+            let row: Option<(i64, String, String)> = sqlx::query_as(&select)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((tenant_id, kind, key)) = row else {
+                tx.commit().await?;
+                return Ok(false);
+            };
+            let pending = pending_key(tenant_id, &kind, &key);
+            let count: i64 = sqlx::query_scalar(&exists)
+                .bind(&pending)
+                .fetch_one(&mut *tx)
+                .await?;
+            if count > 0 {
+                sqlx::query(&delete).bind(id).execute(&mut *tx).await?;
+            } else {
+                sqlx::query(&revive)
+                    .bind(&pending)
+                    .bind(now)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Retries every dead job (of one tenant when given); returns how many.
+    pub async fn retry_all_dead(&self, tenant_id: Option<TenantId>) -> StoreResult<u64> {
+        let filter = JobFilter {
+            state: Some(state::DEAD.into()),
+            tenant_id,
+            limit: Some(i64::MAX),
+            ..JobFilter::default()
+        };
+        let mut count = 0;
+        for job in self.list_jobs(&filter).await? {
+            count += u64::from(self.retry_dead(job.id).await?);
+        }
+        Ok(count)
+    }
+
+    /// Deletes a job that is not running; `false` when there is none (or it is running).
+    pub async fn drop_job(&self, id: i64) -> StoreResult<bool> {
+        let sql = self.sql("DELETE FROM dingsync_job WHERE id = ? AND state <> 'running'");
+        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected())
+            == 1)
+    }
+
+    /// Running jobs whose lease expired go back to pending (or are merged into a pending job
+    /// for the same entity). Returns how many.
+    pub async fn reclaim_expired(&self) -> StoreResult<u64> {
+        let expired = self.sql("SELECT id, tenant_id, kind, entity_key FROM dingsync_job WHERE state = 'running' AND lease_until < ?");
+        let exists = self.sql("SELECT COUNT(*) FROM dingsync_job WHERE pending_key = ?");
+        let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
+        let revive = self.sql(
+            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, lease_owner = NULL, lease_until = NULL, run_at = ?, updated_at = ? \
+             WHERE id = ? AND state = 'running'",
+        );
+        let now = now_ms();
+        let begin = self.begin_statement();
+        crate::on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(begin).await?;
+            let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(&expired)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+            for (id, tenant_id, kind, key) in &rows {
+                let pending = pending_key(*tenant_id, kind, key);
+                let count: i64 = sqlx::query_scalar(&exists)
+                    .bind(&pending)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if count > 0 {
+                    sqlx::query(&delete).bind(*id).execute(&mut *tx).await?;
+                } else {
+                    sqlx::query(&revive)
+                        .bind(&pending)
+                        .bind(now)
+                        .bind(now)
+                        .bind(*id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(rows.len() as u64)
+        })
+    }
+
+    /// Deletes done jobs last touched before `before` (epoch ms).
+    pub async fn purge_done(&self, before: i64) -> StoreResult<u64> {
+        let sql = self.sql("DELETE FROM dingsync_job WHERE state = 'done' AND updated_at < ?");
+        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(before)
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+}
+
+use super::Pools;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceiling_doubles_and_is_capped() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(60),
+        };
+        let ceilings: Vec<u64> = (1..=7).map(|a| policy.ceiling(a).as_secs()).collect();
+        assert_eq!(ceilings, vec![2, 4, 8, 16, 32, 60, 60]);
+        for attempt in 1..=10 {
+            assert!(policy.delay(attempt) <= policy.ceiling(attempt));
+        }
+        assert_eq!(policy.ceiling(200), Duration::from_secs(60));
+    }
+}

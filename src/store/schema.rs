@@ -1,0 +1,355 @@
+//! dingsync's own tables and the change-log triggers on JeecgBoot's tables, per dialect:
+//! `init` (versioned, forward migrations, idempotent) and `uninstall` (drops only what
+//! `init` made).
+//!
+//! Echo suppression (writes made by dingsync itself are not logged as local changes) is a
+//! session marker the triggers respect: MariaDB/MySQL `@dingsync_writer`, PostgreSQL the
+//! `dingsync.writer` setting, both set on every connection of dingsync's pool; SQLite has no
+//! session state a trigger can see, so dingsync's writing transactions hold a row in
+//! `dingsync_writer` (SQLite lets one writer in at a time, so no other write sees it).
+
+use crate::config::Backend;
+
+use super::{Store, StoreError, StoreResult};
+
+/// The schema version this build creates.
+pub const SCHEMA_VERSION: i64 = 1;
+/// PostgreSQL NOTIFY channel raised by the change-log triggers.
+pub const NOTIFY_CHANNEL: &str = "dingsync_change";
+
+/// JeecgBoot tables whose changes are logged: (table, key column, tenant column).
+pub const LOGGED_TABLES: &[(&str, &str, Option<&str>)] = &[
+    ("sys_user", "id", None),
+    ("sys_depart", "id", Some("tenant_id")),
+    ("sys_user_depart", "user_id", None),
+    ("sys_user_position", "user_id", None),
+    ("sys_announcement", "id", Some("tenant_id")),
+];
+
+/// dingsync's own tables, in creation order.
+pub const OWN_TABLES: &[&str] = &[
+    "dingsync_meta",
+    "dingsync_change",
+    "dingsync_job",
+    "dingsync_snapshot",
+    "dingsync_delivery",
+    "dingsync_outbox",
+    "dingsync_run",
+    "dingsync_lease",
+    "dingsync_writer",
+];
+
+fn autoinc(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Backend::MySql => "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+        Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+    }
+}
+
+/// `CREATE TABLE` statements of version 1.
+fn own_tables(backend: Backend) -> Vec<String> {
+    let id = autoinc(backend);
+    let engine = if backend == Backend::MySql {
+        " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    } else {
+        ""
+    };
+    let tables = [
+        "dingsync_meta (name VARCHAR(64) NOT NULL PRIMARY KEY, value VARCHAR(255) NOT NULL)".to_string(),
+        format!(
+            "dingsync_change (id {id}, table_name VARCHAR(64) NOT NULL, row_key VARCHAR(64) NOT NULL, \
+             op CHAR(1) NOT NULL, tenant_id BIGINT NULL, changed_at BIGINT NOT NULL)"
+        ),
+        format!(
+            "dingsync_job (id {id}, tenant_id BIGINT NOT NULL, kind VARCHAR(32) NOT NULL, \
+             entity_key VARCHAR(64) NOT NULL, pending_key VARCHAR(191) NULL, state VARCHAR(16) NOT NULL, \
+             attempts BIGINT NOT NULL DEFAULT 0, run_at BIGINT NOT NULL, lease_owner VARCHAR(64) NULL, \
+             lease_until BIGINT NULL, last_error TEXT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, \
+             UNIQUE (pending_key))"
+        ),
+        "dingsync_snapshot (tenant_id BIGINT NOT NULL, entity VARCHAR(16) NOT NULL, local_id VARCHAR(64) NOT NULL, \
+         ding_id VARCHAR(64) NOT NULL, content_hash VARCHAR(64) NOT NULL, synced_at BIGINT NOT NULL, \
+         PRIMARY KEY (tenant_id, entity, local_id))"
+            .to_string(),
+        format!(
+            "dingsync_delivery (id {id}, tenant_id BIGINT NOT NULL, source VARCHAR(16) NOT NULL, \
+             source_id VARCHAR(64) NOT NULL, chunk BIGINT NOT NULL, recipients TEXT NULL, state VARCHAR(16) NOT NULL, \
+             task_id BIGINT NULL, sent_at BIGINT NULL, recalled_at BIGINT NULL, result TEXT NULL, error TEXT NULL, \
+             created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, UNIQUE (source, source_id, chunk))"
+        ),
+        format!(
+            "dingsync_outbox (id {id}, tenant_id BIGINT NOT NULL DEFAULT 0, to_userids TEXT NULL, \
+             to_usernames TEXT NULL, to_dept_ids TEXT NULL, to_all SMALLINT NOT NULL DEFAULT 0, message TEXT NOT NULL, \
+             status VARCHAR(16) NOT NULL DEFAULT 'pending', task_ids TEXT NULL, error TEXT NULL, \
+             created_at BIGINT NULL, updated_at BIGINT NULL)"
+        ),
+        format!(
+            "dingsync_run (id {id}, tenant_id BIGINT NOT NULL, kind VARCHAR(32) NOT NULL, started_at BIGINT NOT NULL, \
+             finished_at BIGINT NULL, created BIGINT NOT NULL DEFAULT 0, updated BIGINT NOT NULL DEFAULT 0, \
+             deleted BIGINT NOT NULL DEFAULT 0, skipped BIGINT NOT NULL DEFAULT 0, failed BIGINT NOT NULL DEFAULT 0, \
+             api_calls TEXT NULL, error TEXT NULL)"
+        ),
+        "dingsync_lease (name VARCHAR(128) NOT NULL PRIMARY KEY, owner VARCHAR(64) NOT NULL, expires_at BIGINT NOT NULL)"
+            .to_string(),
+        "dingsync_writer (marker BIGINT NOT NULL PRIMARY KEY)".to_string(),
+    ];
+    let mut statements: Vec<String> = tables
+        .iter()
+        .map(|body| format!("CREATE TABLE IF NOT EXISTS {body}{engine}"))
+        .collect();
+    let index = |name: &str, on: &str| match backend {
+        Backend::MySql => format!("CREATE INDEX {name} ON {on}"),
+        _ => format!("CREATE INDEX IF NOT EXISTS {name} ON {on}"),
+    };
+    statements.push(index("dingsync_job_due", "dingsync_job (state, run_at)"));
+    statements.push(index(
+        "dingsync_change_time",
+        "dingsync_change (changed_at)",
+    ));
+    statements
+}
+
+fn now_expr(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+        Backend::MySql => "CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)",
+        Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    }
+}
+
+const OPS: [(&str, &str, &str); 3] = [
+    ("INSERT", "ai", "I"),
+    ("UPDATE", "au", "U"),
+    ("DELETE", "ad", "D"),
+];
+
+/// Trigger statements for one logged table.
+fn triggers(backend: Backend, table: &str, key: &str, tenant: Option<&str>) -> Vec<String> {
+    let now = now_expr(backend);
+    match backend {
+        Backend::Postgres => {
+            let tenant = tenant.map_or("NULL".to_string(), |c| format!("r.{c}"));
+            vec![
+                format!(
+                    "CREATE OR REPLACE FUNCTION dingsync_log_{table}() RETURNS trigger AS $body$ \
+                     DECLARE r RECORD; change_id BIGINT; \
+                     BEGIN \
+                       IF current_setting('dingsync.writer', true) = 'on' THEN RETURN NULL; END IF; \
+                       IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF; \
+                       INSERT INTO dingsync_change (table_name, row_key, op, tenant_id, changed_at) \
+                       VALUES ('{table}', r.{key}, left(TG_OP, 1), {tenant}, {now}) RETURNING id INTO change_id; \
+                       PERFORM pg_notify('{NOTIFY_CHANNEL}', change_id::text); \
+                       RETURN NULL; \
+                     END $body$ LANGUAGE plpgsql"
+                ),
+                format!("DROP TRIGGER IF EXISTS dingsync_change_trg ON {table}"),
+                format!(
+                    "CREATE TRIGGER dingsync_change_trg AFTER INSERT OR UPDATE OR DELETE ON {table} \
+                     FOR EACH ROW EXECUTE FUNCTION dingsync_log_{table}()"
+                ),
+            ]
+        }
+        Backend::MySql => OPS
+            .iter()
+            .flat_map(|(event, suffix, op)| {
+                let row = if *op == "D" { "OLD" } else { "NEW" };
+                let tenant = tenant.map_or("NULL".to_string(), |c| format!("{row}.{c}"));
+                [
+                    format!("DROP TRIGGER IF EXISTS dingsync_{table}_{suffix}"),
+                    format!(
+                        "CREATE TRIGGER dingsync_{table}_{suffix} AFTER {event} ON {table} FOR EACH ROW \
+                         BEGIN IF @dingsync_writer IS NULL THEN \
+                         INSERT INTO dingsync_change (table_name, row_key, op, tenant_id, changed_at) \
+                         VALUES ('{table}', {row}.{key}, '{op}', {tenant}, {now}); END IF; END"
+                    ),
+                ]
+            })
+            .collect(),
+        Backend::Sqlite => OPS
+            .iter()
+            .map(|(event, suffix, op)| {
+                let row = if *op == "D" { "OLD" } else { "NEW" };
+                let tenant = tenant.map_or("NULL".to_string(), |c| format!("{row}.{c}"));
+                format!(
+                    "CREATE TRIGGER IF NOT EXISTS dingsync_{table}_{suffix} AFTER {event} ON {table} \
+                     WHEN NOT EXISTS (SELECT 1 FROM dingsync_writer) BEGIN \
+                     INSERT INTO dingsync_change (table_name, row_key, op, tenant_id, changed_at) \
+                     VALUES ('{table}', {row}.{key}, '{op}', {tenant}, {now}); END"
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Every statement of migration `version`.
+fn migration(backend: Backend, version: i64) -> Vec<String> {
+    match version {
+        1 => {
+            let mut statements = own_tables(backend);
+            for (table, key, tenant) in LOGGED_TABLES {
+                statements.extend(triggers(backend, table, key, *tenant));
+            }
+            statements
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// What `init` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitReport {
+    /// Schema version before (0: none).
+    pub from_version: i64,
+    /// Schema version after.
+    pub to_version: i64,
+    /// JeecgBoot tables created (`--with-jeecg-schema`).
+    pub jeecg_tables_created: usize,
+}
+
+impl Store {
+    /// Whether `table` exists.
+    pub async fn table_exists(&self, table: &str) -> StoreResult<bool> {
+        let sql = match self.backend() {
+            Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+            Backend::MySql => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?",
+            Backend::Postgres => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?",
+        };
+        let sql = self.sql(sql);
+        let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+            .bind(table)
+            .fetch_one(pool)
+            .await?);
+        Ok(count > 0)
+    }
+
+    /// The installed schema version (0 when dingsync's tables are absent).
+    pub async fn schema_version(&self) -> StoreResult<i64> {
+        if !self.table_exists("dingsync_meta").await? {
+            return Ok(0);
+        }
+        let sql = "SELECT value FROM dingsync_meta WHERE name = 'schema_version'";
+        let value: Option<String> = crate::on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .fetch_optional(pool)
+            .await?);
+        Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Creates dingsync's tables and triggers, migrating forward from the installed version;
+    /// with `with_jeecg_schema`, first creates JeecgBoot's tables that are missing.
+    pub async fn init(&self, with_jeecg_schema: bool) -> StoreResult<InitReport> {
+        let jeecg_tables_created = if with_jeecg_schema {
+            self.create_jeecg_tables().await?
+        } else {
+            0
+        };
+        for (table, _, _) in LOGGED_TABLES {
+            if !self.table_exists(table).await? {
+                return Err(StoreError::MissingTable((*table).to_string()));
+            }
+        }
+        let from_version = self.schema_version().await?;
+        if from_version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: from_version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for version in from_version + 1..=SCHEMA_VERSION {
+            for statement in migration(self.backend(), version) {
+                self.execute_ddl(&statement).await?;
+            }
+            self.set_meta("schema_version", &version.to_string())
+                .await?;
+        }
+        Ok(InitReport {
+            from_version,
+            to_version: SCHEMA_VERSION,
+            jeecg_tables_created,
+        })
+    }
+
+    /// Runs DDL, tolerating "already exists" for indexes on MySQL (no IF NOT EXISTS there).
+    async fn execute_ddl(&self, statement: &str) -> StoreResult<()> {
+        match self.execute(statement).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Database(error))
+                if self.backend() == Backend::MySql
+                    && error.as_database_error().and_then(|e| e.code()).as_deref()
+                        == Some("42000")
+                    && statement.starts_with("CREATE INDEX") =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Writes a `dingsync_meta` value.
+    pub async fn set_meta(&self, name: &str, value: &str) -> StoreResult<()> {
+        let sql = match self.backend() {
+            Backend::MySql => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)",
+            _ => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        };
+        let sql = self.sql(sql);
+        crate::on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(name)
+            .bind(value)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Reads a `dingsync_meta` value.
+    pub async fn meta(&self, name: &str) -> StoreResult<Option<String>> {
+        let sql = self.sql("SELECT value FROM dingsync_meta WHERE name = ?");
+        Ok(crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// Names of dingsync's triggers present in the database.
+    pub async fn trigger_names(&self) -> StoreResult<Vec<String>> {
+        let sql = match self.backend() {
+            Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'dingsync%' ORDER BY name",
+            Backend::MySql => "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = DATABASE() AND trigger_name LIKE 'dingsync%' ORDER BY trigger_name",
+            Backend::Postgres => "SELECT event_object_table || '.' || trigger_name || '.' || event_manipulation FROM information_schema.triggers WHERE trigger_name LIKE 'dingsync%' ORDER BY 1",
+        };
+        Ok(crate::on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await?
+        }))
+    }
+
+    /// Drops dingsync's triggers, trigger functions and tables. JeecgBoot's rows are not
+    /// touched.
+    pub async fn uninstall(&self) -> StoreResult<()> {
+        for (table, _, _) in LOGGED_TABLES {
+            let exists = self.table_exists(table).await?;
+            let statements = match self.backend() {
+                Backend::Postgres if exists => vec![
+                    format!("DROP TRIGGER IF EXISTS dingsync_change_trg ON {table}"),
+                    format!("DROP FUNCTION IF EXISTS dingsync_log_{table}()"),
+                ],
+                Backend::Postgres => {
+                    vec![format!("DROP FUNCTION IF EXISTS dingsync_log_{table}()")]
+                }
+                _ => OPS
+                    .iter()
+                    .map(|(_, suffix, _)| {
+                        format!("DROP TRIGGER IF EXISTS dingsync_{table}_{suffix}")
+                    })
+                    .collect(),
+            };
+            for statement in statements {
+                self.execute(&statement).await?;
+            }
+        }
+        for table in OWN_TABLES.iter().rev() {
+            self.execute(&format!("DROP TABLE IF EXISTS {table}"))
+                .await?;
+        }
+        Ok(())
+    }
+}

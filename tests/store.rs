@@ -1,0 +1,716 @@
+//! The store on SQLite, MariaDB and PostgreSQL: init and uninstall, change-log triggers,
+//! echo suppression, the job queue, leases, JeecgBoot reads and writes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestDb;
+use dingsync::jeecg::{password, Link, NewDept, NewUser};
+use dingsync::secret::Secret;
+use dingsync::store::queue::{state, FailOutcome, JobFilter, RetryPolicy};
+use dingsync::store::state::Change;
+use dingsync::store::{now_ms, Store, StoreError};
+
+async fn changes(db: &TestDb) -> Vec<(String, String, String)> {
+    db.store
+        .changes_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c: Change| (c.table_name, c.row_key, c.op))
+        .collect()
+}
+
+async fn count(store: &Store, sql: &str) -> i64 {
+    dingsync::on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap())
+}
+
+#[tokio::test]
+async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
+    for db in common::all_dbs().await {
+        let name = db.name;
+        let first = db.store.init(true).await.unwrap();
+        assert_eq!(
+            (
+                first.from_version,
+                first.to_version,
+                first.jeecg_tables_created
+            ),
+            (0, 1, 11),
+            "{name}"
+        );
+        let triggers = db.store.trigger_names().await.unwrap();
+        assert_eq!(
+            triggers.len(),
+            15,
+            "{name}: 5 tables x insert/update/delete: {triggers:?}"
+        );
+        let again = db.store.init(true).await.unwrap();
+        assert_eq!(
+            (again.from_version, again.jeecg_tables_created),
+            (1, 0),
+            "{name}"
+        );
+        assert_eq!(
+            db.store.trigger_names().await.unwrap(),
+            triggers,
+            "{name}: second init changes nothing"
+        );
+
+        db.plain
+            .execute(
+                "INSERT INTO sys_user (id, username, realname) VALUES ('u1', 'zhangsan', '张三')",
+            )
+            .await
+            .unwrap();
+        db.plain.execute("INSERT INTO sys_depart (id, depart_name, org_code, org_category) VALUES ('d1', '研发部', 'A01', '1')").await.unwrap();
+        db.store.enqueue(0, "user", "u1", now_ms()).await.unwrap();
+        db.store.uninstall().await.unwrap();
+        assert!(db.store.trigger_names().await.unwrap().is_empty(), "{name}");
+        assert!(
+            !db.store.table_exists("dingsync_job").await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            count(&db.plain, "SELECT COUNT(*) FROM sys_user").await,
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            count(&db.plain, "SELECT COUNT(*) FROM sys_depart").await,
+            1,
+            "{name}"
+        );
+        // A write after uninstall is not logged anywhere, and init installs again.
+        db.plain
+            .execute("UPDATE sys_user SET realname = '张三丰' WHERE id = 'u1'")
+            .await
+            .unwrap();
+        assert_eq!(
+            db.store.init(false).await.unwrap().from_version,
+            0,
+            "{name}"
+        );
+        assert!(changes(&db).await.is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn init_refuses_a_database_without_jeecgboot() {
+    let db = common::sqlite_db().await;
+    let error = db.store.init(false).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::MissingTable(ref t) if t == "sys_user"),
+        "{error}"
+    );
+    assert!(
+        !db.store.table_exists("dingsync_job").await.unwrap(),
+        "nothing created"
+    );
+}
+
+#[tokio::test]
+async fn each_trigger_logs_its_change() {
+    for db in common::initialised_dbs().await {
+        let p = &db.plain;
+        for statement in [
+            "INSERT INTO sys_user (id, username, realname) VALUES ('u1', 'zhangsan', '张三')",
+            "UPDATE sys_user SET realname = 'Z' WHERE id = 'u1'",
+            "INSERT INTO sys_depart (id, depart_name, org_code, tenant_id) VALUES ('d1', 'RD', 'A01', 7)",
+            "UPDATE sys_depart SET depart_name = 'R&D' WHERE id = 'd1'",
+            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'd1')",
+            "DELETE FROM sys_user_depart WHERE ID = 'm1'",
+            "INSERT INTO sys_user_position (id, user_id, position_id) VALUES ('p1', 'u1', 'pos')",
+            "UPDATE sys_user_position SET position_id = 'pos2' WHERE id = 'p1'",
+            "INSERT INTO sys_announcement (id, titile, send_status, tenant_id) VALUES ('a1', 'T', '0', 7)",
+            "UPDATE sys_announcement SET send_status = '1' WHERE id = 'a1'",
+            "DELETE FROM sys_depart WHERE id = 'd1'",
+            "DELETE FROM sys_user WHERE id = 'u1'",
+        ] {
+            p.execute(statement).await.unwrap_or_else(|e| panic!("{}: {statement}: {e}", db.name));
+        }
+        let expected: Vec<(String, String, String)> = [
+            ("sys_user", "u1", "I"),
+            ("sys_user", "u1", "U"),
+            ("sys_depart", "d1", "I"),
+            ("sys_depart", "d1", "U"),
+            ("sys_user_depart", "u1", "I"),
+            ("sys_user_depart", "u1", "D"),
+            ("sys_user_position", "u1", "I"),
+            ("sys_user_position", "u1", "U"),
+            ("sys_announcement", "a1", "I"),
+            ("sys_announcement", "a1", "U"),
+            ("sys_depart", "d1", "D"),
+            ("sys_user", "u1", "D"),
+        ]
+        .iter()
+        .map(|(t, k, o)| (t.to_string(), k.to_string(), o.to_string()))
+        .collect();
+        assert_eq!(changes(&db).await, expected, "{}", db.name);
+        let rows = db.store.changes_after(0, 100).await.unwrap();
+        assert!(
+            rows.windows(2).all(|w| w[0].id < w[1].id),
+            "{}: ids increase",
+            db.name
+        );
+        assert_eq!(
+            rows[2].tenant_id,
+            Some(7),
+            "{}: the department's tenant",
+            db.name
+        );
+        assert_eq!(rows[0].tenant_id, None, "{}", db.name);
+        assert!(
+            rows.iter()
+                .all(|r| (r.changed_at - now_ms()).abs() < 60_000),
+            "{}: times are epoch ms",
+            db.name
+        );
+        assert_eq!(
+            db.store.changes_after(rows[9].id, 100).await.unwrap().len(),
+            2,
+            "{}",
+            db.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgres_trigger_raises_notify() {
+    let Some(db) = common::postgres_db().await else {
+        return;
+    };
+    db.store.init(true).await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener
+        .listen(dingsync::store::schema::NOTIFY_CHANNEL)
+        .await
+        .unwrap();
+    db.plain
+        .execute("INSERT INTO sys_user (id, username) VALUES ('u9', 'lisi')")
+        .await
+        .unwrap();
+    let notification = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("notified in time")
+        .unwrap();
+    let id: i64 = notification.payload().parse().unwrap();
+    assert_eq!(
+        db.store.changes_after(id - 1, 1).await.unwrap()[0].row_key,
+        "u9"
+    );
+}
+
+#[tokio::test]
+async fn dingsyncs_own_writes_are_not_logged() {
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        let top = db
+            .store
+            .insert_department(&NewDept {
+                name: "总部".into(),
+                ding_identifier: 101,
+                ..NewDept::default()
+            })
+            .await
+            .unwrap();
+        let child = db
+            .store
+            .insert_department(&NewDept {
+                name: "研发部".into(),
+                parent_id: Some(top.id.clone()),
+                ding_identifier: 102,
+                ..NewDept::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (top.org_code.as_str(), child.org_code.as_str()),
+            ("A01", "A01A01"),
+            "{name}"
+        );
+        let user = NewUser {
+            username: "wangwu".into(),
+            realname: "王五".into(),
+            phone: Some("13900000001".into()),
+            depart_ids: vec![child.id.clone()],
+            tenant_id: 3,
+            ..NewUser::default()
+        };
+        let id = db
+            .store
+            .insert_user(&user, &Secret::new("123456"))
+            .await
+            .unwrap();
+        db.store
+            .save_link(
+                &Link {
+                    user_id: id.clone(),
+                    userid: "wangwu".into(),
+                    unionid: Some("un1".into()),
+                    tenant_id: 3,
+                },
+                "王五",
+            )
+            .await
+            .unwrap();
+        db.store
+            .set_ding_identifier(&top.id, Some(555))
+            .await
+            .unwrap();
+        db.store
+            .update_department(&child.id, "研发中心", None, 5)
+            .await
+            .unwrap();
+        assert!(
+            changes(&db).await.is_empty(),
+            "{name}: dingsync's writes echoed: {:?}",
+            changes(&db).await
+        );
+        // The same kind of write by JeecgBoot is logged.
+        db.plain
+            .execute("UPDATE sys_depart SET depart_name = 'X' WHERE org_code = 'A01'")
+            .await
+            .unwrap();
+        assert_eq!(changes(&db).await.len(), 1, "{name}");
+
+        // What was written reads back as JeecgBoot has it.
+        let users = db.store.load_users(3).await.unwrap();
+        assert_eq!(users.len(), 1, "{name}: tied to tenant 3");
+        assert_eq!(users[0].depart_ids, vec![child.id.clone()], "{name}");
+        assert!(db.store.load_users(4).await.unwrap().is_empty(), "{name}");
+        let (hash, salt) = db.store.password_of("wangwu").await.unwrap().unwrap();
+        assert!(
+            password::verify("wangwu", "123456", &salt, &hash),
+            "{name}: JeecgBoot's login accepts it"
+        );
+        let depts = db.store.load_departments(0).await.unwrap();
+        let moved = depts.iter().find(|d| d.id == child.id).unwrap();
+        assert_eq!(
+            (
+                moved.name.as_str(),
+                moved.parent_id.as_deref(),
+                moved.org_code.as_str()
+            ),
+            ("研发中心", None, "A02"),
+            "{name}: moved to top, recoded"
+        );
+        assert_eq!(
+            depts
+                .iter()
+                .find(|d| d.id == top.id)
+                .unwrap()
+                .ding_identifier,
+            Some(555),
+            "{name}"
+        );
+        let links = db.store.links(3).await.unwrap();
+        assert_eq!(
+            (links.len(), links[0].userid.as_str()),
+            (1, "wangwu"),
+            "{name}"
+        );
+        // A clash on a unique key is a typed error naming the key, and writes nothing.
+        let clash = NewUser {
+            username: "other".into(),
+            phone: Some("13900000001".into()),
+            ..NewUser::default()
+        };
+        let error = db
+            .store
+            .insert_user(&clash, &Secret::new("x"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::UniqueClash {
+                    column: "phone",
+                    ..
+                }
+            ),
+            "{name}: {error}"
+        );
+        assert_eq!(
+            count(&db.plain, "SELECT COUNT(*) FROM sys_user").await,
+            1,
+            "{name}"
+        );
+    }
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base: Duration::from_secs(10),
+        cap: Duration::from_secs(40),
+    }
+}
+
+#[tokio::test]
+async fn queue_dedupes_leases_backs_off_and_goes_dead() {
+    for db in common::initialised_dbs().await {
+        let (s, name) = (&db.store, db.name);
+        let now = now_ms();
+        s.enqueue(0, "user", "u1", now + 5_000).await.unwrap();
+        s.enqueue(0, "user", "u1", now - 1_000).await.unwrap();
+        s.enqueue(0, "user", "u1", now + 9_000).await.unwrap();
+        s.enqueue(0, "user", "later", now + 60_000).await.unwrap();
+        let pending = s
+            .list_jobs(&JobFilter {
+                state: Some(state::PENDING.into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 2, "{name}: coalesced");
+        assert_eq!(
+            pending[0].run_at,
+            now - 1_000,
+            "{name}: earliest due time kept"
+        );
+
+        let claimed = s
+            .claim("w1", 10, Duration::from_secs(30), None)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "{name}: only due jobs");
+        let job = &claimed[0];
+        assert_eq!(
+            (
+                job.entity_key.as_str(),
+                job.state.as_str(),
+                job.lease_owner.as_deref()
+            ),
+            ("u1", "running", Some("w1")),
+            "{name}"
+        );
+        // A change while it runs gives a new pending job rather than being lost.
+        s.enqueue(0, "user", "u1", now + 20_000).await.unwrap();
+        assert!(
+            !s.complete(job.id, "w2").await.unwrap(),
+            "{name}: not w2's lease"
+        );
+
+        // Failure: back to pending after a backoff within the ceiling, merged with the newer
+        // pending job (earliest due time wins).
+        let before = now_ms();
+        let FailOutcome::Retry { run_at, attempts } = s
+            .fail(job.id, "w1", "errcode -1", false, &policy())
+            .await
+            .unwrap()
+        else {
+            panic!("{name}")
+        };
+        assert_eq!(attempts, 1, "{name}");
+        assert!(
+            run_at >= before && run_at <= now_ms() + 10_000,
+            "{name}: within base"
+        );
+        let pending = s
+            .list_jobs(&JobFilter {
+                state: Some(state::PENDING.into()),
+                kind: Some("user".into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            pending.iter().filter(|j| j.entity_key == "u1").count(),
+            1,
+            "{name}: merged"
+        );
+        assert_eq!(
+            pending
+                .iter()
+                .find(|j| j.entity_key == "u1")
+                .unwrap()
+                .last_error
+                .as_deref(),
+            Some("errcode -1"),
+            "{name}"
+        );
+
+        // Spent attempts -> dead with the reason; permanent -> dead at once.
+        let u1 = pending.iter().find(|j| j.entity_key == "u1").unwrap().id;
+        let mut outcome = FailOutcome::LeaseLost;
+        for _ in 0..2 {
+            force_due(s, u1).await;
+            let job = s
+                .claim("w1", 1, Duration::from_secs(30), Some(&[0]))
+                .await
+                .unwrap()
+                .remove(0);
+            outcome = s
+                .fail(job.id, "w1", "still busy", false, &policy())
+                .await
+                .unwrap();
+        }
+        assert_eq!(outcome, FailOutcome::Dead { attempts: 3 }, "{name}");
+        s.enqueue(0, "dept", "d1", now).await.unwrap();
+        let dept = s
+            .claim("w1", 1, Duration::from_secs(30), None)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            s.fail(dept.id, "w1", "60021 name exists", true, &policy())
+                .await
+                .unwrap(),
+            FailOutcome::Dead { attempts: 1 },
+            "{name}"
+        );
+        let dead = s
+            .list_jobs(&JobFilter {
+                state: Some(state::DEAD.into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 2, "{name}");
+        assert_eq!(
+            dead.iter()
+                .find(|j| j.kind == "dept")
+                .unwrap()
+                .last_error
+                .as_deref(),
+            Some("60021 name exists"),
+            "{name}"
+        );
+
+        // Retry dead, drop, tenant filter.
+        assert!(s.retry_dead(dept.id).await.unwrap(), "{name}");
+        let revived = s
+            .claim("w1", 5, Duration::from_secs(30), Some(&[0]))
+            .await
+            .unwrap();
+        assert_eq!(
+            (revived.len(), revived[0].attempts),
+            (1, 0),
+            "{name}: due now, attempts reset"
+        );
+        assert!(s.complete(revived[0].id, "w1").await.unwrap(), "{name}");
+        assert!(
+            s.claim("w1", 5, Duration::from_secs(30), Some(&[9]))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+        assert_eq!(s.retry_all_dead(None).await.unwrap(), 1, "{name}");
+        let later = s
+            .list_jobs(&JobFilter {
+                kind: Some("user".into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        let later = later.iter().find(|j| j.entity_key == "later").unwrap().id;
+        assert!(s.drop_job(later).await.unwrap(), "{name}");
+        assert!(!s.drop_job(later).await.unwrap(), "{name}");
+    }
+}
+
+async fn force_due(store: &Store, id: i64) {
+    let sql = store
+        .sql("UPDATE dingsync_job SET run_at = 0 WHERE id = ?")
+        .into_owned();
+    dingsync::on_pool!(store, |pool| sqlx::query(&sql)
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap()
+        .rows_affected());
+}
+
+#[tokio::test]
+async fn expired_leases_are_reclaimed() {
+    for db in common::initialised_dbs().await {
+        let (s, name) = (&db.store, db.name);
+        s.enqueue(0, "user", "u1", now_ms()).await.unwrap();
+        s.enqueue(0, "user", "u2", now_ms()).await.unwrap();
+        let claimed = s.claim("crashed", 10, Duration::ZERO, None).await.unwrap();
+        assert_eq!(claimed.len(), 2, "{name}");
+        // While u2 "ran", a new change for it arrived: reclaim merges instead of duplicating.
+        s.enqueue(0, "user", "u2", now_ms()).await.unwrap();
+        tokio::task::yield_now().await;
+        while s.reclaim_expired().await.unwrap() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let pending = s
+            .list_jobs(&JobFilter {
+                state: Some(state::PENDING.into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        let keys: Vec<&str> = pending.iter().map(|j| j.entity_key.as_str()).collect();
+        assert_eq!(keys.len(), 2, "{name}: {keys:?}");
+        assert!(keys.contains(&"u1") && keys.contains(&"u2"), "{name}");
+        assert!(
+            !s.complete(claimed[0].id, "crashed").await.unwrap(),
+            "{name}: the old lease is void"
+        );
+        assert_eq!(
+            s.list_jobs(&JobFilter {
+                state: Some(state::RUNNING.into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+            0,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_claimers_never_share_a_job() {
+    for db in common::initialised_dbs().await {
+        let store = Arc::new(db.store.clone());
+        for n in 0..120 {
+            store
+                .enqueue(n % 3, "user", &format!("u{n}"), now_ms())
+                .await
+                .unwrap();
+        }
+        let mut workers = Vec::new();
+        for w in 0..4 {
+            let store = Arc::clone(&store);
+            workers.push(tokio::spawn(async move {
+                let owner = format!("w{w}");
+                let mut mine = Vec::new();
+                loop {
+                    let jobs = store
+                        .claim(&owner, 7, Duration::from_secs(60), None)
+                        .await
+                        .unwrap();
+                    if jobs.is_empty() {
+                        return mine;
+                    }
+                    for job in jobs {
+                        assert!(store.complete(job.id, &owner).await.unwrap());
+                        mine.push(job.id);
+                    }
+                }
+            }));
+        }
+        let mut seen = HashSet::new();
+        for worker in workers {
+            for id in worker.await.unwrap() {
+                assert!(seen.insert(id), "{}: job {id} claimed twice", db.name);
+            }
+        }
+        assert_eq!(seen.len(), 120, "{}", db.name);
+    }
+}
+
+#[tokio::test]
+async fn leases_have_one_holder_until_they_expire() {
+    for db in common::initialised_dbs().await {
+        let (s, name) = (&db.store, db.name);
+        assert!(
+            s.acquire_lease("tenant:0", "a", Duration::from_secs(30))
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            !s.acquire_lease("tenant:0", "b", Duration::from_secs(30))
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            s.acquire_lease("tenant:0", "a", Duration::from_secs(30))
+                .await
+                .unwrap(),
+            "{name}: renew"
+        );
+        assert_eq!(
+            s.lease_holder("tenant:0").await.unwrap().as_deref(),
+            Some("a"),
+            "{name}"
+        );
+        assert!(
+            s.acquire_lease("tenant:0", "a", Duration::ZERO)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        let mut taken = false;
+        for _ in 0..1000 {
+            if s.acquire_lease("tenant:0", "b", Duration::from_secs(30))
+                .await
+                .unwrap()
+            {
+                taken = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(taken, "{name}: b takes the expired lease");
+        assert!(!s.release_lease("tenant:0", "a").await.unwrap(), "{name}");
+        assert!(s.release_lease("tenant:0", "b").await.unwrap(), "{name}");
+        assert_eq!(s.lease_holder("tenant:0").await.unwrap(), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn snapshots_runs_and_app_configs() {
+    for db in common::initialised_dbs().await {
+        let (s, name) = (&db.store, db.name);
+        s.put_snapshot(0, "user", "u1", "zhangsan", "h1")
+            .await
+            .unwrap();
+        s.put_snapshot(0, "user", "u1", "zhangsan", "h2")
+            .await
+            .unwrap();
+        let snaps = s.snapshots(0, "user").await.unwrap();
+        assert_eq!(
+            (snaps.len(), snaps[0].content_hash.as_str()),
+            (1, "h2"),
+            "{name}"
+        );
+        s.delete_snapshot(0, "user", "u1").await.unwrap();
+        assert!(s.snapshots(0, "user").await.unwrap().is_empty(), "{name}");
+
+        let run = s.start_run(0, "push").await.unwrap();
+        let counts = dingsync::store::state::RunCounts {
+            created: 3,
+            failed: 1,
+            ..Default::default()
+        };
+        let calls = std::collections::BTreeMap::from([("topapi/v2/user/create", 3u64)]);
+        s.finish_run(run, &counts, &calls, None).await.unwrap();
+        assert_eq!(
+            count(s, "SELECT created FROM dingsync_run").await,
+            3,
+            "{name}"
+        );
+
+        db.plain
+            .execute("INSERT INTO sys_third_app_config (id, tenant_id, agent_id, client_id, client_secret, third_type, status) VALUES ('c1', 5, '123', 'key', 'sec', 'dingtalk', 1), ('c2', 6, '1', 'k', 's', 'dingtalk', 0), ('c3', 7, '1', 'k', 's', 'wechat_enterprise', 1)")
+            .await
+            .unwrap();
+        let apps = s.app_configs().await.unwrap();
+        assert_eq!(apps.len(), 1, "{name}");
+        assert_eq!(
+            (
+                apps[0].tenant_id,
+                apps[0].agent_id.as_str(),
+                apps[0].client_secret.expose()
+            ),
+            (5, "123", "sec"),
+            "{name}"
+        );
+    }
+}
