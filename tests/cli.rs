@@ -132,3 +132,53 @@ fn missing_file_and_bad_toml_exit_78() {
         text(&out.stderr)
     );
 }
+
+fn sqlite_config(dir: &std::path::Path, db: &str) -> std::path::PathBuf {
+    let path = dir.join("dingsync.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[database]\nurl = \"sqlite:{}\"\n[[tenant]]\nid = 0\nagent_id = 1\nclient_id = \"k\"\nclient_secret = \"s\"\n",
+            dir.join(db).display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn init_twice_then_uninstall() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sqlite_config(dir.path(), "jeecg.db");
+    let config = config.to_str().unwrap();
+    let bare = dingsync(&["init", "--config", config], &[]);
+    assert_eq!(bare.status.code(), Some(65), "no JeecgBoot tables: {}", text(&bare.stderr));
+    assert!(text(&bare.stderr).contains("--with-jeecg-schema"));
+    let first = dingsync(&["init", "--with-jeecg-schema", "--config", config], &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert!(text(&first.stdout).contains("0 -> 1"));
+    let second = dingsync(&["init", "--config", config], &[]);
+    assert_eq!(second.status.code(), Some(0));
+    assert!(text(&second.stdout).contains("nothing to do"));
+    assert_eq!(dingsync(&["uninstall", "--config", config], &[]).status.code(), Some(64), "needs --yes");
+    let out = dingsync(&["uninstall", "--yes", "--config", config], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn unreachable_database_exits_69() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dingsync.toml");
+    let socket = dir.path().join("no-such.sock");
+    std::fs::write(
+        &path,
+        format!(
+            "[database]\nurl = \"mysql://u:DBSECRET@localhost/jeecg?socket={}\"\n[[tenant]]\nid = 0\nagent_id = 1\nclient_id = \"k\"\nclient_secret = \"s\"\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let out = dingsync(&["init", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("DBSECRET"));
+}
