@@ -152,7 +152,12 @@ fn init_twice_then_uninstall() {
     let config = sqlite_config(dir.path(), "jeecg.db");
     let config = config.to_str().unwrap();
     let bare = dingsync(&["init", "--config", config], &[]);
-    assert_eq!(bare.status.code(), Some(65), "no JeecgBoot tables: {}", text(&bare.stderr));
+    assert_eq!(
+        bare.status.code(),
+        Some(65),
+        "no JeecgBoot tables: {}",
+        text(&bare.stderr)
+    );
     assert!(text(&bare.stderr).contains("--with-jeecg-schema"));
     let first = dingsync(&["init", "--with-jeecg-schema", "--config", config], &[]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
@@ -160,7 +165,13 @@ fn init_twice_then_uninstall() {
     let second = dingsync(&["init", "--config", config], &[]);
     assert_eq!(second.status.code(), Some(0));
     assert!(text(&second.stdout).contains("nothing to do"));
-    assert_eq!(dingsync(&["uninstall", "--config", config], &[]).status.code(), Some(64), "needs --yes");
+    assert_eq!(
+        dingsync(&["uninstall", "--config", config], &[])
+            .status
+            .code(),
+        Some(64),
+        "needs --yes"
+    );
     let out = dingsync(&["uninstall", "--yes", "--config", config], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
