@@ -51,6 +51,29 @@ pub enum Command {
         #[arg(long)]
         with_jeecg_schema: bool,
     },
+    /// Show what a sync would change, without changing anything.
+    ///
+    /// Example: `dingsync plan push all`, `dingsync plan pull users --tenant 1000 --json`.
+    Plan {
+        /// Direction, scope and tenant.
+        #[command(flatten)]
+        args: crate::cli_sync::SyncArgs,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a sync now (JeecgBoot's "同步钉钉" / "同步到本地" buttons) and print a summary.
+    ///
+    /// Exits 0 when everything applied, 65 when some entities failed (each is listed with
+    /// its reason), 69 when DingTalk or the database could not be read.
+    Sync {
+        /// Direction, scope and tenant.
+        #[command(flatten)]
+        args: crate::cli_sync::SyncArgs,
+        /// Only print the plan.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Drop dingsync's triggers and tables. JeecgBoot's rows are not touched.
     Uninstall {
         /// Confirm: without it nothing is dropped.
@@ -90,6 +113,8 @@ pub fn main() -> u8 {
         Command::CheckConfig => check_config(&loaded),
         Command::Init { with_jeecg_schema } => block_on(init(&loaded, with_jeecg_schema)),
         Command::Uninstall { yes } => block_on(uninstall(&loaded, yes)),
+        Command::Plan { args, json } => block_on(crate::cli_sync::plan(&loaded, &args, json)),
+        Command::Sync { args, dry_run } => block_on(crate::cli_sync::sync(&loaded, &args, dry_run)),
     }
 }
 

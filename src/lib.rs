@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+mod cli_sync;
 pub mod config;
 pub mod dingtalk;
 pub mod exit;
@@ -13,3 +14,4 @@ pub mod logging;
 pub mod secret;
 pub mod sim;
 pub mod store;
+pub mod sync;

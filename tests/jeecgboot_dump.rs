@@ -5,52 +5,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use dingsync::jeecg::password;
-
-fn dump(file: &str) -> Option<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/jeecgboot")
-        .join(file);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("{} is missing under CI", path.display())
-        }
-        Err(error) => {
-            eprintln!(
-                "SKIPPED: {} not readable ({error}); the real-dump test did not run",
-                path.display()
-            );
-            None
-        }
-    }
-}
-
-/// A MariaDB database with JeecgBoot's dump loaded, as a real installation has it.
-pub async fn loaded_mariadb() -> Option<common::TestDb> {
-    let (schema, upgrades) = (
-        dump("jeecgboot-mysql-subset.sql")?,
-        dump("jeecgboot-upgrades-subset.sql")?,
-    );
-    let db = common::mariadb_db().await?;
-    dingsync::on_pool!(db.plain, |pool| {
-        sqlx::raw_sql(&schema)
-            .execute(pool)
-            .await
-            .expect("load the schema dump");
-        sqlx::raw_sql(&upgrades)
-            .execute(pool)
-            .await
-            .expect("load the upgrades");
-    });
-    Some(db)
-}
 
 #[tokio::test]
 async fn init_and_reads_on_jeecgboots_real_schema() {
-    let Some(db) = loaded_mariadb().await else {
+    let Some(db) = common::loaded_mariadb().await else {
         return;
     };
     let report = db.store.init(false).await.expect("init on the real schema");

@@ -137,3 +137,18 @@ pub struct AppConfigRow {
     /// `client_secret`.
     pub client_secret: crate::secret::Secret,
 }
+
+/// Fields of a local user that a pull changes (`None`: unchanged).
+#[derive(Clone, Debug, Default)]
+pub struct UserUpdate {
+    /// `realname`.
+    pub realname: Option<String>,
+    /// `phone`.
+    pub phone: Option<String>,
+    /// `email`.
+    pub email: Option<String>,
+    /// `telephone`.
+    pub telephone: Option<String>,
+    /// `work_no`.
+    pub work_no: Option<String>,
+}

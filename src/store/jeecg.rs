@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::config::{Backend, TenantId};
 use crate::jeecg::{
-    orgcode, password, AppConfigRow, Link, LocalDept, LocalUser, NewDept, NewUser,
+    orgcode, password, AppConfigRow, Link, LocalDept, LocalUser, NewDept, NewUser, UserUpdate,
     THIRD_TYPE_DINGTALK,
 };
 use crate::secret::Secret;
@@ -557,6 +557,61 @@ impl Store {
         }
         self.write_marked(statements).await?;
         Ok(id)
+    }
+
+    /// Updates a user's fields from DingTalk (never the password) and adds memberships, in
+    /// one transaction; a unique-key clash with another user is reported first.
+    pub async fn update_user_fields(
+        &self,
+        id: &str,
+        fields: &UserUpdate,
+        add_depts: &[String],
+    ) -> StoreResult<()> {
+        let checks: [(&'static str, Option<&String>); 3] = [
+            ("phone", fields.phone.as_ref()),
+            ("email", fields.email.as_ref()),
+            ("work_no", fields.work_no.as_ref()),
+        ];
+        for (column, value) in checks {
+            let Some(value) = value else { continue };
+            let text = format!("SELECT COUNT(*) FROM sys_user WHERE {column} = ? AND id <> ?");
+            let sql = self.sql(&text);
+            let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+                .bind(value)
+                .bind(id)
+                .fetch_one(pool)
+                .await?);
+            if count > 0 {
+                return Err(StoreError::UniqueClash {
+                    table: "sys_user",
+                    column,
+                    value: value.clone(),
+                });
+            }
+        }
+        let mut statements = Vec::new();
+        let columns = [
+            ("realname", &fields.realname),
+            ("phone", &fields.phone),
+            ("email", &fields.email),
+            ("telephone", &fields.telephone),
+            ("work_no", &fields.work_no),
+        ];
+        for (column, value) in columns {
+            if let Some(value) = value {
+                statements.push((format!("UPDATE sys_user SET {column} = ?, update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?"), vec![Some(value.clone()), Some(CREATED_BY.into()), Some(id.to_string())]));
+            }
+        }
+        for dept in add_depts {
+            statements.push((
+                "INSERT INTO sys_user_depart (ID, user_id, dep_id) SELECT ?, ?, ? FROM sys_user WHERE id = ? AND NOT EXISTS (SELECT 1 FROM sys_user_depart WHERE user_id = ? AND dep_id = ?)".into(),
+                vec![Some(new_id()), Some(id.to_string()), Some(dept.clone()), Some(id.to_string()), Some(id.to_string()), Some(dept.clone())],
+            ));
+        }
+        if statements.is_empty() {
+            return Ok(());
+        }
+        self.write_marked(statements).await
     }
 
     /// The stored (hash, salt) of a user, for checks.

@@ -186,3 +186,43 @@ pub async fn initialised_dbs() -> Vec<TestDb> {
     }
     dbs
 }
+
+/// Reads a file of ../shared/jeecgboot in place.
+pub fn dump(file: &str) -> Option<String> {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/jeecgboot")
+        .join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("{} is missing under CI", path.display())
+        }
+        Err(error) => {
+            eprintln!(
+                "SKIPPED: {} not readable ({error}); the real-dump test did not run",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// A MariaDB database with JeecgBoot's dump loaded, as a real installation has it.
+pub async fn loaded_mariadb() -> Option<TestDb> {
+    let (schema, upgrades) = (
+        dump("jeecgboot-mysql-subset.sql")?,
+        dump("jeecgboot-upgrades-subset.sql")?,
+    );
+    let db = mariadb_db().await?;
+    dingsync::on_pool!(db.plain, |pool| {
+        sqlx::raw_sql(&schema)
+            .execute(pool)
+            .await
+            .expect("load the schema dump");
+        sqlx::raw_sql(&upgrades)
+            .execute(pool)
+            .await
+            .expect("load the upgrades");
+    });
+    Some(db)
+}

@@ -1,0 +1,226 @@
+//! `dingsync plan` and `dingsync sync`: JeecgBoot's "同步" buttons for operators — what would
+//! change as a table (or JSON), and running it with progress and a summary.
+
+use std::io::IsTerminal;
+
+use crate::config::{Loaded, TenantConfig, TenantId};
+use crate::dingtalk::DingTalkClient;
+use crate::exit;
+use crate::store::Store;
+use crate::sync::model::{Direction, Op, Scope, Summary};
+use crate::sync::plan::Plan;
+use crate::sync::run::{plan_run, run_once, tenants, RunError, RunRequest};
+
+/// Arguments shared by `plan` and `sync`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SyncArgs {
+    /// push (local -> DingTalk) or pull (DingTalk -> local).
+    #[arg(value_enum)]
+    pub direction: Direction,
+    /// users, departments or all.
+    #[arg(value_enum, default_value = "all")]
+    pub scope: Scope,
+    /// Only this tenant (JeecgBoot tenant_id); default: every configured tenant.
+    #[arg(long)]
+    pub tenant: Option<TenantId>,
+}
+
+fn run_error(tenant: TenantId, error: &RunError) -> u8 {
+    tracing::error!(event = "sync.run.failed", tenant, error = %error, "sync run could not start");
+    eprintln!("dingsync: tenant {tenant}: {error}");
+    exit::UNAVAILABLE
+}
+
+async fn setup(loaded: &Loaded, only: Option<TenantId>) -> Result<(Store, Vec<TenantConfig>), u8> {
+    let store = Store::connect(&loaded.config.database)
+        .await
+        .map_err(|error| {
+            eprintln!(
+                "dingsync: cannot reach the database {}: {error}",
+                loaded.config.database.url
+            );
+            exit::UNAVAILABLE
+        })?;
+    let all = tenants(&loaded.config, &store).await.map_err(|error| {
+        eprintln!("dingsync: {error}");
+        exit::UNAVAILABLE
+    })?;
+    let chosen: Vec<TenantConfig> = all
+        .into_iter()
+        .filter(|t| only.is_none_or(|id| t.id == id))
+        .collect();
+    if chosen.is_empty() {
+        eprintln!(
+            "dingsync: no such tenant configured: {}",
+            only.map_or("any".into(), |t| t.to_string())
+        );
+        return Err(exit::USAGE);
+    }
+    Ok((store, chosen))
+}
+
+fn describe(op: &Op) -> (String, String, String) {
+    let json = serde_json::to_value(op).unwrap_or_default();
+    let name = json
+        .get("op")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?")
+        .to_string();
+    let key = ["local_id", "userid", "dept_id", "key"]
+        .iter()
+        .find_map(|k| {
+            json.get(*k)
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        })
+        .unwrap_or_default();
+    let mut details = json.as_object().cloned().unwrap_or_default();
+    for k in ["op", "hash", "local_id", "userid", "key"] {
+        details.remove(k);
+    }
+    (name, key, serde_json::Value::Object(details).to_string())
+}
+
+fn print_plan(tenant: TenantId, plan: &Plan) {
+    println!(
+        "tenant {tenant}: {} operation(s), {} DingTalk write(s)",
+        plan.ops.len(),
+        plan.dingtalk_writes()
+    );
+    if let Some(reason) = &plan.refused_deletes {
+        println!("  deletion guard: {reason}");
+    }
+    if plan.ops.is_empty() {
+        println!("  nothing to do");
+        return;
+    }
+    println!("  {:<18} {:<34} details", "operation", "entity");
+    for op in &plan.ops {
+        let (name, key, details) = describe(op);
+        let details: String = details.chars().take(110).collect();
+        println!("  {name:<18} {key:<34} {details}");
+    }
+}
+
+/// `dingsync plan`.
+pub async fn plan(loaded: &Loaded, args: &SyncArgs, json: bool) -> u8 {
+    let (store, tenants) = match setup(loaded, args.tenant).await {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let request = RunRequest {
+        direction: args.direction,
+        scope: args.scope,
+        dry_run: true,
+    };
+    let mut plans = Vec::new();
+    for tenant in &tenants {
+        let Ok(client) = DingTalkClient::for_tenant(&loaded.config, tenant) else {
+            return exit::UNAVAILABLE;
+        };
+        match plan_run(&store, &client, &loaded.config, tenant, request).await {
+            Ok(plan) => plans.push((tenant.id, plan)),
+            Err(error) => return run_error(tenant.id, &error),
+        }
+    }
+    store.close().await;
+    if json {
+        let out: Vec<serde_json::Value> = plans
+            .iter()
+            .map(|(t, p)| serde_json::json!({ "tenant": t, "plan": p }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        for (tenant, plan) in &plans {
+            print_plan(*tenant, plan);
+        }
+    }
+    exit::OK
+}
+
+fn print_summary(tenant: TenantId, summary: &Summary) {
+    let calls: u64 = summary.api_calls.values().sum();
+    println!(
+        "tenant {tenant}: created {}, updated {}, deleted {}, skipped {}, failed {}; {calls} DingTalk call(s)",
+        summary.created, summary.updated, summary.deleted, summary.skipped, summary.failed
+    );
+    for (route, n) in &summary.api_calls {
+        println!("  {n:>6}  {route}");
+    }
+    for (entity, key, reason) in &summary.failures {
+        println!("  FAILED  {entity} {key}: {reason}");
+    }
+    for (entity, key, reason) in &summary.warnings {
+        println!("  WARNING {entity} {key}: {reason}");
+    }
+}
+
+/// `dingsync sync`.
+pub async fn sync(loaded: &Loaded, args: &SyncArgs, dry_run: bool) -> u8 {
+    if dry_run {
+        return plan(loaded, args, false).await;
+    }
+    let (store, tenants) = match setup(loaded, args.tenant).await {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let request = RunRequest {
+        direction: args.direction,
+        scope: args.scope,
+        dry_run: false,
+    };
+    let mut code = exit::OK;
+    for tenant in &tenants {
+        if (args.direction == Direction::Push && !tenant.push.enabled)
+            || (args.direction == Direction::Pull && !tenant.pull.enabled)
+        {
+            println!(
+                "tenant {}: {:?} is switched off in the configuration; skipped",
+                tenant.id, args.direction
+            );
+            continue;
+        }
+        let Ok(client) = DingTalkClient::for_tenant(&loaded.config, tenant) else {
+            return exit::UNAVAILABLE;
+        };
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(format!("tenant {}", tenant.id));
+            bar
+        });
+        let progress = |done: usize, total: usize| {
+            if let Some(bar) = &bar {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        };
+        let result = run_once(
+            &store,
+            &client,
+            &loaded.config,
+            tenant,
+            request,
+            Some(&progress),
+        )
+        .await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        match result {
+            Ok((_, summary)) => {
+                print_summary(tenant.id, &summary);
+                if summary.failed > 0 || !summary.failures.is_empty() {
+                    code = exit::DATA_ERR;
+                }
+            }
+            Err(error) => {
+                code = run_error(tenant.id, &error);
+            }
+        }
+    }
+    store.close().await;
+    code
+}

@@ -1,0 +1,575 @@
+//! Executing a plan: DingTalk calls through the client, local writes through the store,
+//! links, `ding_identifier` and snapshots recorded as each entity succeeds. One failing
+//! entity is recorded with its reason (and its later operations skipped); the rest continue.
+//! No database transaction is held across a DingTalk call.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::config::TenantId;
+use crate::dingtalk::types::{DeptCreate, DeptUpdate, UserCreate, UserUpdate};
+use crate::dingtalk::{DingTalkClient, DingTalkError, ErrorKind};
+use crate::jeecg::{Link, NewDept, NewUser};
+use crate::secret::Secret;
+use crate::store::{Store, StoreError};
+
+use super::model::{
+    entity, DeptRef, LocalRef, LocalUserFields, Op, Summary, UserFields, ROOT_DEPT,
+};
+use super::plan::{dept_hash, Plan};
+
+/// What applying needs.
+pub struct ApplyCtx<'a> {
+    /// DingTalk, for this tenant's app.
+    pub client: &'a DingTalkClient,
+    /// The database.
+    pub store: &'a Store,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Password of users created by a pull.
+    pub new_user_password: &'a Secret,
+    /// Called after each operation with (done, total).
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+}
+
+/// Why one entity failed.
+#[derive(Debug, thiserror::Error)]
+enum EntityError {
+    #[error("{0}")]
+    DingTalk(#[from] DingTalkError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Default)]
+struct Run {
+    summary: Summary,
+    created_depts: HashMap<String, i64>,
+    created_local: HashMap<i64, String>,
+    failed: HashSet<(String, String)>,
+    deferred: Vec<Op>,
+}
+
+fn entity_of(op: &Op) -> (String, String) {
+    let (kind, key) = match op {
+        Op::CreateDept { local_id, .. }
+        | Op::UpdateDept { local_id, .. }
+        | Op::LinkDept { local_id, .. } => (entity::DEPT, local_id.clone()),
+        Op::DeleteDept { dept_id, .. }
+        | Op::CreateLocalDept { dept_id, .. }
+        | Op::UpdateLocalDept { dept_id, .. } => (entity::DEPT, dept_id.to_string()),
+        Op::CreateUser { local_id, .. }
+        | Op::UpdateUser { local_id, .. }
+        | Op::LinkUser { local_id, .. }
+        | Op::DeleteUser { local_id, .. } => (entity::USER, local_id.clone()),
+        Op::MoveMembersOut { userid, .. }
+        | Op::CreateLocalUser { userid, .. }
+        | Op::UpdateLocalUser { userid, .. } => (entity::USER, userid.clone()),
+        Op::Fail { entity, key, .. } | Op::Warn { entity, key, .. } => {
+            (entity.as_str(), key.clone())
+        }
+    };
+    (kind.to_string(), key)
+}
+
+/// Applies `plan`; returns what happened (also the counts of the run row).
+pub async fn apply(ctx: &ApplyCtx<'_>, plan: &Plan) -> Summary {
+    let before = ctx.client.calls_by_route();
+    let mut run = Run::default();
+    let total = plan.ops.len();
+    for (index, op) in plan.ops.iter().enumerate() {
+        run.step(ctx, op).await;
+        if let Some(progress) = ctx.progress {
+            progress(index + 1, total);
+        }
+    }
+    // Renames that met a sibling's name are tried once more, after the renames that free it.
+    for op in std::mem::take(&mut run.deferred) {
+        if let Err(error) = run.execute(ctx, &op).await {
+            run.record_failure(&op, &error.to_string());
+        }
+    }
+    if let Some(reason) = &plan.refused_deletes {
+        tracing::error!(event = "sync.delete_refused", tenant = ctx.tenant, reason = %reason, "department deletion refused by the guard");
+        run.summary
+            .failures
+            .push((entity::DEPT.into(), "*".into(), reason.clone()));
+    }
+    let touched: HashSet<(String, String)> = plan
+        .ops
+        .iter()
+        .filter(|op| {
+            !matches!(
+                op,
+                Op::LinkDept { .. } | Op::LinkUser { .. } | Op::Warn { .. }
+            )
+        })
+        .map(entity_of)
+        .collect();
+    run.summary.skipped = i64::try_from(plan.considered.saturating_sub(touched.len())).unwrap_or(0);
+    let after = ctx.client.calls_by_route();
+    run.summary.api_calls = after
+        .iter()
+        .map(|(route, n)| {
+            (
+                route.to_string(),
+                n - before.get(route).copied().unwrap_or(0),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect::<BTreeMap<_, _>>();
+    run.summary
+}
+
+impl Run {
+    async fn step(&mut self, ctx: &ApplyCtx<'_>, op: &Op) {
+        let key = entity_of(op);
+        match op {
+            Op::Fail {
+                entity,
+                key: k,
+                reason,
+            } => {
+                self.failed.insert(key);
+                self.summary.failed += 1;
+                self.summary
+                    .failures
+                    .push((entity.clone(), k.clone(), reason.clone()));
+                tracing::warn!(event = "sync.entity.failed", tenant = ctx.tenant, entity = %entity, key = %k, reason = %reason, "entity cannot be synced");
+                return;
+            }
+            Op::Warn {
+                entity,
+                key: k,
+                reason,
+            } => {
+                self.summary
+                    .warnings
+                    .push((entity.clone(), k.clone(), reason.clone()));
+                tracing::warn!(event = "sync.entity.warning", tenant = ctx.tenant, entity = %entity, key = %k, reason = %reason, "entity synced with a warning");
+                return;
+            }
+            _ => {}
+        }
+        if self.failed.contains(&key) {
+            return;
+        }
+        match self.execute(ctx, op).await {
+            Ok(()) => {}
+            Err(EntityError::DingTalk(error))
+                if error.kind == ErrorKind::DeptNameExists
+                    && matches!(op, Op::UpdateDept { .. })
+                    && !self.deferred.contains(op) =>
+            {
+                self.deferred.push(op.clone());
+            }
+            Err(error) => self.record_failure(op, &error.to_string()),
+        }
+    }
+
+    fn record_failure(&mut self, op: &Op, reason: &str) {
+        let (kind, key) = entity_of(op);
+        tracing::warn!(event = "sync.entity.failed", entity = %kind, key = %key, reason = %reason, "entity failed");
+        self.summary.failed += 1;
+        self.summary
+            .failures
+            .push((kind.clone(), key.clone(), reason.to_string()));
+        self.failed.insert((kind, key));
+    }
+
+    fn resolve(&self, dept: &DeptRef) -> Result<i64, EntityError> {
+        match dept {
+            DeptRef::Ding(id) => Ok(*id),
+            DeptRef::Local(local) => {
+                self.created_depts.get(local).copied().ok_or_else(|| {
+                    EntityError::Other(format!("department {local} was not created"))
+                })
+            }
+        }
+    }
+
+    fn resolve_list(&self, depts: &[DeptRef]) -> Vec<i64> {
+        let mut ids: Vec<i64> = depts.iter().filter_map(|d| self.resolve(d).ok()).collect();
+        ids.dedup();
+        if ids.is_empty() {
+            ids.push(ROOT_DEPT);
+        }
+        ids
+    }
+
+    fn resolve_local(&self, parent: &LocalRef) -> Result<Option<String>, EntityError> {
+        match parent {
+            LocalRef::Top => Ok(None),
+            LocalRef::Local(id) => Ok(Some(id.clone())),
+            LocalRef::Created(ding) => {
+                self.created_local
+                    .get(ding)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| {
+                        EntityError::Other(format!(
+                            "parent department {ding} was not created locally"
+                        ))
+                    })
+            }
+        }
+    }
+
+    fn user_update(&self, userid: &str, fields: &UserFields) -> UserUpdate {
+        UserUpdate {
+            userid: userid.to_string(),
+            name: fields.name.clone(),
+            telephone: fields.telephone.clone(),
+            job_number: fields.job_number.clone(),
+            title: fields.title.clone(),
+            email: fields.email.clone(),
+            dept_id_list: fields.depts.as_ref().map(|d| self.resolve_list(d)),
+        }
+    }
+
+    async fn execute(&mut self, ctx: &ApplyCtx<'_>, op: &Op) -> Result<(), EntityError> {
+        let (client, store, tenant) = (ctx.client, ctx.store, ctx.tenant);
+        match op {
+            Op::CreateDept {
+                local_id,
+                name,
+                parent,
+                order,
+                hash,
+            } => {
+                let parent_id = self.resolve(parent)?;
+                let request = DeptCreate {
+                    name: name.clone(),
+                    parent_id,
+                    order: Some(*order),
+                    source_identifier: Some(local_id.clone()),
+                };
+                let dept_id = match client.dept_create(&request).await {
+                    Ok(id) => id,
+                    Err(error) if error.kind == ErrorKind::DeptNameExists => {
+                        // Created meanwhile (or by a call whose answer was lost): adopt it.
+                        let found = client
+                            .dept_listsub(parent_id)
+                            .await?
+                            .into_iter()
+                            .find(|d| d.name == *name)
+                            .ok_or(error)?;
+                        let update = DeptUpdate {
+                            dept_id: found.dept_id,
+                            order: Some(*order),
+                            source_identifier: Some(local_id.clone()),
+                            ..DeptUpdate::default()
+                        };
+                        client.dept_update(&update).await?;
+                        found.dept_id
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                self.created_depts.insert(local_id.clone(), dept_id);
+                store.set_ding_identifier(local_id, Some(dept_id)).await?;
+                // The plan hashed a parent created in this run by its local id; the next plan
+                // sees it by DingTalk id, so the snapshot takes the resolved one.
+                let hash = if matches!(parent, DeptRef::Local(_)) {
+                    dept_hash(name, &DeptRef::Ding(parent_id), *order)
+                } else {
+                    hash.clone()
+                };
+                store
+                    .put_snapshot(tenant, entity::DEPT, local_id, &dept_id.to_string(), &hash)
+                    .await?;
+                self.summary.created += 1;
+            }
+            Op::UpdateDept {
+                local_id,
+                dept_id,
+                name,
+                parent,
+                order,
+                source_identifier,
+                hash,
+            } => {
+                let parent_id = parent.as_ref().map(|p| self.resolve(p)).transpose()?;
+                let update = DeptUpdate {
+                    dept_id: *dept_id,
+                    name: name.clone(),
+                    parent_id,
+                    order: *order,
+                    source_identifier: source_identifier.clone(),
+                };
+                client.dept_update(&update).await?;
+                store.set_ding_identifier(local_id, Some(*dept_id)).await?;
+                let hash = match (parent, parent_id, name, order) {
+                    (Some(DeptRef::Local(_)), Some(resolved), Some(name), Some(order)) => {
+                        dept_hash(name, &DeptRef::Ding(resolved), *order)
+                    }
+                    _ => hash.clone(),
+                };
+                store
+                    .put_snapshot(tenant, entity::DEPT, local_id, &dept_id.to_string(), &hash)
+                    .await?;
+                self.summary.updated += 1;
+            }
+            Op::LinkDept {
+                local_id,
+                dept_id,
+                hash,
+            } => {
+                store.set_ding_identifier(local_id, Some(*dept_id)).await?;
+                store
+                    .put_snapshot(tenant, entity::DEPT, local_id, &dept_id.to_string(), hash)
+                    .await?;
+            }
+            Op::MoveMembersOut { userid, keep } => {
+                let update = UserUpdate {
+                    userid: userid.clone(),
+                    dept_id_list: Some(keep.clone()),
+                    ..UserUpdate::default()
+                };
+                client.user_update(&update).await?;
+            }
+            Op::DeleteDept { dept_id, .. } => {
+                match client.dept_delete(*dept_id).await {
+                    Ok(()) => {}
+                    Err(error) if error.kind == ErrorKind::DeptNotFound => {}
+                    Err(error) => return Err(error.into()),
+                }
+                self.summary.deleted += 1;
+            }
+            Op::CreateUser {
+                local_id,
+                userid,
+                mobile,
+                fields,
+                hash,
+            } => {
+                self.create_user(ctx, local_id, userid, mobile, fields, hash)
+                    .await?
+            }
+            Op::UpdateUser { userid, fields, .. } => {
+                client
+                    .user_update(&self.user_update(userid, fields))
+                    .await?;
+                self.summary.updated += 1;
+            }
+            Op::LinkUser {
+                local_id,
+                userid,
+                unionid,
+                realname,
+                hash,
+            } => {
+                store
+                    .save_link(
+                        &Link {
+                            user_id: local_id.clone(),
+                            userid: userid.clone(),
+                            unionid: unionid.clone(),
+                            tenant_id: tenant,
+                        },
+                        realname,
+                    )
+                    .await?;
+                store
+                    .put_snapshot(tenant, entity::USER, local_id, userid, hash)
+                    .await?;
+            }
+            Op::DeleteUser { local_id, userid } => {
+                match client.user_delete(userid).await {
+                    Ok(()) => {}
+                    Err(error) if error.kind == ErrorKind::UserNotFound => {}
+                    Err(error) => return Err(error.into()),
+                }
+                store
+                    .delete_snapshot(tenant, entity::USER, local_id)
+                    .await?;
+                self.summary.deleted += 1;
+            }
+            Op::CreateLocalDept {
+                dept_id,
+                name,
+                parent,
+                parent_dept_id,
+            } => {
+                let parent_id = self.resolve_local(parent)?;
+                let dept = store
+                    .insert_department(&NewDept {
+                        name: name.clone(),
+                        parent_id,
+                        order: 0,
+                        ding_identifier: *dept_id,
+                        tenant_id: tenant,
+                    })
+                    .await?;
+                self.created_local.insert(*dept_id, dept.id.clone());
+                let update = DeptUpdate {
+                    dept_id: *dept_id,
+                    source_identifier: Some(dept.id.clone()),
+                    ..DeptUpdate::default()
+                };
+                client.dept_update(&update).await?;
+                let hash = dept_hash(name, &DeptRef::Ding(*parent_dept_id), 0);
+                store
+                    .put_snapshot(tenant, entity::DEPT, &dept.id, &dept_id.to_string(), &hash)
+                    .await?;
+                self.summary.created += 1;
+            }
+            Op::UpdateLocalDept {
+                local_id,
+                dept_id,
+                name,
+                parent,
+                parent_dept_id,
+                order,
+            } => {
+                let parent_id = self.resolve_local(parent)?;
+                store
+                    .update_department(local_id, name, parent_id.as_deref(), *order)
+                    .await?;
+                store.set_ding_identifier(local_id, Some(*dept_id)).await?;
+                let hash = dept_hash(name, &DeptRef::Ding(*parent_dept_id), *order);
+                store
+                    .put_snapshot(tenant, entity::DEPT, local_id, &dept_id.to_string(), &hash)
+                    .await?;
+                self.summary.updated += 1;
+            }
+            Op::CreateLocalUser {
+                userid,
+                unionid,
+                fields,
+            } => {
+                let depart_ids = self.local_depts(&fields.add_depts);
+                let new = NewUser {
+                    username: userid.clone(),
+                    realname: fields.realname.clone().unwrap_or_else(|| userid.clone()),
+                    phone: fields.phone.clone(),
+                    email: fields.email.clone(),
+                    telephone: fields.telephone.clone(),
+                    work_no: fields.work_no.clone(),
+                    depart_ids,
+                    tenant_id: tenant,
+                };
+                let id = store.insert_user(&new, ctx.new_user_password).await?;
+                store
+                    .save_link(
+                        &Link {
+                            user_id: id,
+                            userid: userid.clone(),
+                            unionid: unionid.clone(),
+                            tenant_id: tenant,
+                        },
+                        &new.realname,
+                    )
+                    .await?;
+                self.summary.created += 1;
+            }
+            Op::UpdateLocalUser {
+                local_id,
+                userid,
+                unionid,
+                fields,
+                link,
+            } => {
+                self.update_local_user(store, local_id, fields).await?;
+                if *link {
+                    let realname = fields.realname.clone().unwrap_or_default();
+                    store
+                        .save_link(
+                            &Link {
+                                user_id: local_id.clone(),
+                                userid: userid.clone(),
+                                unionid: unionid.clone(),
+                                tenant_id: tenant,
+                            },
+                            &realname,
+                        )
+                        .await?;
+                }
+                self.summary.updated += 1;
+            }
+            Op::Fail { .. } | Op::Warn { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn local_depts(&self, refs: &[LocalRef]) -> Vec<String> {
+        refs.iter()
+            .filter_map(|r| self.resolve_local(r).ok().flatten())
+            .collect()
+    }
+
+    async fn update_local_user(
+        &self,
+        store: &Store,
+        local_id: &str,
+        fields: &LocalUserFields,
+    ) -> Result<(), EntityError> {
+        let update = crate::jeecg::UserUpdate {
+            realname: fields.realname.clone(),
+            phone: fields.phone.clone(),
+            email: fields.email.clone(),
+            telephone: fields.telephone.clone(),
+            work_no: fields.work_no.clone(),
+        };
+        store
+            .update_user_fields(local_id, &update, &self.local_depts(&fields.add_depts))
+            .await?;
+        Ok(())
+    }
+
+    async fn create_user(
+        &mut self,
+        ctx: &ApplyCtx<'_>,
+        local_id: &str,
+        userid: &str,
+        mobile: &str,
+        fields: &UserFields,
+        hash: &str,
+    ) -> Result<(), EntityError> {
+        let depts = fields
+            .depts
+            .as_ref()
+            .map(|d| self.resolve_list(d))
+            .unwrap_or_else(|| vec![ROOT_DEPT]);
+        let request = UserCreate {
+            userid: userid.to_string(),
+            name: fields.name.clone().unwrap_or_default(),
+            mobile: mobile.to_string(),
+            telephone: fields.telephone.clone(),
+            job_number: fields.job_number.clone(),
+            title: fields.title.clone(),
+            email: fields.email.clone(),
+            dept_id_list: depts,
+        };
+        match ctx.client.user_create(&request).await {
+            Ok(_) => self.summary.created += 1,
+            Err(error) if error.kind == ErrorKind::UserIdExists => {
+                // The userid exists (a create whose answer was lost, or a user outside the
+                // listed departments): it becomes an update.
+                ctx.client
+                    .user_update(&self.user_update(userid, fields))
+                    .await?;
+                self.summary.updated += 1;
+            }
+            Err(error) if error.kind == ErrorKind::MobileExists => {
+                return Err(EntityError::Other(format!(
+                    "mobile {mobile} already belongs to another DingTalk user (errcode 60104)"
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let link = Link {
+            user_id: local_id.to_string(),
+            userid: userid.to_string(),
+            unionid: None,
+            tenant_id: ctx.tenant,
+        };
+        ctx.store
+            .save_link(&link, fields.name.as_deref().unwrap_or_default())
+            .await?;
+        ctx.store
+            .put_snapshot(ctx.tenant, entity::USER, local_id, userid, hash)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,395 @@
+//! The sync engine's data: views of both sides, operations, and what a run did.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::config::TenantId;
+use crate::dingtalk::types::DtUser;
+use crate::jeecg::{Link, LocalDept, LocalUser};
+use crate::store::state::Snapshot;
+
+/// DingTalk's root department.
+pub const ROOT_DEPT: i64 = 1;
+
+/// Entity names used in snapshots and reports.
+pub mod entity {
+    /// A user.
+    pub const USER: &str = "user";
+    /// A department.
+    pub const DEPT: &str = "dept";
+}
+
+/// Which way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Local -> DingTalk.
+    Push,
+    /// DingTalk -> local.
+    Pull,
+}
+
+/// What.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Users only.
+    Users,
+    /// Departments only.
+    Departments,
+    /// Both.
+    All,
+}
+
+impl Scope {
+    /// Includes users.
+    pub fn users(self) -> bool {
+        matches!(self, Self::Users | Self::All)
+    }
+
+    /// Includes departments.
+    pub fn departments(self) -> bool {
+        matches!(self, Self::Departments | Self::All)
+    }
+}
+
+/// A DingTalk department from the tree walk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteDept {
+    /// Id.
+    pub dept_id: i64,
+    /// Name.
+    pub name: String,
+    /// Parent id (1 for top level).
+    pub parent_id: i64,
+    /// `source_identifier`, fetched only where a pull needs it.
+    pub source_identifier: Option<String>,
+}
+
+/// DingTalk's side.
+#[derive(Clone, Debug, Default)]
+pub struct RemoteView {
+    /// Every department but the root.
+    pub depts: Vec<RemoteDept>,
+    /// Every user, once (multi-department members are listed in each department).
+    pub users: Vec<DtUser>,
+}
+
+/// The local side of one tenant.
+#[derive(Clone, Debug, Default)]
+pub struct LocalView {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Departments (posts and deleted ones included; the plans filter).
+    pub depts: Vec<LocalDept>,
+    /// Users (logically deleted ones included).
+    pub users: Vec<LocalUser>,
+    /// Ids of every `sys_user` row (for hard-delete detection).
+    pub all_user_ids: Vec<String>,
+    /// DingTalk links.
+    pub links: Vec<Link>,
+    /// Department snapshots by local id.
+    pub dept_snapshots: HashMap<String, Snapshot>,
+    /// User snapshots by local id.
+    pub user_snapshots: HashMap<String, Snapshot>,
+}
+
+/// A department in a push plan: already in DingTalk, or created earlier in the same plan.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeptRef {
+    /// A DingTalk dept id.
+    Ding(i64),
+    /// A local department created by this plan (its DingTalk id is known once created).
+    Local(String),
+}
+
+/// A department in a pull plan: an existing local one, or one created by the same plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalRef {
+    /// Top level (DingTalk root).
+    Top,
+    /// An existing `sys_depart.id`.
+    Local(String),
+    /// The local department this plan creates for that DingTalk id.
+    Created(i64),
+}
+
+/// Fields of a DingTalk user that a push sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UserFields {
+    /// name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// telephone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telephone: Option<String>,
+    /// job_number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_number: Option<String>,
+    /// title.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// email.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// dept_id_list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depts: Option<Vec<DeptRef>>,
+}
+
+impl UserFields {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Local user fields that a pull sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LocalUserFields {
+    /// realname.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realname: Option<String>,
+    /// phone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// email.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// telephone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telephone: Option<String>,
+    /// work_no.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work_no: Option<String>,
+    /// Departments to add the user to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add_depts: Vec<LocalRef>,
+}
+
+impl LocalUserFields {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Create a DingTalk department.
+    CreateDept {
+        /// `sys_depart.id` (sent as `source_identifier`).
+        local_id: String,
+        /// Name.
+        name: String,
+        /// Parent.
+        parent: DeptRef,
+        /// Order.
+        order: i64,
+        /// Hash recorded in the snapshot.
+        hash: String,
+    },
+    /// Update a DingTalk department (only the fields given).
+    UpdateDept {
+        /// `sys_depart.id`.
+        local_id: String,
+        /// DingTalk id.
+        dept_id: i64,
+        /// New name.
+        name: Option<String>,
+        /// New parent.
+        parent: Option<DeptRef>,
+        /// New order.
+        order: Option<i64>,
+        /// Write `source_identifier` (adopting a department found by name).
+        source_identifier: Option<String>,
+        /// Hash recorded in the snapshot.
+        hash: String,
+    },
+    /// Record a local department's DingTalk id (no DingTalk call).
+    LinkDept {
+        /// `sys_depart.id`.
+        local_id: String,
+        /// DingTalk id.
+        dept_id: i64,
+        /// Hash recorded in the snapshot.
+        hash: String,
+    },
+    /// Take a user out of departments about to be deleted (other memberships kept).
+    MoveMembersOut {
+        /// The DingTalk user.
+        userid: String,
+        /// Departments left (root 1 when none is).
+        keep: Vec<i64>,
+    },
+    /// Delete a DingTalk department (deepest first, members already moved).
+    DeleteDept {
+        /// DingTalk id.
+        dept_id: i64,
+        /// Its name, for reports.
+        name: String,
+    },
+    /// Create a DingTalk user (userid = username).
+    CreateUser {
+        /// `sys_user.id`.
+        local_id: String,
+        /// userid.
+        userid: String,
+        /// mobile.
+        mobile: String,
+        /// Everything else.
+        fields: UserFields,
+        /// Hash recorded in the snapshot.
+        hash: String,
+    },
+    /// Update a DingTalk user (only the fields that differ).
+    UpdateUser {
+        /// `sys_user.id`.
+        local_id: String,
+        /// userid.
+        userid: String,
+        /// Changed fields.
+        fields: UserFields,
+        /// Hash recorded in the snapshot.
+        hash: String,
+    },
+    /// Record the link of a matched user (no DingTalk call).
+    LinkUser {
+        /// `sys_user.id`.
+        local_id: String,
+        /// userid.
+        userid: String,
+        /// unionid.
+        unionid: Option<String>,
+        /// realname, for the link row.
+        realname: String,
+        /// Hash recorded in the snapshot.
+        hash: String,
+    },
+    /// Delete a DingTalk user whose local row was deleted for good.
+    DeleteUser {
+        /// `sys_user.id` (gone).
+        local_id: String,
+        /// userid.
+        userid: String,
+    },
+    /// Create a local department from DingTalk.
+    CreateLocalDept {
+        /// DingTalk id.
+        dept_id: i64,
+        /// Name.
+        name: String,
+        /// Parent.
+        parent: LocalRef,
+        /// The DingTalk parent id (1: top level).
+        parent_dept_id: i64,
+    },
+    /// Update a local department from DingTalk (a move recodes its subtree).
+    UpdateLocalDept {
+        /// `sys_depart.id`.
+        local_id: String,
+        /// DingTalk id.
+        dept_id: i64,
+        /// Name.
+        name: String,
+        /// Parent.
+        parent: LocalRef,
+        /// The DingTalk parent id (1: top level).
+        parent_dept_id: i64,
+        /// The local order, kept.
+        order: i64,
+    },
+    /// Create a local user from DingTalk (password: `pull.new_user_password`).
+    CreateLocalUser {
+        /// The DingTalk user.
+        userid: String,
+        /// unionid.
+        unionid: Option<String>,
+        /// Fields.
+        fields: LocalUserFields,
+    },
+    /// Update a local user from DingTalk (never the password).
+    UpdateLocalUser {
+        /// `sys_user.id`.
+        local_id: String,
+        /// The DingTalk user.
+        userid: String,
+        /// unionid.
+        unionid: Option<String>,
+        /// Changed fields.
+        fields: LocalUserFields,
+        /// Write the link row too.
+        link: bool,
+    },
+    /// Nothing can be done for this entity; said why.
+    Fail {
+        /// `user` or `dept`.
+        entity: String,
+        /// Its key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// Done except for something DingTalk cannot do; reported, not retried.
+    Warn {
+        /// `user` or `dept`.
+        entity: String,
+        /// Its key.
+        key: String,
+        /// What.
+        reason: String,
+    },
+}
+
+impl Op {
+    /// Whether this operation calls a DingTalk write API.
+    pub fn writes_dingtalk(&self) -> bool {
+        matches!(
+            self,
+            Op::CreateDept { .. }
+                | Op::UpdateDept { .. }
+                | Op::MoveMembersOut { .. }
+                | Op::DeleteDept { .. }
+                | Op::CreateUser { .. }
+                | Op::UpdateUser { .. }
+                | Op::DeleteUser { .. }
+        )
+    }
+}
+
+/// What a run did; the same counts go into `dingsync_run`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Entities created.
+    pub created: i64,
+    /// Entities updated (links and moves included).
+    pub updated: i64,
+    /// Entities deleted.
+    pub deleted: i64,
+    /// Entities with nothing to do, or only a warning.
+    pub skipped: i64,
+    /// Entities that failed, with reasons.
+    pub failed: i64,
+    /// `(entity, key, reason)` of each failure.
+    pub failures: Vec<(String, String, String)>,
+    /// `(entity, key, reason)` of each warning.
+    pub warnings: Vec<(String, String, String)>,
+    /// DingTalk HTTP requests by route.
+    pub api_calls: BTreeMap<String, u64>,
+}
+
+/// A content hash for snapshots (MD5 hex of the parts joined).
+pub fn content_hash(parts: &[&str]) -> String {
+    use md5::{Digest, Md5};
+    let mut hasher = Md5::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0x1f]);
+    }
+    hex::encode(hasher.finalize())
+}

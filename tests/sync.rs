@@ -1,0 +1,349 @@
+//! The sync engine end to end: the store on SQLite (a sample org written for the project) and
+//! on MariaDB (JeecgBoot's real dump), the DingTalk simulator over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{TestDb, APPKEY};
+use dingsync::config::{Config, LoadOptions};
+use dingsync::dingtalk::DingTalkClient;
+use dingsync::jeecg::password;
+use dingsync::sim::{SimOptions, SimServer};
+use dingsync::sync::model::{Direction, Scope, Summary};
+use dingsync::sync::run::{run_once, RunRequest};
+use serde_json::json;
+
+fn config(db_url: &str, sim_url: &str) -> Config {
+    let text = format!(
+        "[database]\nurl = \"{db_url}\"\n[dingtalk]\nbase_url = \"{sim_url}\"\nqps_per_api = 1000\n\
+         [[tenant]]\nid = 0\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n",
+        common::AGENT_ID,
+        common::APPSECRET
+    );
+    dingsync::config::load_str(
+        &text,
+        std::path::Path::new("test.toml"),
+        &LoadOptions::default(),
+    )
+    .unwrap()
+    .config
+}
+
+async fn run(
+    db: &TestDb,
+    server: &SimServer,
+    client: &DingTalkClient,
+    direction: Direction,
+) -> Summary {
+    let config = config(&db.url, &server.url);
+    let request = RunRequest {
+        direction,
+        scope: Scope::All,
+        dry_run: false,
+    };
+    run_once(
+        &db.store,
+        client,
+        &config,
+        &config.tenants[0],
+        request,
+        None,
+    )
+    .await
+    .unwrap()
+    .1
+}
+
+/// DingTalk's departments as paths of names ("A/B/C").
+fn remote_paths(server: &SimServer) -> BTreeSet<String> {
+    let org = server.sim.app(APPKEY).unwrap().org;
+    let path = |mut id: i64| {
+        let mut parts = Vec::new();
+        while id != 1 {
+            let d = &org.depts[&id];
+            parts.push(d.name.clone());
+            id = d.parent_id;
+        }
+        parts.reverse();
+        parts.join("/")
+    };
+    org.depts
+        .keys()
+        .filter(|id| **id != 1)
+        .map(|id| path(*id))
+        .collect()
+}
+
+/// The local non-post, non-deleted departments as paths.
+async fn local_paths(db: &TestDb) -> BTreeSet<String> {
+    let depts = db.store.load_departments(0).await.unwrap();
+    let by_id: BTreeMap<&str, &dingsync::jeecg::LocalDept> =
+        depts.iter().map(|d| (d.id.as_str(), d)).collect();
+    let path = |d: &dingsync::jeecg::LocalDept| {
+        let mut parts = vec![d.name.clone()];
+        let mut parent = d.parent_id.as_deref();
+        while let Some(p) = parent.and_then(|p| by_id.get(p)) {
+            if !p.is_post() && !p.is_deleted() {
+                parts.push(p.name.clone());
+            }
+            parent = p.parent_id.as_deref();
+        }
+        parts.reverse();
+        parts.join("/")
+    };
+    depts
+        .iter()
+        .filter(|d| !d.is_post() && !d.is_deleted())
+        .map(path)
+        .collect()
+}
+
+async fn seed_sample(db: &TestDb) {
+    db.store.init(true).await.unwrap();
+    for statement in [
+        "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES \
+         ('c1', '', '星河科技', 1, '1', 'A01', '0'), ('c1d1', 'c1', '研发部', 1, '2', 'A01A01', '0'), \
+         ('c1d2', 'c1', '财务部', 2, '2', 'A01A02', '0'), ('c1d1p', 'c1d1', '研发经理', 0, '3', 'A01A01A01', '0'), \
+         ('c2', '', '云帆咨询', 2, '1', 'A02', '0'), ('c2d1', 'c2', '研发部', 1, '2', 'A02A01', '0'), \
+         ('c2d1t', 'c2d1', '测试组', 1, '2', 'A02A01A01', '0'), ('gone', 'c2', '旧部门', 3, '2', 'A02A02', '1')",
+        "INSERT INTO sys_user (id, username, realname, phone, email, work_no, status, del_flag) VALUES \
+         ('u1', 'lihua', '李华', '13800000001', 'lihua@example.com', 'E001', 1, 0), \
+         ('u2', 'wangfang', '王芳', '13800000002', NULL, 'E002', 2, 0), \
+         ('u3', 'zhaolei', '赵磊', '13800000003', NULL, NULL, 1, 0), \
+         ('u4', 'chenjing', '陈静', '13800000004', NULL, NULL, 1, 1)",
+        "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'c1d1'), ('m2', 'u1', 'c2d1'), \
+         ('m3', 'u1', 'c2d1t'), ('m4', 'u2', 'c1d2'), ('m5', 'u3', 'c1d1p')",
+        "INSERT INTO sys_position (id, code, name) VALUES ('p1', 'dev', '工程师')",
+        "INSERT INTO sys_user_position (id, user_id, position_id) VALUES ('up1', 'u1', 'p1')",
+    ] {
+        db.plain.execute(statement).await.unwrap();
+    }
+}
+
+async fn end_to_end(db: TestDb, expected_users: &[&str]) {
+    let name = db.name;
+    let server = common::start_sim(SimOptions {
+        qps_per_path: 1000,
+        ..SimOptions::default()
+    })
+    .await;
+    let client = common::client(&server, 1000);
+
+    // 1. First push: every pushable department with its parents, every user with departments.
+    let first = run(&db, &server, &client, Direction::Push).await;
+    assert_eq!(first.failed, 0, "{name}: {:?}", first.failures);
+    println!(
+        "{name}: first push: {} calls {:?}",
+        first.api_calls.values().sum::<u64>(),
+        first.api_calls
+    );
+    assert_eq!(remote_paths(&server), local_paths(&db).await, "{name}");
+    let org = server.sim.app(APPKEY).unwrap().org;
+    let users: BTreeSet<&str> = org.users.keys().map(String::as_str).collect();
+    assert_eq!(users, expected_users.iter().copied().collect(), "{name}");
+    let links = db.store.links(0).await.unwrap();
+    assert_eq!(
+        links.len(),
+        expected_users.len(),
+        "{name}: every pushed user has its sys_third_account row"
+    );
+
+    // 2. Nothing changed: no DingTalk write.
+    server.sim.reset_calls();
+    let second = run(&db, &server, &client, Direction::Push).await;
+    assert_eq!(
+        server.sim.write_calls(APPKEY),
+        0,
+        "{name}: second push wrote: {:?}",
+        server.sim.calls(APPKEY)
+    );
+    assert_eq!(
+        (second.created, second.updated, second.failed),
+        (0, 0, 0),
+        "{name}"
+    );
+    println!(
+        "{name}: second push: {} calls, 0 writes",
+        second.api_calls.values().sum::<u64>()
+    );
+
+    // 3. Changes made in DingTalk's console are pulled; the pull does not echo back.
+    let some_dept = *org
+        .depts
+        .keys()
+        .find(|id| **id != 1 && org.depts[id].parent_id == 1)
+        .unwrap();
+    let admin =
+        |path: &str, body: serde_json::Value| server.sim.admin_call(APPKEY, path, body).unwrap();
+    admin(
+        "topapi/v2/department/update",
+        json!({ "dept_id": some_dept, "name": "更名公司" }),
+    );
+    let new_dept = admin(
+        "topapi/v2/department/create",
+        json!({ "name": "钉钉新部门", "parent_id": some_dept }),
+    )["result"]["dept_id"]
+        .as_i64()
+        .unwrap();
+    admin(
+        "topapi/v2/user/create",
+        json!({ "userid": "dt_newbie", "name": "新人", "mobile": "13711112222", "email": "newbie@example.com", "dept_id_list": new_dept.to_string() }),
+    );
+    let pulled = run(&db, &server, &client, Direction::Pull).await;
+    assert_eq!(pulled.failed, 0, "{name}: {:?}", pulled.failures);
+    assert_eq!(
+        remote_paths(&server),
+        local_paths(&db).await,
+        "{name}: local matches DingTalk after the pull"
+    );
+    let newbie = db
+        .store
+        .load_users(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|u| u.username == "dt_newbie")
+        .expect("pulled user");
+    assert_eq!(
+        (newbie.realname.as_str(), newbie.phone.as_deref()),
+        ("新人", Some("13711112222")),
+        "{name}"
+    );
+    let (hash, salt) = db.store.password_of("dt_newbie").await.unwrap().unwrap();
+    assert!(
+        password::verify("dt_newbie", "123456", &salt, &hash),
+        "{name}: JeecgBoot's login accepts the new user"
+    );
+    let created = db
+        .store
+        .load_departments(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.name == "钉钉新部门")
+        .unwrap();
+    let source = server.sim.app(APPKEY).unwrap().org.depts[&new_dept]
+        .source_identifier
+        .clone();
+    assert_eq!(
+        source.as_deref(),
+        Some(created.id.as_str()),
+        "{name}: the new local id written back"
+    );
+    server.sim.reset_calls();
+    let echo = run(&db, &server, &client, Direction::Push).await;
+    assert_eq!(
+        server.sim.write_calls(APPKEY),
+        0,
+        "{name}: push after pull wrote {:?} ({:?})",
+        server.sim.calls(APPKEY),
+        echo
+    );
+
+    // 4. A local subtree with members deleted: members moved out, deepest first, others kept.
+    let depts = db.store.load_departments(0).await.unwrap();
+    let victim = depts
+        .iter()
+        .filter(|d| !d.is_post() && d.parent_id.is_some())
+        .find(|d| {
+            depts
+                .iter()
+                .any(|c| c.parent_id.as_ref() == Some(&d.id) && !c.is_post())
+        })
+        .expect("a department with a sub-department");
+    let subtree: Vec<String> = depts
+        .iter()
+        .filter(|d| d.org_code.starts_with(&victim.org_code))
+        .map(|d| d.id.clone())
+        .collect();
+    let doomed: Vec<i64> = depts
+        .iter()
+        .filter(|d| subtree.contains(&d.id))
+        .filter_map(|d| d.ding_identifier)
+        .collect();
+    for id in &subtree {
+        db.plain
+            .execute(&format!("DELETE FROM sys_depart WHERE id = '{id}'"))
+            .await
+            .unwrap();
+    }
+    let members_before: Vec<String> = server
+        .sim
+        .app(APPKEY)
+        .unwrap()
+        .org
+        .users
+        .values()
+        .filter(|u| u.dept_id_list.iter().any(|d| doomed.contains(d)))
+        .map(|u| u.userid.clone())
+        .collect();
+    let deleted = run(&db, &server, &client, Direction::Push).await;
+    assert_eq!(deleted.failed, 0, "{name}: {:?}", deleted.failures);
+    assert_eq!(deleted.deleted as usize, doomed.len(), "{name}");
+    let org = server.sim.app(APPKEY).unwrap().org;
+    assert!(
+        doomed.iter().all(|d| !org.depts.contains_key(d)),
+        "{name}: subtree gone"
+    );
+    for userid in members_before {
+        let user = &org.users[&userid];
+        assert!(
+            !user.dept_id_list.is_empty()
+                && user.dept_id_list.iter().all(|d| org.depts.contains_key(d)),
+            "{name}: {userid} moved: {:?}",
+            user.dept_id_list
+        );
+    }
+    assert_eq!(remote_paths(&server), local_paths(&db).await, "{name}");
+
+    // 5. All local departments wiped: the guard refuses, DingTalk is untouched.
+    let before = remote_paths(&server);
+    db.plain.execute("DELETE FROM sys_depart").await.unwrap();
+    server.sim.reset_calls();
+    let refused = run(&db, &server, &client, Direction::Push).await;
+    assert!(
+        refused
+            .failures
+            .iter()
+            .any(|(_, _, reason)| reason.contains("refusing to delete")),
+        "{name}: {:?}",
+        refused.failures
+    );
+    assert_eq!(remote_paths(&server), before, "{name}: nothing deleted");
+    assert_eq!(
+        server
+            .sim
+            .calls(APPKEY)
+            .get("topapi/v2/department/delete")
+            .map_or(0, |c| c.calls),
+        0,
+        "{name}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_sample_org_end_to_end() {
+    let db = common::sqlite_db().await;
+    seed_sample(&db).await;
+    end_to_end(db, &["lihua", "wangfang", "zhaolei"]).await;
+}
+
+#[tokio::test]
+async fn mariadb_real_dump_end_to_end() {
+    let Some(db) = common::loaded_mariadb().await else {
+        return;
+    };
+    db.store.init(false).await.unwrap();
+    end_to_end(db, &["admin", "ceshi", "jeecg", "zhangsan"]).await;
+}
+
+#[tokio::test]
+async fn postgres_sample_org_end_to_end() {
+    let Some(db) = common::postgres_db().await else {
+        return;
+    };
+    seed_sample(&db).await;
+    end_to_end(db, &["lihua", "wangfang", "zhaolei"]).await;
+}
