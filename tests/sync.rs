@@ -12,7 +12,7 @@ use dingsync::dingtalk::DingTalkClient;
 use dingsync::jeecg::password;
 use dingsync::sim::{SimOptions, SimServer};
 use dingsync::sync::model::{Direction, Scope, Summary};
-use dingsync::sync::run::{run_once, RunRequest};
+use dingsync::sync::run::{plan_run, run_once, RunRequest};
 use serde_json::json;
 
 fn config(db_url: &str, sim_url: &str) -> Config {
@@ -167,6 +167,21 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
     println!(
         "{name}: second push: {} calls, 0 writes",
         second.api_calls.values().sum::<u64>()
+    );
+    // Nor any local bookkeeping: links and snapshots are stable after one run.
+    let cfg = config(&db.url, &server.url);
+    let request = RunRequest {
+        direction: Direction::Push,
+        scope: Scope::All,
+        dry_run: true,
+    };
+    let again = plan_run(&db.store, &client, &cfg, &cfg.tenants[0], request)
+        .await
+        .unwrap();
+    assert!(
+        again.ops.is_empty(),
+        "{name}: a third push still plans {:?}",
+        again.ops
     );
 
     // 3. Changes made in DingTalk's console are pulled; the pull does not echo back.

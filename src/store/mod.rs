@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::Executor;
 
 use crate::config::{Backend, DatabaseConfig, DatabaseUrl};
@@ -143,6 +145,9 @@ impl Store {
                 let options = SqliteConnectOptions::from_str(url.expose())?
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
+                    // With WAL, NORMAL survives a process crash; only power loss may drop the
+                    // last commits. FULL would fsync every transaction.
+                    .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10));
                 Pools::Sqlite(
                     SqlitePoolOptions::new()

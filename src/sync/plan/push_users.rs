@@ -22,15 +22,17 @@ pub(super) struct UserPlan {
     pub final_depts: HashMap<String, Vec<DeptRef>>,
 }
 
-/// The snapshot hash of a pushed user.
-pub fn user_hash(user: &LocalUser, depts: &[DeptRef]) -> String {
-    let depts: Vec<String> = depts
+/// The snapshot hash of a pushed user: its pushed fields and the local departments that
+/// map (local ids, so the hash does not change when a department is first created).
+pub fn user_hash(user: &LocalUser, map: &HashMap<String, DeptRef>) -> String {
+    let mut depts: Vec<&str> = user
+        .depart_ids
         .iter()
-        .map(|d| match d {
-            DeptRef::Ding(id) => format!("d{id}"),
-            DeptRef::Local(id) => format!("l{id}"),
-        })
+        .filter(|id| map.contains_key(*id))
+        .map(String::as_str)
         .collect();
+    depts.sort_unstable();
+    depts.dedup();
     content_hash(&[
         &user.username,
         &user.realname,
@@ -131,7 +133,7 @@ pub(super) fn plan(
     let mut final_depts = HashMap::new();
     for user in local.users.iter().filter(|u| !u.is_deleted()) {
         let depts = desired_depts(user, map);
-        let hash = user_hash(user, &depts);
+        let hash = user_hash(user, map);
         let linked = links.get(user.id.as_str()).copied();
         let matched = linked
             .and_then(|id| by_userid.get(id))
