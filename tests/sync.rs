@@ -362,3 +362,127 @@ async fn postgres_sample_org_end_to_end() {
     seed_sample(&db).await;
     end_to_end(db, &["lihua", "wangfang", "zhaolei"]).await;
 }
+
+#[tokio::test]
+async fn one_failing_entity_is_recorded_and_the_rest_continue() {
+    let db = common::sqlite_db().await;
+    seed_sample(&db).await;
+    let server = common::start_sim(SimOptions {
+        qps_per_path: 1000,
+        ..SimOptions::default()
+    })
+    .await;
+    let client = common::client(&server, 1000);
+    let fault = dingsync::sim::FaultAction::Errcode {
+        errcode: 60104,
+        sub_code: None,
+    };
+    server.sim.inject(dingsync::sim::FaultRule::next(
+        "topapi/v2/user/create",
+        1,
+        fault,
+    ));
+    let summary = run(&db, &server, &client, Direction::Push).await;
+    assert_eq!(summary.failed, 1, "{:?}", summary.failures);
+    assert!(
+        summary.failures[0].2.contains("60104"),
+        "{:?}",
+        summary.failures
+    );
+    assert_eq!(
+        summary.created,
+        6 + 2,
+        "6 departments and the 2 other users"
+    );
+    assert_eq!(
+        db.store.links(0).await.unwrap().len(),
+        2,
+        "no link row for the failed user"
+    );
+    // The run row holds the same counts.
+    let row: (i64, i64, i64) = dingsync::on_pool!(db.store, |pool| sqlx::query_as(
+        "SELECT created, failed, finished_at FROM dingsync_run"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap());
+    assert_eq!((row.0, row.1), (8, 1));
+    let again = run(&db, &server, &client, Direction::Push).await;
+    assert_eq!(
+        (again.created, again.failed),
+        (1, 0),
+        "the cause gone, the next run creates it"
+    );
+}
+
+#[tokio::test]
+async fn sync_and_plan_commands() {
+    let db = common::sqlite_db().await;
+    seed_sample(&db).await;
+    let server = common::start_sim(SimOptions {
+        qps_per_path: 1000,
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dingsync.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n[[tenant]]\nid = 0\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n",
+            db.url,
+            server.url,
+            common::AGENT_ID,
+            common::APPSECRET
+        ),
+    )
+    .unwrap();
+    let dingsync = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", path.to_str().unwrap(), "--log-format", "json"]);
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+            .args(&all)
+            .env_remove("DINGSYNC_CONFIG")
+            .output();
+        async move { out.await.unwrap() }
+    };
+    let plan = dingsync(&["plan", "push", "all", "--json"]).await;
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(json[0]["plan"]["ops"].as_array().unwrap().len(), 6 + 3);
+    assert_eq!(server.sim.write_calls(APPKEY), 0, "plan changes nothing");
+
+    server.sim.inject(dingsync::sim::FaultRule::next(
+        "topapi/v2/user/create",
+        1,
+        dingsync::sim::FaultAction::Errcode {
+            errcode: 60104,
+            sub_code: None,
+        },
+    ));
+    let failed = dingsync(&["sync", "push", "all"]).await;
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(65), "{stdout}");
+    assert!(
+        stdout.contains("failed 1") && stdout.contains("FAILED"),
+        "{stdout}"
+    );
+    let ok = dingsync(&["sync", "push", "all"]).await;
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("created 1, updated 0, deleted 0"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(
+        stderr.contains("\"event\":\"sync.run.finished\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(common::APPSECRET) && !stdout.contains(common::APPSECRET));
+}
