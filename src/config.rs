@@ -50,6 +50,35 @@ pub struct Config {
     pub queue: QueueConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[watch]`.
+    pub watch: WatchConfig,
+    /// `[daemon]`.
+    pub daemon: DaemonConfig,
+}
+
+/// `[watch]`: how `dingsync run` notices local changes.
+#[derive(Clone, Debug, Serialize)]
+pub struct WatchConfig {
+    /// MariaDB/MySQL: how often the change log is polled (they have no notifications).
+    #[serde(serialize_with = "human_duration")]
+    pub poll_interval: Duration,
+    /// Every database: a poll that covers lost wake-ups.
+    #[serde(serialize_with = "human_duration")]
+    pub fallback_poll: Duration,
+}
+
+/// `[daemon]`: the long-running process.
+#[derive(Clone, Debug, Serialize)]
+pub struct DaemonConfig {
+    /// On SIGTERM, how long in-flight jobs may take to finish.
+    #[serde(serialize_with = "human_duration")]
+    pub drain_timeout: Duration,
+    /// Lifetime of job, cron and tenant leases (renewed while held).
+    #[serde(serialize_with = "human_duration")]
+    pub lease_ttl: Duration,
+    /// Done jobs and change rows older than this are purged.
+    #[serde(serialize_with = "human_duration")]
+    pub retention: Duration,
 }
 
 /// `[database]`: the JeecgBoot database, which also holds dingsync's own tables.
@@ -191,6 +220,8 @@ pub struct PushConfig {
     pub max_department_deletes: u32,
     /// Delete a DingTalk user when its local row is deleted for good.
     pub delete_users_on_hard_delete: bool,
+    /// When the full push reconcile runs (six fields, seconds first).
+    pub reconcile_cron: String,
 }
 
 /// `[pull]`: what DingTalk -> local does.

@@ -28,6 +28,27 @@ pub(super) struct RawConfig {
     pub queue: RawQueue,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub watch: RawWatch,
+    #[serde(default)]
+    pub daemon: RawDaemon,
+}
+
+/// `[watch]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWatch {
+    pub poll_interval: Option<String>,
+    pub fallback_poll: Option<String>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub drain_timeout: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub retention: Option<String>,
 }
 
 /// `[database]`.
@@ -80,6 +101,7 @@ pub(super) struct RawPush {
     pub delete_departments: Option<bool>,
     pub max_department_deletes: Option<i64>,
     pub delete_users_on_hard_delete: Option<bool>,
+    pub reconcile_cron: Option<String>,
 }
 
 /// `[pull]`.

@@ -10,8 +10,8 @@ use url::Url;
 
 use super::raw::{RawConfig, RawPull, RawTenant};
 use super::{
-    Config, DatabaseConfig, DatabaseUrl, DingTalkConfig, LogConfig, LogFormat, Problem, PullConfig,
-    PushConfig, QueueConfig, Switch, TenantConfig,
+    Config, DaemonConfig, DatabaseConfig, DatabaseUrl, DingTalkConfig, LogConfig, LogFormat,
+    Problem, PullConfig, PushConfig, QueueConfig, Switch, TenantConfig, WatchConfig,
 };
 use crate::secret::{read_secret_file, Secret};
 
@@ -19,6 +19,8 @@ use crate::secret::{read_secret_file, Secret};
 pub const DEFAULT_BASE_URL: &str = "https://oapi.dingtalk.com";
 /// Default pull schedule: every 30 minutes, at second 0.
 pub const DEFAULT_PULL_CRON: &str = "0 */30 * * * *";
+/// Default full push reconcile: daily at 03:10 (off the top of the hour, as DingTalk advises).
+pub const DEFAULT_RECONCILE_CRON: &str = "0 10 3 * * *";
 /// JeecgBoot's default password for users created from DingTalk.
 pub const JEECG_DEFAULT_PASSWORD: &str = "123456";
 const DEFAULT_QPS_PER_API: u32 = 20;
@@ -83,6 +85,21 @@ impl Checker<'_> {
             Err(error) => {
                 self.problem(key, format!("`{text}` is not a duration ({error}); write e.g. \"500ms\", \"30s\", \"5m\""));
                 fallback
+            }
+        }
+    }
+
+    fn duration_ms(&mut self, key: &str, raw: Option<&str>, default_ms: u64) -> Duration {
+        let fallback = Duration::from_millis(default_ms);
+        match raw {
+            None => fallback,
+            Some(text) => {
+                let parsed = self.duration(key, Some(text), 1);
+                if self.problems.iter().any(|p| p.key == key) {
+                    fallback
+                } else {
+                    parsed
+                }
             }
         }
     }
@@ -162,6 +179,36 @@ pub(super) fn build(
             DEFAULT_MAX_DEPARTMENT_DELETES,
         ),
         delete_users_on_hard_delete: raw.push.delete_users_on_hard_delete.unwrap_or(true),
+        reconcile_cron: check.cron(
+            "push.reconcile_cron",
+            raw.push.reconcile_cron,
+            DEFAULT_RECONCILE_CRON,
+        ),
+    };
+    let watch = WatchConfig {
+        poll_interval: check.duration_ms(
+            "watch.poll_interval",
+            raw.watch.poll_interval.as_deref(),
+            500,
+        ),
+        fallback_poll: check.duration_ms(
+            "watch.fallback_poll",
+            raw.watch.fallback_poll.as_deref(),
+            30_000,
+        ),
+    };
+    let daemon = DaemonConfig {
+        drain_timeout: check.duration_ms(
+            "daemon.drain_timeout",
+            raw.daemon.drain_timeout.as_deref(),
+            10_000,
+        ),
+        lease_ttl: check.duration_ms("daemon.lease_ttl", raw.daemon.lease_ttl.as_deref(), 30_000),
+        retention: check.duration_ms(
+            "daemon.retention",
+            raw.daemon.retention.as_deref(),
+            7 * 24 * 3600 * 1000,
+        ),
     };
     let queue = QueueConfig {
         workers: check.nonzero("queue.workers", raw.queue.workers, DEFAULT_WORKERS),
@@ -210,6 +257,8 @@ pub(super) fn build(
         pull: pull?,
         queue,
         log,
+        watch,
+        daemon,
     })
 }
 

@@ -108,7 +108,7 @@ pub struct JobFilter {
     pub limit: Option<i64>,
 }
 
-fn pending_key(tenant_id: TenantId, kind: &str, key: &str) -> String {
+pub(super) fn pending_key(tenant_id: TenantId, kind: &str, key: &str) -> String {
     format!("{tenant_id}:{kind}:{key}")
 }
 
@@ -117,7 +117,7 @@ fn in_list(count: usize) -> String {
 }
 
 impl Store {
-    fn begin_statement(&self) -> &'static str {
+    pub(super) fn begin_statement(&self) -> &'static str {
         if self.backend() == Backend::Sqlite {
             "BEGIN IMMEDIATE"
         } else {
@@ -125,15 +125,9 @@ impl Store {
         }
     }
 
-    /// Enqueues (tenant, kind, key) due at `run_at`; coalesces with a pending job for the
-    /// same entity, keeping the earlier due time.
-    pub async fn enqueue(
-        &self,
-        tenant_id: TenantId,
-        kind: &str,
-        key: &str,
-        run_at: i64,
-    ) -> StoreResult<()> {
+    /// The coalescing INSERT of `enqueue` (binds: tenant, kind, key, pending key, run_at,
+    /// created_at, updated_at).
+    pub(super) fn enqueue_sql(&self) -> std::borrow::Cow<'static, str> {
         let sql = match self.backend() {
             Backend::MySql => {
                 "INSERT INTO dingsync_job (tenant_id, kind, entity_key, pending_key, state, attempts, run_at, created_at, updated_at) \
@@ -148,7 +142,19 @@ impl Store {
                  VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT (pending_key) DO UPDATE SET run_at = MIN(run_at, excluded.run_at)"
             }
         };
-        let sql = self.sql(sql);
+        std::borrow::Cow::Owned(self.sql(sql).into_owned())
+    }
+
+    /// Enqueues (tenant, kind, key) due at `run_at`; coalesces with a pending job for the
+    /// same entity, keeping the earlier due time.
+    pub async fn enqueue(
+        &self,
+        tenant_id: TenantId,
+        kind: &str,
+        key: &str,
+        run_at: i64,
+    ) -> StoreResult<()> {
+        let sql = self.enqueue_sql();
         let now = now_ms();
         let pending = pending_key(tenant_id, kind, key);
         crate::on_pool!(self, |pool| sqlx::query(&sql)
@@ -522,5 +528,52 @@ mod tests {
             assert!(policy.delay(attempt) <= policy.ceiling(attempt));
         }
         assert_eq!(policy.ceiling(200), Duration::from_secs(60));
+    }
+}
+
+/// Queue figures of one tenant, for `dingsync status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// Pending jobs.
+    pub pending: i64,
+    /// Running jobs.
+    pub running: i64,
+    /// Dead jobs.
+    pub dead: i64,
+    /// Due time of the oldest pending job (epoch ms).
+    pub oldest_pending_run_at: Option<i64>,
+    /// The last failure of a dead or retrying job.
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// Queue figures of `tenant`.
+    pub async fn queue_stats(&self, tenant: TenantId) -> StoreResult<QueueStats> {
+        let counts = self.sql("SELECT state, COUNT(*), MIN(run_at) FROM dingsync_job WHERE tenant_id = ? GROUP BY state");
+        let error = self.sql("SELECT last_error FROM dingsync_job WHERE tenant_id = ? AND last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1");
+        let (rows, last_error): (Vec<(String, i64, Option<i64>)>, Option<Option<String>>) =
+            crate::on_pool!(self, |pool| (
+                sqlx::query_as(&counts).bind(tenant).fetch_all(pool).await?,
+                sqlx::query_scalar(&error)
+                    .bind(tenant)
+                    .fetch_optional(pool)
+                    .await?
+            ));
+        let mut stats = QueueStats {
+            last_error: last_error.flatten(),
+            ..QueueStats::default()
+        };
+        for (state_name, count, min_run_at) in rows {
+            match state_name.as_str() {
+                state::PENDING => {
+                    stats.pending = count;
+                    stats.oldest_pending_run_at = min_run_at;
+                }
+                state::RUNNING => stats.running = count,
+                state::DEAD => stats.dead = count,
+                _ => {}
+            }
+        }
+        Ok(stats)
     }
 }

@@ -261,3 +261,146 @@ impl Store {
         Ok(())
     }
 }
+
+/// The change-log cursor's name in `dingsync_meta`.
+const CURSOR: &str = "change_cursor";
+
+/// A job to enqueue for a change row.
+pub type JobFor = fn(&Change, &[TenantId]) -> Vec<(TenantId, &'static str, String)>;
+
+impl Store {
+    /// The change-log cursor: the id of the last change turned into jobs.
+    pub async fn change_cursor(&self) -> StoreResult<i64> {
+        Ok(self
+            .meta(CURSOR)
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// The highest change id (0 when empty).
+    pub async fn last_change_id(&self) -> StoreResult<i64> {
+        let sql = "SELECT COALESCE(MAX(id), 0) FROM dingsync_change";
+        Ok(crate::on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .fetch_one(pool)
+            .await?))
+    }
+
+    /// Turns change rows after the cursor into coalesced jobs and advances the cursor, in one
+    /// transaction (a crash loses no change and enqueues nothing twice). Ids are assigned at
+    /// insert but committed in any order on MariaDB and PostgreSQL, so the cursor stops before
+    /// a gap younger than `gap_hold_ms` (a transaction that may still commit); an older gap
+    /// is a rolled-back insert. Returns how many rows were consumed.
+    pub async fn changes_to_jobs(
+        &self,
+        limit: i64,
+        tenants: &[TenantId],
+        job_for: JobFor,
+        gap_hold_ms: i64,
+    ) -> StoreResult<usize> {
+        let cursor_sql = self.sql("SELECT value FROM dingsync_meta WHERE name = ?");
+        let rows_sql = self.sql("SELECT id, table_name, row_key, op, tenant_id, changed_at FROM dingsync_change WHERE id > ? ORDER BY id LIMIT ?");
+        let enqueue = self.enqueue_sql();
+        let save = self.sql(match self.backend() {
+            crate::config::Backend::MySql => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)",
+            _ => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        });
+        let begin = self.begin_statement();
+        let now = now_ms();
+        crate::on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(begin).await?;
+            let cursor: Option<String> = sqlx::query_scalar(&cursor_sql)
+                .bind(CURSOR)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let mut cursor: i64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+            let rows: Vec<Change> = sqlx::query_as(&rows_sql)
+                .bind(cursor)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut consumed = 0;
+            for change in &rows {
+                if change.id != cursor + 1 && now - change.changed_at < gap_hold_ms {
+                    break;
+                }
+                for (tenant, kind, key) in job_for(change, tenants) {
+                    let pending = super::queue::pending_key(tenant, kind, &key);
+                    sqlx::query(&enqueue)
+                        .bind(tenant)
+                        .bind(kind)
+                        .bind(&key)
+                        .bind(&pending)
+                        .bind(now)
+                        .bind(now)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                cursor = change.id;
+                consumed += 1;
+            }
+            if consumed > 0 {
+                sqlx::query(&save)
+                    .bind(CURSOR)
+                    .bind(cursor.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(consumed)
+        })
+    }
+
+    /// Whether `user_id` belongs to `tenant` (tenant 0 owns everyone).
+    pub async fn user_in_tenant(&self, user_id: &str, tenant: TenantId) -> StoreResult<bool> {
+        if tenant == 0 {
+            return Ok(true);
+        }
+        let sql = format!(
+            "SELECT COUNT(*) FROM sys_user_tenant WHERE user_id = ? AND {} = ? AND status = '1'",
+            self.int("tenant_id")
+        );
+        let sql = self.sql(&sql);
+        let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+            .bind(user_id)
+            .bind(tenant)
+            .fetch_one(pool)
+            .await?);
+        Ok(count > 0)
+    }
+
+    /// The latest finished run of each kind for `tenant`: (kind, finished_at, created,
+    /// updated, deleted, failed, error).
+    pub async fn last_runs(&self, tenant: TenantId) -> StoreResult<Vec<RunRow>> {
+        let sql = self.sql(
+            "SELECT r.kind, r.finished_at, r.created, r.updated, r.deleted, r.failed, r.error FROM dingsync_run r \
+             WHERE r.tenant_id = ? AND r.id = (SELECT MAX(x.id) FROM dingsync_run x WHERE x.tenant_id = r.tenant_id AND x.kind = r.kind AND x.finished_at IS NOT NULL) ORDER BY r.kind",
+        );
+        Ok(crate::on_pool!(self, |pool| sqlx::query_as::<_, RunRow>(
+            &sql
+        )
+        .bind(tenant)
+        .fetch_all(pool)
+        .await?))
+    }
+}
+
+/// A finished run, for `dingsync status`.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct RunRow {
+    /// push / pull / reconcile.
+    pub kind: String,
+    /// Epoch ms.
+    pub finished_at: Option<i64>,
+    /// Created.
+    pub created: i64,
+    /// Updated.
+    pub updated: i64,
+    /// Deleted.
+    pub deleted: i64,
+    /// Failed.
+    pub failed: i64,
+    /// Error of the run, if any.
+    pub error: Option<String>,
+}

@@ -164,7 +164,14 @@ impl Run {
             {
                 self.deferred.push(op.clone());
             }
-            Err(error) => self.record_failure(op, &error.to_string()),
+            Err(error) => {
+                self.summary.retryable |= match &error {
+                    EntityError::DingTalk(e) => e.is_retryable(),
+                    EntityError::Store(e) => e.is_retryable(),
+                    EntityError::Other(_) => false,
+                };
+                self.record_failure(op, &error.to_string());
+            }
         }
     }
 

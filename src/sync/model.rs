@@ -381,6 +381,8 @@ pub struct Summary {
     pub warnings: Vec<(String, String, String)>,
     /// DingTalk HTTP requests by route.
     pub api_calls: BTreeMap<String, u64>,
+    /// Some failure may succeed when tried again (throttling, transport, database busy).
+    pub retryable: bool,
 }
 
 /// A content hash for snapshots (MD5 hex of the parts joined).

@@ -18,7 +18,7 @@ use crate::config::PushConfig;
 use super::model::{DeptRef, LocalView, Op, RemoteView, Scope, ROOT_DEPT};
 
 pub use pull::plan_pull;
-pub use push_depts::dept_hash;
+pub use push_depts::{dept_hash, plan_dept_job, plan_dept_removal};
 pub use push_users::user_hash;
 
 /// A planned run.
@@ -74,6 +74,26 @@ pub fn plan_push(
         }
     }
     plan
+}
+
+/// Plans one user's push, for a job: `local` holds that user (and its link and snapshot),
+/// `remote` its DingTalk twin if found, `map` its departments' DingTalk ids.
+pub fn plan_user_job(
+    local: &LocalView,
+    remote: &RemoteView,
+    map: &HashMap<String, DeptRef>,
+    config: &PushConfig,
+) -> Plan {
+    Plan {
+        ops: push_users::plan(local, remote, map, config).ops,
+        refused_deletes: None,
+        considered: 1,
+    }
+}
+
+/// Each pushable department's nearest pushable ancestor (None: top level).
+pub fn dept_placement(depts: &[crate::jeecg::LocalDept]) -> HashMap<String, Option<String>> {
+    push_depts::effective_parents(depts)
 }
 
 /// For every DingTalk user still in a department about to be deleted (after the user

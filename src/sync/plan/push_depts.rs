@@ -281,3 +281,93 @@ pub(super) fn plan(local: &LocalView, remote: &RemoteView, config: &PushConfig) 
         refusal,
     }
 }
+
+/// One department's push, for a job: `current` is its DingTalk state when it has one,
+/// `siblings` the DingTalk children of its parent (for adoption by name) when it has none.
+pub fn plan_dept_job(
+    dept: &LocalDept,
+    parent: &DeptRef,
+    current: Option<&RemoteDept>,
+    siblings: &[RemoteDept],
+    snapshot_hash: Option<&str>,
+) -> Vec<Op> {
+    let hash = dept_hash(&dept.name, parent, dept.order);
+    match current {
+        Some(current) => {
+            let name = (current.name != dept.name).then(|| dept.name.clone());
+            let moved = *parent != DeptRef::Ding(current.parent_id);
+            if name.is_some() || moved || snapshot_hash != Some(hash.as_str()) {
+                vec![Op::UpdateDept {
+                    local_id: dept.id.clone(),
+                    dept_id: current.dept_id,
+                    name,
+                    parent: moved.then(|| parent.clone()),
+                    order: Some(dept.order),
+                    source_identifier: None,
+                    hash,
+                }]
+            } else if dept.ding_identifier != Some(current.dept_id) {
+                vec![Op::LinkDept {
+                    local_id: dept.id.clone(),
+                    dept_id: current.dept_id,
+                    hash,
+                }]
+            } else {
+                Vec::new()
+            }
+        }
+        None => match siblings
+            .iter()
+            .find(|s| s.name == dept.name && DeptRef::Ding(s.parent_id) == *parent)
+        {
+            Some(found) => vec![Op::UpdateDept {
+                local_id: dept.id.clone(),
+                dept_id: found.dept_id,
+                name: None,
+                parent: None,
+                order: Some(dept.order),
+                source_identifier: Some(dept.id.clone()),
+                hash,
+            }],
+            None => vec![Op::CreateDept {
+                local_id: dept.id.clone(),
+                name: dept.name.clone(),
+                parent: parent.clone(),
+                order: dept.order,
+                hash,
+            }],
+        },
+    }
+}
+
+/// Deleting one DingTalk department, for a job: its members moved out first (other
+/// memberships kept, root 1 only when none is left).
+pub fn plan_dept_removal(
+    dept_id: i64,
+    name: &str,
+    members: &[crate::dingtalk::types::DtUser],
+) -> Vec<Op> {
+    let mut ops: Vec<Op> = members
+        .iter()
+        .map(|user| {
+            let mut keep: Vec<i64> = user
+                .dept_id_list
+                .iter()
+                .copied()
+                .filter(|d| *d != dept_id)
+                .collect();
+            if keep.is_empty() {
+                keep.push(ROOT_DEPT);
+            }
+            Op::MoveMembersOut {
+                userid: user.userid.clone(),
+                keep,
+            }
+        })
+        .collect();
+    ops.push(Op::DeleteDept {
+        dept_id,
+        name: name.to_string(),
+    });
+    ops
+}

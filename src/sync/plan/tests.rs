@@ -74,6 +74,7 @@ fn config() -> PushConfig {
         delete_departments: true,
         max_department_deletes: 10,
         delete_users_on_hard_delete: true,
+        reconcile_cron: String::new(),
     }
 }
 
