@@ -74,6 +74,21 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run the daemon: push local changes as they happen, pull on schedule, work the queue.
+    ///
+    /// SIGTERM/SIGINT drain in-flight jobs and exit 0; SIGHUP (or editing the configuration
+    /// file) reloads the configuration. Exits 78 when `dingsync init` has not been run, 69
+    /// when the database cannot be reached.
+    Run,
+    /// Show per tenant: queue (pending, running, dead, oldest), change-log lag, last runs.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and mend the retry queue.
+    #[command(subcommand)]
+    Queue(crate::cli_daemon::QueueCommand),
     /// Drop dingsync's triggers and tables. JeecgBoot's rows are not touched.
     Uninstall {
         /// Confirm: without it nothing is dropped.
@@ -103,6 +118,7 @@ pub fn main() -> u8 {
         log_level: cli.log_level.clone(),
         ..LoadOptions::from_process_env()
     };
+    let reload_options = options.clone();
     let loaded = match config::load(&options) {
         Ok(loaded) => loaded,
         Err(error) => return config_failure(&error),
@@ -113,6 +129,9 @@ pub fn main() -> u8 {
         Command::CheckConfig => check_config(&loaded),
         Command::Init { with_jeecg_schema } => block_on(init(&loaded, with_jeecg_schema)),
         Command::Uninstall { yes } => block_on(uninstall(&loaded, yes)),
+        Command::Run => block_on(crate::cli_daemon::run(&loaded, reload_options)),
+        Command::Status { json } => block_on(crate::cli_daemon::status(&loaded, json)),
+        Command::Queue(command) => block_on(crate::cli_daemon::queue(&loaded, &command)),
         Command::Plan { args, json } => block_on(crate::cli_sync::plan(&loaded, &args, json)),
         Command::Sync { args, dry_run } => block_on(crate::cli_sync::sync(&loaded, &args, dry_run)),
     }

@@ -5,8 +5,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+mod cli_daemon;
 mod cli_sync;
 pub mod config;
+pub mod daemon;
 pub mod dingtalk;
 pub mod exit;
 pub mod jeecg;

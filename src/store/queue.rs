@@ -355,6 +355,74 @@ impl Store {
         })
     }
 
+    /// Puts a running job back to pending until `run_at` without counting an attempt (it is
+    /// waiting for something, not failing); merged with a pending job for the same entity.
+    pub async fn postpone(
+        &self,
+        id: i64,
+        owner: &str,
+        run_at: i64,
+        note: &str,
+    ) -> StoreResult<bool> {
+        let select = self.sql("SELECT tenant_id, kind, entity_key FROM dingsync_job WHERE id = ? AND state = 'running' AND lease_owner = ?");
+        let other = self.sql("SELECT id, run_at FROM dingsync_job WHERE pending_key = ?");
+        let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
+        let back = self.sql(
+            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, last_error = ?, run_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+        );
+        let begin = self.begin_statement();
+        let now = now_ms();
+        crate::on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(begin).await?;
+            let row: Option<(i64, String, String)> = sqlx::query_as(&select)
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((tenant_id, kind, key)) = row else {
+                tx.commit().await?;
+                return Ok(false);
+            };
+            let pending = pending_key(tenant_id, &kind, &key);
+            let mut run_at = run_at;
+            let existing: Option<(i64, i64)> = sqlx::query_as(&other)
+                .bind(&pending)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some((other_id, other_run_at)) = existing {
+                run_at = run_at.min(other_run_at);
+                sqlx::query(&delete)
+                    .bind(other_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(&back)
+                .bind(&pending)
+                .bind(note)
+                .bind(run_at)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Renews the lease of a running job.
+    pub async fn renew_job(&self, id: i64, owner: &str, lease: Duration) -> StoreResult<bool> {
+        let sql = self.sql("UPDATE dingsync_job SET lease_until = ? WHERE id = ? AND state = 'running' AND lease_owner = ?");
+        let until = now_ms() + ms(lease);
+        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(until)
+            .bind(id)
+            .bind(owner)
+            .execute(pool)
+            .await?
+            .rows_affected())
+            == 1)
+    }
+
     /// Jobs matching `filter`, oldest due first.
     pub async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
         let mut sql = format!("SELECT {JOB_COLUMNS} FROM dingsync_job WHERE 1 = 1");
@@ -531,6 +599,9 @@ mod tests {
     }
 }
 
+/// (state, jobs, earliest due time) of one state.
+type StateCount = (String, i64, Option<i64>);
+
 /// Queue figures of one tenant, for `dingsync status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueStats {
@@ -551,7 +622,7 @@ impl Store {
     pub async fn queue_stats(&self, tenant: TenantId) -> StoreResult<QueueStats> {
         let counts = self.sql("SELECT state, COUNT(*), MIN(run_at) FROM dingsync_job WHERE tenant_id = ? GROUP BY state");
         let error = self.sql("SELECT last_error FROM dingsync_job WHERE tenant_id = ? AND last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1");
-        let (rows, last_error): (Vec<(String, i64, Option<i64>)>, Option<Option<String>>) =
+        let (rows, last_error): (Vec<StateCount>, Option<Option<String>>) =
             crate::on_pool!(self, |pool| (
                 sqlx::query_as(&counts).bind(tenant).fetch_all(pool).await?,
                 sqlx::query_scalar(&error)

@@ -72,9 +72,20 @@ impl Store {
         .await?))
     }
 
-    /// Deletes change rows older than `before` (epoch ms).
-    pub async fn purge_changes(&self, before: i64) -> StoreResult<u64> {
-        let sql = self.sql("DELETE FROM dingsync_change WHERE changed_at < ?");
+    /// Deletes change rows older than `before` (epoch ms) that the cursor has passed.
+    pub async fn purge_changes(&self, before: i64, cursor: i64) -> StoreResult<u64> {
+        let sql = self.sql("DELETE FROM dingsync_change WHERE changed_at < ? AND id <= ?");
+        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(before)
+            .bind(cursor)
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+
+    /// Deletes leases that expired before `before` (epoch ms).
+    pub async fn purge_leases(&self, before: i64) -> StoreResult<u64> {
+        let sql = self.sql("DELETE FROM dingsync_lease WHERE expires_at < ?");
         Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(before)
             .execute(pool)

@@ -1,0 +1,286 @@
+//! `dingsync run`, `status` and `queue`: the daemon under systemd and the operator's view of
+//! it.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, LoadOptions, Loaded, TenantId};
+use crate::daemon::{DaemonError, Reload};
+use crate::exit;
+use crate::store::queue::{state, JobFilter};
+use crate::store::{now_ms, Store};
+
+/// `dingsync run`.
+pub async fn run(loaded: &Loaded, options: LoadOptions) -> u8 {
+    let shutdown = CancellationToken::new();
+    let reload_trigger = Arc::new(tokio::sync::Notify::new());
+    let signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("dingsync: cannot install signal handlers: {error}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let handle = signals.handle();
+    let signal_task = {
+        let (shutdown, trigger) = (shutdown.clone(), Arc::clone(&reload_trigger));
+        tokio::spawn(async move {
+            let mut signals = signals;
+            while let Some(signal) = signals.next().await {
+                if signal == SIGHUP {
+                    tracing::info!(
+                        event = "config.reload_requested",
+                        "SIGHUP: reloading the configuration"
+                    );
+                    trigger.notify_one();
+                } else {
+                    tracing::info!(event = "shutdown.requested", signal, "stop requested");
+                    shutdown.cancel();
+                }
+            }
+        })
+    };
+    let reload = Reload {
+        trigger: reload_trigger,
+        load: Arc::new(move || config::load(&options).map(|l| l.config)),
+        watch_path: Some(loaded.path.clone()),
+    };
+    let result = crate::daemon::run(loaded.config.clone(), shutdown, reload).await;
+    handle.close();
+    signal_task.abort();
+    match result {
+        Ok(()) => exit::OK,
+        Err(error) => {
+            tracing::error!(event = "daemon.failed", error = %error, "daemon could not run");
+            eprintln!("dingsync: {error}");
+            match error {
+                DaemonError::NotInitialised { .. } => exit::CONFIG,
+                _ => exit::UNAVAILABLE,
+            }
+        }
+    }
+}
+
+async fn connect(loaded: &Loaded) -> Result<Store, u8> {
+    Store::connect(&loaded.config.database)
+        .await
+        .map_err(|error| {
+            eprintln!(
+                "dingsync: cannot reach the database {}: {error}",
+                loaded.config.database.url
+            );
+            exit::UNAVAILABLE
+        })
+}
+
+fn age(ms: Option<i64>) -> String {
+    ms.map_or("-".into(), |t| {
+        format!("{}s ago", ((now_ms() - t) / 1000).max(0))
+    })
+}
+
+/// `dingsync status`.
+pub async fn status(loaded: &Loaded, json: bool) -> u8 {
+    let store = match connect(loaded).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let result = async {
+        let tenants = crate::sync::run::tenants(&loaded.config, &store).await?;
+        let cursor = store.change_cursor().await?;
+        let last = store.last_change_id().await?;
+        let mut out = Vec::new();
+        for tenant in &tenants {
+            let queue = store.queue_stats(tenant.id).await?;
+            let runs = store.last_runs(tenant.id).await?;
+            let owner = store.lease_holder(&format!("tenant:{}", tenant.id)).await?;
+            out.push(serde_json::json!({ "tenant": tenant.id, "owner": owner, "queue": queue, "last_runs": runs }));
+        }
+        Ok::<_, crate::store::StoreError>((out, cursor, last))
+    }
+    .await;
+    store.close().await;
+    let (tenants, cursor, last) = match result {
+        Ok(found) => found,
+        Err(error) => {
+            eprintln!("dingsync: {error}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    if json {
+        let all = serde_json::json!({ "change_log": { "cursor": cursor, "last": last, "lag": last - cursor }, "tenants": tenants });
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        return exit::OK;
+    }
+    println!(
+        "change log: {} row(s) not yet read (cursor {cursor}, last {last})",
+        last - cursor
+    );
+    for t in &tenants {
+        let q = &t["queue"];
+        println!(
+            "tenant {}: owner {}; jobs pending {}, running {}, dead {}; oldest pending due {}",
+            t["tenant"],
+            t["owner"].as_str().unwrap_or("none"),
+            q["pending"],
+            q["running"],
+            q["dead"],
+            age(q["oldest_pending_run_at"].as_i64())
+        );
+        if let Some(error) = q["last_error"].as_str() {
+            println!("  last error: {error}");
+        }
+        for run in t["last_runs"].as_array().into_iter().flatten() {
+            println!(
+                "  last {}: {} — created {}, updated {}, deleted {}, failed {}{}",
+                run["kind"].as_str().unwrap_or("?"),
+                age(run["finished_at"].as_i64()),
+                run["created"],
+                run["updated"],
+                run["deleted"],
+                run["failed"],
+                run["error"]
+                    .as_str()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    exit::OK
+}
+
+/// `dingsync queue ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum QueueCommand {
+    /// List jobs (pending and running, or dead ones).
+    List {
+        /// Only dead jobs.
+        #[arg(long)]
+        dead: bool,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a dead job back in the queue (after fixing its cause).
+    Retry {
+        /// The job id.
+        #[arg(required_unless_present = "all_dead")]
+        id: Option<i64>,
+        /// Every dead job.
+        #[arg(long)]
+        all_dead: bool,
+    },
+    /// Delete a job that is not running.
+    Drop {
+        /// The job id.
+        id: i64,
+    },
+}
+
+/// Runs a `queue` subcommand.
+pub async fn queue(loaded: &Loaded, command: &QueueCommand) -> u8 {
+    let store = match connect(loaded).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let code = match command {
+        QueueCommand::List { dead, tenant, json } => {
+            let states: &[&str] = if *dead {
+                &[state::DEAD]
+            } else {
+                &[state::PENDING, state::RUNNING]
+            };
+            let mut jobs = Vec::new();
+            for s in states {
+                let filter = JobFilter {
+                    state: Some((*s).into()),
+                    tenant_id: *tenant,
+                    limit: Some(1000),
+                    ..JobFilter::default()
+                };
+                match store.list_jobs(&filter).await {
+                    Ok(found) => jobs.extend(found),
+                    Err(error) => {
+                        eprintln!("dingsync: {error}");
+                        return exit::UNAVAILABLE;
+                    }
+                }
+            }
+            if *json {
+                let rows: Vec<serde_json::Value> = jobs
+                    .iter()
+                    .map(|j| serde_json::json!({ "id": j.id, "tenant": j.tenant_id, "kind": j.kind, "key": j.entity_key, "state": j.state, "attempts": j.attempts, "run_at": j.run_at, "last_error": j.last_error }))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "{:>8} {:>6} {:<6} {:<34} {:<8} {:>8}  last error",
+                    "id", "tenant", "kind", "key", "state", "attempts"
+                );
+                for j in &jobs {
+                    println!(
+                        "{:>8} {:>6} {:<6} {:<34} {:<8} {:>8}  {}",
+                        j.id,
+                        j.tenant_id,
+                        j.kind,
+                        j.entity_key,
+                        j.state,
+                        j.attempts,
+                        j.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                println!("{} job(s)", jobs.len());
+            }
+            exit::OK
+        }
+        QueueCommand::Retry { id, all_dead } => {
+            let result = if *all_dead {
+                store.retry_all_dead(None).await
+            } else {
+                store
+                    .retry_dead(id.unwrap_or_default())
+                    .await
+                    .map(u64::from)
+            };
+            match result {
+                Ok(0) => {
+                    eprintln!("dingsync: no such dead job");
+                    exit::DATA_ERR
+                }
+                Ok(n) => {
+                    println!("{n} job(s) queued again");
+                    exit::OK
+                }
+                Err(error) => {
+                    eprintln!("dingsync: {error}");
+                    exit::UNAVAILABLE
+                }
+            }
+        }
+        QueueCommand::Drop { id } => match store.drop_job(*id).await {
+            Ok(true) => {
+                println!("job {id} dropped");
+                exit::OK
+            }
+            Ok(false) => {
+                eprintln!("dingsync: no job {id} that is not running");
+                exit::DATA_ERR
+            }
+            Err(error) => {
+                eprintln!("dingsync: {error}");
+                exit::UNAVAILABLE
+            }
+        },
+    };
+    store.close().await;
+    code
+}

@@ -1,0 +1,235 @@
+//! The daemon: `run(config, shutdown)` wires the change-log watcher, the reader that turns
+//! changes into jobs, the workers, the scheduler and tenant ownership, and drains on
+//! shutdown. It decides nothing about sync rules (that is `sync`), and holds no durable
+//! state of its own: work lives in the database, channels only wake.
+
+mod schedule;
+
+pub use schedule::Reload;
+mod watch;
+mod workers;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, TenantConfig, TenantId};
+use crate::dingtalk::DingTalkClient;
+use crate::store::queue::RetryPolicy;
+use crate::store::schema::SCHEMA_VERSION;
+use crate::store::state::Change;
+use crate::store::{Store, StoreError};
+use crate::sync::job::kind;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The database is unreachable or failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// `dingsync init` has not been run (or an older schema is installed).
+    #[error("dingsync's tables are at version {found}, this dingsync needs {needed}: run `dingsync init`")]
+    NotInitialised {
+        /// Installed version.
+        found: i64,
+        /// Needed version.
+        needed: i64,
+    },
+    /// A DingTalk client could not be built.
+    #[error("{0}")]
+    DingTalk(#[from] crate::dingtalk::DingTalkError),
+}
+
+/// Change rows read per transaction.
+const CHANGE_BATCH: i64 = 500;
+/// A gap in change ids younger than this may be a transaction still committing.
+const GAP_HOLD_MS: i64 = 3_000;
+
+/// The configuration in force, swapped whole on reload.
+pub(crate) struct Runtime {
+    pub config: Config,
+    pub tenants: Vec<TenantConfig>,
+    pub clients: HashMap<TenantId, Arc<DingTalkClient>>,
+}
+
+impl Runtime {
+    async fn build(config: Config, store: &Store) -> Result<Self, DaemonError> {
+        let tenants = crate::sync::run::tenants(&config, store).await?;
+        let mut clients = HashMap::new();
+        for tenant in &tenants {
+            clients.insert(
+                tenant.id,
+                Arc::new(DingTalkClient::for_tenant(&config, tenant)?),
+            );
+        }
+        Ok(Self {
+            config,
+            tenants,
+            clients,
+        })
+    }
+
+    pub fn tenant(&self, id: TenantId) -> Option<(&TenantConfig, Arc<DingTalkClient>)> {
+        let tenant = self.tenants.iter().find(|t| t.id == id)?;
+        Some((tenant, Arc::clone(self.clients.get(&id)?)))
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        let queue = &self.config.queue;
+        RetryPolicy {
+            max_attempts: queue.max_attempts.get(),
+            base: queue.backoff_base,
+            cap: queue.backoff_cap,
+        }
+    }
+}
+
+/// What every task shares.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub runtime: RwLock<Arc<Runtime>>,
+    pub owned: RwLock<Vec<TenantId>>,
+    pub wake_reader: Notify,
+    pub wake_workers: Notify,
+    pub instance: String,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub fn runtime(&self) -> Arc<Runtime> {
+        Arc::clone(
+            &self
+                .runtime
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    pub fn owned(&self) -> Vec<TenantId> {
+        self.owned
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The jobs a change row asks for: users (also for their memberships and positions) in
+/// every tenant, departments in their own tenant (tenant 0 owns every row).
+pub fn job_for(change: &Change, tenants: &[TenantId]) -> Vec<(TenantId, &'static str, String)> {
+    let job_kind = match change.table_name.as_str() {
+        "sys_user" | "sys_user_depart" | "sys_user_position" => kind::USER,
+        "sys_depart" => kind::DEPT,
+        _ => return Vec::new(),
+    };
+    tenants
+        .iter()
+        .filter(|t| job_kind == kind::USER || **t == 0 || Some(**t) == change.tenant_id)
+        .map(|t| (*t, job_kind, change.row_key.clone()))
+        .collect()
+}
+
+/// A name for this process in leases: host and pid, unique enough among instances.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}:{}:{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// Runs until `shutdown` is cancelled; then stops claiming, drains in-flight jobs up to
+/// `daemon.drain_timeout`, releases leases and closes the pool.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    reload: Reload,
+) -> Result<(), DaemonError> {
+    let store = Store::connect(&config.database).await?;
+    let version = store.schema_version().await?;
+    if version != SCHEMA_VERSION {
+        return Err(DaemonError::NotInitialised {
+            found: version,
+            needed: SCHEMA_VERSION,
+        });
+    }
+    let runtime = Runtime::build(config, &store).await?;
+    let shared = Arc::new(Shared {
+        store,
+        runtime: RwLock::new(Arc::new(runtime)),
+        owned: RwLock::new(Vec::new()),
+        wake_reader: Notify::new(),
+        wake_workers: Notify::new(),
+        instance: instance_name(),
+        shutdown: shutdown.clone(),
+    });
+    let rt = shared.runtime();
+    tracing::info!(event = "daemon.started", instance = %shared.instance, tenants = ?rt.tenants.iter().map(|t| t.id).collect::<Vec<_>>(), workers = rt.config.queue.workers.get(), "daemon started");
+    schedule::own_tenants(&shared).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(watch::watch(Arc::clone(&shared)));
+    tasks.spawn(watch::read_changes(Arc::clone(&shared)));
+    tasks.spawn(schedule::ownership(Arc::clone(&shared)));
+    tasks.spawn(schedule::maintenance(Arc::clone(&shared)));
+    let cron = Arc::new(tokio::sync::Mutex::new(Some(
+        schedule::Cron::start(Arc::clone(&shared)).await,
+    )));
+    tasks.spawn(schedule::reloader(
+        Arc::clone(&shared),
+        reload,
+        Arc::clone(&cron),
+    ));
+    let workers = workers::spawn(Arc::clone(&shared));
+    notify_systemd(&shared).await;
+
+    shutdown.cancelled().await;
+    tracing::info!(
+        event = "shutdown.started",
+        "shutting down: no new jobs are claimed"
+    );
+    if let Some(cron) = cron.lock().await.take() {
+        cron.stop().await;
+    }
+    let drain = rt.config.daemon.drain_timeout;
+    let drained = workers::drain(workers, drain).await;
+    tracing::info!(
+        event = "shutdown.drained",
+        complete = drained,
+        drain_timeout_ms = drain.as_millis() as u64,
+        "in-flight jobs finished"
+    );
+    tasks.shutdown().await;
+    schedule::release_all(&shared).await;
+    shared.store.close().await;
+    tracing::info!(event = "shutdown.complete", "shutdown complete");
+    Ok(())
+}
+
+/// READY=1 and STATUS= for systemd (`Type=notify`), and watchdog pings.
+async fn notify_systemd(shared: &Arc<Shared>) {
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("running"),
+        ],
+    );
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(usec / 2));
+            loop {
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tick.tick() => { let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]); }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,336 @@
+//! Time-driven work: tenant ownership (a renewed lease per tenant, so several instances on
+//! one database split the tenants and one takes over within the lease time when another
+//! dies), the cron runs (pull, full push reconcile) under leases so one instance fires each
+//! tick and a run still going is not started twice, maintenance, and configuration reload.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify};
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::config::{Config, ConfigError, TenantId};
+use crate::store::now_ms;
+use crate::sync::model::{Direction, Scope};
+use crate::sync::run::{run_once, RunRequest};
+
+use super::{Runtime, Shared};
+
+/// How the daemon gets a new configuration.
+#[derive(Clone)]
+pub struct Reload {
+    /// Notified on SIGHUP.
+    pub trigger: Arc<Notify>,
+    /// Loads and validates the configuration again.
+    pub load: Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+    /// The file to watch for edits.
+    pub watch_path: Option<PathBuf>,
+}
+
+impl Reload {
+    /// No reloading (tests that do not need it).
+    pub fn none(config: &Config) -> Self {
+        let config = config.clone();
+        Self {
+            trigger: Arc::new(Notify::new()),
+            load: Arc::new(move || Ok(config.clone())),
+            watch_path: None,
+        }
+    }
+}
+
+fn lease_name(tenant: TenantId) -> String {
+    format!("tenant:{tenant}")
+}
+
+/// Takes or renews the lease of every configured tenant; logs gains and losses.
+pub(super) async fn own_tenants(shared: &Shared) {
+    let runtime = shared.runtime();
+    let ttl = runtime.config.daemon.lease_ttl;
+    let mut owned = Vec::new();
+    for tenant in &runtime.tenants {
+        match shared
+            .store
+            .acquire_lease(&lease_name(tenant.id), &shared.instance, ttl)
+            .await
+        {
+            Ok(true) => owned.push(tenant.id),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(event = "lease.failed", tenant = tenant.id, error = %error, "cannot renew the tenant lease")
+            }
+        }
+    }
+    let before = shared.owned();
+    for id in owned.iter().filter(|id| !before.contains(id)) {
+        tracing::info!(event = "lease.acquired", tenant = *id, instance = %shared.instance, "this instance now works the tenant");
+    }
+    for id in before.iter().filter(|id| !owned.contains(id)) {
+        tracing::warn!(event = "lease.lost", tenant = *id, instance = %shared.instance, "this instance no longer works the tenant");
+    }
+    if before != owned {
+        shared.wake_workers.notify_waiters();
+    }
+    *shared
+        .owned
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = owned;
+}
+
+/// Renews tenant leases every third of their lifetime.
+pub(super) async fn ownership(shared: Arc<Shared>) {
+    loop {
+        let period = shared.runtime().config.daemon.lease_ttl / 3;
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => own_tenants(&shared).await,
+        }
+    }
+}
+
+/// Gives every tenant lease up (shutdown), so another instance takes over at once.
+pub(super) async fn release_all(shared: &Shared) {
+    for id in shared.owned() {
+        let _ = shared
+            .store
+            .release_lease(&lease_name(id), &shared.instance)
+            .await;
+    }
+}
+
+/// Every minute: reclaim expired job leases, purge done jobs and consumed change rows older
+/// than `daemon.retention`, and expired leases.
+pub(super) async fn maintenance(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let retention = crate::store::ms(shared.runtime().config.daemon.retention);
+        let before = now_ms() - retention;
+        let store = &shared.store;
+        let result = async {
+            let reclaimed = store.reclaim_expired().await?;
+            let done = store.purge_done(before).await?;
+            let cursor = store.change_cursor().await?;
+            let changes = store.purge_changes(before, cursor).await?;
+            let leases = store.purge_leases(before).await?;
+            Ok::<_, crate::store::StoreError>((reclaimed, done, changes, leases))
+        }
+        .await;
+        match result {
+            Ok((reclaimed, done, changes, leases)) => {
+                if reclaimed > 0 {
+                    tracing::warn!(
+                        event = "job.reclaimed",
+                        jobs = reclaimed,
+                        "expired job leases reclaimed"
+                    );
+                }
+                tracing::debug!(
+                    event = "maintenance.done",
+                    purged_jobs = done,
+                    purged_changes = changes,
+                    purged_leases = leases,
+                    "maintenance done"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(event = "maintenance.failed", error = %error, "maintenance failed")
+            }
+        }
+    }
+}
+
+/// The cron scheduler of the configuration in force.
+pub(super) struct Cron {
+    scheduler: Option<JobScheduler>,
+}
+
+impl Cron {
+    /// Schedules, per tenant, the pull (when `pull.enabled`) and the push reconcile (when
+    /// `push.enabled`).
+    pub async fn start(shared: Arc<Shared>) -> Self {
+        match Self::schedule(shared).await {
+            Ok(scheduler) => Self {
+                scheduler: Some(scheduler),
+            },
+            Err(error) => {
+                tracing::error!(event = "schedule.failed", error = %error, "cannot start the scheduler; scheduled pulls are off");
+                Self { scheduler: None }
+            }
+        }
+    }
+
+    async fn schedule(
+        shared: Arc<Shared>,
+    ) -> Result<JobScheduler, tokio_cron_scheduler::JobSchedulerError> {
+        let scheduler = JobScheduler::new().await?;
+        let runtime = shared.runtime();
+        for tenant in &runtime.tenants {
+            let runs = [
+                (
+                    Direction::Pull,
+                    runtime.config.pull.cron.as_str(),
+                    tenant.pull.enabled,
+                ),
+                (
+                    Direction::Push,
+                    runtime.config.push.reconcile_cron.as_str(),
+                    tenant.push.enabled,
+                ),
+            ];
+            for (direction, cron, enabled) in runs {
+                if !enabled {
+                    continue;
+                }
+                let (shared, id) = (Arc::clone(&shared), tenant.id);
+                let job = Job::new_async(cron, move |_, _| {
+                    let shared = Arc::clone(&shared);
+                    Box::pin(async move { scheduled_run(shared, id, direction).await })
+                })?;
+                scheduler.add(job).await?;
+            }
+        }
+        scheduler.start().await?;
+        Ok(scheduler)
+    }
+
+    /// Stops firing (runs in progress finish on their own).
+    pub async fn stop(mut self) {
+        if let Some(mut scheduler) = self.scheduler.take() {
+            let _ = scheduler.shutdown().await;
+        }
+    }
+}
+
+/// One scheduled run, if this instance owns the tenant, nobody fired this tick yet, and the
+/// previous run is over.
+pub(super) async fn scheduled_run(shared: Arc<Shared>, tenant_id: TenantId, direction: Direction) {
+    if shared.shutdown.is_cancelled() || !shared.owned().contains(&tenant_id) {
+        return;
+    }
+    let kind = format!("{direction:?}").to_lowercase();
+    let store = &shared.store;
+    // The tick: the scheduled second (instances fire within a fraction of a second of it).
+    let tick = (now_ms() + 500) / 1000;
+    let fired = store
+        .acquire_lease(
+            &format!("cron:{kind}:{tenant_id}:{tick}"),
+            &shared.instance,
+            Duration::from_secs(3600),
+        )
+        .await;
+    if !matches!(fired, Ok(true)) {
+        return;
+    }
+    let runtime = shared.runtime();
+    let ttl = runtime.config.daemon.lease_ttl;
+    let running = format!("cron:{kind}:{tenant_id}:running");
+    if !matches!(
+        store.acquire_lease(&running, &shared.instance, ttl).await,
+        Ok(true)
+    ) {
+        tracing::warn!(event = "schedule.skipped", tenant = tenant_id, kind = %kind, "the previous run is still going; this tick is skipped");
+        return;
+    }
+    let Some((tenant, client)) = runtime.tenant(tenant_id) else {
+        return;
+    };
+    let renew = {
+        let (shared, running) = (Arc::clone(&shared), running.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let _ = shared
+                    .store
+                    .acquire_lease(&running, &shared.instance, ttl)
+                    .await;
+            }
+        })
+    };
+    let request = RunRequest {
+        direction,
+        scope: Scope::All,
+        dry_run: false,
+    };
+    if let Err(error) = run_once(store, &client, &runtime.config, tenant, request, None).await {
+        tracing::error!(event = "sync.run.failed", tenant = tenant_id, kind = %kind, error = %error, "scheduled run failed");
+    }
+    renew.abort();
+    let _ = store.release_lease(&running, &shared.instance).await;
+}
+
+/// Reloads the configuration on SIGHUP and when the file changes; a valid one replaces the
+/// runtime (tenants, credentials, rate limits, crons), an invalid one is logged and ignored.
+pub(super) async fn reloader(shared: Arc<Shared>, reload: Reload, cron: Arc<Mutex<Option<Cron>>>) {
+    let file_changed = Arc::new(Notify::new());
+    let _watcher = reload
+        .watch_path
+        .as_ref()
+        .and_then(|path| watch_file(path, Arc::clone(&file_changed)));
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = reload.trigger.notified() => {}
+            _ = file_changed.notified() => {
+                // Editors write in several steps: let them finish.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let config = match (reload.load)() {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(event = "config.rejected", error = %error, "new configuration rejected; the old one stays in force");
+                continue;
+            }
+        };
+        match Runtime::build(config, &shared.store).await {
+            Ok(runtime) => {
+                let tenants: Vec<TenantId> = runtime.tenants.iter().map(|t| t.id).collect();
+                *shared
+                    .runtime
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(runtime);
+                own_tenants(&shared).await;
+                let mut slot = cron.lock().await;
+                if let Some(old) = slot.take() {
+                    old.stop().await;
+                }
+                *slot = Some(Cron::start(Arc::clone(&shared)).await);
+                tracing::info!(event = "config.reloaded", tenants = ?tenants, "configuration reloaded");
+            }
+            Err(error) => {
+                tracing::error!(event = "config.rejected", error = %error, "new configuration rejected; the old one stays in force")
+            }
+        }
+    }
+}
+
+fn watch_file(path: &std::path::Path, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let name = path.file_name()?.to_os_string();
+    let dir = path
+        .parent()
+        .map(PathBuf::from)
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let ours = event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()));
+            if ours && (event.kind.is_modify() || event.kind.is_create()) {
+                changed.notify_one();
+            }
+        }
+    })
+    .ok()?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .ok()?;
+    Some(watcher)
+}

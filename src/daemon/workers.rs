@@ -1,0 +1,142 @@
+//! The workers: each claims one due job at a time (tenants this instance owns), executes it
+//! with the sync engine, and completes, retries (backoff) or buries it (dead, with the
+//! reason). An error slows a worker but never kills it; shutdown stops the claiming and lets
+//! the job in hand finish, up to the drain deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::store::now_ms;
+use crate::store::queue::{FailOutcome, Job};
+use crate::sync::job::{execute, JobCtx, JobOutcome};
+
+use super::Shared;
+
+/// Idle workers look for due jobs at least this often (jobs retried later become due).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Starts `queue.workers` workers.
+pub(super) fn spawn(shared: Arc<Shared>) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    for n in 0..shared.runtime().config.queue.workers.get() {
+        set.spawn(worker(Arc::clone(&shared), n));
+    }
+    set
+}
+
+/// Waits for the workers to stop, at most `deadline`; `false` when some were cut off.
+pub(super) async fn drain(mut set: JoinSet<()>, deadline: Duration) -> bool {
+    let all = async { while set.join_next().await.is_some() {} };
+    if tokio::time::timeout(deadline, all).await.is_ok() {
+        return true;
+    }
+    set.abort_all();
+    false
+}
+
+async fn worker(shared: Arc<Shared>, n: u32) {
+    let owner = format!("{}#{n}", shared.instance);
+    let mut error_backoff = Duration::from_millis(100);
+    while !shared.shutdown.is_cancelled() {
+        let tenants = shared.owned();
+        let lease = shared.runtime().config.daemon.lease_ttl;
+        let claimed = shared.store.claim(&owner, 1, lease, Some(&tenants)).await;
+        let job = match claimed {
+            Ok(mut jobs) if !jobs.is_empty() => jobs.remove(0),
+            Ok(_) => {
+                error_backoff = Duration::from_millis(100);
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = shared.wake_workers.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(event = "job.claim_failed", error = %error, retry_in_ms = error_backoff.as_millis() as u64, "cannot claim jobs");
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(error_backoff) => {}
+                }
+                error_backoff = (error_backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let span = tracing::info_span!("job", job.id = job.id, job.kind = %job.kind, tenant = job.tenant_id, key = %job.entity_key);
+        run_job(&shared, &owner, job).instrument(span).await;
+    }
+}
+
+async fn run_job(shared: &Shared, owner: &str, job: Job) {
+    let runtime = shared.runtime();
+    let Some((tenant, client)) = runtime.tenant(job.tenant_id) else {
+        let _ = shared
+            .store
+            .fail(
+                job.id,
+                owner,
+                "tenant no longer configured",
+                true,
+                &runtime.retry_policy(),
+            )
+            .await;
+        return;
+    };
+    let started = std::time::Instant::now();
+    let ctx = JobCtx {
+        store: &shared.store,
+        client: &client,
+        config: &runtime.config,
+        tenant,
+    };
+    let outcome = execute(&ctx, &job.kind, &job.entity_key).await;
+    let store = &shared.store;
+    let recorded = match outcome {
+        JobOutcome::Done(summary) => {
+            tracing::info!(
+                event = "job.done",
+                created = summary.created,
+                updated = summary.updated,
+                deleted = summary.deleted,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "job done"
+            );
+            store.complete(job.id, owner).await.map(drop)
+        }
+        JobOutcome::Wait { delay, reason } => {
+            tracing::info!(event = "job.waiting", delay_ms = delay.as_millis() as u64, reason = %reason, "job waits");
+            store
+                .postpone(job.id, owner, now_ms() + crate::store::ms(delay), &reason)
+                .await
+                .map(drop)
+        }
+        JobOutcome::Failed { permanent, reason } => match store
+            .fail(job.id, owner, &reason, permanent, &runtime.retry_policy())
+            .await
+        {
+            Ok(FailOutcome::Retry { run_at, attempts }) => {
+                tracing::warn!(event = "job.retry", attempt = attempts, delay_ms = (run_at - now_ms()).max(0), error = %reason, "job failed; will retry");
+                Ok(())
+            }
+            Ok(FailOutcome::Dead { attempts }) => {
+                tracing::error!(event = "job.dead", attempt = attempts, permanent, error = %reason, "job is dead; `dingsync queue retry` after fixing the cause");
+                Ok(())
+            }
+            Ok(FailOutcome::LeaseLost) => {
+                tracing::warn!(
+                    event = "job.lease_lost",
+                    "the job's lease expired while it ran; another worker has it"
+                );
+                Ok(())
+            }
+            Err(error) => Err(error),
+        },
+    };
+    if let Err(error) = recorded {
+        // The lease expires and the job is reclaimed: nothing is lost.
+        tracing::warn!(event = "job.record_failed", error = %error, "cannot record the job's outcome; it will be reclaimed");
+    }
+}

@@ -1,0 +1,235 @@
+//! The daemon in-process against the simulator, on SQLite, PostgreSQL and MariaDB: local
+//! writes reach DingTalk by themselves, faults are retried, a permanent error goes dead and
+//! `queue retry` recovers it, and shutdown drains.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestDb, APPKEY};
+use dingsync::config::{load_str, Config, LoadOptions};
+use dingsync::daemon::{run, Reload};
+use dingsync::sim::{FaultAction, FaultRule, SimOptions, SimServer};
+use dingsync::store::queue::{state, JobFilter};
+use tokio_util::sync::CancellationToken;
+
+fn config(db: &TestDb, server: &SimServer) -> Config {
+    let text = format!(
+        "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n\
+         [[tenant]]\nid = 0\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n\
+         [queue]\nworkers = 2\nmax_attempts = 3\nbackoff_base = \"50ms\"\nbackoff_cap = \"200ms\"\n\
+         [watch]\npoll_interval = \"100ms\"\n",
+        db.url,
+        server.url,
+        common::AGENT_ID,
+        common::APPSECRET
+    );
+    load_str(
+        &text,
+        std::path::Path::new("test.toml"),
+        &LoadOptions::default(),
+    )
+    .unwrap()
+    .config
+}
+
+/// Polls `check` until it holds, at most 20 s (no fixed sleeps: it returns as soon as it holds).
+async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn seed(db: &TestDb) {
+    db.store.init(true).await.unwrap();
+    for statement in [
+        "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES \
+         ('c1', '', '星河科技', 1, '1', 'A01', '0'), ('c1d1', 'c1', '研发部', 1, '2', 'A01A01', '0')",
+        "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u1', 'lihua', '李华', '13800000001', 1, 0)",
+        "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'c1d1')",
+    ] {
+        db.plain.execute(statement).await.unwrap();
+    }
+}
+
+fn user_depts(server: &SimServer, userid: &str) -> Option<Vec<String>> {
+    let org = server.sim.app(APPKEY).unwrap().org;
+    let user = org.users.get(userid)?;
+    Some(
+        user.dept_id_list
+            .iter()
+            .map(|d| org.depts[d].name.clone())
+            .collect(),
+    )
+}
+
+async fn daemon_converges(db: TestDb) {
+    let name = db.name;
+    seed(&db).await;
+    let server = common::start_sim(SimOptions {
+        qps_per_path: 1000,
+        ..SimOptions::default()
+    })
+    .await;
+    let config = config(&db, &server);
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
+
+    // The rows inserted before the daemon started are in the change log: they arrive.
+    eventually(&format!("{name}: lihua in 研发部"), || {
+        user_depts(&server, "lihua") == Some(vec!["研发部".into()])
+    })
+    .await;
+
+    // A new user, a renamed department, a deleted user: each reaches DingTalk by itself.
+    db.plain.execute("INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u2', 'wangfang', '王芳', '13800000002', 1, 0)").await.unwrap();
+    db.plain
+        .execute("INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m2', 'u2', 'c1')")
+        .await
+        .unwrap();
+    eventually(&format!("{name}: wangfang created"), || {
+        user_depts(&server, "wangfang") == Some(vec!["星河科技".into()])
+    })
+    .await;
+    db.plain
+        .execute("UPDATE sys_depart SET depart_name = '研发中心' WHERE id = 'c1d1'")
+        .await
+        .unwrap();
+    eventually(&format!("{name}: department renamed"), || {
+        user_depts(&server, "lihua") == Some(vec!["研发中心".into()])
+    })
+    .await;
+
+    // Transient faults are retried until the change lands.
+    server.sim.inject(FaultRule::next(
+        "topapi/v2/user/update",
+        6,
+        FaultAction::Errcode {
+            errcode: -1,
+            sub_code: None,
+        },
+    ));
+    db.plain
+        .execute("UPDATE sys_user SET realname = '李华华' WHERE id = 'u1'")
+        .await
+        .unwrap();
+    eventually(&format!("{name}: rename after faults"), || {
+        server.sim.app(APPKEY).unwrap().org.users["lihua"].name == "李华华"
+    })
+    .await;
+
+    // A permanent error goes dead with its reason; fixed, `queue retry` recovers it.
+    server.sim.admin_call(APPKEY, "topapi/v2/user/create", serde_json::json!({ "userid": "other", "name": "O", "mobile": "13900000009", "email": "taken@example.com", "dept_id_list": "1" })).unwrap();
+    db.plain.execute("INSERT INTO sys_user (id, username, realname, phone, email, status, del_flag) VALUES ('u3', 'zhaolei', '赵磊', '13800000003', 'taken@example.com', 1, 0)").await.unwrap();
+    let store = db.store.clone();
+    let dead = loop {
+        let dead = store
+            .list_jobs(&JobFilter {
+                state: Some(state::DEAD.into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        if let Some(job) = dead.into_iter().next() {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(
+        dead.last_error.as_deref().unwrap().contains("60106"),
+        "{name}: {:?}",
+        dead.last_error
+    );
+    assert_eq!(dead.attempts, 1, "{name}: permanent errors are not retried");
+    server
+        .sim
+        .admin_call(
+            APPKEY,
+            "topapi/v2/user/update",
+            serde_json::json!({ "userid": "other", "email": "free@example.com" }),
+        )
+        .unwrap();
+    assert!(store.retry_dead(dead.id).await.unwrap());
+    eventually(&format!("{name}: zhaolei after queue retry"), || {
+        user_depts(&server, "zhaolei").is_some()
+    })
+    .await;
+
+    // A user deleted for good is deleted in DingTalk.
+    db.plain
+        .execute("DELETE FROM sys_user_depart WHERE user_id = 'u2'")
+        .await
+        .unwrap();
+    db.plain
+        .execute("DELETE FROM sys_user WHERE id = 'u2'")
+        .await
+        .unwrap();
+    eventually(&format!("{name}: wangfang deleted"), || {
+        user_depts(&server, "wangfang").is_none()
+    })
+    .await;
+
+    // Nothing left running; shutdown drains and returns.
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), daemon)
+        .await
+        .expect("drained in time")
+        .unwrap()
+        .unwrap();
+    let running = db
+        .store
+        .list_jobs(&JobFilter {
+            state: Some(state::RUNNING.into()),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(running.is_empty(), "{name}: {running:?}");
+    assert_eq!(
+        db.store.lease_holder("tenant:0").await.unwrap(),
+        None,
+        "{name}: tenant lease released"
+    );
+}
+
+#[tokio::test]
+async fn daemon_on_sqlite() {
+    daemon_converges(common::sqlite_db().await).await;
+}
+
+#[tokio::test]
+async fn daemon_on_postgres() {
+    let Some(db) = common::postgres_db().await else {
+        return;
+    };
+    daemon_converges(db).await;
+}
+
+#[tokio::test]
+async fn daemon_on_mariadb() {
+    let Some(db) = common::mariadb_db().await else {
+        return;
+    };
+    daemon_converges(db).await;
+}
+
+#[tokio::test]
+async fn daemon_refuses_an_uninitialised_database() {
+    let db = common::sqlite_db().await;
+    let server = common::start_sim(SimOptions::default()).await;
+    let config = config(&db, &server);
+    let error = run(
+        config.clone(),
+        CancellationToken::new(),
+        Reload::none(&config),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("dingsync init"), "{error}");
+}
