@@ -233,3 +233,143 @@ async fn daemon_refuses_an_uninitialised_database() {
     .unwrap_err();
     assert!(error.to_string().contains("dingsync init"), "{error}");
 }
+
+#[tokio::test]
+async fn scheduled_pull_brings_console_changes_and_does_not_echo() {
+    let db = common::sqlite_db().await;
+    seed(&db).await;
+    let server = common::start_sim(SimOptions {
+        qps_per_path: 1000,
+        ..SimOptions::default()
+    })
+    .await;
+    let mut config = config(&db, &server);
+    config.pull.cron = "*/1 * * * * *".into();
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
+    eventually("lihua pushed", || user_depts(&server, "lihua").is_some()).await;
+    server
+        .sim
+        .admin_call(APPKEY, "topapi/v2/user/create", serde_json::json!({ "userid": "console", "name": "控制台", "mobile": "13700000000", "dept_id_list": "1" }))
+        .unwrap();
+    let store = db.store.clone();
+    let mut pulled = false;
+    for _ in 0..400 {
+        if store
+            .load_users(0)
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.username == "console")
+        {
+            pulled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(pulled, "the scheduled pull brought the console's user");
+    // The pulled user is dingsync's own write: no job, no DingTalk write for it.
+    server.sim.reset_calls();
+    let runs_before: i64 = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM dingsync_run WHERE kind = 'pull'"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap());
+    let mut runs_after = runs_before;
+    while runs_after < runs_before + 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        runs_after = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM dingsync_run WHERE kind = 'pull'"
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap());
+    }
+    assert_eq!(
+        server.sim.write_calls(APPKEY),
+        0,
+        "{:?}",
+        server.sim.calls(APPKEY)
+    );
+    assert!(store
+        .list_jobs(&JobFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .all(|j| j.entity_key != "console"));
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn two_instances_on_postgres_share_the_work_once() {
+    let Some(db) = common::postgres_db().await else {
+        return;
+    };
+    seed(&db).await;
+    let server = common::start_sim(SimOptions {
+        qps_per_path: 1000,
+        ..SimOptions::default()
+    })
+    .await;
+    let mut config = config(&db, &server);
+    config.daemon.lease_ttl = Duration::from_secs(2);
+    let (first_stop, second_stop) = (CancellationToken::new(), CancellationToken::new());
+    let first = tokio::spawn(run(
+        config.clone(),
+        first_stop.clone(),
+        Reload::none(&config),
+    ));
+    // The first instance owns the tenant before the second starts.
+    let store = db.store.clone();
+    while store.lease_holder("tenant:0").await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let second = tokio::spawn(run(
+        config.clone(),
+        second_stop.clone(),
+        Reload::none(&config),
+    ));
+    let values: Vec<String> = (0..20)
+        .map(|n| format!("('x{n}', 'user{n}', '用户{n}', '1360000{n:04}', 1, 0)"))
+        .collect();
+    db.plain
+        .execute(&format!(
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
+            values.join(",")
+        ))
+        .await
+        .unwrap();
+    eventually("20 users created", || {
+        server.sim.app(APPKEY).unwrap().org.users.len() == 21
+    })
+    .await;
+    let creates = server.sim.calls(APPKEY)["topapi/v2/user/create"];
+    assert_eq!(
+        (creates.calls, creates.failed),
+        (21, 0),
+        "every change applied exactly once"
+    );
+    // The owner dies without releasing its lease; the other takes over within the lease time.
+    let owner = db.store.lease_holder("tenant:0").await.unwrap().unwrap();
+    let (dead, alive, alive_stop) = (first, second, second_stop);
+    dead.abort();
+    let _ = dead.await;
+    db.plain.execute("INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('late', 'late', '迟到', '13500000000', 1, 0)").await.unwrap();
+    eventually("the survivor picks the tenant up", || {
+        server
+            .sim
+            .app(APPKEY)
+            .unwrap()
+            .org
+            .users
+            .contains_key("late")
+    })
+    .await;
+    let holder = db.store.lease_holder("tenant:0").await.unwrap().unwrap();
+    assert_ne!(owner, holder, "the survivor owns the tenant now");
+    alive_stop.cancel();
+    alive.await.unwrap().unwrap();
+    first_stop.cancel();
+}

@@ -99,10 +99,17 @@ pub(super) async fn release_all(shared: &Shared) {
     }
 }
 
-/// Every minute: reclaim expired job leases, purge done jobs and consumed change rows older
+/// Every lease lifetime (at most a minute): reclaim expired job leases (a dead instance's jobs
+/// come back within about two lease lifetimes), purge done jobs and consumed change rows older
 /// than `daemon.retention`, and expired leases.
 pub(super) async fn maintenance(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let period = shared
+        .runtime()
+        .config
+        .daemon
+        .lease_ttl
+        .min(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,

@@ -1,0 +1,223 @@
+//! `dingsync run` as a process, as systemd runs it: SIGHUP and file edits reload the
+//! configuration (an invalid edit is rejected and the old one keeps working), SIGTERM drains
+//! and exits 0, and a restart resumes from the change-log cursor with nothing lost or done
+//! twice.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::APPKEY;
+use dingsync::sim::SimOptions;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+struct Daemon {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(config: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dingsync"))
+            .args([
+                "run",
+                "--config",
+                config.to_str().unwrap(),
+                "--log-format",
+                "json",
+            ])
+            .env_remove("DINGSYNC_CONFIG")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let mut reader = BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn count(&self, event: &str) -> usize {
+        let needle = format!("\"event\":\"{event}\"");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+
+    async fn wait_for(&self, event: &str, times: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.count(event) < times {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {event} in:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
+
+async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn reload_drain_and_restart() {
+    let db = common::sqlite_db().await;
+    db.store.init(true).await.unwrap();
+    let server = common::start_sim(SimOptions {
+        qps_per_path: 1000,
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dingsync.toml");
+    let write_config = |workers: u32| {
+        std::fs::write(
+            &path,
+            format!(
+                "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n[[tenant]]\nid = 0\nagent_id = {}\n\
+                 client_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n[queue]\nworkers = {workers}\n",
+                db.url,
+                server.url,
+                common::AGENT_ID,
+                common::APPSECRET
+            ),
+        )
+        .unwrap()
+    };
+    write_config(2);
+    let insert = |n: u32| {
+        format!("INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('p{n}', 'proc{n}', 'P{n}', '1330000000{n}', 1, 0)")
+    };
+    let has = |n: u32| {
+        server
+            .sim
+            .app(APPKEY)
+            .unwrap()
+            .org
+            .users
+            .contains_key(&format!("proc{n}"))
+    };
+
+    let daemon = Daemon::start(&path);
+    daemon.wait_for("daemon.started", 1).await;
+    db.plain.execute(&insert(1)).await.unwrap();
+    eventually("proc1", || has(1)).await;
+
+    // SIGHUP reloads; so does an edit of the file.
+    daemon.signal("HUP");
+    daemon.wait_for("config.reloaded", 1).await;
+    write_config(3);
+    daemon.wait_for("config.reloaded", 2).await;
+    // An invalid edit is rejected with its problems, and the old configuration keeps working.
+    std::fs::write(&path, "[queue]\nworkers = \"many\"\n").unwrap();
+    daemon.wait_for("config.rejected", 1).await;
+    assert!(daemon
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("config.rejected") && l.contains("queue.workers")));
+    db.plain.execute(&insert(2)).await.unwrap();
+    eventually("proc2 with the old configuration", || has(2)).await;
+    write_config(2);
+
+    // SIGTERM drains and exits 0.
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), daemon.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(daemon.count("shutdown.complete"), 1);
+
+    // Changes made while it was down are picked up from the cursor; nothing is done twice.
+    db.plain.execute(&insert(3)).await.unwrap();
+    let restarted = Daemon::start(&path);
+    eventually("proc3 after restart", || has(3)).await;
+    let creates = server.sim.calls(APPKEY)["topapi/v2/user/create"];
+    assert_eq!(
+        (creates.calls, creates.failed),
+        (3, 0),
+        "each user created once"
+    );
+    restarted.signal("TERM");
+    let mut restarted = restarted;
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(20), restarted.child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+
+    // The operator's view.
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", path.to_str().unwrap()]);
+        std::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+            .args(&all)
+            .env_remove("DINGSYNC_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let status = cli(&["status", "--json"]);
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["change_log"]["lag"], 0);
+    assert_eq!(json["tenants"][0]["queue"]["dead"], 0);
+    assert_eq!(
+        json["tenants"][0]["owner"],
+        serde_json::Value::Null,
+        "leases released on shutdown"
+    );
+    let text = cli(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("tenant 0: owner none; jobs pending 0"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    let list = cli(&["queue", "list", "--dead", "--json"]);
+    assert_eq!(list.status.code(), Some(0));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&list.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    assert_eq!(cli(&["queue", "retry", "424242"]).status.code(), Some(65));
+    assert_eq!(cli(&["queue", "drop", "424242"]).status.code(), Some(65));
+}
