@@ -1,0 +1,223 @@
+//! Benchmark: the daemon (`dingsync run` as a process) from a committed local change to
+//! DingTalk's state, on SQLite, PostgreSQL and MariaDB (the latter two when scripts/test's
+//! servers are up: DINGSYNC_TEST_PG_URL, DINGSYNC_TEST_MYSQL_URL); then the daemon's idle CPU
+//! and RSS.
+//!
+//! Run: `cargo bench --bench daemon_latency` (env CHANGES=1000, RATE=50 changes/s,
+//! QPS=200, IDLE_SECS=60). Under `cargo test`: 20 changes on SQLite, 2 s idle.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use dingsync::config::DatabaseUrl;
+use dingsync::sim::{SimOptions, SimServer, Simulator};
+use dingsync::store::Store;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn proc_stat(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, rss_kb)
+}
+
+async fn fresh_db(kind: &str, dir: &std::path::Path) -> Option<(String, Store)> {
+    let url = match kind {
+        "sqlite" => format!("sqlite:{}", dir.join("bench.db").display()),
+        other => {
+            let admin_url = std::env::var(if other == "postgres" {
+                "DINGSYNC_TEST_PG_URL"
+            } else {
+                "DINGSYNC_TEST_MYSQL_URL"
+            })
+            .ok()?;
+            let admin = Store::connect_url(&DatabaseUrl::parse(&admin_url).unwrap(), 1, false)
+                .await
+                .unwrap();
+            let name = format!("dsbench_{}", std::process::id());
+            admin
+                .execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await
+                .unwrap();
+            admin
+                .execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            let mut url = url::Url::parse(&admin_url).unwrap();
+            url.set_path(&format!("/{name}"));
+            url.to_string()
+        }
+    };
+    let store = Store::connect_url(&DatabaseUrl::parse(&url).unwrap(), 4, false)
+        .await
+        .unwrap();
+    store.init(true).await.unwrap();
+    Some((url, store))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn bench(kind: &str, changes: u64, rate: u64, qps: u64, idle: u64) -> Option<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = fresh_db(kind, dir.path()).await?;
+    let sim = Simulator::new(SimOptions {
+        qps_per_path: qps as u32,
+        ..SimOptions::default()
+    });
+    sim.add_app("bench", "bench-secret", 1);
+    let server = SimServer::start(sim, "127.0.0.1:0").await.unwrap();
+    let users = 100u64;
+    let rows: Vec<String> = (0..users)
+        .map(|u| format!("('b{u}', 'bench{u}', 'v0', '1370000{u:04}', 1, 0)"))
+        .collect();
+    store
+        .execute(&format!(
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
+            rows.join(",")
+        ))
+        .await
+        .unwrap();
+    let config = dir.path().join("dingsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{url}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = {qps}\n[[tenant]]\nid = 0\nagent_id = 1\nclient_id = \"bench\"\nclient_secret = \"bench-secret\"\n[queue]\nworkers = 8\n[log]\nlevel = \"warn\"\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("DINGSYNC_CONFIG")
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let seen = |name: &str, value: &str| {
+        server
+            .sim
+            .app("bench")
+            .unwrap()
+            .org
+            .users
+            .get(name)
+            .is_some_and(|u| u.name == value)
+    };
+    while !(0..users).all(|u| seen(&format!("bench{u}"), "v0")) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut latencies = Vec::new();
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut outstanding: Vec<(String, String, Instant)> = Vec::new();
+    let started = Instant::now();
+    let mut next = Instant::now();
+    let mut n = 0;
+    while n < changes || !outstanding.is_empty() {
+        if n < changes && Instant::now() >= next {
+            let user = n % users;
+            let value = format!("v{}", n + 1);
+            let sql = store
+                .sql("UPDATE sys_user SET realname = ? WHERE id = ?")
+                .into_owned();
+            dingsync::on_pool!(store, |pool| sqlx::query(&sql)
+                .bind(&value)
+                .bind(format!("b{user}"))
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected());
+            outstanding.retain(|(name, _, _)| *name != format!("bench{user}"));
+            outstanding.push((format!("bench{user}"), value, Instant::now()));
+            n += 1;
+            next += period;
+        }
+        let org = server.sim.app("bench").unwrap().org;
+        outstanding.retain(|(name, value, at)| {
+            let done = org.users.get(name).is_some_and(|u| &u.name == value);
+            if done {
+                latencies.push(at.elapsed());
+            }
+            !done
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{kind}: did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let writes = server
+        .sim
+        .calls("bench")
+        .get("topapi/v2/user/update")
+        .map_or(0, |c| c.calls);
+    latencies.sort();
+    let (cpu_before, _) = proc_stat(pid);
+    tokio::time::sleep(Duration::from_secs(idle)).await;
+    let (cpu_after, peak_rss_kb) = proc_stat(pid);
+    let _ = child.kill().await;
+    server.stop().await;
+    Some(format!(
+        "| {kind} | {changes} | {} | {writes} | {:.0} ms | {:.0} ms | {:.0} ms | {:.2}% | {:.1} MiB |",
+        latencies.len(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        latencies.last().unwrap().as_secs_f64() * 1000.0,
+        (cpu_after - cpu_before) / idle as f64 * 100.0,
+        peak_rss_kb as f64 / 1024.0
+    ))
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (changes, idle) = if full {
+        (env_u64("CHANGES", 1000), env_u64("IDLE_SECS", 60))
+    } else {
+        (20, 2)
+    };
+    let (rate, qps) = (env_u64("RATE", 50), env_u64("QPS", 200));
+    println!(
+        "{changes} changes at {rate}/s, limit {qps}/s per path, 8 workers; idle CPU over {idle} s"
+    );
+    println!("| database | changes | observed | user/update calls | p50 | p99 | max | idle CPU | peak RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let kinds: &[&str] = if full {
+        &["sqlite", "postgres", "mariadb"]
+    } else {
+        &["sqlite"]
+    };
+    for kind in kinds {
+        match bench(kind, changes, rate, qps, idle).await {
+            Some(row) => println!("{row}"),
+            None => println!(
+                "| {kind} | skipped: server not running (start it with scripts/test's services) |"
+            ),
+        }
+    }
+}
