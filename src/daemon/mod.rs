@@ -210,26 +210,74 @@ pub async fn run(
     Ok(())
 }
 
-/// READY=1 and STATUS= for systemd (`Type=notify`), and watchdog pings.
+/// READY=1 once the first token of each tenant was tried (a tenant with bad credentials is
+/// logged and does not hold the others back), then STATUS= lines with the queue and
+/// watchdog pings.
 async fn notify_systemd(shared: &Arc<Shared>) {
+    let runtime = shared.runtime();
+    for tenant in &runtime.tenants {
+        if let Some((_, client)) = runtime.tenant(tenant.id) {
+            if let Err(error) = client.ensure_token().await {
+                tracing::error!(event = "dingtalk.token.failed", tenant = tenant.id, errcode = error.errcode, error = %error, "cannot get an access token; check agent_id, client_id, client_secret and the IP whitelist");
+            }
+        }
+    }
     let _ = sd_notify::notify(
         false,
         &[
             sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status("running"),
+            sd_notify::NotifyState::Status("started"),
         ],
     );
     let mut usec = 0;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        let shared = Arc::clone(shared);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_micros(usec / 2));
-            loop {
-                tokio::select! {
-                    _ = shared.shutdown.cancelled() => return,
-                    _ = tick.tick() => { let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]); }
-                }
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec) && usec > 0;
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let period = if watchdog {
+            Duration::from_micros(usec / 2)
+        } else {
+            Duration::from_secs(30)
+        };
+        let mut tick = tokio::time::interval(period);
+        let mut last_status = std::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
             }
-        });
+            if watchdog {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+            if last_status.elapsed() >= Duration::from_secs(30) {
+                last_status = std::time::Instant::now();
+                let _ = sd_notify::notify(
+                    false,
+                    &[sd_notify::NotifyState::Status(&status_line(&shared).await)],
+                );
+            }
+        }
+    });
+}
+
+/// "tenants 0,3 owned; 2 pending, 0 dead; last push 35 s ago".
+async fn status_line(shared: &Shared) -> String {
+    let owned = shared.owned();
+    let (mut pending, mut dead, mut last_run) = (0, 0, None::<i64>);
+    for tenant in &owned {
+        if let Ok(stats) = shared.store.queue_stats(*tenant).await {
+            pending += stats.pending;
+            dead += stats.dead;
+        }
+        if let Ok(runs) = shared.store.last_runs(*tenant).await {
+            last_run = runs
+                .iter()
+                .filter_map(|r| r.finished_at)
+                .chain(last_run)
+                .max();
+        }
     }
+    let ago = last_run.map_or("never".into(), |t| {
+        format!("{} s ago", (crate::store::now_ms() - t) / 1000)
+    });
+    format!("tenants {owned:?} owned; {pending} pending, {dead} dead; last run {ago}")
 }

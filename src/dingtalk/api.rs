@@ -69,6 +69,17 @@ fn field<'a>(value: &'a Value, key: &str) -> &'a Value {
 }
 
 impl DingTalkClient {
+    /// Calls a read `route` and parses its `result` (or another top-level `key`) into `T`.
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        route: &'static str,
+        body: Value,
+        key: &str,
+    ) -> Result<T, DingTalkError> {
+        let answer = self.call(route, &body, Repeat::Safe).await?;
+        parse(route, field(&answer, key).clone())
+    }
+
     /// `v2/user/create`; returns the userid.
     pub async fn user_create(&self, user: &UserCreate) -> Result<String, DingTalkError> {
         const ROUTE: &str = "topapi/v2/user/create";
@@ -127,11 +138,8 @@ impl DingTalkClient {
 
     /// `v2/user/get`.
     pub async fn user_get(&self, userid: &str) -> Result<DtUser, DingTalkError> {
-        const ROUTE: &str = "topapi/v2/user/get";
-        let answer = self
-            .call(ROUTE, &json!({ "userid": userid }), Repeat::Safe)
-            .await?;
-        parse(ROUTE, field(&answer, "result").clone())
+        self.read("topapi/v2/user/get", json!({ "userid": userid }), "result")
+            .await
     }
 
     /// `v2/user/delete`.
@@ -152,16 +160,9 @@ impl DingTalkClient {
         cursor: i64,
         size: i64,
     ) -> Result<UserPage, DingTalkError> {
-        const ROUTE: &str = "topapi/v2/user/list";
         let size = size.clamp(1, USER_PAGE_SIZE);
-        let answer = self
-            .call(
-                ROUTE,
-                &json!({ "dept_id": dept_id, "cursor": cursor, "size": size }),
-                Repeat::Safe,
-            )
-            .await?;
-        parse(ROUTE, field(&answer, "result").clone())
+        let body = json!({ "dept_id": dept_id, "cursor": cursor, "size": size });
+        self.read("topapi/v2/user/list", body, "result").await
     }
 
     /// Every direct member of `dept_id`, 100 a page.
@@ -268,20 +269,22 @@ impl DingTalkClient {
 
     /// `v2/department/get`.
     pub async fn dept_get(&self, dept_id: i64) -> Result<DtDept, DingTalkError> {
-        const ROUTE: &str = "topapi/v2/department/get";
-        let answer = self
-            .call(ROUTE, &json!({ "dept_id": dept_id }), Repeat::Safe)
-            .await?;
-        parse(ROUTE, field(&answer, "result").clone())
+        self.read(
+            "topapi/v2/department/get",
+            json!({ "dept_id": dept_id }),
+            "result",
+        )
+        .await
     }
 
     /// `v2/department/listsub`: the next level below `dept_id`.
     pub async fn dept_listsub(&self, dept_id: i64) -> Result<Vec<DeptBrief>, DingTalkError> {
-        const ROUTE: &str = "topapi/v2/department/listsub";
-        let answer = self
-            .call(ROUTE, &json!({ "dept_id": dept_id }), Repeat::Safe)
-            .await?;
-        parse(ROUTE, field(&answer, "result").clone())
+        self.read(
+            "topapi/v2/department/listsub",
+            json!({ "dept_id": dept_id }),
+            "result",
+        )
+        .await
     }
 
     /// `v2/department/listsubid`: ids of the next level below `dept_id`.
@@ -356,27 +359,23 @@ impl DingTalkClient {
 
     /// `getsendprogress`.
     pub async fn send_progress(&self, task_id: i64) -> Result<SendProgress, DingTalkError> {
-        const ROUTE: &str = "topapi/message/corpconversation/getsendprogress";
-        let answer = self
-            .call(
-                ROUTE,
-                &json!({ "agent_id": self.agent_id(), "task_id": task_id }),
-                Repeat::Safe,
-            )
-            .await?;
-        parse(ROUTE, field(&answer, "progress").clone())
+        let body = json!({ "agent_id": self.agent_id(), "task_id": task_id });
+        self.read(
+            "topapi/message/corpconversation/getsendprogress",
+            body,
+            "progress",
+        )
+        .await
     }
 
     /// `getsendresult` (only for sends of at most 100 recipients, within 24 h).
     pub async fn send_result(&self, task_id: i64) -> Result<SendResult, DingTalkError> {
-        const ROUTE: &str = "topapi/message/corpconversation/getsendresult";
-        let answer = self
-            .call(
-                ROUTE,
-                &json!({ "agent_id": self.agent_id(), "task_id": task_id }),
-                Repeat::Safe,
-            )
-            .await?;
-        parse(ROUTE, field(&answer, "send_result").clone())
+        let body = json!({ "agent_id": self.agent_id(), "task_id": task_id });
+        self.read(
+            "topapi/message/corpconversation/getsendresult",
+            body,
+            "send_result",
+        )
+        .await
     }
 }

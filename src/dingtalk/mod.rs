@@ -272,6 +272,11 @@ impl DingTalkClient {
         self.options.throttle_wait + Duration::from_millis(rand::rng().random_range(0..200))
     }
 
+    /// Fetches the access token now if none is cached (start-up check of the credentials).
+    pub async fn ensure_token(&self) -> Result<(), DingTalkError> {
+        self.token().await.map(drop)
+    }
+
     async fn token(&self) -> Result<Secret, DingTalkError> {
         self.tokens.get(|| self.fetch_token()).await
     }

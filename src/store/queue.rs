@@ -95,6 +95,15 @@ pub enum FailOutcome {
     LeaseLost,
 }
 
+/// How a running job ends when it does not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Settle {
+    /// Dead after this many attempts.
+    Dead { attempts: i64 },
+    /// Pending again, due then.
+    Pending { attempts: i64, run_at: i64 },
+}
+
 /// Which jobs to list.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
@@ -291,13 +300,55 @@ impl Store {
         permanent: bool,
         policy: &RetryPolicy,
     ) -> StoreResult<FailOutcome> {
+        let decide = |attempts: i64| {
+            let attempts = attempts + 1;
+            if permanent || attempts >= i64::from(policy.max_attempts) {
+                Settle::Dead { attempts }
+            } else {
+                let delay = policy.delay(u32::try_from(attempts).unwrap_or(u32::MAX));
+                Settle::Pending {
+                    attempts,
+                    run_at: now_ms() + ms(delay),
+                }
+            }
+        };
+        Ok(match self.settle(id, owner, error, decide).await? {
+            None => FailOutcome::LeaseLost,
+            Some(Settle::Dead { attempts }) => FailOutcome::Dead { attempts },
+            Some(Settle::Pending { attempts, run_at }) => FailOutcome::Retry { run_at, attempts },
+        })
+    }
+
+    /// Puts a running job back to pending until `run_at` without counting an attempt (it is
+    /// waiting for something, not failing); merged with a pending job for the same entity.
+    pub async fn postpone(
+        &self,
+        id: i64,
+        owner: &str,
+        run_at: i64,
+        note: &str,
+    ) -> StoreResult<bool> {
+        let decide = |attempts: i64| Settle::Pending { attempts, run_at };
+        Ok(self.settle(id, owner, note, decide).await?.is_some())
+    }
+
+    /// Ends a running job of `owner` as `decide` says (given its attempts so far), in one
+    /// transaction; `None` when the lease is no longer `owner`'s. Going back to pending merges
+    /// a pending job for the same entity into this one (earliest due time wins).
+    async fn settle(
+        &self,
+        id: i64,
+        owner: &str,
+        note: &str,
+        decide: impl Fn(i64) -> Settle,
+    ) -> StoreResult<Option<Settle>> {
         let select = self.sql("SELECT tenant_id, kind, entity_key, attempts FROM dingsync_job WHERE id = ? AND state = 'running' AND lease_owner = ?");
         let other = self.sql("SELECT id, run_at FROM dingsync_job WHERE pending_key = ?");
         let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
         let dead = self.sql(
             "UPDATE dingsync_job SET state = 'dead', attempts = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
         );
-        let retry = self.sql(
+        let pending_sql = self.sql(
             "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = ?, last_error = ?, run_at = ?, \
              lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
         );
@@ -312,100 +363,49 @@ impl Store {
                 .await?;
             let Some((tenant_id, kind, key, attempts)) = row else {
                 tx.commit().await?;
-                return Ok(FailOutcome::LeaseLost);
+                return Ok(None);
             };
-            let attempts = attempts + 1;
-            let outcome = if permanent || attempts >= i64::from(policy.max_attempts) {
-                sqlx::query(&dead)
-                    .bind(attempts)
-                    .bind(error)
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                FailOutcome::Dead { attempts }
-            } else {
-                let pending = pending_key(tenant_id, &kind, &key);
-                let mut run_at =
-                    now + ms(policy.delay(u32::try_from(attempts).unwrap_or(u32::MAX)));
-                let existing: Option<(i64, i64)> = sqlx::query_as(&other)
-                    .bind(&pending)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some((other_id, other_run_at)) = existing {
-                    run_at = run_at.min(other_run_at);
-                    sqlx::query(&delete)
-                        .bind(other_id)
+            let settled = match decide(attempts) {
+                Settle::Dead { attempts } => {
+                    sqlx::query(&dead)
+                        .bind(attempts)
+                        .bind(note)
+                        .bind(now)
+                        .bind(id)
                         .execute(&mut *tx)
                         .await?;
+                    Settle::Dead { attempts }
                 }
-                sqlx::query(&retry)
-                    .bind(&pending)
-                    .bind(attempts)
-                    .bind(error)
-                    .bind(run_at)
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                FailOutcome::Retry { run_at, attempts }
+                Settle::Pending {
+                    attempts,
+                    mut run_at,
+                } => {
+                    let pending = pending_key(tenant_id, &kind, &key);
+                    let existing: Option<(i64, i64)> = sqlx::query_as(&other)
+                        .bind(&pending)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some((other_id, other_run_at)) = existing {
+                        run_at = run_at.min(other_run_at);
+                        sqlx::query(&delete)
+                            .bind(other_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query(&pending_sql)
+                        .bind(&pending)
+                        .bind(attempts)
+                        .bind(note)
+                        .bind(run_at)
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Settle::Pending { attempts, run_at }
+                }
             };
             tx.commit().await?;
-            Ok(outcome)
-        })
-    }
-
-    /// Puts a running job back to pending until `run_at` without counting an attempt (it is
-    /// waiting for something, not failing); merged with a pending job for the same entity.
-    pub async fn postpone(
-        &self,
-        id: i64,
-        owner: &str,
-        run_at: i64,
-        note: &str,
-    ) -> StoreResult<bool> {
-        let select = self.sql("SELECT tenant_id, kind, entity_key FROM dingsync_job WHERE id = ? AND state = 'running' AND lease_owner = ?");
-        let other = self.sql("SELECT id, run_at FROM dingsync_job WHERE pending_key = ?");
-        let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
-        let back = self.sql(
-            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, last_error = ?, run_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
-        );
-        let begin = self.begin_statement();
-        let now = now_ms();
-        crate::on_pool!(self, |pool| {
-            let mut tx = pool.begin_with(begin).await?;
-            let row: Option<(i64, String, String)> = sqlx::query_as(&select)
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some((tenant_id, kind, key)) = row else {
-                tx.commit().await?;
-                return Ok(false);
-            };
-            let pending = pending_key(tenant_id, &kind, &key);
-            let mut run_at = run_at;
-            let existing: Option<(i64, i64)> = sqlx::query_as(&other)
-                .bind(&pending)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some((other_id, other_run_at)) = existing {
-                run_at = run_at.min(other_run_at);
-                sqlx::query(&delete)
-                    .bind(other_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(&back)
-                .bind(&pending)
-                .bind(note)
-                .bind(run_at)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(true)
+            Ok(Some(settled))
         })
     }
 

@@ -51,6 +51,20 @@ struct Run {
     deferred: Vec<Op>,
 }
 
+/// Records where a local department is in DingTalk: `ding_identifier` and the snapshot.
+async fn record_dept(
+    store: &Store,
+    tenant: TenantId,
+    local_id: &str,
+    dept_id: i64,
+    hash: &str,
+) -> Result<(), StoreError> {
+    store.set_ding_identifier(local_id, Some(dept_id)).await?;
+    store
+        .put_snapshot(tenant, entity::DEPT, local_id, &dept_id.to_string(), hash)
+        .await
+}
+
 fn entity_of(op: &Op) -> (String, String) {
     let (kind, key) = match op {
         Op::CreateDept { local_id, .. }
@@ -274,7 +288,6 @@ impl Run {
                     Err(error) => return Err(error.into()),
                 };
                 self.created_depts.insert(local_id.clone(), dept_id);
-                store.set_ding_identifier(local_id, Some(dept_id)).await?;
                 // The plan hashed a parent created in this run by its local id; the next plan
                 // sees it by DingTalk id, so the snapshot takes the resolved one.
                 let hash = if matches!(parent, DeptRef::Local(_)) {
@@ -282,9 +295,7 @@ impl Run {
                 } else {
                     hash.clone()
                 };
-                store
-                    .put_snapshot(tenant, entity::DEPT, local_id, &dept_id.to_string(), &hash)
-                    .await?;
+                record_dept(store, tenant, local_id, dept_id, &hash).await?;
                 self.summary.created += 1;
             }
             Op::UpdateDept {
@@ -305,16 +316,13 @@ impl Run {
                     source_identifier: source_identifier.clone(),
                 };
                 client.dept_update(&update).await?;
-                store.set_ding_identifier(local_id, Some(*dept_id)).await?;
                 let hash = match (parent, parent_id, name, order) {
                     (Some(DeptRef::Local(_)), Some(resolved), Some(name), Some(order)) => {
                         dept_hash(name, &DeptRef::Ding(resolved), *order)
                     }
                     _ => hash.clone(),
                 };
-                store
-                    .put_snapshot(tenant, entity::DEPT, local_id, &dept_id.to_string(), &hash)
-                    .await?;
+                record_dept(store, tenant, local_id, *dept_id, &hash).await?;
                 self.summary.updated += 1;
             }
             Op::LinkDept {
@@ -322,10 +330,7 @@ impl Run {
                 dept_id,
                 hash,
             } => {
-                store.set_ding_identifier(local_id, Some(*dept_id)).await?;
-                store
-                    .put_snapshot(tenant, entity::DEPT, local_id, &dept_id.to_string(), hash)
-                    .await?;
+                record_dept(store, tenant, local_id, *dept_id, hash).await?;
             }
             Op::MoveMembersOut { userid, keep } => {
                 let update = UserUpdate {
@@ -433,11 +438,8 @@ impl Run {
                 store
                     .update_department(local_id, name, parent_id.as_deref(), *order)
                     .await?;
-                store.set_ding_identifier(local_id, Some(*dept_id)).await?;
                 let hash = dept_hash(name, &DeptRef::Ding(*parent_dept_id), *order);
-                store
-                    .put_snapshot(tenant, entity::DEPT, local_id, &dept_id.to_string(), &hash)
-                    .await?;
+                record_dept(store, tenant, local_id, *dept_id, &hash).await?;
                 self.summary.updated += 1;
             }
             Op::CreateLocalUser {
