@@ -86,6 +86,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send, recall and inspect DingTalk work notifications by hand.
+    #[command(subcommand)]
+    Message(crate::messages::cli::MessageCommand),
     /// Inspect and mend the retry queue.
     #[command(subcommand)]
     Queue(crate::cli_daemon::QueueCommand),
@@ -132,6 +135,7 @@ pub fn main() -> u8 {
         Command::Run => block_on(crate::cli_daemon::run(&loaded, reload_options)),
         Command::Status { json } => block_on(crate::cli_daemon::status(&loaded, json)),
         Command::Queue(command) => block_on(crate::cli_daemon::queue(&loaded, &command)),
+        Command::Message(command) => block_on(crate::messages::cli::run(&loaded, &command)),
         Command::Plan { args, json } => block_on(crate::cli_sync::plan(&loaded, &args, json)),
         Command::Sync { args, dry_run } => block_on(crate::cli_sync::sync(&loaded, &args, dry_run)),
     }

@@ -54,6 +54,15 @@ pub struct Config {
     pub watch: WatchConfig,
     /// `[daemon]`.
     pub daemon: DaemonConfig,
+    /// `[announcement]`.
+    pub announcement: AnnouncementConfig,
+}
+
+/// `[announcement]`: system announcements delivered to DingTalk.
+#[derive(Clone, Debug, Serialize)]
+pub struct AnnouncementConfig {
+    /// JeecgBoot's address; the "详情" button opens `<base_url>/sys/annountCement/show/<id>`.
+    pub base_url: Url,
 }
 
 /// `[watch]`: how `dingsync run` notices local changes.

@@ -13,6 +13,7 @@ pub mod dingtalk;
 pub mod exit;
 pub mod jeecg;
 pub mod logging;
+pub mod messages;
 pub mod secret;
 pub mod sim;
 pub mod store;

@@ -43,19 +43,19 @@ async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
                 first.to_version,
                 first.jeecg_tables_created
             ),
-            (0, 1, 11),
+            (0, 2, 11),
             "{name}"
         );
         let triggers = db.store.trigger_names().await.unwrap();
         assert_eq!(
             triggers.len(),
-            15,
-            "{name}: 5 tables x insert/update/delete: {triggers:?}"
+            16,
+            "{name}: 5 tables x insert/update/delete, and the outbox: {triggers:?}"
         );
         let again = db.store.init(true).await.unwrap();
         assert_eq!(
             (again.from_version, again.jeecg_tables_created),
-            (1, 0),
+            (2, 0),
             "{name}"
         );
         assert_eq!(
@@ -710,6 +710,39 @@ async fn snapshots_runs_and_app_configs() {
                 apps[0].client_secret.expose()
             ),
             (5, "123", "sec"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn init_migrates_forward_from_version_1() {
+    for db in common::all_dbs().await {
+        let name = db.name;
+        db.store.init(true).await.unwrap();
+        // Make it look like a version-1 installation: no outbox trigger, version 1.
+        let drop = match db.name {
+            "postgres" => "DROP TRIGGER IF EXISTS dingsync_outbox_trg ON dingsync_outbox",
+            _ => "DROP TRIGGER IF EXISTS dingsync_outbox_ai",
+        };
+        db.store.execute(drop).await.unwrap();
+        db.store.set_meta("schema_version", "1").await.unwrap();
+        assert_eq!(db.store.trigger_names().await.unwrap().len(), 15, "{name}");
+        let report = db.store.init(false).await.unwrap();
+        assert_eq!((report.from_version, report.to_version), (1, 2), "{name}");
+        assert_eq!(db.store.trigger_names().await.unwrap().len(), 16, "{name}");
+        // The outbox trigger logs inserted rows.
+        db.plain
+            .execute("INSERT INTO dingsync_outbox (tenant_id, to_all, message) VALUES (0, 1, '{}')")
+            .await
+            .unwrap();
+        let changes = db.store.changes_after(0, 10).await.unwrap();
+        assert_eq!(
+            changes
+                .iter()
+                .filter(|c| c.table_name == "dingsync_outbox")
+                .count(),
+            1,
             "{name}"
         );
     }

@@ -39,6 +39,7 @@ const GLOBAL_KEYS: &[(&str, Kind)] = &[
     ("daemon.drain_timeout", Kind::Text),
     ("daemon.lease_ttl", Kind::Text),
     ("daemon.retention", Kind::Text),
+    ("announcement.base_url", Kind::Text),
     ("pull.cron", Kind::Text),
     ("pull.new_user_password", Kind::Text),
     ("pull.new_user_password_file", Kind::Text),

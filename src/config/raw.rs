@@ -32,6 +32,15 @@ pub(super) struct RawConfig {
     pub watch: RawWatch,
     #[serde(default)]
     pub daemon: RawDaemon,
+    #[serde(default)]
+    pub announcement: RawAnnouncement,
+}
+
+/// `[announcement]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAnnouncement {
+    pub base_url: Option<String>,
 }
 
 /// `[watch]`.

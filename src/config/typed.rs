@@ -10,13 +10,16 @@ use url::Url;
 
 use super::raw::{RawConfig, RawPull, RawTenant};
 use super::{
-    Config, DaemonConfig, DatabaseConfig, DatabaseUrl, DingTalkConfig, LogConfig, LogFormat,
-    Problem, PullConfig, PushConfig, QueueConfig, Switch, TenantConfig, WatchConfig,
+    AnnouncementConfig, Config, DaemonConfig, DatabaseConfig, DatabaseUrl, DingTalkConfig,
+    LogConfig, LogFormat, Problem, PullConfig, PushConfig, QueueConfig, Switch, TenantConfig,
+    WatchConfig,
 };
 use crate::secret::{read_secret_file, Secret};
 
 /// Default DingTalk oapi host.
 pub const DEFAULT_BASE_URL: &str = "https://oapi.dingtalk.com";
+/// Default JeecgBoot address for announcement links.
+pub const DEFAULT_ANNOUNCEMENT_BASE_URL: &str = "http://localhost:8080/jeecg-boot";
 /// Default pull schedule: every 30 minutes, at second 0.
 pub const DEFAULT_PULL_CRON: &str = "0 */30 * * * *";
 /// Default full push reconcile: daily at 03:10 (off the top of the hour, as DingTalk advises).
@@ -247,6 +250,14 @@ pub(super) fn build(
                 .to_string(),
         );
     }
+    let announcement = AnnouncementConfig {
+        base_url: http_url(
+            &mut check,
+            "announcement.base_url",
+            raw.announcement.base_url.as_deref(),
+            DEFAULT_ANNOUNCEMENT_BASE_URL,
+        ),
+    };
     Some(Config {
         tenants_from_database,
         allow_insecure_secret_files: check.allow_insecure_secret_files,
@@ -259,6 +270,7 @@ pub(super) fn build(
         log,
         watch,
         daemon,
+        announcement,
     })
 }
 
@@ -284,25 +296,31 @@ fn database(check: &mut Checker<'_>, raw: super::raw::RawDatabase) -> Option<Dat
     }
 }
 
-fn dingtalk(check: &mut Checker<'_>, raw: super::raw::RawDingTalk) -> DingTalkConfig {
-    let fallback = || {
-        Url::parse(DEFAULT_BASE_URL).unwrap_or_else(|_| unreachable!("default base URL is valid"))
-    };
-    let base_url = match raw.base_url.as_deref().map(Url::parse) {
+/// An http(s) URL with a host, or `default`.
+fn http_url(check: &mut Checker<'_>, key: &str, raw: Option<&str>, default: &str) -> Url {
+    let fallback =
+        || Url::parse(default).unwrap_or_else(|_| unreachable!("default URLs are valid"));
+    match raw.map(Url::parse) {
         None => fallback(),
         Some(Ok(url)) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
         Some(Ok(url)) => {
-            check.problem(
-                "dingtalk.base_url",
-                format!("`{url}` is not an http(s) URL with a host"),
-            );
+            check.problem(key, format!("`{url}` is not an http(s) URL with a host"));
             fallback()
         }
         Some(Err(error)) => {
-            check.problem("dingtalk.base_url", error.to_string());
+            check.problem(key, error.to_string());
             fallback()
         }
-    };
+    }
+}
+
+fn dingtalk(check: &mut Checker<'_>, raw: super::raw::RawDingTalk) -> DingTalkConfig {
+    let base_url = http_url(
+        check,
+        "dingtalk.base_url",
+        raw.base_url.as_deref(),
+        DEFAULT_BASE_URL,
+    );
     DingTalkConfig {
         base_url,
         connect_timeout: check.duration(

@@ -117,11 +117,14 @@ impl Shared {
 }
 
 /// The jobs a change row asks for: users (also for their memberships and positions) in
-/// every tenant, departments in their own tenant (tenant 0 owns every row).
+/// every tenant; departments, announcements and outbox rows in their own tenant (tenant 0
+/// owns every row).
 pub fn job_for(change: &Change, tenants: &[TenantId]) -> Vec<(TenantId, &'static str, String)> {
     let job_kind = match change.table_name.as_str() {
         "sys_user" | "sys_user_depart" | "sys_user_position" => kind::USER,
         "sys_depart" => kind::DEPT,
+        "sys_announcement" => kind::ANNOUNCE,
+        "dingsync_outbox" => kind::OUTBOX,
         _ => return Vec::new(),
     };
     tenants

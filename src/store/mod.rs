@@ -8,6 +8,7 @@
 
 pub mod jeecg;
 pub mod jeecg_ddl;
+pub mod messages;
 pub mod queue;
 pub mod schema;
 pub mod state;

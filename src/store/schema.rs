@@ -13,7 +13,7 @@ use crate::config::Backend;
 use super::{Store, StoreError, StoreResult};
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// PostgreSQL NOTIFY channel raised by the change-log triggers.
 pub const NOTIFY_CHANNEL: &str = "dingsync_change";
 
@@ -182,6 +182,34 @@ fn triggers(backend: Backend, table: &str, key: &str, tenant: Option<&str>) -> V
     }
 }
 
+/// The outbox trigger (version 2): a row inserted into `dingsync_outbox` by another program
+/// is logged like a JeecgBoot change, so the daemon wakes and delivers it.
+fn outbox_trigger(backend: Backend) -> Vec<String> {
+    let now = now_expr(backend);
+    let insert = format!(
+        "INSERT INTO dingsync_change (table_name, row_key, op, tenant_id, changed_at) VALUES ('dingsync_outbox', {}, 'I', NEW.tenant_id, {now})",
+        match backend {
+            Backend::MySql => "CAST(NEW.id AS CHAR)",
+            _ => "CAST(NEW.id AS TEXT)",
+        }
+    );
+    match backend {
+        Backend::Sqlite => vec![format!("CREATE TRIGGER IF NOT EXISTS dingsync_outbox_ai AFTER INSERT ON dingsync_outbox BEGIN {insert}; END")],
+        Backend::MySql => vec![
+            "DROP TRIGGER IF EXISTS dingsync_outbox_ai".to_string(),
+            format!("CREATE TRIGGER dingsync_outbox_ai AFTER INSERT ON dingsync_outbox FOR EACH ROW BEGIN {insert}; END"),
+        ],
+        Backend::Postgres => vec![
+            format!(
+                "CREATE OR REPLACE FUNCTION dingsync_log_outbox() RETURNS trigger AS $body$ DECLARE change_id BIGINT; BEGIN \
+                 {insert} RETURNING id INTO change_id; PERFORM pg_notify('{NOTIFY_CHANNEL}', change_id::text); RETURN NULL; END $body$ LANGUAGE plpgsql"
+            ),
+            "DROP TRIGGER IF EXISTS dingsync_outbox_trg ON dingsync_outbox".to_string(),
+            "CREATE TRIGGER dingsync_outbox_trg AFTER INSERT ON dingsync_outbox FOR EACH ROW EXECUTE FUNCTION dingsync_log_outbox()".to_string(),
+        ],
+    }
+}
+
 /// Every statement of migration `version`.
 fn migration(backend: Backend, version: i64) -> Vec<String> {
     match version {
@@ -192,6 +220,7 @@ fn migration(backend: Backend, version: i64) -> Vec<String> {
             }
             statements
         }
+        2 => outbox_trigger(backend),
         _ => Vec::new(),
     }
 }

@@ -20,6 +20,10 @@ pub mod kind {
     pub const USER: &str = "user";
     /// Push one department (key: `sys_depart.id`).
     pub const DEPT: &str = "dept";
+    /// Deliver or recall one announcement (key: `sys_announcement.id`).
+    pub const ANNOUNCE: &str = "announce";
+    /// Deliver one outbox row (key: `dingsync_outbox.id`).
+    pub const OUTBOX: &str = "outbox";
 }
 
 /// How long a user job waits for a department that is not in DingTalk yet.
@@ -84,6 +88,8 @@ pub async fn execute(ctx: &JobCtx<'_>, kind: &str, key: &str) -> JobOutcome {
     let result = match kind {
         kind::USER => user_job(ctx, key).await,
         kind::DEPT => dept_job(ctx, key).await,
+        kind::ANNOUNCE => Ok(crate::messages::announce_job(ctx, key).await),
+        kind::OUTBOX => Ok(crate::messages::outbox_job(ctx, key).await),
         other => Ok(JobOutcome::Failed {
             permanent: true,
             reason: format!("unknown job kind {other:?}"),

@@ -1,0 +1,552 @@
+//! Messages: system announcements (系统通告) and outbox rows delivered to DingTalk as work
+//! notifications, in chunks of at most 100 recipients, each chunk a `dingsync_delivery` row
+//! recorded before the send and completed after; revoked announcements recalled; send
+//! results collected. A job reads the current rows, so it can run again safely: what was
+//! sent is not sent again (a crash between a send and its record re-sends that one chunk at
+//! most once, and DingTalk drops identical content to the same user on the same day).
+
+pub mod cli;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::dingtalk::api::{MAX_SEND_DEPTS, MAX_SEND_USERIDS};
+use crate::dingtalk::types::{Message, Recipients};
+use crate::dingtalk::{DingTalkError, ErrorKind};
+use crate::store::messages::{Announcement, Delivery};
+use crate::store::{now_ms, StoreError};
+use crate::sync::job::{JobCtx, JobOutcome};
+use crate::sync::model::Summary;
+
+/// Delivery sources.
+pub const SOURCE_ANNOUNCEMENT: &str = "announcement";
+/// An outbox row.
+pub const SOURCE_OUTBOX: &str = "outbox";
+/// DingTalk recalls only within 24 hours of the send.
+const RECALL_WINDOW_MS: i64 = 24 * 3600 * 1000;
+/// How long to wait for DingTalk to finish a send before asking for its result.
+const RESULT_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+enum MsgError {
+    #[error("{0}")]
+    DingTalk(#[from] DingTalkError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+fn outcome(result: Result<JobOutcome, MsgError>) -> JobOutcome {
+    result.unwrap_or_else(|error| {
+        let permanent = match &error {
+            MsgError::DingTalk(e) => !e.is_retryable(),
+            MsgError::Store(e) => !e.is_retryable(),
+        };
+        JobOutcome::Failed {
+            permanent,
+            reason: error.to_string(),
+        }
+    })
+}
+
+/// The card JeecgBoot sends for an announcement: the title, markdown "### title" and the
+/// abstract (the content when the abstract is JSON, "空" when there is neither), one button
+/// "详情" to `<base>/sys/annountCement/show/<id>`; cut to DingTalk's 2048 bytes.
+pub fn announcement_message(announcement: &Announcement, base_url: &url::Url) -> Message {
+    let title = announcement.title.clone().unwrap_or_default();
+    let summary = announcement.summary.clone().unwrap_or_default();
+    let is_json = serde_json::from_str::<serde_json::Value>(&summary)
+        .is_ok_and(|v| v.is_object() || v.is_array());
+    let body = match (summary.trim().is_empty(), is_json) {
+        (false, false) => summary,
+        (_, true) => announcement
+            .content
+            .clone()
+            .filter(|c| !c.trim().is_empty())
+            .unwrap_or_else(|| "空".into()),
+        (true, false) => "空".into(),
+    };
+    let url = format!(
+        "{}/sys/annountCement/show/{}",
+        base_url.as_str().trim_end_matches('/'),
+        announcement.id
+    );
+    let title: String = title.chars().take(64).collect();
+    let mut markdown = format!("### {title}\n{body}");
+    loop {
+        let message = Message::action_card(&title, &markdown, "详情", &url);
+        if message.encoded_len() <= crate::dingtalk::api::MAX_MESSAGE_BYTES || markdown.is_empty() {
+            return message;
+        }
+        let keep = markdown.chars().count() * 9 / 10;
+        markdown = markdown.chars().take(keep).collect::<String>() + "…";
+        if keep < 8 {
+            markdown.clear();
+        }
+    }
+}
+
+/// Recipients in chunks DingTalk accepts: everyone, or ≤ 100 userids / ≤ 20 departments a send.
+pub fn chunks(to_all: bool, userids: &[String], dept_ids: &[i64]) -> Vec<Recipients> {
+    if to_all {
+        return vec![Recipients {
+            to_all: true,
+            ..Recipients::default()
+        }];
+    }
+    let mut out: Vec<Recipients> = userids
+        .chunks(MAX_SEND_USERIDS)
+        .map(|c| Recipients {
+            userids: c.to_vec(),
+            ..Recipients::default()
+        })
+        .collect();
+    out.extend(dept_ids.chunks(MAX_SEND_DEPTS).map(|c| Recipients {
+        dept_ids: c.to_vec(),
+        ..Recipients::default()
+    }));
+    out
+}
+
+fn recipients_json(to: &Recipients) -> String {
+    json!({ "to_all": to.to_all, "userids": to.userids, "dept_ids": to.dept_ids }).to_string()
+}
+
+/// Sends the chunks not sent yet; returns the task ids of all sent chunks, in order.
+/// For an announcement, each chunk first checks it is still published (a revoke during the
+/// send stops it: `None`).
+async fn send_chunks(
+    ctx: &JobCtx<'_>,
+    source: &str,
+    source_id: &str,
+    message: &Message,
+    chunks: &[Recipients],
+) -> Result<Option<Vec<i64>>, MsgError> {
+    let store = ctx.store;
+    for (index, to) in chunks.iter().enumerate() {
+        let chunk = i64::try_from(index).unwrap_or(i64::MAX);
+        let recorded = store.deliveries(source, source_id).await?;
+        if recorded
+            .iter()
+            .any(|d| d.chunk == chunk && d.state != "sending")
+        {
+            continue;
+        }
+        if source == SOURCE_ANNOUNCEMENT
+            && !store
+                .load_announcement(source_id)
+                .await?
+                .as_ref()
+                .is_some_and(is_live)
+        {
+            return Ok(None);
+        }
+        store
+            .delivery_begin(
+                ctx.tenant.id,
+                source,
+                source_id,
+                chunk,
+                &recipients_json(to),
+            )
+            .await?;
+        let Some(row) = store
+            .deliveries(source, source_id)
+            .await?
+            .into_iter()
+            .find(|d| d.chunk == chunk)
+        else {
+            continue;
+        };
+        let task_id = ctx.client.send(to, message).await?;
+        store.delivery_sent(row.id, task_id).await?;
+        tracing::info!(
+            event = "announce.sent",
+            tenant = ctx.tenant.id,
+            source,
+            id = source_id,
+            chunk,
+            task_id,
+            recipients = to.userids.len(),
+            to_all = to.to_all,
+            "message chunk sent"
+        );
+    }
+    let rows = store.deliveries(source, source_id).await?;
+    Ok(Some(rows.iter().filter_map(|d| d.task_id).collect()))
+}
+
+/// Collects send results of chunks of ≤ 100 named recipients; `true` while some are not ready.
+async fn collect_results(ctx: &JobCtx<'_>, rows: &[Delivery]) -> Result<bool, MsgError> {
+    let mut waiting = false;
+    for row in rows
+        .iter()
+        .filter(|d| d.state == "sent" && d.result.is_none())
+    {
+        let Some(task_id) = row.task_id else { continue };
+        let named = row
+            .recipients
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok());
+        let countable = named.as_ref().is_some_and(|r| {
+            r["to_all"] == false && r["dept_ids"].as_array().is_some_and(Vec::is_empty)
+        });
+        if !countable || now_ms() - row.sent_at.unwrap_or(0) > RECALL_WINDOW_MS {
+            continue;
+        }
+        let progress = ctx.client.send_progress(task_id).await?;
+        if progress.status != 2 {
+            waiting = true;
+            continue;
+        }
+        let result = ctx.client.send_result(task_id).await?;
+        let counts = json!({
+            "read": result.read_user_id_list.len(), "unread": result.unread_user_id_list.len(),
+            "invalid": result.invalid_user_id_list.len(), "forbidden": result.forbidden_user_id_list.len(),
+            "failed": result.failed_user_id_list.len(),
+            "forbidden_codes": result.forbidden_list.iter().map(|f| f.code).collect::<Vec<_>>(),
+        });
+        ctx.store
+            .delivery_result(row.id, &counts.to_string())
+            .await?;
+        tracing::info!(
+            event = "announce.result",
+            tenant = ctx.tenant.id,
+            task_id,
+            read = result.read_user_id_list.len(),
+            unread = result.unread_user_id_list.len(),
+            invalid = result.invalid_user_id_list.len(),
+            forbidden = result.forbidden_user_id_list.len(),
+            failed = result.failed_user_id_list.len(),
+            "send result recorded"
+        );
+    }
+    Ok(waiting)
+}
+
+/// Recalls every sent chunk; a chunk older than 24 h cannot be (DingTalk's rule): that is
+/// recorded and logged, not retried. Chunks whose send was never confirmed are cancelled.
+async fn recall_all(
+    ctx: &JobCtx<'_>,
+    source: &str,
+    source_id: &str,
+) -> Result<JobOutcome, MsgError> {
+    let store = ctx.store;
+    for row in store.deliveries(source, source_id).await? {
+        match row.state.as_str() {
+            "sending" => store.delivery_state(row.id, "cancelled").await?,
+            "sent" => {
+                let Some(task_id) = row.task_id else { continue };
+                let expired = now_ms() - row.sent_at.unwrap_or(0) > RECALL_WINDOW_MS;
+                let result = if expired {
+                    Err(None)
+                } else {
+                    ctx.client.recall(task_id).await.map_err(Some)
+                };
+                match result {
+                    Ok(()) => {
+                        store.delivery_state(row.id, "recalled").await?;
+                        tracing::info!(
+                            event = "announce.recalled",
+                            tenant = ctx.tenant.id,
+                            source,
+                            id = source_id,
+                            task_id,
+                            "message recalled"
+                        );
+                    }
+                    Err(None) => {
+                        store.delivery_state(row.id, "recall_expired").await?;
+                        tracing::warn!(
+                            event = "announce.recall_expired",
+                            tenant = ctx.tenant.id,
+                            source,
+                            id = source_id,
+                            task_id,
+                            "sent more than 24 h ago: DingTalk cannot recall it"
+                        );
+                    }
+                    Err(Some(error)) if error.kind == ErrorKind::Validation => {
+                        store.delivery_state(row.id, "recall_expired").await?;
+                        tracing::warn!(
+                            event = "announce.recall_expired",
+                            tenant = ctx.tenant.id,
+                            source,
+                            id = source_id,
+                            task_id,
+                            errcode = error.errcode,
+                            "DingTalk refused the recall"
+                        );
+                    }
+                    Err(Some(error)) => return Err(error.into()),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(JobOutcome::Done(Summary::default()))
+}
+
+/// The announcement job: publish (send_status 1) sends, revoke (2) recalls.
+pub async fn announce_job(ctx: &JobCtx<'_>, id: &str) -> JobOutcome {
+    outcome(announce(ctx, id).await)
+}
+
+fn is_live(announcement: &Announcement) -> bool {
+    announcement.send_status.as_deref() == Some("1")
+        && announcement.del_flag.as_deref() != Some("1")
+}
+
+async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
+    let store = ctx.store;
+    let Some(announcement) = store.load_announcement(id).await? else {
+        return Ok(JobOutcome::Done(Summary::default()));
+    };
+    if announcement.send_status.as_deref() == Some("2") {
+        return recall_all(ctx, SOURCE_ANNOUNCEMENT, id).await;
+    }
+    if !is_live(&announcement) {
+        return Ok(JobOutcome::Done(Summary::default()));
+    }
+    let to_all = announcement.msg_type.as_deref() != Some("USER");
+    let mut userids = Vec::new();
+    if !to_all {
+        let wanted: Vec<String> = announcement
+            .user_ids
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let links: HashMap<String, String> = store
+            .links(ctx.tenant.id)
+            .await?
+            .into_iter()
+            .map(|l| (l.user_id, l.userid))
+            .collect();
+        let mut unlinked = Vec::new();
+        for user in &wanted {
+            match links.get(user) {
+                Some(userid) if !userids.contains(userid) => userids.push(userid.clone()),
+                Some(_) => {}
+                None => unlinked.push(user.clone()),
+            }
+        }
+        if !unlinked.is_empty() {
+            let users = store.load_users(0).await?;
+            let names: Vec<String> = unlinked
+                .iter()
+                .map(|id| {
+                    users
+                        .iter()
+                        .find(|u| &u.id == id)
+                        .map_or(id.clone(), |u| u.username.clone())
+                })
+                .collect();
+            tracing::warn!(event = "announce.unlinked_recipients", tenant = ctx.tenant.id, id, count = names.len(), users = %names.join(","), "recipients without a DingTalk link are not sent to; the others are");
+        }
+    }
+    let message = announcement_message(&announcement, &ctx.config.announcement.base_url);
+    let chunks = chunks(to_all, &userids, &[]);
+    let Some(tasks) = send_chunks(ctx, SOURCE_ANNOUNCEMENT, id, &message, &chunks).await? else {
+        // Revoked while sending: the next run recalls what went out.
+        return Ok(JobOutcome::Wait {
+            delay: Duration::ZERO,
+            reason: "revoked while sending".into(),
+        });
+    };
+    if let (Some(first), true) = (
+        tasks.first(),
+        announcement.dt_task_id.as_deref().is_none_or(str::is_empty),
+    ) {
+        store.set_announcement_task(id, *first).await?;
+    }
+    if collect_results(ctx, &store.deliveries(SOURCE_ANNOUNCEMENT, id).await?).await? {
+        return Ok(JobOutcome::Wait {
+            delay: RESULT_WAIT,
+            reason: "waiting for DingTalk to finish the send".into(),
+        });
+    }
+    Ok(JobOutcome::Done(Summary::default()))
+}
+
+fn split(list: Option<&str>) -> Vec<String> {
+    list.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The outbox job: delivers a `dingsync_outbox` row and writes its outcome back on the row.
+pub async fn outbox_job(ctx: &JobCtx<'_>, id: &str) -> JobOutcome {
+    outcome(outbox(ctx, id).await)
+}
+
+async fn outbox(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
+    let store = ctx.store;
+    let Some(row) = (match id.parse::<i64>() {
+        Ok(n) => store.load_outbox(n).await?,
+        Err(_) => None,
+    }) else {
+        return Ok(JobOutcome::Done(Summary::default()));
+    };
+    if row.status != "pending" {
+        return Ok(JobOutcome::Done(Summary::default()));
+    }
+    let message = match serde_json::from_str(&row.message)
+        .map_err(|e| e.to_string())
+        .and_then(Message::from_json)
+    {
+        Ok(message) if message.encoded_len() <= crate::dingtalk::api::MAX_MESSAGE_BYTES => message,
+        Ok(message) => {
+            return fail_row(
+                ctx,
+                row.id,
+                &format!(
+                    "message is {} bytes; DingTalk allows 2048",
+                    message.encoded_len()
+                ),
+            )
+            .await
+        }
+        Err(error) => {
+            return fail_row(
+                ctx,
+                row.id,
+                &format!("message is not a DingTalk message: {error}"),
+            )
+            .await
+        }
+    };
+    let mut userids = split(row.to_userids.as_deref());
+    let usernames = split(row.to_usernames.as_deref());
+    let mut unlinked = Vec::new();
+    if !usernames.is_empty() {
+        let users = store.load_users(0).await?;
+        let links: HashMap<String, String> = store
+            .links(ctx.tenant.id)
+            .await?
+            .into_iter()
+            .map(|l| (l.user_id, l.userid))
+            .collect();
+        for name in usernames {
+            match users
+                .iter()
+                .find(|u| u.username == name)
+                .and_then(|u| links.get(&u.id))
+            {
+                Some(userid) => userids.push(userid.clone()),
+                None => unlinked.push(name),
+            }
+        }
+    }
+    let dept_ids: Vec<i64> = match split(row.to_dept_ids.as_deref())
+        .iter()
+        .map(|d| d.parse())
+        .collect()
+    {
+        Ok(ids) => ids,
+        Err(_) => {
+            return fail_row(
+                ctx,
+                row.id,
+                "to_dept_ids must be DingTalk department ids (numbers)",
+            )
+            .await
+        }
+    };
+    let chunks = chunks(row.to_all == 1, &userids, &dept_ids);
+    if chunks.is_empty() {
+        return fail_row(
+            ctx,
+            row.id,
+            &format!("no recipient (unlinked usernames: {})", unlinked.join(",")),
+        )
+        .await;
+    }
+    let source_id = row.id.to_string();
+    let Some(tasks) = send_chunks(ctx, SOURCE_OUTBOX, &source_id, &message, &chunks).await? else {
+        return Ok(JobOutcome::Done(Summary::default()));
+    };
+    let note = (!unlinked.is_empty()).then(|| {
+        format!(
+            "not linked to DingTalk, not sent to: {}",
+            unlinked.join(",")
+        )
+    });
+    let tasks: Vec<String> = tasks.iter().map(ToString::to_string).collect();
+    store
+        .outbox_finish(row.id, "sent", &tasks.join(","), note.as_deref())
+        .await?;
+    Ok(JobOutcome::Done(Summary::default()))
+}
+
+async fn fail_row(ctx: &JobCtx<'_>, id: i64, error: &str) -> Result<JobOutcome, MsgError> {
+    tracing::warn!(
+        event = "outbox.failed",
+        tenant = ctx.tenant.id,
+        id,
+        error,
+        "outbox row cannot be delivered"
+    );
+    ctx.store
+        .outbox_finish(id, "failed", "", Some(error))
+        .await?;
+    Ok(JobOutcome::Done(Summary::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announcement(summary: &str, content: &str) -> Announcement {
+        Announcement {
+            id: "a1".into(),
+            title: Some("放假通知".into()),
+            summary: Some(summary.into()),
+            content: Some(content.into()),
+            ..Announcement::default()
+        }
+    }
+
+    #[test]
+    fn the_card_follows_jeecgboot() {
+        let base = url::Url::parse("https://oa.example.com/jeecg-boot/").unwrap();
+        let card = announcement_message(&announcement("国庆放假七天", "<p>正文</p>"), &base);
+        let body = &card.as_json()["action_card"];
+        assert_eq!(body["markdown"], "### 放假通知\n国庆放假七天");
+        assert_eq!(body["single_title"], "详情");
+        assert_eq!(
+            body["single_url"],
+            "https://oa.example.com/jeecg-boot/sys/annountCement/show/a1"
+        );
+        let json = announcement_message(&announcement("{\"k\":1}", "正文"), &base);
+        assert_eq!(
+            json.as_json()["action_card"]["markdown"],
+            "### 放假通知\n正文"
+        );
+        assert_eq!(
+            announcement_message(&announcement("", ""), &base).as_json()["action_card"]["markdown"],
+            "### 放假通知\n空"
+        );
+        let long = announcement_message(&announcement(&"长".repeat(3000), ""), &base);
+        assert!(long.encoded_len() <= 2048);
+    }
+
+    #[test]
+    fn chunks_respect_dingtalks_limits() {
+        let ids: Vec<String> = (0..250).map(|n| format!("u{n}")).collect();
+        let chunked = chunks(false, &ids, &(1..=25).collect::<Vec<_>>());
+        let sizes: Vec<(usize, usize)> = chunked
+            .iter()
+            .map(|c| (c.userids.len(), c.dept_ids.len()))
+            .collect();
+        assert_eq!(sizes, vec![(100, 0), (100, 0), (50, 0), (0, 20), (0, 5)]);
+        assert_eq!(chunks(true, &ids, &[]).len(), 1);
+    }
+}
