@@ -150,7 +150,11 @@ async fn reload_drain_and_restart() {
     eventually("proc2 with the old configuration", || has(2)).await;
     write_config(2);
 
-    // SIGTERM drains and exits 0.
+    // SIGTERM in the middle of work drains and exits 0; what it did not finish is done after
+    // the restart.
+    for n in 4..9 {
+        db.plain.execute(&insert(n)).await.unwrap();
+    }
     let mut daemon = daemon;
     daemon.signal("TERM");
     let status = tokio::time::timeout(Duration::from_secs(20), daemon.child.wait())
@@ -163,11 +167,11 @@ async fn reload_drain_and_restart() {
     // Changes made while it was down are picked up from the cursor; nothing is done twice.
     db.plain.execute(&insert(3)).await.unwrap();
     let restarted = Daemon::start(&path);
-    eventually("proc3 after restart", || has(3)).await;
+    eventually("proc3..proc8 after restart", || (3..9).all(has)).await;
     let creates = server.sim.calls(APPKEY)["topapi/v2/user/create"];
     assert_eq!(
         (creates.calls, creates.failed),
-        (3, 0),
+        (8, 0),
         "each user created once"
     );
     restarted.signal("TERM");
