@@ -8,42 +8,18 @@ mod common;
 use std::time::Duration;
 
 use common::{TestDb, APPKEY};
-use dingsync::config::{load_str, Config, LoadOptions};
+use dingsync::config::Config;
 use dingsync::daemon::{run, Reload};
 use dingsync::sim::{FaultAction, FaultRule, SimOptions, SimServer};
 use dingsync::store::queue::{state, JobFilter};
 use tokio_util::sync::CancellationToken;
 
 fn config(db: &TestDb, server: &SimServer) -> Config {
-    let text = format!(
-        "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n\
-         [[tenant]]\nid = 0\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n\
-         [queue]\nworkers = 2\nmax_attempts = 3\nbackoff_base = \"50ms\"\nbackoff_cap = \"200ms\"\n\
-         [watch]\npoll_interval = \"100ms\"\n",
-        db.url,
-        server.url,
-        common::AGENT_ID,
-        common::APPSECRET
-    );
-    load_str(
-        &text,
-        std::path::Path::new("test.toml"),
-        &LoadOptions::default(),
+    common::daemon_config(
+        db,
+        server,
+        "[queue]\nworkers = 2\nmax_attempts = 3\nbackoff_base = \"50ms\"\nbackoff_cap = \"200ms\"\n[watch]\npoll_interval = \"100ms\"\n",
     )
-    .unwrap()
-    .config
-}
-
-/// Polls `check` until it holds, at most 20 s (no fixed sleeps: it returns as soon as it holds).
-async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 async fn seed(db: &TestDb) {
@@ -82,7 +58,7 @@ async fn daemon_converges(db: TestDb) {
     let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
 
     // The rows inserted before the daemon started are in the change log: they arrive.
-    eventually(&format!("{name}: lihua in 研发部"), || {
+    common::eventually(&format!("{name}: lihua in 研发部"), 20, || {
         user_depts(&server, "lihua") == Some(vec!["研发部".into()])
     })
     .await;
@@ -93,7 +69,7 @@ async fn daemon_converges(db: TestDb) {
         .execute("INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m2', 'u2', 'c1')")
         .await
         .unwrap();
-    eventually(&format!("{name}: wangfang created"), || {
+    common::eventually(&format!("{name}: wangfang created"), 20, || {
         user_depts(&server, "wangfang") == Some(vec!["星河科技".into()])
     })
     .await;
@@ -101,7 +77,7 @@ async fn daemon_converges(db: TestDb) {
         .execute("UPDATE sys_depart SET depart_name = '研发中心' WHERE id = 'c1d1'")
         .await
         .unwrap();
-    eventually(&format!("{name}: department renamed"), || {
+    common::eventually(&format!("{name}: department renamed"), 20, || {
         user_depts(&server, "lihua") == Some(vec!["研发中心".into()])
     })
     .await;
@@ -119,7 +95,7 @@ async fn daemon_converges(db: TestDb) {
         .execute("UPDATE sys_user SET realname = '李华华' WHERE id = 'u1'")
         .await
         .unwrap();
-    eventually(&format!("{name}: rename after faults"), || {
+    common::eventually(&format!("{name}: rename after faults"), 20, || {
         server.sim.app(APPKEY).unwrap().org.users["lihua"].name == "李华华"
     })
     .await;
@@ -156,7 +132,7 @@ async fn daemon_converges(db: TestDb) {
         )
         .unwrap();
     assert!(store.retry_dead(dead.id).await.unwrap());
-    eventually(&format!("{name}: zhaolei after queue retry"), || {
+    common::eventually(&format!("{name}: zhaolei after queue retry"), 20, || {
         user_depts(&server, "zhaolei").is_some()
     })
     .await;
@@ -170,7 +146,7 @@ async fn daemon_converges(db: TestDb) {
         .execute("DELETE FROM sys_user WHERE id = 'u2'")
         .await
         .unwrap();
-    eventually(&format!("{name}: wangfang deleted"), || {
+    common::eventually(&format!("{name}: wangfang deleted"), 20, || {
         user_depts(&server, "wangfang").is_none()
     })
     .await;
@@ -247,7 +223,10 @@ async fn scheduled_pull_brings_console_changes_and_does_not_echo() {
     config.pull.cron = "*/1 * * * * *".into();
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
-    eventually("lihua pushed", || user_depts(&server, "lihua").is_some()).await;
+    common::eventually("lihua pushed", 20, || {
+        user_depts(&server, "lihua").is_some()
+    })
+    .await;
     server
         .sim
         .admin_call(APPKEY, "topapi/v2/user/create", serde_json::json!({ "userid": "console", "name": "控制台", "mobile": "13700000000", "dept_id_list": "1" }))
@@ -341,7 +320,7 @@ async fn two_instances_on_postgres_share_the_work_once() {
         ))
         .await
         .unwrap();
-    eventually("20 users created", || {
+    common::eventually("20 users created", 20, || {
         server.sim.app(APPKEY).unwrap().org.users.len() == 21
     })
     .await;
@@ -357,7 +336,7 @@ async fn two_instances_on_postgres_share_the_work_once() {
     dead.abort();
     let _ = dead.await;
     db.plain.execute("INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('late', 'late', '迟到', '13500000000', 1, 0)").await.unwrap();
-    eventually("the survivor picks the tenant up", || {
+    common::eventually("the survivor picks the tenant up", 20, || {
         server
             .sim
             .app(APPKEY)

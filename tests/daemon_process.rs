@@ -77,17 +77,6 @@ impl Daemon {
     }
 }
 
-async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[tokio::test]
 async fn reload_drain_and_restart() {
     let db = common::sqlite_db().await;
@@ -130,7 +119,7 @@ async fn reload_drain_and_restart() {
     let daemon = Daemon::start(&path);
     daemon.wait_for("daemon.started", 1).await;
     db.plain.execute(&insert(1)).await.unwrap();
-    eventually("proc1", || has(1)).await;
+    common::eventually("proc1", 20, || has(1)).await;
 
     // SIGHUP reloads; so does an edit of the file.
     daemon.signal("HUP");
@@ -147,7 +136,7 @@ async fn reload_drain_and_restart() {
         .iter()
         .any(|l| l.contains("config.rejected") && l.contains("queue.workers")));
     db.plain.execute(&insert(2)).await.unwrap();
-    eventually("proc2 with the old configuration", || has(2)).await;
+    common::eventually("proc2 with the old configuration", 20, || has(2)).await;
     write_config(2);
 
     // SIGTERM in the middle of work drains and exits 0; what it did not finish is done after
@@ -167,7 +156,7 @@ async fn reload_drain_and_restart() {
     // Changes made while it was down are picked up from the cursor; nothing is done twice.
     db.plain.execute(&insert(3)).await.unwrap();
     let restarted = Daemon::start(&path);
-    eventually("proc3..proc8 after restart", || (3..9).all(has)).await;
+    common::eventually("proc3..proc8 after restart", 20, || (3..9).all(has)).await;
     let creates = server.sim.calls(APPKEY)["topapi/v2/user/create"];
     assert_eq!(
         (creates.calls, creates.failed),

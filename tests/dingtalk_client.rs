@@ -15,6 +15,16 @@ use dingsync::dingtalk::{DingTalkClient, ErrorKind, Repeat};
 use dingsync::sim::{FaultAction, FaultRule, SimOptions};
 use serde_json::json;
 
+/// A simulator whose rate limit is far above the test client's: these tests are about other
+/// rules (the limit itself has its own test), and a loaded CI machine must not turn them into
+/// throttling tests.
+fn unthrottled() -> SimOptions {
+    SimOptions {
+        qps_per_path: 100_000,
+        ..SimOptions::default()
+    }
+}
+
 fn user(userid: &str, mobile: &str, dept: i64) -> UserCreate {
     UserCreate {
         userid: userid.into(),
@@ -36,7 +46,7 @@ fn calls_on(server: &dingsync::sim::SimServer, path: &str) -> dingsync::sim::Cal
 
 #[tokio::test]
 async fn every_endpoint_succeeds() {
-    let server = start_sim(SimOptions::default()).await;
+    let server = start_sim(unthrottled()).await;
     let dt = client(&server, 1000);
     let rd = dt
         .dept_create(&DeptCreate {
@@ -157,7 +167,7 @@ async fn every_endpoint_succeeds() {
 
 #[tokio::test]
 async fn new_style_token_endpoint() {
-    let server = start_sim(SimOptions::default()).await;
+    let server = start_sim(unthrottled()).await;
     let http = reqwest::Client::new();
     let url = format!("{}/v1.0/oauth2/accessToken", server.url);
     let ok: serde_json::Value = http
@@ -210,7 +220,7 @@ async fn raw(
 #[tokio::test]
 async fn every_rule_answers_its_errcode_and_is_classified() {
     use ErrorKind::*;
-    let server = start_sim(SimOptions::default()).await;
+    let server = start_sim(unthrottled()).await;
     let dt = client(&server, 1000);
     let dept = dt
         .dept_create(&DeptCreate {
@@ -425,7 +435,7 @@ async fn every_rule_answers_its_errcode_and_is_classified() {
 
 #[tokio::test]
 async fn token_and_permission_errcodes_are_classified() {
-    let server = start_sim(SimOptions::default()).await;
+    let server = start_sim(unthrottled()).await;
     let mut bad = common::credentials();
     bad.client_secret = dingsync::secret::Secret::new("wrong-secret-SHOULD-NOT-LEAK");
     let wrong = DingTalkClient::new(common::client_options(&server.url, 1000), bad).unwrap();
@@ -510,7 +520,7 @@ async fn token_and_permission_errcodes_are_classified() {
 
 #[tokio::test]
 async fn expired_token_is_refreshed_once_for_20_concurrent_callers() {
-    let server = start_sim(SimOptions::default()).await;
+    let server = start_sim(unthrottled()).await;
     let dt = Arc::new(client(&server, 1000));
     assert_eq!(dt.user_count(false).await.unwrap(), 0);
     // Two hours pass in DingTalk while the client still holds the token.
@@ -550,7 +560,7 @@ async fn expired_token_is_refreshed_once_for_20_concurrent_callers() {
 
 #[tokio::test]
 async fn injected_faults_are_retried_until_success() {
-    let server = start_sim(SimOptions::default()).await;
+    let server = start_sim(unthrottled()).await;
     let dt = client(&server, 1000);
     let faults = [
         FaultAction::Errcode {
@@ -642,7 +652,7 @@ async fn injected_faults_are_retried_until_success() {
 
 #[tokio::test]
 async fn slow_answers_time_out_and_transport_errors_hide_the_token() {
-    let server = start_sim(SimOptions::default()).await;
+    let server = start_sim(unthrottled()).await;
     let mut options = common::client_options(&server.url, 1000);
     options.request_timeout = std::time::Duration::from_millis(200);
     options.max_attempts = 1;
@@ -690,7 +700,7 @@ async fn the_rate_limiter_keeps_the_client_under_the_simulators_limit() {
 
 #[tokio::test]
 async fn to_all_sends_are_capped_and_recall_closes_after_24_hours() {
-    let server = start_sim(SimOptions::default()).await;
+    let server = start_sim(unthrottled()).await;
     let dt = client(&server, 1000);
     dt.user_create(&user("a", "13500000001", 1)).await.unwrap();
     dt.user_create(&user("b", "13500000002", 1)).await.unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TestDb, APPKEY};
-use dingsync::config::{load_str, Config, LoadOptions};
+use dingsync::config::Config;
 use dingsync::daemon::{run, Reload};
 use dingsync::sim::{FaultAction, FaultRule, SimOptions, SimServer};
 use tokio_util::sync::CancellationToken;
@@ -42,34 +42,12 @@ impl std::io::Write for Sink {
 }
 
 fn config(db: &TestDb, server: &SimServer) -> Config {
-    let text = format!(
-        "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n\
-         [[tenant]]\nid = 0\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n\
-         [queue]\nworkers = 4\nbackoff_base = \"50ms\"\nbackoff_cap = \"200ms\"\n[watch]\npoll_interval = \"100ms\"\n\
+    common::daemon_config(
+        db,
+        server,
+        "[queue]\nworkers = 4\nbackoff_base = \"50ms\"\nbackoff_cap = \"200ms\"\n[watch]\npoll_interval = \"100ms\"\n\
          [announcement]\nbase_url = \"https://oa.example.com/jeecg-boot\"\n",
-        db.url,
-        server.url,
-        common::AGENT_ID,
-        common::APPSECRET
-    );
-    load_str(
-        &text,
-        std::path::Path::new("test.toml"),
-        &LoadOptions::default(),
     )
-    .unwrap()
-    .config
-}
-
-async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 fn tasks(server: &SimServer) -> Vec<dingsync::sim::messages::Task> {
@@ -116,7 +94,7 @@ async fn flow(db: TestDb) {
     let config = config(&db, &server);
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
-    eventually(&format!("{name}: users pushed"), || {
+    common::eventually(&format!("{name}: users pushed"), 30, || {
         server.sim.app(APPKEY).unwrap().org.users.len() >= 253
     })
     .await;
@@ -144,7 +122,7 @@ async fn flow(db: TestDb) {
         .execute("UPDATE sys_announcement SET send_status = '1' WHERE id = 'all1'")
         .await
         .unwrap();
-    eventually(&format!("{name}: card to all"), || {
+    common::eventually(&format!("{name}: card to all"), 30, || {
         tasks(&server)
             .iter()
             .any(|t| t.msg["action_card"]["title"] == "全员通知")
@@ -192,7 +170,7 @@ async fn flow(db: TestDb) {
             .filter(|t| t.msg["action_card"]["title"] == "部分通知")
             .collect::<Vec<_>>()
     };
-    eventually(&format!("{name}: 3 chunks"), || chunked().len() == 3).await;
+    common::eventually(&format!("{name}: 3 chunks"), 30, || chunked().len() == 3).await;
     let mut sizes: Vec<usize> = chunked().iter().map(|t| t.delivered.len()).collect();
     sizes.sort_unstable();
     assert_eq!(sizes, vec![50, 100, 100], "{name}");
@@ -227,7 +205,7 @@ async fn flow(db: TestDb) {
         .execute("UPDATE sys_announcement SET send_status = '2' WHERE id = 'usr1'")
         .await
         .unwrap();
-    eventually(&format!("{name}: all chunks recalled"), || {
+    common::eventually(&format!("{name}: all chunks recalled"), 30, || {
         chunked().iter().all(|t| t.recalled)
     })
     .await;
@@ -247,7 +225,7 @@ async fn flow(db: TestDb) {
         FaultAction::Http { status: 502 },
     ));
     db.plain.execute("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, user_ids, send_status, del_flag, tenant_id) VALUES ('flt1', '故障通知', 'x', 'USER', 'm1,m2,', '1', '0', 0)").await.unwrap();
-    eventually(&format!("{name}: sent through faults"), || {
+    common::eventually(&format!("{name}: sent through faults"), 30, || {
         tasks(&server)
             .iter()
             .any(|t| t.msg["action_card"]["title"] == "故障通知")
@@ -265,7 +243,7 @@ async fn flow(db: TestDb) {
 
     // Revoked after 25 h: recall_expired, not a retry loop.
     db.plain.execute("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, user_ids, send_status, del_flag, tenant_id) VALUES ('old1', '旧通知', 'x', 'USER', 'm3,', '1', '0', 0)").await.unwrap();
-    eventually(&format!("{name}: old sent"), || {
+    common::eventually(&format!("{name}: old sent"), 30, || {
         tasks(&server)
             .iter()
             .any(|t| t.msg["action_card"]["title"] == "旧通知")

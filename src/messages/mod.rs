@@ -238,48 +238,33 @@ async fn recall_all(
             "sending" => store.delivery_state(row.id, "cancelled").await?,
             "sent" => {
                 let Some(task_id) = row.task_id else { continue };
-                let expired = now_ms() - row.sent_at.unwrap_or(0) > RECALL_WINDOW_MS;
-                let result = if expired {
-                    Err(None)
+                // Past 24 h DingTalk cannot recall (and says so with a parameter error).
+                let refused = now_ms() - row.sent_at.unwrap_or(0) > RECALL_WINDOW_MS
+                    || match ctx.client.recall(task_id).await {
+                        Ok(()) => false,
+                        Err(error) if error.kind == ErrorKind::Validation => true,
+                        Err(error) => return Err(error.into()),
+                    };
+                if refused {
+                    store.delivery_state(row.id, "recall_expired").await?;
+                    tracing::warn!(
+                        event = "announce.recall_expired",
+                        tenant = ctx.tenant.id,
+                        source,
+                        id = source_id,
+                        task_id,
+                        "sent more than 24 h ago: DingTalk cannot recall it"
+                    );
                 } else {
-                    ctx.client.recall(task_id).await.map_err(Some)
-                };
-                match result {
-                    Ok(()) => {
-                        store.delivery_state(row.id, "recalled").await?;
-                        tracing::info!(
-                            event = "announce.recalled",
-                            tenant = ctx.tenant.id,
-                            source,
-                            id = source_id,
-                            task_id,
-                            "message recalled"
-                        );
-                    }
-                    Err(None) => {
-                        store.delivery_state(row.id, "recall_expired").await?;
-                        tracing::warn!(
-                            event = "announce.recall_expired",
-                            tenant = ctx.tenant.id,
-                            source,
-                            id = source_id,
-                            task_id,
-                            "sent more than 24 h ago: DingTalk cannot recall it"
-                        );
-                    }
-                    Err(Some(error)) if error.kind == ErrorKind::Validation => {
-                        store.delivery_state(row.id, "recall_expired").await?;
-                        tracing::warn!(
-                            event = "announce.recall_expired",
-                            tenant = ctx.tenant.id,
-                            source,
-                            id = source_id,
-                            task_id,
-                            errcode = error.errcode,
-                            "DingTalk refused the recall"
-                        );
-                    }
-                    Err(Some(error)) => return Err(error.into()),
+                    store.delivery_state(row.id, "recalled").await?;
+                    tracing::info!(
+                        event = "announce.recalled",
+                        tenant = ctx.tenant.id,
+                        source,
+                        id = source_id,
+                        task_id,
+                        "message recalled"
+                    );
                 }
             }
             _ => {}

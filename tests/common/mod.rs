@@ -226,3 +226,32 @@ pub async fn loaded_mariadb() -> Option<TestDb> {
     });
     Some(db)
 }
+
+/// A configuration for `db` and the simulator `server` (tenant 0 = the test app, generous
+/// rate limit), with `extra` TOML appended (sections such as `[queue]`).
+pub fn daemon_config(db: &TestDb, server: &SimServer, extra: &str) -> dingsync::config::Config {
+    let text = format!(
+        "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n\
+         [[tenant]]\nid = 0\nagent_id = {AGENT_ID}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{APPSECRET}\"\n{extra}",
+        db.url, server.url
+    );
+    dingsync::config::load_str(
+        &text,
+        std::path::Path::new("test.toml"),
+        &dingsync::config::LoadOptions::default(),
+    )
+    .unwrap()
+    .config
+}
+
+/// Polls `check` until it holds, at most `seconds`; returns as soon as it holds.
+pub async fn eventually<F: Fn() -> bool>(what: &str, seconds: u64, check: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
