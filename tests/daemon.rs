@@ -352,3 +352,35 @@ async fn two_instances_on_postgres_share_the_work_once() {
     alive.await.unwrap().unwrap();
     first_stop.cancel();
 }
+
+#[tokio::test]
+async fn a_job_slower_than_its_lease_is_not_run_twice() {
+    let db = common::sqlite_db().await;
+    seed(&db).await;
+    let server = common::start_sim(SimOptions {
+        qps_per_path: 1000,
+        ..SimOptions::default()
+    })
+    .await;
+    let mut config = config(&db, &server);
+    config.daemon.lease_ttl = Duration::from_millis(600);
+    // Every user create takes three lease lifetimes.
+    server.sim.inject(FaultRule::random(
+        "topapi/v2/user/create",
+        1.0,
+        FaultAction::Delay { ms: 1800 },
+    ));
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
+    common::eventually("lihua created", 20, || {
+        user_depts(&server, "lihua").is_some()
+    })
+    .await;
+    // Give a reclaimed duplicate every chance to show: two more maintenance periods.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Each run of the user's job asks getbymobile once: one run only.
+    let runs = server.sim.calls(APPKEY)["topapi/v2/user/getbymobile"].calls;
+    assert_eq!(runs, 1, "the lease was renewed while the job ran");
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
+}

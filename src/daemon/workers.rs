@@ -92,7 +92,21 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
         config: &runtime.config,
         tenant,
     };
+    // A long job keeps its lease: renewed every third of it while the job runs.
+    let renew = {
+        let (store, owner, id) = (shared.store.clone(), owner.to_string(), job.id);
+        let lease = runtime.config.daemon.lease_ttl;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                if !matches!(store.renew_job(id, &owner, lease).await, Ok(true)) {
+                    return;
+                }
+            }
+        })
+    };
     let outcome = execute(&ctx, &job.kind, &job.entity_key).await;
+    renew.abort();
     let store = &shared.store;
     let recorded = match outcome {
         JobOutcome::Done(summary) => {
