@@ -37,6 +37,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show the whole product in one command: nothing to configure (an embedded SQLite
+    /// JeecgBoot, the DingTalk simulator in-process, the daemon running).
+    Demo {
+        /// Keep the daemon and the simulator running afterwards, and print how to poke them.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Load and validate the configuration, print it with every secret shown as ***.
     ///
     /// Exits 0 when the configuration is valid, 78 with every problem listed when it is not.
@@ -115,6 +122,14 @@ pub fn main() -> u8 {
             return code;
         }
     };
+    if let Command::Demo { keep } = cli.command {
+        // The demo needs no configuration; it logs warnings only, as text.
+        crate::logging::init(&crate::config::LogConfig {
+            format: LogFormat::Text,
+            level: "warn".into(),
+        });
+        return block_on(crate::demo::demo(keep));
+    }
     let options = LoadOptions {
         path: cli.config.clone(),
         log_format: cli.log_format,
@@ -129,6 +144,7 @@ pub fn main() -> u8 {
     crate::logging::init(&loaded.config.log);
     log_startup(&loaded);
     match cli.command {
+        Command::Demo { .. } => exit::OK,
         Command::CheckConfig => check_config(&loaded),
         Command::Init { with_jeecg_schema } => block_on(init(&loaded, with_jeecg_schema)),
         Command::Uninstall { yes } => block_on(uninstall(&loaded, yes)),

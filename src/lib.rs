@@ -9,6 +9,7 @@ mod cli_daemon;
 mod cli_sync;
 pub mod config;
 pub mod daemon;
+mod demo;
 pub mod dingtalk;
 pub mod exit;
 pub mod jeecg;

@@ -193,3 +193,29 @@ fn unreachable_database_exits_69() {
     assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("DBSECRET"));
 }
+
+#[test]
+fn demo_runs_the_whole_product_and_exits_zero() {
+    let out = dingsync(&["demo"], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    for needle in [
+        "DingTalk has 7 departments (+ root) and 6 users",
+        "DingTalk name updated",
+        "local user dt_newbie (新同事)",
+        "delivered to 3 users",
+        "recalled in DingTalk",
+        "queue: 0 pending, 0 running, 0 dead",
+        "done.",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "{needle:?} missing from:\n{stdout}"
+        );
+    }
+}

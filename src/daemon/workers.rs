@@ -48,10 +48,16 @@ async fn worker(shared: Arc<Shared>, n: u32) {
             Ok(mut jobs) if !jobs.is_empty() => jobs.remove(0),
             Ok(_) => {
                 error_backoff = Duration::from_millis(100);
+                // Sleep until the next job is due (a retry, a user waiting for its
+                // department), at most IDLE_POLL; a new change wakes us sooner.
+                let next = shared.store.next_due(&tenants).await.ok().flatten();
+                let nap = next.map_or(IDLE_POLL, |due| {
+                    Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0).clamp(5, 1000))
+                });
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => return,
                     _ = shared.wake_workers.notified() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = tokio::time::sleep(nap.min(IDLE_POLL)) => {}
                 }
                 continue;
             }

@@ -240,19 +240,35 @@ impl DingTalkClient {
     }
 
     fn log_failure(&self, error: &DingTalkError, attempt: u32, retry_in: Option<Duration>) {
-        tracing::warn!(
-            event = "dingtalk.call.failed",
-            tenant = self.app.tenant,
-            http.route = error.route,
-            errcode = error.errcode,
-            http.status = error.http_status,
-            request_id = error.request_id.as_deref(),
-            attempt,
-            retryable = error.is_retryable(),
-            retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
-            error = %error,
-            "DingTalk call failed"
-        );
+        // "No such user/department" is an answer the caller asked for (a lookup), not a
+        // failure worth a warning.
+        let expected = retry_in.is_none()
+            && matches!(
+                error.kind,
+                ErrorKind::UserNotFound | ErrorKind::DeptNotFound
+            );
+        macro_rules! failed {
+            ($level:ident) => {
+                tracing::$level!(
+                    event = "dingtalk.call.failed",
+                    tenant = self.app.tenant,
+                    http.route = error.route,
+                    errcode = error.errcode,
+                    http.status = error.http_status,
+                    request_id = error.request_id.as_deref(),
+                    attempt,
+                    retryable = error.is_retryable(),
+                    retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+                    error = %error,
+                    "DingTalk call failed"
+                )
+            };
+        }
+        if expected {
+            failed!(debug);
+        } else {
+            failed!(warn);
+        }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {

@@ -273,6 +273,25 @@ impl Store {
         Ok(jobs)
     }
 
+    /// The due time of the next pending job of `tenants` (epoch ms), if any.
+    pub async fn next_due(&self, tenants: &[TenantId]) -> StoreResult<Option<i64>> {
+        if tenants.is_empty() {
+            return Ok(None);
+        }
+        let text = format!(
+            "SELECT MIN(run_at) FROM dingsync_job WHERE state = 'pending' AND tenant_id IN ({})",
+            in_list(tenants.len())
+        );
+        let sql = self.sql(&text);
+        Ok(crate::on_pool!(self, |pool| {
+            let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql);
+            for tenant in tenants {
+                query = query.bind(*tenant);
+            }
+            query.fetch_one(pool).await?
+        }))
+    }
+
     /// Marks a running job done; `false` when the lease was no longer `owner`'s.
     pub async fn complete(&self, id: i64, owner: &str) -> StoreResult<bool> {
         let sql = self.sql(

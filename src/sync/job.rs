@@ -27,7 +27,7 @@ pub mod kind {
 }
 
 /// How long a user job waits for a department that is not in DingTalk yet.
-const WAIT_FOR_DEPT: Duration = Duration::from_secs(2);
+const WAIT_FOR_DEPT: Duration = Duration::from_millis(200);
 
 /// What became of a job.
 #[derive(Debug)]

@@ -1,0 +1,257 @@
+//! `dingsync demo`: the whole product in one command, nothing to configure — a SQLite
+//! database with JeecgBoot's tables and a sample organisation (written for the project), the
+//! DingTalk simulator in-process, and the daemon running; then a first push, a local edit, a
+//! change made "in DingTalk" pulled back, an announcement sent and recalled, and the status.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{load_str, Config, LoadOptions};
+use crate::daemon::{run, Reload};
+use crate::exit;
+use crate::sim::{SimOptions, SimServer, Simulator};
+use crate::store::Store;
+use crate::sync::model::{Direction, Scope};
+use crate::sync::run::{run_once, RunRequest};
+
+const APPKEY: &str = "dingdemo";
+const APPSECRET: &str = "demo-secret";
+const AGENT_ID: i64 = 4_000_001;
+
+/// The sample organisation: two companies with departments and posts, seven people.
+const SAMPLE: &[&str] = &[
+    "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag, tenant_id) VALUES \
+     ('d-xh', '', '星河科技', 1, '1', 'A01', '0', 0), ('d-xh-rd', 'd-xh', '研发部', 1, '2', 'A01A01', '0', 0), \
+     ('d-xh-rd-fe', 'd-xh-rd', '前端组', 1, '2', 'A01A01A01', '0', 0), ('d-xh-fin', 'd-xh', '财务部', 2, '2', 'A01A02', '0', 0), \
+     ('d-xh-rd-mgr', 'd-xh-rd', '研发经理', 0, '3', 'A01A01A02', '0', 0), ('d-yf', '', '云帆咨询', 2, '1', 'A02', '0', 0), \
+     ('d-yf-mkt', 'd-yf', '市场部', 1, '2', 'A02A01', '0', 0), ('d-yf-rd', 'd-yf', '研发部', 2, '2', 'A02A02', '0', 0)",
+    "INSERT INTO sys_user (id, username, realname, phone, email, work_no, status, del_flag) VALUES \
+     ('u-admin', 'admin', '管理员', '13900000001', 'admin@example.com', 'E0001', 1, 0), \
+     ('u-li', 'lihua', '李华', '13900000002', 'lihua@example.com', 'E0002', 1, 0), \
+     ('u-wang', 'wangfang', '王芳', '13900000003', NULL, 'E0003', 1, 0), \
+     ('u-zhao', 'zhaolei', '赵磊', '13900000004', NULL, 'E0004', 2, 0), \
+     ('u-chen', 'chenjing', '陈静', '13900000005', NULL, 'E0005', 1, 0), \
+     ('u-sun', 'sunyang', '孙阳', '13900000006', NULL, 'E0006', 1, 0), \
+     ('u-gone', 'zhoujie', '周杰', '13900000007', NULL, 'E0007', 1, 1)",
+    "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u-li', 'd-xh-rd'), ('m2', 'u-li', 'd-yf-rd'), \
+     ('m3', 'u-wang', 'd-xh-fin'), ('m4', 'u-zhao', 'd-xh-rd-fe'), ('m5', 'u-chen', 'd-yf-mkt'), ('m6', 'u-sun', 'd-xh-rd-mgr')",
+    "INSERT INTO sys_position (id, code, name) VALUES ('p1', 'dev', '工程师')",
+    "INSERT INTO sys_user_position (id, user_id, position_id) VALUES ('up1', 'u-li', 'p1'), ('up2', 'u-zhao', 'p1')",
+];
+
+fn step(n: u32, text: &str) {
+    println!("\n[{n}/6] {text}");
+}
+
+async fn wait_until(what: &str, check: impl Fn() -> bool) -> Result<Duration, String> {
+    let started = Instant::now();
+    while !check() {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(started.elapsed())
+}
+
+/// Runs the demo; with `keep`, leaves everything running until Ctrl-C.
+pub async fn demo(keep: bool) -> u8 {
+    match scenario(keep).await {
+        Ok(()) => exit::OK,
+        Err(problem) => {
+            eprintln!("dingsync demo: {problem}");
+            exit::UNAVAILABLE
+        }
+    }
+}
+
+async fn scenario(keep: bool) -> Result<(), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("dingsync-demo")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let sim = Simulator::new(SimOptions::default());
+    sim.add_app(APPKEY, APPSECRET, AGENT_ID);
+    let server = SimServer::start(sim, "127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let db_path = dir.path().join("jeecg.db");
+    let config_text = format!(
+        "[database]\nurl = \"sqlite:{}\"\n[dingtalk]\nbase_url = \"{}\"\n[[tenant]]\nid = 0\nagent_id = {AGENT_ID}\nclient_id = \"{APPKEY}\"\n\
+         client_secret = \"{APPSECRET}\"\n[announcement]\nbase_url = \"http://localhost:8080/jeecg-boot\"\n[log]\nlevel = \"warn\"\n",
+        db_path.display(),
+        server.url
+    );
+    let config_path = dir.path().join("dingsync.toml");
+    std::fs::write(&config_path, &config_text).map_err(|e| e.to_string())?;
+    let config: Config = load_str(&config_text, &config_path, &LoadOptions::default())
+        .map_err(|e| e.to_string())?
+        .config;
+    println!(
+        "dingsync demo: JeecgBoot database {} and a DingTalk simulator at {}",
+        db_path.display(),
+        server.url
+    );
+
+    step(
+        1,
+        "JeecgBoot's tables, dingsync's tables and triggers, a sample organisation",
+    );
+    let store = Store::connect(&config.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let plain = Store::connect_url(&config.database.url, 2, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = store.init(true).await.map_err(|e| e.to_string())?;
+    for statement in SAMPLE {
+        plain.execute(statement).await.map_err(|e| e.to_string())?;
+    }
+    println!("      {} JeecgBoot tables, dingsync schema version {}; 8 departments (1 post), 7 users (1 deleted)", report.jeecg_tables_created, report.to_version);
+
+    step(2, "the daemon starts and pushes the organisation by itself");
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
+    let org = || server.sim.app(APPKEY).map(|a| a.org).unwrap_or_default();
+    let took = wait_until("the first push", || {
+        org().users.len() == 6 && org().depts.len() == 8
+    })
+    .await?;
+    let writes = server.sim.write_calls(APPKEY);
+    println!("      in {} ms: DingTalk has 7 departments (+ root) and 6 users; {writes} write calls; the post and the deleted user stayed local", took.as_millis());
+
+    step(3, "a local edit reaches DingTalk within a second");
+    plain
+        .execute("UPDATE sys_user SET realname = '李华(研发)' WHERE id = 'u-li'")
+        .await
+        .map_err(|e| e.to_string())?;
+    let took = wait_until("the rename", || {
+        org()
+            .users
+            .get("lihua")
+            .is_some_and(|u| u.name == "李华(研发)")
+    })
+    .await?;
+    println!(
+        "      sys_user.realname of lihua changed -> DingTalk name updated {} ms later",
+        took.as_millis()
+    );
+
+    step(4, "a change made in DingTalk's console is pulled back");
+    let admin = |path: &str, body: serde_json::Value| {
+        server
+            .sim
+            .admin_call(APPKEY, path, body)
+            .map_err(|e| format!("{}: {}", e.errcode, e.errmsg))
+    };
+    let market = org()
+        .depts
+        .values()
+        .find(|d| d.name == "市场部")
+        .map(|d| d.dept_id)
+        .ok_or("no 市场部")?;
+    admin(
+        "topapi/v2/user/create",
+        serde_json::json!({ "userid": "dt_newbie", "name": "新同事", "mobile": "13700000001", "dept_id_list": market.to_string() }),
+    )?;
+    let tenant = &config.tenants[0];
+    let client =
+        crate::dingtalk::DingTalkClient::for_tenant(&config, tenant).map_err(|e| e.to_string())?;
+    let request = RunRequest {
+        direction: Direction::Pull,
+        scope: Scope::All,
+        dry_run: false,
+    };
+    let (_, summary) = run_once(&store, &client, &config, tenant, request, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pulled = store
+        .load_users(0)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|u| u.username == "dt_newbie")
+        .ok_or("not pulled")?;
+    println!("      pull: created {}, updated {}; local user {} ({}) in 市场部, password 123456 hashed as JeecgBoot does", summary.created, summary.updated, pulled.username, pulled.realname);
+
+    step(
+        5,
+        "an announcement (系统通告) sent to DingTalk, then recalled",
+    );
+    plain
+        .execute("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, user_ids, send_status, del_flag, tenant_id) VALUES ('ann-1', '周五团建', '下午三点出发', 'USER', 'u-li,u-wang,u-chen,', '1', '0', 0)")
+        .await
+        .map_err(|e| e.to_string())?;
+    let tasks = || {
+        server
+            .sim
+            .app(APPKEY)
+            .map(|a| a.notifications.tasks.into_values().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    wait_until("the announcement", || {
+        tasks()
+            .iter()
+            .any(|t| t.msg["action_card"]["title"] == "周五团建")
+    })
+    .await?;
+    let task = tasks()
+        .into_iter()
+        .find(|t| t.msg["action_card"]["title"] == "周五团建")
+        .ok_or("no task")?;
+    println!(
+        "      action card \"周五团建\" delivered to {} users (task {})",
+        task.delivered.len(),
+        task.task_id
+    );
+    plain
+        .execute("UPDATE sys_announcement SET send_status = '2' WHERE id = 'ann-1'")
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_until("the recall", || {
+        tasks()
+            .iter()
+            .any(|t| t.task_id == task.task_id && t.recalled)
+    })
+    .await?;
+    println!("      revoked in JeecgBoot -> recalled in DingTalk");
+
+    step(6, "status");
+    let stats = store.queue_stats(0).await.map_err(|e| e.to_string())?;
+    let runs = store.last_runs(0).await.map_err(|e| e.to_string())?;
+    println!(
+        "      queue: {} pending, {} running, {} dead",
+        stats.pending, stats.running, stats.dead
+    );
+    for run in runs {
+        println!(
+            "      last {}: created {}, updated {}, deleted {}, failed {}",
+            run.kind, run.created, run.updated, run.deleted, run.failed
+        );
+    }
+    let calls: u64 = server.sim.calls(APPKEY).values().map(|c| c.calls).sum();
+    println!("      DingTalk calls in all: {calls}");
+
+    if keep {
+        println!("\nStill running (Ctrl-C to stop). Try, in another terminal:");
+        println!("  dingsync status --config {}", config_path.display());
+        println!(
+            "  sqlite3 {} \"UPDATE sys_user SET realname = '李华' WHERE id = 'u-li'\"",
+            db_path.display()
+        );
+        println!("  curl -s {}/_sim/apps/{APPKEY} | head -c 400", server.url);
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+    match daemon.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(error.to_string()),
+        Err(error) => return Err(error.to_string()),
+    }
+    store.close().await;
+    plain.close().await;
+    server.stop().await;
+    println!("\ndone.");
+    Ok(())
+}
