@@ -747,3 +747,45 @@ async fn init_migrates_forward_from_version_1() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_entity_with_a_running_job_is_not_claimed_twice() {
+    for db in common::initialised_dbs().await {
+        let (s, name) = (&db.store, db.name);
+        s.enqueue(0, "announce", "a1", now_ms()).await.unwrap();
+        let first = s
+            .claim("w1", 5, Duration::from_secs(30), None)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 1, "{name}");
+        // A change while it runs: a second job for the same entity, due now...
+        s.enqueue(0, "announce", "a1", now_ms()).await.unwrap();
+        s.enqueue(0, "announce", "other", now_ms()).await.unwrap();
+        // ...which waits until the first is done (two sends of one announcement would both go out).
+        let second = s
+            .claim("w2", 5, Duration::from_secs(30), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            second
+                .iter()
+                .map(|j| j.entity_key.as_str())
+                .collect::<Vec<_>>(),
+            vec!["other"],
+            "{name}"
+        );
+        assert!(s.complete(first[0].id, "w1").await.unwrap());
+        let third = s
+            .claim("w2", 5, Duration::from_secs(30), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            third
+                .iter()
+                .map(|j| j.entity_key.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a1"],
+            "{name}"
+        );
+    }
+}

@@ -194,10 +194,17 @@ impl Store {
         }
         let now = now_ms();
         let tenant_filter = tenants.map_or(String::new(), |t| {
-            format!(" AND tenant_id IN ({})", in_list(t.len()))
+            format!(" AND j.tenant_id IN ({})", in_list(t.len()))
         });
         let tenant_ids = tenants.unwrap_or(&[]);
-        let due = format!("SELECT id FROM dingsync_job WHERE state = 'pending' AND run_at <= ?{tenant_filter} ORDER BY run_at, id LIMIT ?");
+        // A job whose entity is still being worked on (by another worker or instance) waits:
+        // one entity's jobs never run at the same time (two sends of one announcement would
+        // both go out).
+        let due = format!(
+            "SELECT j.id FROM dingsync_job j WHERE j.state = 'pending' AND j.run_at <= ?{tenant_filter} \
+             AND NOT EXISTS (SELECT 1 FROM dingsync_job r WHERE r.state = 'running' AND r.entity_key = j.entity_key \
+             AND r.kind = j.kind AND r.tenant_id = j.tenant_id) ORDER BY j.run_at, j.id LIMIT ?"
+        );
         let set = "SET state = 'running', pending_key = NULL, lease_owner = ?, lease_until = ?, updated_at = ?";
         let lease_until = now + ms(lease);
         if self.backend() == Backend::MySql {

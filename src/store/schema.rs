@@ -220,7 +220,15 @@ fn migration(backend: Backend, version: i64) -> Vec<String> {
             }
             statements
         }
-        2 => outbox_trigger(backend),
+        2 => {
+            let mut statements = outbox_trigger(backend);
+            // Claims skip entities with a running job: find those fast.
+            statements.push(match backend {
+                Backend::MySql => "CREATE INDEX dingsync_job_entity ON dingsync_job (entity_key, kind, tenant_id, state)".to_string(),
+                _ => "CREATE INDEX IF NOT EXISTS dingsync_job_entity ON dingsync_job (entity_key, kind, tenant_id, state)".to_string(),
+            });
+            statements
+        }
         _ => Vec::new(),
     }
 }
