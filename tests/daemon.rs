@@ -294,6 +294,8 @@ async fn two_instances_on_postgres_share_the_work_once() {
     .await;
     let mut config = config(&db, &server);
     config.daemon.lease_ttl = Duration::from_secs(2);
+    // Both instances schedule a pull every second; each tick must fire once.
+    config.pull.cron = "*/1 * * * * *".into();
     let (first_stop, second_stop) = (CancellationToken::new(), CancellationToken::new());
     let first = tokio::spawn(run(
         config.clone(),
@@ -348,6 +350,28 @@ async fn two_instances_on_postgres_share_the_work_once() {
     .await;
     let holder = db.store.lease_holder("tenant:0").await.unwrap().unwrap();
     assert_ne!(owner, holder, "the survivor owns the tenant now");
+    // Pull runs: at least a few, never two in one tick.
+    let ticks = || async {
+        let started: Vec<i64> = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
+            "SELECT started_at FROM dingsync_run WHERE kind = 'pull' ORDER BY started_at"
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap());
+        started
+    };
+    let mut started = ticks().await;
+    while started.len() < 4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        started = ticks().await;
+    }
+    let seconds: std::collections::BTreeSet<i64> =
+        started.iter().map(|ms| (ms + 500) / 1000).collect();
+    assert_eq!(
+        seconds.len(),
+        started.len(),
+        "a tick fired twice: {started:?}"
+    );
     alive_stop.cancel();
     alive.await.unwrap().unwrap();
     first_stop.cancel();
