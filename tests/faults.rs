@@ -246,3 +246,97 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     child.kill().await.unwrap();
     assert_eq!(kills, 10, "killed ten times during the push");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rows_go_dead_with_reasons_and_the_rest_sync() {
+    let db = common::sqlite_db().await;
+    org(&db, 20, 2).await;
+    let server = common::start_sim(SimOptions {
+        qps_per_path: 100_000,
+        ..SimOptions::default()
+    })
+    .await;
+    // A DingTalk user already holds this mobile.
+    server
+        .sim
+        .admin_call(APPKEY, "topapi/v2/user/create", serde_json::json!({ "userid": "taken", "name": "T", "mobile": "13800009999", "dept_id_list": "1" }))
+        .unwrap();
+    let long_name = "名".repeat(81);
+    db.plain
+        .execute(&format!(
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES \
+             ('bad-mobile', 'badmobile', 'B', '12345', 1, 0), ('bad-name', 'badname', '{long_name}', '13800008888', 1, 0), \
+             ('dup-phone', 'dupphone', 'D', '13800009999', 1, 0)"
+        ))
+        .await
+        .unwrap();
+    let config = common::daemon_config(
+        &db,
+        &server,
+        "[queue]\nbackoff_base = \"20ms\"\nbackoff_cap = \"100ms\"\n",
+    );
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
+    // The 20 good users arrive (the DingTalk user holding the mobile stays, matched by mobile).
+    common::eventually("the good users", 30, || {
+        (0..20).all(|u| {
+            server
+                .sim
+                .app(APPKEY)
+                .unwrap()
+                .org
+                .users
+                .contains_key(&format!("user{u}"))
+        })
+    })
+    .await;
+    let store = db.store.clone();
+    let mut dead = Vec::new();
+    for _ in 0..800 {
+        dead = store
+            .list_jobs(&JobFilter {
+                state: Some(state::DEAD.into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        if dead.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let reasons: std::collections::BTreeMap<String, String> = dead
+        .iter()
+        .map(|j| {
+            (
+                j.entity_key.clone(),
+                j.last_error.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(reasons["bad-mobile"].contains("60103"), "{reasons:?}");
+    assert!(
+        reasons["bad-name"].contains("name is longer than 80"),
+        "{reasons:?}"
+    );
+    assert!(
+        dead.iter().all(|j| j.attempts == 1),
+        "permanent errors are not retried: {dead:?}"
+    );
+    // dup-phone matched the DingTalk user by mobile (JeecgBoot's rule) and was linked to it.
+    let links = store.links(0).await.unwrap();
+    assert!(
+        links
+            .iter()
+            .any(|l| l.user_id == "dup-phone" && l.userid == "taken"),
+        "{links:?}"
+    );
+    // No orphan rows: no link for the failed ones, nothing half-created in DingTalk.
+    assert!(!links
+        .iter()
+        .any(|l| l.user_id == "bad-mobile" || l.user_id == "bad-name"));
+    let org = server.sim.app(APPKEY).unwrap().org;
+    assert!(!org.users.contains_key("badmobile") && !org.users.contains_key("badname"));
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
+}

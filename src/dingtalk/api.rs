@@ -215,7 +215,11 @@ impl DingTalkClient {
             Ok(answer) => Ok(field(field(&answer, "result"), "userid")
                 .as_str()
                 .map(str::to_string)),
-            Err(error) if error.kind == ErrorKind::UserNotFound => Ok(None),
+            // A mobile DingTalk finds malformed (40104) has no user either; creating one with
+            // it then fails with the telling errcode (60103).
+            Err(error) if error.kind == ErrorKind::UserNotFound || error.errcode == Some(40104) => {
+                Ok(None)
+            }
             Err(error) => Err(error),
         }
     }
