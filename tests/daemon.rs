@@ -48,11 +48,7 @@ fn user_depts(server: &SimServer, userid: &str) -> Option<Vec<String>> {
 async fn daemon_converges(db: TestDb) {
     let name = db.name;
     seed(&db).await;
-    let server = common::start_sim(SimOptions {
-        qps_per_path: 1000,
-        ..SimOptions::default()
-    })
-    .await;
+    let server = common::start_fast_sim().await;
     let config = config(&db, &server);
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
@@ -214,11 +210,7 @@ async fn daemon_refuses_an_uninitialised_database() {
 async fn scheduled_pull_brings_console_changes_and_does_not_echo() {
     let db = common::sqlite_db().await;
     seed(&db).await;
-    let server = common::start_sim(SimOptions {
-        qps_per_path: 1000,
-        ..SimOptions::default()
-    })
-    .await;
+    let server = common::start_fast_sim().await;
     let mut config = config(&db, &server);
     config.pull.cron = "*/1 * * * * *".into();
     let shutdown = CancellationToken::new();
@@ -287,11 +279,7 @@ async fn two_instances_on_postgres_share_the_work_once() {
         return;
     };
     seed(&db).await;
-    let server = common::start_sim(SimOptions {
-        qps_per_path: 1000,
-        ..SimOptions::default()
-    })
-    .await;
+    let server = common::start_fast_sim().await;
     let mut config = config(&db, &server);
     config.daemon.lease_ttl = Duration::from_secs(2);
     // Both instances schedule a pull every second; each tick must fire once.
@@ -381,11 +369,7 @@ async fn two_instances_on_postgres_share_the_work_once() {
 async fn a_job_slower_than_its_lease_is_not_run_twice() {
     let db = common::sqlite_db().await;
     seed(&db).await;
-    let server = common::start_sim(SimOptions {
-        qps_per_path: 1000,
-        ..SimOptions::default()
-    })
-    .await;
+    let server = common::start_fast_sim().await;
     let mut config = config(&db, &server);
     config.daemon.lease_ttl = Duration::from_millis(600);
     // Every user create takes three lease lifetimes.

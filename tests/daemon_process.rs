@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::APPKEY;
-use dingsync::sim::SimOptions;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -81,11 +80,7 @@ impl Daemon {
 async fn reload_drain_and_restart() {
     let db = common::sqlite_db().await;
     db.store.init(true).await.unwrap();
-    let server = common::start_sim(SimOptions {
-        qps_per_path: 1000,
-        ..SimOptions::default()
-    })
-    .await;
+    let server = common::start_fast_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dingsync.toml");
     let write_config = |workers: u32| {

@@ -10,7 +10,7 @@ use common::{TestDb, APPKEY};
 use dingsync::config::{Config, LoadOptions};
 use dingsync::dingtalk::DingTalkClient;
 use dingsync::jeecg::password;
-use dingsync::sim::{SimOptions, SimServer};
+use dingsync::sim::SimServer;
 use dingsync::sync::model::{Direction, Scope, Summary};
 use dingsync::sync::run::{plan_run, run_once, RunRequest};
 use serde_json::json;
@@ -124,11 +124,7 @@ async fn seed_sample(db: &TestDb) {
 
 async fn end_to_end(db: TestDb, expected_users: &[&str]) {
     let name = db.name;
-    let server = common::start_sim(SimOptions {
-        qps_per_path: 1000,
-        ..SimOptions::default()
-    })
-    .await;
+    let server = common::start_fast_sim().await;
     let client = common::client(&server, 1000);
 
     // 1. First push: every pushable department with its parents, every user with departments.
@@ -367,11 +363,7 @@ async fn postgres_sample_org_end_to_end() {
 async fn one_failing_entity_is_recorded_and_the_rest_continue() {
     let db = common::sqlite_db().await;
     seed_sample(&db).await;
-    let server = common::start_sim(SimOptions {
-        qps_per_path: 1000,
-        ..SimOptions::default()
-    })
-    .await;
+    let server = common::start_fast_sim().await;
     let client = common::client(&server, 1000);
     let fault = dingsync::sim::FaultAction::Errcode {
         errcode: 60104,
@@ -419,11 +411,7 @@ async fn one_failing_entity_is_recorded_and_the_rest_continue() {
 async fn sync_and_plan_commands() {
     let db = common::sqlite_db().await;
     seed_sample(&db).await;
-    let server = common::start_sim(SimOptions {
-        qps_per_path: 1000,
-        ..SimOptions::default()
-    })
-    .await;
+    let server = common::start_fast_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dingsync.toml");
     std::fs::write(

@@ -105,6 +105,7 @@ async fn pg_listen(shared: Arc<Shared>, pool: sqlx::PgPool) {
 /// Turns change rows into jobs whenever woken; keeps going while rows remain.
 pub(super) async fn read_changes(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(200);
+    let mut held_back;
     loop {
         let tenants: Vec<_> = shared.runtime().tenants.iter().map(|t| t.id).collect();
         match shared
@@ -112,34 +113,29 @@ pub(super) async fn read_changes(shared: Arc<Shared>) {
             .changes_to_jobs(CHANGE_BATCH, &tenants, job_for, GAP_HOLD_MS)
             .await
         {
-            Ok(consumed) => {
+            Ok(batch) => {
                 backoff = Duration::from_millis(200);
-                if consumed > 0 {
+                if batch.consumed > 0 {
                     tracing::debug!(
                         event = "changes.read",
-                        rows = consumed,
+                        rows = batch.consumed,
                         "change rows turned into jobs"
                     );
                     shared.wake_workers.notify_waiters();
-                    if consumed as i64 == CHANGE_BATCH {
+                    if batch.consumed as i64 == CHANGE_BATCH {
                         continue;
                     }
                 }
+                held_back = batch.held_back;
             }
             Err(error) => {
                 tracing::warn!(event = "changes.read_failed", error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot read the change log");
                 backoff = (backoff * 2).min(Duration::from_secs(30));
+                held_back = true;
             }
         }
-        // A row held back by a fresh gap is looked at again shortly.
-        let pending_gap = match (
-            shared.store.change_cursor().await,
-            shared.store.last_change_id().await,
-        ) {
-            (Ok(cursor), Ok(last)) => last > cursor,
-            _ => true,
-        };
-        let recheck = if pending_gap {
+        // Rows held back by a fresh gap (or a failed read) are looked at again shortly.
+        let recheck = if held_back {
             Duration::from_millis(500).max(backoff)
         } else {
             Duration::from_secs(3600)

@@ -114,18 +114,6 @@ impl Store {
         .await?))
     }
 
-    /// The delivery that got `task_id`.
-    pub async fn delivery_by_task(&self, task_id: i64) -> StoreResult<Option<Delivery>> {
-        let text = format!("SELECT {DELIVERY_COLUMNS} FROM dingsync_delivery WHERE task_id = ?");
-        let sql = self.sql(&text);
-        Ok(crate::on_pool!(self, |pool| sqlx::query_as::<_, Delivery>(
-            &sql
-        )
-        .bind(task_id)
-        .fetch_optional(pool)
-        .await?))
-    }
-
     /// Records a chunk as about to be sent (state `sending`), unless it is recorded already.
     pub async fn delivery_begin(
         &self,

@@ -273,6 +273,15 @@ impl Store {
     }
 }
 
+/// What one `changes_to_jobs` call did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeBatch {
+    /// Change rows turned into jobs.
+    pub consumed: usize,
+    /// Rows after a fresh gap were left for a later call.
+    pub held_back: bool,
+}
+
 /// The change-log cursor's name in `dingsync_meta`.
 const CURSOR: &str = "change_cursor";
 
@@ -301,14 +310,14 @@ impl Store {
     /// transaction (a crash loses no change and enqueues nothing twice). Ids are assigned at
     /// insert but committed in any order on MariaDB and PostgreSQL, so the cursor stops before
     /// a gap younger than `gap_hold_ms` (a transaction that may still commit); an older gap
-    /// is a rolled-back insert. Returns how many rows were consumed.
+    /// is a rolled-back insert.
     pub async fn changes_to_jobs(
         &self,
         limit: i64,
         tenants: &[TenantId],
         job_for: JobFor,
         gap_hold_ms: i64,
-    ) -> StoreResult<usize> {
+    ) -> StoreResult<ChangeBatch> {
         let cursor_sql = self.sql("SELECT value FROM dingsync_meta WHERE name = ?");
         let rows_sql = self.sql("SELECT id, table_name, row_key, op, tenant_id, changed_at FROM dingsync_change WHERE id > ? ORDER BY id LIMIT ?");
         let enqueue = self.enqueue_sql();
@@ -359,7 +368,10 @@ impl Store {
                     .await?;
             }
             tx.commit().await?;
-            Ok(consumed)
+            Ok(ChangeBatch {
+                consumed,
+                held_back: consumed < rows.len(),
+            })
         })
     }
 

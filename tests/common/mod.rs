@@ -50,6 +50,15 @@ pub async fn start_sim(options: SimOptions) -> SimServer {
         .expect("simulator listens")
 }
 
+/// A simulator with one app at 1,000 calls/s per path: tests about sync rules, not limits.
+pub async fn start_fast_sim() -> SimServer {
+    start_sim(SimOptions {
+        qps_per_path: 1000,
+        ..SimOptions::default()
+    })
+    .await
+}
+
 /// Client options for tests: fast retries, a generous rate limit unless told otherwise.
 pub fn client_options(url: &str, qps: u32) -> ClientOptions {
     ClientOptions {
