@@ -218,7 +218,19 @@ async fn scenario(keep: bool) -> Result<(), String> {
     println!("      revoked in JeecgBoot -> recalled in DingTalk");
 
     step(6, "status");
-    let stats = store.queue_stats(0).await.map_err(|e| e.to_string())?;
+    // DingTalk shows the recall before the worker has settled its job: wait for the queue to
+    // be idle so the figures below are final.
+    let started = Instant::now();
+    let stats = loop {
+        let stats = store.queue_stats(0).await.map_err(|e| e.to_string())?;
+        if stats.pending == 0 && stats.running == 0 {
+            break stats;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("timed out waiting for the queue to settle".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let runs = store.last_runs(0).await.map_err(|e| e.to_string())?;
     println!(
         "      queue: {} pending, {} running, {} dead",
