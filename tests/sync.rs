@@ -474,3 +474,57 @@ async fn sync_and_plan_commands() {
     );
     assert!(!stderr.contains(common::APPSECRET) && !stdout.contains(common::APPSECRET));
 }
+
+#[tokio::test]
+async fn pull_reads_department_sources_only_when_a_local_department_is_unlinked() {
+    let gets = |server: &SimServer| {
+        server
+            .sim
+            .calls(APPKEY)
+            .get("topapi/v2/department/get")
+            .map_or(0, |c| c.calls)
+    };
+    for local_a in [false, true] {
+        // A fresh DingTalk each time: a pull writes its new local ids back as sources.
+        let server = common::start_fast_sim().await;
+        let client = common::client(&server, 1000);
+        let created = |name: &str, source: Option<&str>| {
+            let mut params = json!({ "name": name, "parent_id": 1 });
+            if let Some(source) = source {
+                params["source_identifier"] = json!(source);
+            }
+            server
+                .sim
+                .admin_call(APPKEY, "topapi/v2/department/create", params)
+                .unwrap()["result"]["dept_id"]
+                .as_i64()
+                .unwrap()
+        };
+        let with_source = created("钉钉部门甲", Some("local-a"));
+        created("钉钉部门乙", None);
+        let db = common::sqlite_db().await;
+        db.store.init(true).await.unwrap();
+        if local_a {
+            db.plain
+                .execute("INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('local-a', '', '本地名', 1, '1', 'A01', '0')")
+                .await
+                .unwrap();
+        }
+        let summary = run(&db, &server, &client, Direction::Pull).await;
+        assert_eq!(summary.failed, 0, "{:?}", summary.failures);
+        let depts = db.store.load_departments(0).await.unwrap();
+        assert_eq!(depts.len(), 2, "matched, not duplicated: {depts:?}");
+        if local_a {
+            assert_eq!(gets(&server), 2, "both unknown DingTalk departments read");
+            let matched = depts.iter().find(|d| d.id == "local-a").unwrap();
+            assert_eq!(matched.ding_identifier, Some(with_source));
+            assert_eq!(matched.name, "钉钉部门甲");
+        } else {
+            assert_eq!(
+                gets(&server),
+                0,
+                "an empty database needs no department/get"
+            );
+        }
+    }
+}

@@ -4,6 +4,10 @@
 //! No database transaction is held across a DingTalk call.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use futures_util::stream::{self, StreamExt};
 
 use crate::config::TenantId;
 use crate::dingtalk::types::{DeptCreate, DeptUpdate, UserCreate, UserUpdate};
@@ -42,13 +46,20 @@ enum EntityError {
     Other(String),
 }
 
+/// What a run has done so far, shared by the operations in flight (each lock is held for
+/// one field update, never across a call).
 #[derive(Default)]
-struct Run {
+struct RunState {
     summary: Summary,
     created_depts: HashMap<String, i64>,
     created_local: HashMap<i64, String>,
     failed: HashSet<(String, String)>,
     deferred: Vec<Op>,
+}
+
+#[derive(Default)]
+struct Run {
+    state: Mutex<RunState>,
 }
 
 /// Records where a local department is in DingTalk: `ding_identifier` and the snapshot.
@@ -87,26 +98,84 @@ fn entity_of(op: &Op) -> (String, String) {
     (kind.to_string(), key)
 }
 
+/// Operations of one user in flight at once in a push (the limiter paces the calls; this
+/// only keeps the paths busy while a call is on the wire).
+const USER_CONCURRENCY: usize = 8;
+
+/// Whether `op` can run in the two lanes of a push's first part: departments in plan order
+/// in one lane, users concurrently in the other as soon as their departments exist.
+fn laned(op: &Op) -> bool {
+    match op {
+        Op::CreateDept { .. }
+        | Op::UpdateDept { .. }
+        | Op::LinkDept { .. }
+        | Op::CreateUser { .. }
+        | Op::UpdateUser { .. }
+        | Op::LinkUser { .. } => true,
+        Op::Fail { entity: e, .. } | Op::Warn { entity: e, .. } => {
+            e == entity::DEPT || e == entity::USER
+        }
+        _ => false,
+    }
+}
+
+/// Local departments (created in this run) a user operation's department list names.
+fn needs(op: &Op) -> Vec<&str> {
+    let fields = match op {
+        Op::CreateUser { fields, .. } | Op::UpdateUser { fields, .. } => fields,
+        _ => return Vec::new(),
+    };
+    fields
+        .depts
+        .iter()
+        .flatten()
+        .filter_map(|d| match d {
+            DeptRef::Local(id) => Some(id.as_str()),
+            DeptRef::Ding(_) => None,
+        })
+        .collect()
+}
+
 /// Applies `plan`; returns what happened (also the counts of the run row).
+///
+/// A push's department and user operations run in two lanes at once, so that DingTalk's
+/// per-path limits are used in parallel: departments in plan order (parents first), users
+/// (each user's operations in order, up to [`USER_CONCURRENCY`] users at a time) once every
+/// department they name is settled. Member moves and deletes then run in order, as does all
+/// of a pull.
 pub async fn apply(ctx: &ApplyCtx<'_>, plan: &Plan) -> Summary {
     let before = ctx.client.calls_by_route();
-    let mut run = Run::default();
+    let run = Run::default();
     let total = plan.ops.len();
-    for (index, op) in plan.ops.iter().enumerate() {
-        run.step(ctx, op).await;
+    let done = AtomicUsize::new(0);
+    let tick = || {
+        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(progress) = ctx.progress {
-            progress(index + 1, total);
+            progress(n, total);
         }
+    };
+    let split = plan
+        .ops
+        .iter()
+        .position(|op| !laned(op))
+        .unwrap_or(plan.ops.len());
+    let (head, tail) = plan.ops.split_at(split);
+    run.lanes(ctx, head, &tick).await;
+    for op in tail {
+        run.step(ctx, op).await;
+        tick();
     }
     // Renames that met a sibling's name are tried once more, after the renames that free it.
-    for op in std::mem::take(&mut run.deferred) {
+    let deferred = std::mem::take(&mut run.state().deferred);
+    for op in deferred {
         if let Err(error) = run.execute(ctx, &op).await {
             run.record_failure(&op, &error.to_string());
         }
     }
+    let mut summary = std::mem::take(&mut run.state().summary);
     if let Some(reason) = &plan.refused_deletes {
         tracing::error!(event = "sync.delete_refused", tenant = ctx.tenant, reason = %reason, "department deletion refused by the guard");
-        run.summary
+        summary
             .failures
             .push((entity::DEPT.into(), "*".into(), reason.clone()));
     }
@@ -121,9 +190,9 @@ pub async fn apply(ctx: &ApplyCtx<'_>, plan: &Plan) -> Summary {
         })
         .map(entity_of)
         .collect();
-    run.summary.skipped = i64::try_from(plan.considered.saturating_sub(touched.len())).unwrap_or(0);
+    summary.skipped = i64::try_from(plan.considered.saturating_sub(touched.len())).unwrap_or(0);
     let after = ctx.client.calls_by_route();
-    run.summary.api_calls = after
+    summary.api_calls = after
         .iter()
         .map(|(route, n)| {
             (
@@ -133,11 +202,80 @@ pub async fn apply(ctx: &ApplyCtx<'_>, plan: &Plan) -> Summary {
         })
         .filter(|(_, n)| *n > 0)
         .collect::<BTreeMap<_, _>>();
-    run.summary
+    summary
 }
 
 impl Run {
-    async fn step(&mut self, ctx: &ApplyCtx<'_>, op: &Op) {
+    fn state(&self) -> MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `ops` (all [`laned`]) in the department lane and the user lane at once.
+    async fn lanes(&self, ctx: &ApplyCtx<'_>, ops: &[Op], tick: &(dyn Fn() + Sync)) {
+        let mut dept_ops: Vec<&Op> = Vec::new();
+        let mut provider: HashMap<&str, usize> = HashMap::new();
+        let mut groups: Vec<(usize, Vec<&Op>)> = Vec::new();
+        let mut group_of: HashMap<(String, String), usize> = HashMap::new();
+        for op in ops {
+            let key = entity_of(op);
+            if key.0 == entity::DEPT {
+                if let Op::CreateDept { local_id, .. } = op {
+                    provider.insert(local_id.as_str(), dept_ops.len() + 1);
+                }
+                dept_ops.push(op);
+                continue;
+            }
+            let ready = needs(op)
+                .into_iter()
+                .filter_map(|id| provider.get(id).copied())
+                .max()
+                .unwrap_or(0);
+            let index = *group_of.entry(key).or_insert_with(|| {
+                groups.push((0, Vec::new()));
+                groups.len() - 1
+            });
+            let group = &mut groups[index];
+            group.0 = group.0.max(ready);
+            group.1.push(op);
+        }
+        // Users whose departments are settled first come first.
+        groups.sort_by_key(|(ready, _)| *ready);
+        let (settled, watch) = tokio::sync::watch::channel(0usize);
+        let departments = async move {
+            for (index, op) in dept_ops.into_iter().enumerate() {
+                self.step(ctx, op).await;
+                tick();
+                settled.send_replace(index + 1);
+            }
+        };
+        let mut pending = Vec::with_capacity(groups.len());
+        for (ready, ops) in groups {
+            pending.push(self.user_group(ctx, ready, ops, watch.clone(), tick));
+        }
+        let users = stream::iter(pending)
+            .buffer_unordered(USER_CONCURRENCY)
+            .collect::<Vec<()>>();
+        tokio::join!(departments, users);
+    }
+
+    /// One user's operations, in order, once the department lane has settled `ready` ops.
+    async fn user_group(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        ready: usize,
+        ops: Vec<&Op>,
+        mut settled: tokio::sync::watch::Receiver<usize>,
+        tick: &(dyn Fn() + Sync),
+    ) {
+        // Err only when the lane has ended, and then every department is settled.
+        let _ = settled.wait_for(|n| *n >= ready).await;
+        for op in ops {
+            self.step(ctx, op).await;
+            tick();
+        }
+    }
+
+    async fn step(&self, ctx: &ApplyCtx<'_>, op: &Op) {
         let key = entity_of(op);
         match op {
             Op::Fail {
@@ -145,9 +283,10 @@ impl Run {
                 key: k,
                 reason,
             } => {
-                self.failed.insert(key);
-                self.summary.failed += 1;
-                self.summary
+                self.state().failed.insert(key);
+                self.state().summary.failed += 1;
+                self.state()
+                    .summary
                     .failures
                     .push((entity.clone(), k.clone(), reason.clone()));
                 tracing::warn!(event = "sync.entity.failed", tenant = ctx.tenant, entity = %entity, key = %k, reason = %reason, "entity cannot be synced");
@@ -158,7 +297,8 @@ impl Run {
                 key: k,
                 reason,
             } => {
-                self.summary
+                self.state()
+                    .summary
                     .warnings
                     .push((entity.clone(), k.clone(), reason.clone()));
                 tracing::warn!(event = "sync.entity.warning", tenant = ctx.tenant, entity = %entity, key = %k, reason = %reason, "entity synced with a warning");
@@ -166,7 +306,7 @@ impl Run {
             }
             _ => {}
         }
-        if self.failed.contains(&key) {
+        if self.state().failed.contains(&key) {
             return;
         }
         match self.execute(ctx, op).await {
@@ -174,12 +314,12 @@ impl Run {
             Err(EntityError::DingTalk(error))
                 if error.kind == ErrorKind::DeptNameExists
                     && matches!(op, Op::UpdateDept { .. })
-                    && !self.deferred.contains(op) =>
+                    && !self.state().deferred.contains(op) =>
             {
-                self.deferred.push(op.clone());
+                self.state().deferred.push(op.clone());
             }
             Err(error) => {
-                self.summary.retryable |= match &error {
+                self.state().summary.retryable |= match &error {
                     EntityError::DingTalk(e) => e.is_retryable(),
                     EntityError::Store(e) => e.is_retryable(),
                     EntityError::Other(_) => false,
@@ -189,24 +329,26 @@ impl Run {
         }
     }
 
-    fn record_failure(&mut self, op: &Op, reason: &str) {
+    fn record_failure(&self, op: &Op, reason: &str) {
         let (kind, key) = entity_of(op);
         tracing::warn!(event = "sync.entity.failed", entity = %kind, key = %key, reason = %reason, "entity failed");
-        self.summary.failed += 1;
-        self.summary
+        self.state().summary.failed += 1;
+        self.state()
+            .summary
             .failures
             .push((kind.clone(), key.clone(), reason.to_string()));
-        self.failed.insert((kind, key));
+        self.state().failed.insert((kind, key));
     }
 
     fn resolve(&self, dept: &DeptRef) -> Result<i64, EntityError> {
         match dept {
             DeptRef::Ding(id) => Ok(*id),
-            DeptRef::Local(local) => {
-                self.created_depts.get(local).copied().ok_or_else(|| {
-                    EntityError::Other(format!("department {local} was not created"))
-                })
-            }
+            DeptRef::Local(local) => self
+                .state()
+                .created_depts
+                .get(local)
+                .copied()
+                .ok_or_else(|| EntityError::Other(format!("department {local} was not created"))),
         }
     }
 
@@ -223,17 +365,15 @@ impl Run {
         match parent {
             LocalRef::Top => Ok(None),
             LocalRef::Local(id) => Ok(Some(id.clone())),
-            LocalRef::Created(ding) => {
-                self.created_local
-                    .get(ding)
-                    .cloned()
-                    .map(Some)
-                    .ok_or_else(|| {
-                        EntityError::Other(format!(
-                            "parent department {ding} was not created locally"
-                        ))
-                    })
-            }
+            LocalRef::Created(ding) => self
+                .state()
+                .created_local
+                .get(ding)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| {
+                    EntityError::Other(format!("parent department {ding} was not created locally"))
+                }),
         }
     }
 
@@ -249,7 +389,7 @@ impl Run {
         }
     }
 
-    async fn execute(&mut self, ctx: &ApplyCtx<'_>, op: &Op) -> Result<(), EntityError> {
+    async fn execute(&self, ctx: &ApplyCtx<'_>, op: &Op) -> Result<(), EntityError> {
         let (client, store, tenant) = (ctx.client, ctx.store, ctx.tenant);
         match op {
             Op::CreateDept {
@@ -287,7 +427,7 @@ impl Run {
                     }
                     Err(error) => return Err(error.into()),
                 };
-                self.created_depts.insert(local_id.clone(), dept_id);
+                self.state().created_depts.insert(local_id.clone(), dept_id);
                 // The plan hashed a parent created in this run by its local id; the next plan
                 // sees it by DingTalk id, so the snapshot takes the resolved one.
                 let hash = if matches!(parent, DeptRef::Local(_)) {
@@ -296,7 +436,7 @@ impl Run {
                     hash.clone()
                 };
                 record_dept(store, tenant, local_id, dept_id, &hash).await?;
-                self.summary.created += 1;
+                self.state().summary.created += 1;
             }
             Op::UpdateDept {
                 local_id,
@@ -323,7 +463,7 @@ impl Run {
                     _ => hash.clone(),
                 };
                 record_dept(store, tenant, local_id, *dept_id, &hash).await?;
-                self.summary.updated += 1;
+                self.state().summary.updated += 1;
             }
             Op::LinkDept {
                 local_id,
@@ -346,7 +486,7 @@ impl Run {
                     Err(error) if error.kind == ErrorKind::DeptNotFound => {}
                     Err(error) => return Err(error.into()),
                 }
-                self.summary.deleted += 1;
+                self.state().summary.deleted += 1;
             }
             Op::CreateUser {
                 local_id,
@@ -362,7 +502,7 @@ impl Run {
                 client
                     .user_update(&self.user_update(userid, fields))
                     .await?;
-                self.summary.updated += 1;
+                self.state().summary.updated += 1;
             }
             Op::LinkUser {
                 local_id,
@@ -395,7 +535,7 @@ impl Run {
                 store
                     .delete_snapshot(tenant, entity::USER, local_id)
                     .await?;
-                self.summary.deleted += 1;
+                self.state().summary.deleted += 1;
             }
             Op::CreateLocalDept {
                 dept_id,
@@ -413,7 +553,7 @@ impl Run {
                         tenant_id: tenant,
                     })
                     .await?;
-                self.created_local.insert(*dept_id, dept.id.clone());
+                self.state().created_local.insert(*dept_id, dept.id.clone());
                 let update = DeptUpdate {
                     dept_id: *dept_id,
                     source_identifier: Some(dept.id.clone()),
@@ -424,7 +564,7 @@ impl Run {
                 store
                     .put_snapshot(tenant, entity::DEPT, &dept.id, &dept_id.to_string(), &hash)
                     .await?;
-                self.summary.created += 1;
+                self.state().summary.created += 1;
             }
             Op::UpdateLocalDept {
                 local_id,
@@ -440,7 +580,7 @@ impl Run {
                     .await?;
                 let hash = dept_hash(name, &DeptRef::Ding(*parent_dept_id), *order);
                 record_dept(store, tenant, local_id, *dept_id, &hash).await?;
-                self.summary.updated += 1;
+                self.state().summary.updated += 1;
             }
             Op::CreateLocalUser {
                 userid,
@@ -470,7 +610,7 @@ impl Run {
                         &new.realname,
                     )
                     .await?;
-                self.summary.created += 1;
+                self.state().summary.created += 1;
             }
             Op::UpdateLocalUser {
                 local_id,
@@ -494,7 +634,7 @@ impl Run {
                         )
                         .await?;
                 }
-                self.summary.updated += 1;
+                self.state().summary.updated += 1;
             }
             Op::Fail { .. } | Op::Warn { .. } => {}
         }
@@ -527,7 +667,7 @@ impl Run {
     }
 
     async fn create_user(
-        &mut self,
+        &self,
         ctx: &ApplyCtx<'_>,
         local_id: &str,
         userid: &str,
@@ -551,14 +691,14 @@ impl Run {
             dept_id_list: depts,
         };
         match ctx.client.user_create(&request).await {
-            Ok(_) => self.summary.created += 1,
+            Ok(_) => self.state().summary.created += 1,
             Err(error) if error.kind == ErrorKind::UserIdExists => {
                 // The userid exists (a create whose answer was lost, or a user outside the
                 // listed departments): it becomes an update.
                 ctx.client
                     .user_update(&self.user_update(userid, fields))
                     .await?;
-                self.summary.updated += 1;
+                self.state().summary.updated += 1;
             }
             Err(error) if error.kind == ErrorKind::MobileExists => {
                 return Err(EntityError::Other(format!(

@@ -89,7 +89,18 @@ pub async fn plan_run(
                 .iter()
                 .filter_map(|d| d.ding_identifier)
                 .collect();
-            read::fetch_sources(client, &mut remote, &known).await?;
+            // `source_identifier` only matters for a local department that no DingTalk
+            // department is linked to; with none (an empty database, or all linked), no
+            // `department/get` is needed.
+            let remote_ids: HashSet<i64> = remote.depts.iter().map(|d| d.dept_id).collect();
+            let unlinked = local
+                .depts
+                .iter()
+                .filter(|d| !d.is_post() && !d.is_deleted())
+                .any(|d| d.ding_identifier.is_none_or(|id| !remote_ids.contains(&id)));
+            if unlinked {
+                read::fetch_sources(client, &mut remote, &known).await?;
+            }
             Ok(plan_pull(&local, &remote, request.scope))
         }
     }
