@@ -1,0 +1,604 @@
+//! Benchmarks B1–B5 of a generated organisation against the simulator at a per-path limit L,
+//! with `dingsync` run as a process on SQLite (what an operator runs), beside the calls
+//! JeecgBoot's "同步钉钉" / "同步到本地" buttons would make for the same work (a *model* of
+//! their algorithm as ../shared/MISSION.md describes it; see `model`).
+//!
+//! - B1 `dingsync sync push` into an empty DingTalk: calls vs the minimum, wall time vs the
+//!   bound (max over paths of calls / L), throttled answers.
+//! - B2 the same again with nothing changed: writes (goal 0) and reads.
+//! - B3 `dingsync run`, then EDITS edits of distinct random users' realname at RATE/s:
+//!   user/update calls (goal = edits), latency commit -> DingTalk p50 / p99.
+//! - B4 `dingsync sync pull` of the whole org into an empty database: calls vs departments +
+//!   member pages, wall time, local rows written per second.
+//! - B5 peak RSS (VmHWM, sampled every 20 ms) of every process above, and the daemon's idle
+//!   CPU over IDLE_SECS.
+//!
+//! Run: `cargo bench --bench org_scale` (env USERS=10000 DEPTS=1000 QPS=200 EDITS=1000
+//! RATE=50 IDLE_SECS=30). Under `cargo test` it runs 300 users / 30 departments, 30 edits
+//! and asserts the goals that do not depend on the machine's speed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dingsync::config::DatabaseUrl;
+use dingsync::sim::{CallCount, SimOptions, SimServer, Simulator, WRITE_PATHS};
+use dingsync::store::Store;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const APP: &str = "bench";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The generated organisation: `depts` departments, a tenth of them top level and the rest
+/// spread one level below; user `u` in department `u % depts`, every third user also in a
+/// second one.
+async fn generate(store: &Store, users: usize, depts: usize) {
+    let tops = (depts / 10).max(1);
+    for chunk in (0..depts).collect::<Vec<_>>().chunks(500) {
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|&d| {
+                let (parent, code) = if d < tops {
+                    (String::new(), format!("A{:03}", d + 1))
+                } else {
+                    let parent = (d - tops) % tops;
+                    (
+                        format!("d{parent}"),
+                        format!("A{:03}A{:03}", parent + 1, (d - tops) / tops + 1),
+                    )
+                };
+                format!(
+                    "('d{d}', '{parent}', '部门{d}', {d}, '{}', '{code}', '0')",
+                    if parent.is_empty() { 1 } else { 2 }
+                )
+            })
+            .collect();
+        store.execute(&format!("INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES {}", rows.join(","))).await.unwrap();
+    }
+    for chunk in (0..users).collect::<Vec<_>>().chunks(500) {
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|u| format!("('u{u}', 'user{u}', '用户{u}', '13{u:09}', 'E{u:06}', 1, 0)"))
+            .collect();
+        store.execute(&format!("INSERT INTO sys_user (id, username, realname, phone, work_no, status, del_flag) VALUES {}", rows.join(","))).await.unwrap();
+        let members: Vec<String> = chunk
+            .iter()
+            .flat_map(|u| {
+                let first = format!("('m{u}a', 'u{u}', 'd{}')", u % depts);
+                let second = (u % 3 == 0 && depts > 1)
+                    .then(|| format!("('m{u}b', 'u{u}', 'd{}')", (u * 7 + 1) % depts))
+                    .filter(|_| (u * 7 + 1) % depts != u % depts);
+                std::iter::once(first).chain(second)
+            })
+            .collect();
+        store
+            .execute(&format!(
+                "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES {}",
+                members.join(",")
+            ))
+            .await
+            .unwrap();
+    }
+    // The organisation predates dingsync: its triggers' rows for the load are not changes.
+    store.execute("DELETE FROM dingsync_change").await.unwrap();
+}
+
+/// Peak resident set (VmHWM) of a live process, KiB; 0 once it is gone.
+fn vm_hwm(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a live process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn spawn_peak_sampler(pid: u32) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = tokio::spawn({
+        let peak = peak.clone();
+        async move {
+            loop {
+                peak.fetch_max(vm_hwm(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    (peak, sampler)
+}
+
+fn dingsync(config: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"));
+    command
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("DINGSYNC_CONFIG")
+        .kill_on_drop(true);
+    command
+}
+
+/// Calls per path between two counter snapshots.
+fn delta(
+    before: &BTreeMap<String, CallCount>,
+    after: &BTreeMap<String, CallCount>,
+) -> BTreeMap<String, CallCount> {
+    after
+        .iter()
+        .map(|(path, c)| {
+            let b = before.get(path).copied().unwrap_or_default();
+            (
+                path.clone(),
+                CallCount {
+                    calls: c.calls - b.calls,
+                    ok: c.ok - b.ok,
+                    failed: c.failed - b.failed,
+                    throttled: c.throttled - b.throttled,
+                    faulted: c.faulted - b.faulted,
+                },
+            )
+        })
+        .filter(|(_, c)| c.calls > 0)
+        .collect()
+}
+
+/// What one `dingsync` CLI run did.
+struct CliRun {
+    calls: BTreeMap<String, CallCount>,
+    wall: f64,
+    peak_kib: u64,
+}
+
+impl CliRun {
+    fn total(&self) -> u64 {
+        self.calls.values().map(|c| c.calls).sum()
+    }
+    fn writes(&self) -> u64 {
+        self.calls
+            .iter()
+            .filter(|(p, _)| WRITE_PATHS.contains(&p.as_str()))
+            .map(|(_, c)| c.calls)
+            .sum()
+    }
+    fn throttled(&self) -> u64 {
+        self.calls.values().map(|c| c.throttled).sum()
+    }
+    fn on(&self, path: &str) -> u64 {
+        self.calls.get(path).map_or(0, |c| c.calls)
+    }
+    /// max over paths of calls / L (the token endpoint is not rate limited).
+    fn bound(&self, qps: usize) -> f64 {
+        self.calls
+            .iter()
+            .filter(|(p, _)| p.as_str() != "gettoken")
+            .map(|(_, c)| c.calls)
+            .max()
+            .unwrap_or(0) as f64
+            / qps as f64
+    }
+    fn by_path(&self) -> String {
+        self.calls
+            .iter()
+            .map(|(p, c)| format!("{p} {}", c.calls))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+async fn cli(sim: &Simulator, config: &Path, args: &[&str]) -> CliRun {
+    let before = sim.calls(APP);
+    let started = Instant::now();
+    let child = dingsync(config, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (peak, sampler) = spawn_peak_sampler(child.id().unwrap());
+    let output = child.wait_with_output().await.unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    sampler.abort();
+    assert!(
+        output.status.success(),
+        "dingsync {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    CliRun {
+        calls: delta(&before, &sim.calls(APP)),
+        wall,
+        peak_kib: peak.load(Ordering::Relaxed),
+    }
+}
+
+fn write_config(
+    dir: &Path,
+    name: &str,
+    db: &Path,
+    sim_url: &str,
+    qps: usize,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "[database]\nurl = \"sqlite:{}\"\n[dingtalk]\nbase_url = \"{sim_url}\"\nqps_per_api = {qps}\n[[tenant]]\nid = 0\nagent_id = 1\nclient_id = \"{APP}\"\nclient_secret = \"bench-secret\"\n[tenant.pull]\nenabled = true\n[queue]\nworkers = 8\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn open(db: &Path) -> Store {
+    let url = DatabaseUrl::parse(&format!("sqlite:{}", db.display())).unwrap();
+    Store::connect_url(&url, 2, false).await.unwrap()
+}
+
+/// The calls JeecgBoot's buttons would make — a **model** of the algorithm MISSION.md
+/// describes, not a measurement. A tree walk is one `listsub` per department DingTalk has,
+/// root included. Department push: a walk, one create-or-update per local department
+/// (always written), a second walk to find departments to delete. User push: a walk to map
+/// departments, then per user the gets it makes (link -> `user/get`; no link ->
+/// `getbymobile`, and when that finds no one `user/get` by username) and one write. Pull:
+/// a walk per button (departments, users), one `source_identifier` write-back per new
+/// department, and the member pages. Token fetches (one per call, MISSION.md says) are not
+/// counted.
+mod model {
+    pub struct Counts {
+        pub reads: u64,
+        pub writes: u64,
+    }
+
+    pub fn first_push(users: u64, depts: u64) -> Counts {
+        // Walk of an empty DingTalk (root), creates, walk of the new tree; the user
+        // button's walk; per user getbymobile + user/get (both miss) + create.
+        Counts {
+            reads: 1 + (depts + 1) + (depts + 1) + 2 * users,
+            writes: depts + users,
+        }
+    }
+
+    pub fn re_push(users: u64, depts: u64) -> Counts {
+        // Three walks of the full tree; per linked user user/get + update.
+        Counts {
+            reads: 3 * (depts + 1) + users,
+            writes: depts + users,
+        }
+    }
+
+    pub fn pull(depts: u64, member_pages: u64) -> Counts {
+        Counts {
+            reads: 2 * (depts + 1) + member_pages,
+            writes: depts,
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+fn dt_name(sim: &Simulator, userid: &str) -> Option<String> {
+    sim.admin_call(APP, "topapi/v2/user/get", json!({ "userid": userid }))
+        .ok()
+        .and_then(|v| v["result"]["name"].as_str().map(str::to_string))
+}
+
+struct Daemon {
+    child: tokio::process::Child,
+    pid: u32,
+    peak: Arc<AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+async fn start_daemon(config: &Path) -> Daemon {
+    let mut child = dingsync(config, &["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the daemon exited before it started");
+        if line.contains("daemon.started") {
+            break;
+        }
+    }
+    // Keep draining the log so the daemon never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (peak, sampler) = spawn_peak_sampler(pid);
+    Daemon {
+        child,
+        pid,
+        peak,
+        sampler,
+    }
+}
+
+/// B3: `edits` distinct random users renamed at `rate`/s; returns (user/update calls,
+/// sorted latencies).
+async fn edits(
+    sim: &Simulator,
+    store: &Store,
+    users: usize,
+    edits: usize,
+    rate: usize,
+) -> (u64, Vec<Duration>) {
+    // Readiness: one probe edit must arrive before the measured ones start.
+    let sql = store
+        .sql("UPDATE sys_user SET realname = ? WHERE id = ?")
+        .into_owned();
+    let set = |id: String, value: String| {
+        let sql = sql.clone();
+        async move {
+            dingsync::on_pool!(store, |pool| sqlx::query(&sql)
+                .bind(&value)
+                .bind(&id)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected());
+        }
+    };
+    set("u0".into(), "probe".into()).await;
+    let started = Instant::now();
+    while dt_name(sim, "user0").as_deref() != Some("probe") {
+        assert!(started.elapsed() < Duration::from_secs(120), "probe lost");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = sim.calls(APP);
+    // Distinct users, in a fixed pseudo-random order (user 0 was the probe).
+    let mut order: Vec<usize> = (1..users).collect();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..order.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        order.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut outstanding: Vec<(String, String, Instant)> = Vec::new();
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    let mut next = Instant::now();
+    let mut n = 0;
+    while n < edits || !outstanding.is_empty() {
+        if n < edits && Instant::now() >= next {
+            let u = order[n];
+            let value = format!("改名{n}");
+            set(format!("u{u}"), value.clone()).await;
+            outstanding.push((format!("user{u}"), value, Instant::now()));
+            n += 1;
+            next += period;
+        }
+        outstanding.retain(|(userid, value, at)| {
+            let done = dt_name(sim, userid).as_deref() == Some(value.as_str());
+            if done {
+                latencies.push(at.elapsed());
+            }
+            !done
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "edits did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let calls = delta(&before, &sim.calls(APP));
+    latencies.sort();
+    let updates = calls.get("topapi/v2/user/update").map_or(0, |c| c.calls);
+    println!(
+        "B3 calls by path: {}",
+        calls
+            .iter()
+            .map(|(p, c)| format!("{p} {}", c.calls))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    (updates, latencies)
+}
+
+/// Member pages a full listing needs: per department (root included) one page per 100 direct
+/// members, at least one.
+fn member_pages(sim: &Simulator) -> u64 {
+    let org = sim.app(APP).unwrap().org;
+    let mut members: BTreeMap<i64, u64> = org.depts.keys().map(|id| (*id, 0)).collect();
+    members.entry(1).or_insert(0);
+    for user in org.users.values() {
+        for dept in &user.dept_id_list {
+            *members.entry(*dept).or_insert(0) += 1;
+        }
+    }
+    members.values().map(|n| n.div_ceil(100).max(1)).sum()
+}
+
+async fn count(store: &Store, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    dingsync::on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(&sql)
+        .fetch_one(pool)
+        .await
+        .unwrap())
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (users, depts, edit_count, idle) = if full {
+        (
+            env_usize("USERS", 10_000),
+            env_usize("DEPTS", 1_000),
+            env_usize("EDITS", 1_000),
+            env_usize("IDLE_SECS", 30),
+        )
+    } else {
+        (300, 30, 30, 1)
+    };
+    let (qps, rate) = (env_usize("QPS", 200), env_usize("RATE", 50));
+    let sim = Simulator::new(SimOptions {
+        qps_per_path: qps as u32,
+        ..SimOptions::default()
+    });
+    sim.add_app(APP, "bench-secret", 1);
+    let server = SimServer::start(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jeecg.db");
+    let config = write_config(dir.path(), "push.toml", &db, &server.url, qps);
+    let store = open(&db).await;
+    store.init(true).await.unwrap();
+    let t = Instant::now();
+    generate(&store, users, depts).await;
+    let memberships = users + users.div_ceil(3);
+    println!(
+        "org: {users} users, {depts} departments, about {memberships} memberships (generated in {:.1} s); limit L = {qps}/s per path; SQLite; dingsync as a process",
+        t.elapsed().as_secs_f64()
+    );
+    let (u, d) = (users as u64, depts as u64);
+
+    // B1
+    let first = cli(&sim, &config, &["sync", "push"]).await;
+    let minimum = d + u + 2 + 1; // creates, the two reads of an empty org, one token
+    let b1_ratio = first.wall / first.bound(qps);
+    println!("B1 calls by path: {}", first.by_path());
+    // B2
+    let again = cli(&sim, &config, &["sync", "push"]).await;
+    println!("B2 calls by path: {}", again.by_path());
+    // B3 + B5 idle
+    let daemon_config = write_config(dir.path(), "run.toml", &db, &server.url, qps);
+    let mut daemon = start_daemon(&daemon_config).await;
+    let (updates, latencies) = edits(&sim, &store, users, edit_count, rate).await;
+    let cpu_before = cpu_seconds(daemon.pid);
+    tokio::time::sleep(Duration::from_secs(idle as u64)).await;
+    let idle_cpu = (cpu_seconds(daemon.pid) - cpu_before) / idle as f64 * 100.0;
+    let daemon_peak = daemon.peak.load(Ordering::Relaxed).max(vm_hwm(daemon.pid));
+    daemon.sampler.abort();
+    let _ = daemon.child.kill().await;
+    store.close().await;
+    // B4
+    let pull_db = dir.path().join("empty.db");
+    let pull_store = open(&pull_db).await;
+    pull_store.init(true).await.unwrap();
+    let pull_config = write_config(dir.path(), "pull.toml", &pull_db, &server.url, qps);
+    let pages = member_pages(&sim);
+    let pull = cli(&sim, &pull_config, &["sync", "pull"]).await;
+    println!("B4 calls by path: {}", pull.by_path());
+    let mut rows = 0;
+    for table in [
+        "sys_user",
+        "sys_depart",
+        "sys_user_depart",
+        "sys_third_account",
+    ] {
+        rows += count(&pull_store, table).await;
+    }
+    pull_store.close().await;
+
+    let b1_model = model::first_push(u, d);
+    let b2_model = model::re_push(u, d);
+    let b4_model = model::pull(d, pages);
+    let pull_reads = pull.total() - pull.writes() - pull.on("gettoken");
+    println!();
+    println!("| | dingsync (measured) | goal | JeecgBoot buttons (model) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| B1 first push: calls | {} ({} writes) | minimum {minimum} | {} ({} writes) |",
+        first.total(),
+        first.writes(),
+        b1_model.reads + b1_model.writes,
+        b1_model.writes
+    );
+    println!(
+        "| B1 wall time / bound | {:.1} s / {:.1} s = **{b1_ratio:.3}** | ≤ 1.1 | serial, unthrottled: 90018s at any L |",
+        first.wall,
+        first.bound(qps)
+    );
+    println!("| B1 throttled answers | {} | 0 | — |", first.throttled());
+    println!(
+        "| B2 re-push, nothing changed: writes / reads | {} / {} ({:.1} s) | 0 writes | {} / {} |",
+        again.writes(),
+        again.total() - again.writes(),
+        again.wall,
+        b2_model.writes,
+        b2_model.reads
+    );
+    println!(
+        "| B3 {edit_count} edits with the daemon: writes | {updates} | {edit_count} | {} per click (a full re-push) |",
+        b2_model.writes
+    );
+    println!(
+        "| B3 latency commit -> DingTalk p50 / p99 / max | {:.0} / {:.0} / {:.0} ms | p99 < 1 s | until someone clicks |",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0)
+    );
+    println!(
+        "| B4 pull into an empty database: reads | {pull_reads} | departments + root + member pages = {} | {} |",
+        d + 1 + pages,
+        b4_model.reads
+    );
+    println!(
+        "| B4 writes (source_identifier write-back) | {} | one per new department | {} |",
+        pull.writes(),
+        b4_model.writes
+    );
+    println!(
+        "| B4 wall time, local rows written | {:.1} s, {rows} rows = {:.0} rows/s | — | — |",
+        pull.wall,
+        rows as f64 / pull.wall
+    );
+    println!(
+        "| B5 peak RSS: sync push / re-push / daemon / pull | {} / {} / {} / {} | < 64 MiB | — |",
+        mib(first.peak_kib),
+        mib(again.peak_kib),
+        mib(daemon_peak),
+        mib(pull.peak_kib)
+    );
+    println!("| B5 daemon idle CPU over {idle} s | {idle_cpu:.2}% | — | — |");
+
+    assert_eq!(first.throttled(), 0, "B1 met 90018");
+    assert_eq!(first.on("topapi/v2/user/create"), u, "B1 user creates");
+    assert_eq!(
+        first.on("topapi/v2/department/create"),
+        d,
+        "B1 department creates"
+    );
+    assert_eq!(again.writes(), 0, "B2 wrote");
+    assert_eq!(updates, edit_count as u64, "B3 writes");
+    assert_eq!(pull_reads, d + 1 + pages, "B4 reads");
+    server.stop().await;
+}
