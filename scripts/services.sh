@@ -45,11 +45,14 @@ start_mariadb() {
     mariadb-install-db --no-defaults --datadir="$dir/data" "${user_args[@]}" \
         --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 \
         || { cat "$dir/install.log" >&2; die "MariaDB: mariadb-install-db failed"; }
-    mariadbd --no-defaults --datadir="$dir/data" --socket="$dir/mysqld.sock" --skip-networking \
-        --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" "${user_args[@]}" \
-        --innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=2 --max-connections=500 &
-    mariadb_pid=$!
-    if ! wait_for 600 mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping; then
+    # The start and stop commands also go into the control script the restart test uses.
+    mariadb_start=(setsid mariadbd --no-defaults --datadir="$dir/data" --socket="$dir/mysqld.sock"
+        --skip-networking --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" "${user_args[@]}"
+        --innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=2 --max-connections=500)
+    mariadb_pidfile="$dir/mysqld.pid"
+    mariadb_ping=(mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping)
+    "${mariadb_start[@]}" </dev/null >/dev/null 2>&1 &
+    if ! wait_for 600 "${mariadb_ping[@]}"; then
         cat "$dir/error.log" >&2
         die "MariaDB did not start within 60 s"
     fi
@@ -72,16 +75,48 @@ start_postgres() {
     fi
     "${as[@]}" "$bin/initdb" -D "$dir/data" -A trust -U postgres >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; die "PostgreSQL: initdb failed"; }
-    "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-k $dir -c listen_addresses='' -c fsync=off -c max_connections=300" start >/dev/null \
-        || { cat "$dir/server.log" >&2; die "PostgreSQL did not start"; }
-    pg_ctl_cmd=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop)
+    pg_start=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60
+        -o "-k $dir -c listen_addresses='' -c fsync=off -c max_connections=300" start)
+    "${pg_start[@]}" >/dev/null || { cat "$dir/server.log" >&2; die "PostgreSQL did not start"; }
+    pg_ctl_cmd=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop)
     export DINGSYNC_TEST_PG_URL="postgres://postgres@localhost/postgres?host=$dir"
     echo "scripts/test: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on $dir" >&2
 }
 
+stop_mariadb() {
+    local pid
+    pid=$(cat "$mariadb_pidfile" 2>/dev/null) || return 0
+    kill "$1" "$pid" 2>/dev/null || return 0
+    wait_for 600 sh -c "! kill -0 $pid" || die "MariaDB (pid $pid) did not stop"
+}
+
+# A control script for the database-restart test: `ctl postgres|mariadb stop|start`.
+# stop is a crash (SIGKILL / immediate shutdown); start returns once the server answers.
+write_control_script() {
+    local ctl="$services_dir/ctl"
+    {
+        echo '#!/usr/bin/env bash'
+        echo 'set -euo pipefail'
+        declare -f die wait_for stop_mariadb
+        declare -p mariadb_start mariadb_pidfile mariadb_ping pg_start pg_ctl_cmd
+        cat <<'SCRIPT'
+case "${1:-} ${2:-}" in
+    "mariadb stop") stop_mariadb -KILL ;;
+    "mariadb start")
+        "${mariadb_start[@]}" </dev/null >/dev/null 2>&1 &
+        wait_for 600 "${mariadb_ping[@]}" || die "MariaDB did not restart within 60 s" ;;
+    "postgres stop") "${pg_ctl_cmd[@]}" >/dev/null ;;
+    "postgres start") "${pg_start[@]}" >/dev/null ;;
+    *) die "usage: $0 mariadb|postgres stop|start" ;;
+esac
+SCRIPT
+    } >"$ctl"
+    chmod 755 "$ctl"
+    export DINGSYNC_TEST_SERVICE_CTL="$ctl"
+}
+
 stop_services() {
-    [ -n "${mariadb_pid:-}" ] && kill "$mariadb_pid" 2>/dev/null && wait "$mariadb_pid" 2>/dev/null
+    [ -n "${mariadb_pidfile:-}" ] && stop_mariadb -TERM
     [ -n "${pg_ctl_cmd:-}" ] && "${pg_ctl_cmd[@]}" >/dev/null 2>&1
     [ -n "$services_dir" ] && rm -rf "$services_dir"
     return 0
@@ -93,4 +128,5 @@ start_services() {
     trap stop_services EXIT
     start_mariadb
     start_postgres
+    write_control_script
 }

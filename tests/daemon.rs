@@ -353,13 +353,12 @@ async fn two_instances_on_postgres_share_the_work_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         started = ticks().await;
     }
-    let seconds: std::collections::BTreeSet<i64> =
-        started.iter().map(|ms| (ms + 500) / 1000).collect();
-    assert_eq!(
-        seconds.len(),
-        started.len(),
-        "a tick fired twice: {started:?}"
-    );
+    // Ticks are a second apart; a tick fired by both instances gives two runs a moment apart.
+    // (Rounding start times to seconds failed on a loaded machine: a tick run 600 ms late
+    // lands in the next tick's second.)
+    for pair in started.windows(2) {
+        assert!(pair[1] - pair[0] >= 250, "a tick fired twice: {started:?}");
+    }
     alive_stop.cancel();
     alive.await.unwrap().unwrap();
     first_stop.cancel();

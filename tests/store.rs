@@ -43,7 +43,7 @@ async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
                 first.to_version,
                 first.jeecg_tables_created
             ),
-            (0, 2, 11),
+            (0, 3, 11),
             "{name}"
         );
         let triggers = db.store.trigger_names().await.unwrap();
@@ -55,7 +55,7 @@ async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
         let again = db.store.init(true).await.unwrap();
         assert_eq!(
             (again.from_version, again.jeecg_tables_created),
-            (2, 0),
+            (3, 0),
             "{name}"
         );
         assert_eq!(
@@ -72,7 +72,27 @@ async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
             .unwrap();
         db.plain.execute("INSERT INTO sys_depart (id, depart_name, org_code, org_category) VALUES ('d1', '研发部', 'A01', '1')").await.unwrap();
         db.store.enqueue(0, "user", "u1", now_ms()).await.unwrap();
+        let indexes = |db: &common::TestDb| {
+            let sql = match db.name {
+                "sqlite" => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'dingsync_sta_user'",
+                "postgres" => "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'dingsync_sta_user'",
+                _ => "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND index_name = 'dingsync_sta_user'",
+            };
+            let store = db.store.clone();
+            async move {
+                dingsync::on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap())
+            }
+        };
+        assert!(indexes(&db).await > 0, "{name}: the link index is there");
         db.store.uninstall().await.unwrap();
+        assert_eq!(
+            indexes(&db).await,
+            0,
+            "{name}: uninstall drops the link index"
+        );
         assert!(db.store.trigger_names().await.unwrap().is_empty(), "{name}");
         assert!(
             !db.store.table_exists("dingsync_job").await.unwrap(),
@@ -729,7 +749,7 @@ async fn init_migrates_forward_from_version_1() {
         db.store.set_meta("schema_version", "1").await.unwrap();
         assert_eq!(db.store.trigger_names().await.unwrap().len(), 15, "{name}");
         let report = db.store.init(false).await.unwrap();
-        assert_eq!((report.from_version, report.to_version), (1, 2), "{name}");
+        assert_eq!((report.from_version, report.to_version), (1, 3), "{name}");
         assert_eq!(db.store.trigger_names().await.unwrap().len(), 16, "{name}");
         // The outbox trigger logs inserted rows.
         db.plain

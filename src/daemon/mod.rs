@@ -47,6 +47,10 @@ pub enum DaemonError {
 const CHANGE_BATCH: i64 = 500;
 /// A gap in change ids younger than this may be a transaction still committing.
 const GAP_HOLD_MS: i64 = 3_000;
+/// Longest wait between attempts to reach the database while it is down: the change-log
+/// reader and the workers retry with doubling delays up to this, so that work resumes within
+/// a few seconds of the database's return.
+const STORE_RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The configuration in force, swapped whole on reload.
 pub(crate) struct Runtime {

@@ -12,7 +12,7 @@ use notify::Watcher;
 use crate::config::Backend;
 use crate::store::Pools;
 
-use super::{job_for, Shared, CHANGE_BATCH, GAP_HOLD_MS};
+use super::{job_for, Shared, CHANGE_BATCH, GAP_HOLD_MS, STORE_RETRY_CAP};
 
 /// Wakes the reader whenever a change may have been committed.
 pub(super) async fn watch(shared: Arc<Shared>) {
@@ -106,6 +106,8 @@ async fn pg_listen(shared: Arc<Shared>, pool: sqlx::PgPool) {
 pub(super) async fn read_changes(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(200);
     let mut held_back;
+    // Since when the change log cannot be read (the database is down or unreachable).
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         let tenants: Vec<_> = shared.runtime().tenants.iter().map(|t| t.id).collect();
         match shared
@@ -115,6 +117,13 @@ pub(super) async fn read_changes(shared: Arc<Shared>) {
         {
             Ok(batch) => {
                 backoff = Duration::from_millis(200);
+                if let Some(since) = failing_since.take() {
+                    tracing::info!(
+                        event = "changes.read_resumed",
+                        outage_ms = since.elapsed().as_millis() as u64,
+                        "the change log is readable again; resuming from the cursor"
+                    );
+                }
                 if batch.consumed > 0 {
                     tracing::debug!(
                         event = "changes.read",
@@ -130,7 +139,8 @@ pub(super) async fn read_changes(shared: Arc<Shared>) {
             }
             Err(error) => {
                 tracing::warn!(event = "changes.read_failed", error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot read the change log");
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                failing_since.get_or_insert_with(std::time::Instant::now);
+                backoff = (backoff * 2).min(STORE_RETRY_CAP);
                 held_back = true;
             }
         }

@@ -67,7 +67,7 @@ async fn worker(shared: Arc<Shared>, n: u32) {
                     _ = shared.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(error_backoff) => {}
                 }
-                error_backoff = (error_backoff * 2).min(Duration::from_secs(30));
+                error_backoff = (error_backoff * 2).min(super::STORE_RETRY_CAP);
                 continue;
             }
         };

@@ -47,10 +47,35 @@ impl Store {
     /// Every department of `tenant` (all of them for tenant 0), posts and deleted ones
     /// included; callers filter with `is_post` / `is_deleted`.
     pub async fn load_departments(&self, tenant: TenantId) -> StoreResult<Vec<LocalDept>> {
-        let filter = if tenant == 0 {
-            ""
+        self.departments(tenant, &[]).await
+    }
+
+    /// The departments of `tenant` (any for tenant 0) among `ids`: what one user's job
+    /// needs, without reading the whole table.
+    pub async fn departments_by_id(
+        &self,
+        tenant: TenantId,
+        ids: &[String],
+    ) -> StoreResult<Vec<LocalDept>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.departments(tenant, ids).await
+    }
+
+    /// `load_departments`, restricted to `ids` unless empty.
+    async fn departments(&self, tenant: TenantId, ids: &[String]) -> StoreResult<Vec<LocalDept>> {
+        let mut conditions = Vec::new();
+        if tenant != 0 {
+            conditions.push("tenant_id = ?".to_string());
+        }
+        if !ids.is_empty() {
+            conditions.push(format!("id IN ({})", vec!["?"; ids.len()].join(", ")));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
         } else {
-            " WHERE tenant_id = ?"
+            format!(" WHERE {}", conditions.join(" AND "))
         };
         let sql = format!(
             "SELECT id, parent_id, depart_name, {order}, {category}, org_code, del_flag, ding_identifier, {tenant_col} \
@@ -72,12 +97,13 @@ impl Store {
             i64,
         );
         let rows: Vec<Row> = crate::on_pool!(self, |pool| {
-            let query = sqlx::query_as::<_, Row>(&sql);
-            let query = if tenant == 0 {
-                query
-            } else {
-                query.bind(tenant)
-            };
+            let mut query = sqlx::query_as::<_, Row>(&sql);
+            if tenant != 0 {
+                query = query.bind(tenant);
+            }
+            for id in ids {
+                query = query.bind(id);
+            }
             query.fetch_all(pool).await?
         });
         Ok(rows
@@ -247,12 +273,48 @@ impl Store {
             .collect())
     }
 
+    /// The DingTalk link of one user in `tenant` (any tenant for 0).
+    pub async fn link_of(&self, tenant: TenantId, user_id: &str) -> StoreResult<Option<Link>> {
+        let filter = if tenant == 0 {
+            ""
+        } else {
+            " AND tenant_id = ?"
+        };
+        let sql = format!(
+            "SELECT sys_user_id, third_user_id, third_user_uuid, {t} FROM sys_third_account WHERE third_type = ? AND sys_user_id = ?{filter} ORDER BY id",
+            t = self.int("COALESCE(tenant_id, 0)")
+        );
+        let sql = self.sql(&sql);
+        let rows: Vec<TextRow> = crate::on_pool!(self, |pool| {
+            let query = sqlx::query_as(&sql).bind(THIRD_TYPE_DINGTALK).bind(user_id);
+            let query = if tenant == 0 {
+                query
+            } else {
+                query.bind(tenant)
+            };
+            query.fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .find_map(|(user, userid, unionid, tenant_id)| {
+                Some(Link {
+                    user_id: user?,
+                    userid: blank_to_none(userid)?,
+                    unionid: blank_to_none(unionid),
+                    tenant_id,
+                })
+            }))
+    }
+
     /// Records that `link.user_id` is `link.userid` in DingTalk (JeecgBoot's "已同步钉钉").
     /// A row for the same DingTalk userid or the same user and tenant is updated, else one
     /// is inserted.
     pub async fn save_link(&self, link: &Link, realname: &str) -> StoreResult<()> {
-        let find = self.sql(
-            "SELECT id FROM sys_third_account WHERE third_type = ? AND (third_user_id = ? OR (sys_user_id = ? AND COALESCE(tenant_id, 0) = ?))",
+        // Two lookups, each on an index (an OR of the two would scan the table).
+        let by_userid =
+            self.sql("SELECT id FROM sys_third_account WHERE third_type = ? AND third_user_id = ?");
+        let by_user = self.sql(
+            "SELECT id FROM sys_third_account WHERE sys_user_id = ? AND third_type = ? AND COALESCE(tenant_id, 0) = ?",
         );
         let update = self.sql(
             "UPDATE sys_third_account SET sys_user_id = ?, third_user_id = ?, third_user_uuid = ?, tenant_id = ?, realname = ?, \
@@ -269,13 +331,19 @@ impl Store {
             if let Some((mark, _)) = marks {
                 sqlx::query(mark).execute(&mut *tx).await?;
             }
-            let ids: Vec<String> = sqlx::query_scalar(&find)
+            let mut ids: Vec<String> = sqlx::query_scalar(&by_userid)
                 .bind(THIRD_TYPE_DINGTALK)
                 .bind(&link.userid)
-                .bind(&link.user_id)
-                .bind(link.tenant_id)
                 .fetch_all(&mut *tx)
                 .await?;
+            if ids.is_empty() {
+                ids = sqlx::query_scalar(&by_user)
+                    .bind(&link.user_id)
+                    .bind(THIRD_TYPE_DINGTALK)
+                    .bind(link.tenant_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            }
             match ids.first() {
                 Some(id) => {
                     sqlx::query(&update)

@@ -13,7 +13,7 @@ use crate::config::Backend;
 use super::{Store, StoreError, StoreResult};
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// PostgreSQL NOTIFY channel raised by the change-log triggers.
 pub const NOTIFY_CHANNEL: &str = "dingsync_change";
 
@@ -229,9 +229,23 @@ fn migration(backend: Backend, version: i64) -> Vec<String> {
             });
             statements
         }
+        // JeecgBoot's sys_third_account has no index on sys_user_id, so every "link of this
+        // user" lookup (dingsync's, and JeecgBoot's own getOneBySysUserId) scans the table:
+        // quadratic over a bulk push or pull. An index of ours fixes it; uninstall drops it.
+        3 => vec![format!(
+            "CREATE INDEX {if_not_exists}{LINK_INDEX} ON sys_third_account (sys_user_id)",
+            if_not_exists = if backend == Backend::MySql {
+                ""
+            } else {
+                "IF NOT EXISTS "
+            }
+        )],
         _ => Vec::new(),
     }
 }
+
+/// dingsync's index on JeecgBoot's `sys_third_account (sys_user_id)` (schema version 3).
+pub const LINK_INDEX: &str = "dingsync_sta_user";
 
 /// What `init` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -380,6 +394,23 @@ impl Store {
                     .collect(),
             };
             for statement in statements {
+                self.execute(&statement).await?;
+            }
+        }
+        if self.table_exists("sys_third_account").await? {
+            let drop = match self.backend() {
+                Backend::MySql => {
+                    let sql = "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = 'sys_third_account' AND index_name = ?";
+                    let sql = self.sql(sql);
+                    let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+                        .bind(LINK_INDEX)
+                        .fetch_one(pool)
+                        .await?);
+                    (count > 0).then(|| format!("DROP INDEX {LINK_INDEX} ON sys_third_account"))
+                }
+                _ => Some(format!("DROP INDEX IF EXISTS {LINK_INDEX}")),
+            };
+            if let Some(statement) = drop {
                 self.execute(&statement).await?;
             }
         }

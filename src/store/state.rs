@@ -196,6 +196,26 @@ impl Store {
         .await?))
     }
 
+    /// One entity's snapshot.
+    pub async fn snapshot_of(
+        &self,
+        tenant_id: TenantId,
+        entity: &str,
+        local_id: &str,
+    ) -> StoreResult<Option<Snapshot>> {
+        let sql = self.sql(
+            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND local_id = ?",
+        );
+        Ok(crate::on_pool!(self, |pool| sqlx::query_as::<_, Snapshot>(
+            &sql
+        )
+        .bind(tenant_id)
+        .bind(entity)
+        .bind(local_id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
     /// Forgets one entity's snapshot.
     pub async fn delete_snapshot(
         &self,

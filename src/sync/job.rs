@@ -138,16 +138,9 @@ async fn find_user(
 
 async fn user_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
     let (store, client, tenant) = (ctx.store, ctx.client, ctx.tenant.id);
-    let link = store
-        .links(tenant)
-        .await?
-        .into_iter()
-        .find(|l| l.user_id == key);
-    let snapshot = store
-        .snapshots(tenant, entity::USER)
-        .await?
-        .into_iter()
-        .find(|s| s.local_id == key);
+    // Only this user's rows: a job must not cost more with a bigger organisation.
+    let link = store.link_of(tenant, key).await?;
+    let snapshot = store.snapshot_of(tenant, entity::USER, key).await?;
     let Some(user) = store.load_user(key).await? else {
         return hard_delete(
             ctx,
@@ -159,7 +152,7 @@ async fn user_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
     if user.is_deleted() || !store.user_in_tenant(key, tenant).await? {
         return Ok(JobOutcome::Done(Summary::default()));
     }
-    let depts = store.load_departments(tenant).await?;
+    let depts = store.departments_by_id(tenant, &user.depart_ids).await?;
     let mut map: HashMap<String, DeptRef> = HashMap::new();
     for id in &user.depart_ids {
         let Some(dept) = depts
@@ -255,11 +248,7 @@ async fn remote_dept(
 async fn dept_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
     let (store, client, tenant) = (ctx.store, ctx.client, ctx.tenant.id);
     let depts = store.load_departments(tenant).await?;
-    let snapshot = store
-        .snapshots(tenant, entity::DEPT)
-        .await?
-        .into_iter()
-        .find(|s| s.local_id == key);
+    let snapshot = store.snapshot_of(tenant, entity::DEPT, key).await?;
     let dept = depts.iter().find(|d| d.id == key);
     let Some(dept) = dept.filter(|d| !d.is_post() && !d.is_deleted()) else {
         let ding = dept

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: where the test databases are.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod process;
+
 /// The URL of a test service from `var`, which `scripts/test` exports. Under CI a missing
 /// variable fails the test (a service the tests need must not be skipped silently);
 /// elsewhere the test says it was skipped and why.

@@ -1,0 +1,77 @@
+//! `dingsync run` as a child process with its JSON log captured.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running daemon.
+pub struct Daemon {
+    /// The process.
+    pub child: Child,
+    /// Its log lines (stderr) so far.
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `dingsync run --config <config> --log-format json`.
+    pub fn start(config: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dingsync"))
+            .args([
+                "run",
+                "--config",
+                config.to_str().unwrap(),
+                "--log-format",
+                "json",
+            ])
+            .env_remove("DINGSYNC_CONFIG")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let mut reader = BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// How many log lines carry `event`.
+    pub fn count(&self, event: &str) -> usize {
+        let needle = format!("\"event\":\"{event}\"");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+
+    /// Waits (20 s at most) until `event` was logged `times` times.
+    pub async fn wait_for(&self, event: &str, times: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.count(event) < times {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {event} in:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends signal `name` (e.g. TERM).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+}

@@ -1,0 +1,191 @@
+//! The database restarted under a running daemon (PostgreSQL and MariaDB): `dingsync run` as
+//! a process pushes 300 new users at 50 calls/s, the server is crashed (SIGKILL / immediate
+//! shutdown) mid-run and started again; the daemon logs the outage, keeps its place (the
+//! change-log cursor and the queue are in the database), and converges: every user created
+//! exactly once, later changes pushed, no job dead or left running, the cursor at the end.
+//!
+//! Its own test binary: it stops the servers that scripts/test started (through the control
+//! script scripts/services.sh writes), and test binaries run one after another.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::Daemon;
+use common::{TestDb, APPKEY};
+use dingsync::sim::SimOptions;
+
+const USERS: usize = 300;
+const LATER: usize = 20;
+
+/// The control script, or None (skipped) outside CI.
+fn control() -> Option<String> {
+    common::service_url("DINGSYNC_TEST_SERVICE_CTL", "the service control script")
+}
+
+fn ctl(script: &str, service: &str, action: &str) {
+    let started = Instant::now();
+    let status = std::process::Command::new(script)
+        .args([service, action])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script} {service} {action}: {status}");
+    println!(
+        "{service} {action}: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn insert_users(from: usize, to: usize) -> String {
+    let rows: Vec<String> = (from..to)
+        .map(|n| format!("('r{n}', 'restart{n}', '重启{n}', '135{n:08}', 1, 0)"))
+        .collect();
+    format!(
+        "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
+        rows.join(",")
+    )
+}
+
+/// The database may still be refusing connections for a moment after the restart script
+/// returns (MariaDB's crash recovery); a write is retried for up to 30 s.
+async fn execute_retrying(db: &TestDb, sql: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match db.plain.execute(sql).await {
+            Ok(_) => return,
+            Err(error) if Instant::now() < deadline => {
+                println!("write after restart not yet accepted: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("the database did not come back: {error}"),
+        }
+    }
+}
+
+async fn restart_mid_run(db: TestDb, service: &str, script: &str) {
+    db.store.init(true).await.unwrap();
+    let server = common::start_sim(SimOptions {
+        qps_per_path: 50,
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dingsync.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 50\n[[tenant]]\nid = 0\nagent_id = {}\n\
+             client_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n[queue]\nworkers = 4\n[daemon]\nlease_ttl = \"3s\"\n[watch]\npoll_interval = \"200ms\"\n",
+            db.url,
+            server.url,
+            common::AGENT_ID,
+            common::APPSECRET
+        ),
+    )
+    .unwrap();
+    db.plain.execute(&insert_users(0, USERS)).await.unwrap();
+    let users = || server.sim.app(APPKEY).unwrap().org.users.len();
+
+    let mut daemon = Daemon::start(&path);
+    daemon.wait_for("daemon.started", 1).await;
+    common::eventually("the push under way", 30, || users() >= 30).await;
+    let at_crash = users();
+    ctl(script, service, "stop");
+    let down = Instant::now();
+    // The outage is logged (the reader or a worker meets it), then the server comes back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.count("changes.read_failed") + daemon.count("job.claim_failed") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{service}: no outage logged:\n{}",
+            daemon.lines.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    ctl(script, service, "start");
+    let outage = down.elapsed();
+    execute_retrying(&db, &insert_users(USERS, USERS + LATER)).await;
+    daemon.wait_for("changes.read_resumed", 1).await;
+    let back = Instant::now();
+    common::eventually(
+        &format!("{service}: all {} users in DingTalk", USERS + LATER),
+        90,
+        || users() == USERS + LATER,
+    )
+    .await;
+    let converged = back.elapsed();
+    // Idle: nothing pending, running or dead.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let stats = db.store.queue_stats(0).await.unwrap();
+        if stats.pending == 0 && stats.running == 0 {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "{service}: queue not idle");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(stats.dead, 0, "{service}: no dead jobs");
+    let last: i64 = dingsync::on_pool!(db.store, |pool| sqlx::query_scalar::<_, i64>(
+        "SELECT MAX(id) FROM dingsync_change"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap());
+    assert_eq!(
+        db.store.change_cursor().await.unwrap(),
+        last,
+        "{service}: cursor at the last change"
+    );
+    let creates = server.sim.calls(APPKEY)["topapi/v2/user/create"];
+    // A create whose answer was lost in the outage is sent again and meets 60102 (then it
+    // is an update); DingTalk holds each user once either way.
+    assert_eq!(
+        creates.ok as usize,
+        USERS + LATER,
+        "{service}: each user created once"
+    );
+    assert_eq!(
+        db.store.links(0).await.unwrap().len(),
+        USERS + LATER,
+        "{service}: one link per user"
+    );
+    let failures = daemon.count("changes.read_failed")
+        + daemon.count("job.claim_failed")
+        + daemon.count("job.retry");
+    println!(
+        "{service}: crashed with {at_crash}/{USERS} users pushed; down {:.1} s; {failures} failed reads/claims/jobs logged; converged {:.1} s after the change log was readable again; {} creates ({} refused as existing), 0 dead",
+        outage.as_secs_f64(),
+        converged.as_secs_f64(),
+        creates.calls,
+        creates.failed
+    );
+    daemon.signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), daemon.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{service}: clean exit after the outage"
+    );
+}
+
+#[tokio::test]
+async fn postgres_restarted_mid_run() {
+    let Some(script) = control() else { return };
+    let Some(db) = common::postgres_db().await else {
+        return;
+    };
+    restart_mid_run(db, "postgres", &script).await;
+}
+
+#[tokio::test]
+async fn mariadb_restarted_mid_run() {
+    let Some(script) = control() else { return };
+    let Some(db) = common::mariadb_db().await else {
+        return;
+    };
+    restart_mid_run(db, "mariadb", &script).await;
+}
