@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     pub wake_workers: Notify,
     pub instance: String,
     pub shutdown: CancellationToken,
+    /// Since when the database has been failing (None: reachable).
+    pub store_outage: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
@@ -110,6 +112,34 @@ impl Shared {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
+    }
+
+    /// Notes that the database failed `what`: the first failure of an outage is logged once
+    /// as `store.unavailable` (each retry is also logged by its caller).
+    pub fn store_failed(&self, what: &str, error: &dyn std::fmt::Display) {
+        let mut outage = self
+            .store_outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if outage.is_none() {
+            *outage = Some(std::time::Instant::now());
+            tracing::error!(event = "store.unavailable", during = what, error = %error, "the database is unreachable; retrying, nothing is lost (the change-log cursor and the queue are in it)");
+        }
+    }
+
+    /// Notes that the database answered: ends an outage with `store.available`.
+    pub fn store_ok(&self) {
+        let mut outage = self
+            .store_outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(since) = outage.take() {
+            tracing::info!(
+                event = "store.available",
+                outage_ms = since.elapsed().as_millis() as u64,
+                "the database is back; resuming where dingsync left off"
+            );
+        }
     }
 
     pub fn owned(&self) -> Vec<TenantId> {
@@ -174,6 +204,7 @@ pub async fn run(
         wake_workers: Notify::new(),
         instance: instance_name(),
         shutdown: shutdown.clone(),
+        store_outage: std::sync::Mutex::new(None),
     });
     let rt = shared.runtime();
     tracing::info!(event = "daemon.started", instance = %shared.instance, tenants = ?rt.tenants.iter().map(|t| t.id).collect::<Vec<_>>(), workers = rt.config.queue.workers.get(), "daemon started");

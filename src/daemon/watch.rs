@@ -82,9 +82,21 @@ async fn pg_listen(shared: Arc<Shared>, pool: sqlx::PgPool) {
             listener
                 .listen(crate::store::schema::NOTIFY_CHANNEL)
                 .await?;
+            // Whatever was committed before LISTEN took effect is read now.
+            shared.wake_reader.notify_one();
             loop {
-                listener.recv().await?;
-                shared.wake_reader.notify_one();
+                // Ok(None): the connection was lost (the next call reconnects and listens
+                // again); notifications sent meanwhile are gone, so the reader looks itself.
+                match listener.try_recv().await? {
+                    Some(_) => shared.wake_reader.notify_one(),
+                    None => {
+                        tracing::warn!(
+                            event = "watch.reconnecting",
+                            "LISTEN connection lost; reconnecting, then reading the change log"
+                        );
+                        shared.wake_reader.notify_one();
+                    }
+                }
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())
@@ -106,8 +118,6 @@ async fn pg_listen(shared: Arc<Shared>, pool: sqlx::PgPool) {
 pub(super) async fn read_changes(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(200);
     let mut held_back;
-    // Since when the change log cannot be read (the database is down or unreachable).
-    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         let tenants: Vec<_> = shared.runtime().tenants.iter().map(|t| t.id).collect();
         match shared
@@ -117,13 +127,7 @@ pub(super) async fn read_changes(shared: Arc<Shared>) {
         {
             Ok(batch) => {
                 backoff = Duration::from_millis(200);
-                if let Some(since) = failing_since.take() {
-                    tracing::info!(
-                        event = "changes.read_resumed",
-                        outage_ms = since.elapsed().as_millis() as u64,
-                        "the change log is readable again; resuming from the cursor"
-                    );
-                }
+                shared.store_ok();
                 if batch.consumed > 0 {
                     tracing::debug!(
                         event = "changes.read",
@@ -139,7 +143,7 @@ pub(super) async fn read_changes(shared: Arc<Shared>) {
             }
             Err(error) => {
                 tracing::warn!(event = "changes.read_failed", error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot read the change log");
-                failing_since.get_or_insert_with(std::time::Instant::now);
+                shared.store_failed("reading the change log", &error);
                 backoff = (backoff * 2).min(STORE_RETRY_CAP);
                 held_back = true;
             }

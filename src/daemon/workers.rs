@@ -45,8 +45,13 @@ async fn worker(shared: Arc<Shared>, n: u32) {
         let lease = shared.runtime().config.daemon.lease_ttl;
         let claimed = shared.store.claim(&owner, 1, lease, Some(&tenants)).await;
         let job = match claimed {
-            Ok(mut jobs) if !jobs.is_empty() => jobs.remove(0),
+            Ok(mut jobs) if !jobs.is_empty() => {
+                shared.store_ok();
+                error_backoff = Duration::from_millis(100);
+                jobs.remove(0)
+            }
             Ok(_) => {
+                shared.store_ok();
                 error_backoff = Duration::from_millis(100);
                 // Sleep until the next job is due (a retry, a user waiting for its
                 // department), at most IDLE_POLL; a new change wakes us sooner.
@@ -62,6 +67,7 @@ async fn worker(shared: Arc<Shared>, n: u32) {
                 continue;
             }
             Err(error) => {
+                shared.store_failed("claiming jobs", &error);
                 tracing::warn!(event = "job.claim_failed", error = %error, retry_in_ms = error_backoff.as_millis() as u64, "cannot claim jobs");
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => return,
@@ -157,6 +163,7 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
     };
     if let Err(error) = recorded {
         // The lease expires and the job is reclaimed: nothing is lost.
+        shared.store_failed("recording a job's outcome", &error);
         tracing::warn!(event = "job.record_failed", error = %error, "cannot record the job's outcome; it will be reclaimed");
     }
 }

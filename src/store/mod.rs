@@ -109,6 +109,10 @@ macro_rules! on_pool {
     };
 }
 
+/// How long a query waits for a connection: when the database is down this is how soon the
+/// daemon hears of it (sqlx's default is 30 s).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The database: JeecgBoot's tables and dingsync's own.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -153,6 +157,7 @@ impl Store {
                 Pools::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(max)
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
                         .connect_with(options)
                         .await?,
                 )
@@ -160,7 +165,9 @@ impl Store {
             Backend::MySql => {
                 let options =
                     MySqlConnectOptions::from_str(&url.expose().replacen("mariadb:", "mysql:", 1))?;
-                let pool = MySqlPoolOptions::new().max_connections(max);
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(ACQUIRE_TIMEOUT);
                 let pool = if as_dingsync {
                     pool.after_connect(|conn, _| {
                         Box::pin(
@@ -182,6 +189,7 @@ impl Store {
                 Pools::Postgres(
                     PgPoolOptions::new()
                         .max_connections(max)
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
                         .connect_with(options)
                         .await?,
                 )
