@@ -494,14 +494,29 @@ async fn main() {
     let first = cli(&sim, &config, &["sync", "push"]).await;
     let minimum = d + u + 2 + 1; // creates, the two reads of an empty org, one token
     let b1_ratio = first.wall / first.bound(qps);
-    println!("B1 calls by path: {}", first.by_path());
+    println!(
+        "B1: {:.1} s, peak RSS {}, calls by path: {}",
+        first.wall,
+        mib(first.peak_kib),
+        first.by_path()
+    );
     // B2
     let again = cli(&sim, &config, &["sync", "push"]).await;
-    println!("B2 calls by path: {}", again.by_path());
+    println!(
+        "B2: {:.1} s, peak RSS {}, calls by path: {}",
+        again.wall,
+        mib(again.peak_kib),
+        again.by_path()
+    );
     // B3 + B5 idle
     let daemon_config = write_config(dir.path(), "run.toml", &db, &server.url, qps);
     let mut daemon = start_daemon(&daemon_config).await;
     let (updates, latencies) = edits(&sim, &store, users, edit_count, rate).await;
+    println!(
+        "B3: {updates} user/update calls, p50 {:.0} ms, p99 {:.0} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
     let cpu_before = cpu_seconds(daemon.pid);
     tokio::time::sleep(Duration::from_secs(idle as u64)).await;
     let idle_cpu = (cpu_seconds(daemon.pid) - cpu_before) / idle as f64 * 100.0;
@@ -516,7 +531,12 @@ async fn main() {
     let pull_config = write_config(dir.path(), "pull.toml", &pull_db, &server.url, qps);
     let pages = member_pages(&sim);
     let pull = cli(&sim, &pull_config, &["sync", "pull"]).await;
-    println!("B4 calls by path: {}", pull.by_path());
+    println!(
+        "B4: {:.1} s, peak RSS {}, calls by path: {}",
+        pull.wall,
+        mib(pull.peak_kib),
+        pull.by_path()
+    );
     let mut rows = 0;
     for table in [
         "sys_user",

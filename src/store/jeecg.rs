@@ -559,17 +559,47 @@ impl Store {
             ("email", user.email.as_ref()),
             ("work_no", user.work_no.as_ref()),
         ];
-        for (column, value) in checks {
-            let Some(value) = value.filter(|v| !v.is_empty()) else {
-                continue;
-            };
-            let text = format!("SELECT COUNT(*) FROM sys_user WHERE {column} = ?");
-            let sql = self.sql(&text);
-            let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
-                .bind(value)
-                .fetch_one(pool)
-                .await?);
-            if count > 0 {
+        let present: Vec<(&'static str, &String)> = checks
+            .into_iter()
+            .filter_map(|(column, value)| Some((column, value.filter(|v| !v.is_empty())?)))
+            .collect();
+        if present.is_empty() {
+            return Ok(None);
+        }
+        // One statement for all four unique keys (each side of the OR is indexed).
+        let text = format!(
+            "SELECT username, phone, email, work_no FROM sys_user WHERE {} LIMIT 4",
+            present
+                .iter()
+                .map(|(column, _)| format!("{column} = ?"))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        );
+        let sql = self.sql(&text);
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = crate::on_pool!(self, |pool| {
+            let mut query = sqlx::query_as::<_, Row>(&sql);
+            for (_, value) in &present {
+                query = query.bind(*value);
+            }
+            query.fetch_all(pool).await?
+        });
+        for (column, value) in present {
+            let held = rows.iter().any(|(username, phone, email, work_no)| {
+                let held = match column {
+                    "username" => username,
+                    "phone" => phone,
+                    "email" => email,
+                    _ => work_no,
+                };
+                held.as_deref() == Some(value.as_str())
+            });
+            if held {
                 return Ok(Some(StoreError::UniqueClash {
                     table: "sys_user",
                     column,

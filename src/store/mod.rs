@@ -158,6 +158,9 @@ impl Store {
                     SqlitePoolOptions::new()
                         .max_connections(max)
                         .acquire_timeout(ACQUIRE_TIMEOUT)
+                        // A file cannot drop a connection; the ping before each statement
+                        // would only add a round trip to sqlx's SQLite worker thread.
+                        .test_before_acquire(false)
                         .connect_with(options)
                         .await?,
                 )
