@@ -14,7 +14,7 @@
 //!   CPU over IDLE_SECS.
 //!
 //! Run: `cargo bench --bench org_scale` (env USERS=10000 DEPTS=1000 QPS=200 EDITS=1000
-//! RATE=50 IDLE_SECS=30). Under `cargo test` it runs 300 users / 30 departments, 30 edits
+//! RATE=50 IDLE_SECS=30; STOP_AFTER=B1 ends after B1). Under `cargo test` it runs 300 users / 30 departments, 30 edits
 //! and asserts the goals that do not depend on the machine's speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -500,6 +500,16 @@ async fn main() {
         mib(first.peak_kib),
         first.by_path()
     );
+    if std::env::var("STOP_AFTER").as_deref() == Ok("B1") {
+        println!(
+            "B1 wall / bound = {:.1} s / {:.1} s = {b1_ratio:.3}; throttled {}",
+            first.wall,
+            first.bound(qps),
+            first.throttled()
+        );
+        server.stop().await;
+        return;
+    }
     // B2
     let again = cli(&sim, &config, &["sync", "push"]).await;
     println!(

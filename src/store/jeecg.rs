@@ -446,25 +446,33 @@ impl Store {
         .await
     }
 
-    async fn org_codes(&self) -> StoreResult<HashSet<String>> {
-        let sql = "SELECT org_code FROM sys_depart";
-        let codes: Vec<String> =
-            crate::on_pool!(self, |pool| sqlx::query_scalar(sql).fetch_all(pool).await?);
-        Ok(codes.into_iter().collect())
-    }
-
-    /// The next free org_code for a child of `parent` (None: top level).
+    /// The next free org_code for a child of `parent` (None: top level), `except` (a
+    /// department being moved) not counted. Only the codes one level below the parent's are
+    /// read: a candidate can clash with nothing else, and reading the whole table per new
+    /// department made a 5,000-department pull quadratic.
     async fn next_org_code(
         &self,
         parent: Option<&LocalDept>,
-        all: &[LocalDept],
+        except: Option<&str>,
     ) -> StoreResult<String> {
-        let taken = self.org_codes().await?;
         let prefix = parent.map_or("", |p| p.org_code.as_str());
-        let siblings: Vec<&str> = all
+        let sql = self.sql(
+            "SELECT id, org_code FROM sys_depart WHERE org_code LIKE ? AND LENGTH(org_code) = ?",
+        );
+        let pattern = format!("{prefix}%");
+        let length = i64::try_from(prefix.len() + orgcode::LEVEL_LEN).unwrap_or(i64::MAX);
+        let rows: Vec<(String, Option<String>)> = crate::on_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(&pattern)
+                .bind(length)
+                .fetch_all(pool)
+                .await?
+        });
+        let taken: HashSet<&str> = rows.iter().filter_map(|(_, c)| c.as_deref()).collect();
+        let siblings: Vec<&str> = rows
             .iter()
-            .filter(|d| d.parent_id.as_deref() == parent.map(|p| p.id.as_str()))
-            .map(|d| d.org_code.as_str())
+            .filter(|(id, _)| Some(id.as_str()) != except)
+            .filter_map(|(_, c)| c.as_deref())
             .collect();
         orgcode::next_code(prefix, &siblings, |code| taken.contains(code))
             .ok_or_else(|| StoreError::OrgCodesExhausted(prefix.to_string()))
@@ -472,12 +480,12 @@ impl Store {
 
     /// Inserts a department (from a pull) with the next free org_code; returns the row.
     pub async fn insert_department(&self, new: &NewDept) -> StoreResult<LocalDept> {
-        let all = self.load_departments(0).await?;
-        let parent = new
-            .parent_id
-            .as_deref()
-            .and_then(|id| all.iter().find(|d| d.id == id));
-        let code = self.next_org_code(parent, &all).await?;
+        let parents = match new.parent_id.as_deref() {
+            Some(id) => self.departments_by_id(0, &[id.to_string()]).await?,
+            None => Vec::new(),
+        };
+        let parent = parents.first();
+        let code = self.next_org_code(parent, None).await?;
         let dept = LocalDept {
             id: new_id(),
             parent_id: parent.map(|p| p.id.clone()),
@@ -536,8 +544,7 @@ impl Store {
         )];
         if current.parent_id.as_deref() != parent_id {
             let parent = parent_id.and_then(|p| all.iter().find(|d| d.id == p));
-            let others: Vec<LocalDept> = all.iter().filter(|d| d.id != id).cloned().collect();
-            let new_code = self.next_org_code(parent, &others).await?;
+            let new_code = self.next_org_code(parent, Some(id)).await?;
             let old_code = current.org_code.clone();
             for dept in all.iter().filter(|d| d.org_code.starts_with(&old_code)) {
                 if let Some(code) = orgcode::rebase(&dept.org_code, &old_code, &new_code) {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::config::TenantId;
 use crate::dingtalk::types::{DeptCreate, DeptUpdate, UserCreate, UserUpdate};
@@ -248,13 +248,20 @@ impl Run {
                 settled.send_replace(index + 1);
             }
         };
-        let mut pending = Vec::with_capacity(groups.len());
-        for (ready, ops) in groups {
-            pending.push(self.user_group(ctx, ready, ops, watch.clone(), tick));
-        }
-        let users = stream::iter(pending)
-            .buffer_unordered(USER_CONCURRENCY)
-            .collect::<Vec<()>>();
+        // Futures are made as slots free up, not all at once: each holds a whole call's
+        // state, and a 100,000-user push made them all up front (500 MiB).
+        let users = async {
+            let mut groups = groups.into_iter();
+            let mut running = FuturesUnordered::new();
+            for (ready, ops) in groups.by_ref().take(USER_CONCURRENCY) {
+                running.push(self.user_group(ctx, ready, ops, watch.clone(), tick));
+            }
+            while running.next().await.is_some() {
+                if let Some((ready, ops)) = groups.next() {
+                    running.push(self.user_group(ctx, ready, ops, watch.clone(), tick));
+                }
+            }
+        };
         tokio::join!(departments, users);
     }
 
