@@ -52,6 +52,8 @@ start_mariadb() {
     mariadb_pidfile="$dir/mysqld.pid"
     mariadb_ping=(mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping)
     "${mariadb_start[@]}" </dev/null >/dev/null 2>&1 &
+    # Not this shell's job: the restart test kills and restarts the server by its pid file.
+    disown
     if ! wait_for 600 "${mariadb_ping[@]}"; then
         cat "$dir/error.log" >&2
         die "MariaDB did not start within 60 s"

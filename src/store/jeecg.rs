@@ -241,23 +241,40 @@ impl Store {
 
     /// DingTalk links of `tenant` (all tenants for 0).
     pub async fn links(&self, tenant: TenantId) -> StoreResult<Vec<Link>> {
-        let filter = if tenant == 0 {
-            ""
-        } else {
-            " AND tenant_id = ?"
-        };
+        self.links_where(tenant, None).await
+    }
+
+    /// The DingTalk link of one user in `tenant` (any tenant for 0).
+    pub async fn link_of(&self, tenant: TenantId, user_id: &str) -> StoreResult<Option<Link>> {
+        Ok(self
+            .links_where(tenant, Some(user_id))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Links of `tenant` (all for 0), of one user when `user_id` is given (on our index).
+    async fn links_where(&self, tenant: TenantId, user_id: Option<&str>) -> StoreResult<Vec<Link>> {
+        let mut filter = String::new();
+        if user_id.is_some() {
+            filter.push_str(" AND sys_user_id = ?");
+        }
+        if tenant != 0 {
+            filter.push_str(" AND tenant_id = ?");
+        }
         let sql = format!(
-            "SELECT sys_user_id, third_user_id, third_user_uuid, {t} FROM sys_third_account WHERE third_type = ?{filter} ORDER BY sys_user_id",
+            "SELECT sys_user_id, third_user_id, third_user_uuid, {t} FROM sys_third_account WHERE third_type = ?{filter} ORDER BY sys_user_id, id",
             t = self.int("COALESCE(tenant_id, 0)")
         );
         let sql = self.sql(&sql);
         let rows: Vec<TextRow> = crate::on_pool!(self, |pool| {
-            let query = sqlx::query_as(&sql).bind(THIRD_TYPE_DINGTALK);
-            let query = if tenant == 0 {
-                query
-            } else {
-                query.bind(tenant)
-            };
+            let mut query = sqlx::query_as(&sql).bind(THIRD_TYPE_DINGTALK);
+            if let Some(user_id) = user_id {
+                query = query.bind(user_id);
+            }
+            if tenant != 0 {
+                query = query.bind(tenant);
+            }
             query.fetch_all(pool).await?
         });
         Ok(rows
@@ -271,39 +288,6 @@ impl Store {
                 })
             })
             .collect())
-    }
-
-    /// The DingTalk link of one user in `tenant` (any tenant for 0).
-    pub async fn link_of(&self, tenant: TenantId, user_id: &str) -> StoreResult<Option<Link>> {
-        let filter = if tenant == 0 {
-            ""
-        } else {
-            " AND tenant_id = ?"
-        };
-        let sql = format!(
-            "SELECT sys_user_id, third_user_id, third_user_uuid, {t} FROM sys_third_account WHERE third_type = ? AND sys_user_id = ?{filter} ORDER BY id",
-            t = self.int("COALESCE(tenant_id, 0)")
-        );
-        let sql = self.sql(&sql);
-        let rows: Vec<TextRow> = crate::on_pool!(self, |pool| {
-            let query = sqlx::query_as(&sql).bind(THIRD_TYPE_DINGTALK).bind(user_id);
-            let query = if tenant == 0 {
-                query
-            } else {
-                query.bind(tenant)
-            };
-            query.fetch_all(pool).await?
-        });
-        Ok(rows
-            .into_iter()
-            .find_map(|(user, userid, unionid, tenant_id)| {
-                Some(Link {
-                    user_id: user?,
-                    userid: blank_to_none(userid)?,
-                    unionid: blank_to_none(unionid),
-                    tenant_id,
-                })
-            }))
     }
 
     /// Records that `link.user_id` is `link.userid` in DingTalk (JeecgBoot's "已同步钉钉").
