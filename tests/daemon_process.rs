@@ -22,13 +22,11 @@ async fn reload_drain_and_restart() {
     let write_config = |workers: u32| {
         std::fs::write(
             &path,
-            format!(
-                "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n[[tenant]]\nid = 0\nagent_id = {}\n\
-                 client_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n[queue]\nworkers = {workers}\n",
-                db.url,
-                server.url,
-                common::AGENT_ID,
-                common::APPSECRET
+            common::config_text(
+                &db.url,
+                &server.url,
+                1000,
+                &format!("[queue]\nworkers = {workers}\n"),
             ),
         )
         .unwrap()

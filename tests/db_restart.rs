@@ -107,13 +107,11 @@ async fn restart_mid_run(db: TestDb, service: &str, script: &str) {
     let path = dir.path().join("dingsync.toml");
     std::fs::write(
         &path,
-        format!(
-            "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 50\n[[tenant]]\nid = 0\nagent_id = {}\n\
-             client_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n[queue]\nworkers = 4\n[daemon]\nlease_ttl = \"3s\"\n[watch]\npoll_interval = \"200ms\"\nfallback_poll = \"3600s\"\n",
-            db.url,
-            server.url,
-            common::AGENT_ID,
-            common::APPSECRET
+        common::config_text(
+            &db.url,
+            &server.url,
+            50,
+            "[queue]\nworkers = 4\n[daemon]\nlease_ttl = \"3s\"\n[watch]\npoll_interval = \"200ms\"\nfallback_poll = \"3600s\"\n",
         ),
     )
     .unwrap();

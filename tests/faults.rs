@@ -174,13 +174,11 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let path = dir.path().join("dingsync.toml");
     std::fs::write(
         &path,
-        format!(
-            "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 400\n[[tenant]]\nid = 0\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n\
-             [queue]\nworkers = 8\nbackoff_base = \"20ms\"\nbackoff_cap = \"300ms\"\n[daemon]\nlease_ttl = \"1s\"\n[log]\nlevel = \"warn\"\n",
-            db.url,
-            server.url,
-            common::AGENT_ID,
-            common::APPSECRET
+        common::config_text(
+            &db.url,
+            &server.url,
+            400,
+            "[queue]\nworkers = 8\nbackoff_base = \"20ms\"\nbackoff_cap = \"300ms\"\n[daemon]\nlease_ttl = \"1s\"\n[log]\nlevel = \"warn\"\n",
         ),
     )
     .unwrap();

@@ -241,11 +241,7 @@ pub async fn loaded_mariadb() -> Option<TestDb> {
 /// A configuration for `db` and the simulator `server` (tenant 0 = the test app, generous
 /// rate limit), with `extra` TOML appended (sections such as `[queue]`).
 pub fn daemon_config(db: &TestDb, server: &SimServer, extra: &str) -> dingsync::config::Config {
-    let text = format!(
-        "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n\
-         [[tenant]]\nid = 0\nagent_id = {AGENT_ID}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{APPSECRET}\"\n{extra}",
-        db.url, server.url
-    );
+    let text = config_text(&db.url, &server.url, 1000, extra);
     dingsync::config::load_str(
         &text,
         std::path::Path::new("test.toml"),
@@ -253,6 +249,15 @@ pub fn daemon_config(db: &TestDb, server: &SimServer, extra: &str) -> dingsync::
     )
     .unwrap()
     .config
+}
+
+/// A configuration file's text: the database, the simulator at `qps` calls/s per path, tenant
+/// 0 with the test app, then `extra` (more sections).
+pub fn config_text(db_url: &str, sim_url: &str, qps: u32, extra: &str) -> String {
+    format!(
+        "[database]\nurl = \"{db_url}\"\n[dingtalk]\nbase_url = \"{sim_url}\"\nqps_per_api = {qps}\n\
+         [[tenant]]\nid = 0\nagent_id = {AGENT_ID}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{APPSECRET}\"\n{extra}"
+    )
 }
 
 /// Polls `check` until it holds, at most `seconds`; returns as soon as it holds.
