@@ -210,7 +210,7 @@ pub async fn sync(loaded: &Loaded, args: &SyncArgs, dry_run: bool) -> u8 {
             bar.finish_and_clear();
         }
         match result {
-            Ok((_, summary)) => {
+            Ok(summary) => {
                 print_summary(tenant.id, &summary);
                 if summary.failed > 0 || !summary.failures.is_empty() {
                     code = exit::DATA_ERR;

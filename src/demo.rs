@@ -163,7 +163,7 @@ async fn scenario(keep: bool) -> Result<(), String> {
         scope: Scope::All,
         dry_run: false,
     };
-    let (_, summary) = run_once(&store, &client, &config, tenant, request, None)
+    let summary = run_once(&store, &client, &config, tenant, request, None)
         .await
         .map_err(|e| e.to_string())?;
     let pulled = store

@@ -12,7 +12,7 @@ use dingsync::dingtalk::DingTalkClient;
 use dingsync::jeecg::password;
 use dingsync::sim::SimServer;
 use dingsync::sync::model::{Direction, Scope, Summary};
-use dingsync::sync::run::{plan_run, run_once, RunRequest};
+use dingsync::sync::run::{plan_run, run_sliced, RunRequest};
 use serde_json::json;
 
 fn config(db_url: &str, sim_url: &str) -> Config {
@@ -43,17 +43,18 @@ async fn run(
         scope: Scope::All,
         dry_run: false,
     };
-    run_once(
+    // Two users a slice: every run crosses many slices, on every backend.
+    run_sliced(
         &db.store,
         client,
         &config,
         &config.tenants[0],
         request,
         None,
+        2,
     )
     .await
     .unwrap()
-    .1
 }
 
 /// DingTalk's departments as paths of names ("A/B/C").
@@ -309,7 +310,33 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
     }
     assert_eq!(remote_paths(&server), local_paths(&db).await, "{name}");
 
-    // 5. All local departments wiped: the guard refuses, DingTalk is untouched.
+    // 5. A user deleted from the database for good is deleted in DingTalk (found through
+    // its link row and snapshot, not in any slice of local users); the others stay.
+    let gone = expected_users[0];
+    db.plain
+        .execute(&format!("DELETE FROM sys_user WHERE username = '{gone}'"))
+        .await
+        .unwrap();
+    let removed = run(&db, &server, &client, Direction::Push).await;
+    assert_eq!(removed.failed, 0, "{name}: {:?}", removed.failures);
+    assert_eq!(removed.deleted, 1, "{name}");
+    let org = server.sim.app(APPKEY).unwrap().org;
+    assert!(!org.users.contains_key(gone), "{name}: {gone} deleted");
+    assert!(
+        expected_users[1..]
+            .iter()
+            .all(|u| org.users.contains_key(*u)),
+        "{name}: the others stay"
+    );
+    server.sim.reset_calls();
+    let settled = run(&db, &server, &client, Direction::Push).await;
+    assert_eq!(
+        (settled.deleted, server.sim.write_calls(APPKEY)),
+        (0, 0),
+        "{name}: deleted once"
+    );
+
+    // 6. All local departments wiped: the guard refuses, DingTalk is untouched.
     let before = remote_paths(&server);
     db.plain.execute("DELETE FROM sys_depart").await.unwrap();
     server.sim.reset_calls();

@@ -28,6 +28,24 @@ pub fn new_id() -> String {
 
 /// A row of four nullable text columns around one integer.
 type TextRow = (Option<String>, Option<String>, Option<String>, i64);
+
+/// Which users [`Store::users_where`] reads.
+#[derive(Clone, Copy)]
+enum Users<'a> {
+    /// Every user of the tenant.
+    All,
+    /// One user by id (any tenant).
+    One(&'a str),
+    /// A slice in id order: after this id, at most this many.
+    After(Option<&'a str>, usize),
+    /// Those whose column holds one of the values.
+    Matching(&'a [(&'static str, Vec<&'a str>)]),
+}
+
+/// `?, ?, ...` for an `IN` list of `n`.
+pub(crate) fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
 /// An integer then three nullable text columns.
 type IntTextRow = (i64, Option<String>, Option<String>, Option<String>);
 
@@ -127,19 +145,41 @@ impl Store {
     /// Every user of `tenant` (tenant 0: all; tenant T: those `sys_user_tenant` ties to T with
     /// status 1), with department ids and position names.
     pub async fn load_users(&self, tenant: TenantId) -> StoreResult<Vec<LocalUser>> {
-        self.users_where(tenant, None).await
+        self.users_where(tenant, Users::All).await
     }
 
     /// One user by `sys_user.id`, if it exists.
     pub async fn load_user(&self, id: &str) -> StoreResult<Option<LocalUser>> {
-        Ok(self.users_where(0, Some(id)).await?.into_iter().next())
+        Ok(self
+            .users_where(0, Users::One(id))
+            .await?
+            .into_iter()
+            .next())
     }
 
-    async fn users_where(
+    /// Up to `limit` users of `tenant` whose `sys_user.id` sorts after `after` (from the
+    /// first when `None`), in id order: a run reads its users a slice at a time.
+    pub async fn user_slice(
         &self,
         tenant: TenantId,
-        only: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
     ) -> StoreResult<Vec<LocalUser>> {
+        self.users_where(tenant, Users::After(after, limit)).await
+    }
+
+    /// The users of `tenant` whose column holds one of the values given for it (`columns`:
+    /// `("phone", [...])`, ...): the local users a slice of DingTalk users can match or clash
+    /// with. Columns are named by the caller, never by input.
+    pub async fn users_matching(
+        &self,
+        tenant: TenantId,
+        columns: &[(&'static str, Vec<&str>)],
+    ) -> StoreResult<Vec<LocalUser>> {
+        self.users_where(tenant, Users::Matching(columns)).await
+    }
+
+    async fn users_where(&self, tenant: TenantId, which: Users<'_>) -> StoreResult<Vec<LocalUser>> {
         let mut users_sql = format!(
             "SELECT u.id, u.username, u.realname, u.phone, u.telephone, u.work_no, u.email, {status}, {del} FROM sys_user u",
             status = self.int("u.status"),
@@ -150,28 +190,34 @@ impl Store {
             users_sql.push_str(" JOIN sys_user_tenant t ON t.user_id = u.id AND t.tenant_id = ? AND t.status = '1'");
             binds.push(tenant.to_string());
         }
-        if let Some(id) = only {
-            users_sql.push_str(" WHERE u.id = ?");
-            binds.push(id.to_string());
+        match which {
+            Users::All => users_sql.push_str(" ORDER BY u.username"),
+            Users::One(id) => {
+                users_sql.push_str(" WHERE u.id = ?");
+                binds.push(id.to_string());
+            }
+            Users::After(after, limit) => {
+                if let Some(after) = after {
+                    users_sql.push_str(" WHERE u.id > ?");
+                    binds.push(after.to_string());
+                }
+                users_sql.push_str(&format!(" ORDER BY u.id LIMIT {limit}"));
+            }
+            Users::Matching(columns) => {
+                let parts: Vec<String> = columns
+                    .iter()
+                    .filter(|(_, values)| !values.is_empty())
+                    .map(|(column, values)| {
+                        binds.extend(values.iter().map(|v| v.to_string()));
+                        format!("u.{column} IN ({})", placeholders(values.len()))
+                    })
+                    .collect();
+                if parts.is_empty() {
+                    return Ok(Vec::new());
+                }
+                users_sql.push_str(&format!(" WHERE ({}) ORDER BY u.id", parts.join(" OR ")));
+            }
         }
-        users_sql.push_str(" ORDER BY u.username");
-        let member_filter = if only.is_some() {
-            " WHERE user_id = ?"
-        } else {
-            ""
-        };
-        let members_sql = format!(
-            "SELECT user_id, dep_id FROM sys_user_depart{member_filter} ORDER BY user_id, dep_id"
-        );
-        let positions_sql = format!(
-            "SELECT up.user_id, p.name FROM sys_user_position up JOIN sys_position p ON p.id = up.position_id{} ORDER BY up.user_id, p.name",
-            if only.is_some() { " WHERE up.user_id = ?" } else { "" }
-        );
-        let (users_sql, members_sql, positions_sql) = (
-            self.sql(&users_sql),
-            self.sql(&members_sql),
-            self.sql(&positions_sql),
-        );
         type Row = (
             String,
             Option<String>,
@@ -183,24 +229,49 @@ impl Store {
             Option<i64>,
             i64,
         );
-        let (rows, members, positions) = crate::on_pool!(self, |pool| {
+        let users_sql = self.sql(&users_sql);
+        let rows: Vec<Row> = crate::on_pool!(self, |pool| {
             let mut query = sqlx::query_as::<_, Row>(&users_sql);
             if tenant != 0 {
                 query = query.bind(tenant);
             }
-            if let Some(id) = only {
-                query = query.bind(id);
+            for bind in binds.iter().skip(usize::from(tenant != 0)) {
+                query = query.bind(bind);
             }
-            let rows = query.fetch_all(pool).await?;
+            query.fetch_all(pool).await?
+        });
+        // Memberships and positions of exactly these users (of every user for `All`).
+        let ids: Vec<&str> = match which {
+            Users::All => Vec::new(),
+            _ if rows.is_empty() => return Ok(Vec::new()),
+            _ => rows.iter().map(|r| r.0.as_str()).collect(),
+        };
+        let member_filter = if ids.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE user_id IN ({})", placeholders(ids.len()))
+        };
+        let members_sql = format!(
+            "SELECT user_id, dep_id FROM sys_user_depart{member_filter} ORDER BY user_id, dep_id"
+        );
+        let positions_sql = format!(
+            "SELECT up.user_id, p.name FROM sys_user_position up JOIN sys_position p ON p.id = up.position_id{} ORDER BY up.user_id, p.name",
+            if ids.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE up.user_id IN ({})", placeholders(ids.len()))
+            }
+        );
+        let (members_sql, positions_sql) = (self.sql(&members_sql), self.sql(&positions_sql));
+        let (members, positions) = crate::on_pool!(self, |pool| {
             let mut members = sqlx::query_as::<_, (Option<String>, Option<String>)>(&members_sql);
             let mut positions =
                 sqlx::query_as::<_, (Option<String>, Option<String>)>(&positions_sql);
-            if let Some(id) = only {
-                members = members.bind(id);
-                positions = positions.bind(id);
+            for id in &ids {
+                members = members.bind(*id);
+                positions = positions.bind(*id);
             }
             (
-                rows,
                 members.fetch_all(pool).await?,
                 positions.fetch_all(pool).await?,
             )
@@ -241,23 +312,52 @@ impl Store {
 
     /// DingTalk links of `tenant` (all tenants for 0).
     pub async fn links(&self, tenant: TenantId) -> StoreResult<Vec<Link>> {
-        self.links_where(tenant, None).await
+        self.links_where(tenant, &[]).await
     }
 
     /// The DingTalk link of one user in `tenant` (any tenant for 0).
     pub async fn link_of(&self, tenant: TenantId, user_id: &str) -> StoreResult<Option<Link>> {
         Ok(self
-            .links_where(tenant, Some(user_id))
+            .links_where(tenant, &[user_id])
             .await?
             .into_iter()
             .next())
     }
 
-    /// Links of `tenant` (all for 0), of one user when `user_id` is given (on our index).
-    async fn links_where(&self, tenant: TenantId, user_id: Option<&str>) -> StoreResult<Vec<Link>> {
+    /// The DingTalk links of `user_ids` in `tenant` (any tenant for 0).
+    pub async fn links_of(&self, tenant: TenantId, user_ids: &[&str]) -> StoreResult<Vec<Link>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.links_where(tenant, user_ids).await
+    }
+
+    /// The DingTalk links of the DingTalk users `userids` in `tenant` (any tenant for 0).
+    pub async fn links_to(&self, tenant: TenantId, userids: &[&str]) -> StoreResult<Vec<Link>> {
+        if userids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.links_by("third_user_id", tenant, userids).await
+    }
+
+    /// Links of `tenant` (all for 0), of `user_ids` only unless empty (on our index).
+    async fn links_where(&self, tenant: TenantId, user_ids: &[&str]) -> StoreResult<Vec<Link>> {
+        self.links_by("sys_user_id", tenant, user_ids).await
+    }
+
+    /// Links of `tenant` (all for 0) whose `column` is one of `values` (all when empty).
+    async fn links_by(
+        &self,
+        column: &'static str,
+        tenant: TenantId,
+        user_ids: &[&str],
+    ) -> StoreResult<Vec<Link>> {
         let mut filter = String::new();
-        if user_id.is_some() {
-            filter.push_str(" AND sys_user_id = ?");
+        if !user_ids.is_empty() {
+            filter.push_str(&format!(
+                " AND {column} IN ({})",
+                placeholders(user_ids.len())
+            ));
         }
         if tenant != 0 {
             filter.push_str(" AND tenant_id = ?");
@@ -269,8 +369,8 @@ impl Store {
         let sql = self.sql(&sql);
         let rows: Vec<TextRow> = crate::on_pool!(self, |pool| {
             let mut query = sqlx::query_as(&sql).bind(THIRD_TYPE_DINGTALK);
-            if let Some(user_id) = user_id {
-                query = query.bind(user_id);
+            for user_id in user_ids {
+                query = query.bind(*user_id);
             }
             if tenant != 0 {
                 query = query.bind(tenant);

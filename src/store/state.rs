@@ -196,6 +196,58 @@ impl Store {
         .await?))
     }
 
+    /// The snapshots of `local_ids` (one slice of a run's users).
+    pub async fn snapshots_of(
+        &self,
+        tenant_id: TenantId,
+        entity: &str,
+        local_ids: &[&str],
+    ) -> StoreResult<Vec<Snapshot>> {
+        if local_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND local_id IN ({})",
+            super::jeecg::placeholders(local_ids.len())
+        );
+        let sql = self.sql(&sql);
+        Ok(crate::on_pool!(self, |pool| {
+            let mut query = sqlx::query_as::<_, Snapshot>(&sql)
+                .bind(tenant_id)
+                .bind(entity);
+            for id in local_ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await?
+        }))
+    }
+
+    /// `(sys_user.id, userid)` of the user links and snapshots of `tenant_id` (links of
+    /// every tenant for 0) whose `sys_user` row is gone: users deleted for good.
+    pub async fn gone_users(&self, tenant_id: TenantId) -> StoreResult<Vec<(String, String)>> {
+        let links = format!(
+            "SELECT a.sys_user_id, a.third_user_id FROM sys_third_account a WHERE a.third_type = ?{} AND a.sys_user_id IS NOT NULL AND a.third_user_id IS NOT NULL AND a.third_user_id <> '' AND NOT EXISTS (SELECT 1 FROM sys_user u WHERE u.id = a.sys_user_id)",
+            if tenant_id != 0 { " AND a.tenant_id = ?" } else { "" }
+        );
+        let snapshots = "SELECT s.local_id, s.ding_id FROM dingsync_snapshot s WHERE s.tenant_id = ? AND s.entity = 'user' AND NOT EXISTS (SELECT 1 FROM sys_user u WHERE u.id = s.local_id)";
+        let (links, snapshots) = (self.sql(&links), self.sql(snapshots));
+        Ok(crate::on_pool!(self, |pool| {
+            let mut query = sqlx::query_as::<_, (String, String)>(&links)
+                .bind(crate::jeecg::THIRD_TYPE_DINGTALK);
+            if tenant_id != 0 {
+                query = query.bind(tenant_id);
+            }
+            let mut gone = query.fetch_all(pool).await?;
+            gone.extend(
+                sqlx::query_as::<_, (String, String)>(&snapshots)
+                    .bind(tenant_id)
+                    .fetch_all(pool)
+                    .await?,
+            );
+            gone
+        }))
+    }
+
     /// One entity's snapshot.
     pub async fn snapshot_of(
         &self,

@@ -3,7 +3,7 @@
 //! entity is recorded with its reason (and its later operations skipped); the rest continue.
 //! No database transaction is held across a DingTalk call.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -60,6 +60,9 @@ struct RunState {
 #[derive(Default)]
 struct Run {
     state: Mutex<RunState>,
+    /// Users that streamed slices change, and that they looked at.
+    streamed_touched: AtomicUsize,
+    streamed_considered: AtomicUsize,
 }
 
 /// Records where a local department is in DingTalk: `ding_identifier` and the snapshot.
@@ -136,6 +139,10 @@ fn needs(op: &Op) -> Vec<&str> {
         .collect()
 }
 
+/// More user operations of a push, planned while the first ones are applied: each item is
+/// one slice's operations (every user's operations together) and how many users it looked at.
+pub type UserSlices = tokio::sync::mpsc::Receiver<(Vec<Op>, usize)>;
+
 /// Applies `plan`; returns what happened (also the counts of the run row).
 ///
 /// A push's department and user operations run in two lanes at once, so that DingTalk's
@@ -144,14 +151,25 @@ fn needs(op: &Op) -> Vec<&str> {
 /// department they name is settled. Member moves and deletes then run in order, as does all
 /// of a pull.
 pub async fn apply(ctx: &ApplyCtx<'_>, plan: &Plan) -> Summary {
+    apply_with(ctx, plan, None).await
+}
+
+/// [`apply`] for a push planned in slices: `plan` holds the department operations (and
+/// nothing after them), `users` brings the user operations slice by slice, applied in the
+/// user lane as they arrive. Only a slice or two of operations is held at any time.
+pub async fn apply_streamed(ctx: &ApplyCtx<'_>, plan: &Plan, users: UserSlices) -> Summary {
+    apply_with(ctx, plan, Some(users)).await
+}
+
+async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) -> Summary {
     let before = ctx.client.calls_by_route();
     let run = Run::default();
-    let total = plan.ops.len();
+    let total = AtomicUsize::new(plan.ops.len());
     let done = AtomicUsize::new(0);
     let tick = || {
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(progress) = ctx.progress {
-            progress(n, total);
+            progress(n, total.load(Ordering::Relaxed).max(n));
         }
     };
     let split = plan
@@ -160,7 +178,7 @@ pub async fn apply(ctx: &ApplyCtx<'_>, plan: &Plan) -> Summary {
         .position(|op| !laned(op))
         .unwrap_or(plan.ops.len());
     let (head, tail) = plan.ops.split_at(split);
-    run.lanes(ctx, head, &tick).await;
+    run.lanes(ctx, head, users, &total, &tick).await;
     for op in tail {
         run.step(ctx, op).await;
         tick();
@@ -179,18 +197,16 @@ pub async fn apply(ctx: &ApplyCtx<'_>, plan: &Plan) -> Summary {
             .failures
             .push((entity::DEPT.into(), "*".into(), reason.clone()));
     }
-    let touched: HashSet<(String, String)> = plan
+    let touched = plan
         .ops
         .iter()
-        .filter(|op| {
-            !matches!(
-                op,
-                Op::LinkDept { .. } | Op::LinkUser { .. } | Op::Warn { .. }
-            )
-        })
+        .filter(|op| touches(op))
         .map(entity_of)
-        .collect();
-    summary.skipped = i64::try_from(plan.considered.saturating_sub(touched.len())).unwrap_or(0);
+        .collect::<HashSet<_>>()
+        .len()
+        + run.streamed_touched.load(Ordering::Relaxed);
+    let considered = plan.considered + run.streamed_considered.load(Ordering::Relaxed);
+    summary.skipped = i64::try_from(considered.saturating_sub(touched)).unwrap_or(0);
     let after = ctx.client.calls_by_route();
     summary.api_calls = after
         .iter()
@@ -205,41 +221,69 @@ pub async fn apply(ctx: &ApplyCtx<'_>, plan: &Plan) -> Summary {
     summary
 }
 
+/// Whether `op` changes its entity (links and warnings alone do not).
+fn touches(op: &Op) -> bool {
+    !matches!(
+        op,
+        Op::LinkDept { .. } | Op::LinkUser { .. } | Op::Warn { .. }
+    )
+}
+
+/// One user's operations and the number of department-lane steps they wait for.
+type Group = (usize, Vec<Op>);
+
+/// Groups user operations by user, each with the department step it waits for, the users
+/// whose departments settle first first.
+fn user_groups(ops: Vec<Op>, provider: &HashMap<String, usize>) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut group_of: HashMap<(String, String), usize> = HashMap::new();
+    for op in ops {
+        let ready = needs(&op)
+            .into_iter()
+            .filter_map(|id| provider.get(id).copied())
+            .max()
+            .unwrap_or(0);
+        let index = *group_of.entry(entity_of(&op)).or_insert_with(|| {
+            groups.push((0, Vec::new()));
+            groups.len() - 1
+        });
+        let group = &mut groups[index];
+        group.0 = group.0.max(ready);
+        group.1.push(op);
+    }
+    groups.sort_by_key(|(ready, _)| *ready);
+    groups
+}
+
 impl Run {
     fn state(&self) -> MutexGuard<'_, RunState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `ops` (all [`laned`]) in the department lane and the user lane at once.
-    async fn lanes(&self, ctx: &ApplyCtx<'_>, ops: &[Op], tick: &(dyn Fn() + Sync)) {
+    /// Runs `ops` (all [`laned`]) in the department lane and the user lane at once; the
+    /// user lane then takes the slices arriving on `more`.
+    async fn lanes(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        ops: &[Op],
+        mut more: Option<UserSlices>,
+        total: &AtomicUsize,
+        tick: &(dyn Fn() + Sync),
+    ) {
         let mut dept_ops: Vec<&Op> = Vec::new();
-        let mut provider: HashMap<&str, usize> = HashMap::new();
-        let mut groups: Vec<(usize, Vec<&Op>)> = Vec::new();
-        let mut group_of: HashMap<(String, String), usize> = HashMap::new();
+        let mut provider: HashMap<String, usize> = HashMap::new();
+        let mut user_ops: Vec<Op> = Vec::new();
         for op in ops {
-            let key = entity_of(op);
-            if key.0 == entity::DEPT {
+            if entity_of(op).0 == entity::DEPT {
                 if let Op::CreateDept { local_id, .. } = op {
-                    provider.insert(local_id.as_str(), dept_ops.len() + 1);
+                    provider.insert(local_id.clone(), dept_ops.len() + 1);
                 }
                 dept_ops.push(op);
-                continue;
+            } else {
+                user_ops.push(op.clone());
             }
-            let ready = needs(op)
-                .into_iter()
-                .filter_map(|id| provider.get(id).copied())
-                .max()
-                .unwrap_or(0);
-            let index = *group_of.entry(key).or_insert_with(|| {
-                groups.push((0, Vec::new()));
-                groups.len() - 1
-            });
-            let group = &mut groups[index];
-            group.0 = group.0.max(ready);
-            group.1.push(op);
         }
-        // Users whose departments are settled first come first.
-        groups.sort_by_key(|(ready, _)| *ready);
+        let mut queue: VecDeque<Group> = user_groups(user_ops, &provider).into();
         let (settled, watch) = tokio::sync::watch::channel(0usize);
         let departments = async move {
             for (index, op) in dept_ops.into_iter().enumerate() {
@@ -251,14 +295,38 @@ impl Run {
         // Futures are made as slots free up, not all at once: each holds a whole call's
         // state, and a 100,000-user push made them all up front (500 MiB).
         let users = async {
-            let mut groups = groups.into_iter();
             let mut running = FuturesUnordered::new();
-            for (ready, ops) in groups.by_ref().take(USER_CONCURRENCY) {
-                running.push(self.user_group(ctx, ready, ops, watch.clone(), tick));
-            }
-            while running.next().await.is_some() {
-                if let Some((ready, ops)) = groups.next() {
+            loop {
+                while running.len() < USER_CONCURRENCY {
+                    let Some((ready, ops)) = queue.pop_front() else {
+                        break;
+                    };
                     running.push(self.user_group(ctx, ready, ops, watch.clone(), tick));
+                }
+                match more.as_mut().filter(|_| queue.is_empty()) {
+                    Some(slices) => {
+                        tokio::select! {
+                            slice = slices.recv() => match slice {
+                                Some((ops, considered)) => {
+                                    total.fetch_add(ops.len(), Ordering::Relaxed);
+                                    self.streamed_considered.fetch_add(considered, Ordering::Relaxed);
+                                    let groups = user_groups(ops, &provider);
+                                    self.streamed_touched.fetch_add(
+                                        groups.iter().filter(|(_, g)| g.iter().any(touches)).count(),
+                                        Ordering::Relaxed,
+                                    );
+                                    queue.extend(groups);
+                                }
+                                None => more = None,
+                            },
+                            Some(()) = running.next(), if !running.is_empty() => {}
+                        }
+                    }
+                    None => {
+                        if running.next().await.is_none() {
+                            break;
+                        }
+                    }
                 }
             }
         };
@@ -270,13 +338,13 @@ impl Run {
         &self,
         ctx: &ApplyCtx<'_>,
         ready: usize,
-        ops: Vec<&Op>,
+        ops: Vec<Op>,
         mut settled: tokio::sync::watch::Receiver<usize>,
         tick: &(dyn Fn() + Sync),
     ) {
         // Err only when the lane has ended, and then every department is settled.
         let _ = settled.wait_for(|n| *n >= ready).await;
-        for op in ops {
+        for op in &ops {
             self.step(ctx, op).await;
             tick();
         }

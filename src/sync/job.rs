@@ -202,7 +202,7 @@ async fn user_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
     };
     let remote = RemoteView {
         depts: Vec::new(),
-        users: remote.into_iter().collect(),
+        users: remote.into_iter().collect::<Vec<_>>().into(),
     };
     Ok(run_plan(ctx, &plan_user_job(&local, &remote, &map, &ctx.config.push)).await)
 }

@@ -10,6 +10,7 @@ pub mod job;
 pub mod model;
 pub mod plan;
 pub mod read;
+pub mod remote_users;
 pub mod run;
 
 pub use model::*;

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::config::TenantId;
-use crate::dingtalk::types::DtUser;
 use crate::jeecg::{Link, LocalDept, LocalUser};
 use crate::store::state::Snapshot;
+
+use super::remote_users::RemoteUsers;
 
 /// DingTalk's root department.
 pub const ROOT_DEPT: i64 = 1;
@@ -72,8 +73,8 @@ pub struct RemoteDept {
 pub struct RemoteView {
     /// Every department but the root.
     pub depts: Vec<RemoteDept>,
-    /// Every user, once (multi-department members are listed in each department).
-    pub users: Vec<DtUser>,
+    /// Every user, once (multi-department members are listed in each department), packed.
+    pub users: RemoteUsers,
 }
 
 /// The local side of one tenant.

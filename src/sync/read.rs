@@ -13,40 +13,93 @@ use crate::dingtalk::{DingTalkClient, DingTalkError};
 use crate::store::{Store, StoreResult};
 
 use super::model::{entity, LocalView, RemoteDept, RemoteView, ROOT_DEPT};
+use super::remote_users::{RemoteUsers, RemoteUsersBuilder};
 
 /// Calls in flight at once while reading (the rate limiter still spaces them).
 const READ_CONCURRENCY: usize = 8;
 
-/// The local view of `tenant`.
-pub async fn local_view(store: &Store, tenant: TenantId) -> StoreResult<LocalView> {
-    let depts = store.load_departments(tenant).await?;
-    let users = store.load_users(tenant).await?;
-    let all_user_ids = if tenant == 0 {
-        users.iter().map(|u| u.id.clone()).collect()
-    } else {
-        store
-            .load_users(0)
-            .await?
-            .into_iter()
-            .map(|u| u.id)
-            .collect()
-    };
-    let links = store.links(tenant).await?;
-    let by_local = |snaps: Vec<crate::store::state::Snapshot>| {
-        snaps
-            .into_iter()
-            .map(|s| (s.local_id.clone(), s))
-            .collect::<HashMap<_, _>>()
-    };
+/// The departments of `tenant` and their snapshots (no users): what a push plans its
+/// departments from.
+pub async fn department_view(store: &Store, tenant: TenantId) -> StoreResult<LocalView> {
     Ok(LocalView {
         tenant,
         dept_snapshots: by_local(store.snapshots(tenant, entity::DEPT).await?),
-        user_snapshots: by_local(store.snapshots(tenant, entity::USER).await?),
-        depts,
-        users,
-        all_user_ids,
-        links,
+        depts: store.load_departments(tenant).await?,
+        ..LocalView::default()
     })
+}
+
+/// One slice of `tenant`'s users (ids after `after`, at most `limit`), with their links and
+/// snapshots: what a push plans its users from, a slice at a time.
+pub async fn user_slice(
+    store: &Store,
+    tenant: TenantId,
+    after: Option<&str>,
+    limit: usize,
+) -> StoreResult<LocalView> {
+    let users = store.user_slice(tenant, after, limit).await?;
+    let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+    let mut links = Vec::new();
+    let mut snapshots = Vec::new();
+    // Bound the IN lists whatever the slice size.
+    for part in ids.chunks(500) {
+        links.extend(store.links_of(tenant, part).await?);
+        snapshots.extend(store.snapshots_of(tenant, entity::USER, part).await?);
+    }
+    Ok(LocalView {
+        tenant,
+        user_snapshots: by_local(snapshots),
+        links,
+        users,
+        ..LocalView::default()
+    })
+}
+
+/// The local users of `tenant` that the DingTalk users `people` can match (by link, phone
+/// or username) or clash with (phone, email, work_no), with their links: what a pull plans
+/// one slice of DingTalk users against.
+pub async fn pull_candidates(
+    store: &Store,
+    tenant: TenantId,
+    people: &[crate::dingtalk::types::DtUser],
+) -> StoreResult<LocalView> {
+    let userids: Vec<&str> = people.iter().map(|p| p.userid.as_str()).collect();
+    let mut links = store.links_to(tenant, &userids).await?;
+    let nonempty = |get: fn(&crate::dingtalk::types::DtUser) -> &str| -> Vec<&str> {
+        people.iter().map(get).filter(|v| !v.is_empty()).collect()
+    };
+    let columns = [
+        ("id", links.iter().map(|l| l.user_id.as_str()).collect()),
+        ("phone", nonempty(|p| &p.mobile)),
+        ("username", userids.clone()),
+        ("email", nonempty(|p| &p.email)),
+        ("work_no", nonempty(|p| &p.job_number)),
+    ];
+    let users = store.users_matching(tenant, &columns).await?;
+    // A matched user linked to another DingTalk user is refused: their links too.
+    let known: HashSet<&str> = links.iter().map(|l| l.user_id.as_str()).collect();
+    let more: Vec<&str> = users
+        .iter()
+        .map(|u| u.id.as_str())
+        .filter(|id| !known.contains(id))
+        .collect();
+    let mut extra = Vec::new();
+    for part in more.chunks(500) {
+        extra.extend(store.links_of(tenant, part).await?);
+    }
+    links.extend(extra);
+    Ok(LocalView {
+        tenant,
+        users,
+        links,
+        ..LocalView::default()
+    })
+}
+
+fn by_local(
+    snaps: Vec<crate::store::state::Snapshot>,
+) -> HashMap<String, crate::store::state::Snapshot> {
+    snaps.into_iter().map(|s| (s.local_id.clone(), s)).collect()
 }
 
 /// Every department below the root, by a breadth-first walk of `listsub`.
@@ -83,25 +136,25 @@ pub async fn remote_departments(client: &DingTalkClient) -> Result<Vec<RemoteDep
     Ok(all)
 }
 
-/// Every user of the organisation, once, from the members of the root and of `depts`.
+/// Every user of the organisation, once, from the members of the root and of `depts`,
+/// packed as each department's pages arrive (never all pages at once).
 pub async fn remote_users(
     client: &DingTalkClient,
     depts: &[RemoteDept],
-) -> Result<Vec<crate::dingtalk::types::DtUser>, DingTalkError> {
+) -> Result<RemoteUsers, DingTalkError> {
     let ids: Vec<i64> = std::iter::once(ROOT_DEPT)
         .chain(depts.iter().map(|d| d.dept_id))
         .collect();
-    let pages: Vec<Vec<crate::dingtalk::types::DtUser>> = stream::iter(ids)
+    let mut builder = RemoteUsersBuilder::default();
+    let mut pages = stream::iter(ids)
         .map(|id| client.user_list_all(id))
-        .buffered(READ_CONCURRENCY)
-        .try_collect()
-        .await?;
-    let mut seen = HashSet::new();
-    Ok(pages
-        .into_iter()
-        .flatten()
-        .filter(|u| seen.insert(u.userid.clone()))
-        .collect())
+        .buffered(READ_CONCURRENCY);
+    while let Some(members) = pages.try_next().await? {
+        for user in members {
+            builder.push(user);
+        }
+    }
+    Ok(builder.finish())
 }
 
 /// The remote view: departments, and users when `with_users`.
@@ -113,7 +166,7 @@ pub async fn remote_view(
     let users = if with_users {
         remote_users(client, &depts).await?
     } else {
-        Vec::new()
+        RemoteUsers::default()
     };
     Ok(RemoteView { depts, users })
 }

@@ -1,17 +1,18 @@
 //! One sync run for one tenant: read both views, plan, and (unless a dry run) apply, with a
 //! `dingsync_run` row and `sync.run.started` / `sync.run.finished` events.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::config::{Config, TenantConfig};
+use crate::config::{Config, TenantConfig, TenantId};
 use crate::dingtalk::{DingTalkClient, DingTalkError};
 use crate::secret::Secret;
 use crate::store::state::RunCounts;
 use crate::store::{Store, StoreError};
 
-use super::apply::{apply, ApplyCtx};
-use super::model::{Direction, Scope, Summary};
-use super::plan::{plan_pull, plan_push, Plan};
+use super::apply::{apply, apply_streamed, ApplyCtx};
+use super::model::{entity, Direction, LocalRef, Op, RemoteView, Scope, Summary};
+use super::plan::{plan_pull, pull_dept_map, pull_users_slice, Plan, PushPlanner};
 use super::read;
 
 /// Why a run could not even start (reading a side failed).
@@ -67,7 +68,11 @@ pub async fn tenants(config: &Config, store: &Store) -> Result<Vec<TenantConfig>
     Ok(tenants)
 }
 
-/// Reads both sides and plans.
+/// Users read, planned and applied at a time by a push (a run holds about this many local
+/// users, and two slices of operations, at once).
+pub const USER_SLICE: usize = 1000;
+
+/// Reads both sides and plans (a dry run: the whole plan is held and returned).
 pub async fn plan_run(
     store: &Store,
     client: &DingTalkClient,
@@ -75,38 +80,177 @@ pub async fn plan_run(
     tenant: &TenantConfig,
     request: RunRequest,
 ) -> Result<Plan, RunError> {
-    let local = read::local_view(store, tenant.id).await?;
     match request.direction {
         Direction::Push => {
-            // Users are read for departments too: members move out before a delete.
-            let remote = read::remote_view(client, true).await?;
-            Ok(plan_push(&local, &remote, &config.push, request.scope))
+            let (mut push, mut plan) = start_push(store, client, config, tenant, request).await?;
+            while let Some((ops, _)) = push.next_slice(store).await? {
+                plan.ops.extend(ops);
+            }
+            plan.considered += push.planner.considered;
+            let tail = push.finish(store).await?;
+            plan.ops.extend(tail.ops);
+            plan.refused_deletes = tail.refused_deletes;
+            Ok(plan)
         }
         Direction::Pull => {
-            let mut remote = read::remote_view(client, request.scope.users()).await?;
-            let known: HashSet<i64> = local
-                .depts
-                .iter()
-                .filter_map(|d| d.ding_identifier)
-                .collect();
-            // `source_identifier` only matters for a local department that no DingTalk
-            // department is linked to; with none (an empty database, or all linked), no
-            // `department/get` is needed.
-            let remote_ids: HashSet<i64> = remote.depts.iter().map(|d| d.dept_id).collect();
-            let unlinked = local
-                .depts
-                .iter()
-                .filter(|d| !d.is_post() && !d.is_deleted())
-                .any(|d| d.ding_identifier.is_none_or(|id| !remote_ids.contains(&id)));
-            if unlinked {
-                read::fetch_sources(client, &mut remote, &known).await?;
+            let (mut pull, mut plan) = start_pull(store, client, tenant, request).await?;
+            while let Some(slice) = pull.next_slice(store).await? {
+                plan.ops.extend(slice.ops);
+                plan.considered += slice.considered;
             }
-            Ok(plan_pull(&local, &remote, request.scope))
+            Ok(plan)
         }
     }
 }
 
-/// Plans and applies one run, recording it in `dingsync_run`.
+/// A pull in progress: DingTalk's side read once, its users planned a slice at a time
+/// against the local users each slice can match.
+struct Pull {
+    remote: RemoteView,
+    tenant: TenantId,
+    users: bool,
+    map: HashMap<i64, LocalRef>,
+    claimed: HashMap<String, String>,
+    next: usize,
+    slice: usize,
+}
+
+/// Reads DingTalk and the local departments, and plans the departments.
+async fn start_pull(
+    store: &Store,
+    client: &DingTalkClient,
+    tenant: &TenantConfig,
+    request: RunRequest,
+) -> Result<(Pull, Plan), RunError> {
+    let local = read::department_view(store, tenant.id).await?;
+    let mut remote = read::remote_view(client, request.scope.users()).await?;
+    let known: HashSet<i64> = local
+        .depts
+        .iter()
+        .filter_map(|d| d.ding_identifier)
+        .collect();
+    // `source_identifier` only matters for a local department that no DingTalk
+    // department is linked to; with none (an empty database, or all linked), no
+    // `department/get` is needed.
+    let remote_ids: HashSet<i64> = remote.depts.iter().map(|d| d.dept_id).collect();
+    let unlinked = local
+        .depts
+        .iter()
+        .filter(|d| !d.is_post() && !d.is_deleted())
+        .any(|d| d.ding_identifier.is_none_or(|id| !remote_ids.contains(&id)));
+    if unlinked {
+        read::fetch_sources(client, &mut remote, &known).await?;
+    }
+    let mut map = pull_dept_map(&local, &remote);
+    if !request.scope.departments() {
+        // Nothing is created: only the departments that exist.
+        map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
+    }
+    let plan = if request.scope.departments() {
+        plan_pull(&local, &remote, Scope::Departments)
+    } else {
+        Plan::default()
+    };
+    let pull = Pull {
+        remote,
+        tenant: tenant.id,
+        users: request.scope.users(),
+        map,
+        claimed: HashMap::new(),
+        next: 0,
+        slice: USER_SLICE,
+    };
+    Ok((pull, plan))
+}
+
+impl Pull {
+    /// After the departments are applied: where each DingTalk department now is locally
+    /// (one whose create failed is left out, so its members are not added to it).
+    async fn departments_applied(&mut self, store: &Store) -> Result<(), RunError> {
+        let local = read::department_view(store, self.tenant).await?;
+        self.map = pull_dept_map(&local, &self.remote);
+        self.map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
+        Ok(())
+    }
+
+    /// The next slice of DingTalk users planned.
+    async fn next_slice(&mut self, store: &Store) -> Result<Option<Plan>, RunError> {
+        if !self.users || self.next >= self.remote.users.len() {
+            return Ok(None);
+        }
+        let people = self.remote.users.slice(self.next, self.slice);
+        self.next += people.len();
+        let local = read::pull_candidates(store, self.tenant, &people).await?;
+        Ok(Some(Plan {
+            ops: pull_users_slice(&local, &people, &self.map, &mut self.claimed),
+            refused_deletes: None,
+            considered: people.len(),
+        }))
+    }
+}
+
+/// A push in progress: DingTalk's side read once, the local users read slice by slice.
+struct Push {
+    planner: PushPlanner,
+    remote: RemoteView,
+    tenant: TenantId,
+    after: Option<String>,
+    slice: usize,
+    done: bool,
+}
+
+/// Reads the departments of both sides and DingTalk's users, and plans the departments.
+async fn start_push(
+    store: &Store,
+    client: &DingTalkClient,
+    config: &Config,
+    tenant: &TenantConfig,
+    request: RunRequest,
+) -> Result<(Push, Plan), RunError> {
+    let local = read::department_view(store, tenant.id).await?;
+    // Users are read for departments too: members move out before a delete.
+    let remote = read::remote_view(client, true).await?;
+    let (planner, plan) = PushPlanner::new(&local, &remote, &config.push, request.scope);
+    let push = Push {
+        planner,
+        remote,
+        tenant: tenant.id,
+        after: None,
+        slice: USER_SLICE,
+        done: !(request.scope.users() && config.push.users),
+    };
+    Ok((push, plan))
+}
+
+impl Push {
+    /// The next slice of users planned: its operations and how many users it looked at.
+    async fn next_slice(&mut self, store: &Store) -> Result<Option<(Vec<Op>, usize)>, RunError> {
+        if self.done {
+            return Ok(None);
+        }
+        let slice = read::user_slice(store, self.tenant, self.after.as_deref(), self.slice).await?;
+        if slice.users.len() < self.slice {
+            self.done = true;
+        }
+        let Some(last) = slice.users.last() else {
+            return Ok(None);
+        };
+        self.after = Some(last.id.clone());
+        let before = self.planner.considered;
+        let ops = self.planner.users(&slice, &self.remote);
+        Ok(Some((ops, self.planner.considered - before)))
+    }
+
+    /// Member moves, department deletes and deletes of users gone for good.
+    async fn finish(self, store: &Store) -> Result<Plan, RunError> {
+        let gone = store.gone_users(self.tenant).await?;
+        Ok(self.planner.finish(gone, &self.remote))
+    }
+}
+
+/// Plans and applies one run, recording it in `dingsync_run`. A push plans and applies its
+/// users a slice at a time ([`USER_SLICE`]), so that its memory does not grow with the
+/// organisation; a pull plans the whole run first.
 pub async fn run_once(
     store: &Store,
     client: &DingTalkClient,
@@ -114,15 +258,27 @@ pub async fn run_once(
     tenant: &TenantConfig,
     request: RunRequest,
     progress: Option<&(dyn Fn(usize, usize) + Sync)>,
-) -> Result<(Plan, Summary), RunError> {
+) -> Result<Summary, RunError> {
+    run_sliced(store, client, config, tenant, request, progress, USER_SLICE).await
+}
+
+/// [`run_once`] with pushes read `slice` users at a time (tests use small slices).
+pub async fn run_sliced(
+    store: &Store,
+    client: &DingTalkClient,
+    config: &Config,
+    tenant: &TenantConfig,
+    request: RunRequest,
+    progress: Option<&(dyn Fn(usize, usize) + Sync)>,
+    slice: usize,
+) -> Result<Summary, RunError> {
     let kind = format!("{:?}", request.direction).to_lowercase();
     tracing::info!(event = "sync.run.started", tenant = tenant.id, kind = %kind, scope = ?request.scope, dry_run = request.dry_run, "sync run started");
     let before = client.calls_by_route();
-    let plan = plan_run(store, client, config, tenant, request).await?;
     if request.dry_run {
-        return Ok((plan, Summary::default()));
+        plan_run(store, client, config, tenant, request).await?;
+        return Ok(Summary::default());
     }
-    let run_id = store.start_run(tenant.id, &kind).await?;
     let password: &Secret = &config.pull.new_user_password;
     let ctx = ApplyCtx {
         client,
@@ -131,8 +287,77 @@ pub async fn run_once(
         new_user_password: password,
         progress,
     };
-    let mut summary = apply(&ctx, &plan).await;
+    let (mut summary, refused, run_id) = match request.direction {
+        Direction::Pull => {
+            let (mut pull, head) = start_pull(store, client, tenant, request).await?;
+            pull.slice = slice.max(1);
+            let run_id = store.start_run(tenant.id, &kind).await?;
+            // Progress over the whole run, not per slice.
+            let total = head.ops.len() + pull.remote.users.len();
+            let done = AtomicUsize::new(0);
+            let mut summary = apply(&ctx, &head).await;
+            done.store(head.ops.len(), Ordering::Relaxed);
+            let slices = async {
+                pull.departments_applied(store).await?;
+                while let Some(plan) = pull.next_slice(store).await? {
+                    let offset = done.load(Ordering::Relaxed);
+                    let report = |n: usize, _: usize| {
+                        if let Some(progress) = progress {
+                            progress(offset + n, total.max(offset + n));
+                        }
+                    };
+                    let slice_ctx = ApplyCtx {
+                        progress: Some(&report),
+                        ..ctx
+                    };
+                    merge(&mut summary, apply(&slice_ctx, &plan).await);
+                    done.fetch_add(plan.ops.len(), Ordering::Relaxed);
+                }
+                Ok::<_, RunError>(())
+            };
+            if let Err(error) = slices.await {
+                // Reading a slice failed: what was applied stays; the run says why.
+                summary
+                    .failures
+                    .push((entity::USER.into(), "*".into(), error.to_string()));
+                summary.retryable = true;
+            }
+            (summary, head.refused_deletes, run_id)
+        }
+        Direction::Push => {
+            let (mut push, head) = start_push(store, client, config, tenant, request).await?;
+            push.slice = slice.max(1);
+            let run_id = store.start_run(tenant.id, &kind).await?;
+            let (sender, slices) = tokio::sync::mpsc::channel(1);
+            let planning = async {
+                while let Some(slice) = push.next_slice(store).await? {
+                    if sender.send(slice).await.is_err() {
+                        break;
+                    }
+                }
+                drop(sender);
+                push.finish(store).await
+            };
+            let (tail, mut summary) = tokio::join!(planning, apply_streamed(&ctx, &head, slices));
+            match tail {
+                Ok(tail) => {
+                    let rest = apply(&ctx, &tail).await;
+                    merge(&mut summary, rest);
+                    (summary, tail.refused_deletes, run_id)
+                }
+                Err(error) => {
+                    // Reading a slice failed: what was applied stays; the run says why.
+                    summary
+                        .failures
+                        .push((entity::USER.into(), "*".into(), error.to_string()));
+                    summary.retryable = true;
+                    (summary, None, run_id)
+                }
+            }
+        }
+    };
     // Reads belong to the run too.
+    summary.api_calls.clear();
     for (route, calls) in client.calls_by_route() {
         let total = calls - before.get(route).copied().unwrap_or(0);
         if total > 0 {
@@ -151,7 +376,7 @@ pub async fn run_once(
         .iter()
         .map(|(k, v)| (k.as_str(), *v))
         .collect();
-    let error = plan.refused_deletes.as_deref();
+    let error = refused.as_deref();
     store.finish_run(run_id, &counts, &calls, error).await?;
     let total_calls: u64 = summary.api_calls.values().sum();
     tracing::info!(
@@ -166,5 +391,17 @@ pub async fn run_once(
         calls = total_calls,
         "sync run finished"
     );
-    Ok((plan, summary))
+    Ok(summary)
+}
+
+/// Adds what the tail of a push did to what its slices did.
+fn merge(summary: &mut Summary, rest: Summary) {
+    summary.created += rest.created;
+    summary.updated += rest.updated;
+    summary.deleted += rest.deleted;
+    summary.skipped += rest.skipped;
+    summary.failed += rest.failed;
+    summary.failures.extend(rest.failures);
+    summary.warnings.extend(rest.warnings);
+    summary.retryable |= rest.retryable;
 }

@@ -17,7 +17,7 @@ use crate::config::PushConfig;
 
 use super::model::{DeptRef, LocalView, Op, RemoteView, Scope, ROOT_DEPT};
 
-pub use pull::plan_pull;
+pub use pull::{plan_pull, pull_dept_map, users_slice as pull_users_slice};
 pub use push_depts::{dept_hash, plan_dept_job, plan_dept_removal};
 pub use push_users::user_hash;
 
@@ -39,41 +39,116 @@ impl Plan {
     }
 }
 
-/// Plans a push of `scope` for one tenant.
+/// Plans a push of `scope` for one tenant, all of `local` at once.
 pub fn plan_push(
     local: &LocalView,
     remote: &RemoteView,
     config: &PushConfig,
     scope: Scope,
 ) -> Plan {
-    let depts = push_depts::plan(local, remote, config);
-    let mut plan = Plan::default();
-    if scope.departments() && config.departments {
-        plan.ops.extend(depts.ops);
-        plan.considered += depts.map.len();
+    let (mut planner, mut plan) = PushPlanner::new(local, remote, config, scope);
+    plan.ops.extend(planner.users(local, remote));
+    plan.considered += planner.considered;
+    let tail = planner.finish(push_users::gone_users(local), remote);
+    plan.ops.extend(tail.ops);
+    plan.refused_deletes = tail.refused_deletes;
+    plan
+}
+
+/// A push planned in parts, so that a run never holds every local user at once: the
+/// departments first ([`PushPlanner::new`]), then the users slice by slice
+/// ([`PushPlanner::users`]), then member moves, department deletes and user deletes
+/// ([`PushPlanner::finish`]). The same rules as [`plan_push`], which is the three in a row.
+pub struct PushPlanner {
+    config: PushConfig,
+    scope: Scope,
+    map: HashMap<String, DeptRef>,
+    deletes: Vec<(i64, String)>,
+    refusal: Option<String>,
+    claims: push_users::Claims,
+    /// Users planned so far (for the "skipped" count).
+    pub considered: usize,
+}
+
+impl PushPlanner {
+    /// Plans the departments of `local` (its users are not looked at) and returns the
+    /// planner with the department creates and updates.
+    pub fn new(
+        local: &LocalView,
+        remote: &RemoteView,
+        config: &PushConfig,
+        scope: Scope,
+    ) -> (Self, Plan) {
+        let depts = push_depts::plan(local, remote, config);
+        let mut plan = Plan::default();
+        let departments = scope.departments() && config.departments;
+        if departments {
+            plan.ops.extend(depts.ops);
+            plan.considered += depts.map.len();
+        }
+        let mut claims = push_users::Claims::default();
+        if departments && config.delete_departments && depts.refusal.is_none() {
+            claims.doomed = depts.deletes.iter().map(|(id, _)| *id).collect();
+        }
+        let planner = Self {
+            config: config.clone(),
+            scope,
+            map: depts.map,
+            deletes: depts.deletes,
+            refusal: depts.refusal,
+            claims,
+            considered: 0,
+        };
+        (planner, plan)
     }
-    let mut final_depts: HashMap<String, Vec<DeptRef>> = HashMap::new();
-    if scope.users() && config.users {
-        let users = push_users::plan(local, remote, &depts.map, config);
-        final_depts = users.final_depts;
-        plan.considered += local.users.iter().filter(|u| !u.is_deleted()).count();
-        plan.ops.extend(users.ops);
+
+    /// Plans one slice of users (`slice.users` with their links and snapshots).
+    pub fn users(&mut self, slice: &LocalView, remote: &RemoteView) -> Vec<Op> {
+        if !(self.scope.users() && self.config.users) {
+            return Vec::new();
+        }
+        self.considered += slice.users.iter().filter(|u| !u.is_deleted()).count();
+        push_users::plan_slice(slice, remote, &self.map, &mut self.claims)
     }
-    if scope.departments() && config.departments && config.delete_departments {
-        match depts.refusal {
-            Some(reason) => plan.refused_deletes = Some(reason),
-            None => {
-                plan.ops
-                    .extend(move_members_out(remote, &depts.deletes, &final_depts));
-                plan.ops
-                    .extend(depts.deletes.iter().map(|(dept_id, name)| Op::DeleteDept {
-                        dept_id: *dept_id,
-                        name: name.clone(),
-                    }));
+
+    /// The rest, once every slice is planned: members moved out of departments about to
+    /// go, the department deletes (or the guard's refusal), and deletes of DingTalk users
+    /// whose local row is gone (`gone`: `(sys_user.id, userid)` of such links/snapshots).
+    pub fn finish(self, gone: Vec<(String, String)>, remote: &RemoteView) -> Plan {
+        let mut plan = Plan::default();
+        if self.scope.users() && self.config.users && self.config.delete_users_on_hard_delete {
+            plan.ops
+                .extend(push_users::hard_deletes(gone, remote, &self.claims));
+        }
+        if self.scope.departments() && self.config.departments && self.config.delete_departments {
+            match self.refusal {
+                Some(reason) => plan.refused_deletes = Some(reason),
+                None => {
+                    let deleted: HashSet<String> = plan
+                        .ops
+                        .iter()
+                        .filter_map(|op| match op {
+                            Op::DeleteUser { userid, .. } => Some(userid.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    plan.ops.extend(
+                        move_members_out(remote, &self.deletes, &self.claims.final_depts)
+                            .into_iter()
+                            .filter(|op| {
+                                !matches!(op, Op::MoveMembersOut { userid, .. } if deleted.contains(userid))
+                            }),
+                    );
+                    plan.ops.extend(
+                        self.deletes
+                            .into_iter()
+                            .map(|(dept_id, name)| Op::DeleteDept { dept_id, name }),
+                    );
+                }
             }
         }
+        plan
     }
-    plan
 }
 
 /// Plans one user's push, for a job: `local` holds that user (and its link and snapshot),
@@ -84,8 +159,9 @@ pub fn plan_user_job(
     map: &HashMap<String, DeptRef>,
     config: &PushConfig,
 ) -> Plan {
+    let mut claims = push_users::Claims::default();
     Plan {
-        ops: push_users::plan(local, remote, map, config).ops,
+        ops: push_users::plan(local, remote, map, config, &mut claims),
         refused_deletes: None,
         considered: 1,
     }
@@ -106,8 +182,8 @@ fn move_members_out(
 ) -> Vec<Op> {
     let doomed: HashSet<i64> = deletes.iter().map(|(id, _)| *id).collect();
     let mut ops = Vec::new();
-    for user in &remote.users {
-        let current: Vec<i64> = match final_depts.get(&user.userid) {
+    for (userid, listed) in remote.users.memberships() {
+        let current: Vec<i64> = match final_depts.get(userid) {
             Some(planned) => planned
                 .iter()
                 .filter_map(|d| {
@@ -118,7 +194,7 @@ fn move_members_out(
                     }
                 })
                 .collect(),
-            None => user.dept_id_list.clone(),
+            None => listed.to_vec(),
         };
         if !current.iter().any(|d| doomed.contains(d)) {
             continue;
@@ -129,14 +205,14 @@ fn move_members_out(
             .collect();
         if keep.is_empty()
             && final_depts
-                .get(&user.userid)
+                .get(userid)
                 .is_none_or(|p| p.iter().all(|d| matches!(d, DeptRef::Ding(_))))
         {
             keep.push(ROOT_DEPT);
         }
         if !keep.is_empty() {
             ops.push(Op::MoveMembersOut {
-                userid: user.userid.clone(),
+                userid: userid.to_string(),
                 keep,
             });
         }

@@ -171,6 +171,29 @@ fn clash(users: &[LocalUser], except: Option<&str>, fields: &LocalUserFields) ->
 }
 
 fn users(local: &LocalView, remote: &RemoteView, map: &HashMap<i64, LocalRef>) -> Vec<Op> {
+    users_slice(
+        local,
+        &remote.users.iter().collect::<Vec<_>>(),
+        map,
+        &mut HashMap::new(),
+    )
+}
+
+/// The department map of a pull users slice by slice: every walked DingTalk department ->
+/// its local department (existing, or [`LocalRef::Created`] when the plan would create it).
+pub fn pull_dept_map(local: &LocalView, remote: &RemoteView) -> HashMap<i64, LocalRef> {
+    departments(local, remote).1
+}
+
+/// Plans the DingTalk users `people` (one slice of them, or all) against `local`, which
+/// holds every local user any of them could match or clash with, and their links.
+/// `claimed` (local id -> DingTalk userid) carries matches from one slice to the next.
+pub fn users_slice(
+    local: &LocalView,
+    people: &[DtUser],
+    map: &HashMap<i64, LocalRef>,
+    claimed: &mut HashMap<String, String>,
+) -> Vec<Op> {
     let by_id: HashMap<&str, &LocalUser> = local.users.iter().map(|u| (u.id.as_str(), u)).collect();
     let link_of_user: HashMap<&str, &str> = local
         .links
@@ -192,9 +215,8 @@ fn users(local: &LocalView, remote: &RemoteView, map: &HashMap<i64, LocalRef>) -
         .iter()
         .map(|u| (u.username.as_str(), u))
         .collect();
-    let mut claimed: HashMap<&str, &str> = HashMap::new();
     let mut ops = Vec::new();
-    for person in &remote.users {
+    for person in people {
         let depts: Vec<LocalRef> = person
             .dept_id_list
             .iter()
@@ -220,7 +242,7 @@ fn users(local: &LocalView, remote: &RemoteView, map: &HashMap<i64, LocalRef>) -
                     ops.push(fail(&person.userid, format!("matches local user {} by phone or username, but that user is linked to DingTalk user {other}", found.username)));
                     continue;
                 }
-                if let Some(first) = claimed.insert(found.id.as_str(), person.userid.as_str()) {
+                if let Some(first) = claimed.insert(found.id.clone(), person.userid.clone()) {
                     ops.push(fail(
                         &person.userid,
                         format!(

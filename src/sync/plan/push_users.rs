@@ -14,14 +14,6 @@ use super::super::model::{
     content_hash, entity, DeptRef, LocalView, Op, RemoteView, UserFields, ROOT_DEPT,
 };
 
-/// What the user plan gives the rest of the push plan.
-pub(super) struct UserPlan {
-    /// The operations.
-    pub ops: Vec<Op>,
-    /// userid -> the departments it will have after this plan (for member moves).
-    pub final_depts: HashMap<String, Vec<DeptRef>>,
-}
-
 /// The snapshot hash of a pushed user: its pushed fields and the local departments that
 /// map (local ids, so the hash does not change when a department is first created).
 pub fn user_hash(user: &LocalUser, map: &HashMap<String, DeptRef>) -> String {
@@ -106,40 +98,48 @@ fn fail(key: &str, reason: String) -> Op {
     }
 }
 
-pub(super) fn plan(
+/// What the user plan keeps from one slice of users to the next, and gives the rest of the
+/// push plan.
+#[derive(Default)]
+pub(super) struct Claims {
+    /// The local username that matched each DingTalk user, by its position in
+    /// `remote.users` (compact: a 100,000-user re-push claims them all).
+    matched: HashMap<u32, Box<str>>,
+    /// The userids this plan creates (userid = username; never a DingTalk userid).
+    created: HashSet<Box<str>>,
+    /// DingTalk departments about to be deleted (only users in them need `final_depts`).
+    pub doomed: HashSet<i64>,
+    /// userid -> the departments it will have after this plan, for users now in a doomed
+    /// department (for member moves).
+    pub final_depts: HashMap<String, Vec<DeptRef>>,
+}
+
+/// Plans `local.users` (a slice of the tenant's users, or all of them) against DingTalk.
+/// Hard deletes are planned apart, by [`hard_deletes`].
+pub(super) fn plan_slice(
     local: &LocalView,
     remote: &RemoteView,
     map: &HashMap<String, DeptRef>,
-    config: &PushConfig,
-) -> UserPlan {
-    let by_userid: HashMap<&str, &DtUser> = remote
-        .users
-        .iter()
-        .map(|u| (u.userid.as_str(), u))
-        .collect();
-    let by_mobile: HashMap<&str, &DtUser> = remote
-        .users
-        .iter()
-        .filter(|u| !u.mobile.is_empty())
-        .map(|u| (u.mobile.as_str(), u))
-        .collect();
+    claims: &mut Claims,
+) -> Vec<Op> {
     let links: HashMap<&str, &str> = local
         .links
         .iter()
         .map(|l| (l.user_id.as_str(), l.userid.as_str()))
         .collect();
-    let mut claimed: HashMap<String, String> = HashMap::new();
     let mut ops = Vec::new();
-    let mut final_depts = HashMap::new();
     for user in local.users.iter().filter(|u| !u.is_deleted()) {
         let depts = desired_depts(user, map);
         let hash = user_hash(user, map);
         let linked = links.get(user.id.as_str()).copied();
         let matched = linked
-            .and_then(|id| by_userid.get(id))
-            .or_else(|| user.phone.as_deref().and_then(|p| by_mobile.get(p)))
-            .or_else(|| by_userid.get(user.username.as_str()))
-            .copied();
+            .and_then(|id| remote.users.get(id))
+            .or_else(|| {
+                user.phone
+                    .as_deref()
+                    .and_then(|p| remote.users.by_mobile(p))
+            })
+            .or_else(|| remote.users.get(&user.username));
         let Some(found) = matched else {
             match user.phone.as_deref().filter(|p| !p.is_empty()) {
                 None => ops.push(fail(
@@ -149,16 +149,15 @@ pub(super) fn plan(
                 Some(_) if user.username.is_empty() => {
                     ops.push(fail(&user.id, "no username to use as userid".into()))
                 }
-                Some(_) if claimed.contains_key(&user.username) => ops.push(fail(
+                Some(_) if claims.created.contains(user.username.as_str()) => ops.push(fail(
                     &user.username,
                     format!(
                         "userid {} is already taken by local user {}",
-                        user.username, claimed[&user.username]
+                        user.username, user.username
                     ),
                 )),
                 Some(phone) => {
-                    claimed.insert(user.username.clone(), user.username.clone());
-                    final_depts.insert(user.username.clone(), depts.clone());
+                    claims.created.insert(user.username.as_str().into());
                     ops.push(Op::CreateUser {
                         local_id: user.id.clone(),
                         userid: user.username.clone(),
@@ -170,7 +169,12 @@ pub(super) fn plan(
             }
             continue;
         };
-        if let Some(other) = claimed.get(&found.userid) {
+        let position = remote
+            .users
+            .position(&found.userid)
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(u32::MAX);
+        if let Some(other) = claims.matched.get(&position) {
             ops.push(fail(
                 &user.username,
                 format!(
@@ -180,18 +184,22 @@ pub(super) fn plan(
             ));
             continue;
         }
-        claimed.insert(found.userid.clone(), user.username.clone());
-        let fields = changes(user, found, &depts);
-        final_depts.insert(
-            found.userid.clone(),
-            fields.depts.clone().unwrap_or_else(|| {
-                found
-                    .dept_id_list
-                    .iter()
-                    .map(|d| DeptRef::Ding(*d))
-                    .collect()
-            }),
-        );
+        claims
+            .matched
+            .insert(position, user.username.as_str().into());
+        let fields = changes(user, &found, &depts);
+        if found.dept_id_list.iter().any(|d| claims.doomed.contains(d)) {
+            claims.final_depts.insert(
+                found.userid.clone(),
+                fields.depts.clone().unwrap_or_else(|| {
+                    found
+                        .dept_id_list
+                        .iter()
+                        .map(|d| DeptRef::Ding(*d))
+                        .collect()
+                }),
+            );
+        }
         if let Some(phone) = user.phone.as_deref() {
             if !found.mobile.is_empty() && phone != found.mobile {
                 ops.push(Op::Warn {
@@ -226,32 +234,61 @@ pub(super) fn plan(
             });
         }
     }
+    ops
+}
+
+/// Deletes of DingTalk users whose local row is gone for good: `gone` holds the
+/// `(sys_user.id, userid)` of links and snapshots without a `sys_user` row. Users that a
+/// remaining local user has claimed, or that DingTalk no longer has, are left alone.
+pub(super) fn hard_deletes(
+    mut gone: Vec<(String, String)>,
+    remote: &RemoteView,
+    claims: &Claims,
+) -> Vec<Op> {
+    gone.retain(|(_, userid)| remote.users.contains(userid));
+    gone.sort_unstable();
+    gone.dedup_by(|a, b| a.1 == b.1);
+    gone.into_iter()
+        .filter(|(_, userid)| {
+            let position = remote
+                .users
+                .position(userid)
+                .and_then(|p| u32::try_from(p).ok());
+            position.is_none_or(|p| !claims.matched.contains_key(&p))
+        })
+        .map(|(local_id, userid)| Op::DeleteUser { local_id, userid })
+        .collect()
+}
+
+/// The `(sys_user.id, userid)` of `local`'s links and snapshots whose user row is gone.
+pub(super) fn gone_users(local: &LocalView) -> Vec<(String, String)> {
+    let existing: HashSet<&str> = local.all_user_ids.iter().map(String::as_str).collect();
+    local
+        .user_snapshots
+        .values()
+        .map(|s| (s.local_id.as_str(), s.ding_id.as_str()))
+        .chain(
+            local
+                .links
+                .iter()
+                .map(|l| (l.user_id.as_str(), l.userid.as_str())),
+        )
+        .filter(|(local_id, _)| !existing.contains(local_id))
+        .map(|(l, u)| (l.to_string(), u.to_string()))
+        .collect()
+}
+
+/// Plans every user of `local` (a job's one user, or a whole view in tests and dry runs).
+pub(super) fn plan(
+    local: &LocalView,
+    remote: &RemoteView,
+    map: &HashMap<String, DeptRef>,
+    config: &PushConfig,
+    claims: &mut Claims,
+) -> Vec<Op> {
+    let mut ops = plan_slice(local, remote, map, claims);
     if config.delete_users_on_hard_delete {
-        let existing: HashSet<&str> = local.all_user_ids.iter().map(String::as_str).collect();
-        let mut gone: Vec<(&str, &str)> = local
-            .user_snapshots
-            .values()
-            .map(|s| (s.local_id.as_str(), s.ding_id.as_str()))
-            .chain(
-                local
-                    .links
-                    .iter()
-                    .map(|l| (l.user_id.as_str(), l.userid.as_str())),
-            )
-            .filter(|(local_id, userid)| {
-                !existing.contains(local_id) && by_userid.contains_key(userid)
-            })
-            .collect();
-        gone.sort_unstable();
-        gone.dedup_by_key(|(_, userid)| *userid);
-        for (local_id, userid) in gone {
-            if !claimed.contains_key(userid) {
-                ops.push(Op::DeleteUser {
-                    local_id: local_id.to_string(),
-                    userid: userid.to_string(),
-                });
-            }
-        }
+        ops.extend(hard_deletes(gone_users(local), remote, claims));
     }
-    UserPlan { ops, final_depts }
+    ops
 }

@@ -193,7 +193,7 @@ fn a_department_moved_between_parents_is_one_update() {
     );
     let remote = RemoteView {
         depts: vec![rdept(10, 1, "A"), rdept(20, 1, "B"), rdept(30, 10, "X")],
-        users: vec![],
+        users: Default::default(),
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Departments);
     let moves: Vec<String> = names(&plan)
@@ -220,7 +220,7 @@ fn renames_onto_a_siblings_name() {
     );
     let remote = RemoteView {
         depts: vec![rdept(10, 1, "Same"), rdept(20, 1, "Other")],
-        users: vec![],
+        users: Default::default(),
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Departments);
     assert!(
@@ -238,7 +238,7 @@ fn renames_onto_a_siblings_name() {
     );
     let remote = RemoteView {
         depts: vec![rdept(10, 1, "A"), rdept(20, 1, "B")],
-        users: vec![],
+        users: Default::default(),
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Departments);
     let updates: Vec<String> = names(&plan)
@@ -265,7 +265,7 @@ fn a_deep_subtree_is_deleted_leaf_first_after_members_move() {
             rdept(22, 21, "C"),
             rdept(23, 22, "D"),
         ],
-        users: vec![ruser("alone", "1", &[22]), ruser("multi", "2", &[23, 10])],
+        users: vec![ruser("alone", "1", &[22]), ruser("multi", "2", &[23, 10])].into(),
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Departments);
     assert_eq!(
@@ -290,7 +290,7 @@ fn the_deletion_guard_refuses_and_deletes_nothing() {
         depts: (0..12)
             .map(|n| rdept(100 + n, 1, &format!("D{n}")))
             .collect(),
-        users: vec![],
+        users: Default::default(),
     };
     let local = view(vec![dept("keep", None, "Keep", None)], vec![]);
     let plan = plan_push(&local, &remote, &config(), Scope::All);
@@ -310,7 +310,7 @@ fn the_deletion_guard_refuses_and_deletes_nothing() {
         &empty,
         &RemoteView {
             depts: vec![rdept(5, 1, "X")],
-            users: vec![],
+            users: Default::default(),
         },
         &config(),
         Scope::All,
@@ -333,7 +333,7 @@ fn a_user_in_three_departments_with_one_deleted() {
     );
     let remote = RemoteView {
         depts: vec![rdept(10, 1, "A"), rdept(20, 1, "B"), rdept(30, 1, "C")],
-        users: vec![ruser("zhang", "138", &[10, 20, 30])],
+        users: vec![ruser("zhang", "138", &[10, 20, 30])].into(),
     };
     let plan = plan_push(&local, &remote, &config(), Scope::All);
     let ops = names(&plan);
@@ -380,7 +380,8 @@ fn users_match_by_link_then_mobile_then_username_and_only_differences_are_sent()
                 mobile: String::new(),
                 ..ruser("byname", "", &[10])
             },
-        ],
+        ]
+        .into(),
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Users);
     let ops = names(&plan);
@@ -414,9 +415,17 @@ fn users_match_by_link_then_mobile_then_username_and_only_differences_are_sent()
             }),
     );
     let mut remote = remote;
-    remote.users[0].name = "Name linked".into();
-    remote.users.push(ruser("newbie", "1004", &[10]));
-    remote.users.last_mut().unwrap().name = "Name newbie".into();
+    let mut users: Vec<DtUser> = remote.users.iter().collect();
+    for user in &mut users {
+        if user.userid == "dt-linked" {
+            user.name = "Name linked".into();
+        }
+    }
+    users.push(DtUser {
+        name: "Name newbie".into(),
+        ..ruser("newbie", "1004", &[10])
+    });
+    remote.users = users.into();
     let plan = plan_push(&local, &remote, &config(), Scope::Users);
     assert_eq!(plan.dingtalk_writes(), 0, "{:?}", names(&plan));
 }
@@ -433,7 +442,7 @@ fn deleted_frozen_and_hard_deleted_users() {
         .insert("u9".into(), snap("u9", "hard", "h"));
     let remote = RemoteView {
         depts: vec![rdept(10, 1, "A")],
-        users: vec![ruser("hard", "9", &[10]), ruser("gone", "1", &[10])],
+        users: vec![ruser("hard", "9", &[10]), ruser("gone", "1", &[10])].into(),
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Users);
     assert_eq!(
@@ -487,7 +496,7 @@ fn pull_creates_updates_and_never_deletes_departments() {
             rdept(21, 20, "Newer"),
             by_source,
         ],
-        users: vec![],
+        users: Default::default(),
     };
     let plan = plan_pull(&local, &remote, Scope::Departments);
     let ops: Vec<String> = plan
@@ -539,19 +548,21 @@ fn pull_users_insert_match_and_refuse_a_duplicate_phone() {
                 email: "new@x".into(),
                 ..ruser("dt-new", "1003", &[10])
             },
-        ],
+        ]
+        .into(),
     };
     let plan = plan_pull(&local, &remote, Scope::Users);
     assert!(
         matches!(&plan.ops[0], Op::UpdateLocalUser { local_id, link: true, fields, .. } if local_id == "u1" && fields.add_depts == vec![LocalRef::Local("a".into())])
     );
+    // DingTalk users are planned in userid order: dt-lisi, dt-new, dt-other.
     assert!(
-        matches!(&plan.ops[1], Op::Fail { key, reason, .. } if key == "dt-other" && reason.contains("linked to DingTalk user dt-wang")),
-        "{:?}",
-        plan.ops[1]
+        matches!(&plan.ops[1], Op::CreateLocalUser { userid, fields, .. } if userid == "dt-new" && fields.email.as_deref() == Some("new@x"))
     );
     assert!(
-        matches!(&plan.ops[2], Op::CreateLocalUser { userid, fields, .. } if userid == "dt-new" && fields.email.as_deref() == Some("new@x"))
+        matches!(&plan.ops[2], Op::Fail { key, reason, .. } if key == "dt-other" && reason.contains("linked to DingTalk user dt-wang")),
+        "{:?}",
+        plan.ops[2]
     );
     // Unchanged and linked: nothing.
     let mut linked = local.clone();
@@ -566,7 +577,7 @@ fn pull_users_insert_match_and_refuse_a_duplicate_phone() {
         &linked,
         &RemoteView {
             depts: remote.depts.clone(),
-            users: remote.users[..1].to_vec(),
+            users: vec![remote.users.get("dt-lisi").unwrap()].into(),
         },
         Scope::Users,
     );
