@@ -14,7 +14,7 @@
 //!   CPU over IDLE_SECS.
 //!
 //! Run: `cargo bench --bench org_scale` (env USERS=10000 DEPTS=1000 QPS=200 EDITS=1000
-//! RATE=50 IDLE_SECS=30; STOP_AFTER=B1 ends after B1). Under `cargo test` it runs 300 users / 30 departments, 30 edits
+//! RATE=50 IDLE_SECS=30; STOP_AFTER=B1 or B2 ends there). Under `cargo test` it runs 300 users / 30 departments, 30 edits
 //! and asserts the goals that do not depend on the machine's speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -518,6 +518,10 @@ async fn main() {
         mib(again.peak_kib),
         again.by_path()
     );
+    if std::env::var("STOP_AFTER").as_deref() == Ok("B2") {
+        server.stop().await;
+        return;
+    }
     // B3 + B5 idle
     let daemon_config = write_config(dir.path(), "run.toml", &db, &server.url, qps);
     let mut daemon = start_daemon(&daemon_config).await;
