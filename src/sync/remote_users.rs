@@ -1,8 +1,11 @@
 //! DingTalk's users as a run holds them: packed, so that a 100,000-user organisation fits in
-//! a few tens of MiB. Each user is one string (its text fields end to end, with their end
-//! offsets) and a boxed slice of department ids, about 150 bytes instead of the 400 a
-//! [`DtUser`] takes. The list is sorted by userid (lookups by binary search) and a sorted
-//! `(hash of mobile, index)` table finds users by mobile. Lookups unpack a [`DtUser`].
+//! about 12 MiB. All users' text fields live end to end in one string and all their
+//! department ids in one vector; each user is a 48-byte entry of offsets. A few large
+//! buffers instead of ten small allocations a user also leave no holes behind in the
+//! allocator (per user allocations interleaved with a run's short-lived ones fragmented the
+//! heap by more than the data itself). Entries are sorted by userid (lookups by binary
+//! search); a sorted `(hash of mobile, index)` table finds users by mobile. Lookups unpack a
+//! [`DtUser`].
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -14,16 +17,26 @@ const FIELDS: usize = 8;
 const USERID: usize = 0;
 const MOBILE: usize = 3;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Packed {
-    text: Box<str>,
+/// One user: where its fields and departments are in the shared buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    /// Start of its text; field `i` ends at `text + ends[i]`.
+    text: u32,
     ends: [u32; FIELDS],
-    depts: Box<[i64]>,
+    /// Start and count of its department ids.
+    depts: u32,
+    dept_count: u16,
     active: bool,
 }
 
-impl Packed {
-    fn new(user: DtUser) -> Self {
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Buffers {
+    text: String,
+    depts: Vec<i64>,
+}
+
+impl Buffers {
+    fn add(&mut self, user: &DtUser) -> Entry {
         let fields = [
             &user.userid,
             &user.unionid,
@@ -34,30 +47,46 @@ impl Packed {
             &user.title,
             &user.email,
         ];
-        let mut text = String::with_capacity(fields.iter().map(|f| f.len()).sum());
+        // A run never holds 4 GiB of text nor a user in 65,536 departments (DingTalk: 100).
+        let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let start = self.text.len();
         let mut ends = [0u32; FIELDS];
         for (end, field) in ends.iter_mut().zip(fields) {
-            text.push_str(field);
-            // DingTalk's fields are at most a few hundred bytes; a run never holds 4 GiB.
-            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+            self.text.push_str(field);
+            *end = offset(self.text.len() - start);
         }
-        Self {
-            text: text.into_boxed_str(),
+        let depts = self.depts.len();
+        self.depts.extend_from_slice(&user.dept_id_list);
+        Entry {
+            text: offset(start),
             ends,
-            depts: user.dept_id_list.into_boxed_slice(),
+            depts: offset(depts),
+            dept_count: u16::try_from(user.dept_id_list.len()).unwrap_or(u16::MAX),
             active: user.active,
         }
     }
 
-    fn field(&self, index: usize) -> &str {
-        let start = if index == 0 { 0 } else { self.ends[index - 1] } as usize;
+    fn field(&self, entry: &Entry, index: usize) -> &str {
+        let base = entry.text as usize;
+        let start = if index == 0 {
+            0
+        } else {
+            entry.ends[index - 1] as usize
+        };
         self.text
-            .get(start..self.ends[index] as usize)
+            .get(base + start..base + entry.ends[index] as usize)
             .unwrap_or_default()
     }
 
-    fn unpack(&self) -> DtUser {
-        let f = |i| self.field(i).to_string();
+    fn depts(&self, entry: &Entry) -> &[i64] {
+        let start = entry.depts as usize;
+        self.depts
+            .get(start..start + usize::from(entry.dept_count))
+            .unwrap_or_default()
+    }
+
+    fn unpack(&self, entry: &Entry) -> DtUser {
+        let f = |i| self.field(entry, i).to_string();
         DtUser {
             userid: f(0),
             unionid: f(1),
@@ -67,8 +96,8 @@ impl Packed {
             job_number: f(5),
             title: f(6),
             email: f(7),
-            dept_id_list: self.depts.to_vec(),
-            active: self.active,
+            dept_id_list: self.depts(entry).to_vec(),
+            active: entry.active,
         }
     }
 }
@@ -82,17 +111,19 @@ fn hash_of(text: &str) -> u64 {
 /// Every DingTalk user of a run, once, packed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RemoteUsers {
-    users: Vec<Packed>,
+    buffers: Buffers,
+    /// Sorted by userid.
+    users: Vec<Entry>,
     by_mobile: Vec<(u64, u32)>,
 }
 
-/// Collects users as pages arrive; [`RemoteUsersBuilder::finish`] sorts, drops repeats (a
-/// member of several departments is listed in each) and indexes.
+/// Collects users as pages arrive; [`RemoteUsersBuilder::finish`] sorts and indexes.
 #[derive(Debug, Default)]
 pub struct RemoteUsersBuilder {
-    users: Vec<Packed>,
-    /// Hash of userid -> index of the first user with it (a third of a generated org's
-    /// listings are repeats; they are dropped as they come, not held until the end).
+    buffers: Buffers,
+    users: Vec<Entry>,
+    /// Hash of userid -> index of the first user with it: a member of several departments
+    /// is listed in each, and repeats are dropped as they come.
     seen: HashMap<u64, u32>,
 }
 
@@ -101,38 +132,45 @@ impl RemoteUsersBuilder {
     pub fn push(&mut self, user: DtUser) {
         let hash = hash_of(&user.userid);
         if let Some(&index) = self.seen.get(&hash) {
-            if self.users[index as usize].field(USERID) == user.userid {
+            if self.buffers.field(&self.users[index as usize], USERID) == user.userid {
                 return;
             }
         }
         let index = u32::try_from(self.users.len()).unwrap_or(u32::MAX);
         self.seen.entry(hash).or_insert(index);
-        self.users.push(Packed::new(user));
+        let entry = self.buffers.add(&user);
+        self.users.push(entry);
     }
 
     /// The finished list.
-    pub fn finish(mut self) -> RemoteUsers {
-        drop(self.seen);
-        self.users
-            .sort_unstable_by(|a, b| a.field(USERID).cmp(b.field(USERID)));
-        self.users
-            .dedup_by(|a, b| a.field(USERID) == b.field(USERID));
-        self.users.shrink_to_fit();
-        let mut by_mobile: Vec<(u64, u32)> = self
-            .users
+    pub fn finish(self) -> RemoteUsers {
+        let Self {
+            mut buffers,
+            mut users,
+            seen,
+        } = self;
+        drop(seen);
+        users.sort_unstable_by(|a, b| buffers.field(a, USERID).cmp(buffers.field(b, USERID)));
+        // Two users hashed alike are both kept above; an exact repeat of either goes here.
+        users.dedup_by(|a, b| buffers.field(a, USERID) == buffers.field(b, USERID));
+        users.shrink_to_fit();
+        buffers.text.shrink_to_fit();
+        buffers.depts.shrink_to_fit();
+        let mut by_mobile: Vec<(u64, u32)> = users
             .iter()
             .enumerate()
-            .filter(|(_, u)| !u.field(MOBILE).is_empty())
+            .filter(|(_, u)| !buffers.field(u, MOBILE).is_empty())
             .map(|(i, u)| {
                 (
-                    hash_of(u.field(MOBILE)),
+                    hash_of(buffers.field(u, MOBILE)),
                     u32::try_from(i).unwrap_or(u32::MAX),
                 )
             })
             .collect();
         by_mobile.sort_unstable();
         RemoteUsers {
-            users: self.users,
+            buffers,
+            users,
             by_mobile,
         }
     }
@@ -161,7 +199,7 @@ impl RemoteUsers {
 
     fn index_of(&self, userid: &str) -> Option<usize> {
         self.users
-            .binary_search_by(|u| u.field(USERID).cmp(userid))
+            .binary_search_by(|u| self.buffers.field(u, USERID).cmp(userid))
             .ok()
     }
 
@@ -177,7 +215,8 @@ impl RemoteUsers {
 
     /// The user `userid`.
     pub fn get(&self, userid: &str) -> Option<DtUser> {
-        self.index_of(userid).map(|i| self.users[i].unpack())
+        self.index_of(userid)
+            .map(|i| self.buffers.unpack(&self.users[i]))
     }
 
     /// The user whose mobile is `mobile` (never for an empty one).
@@ -191,18 +230,20 @@ impl RemoteUsers {
             .iter()
             .take_while(|(h, _)| *h == hash)
             .map(|(_, i)| &self.users[*i as usize])
-            .find(|u| u.field(MOBILE) == mobile)
-            .map(Packed::unpack)
+            .find(|u| self.buffers.field(u, MOBILE) == mobile)
+            .map(|u| self.buffers.unpack(u))
     }
 
     /// Every user, unpacked one at a time, in userid order.
     pub fn iter(&self) -> impl Iterator<Item = DtUser> + '_ {
-        self.users.iter().map(Packed::unpack)
+        self.users.iter().map(|u| self.buffers.unpack(u))
     }
 
     /// `(userid, departments)` of every user, without unpacking.
     pub fn memberships(&self) -> impl Iterator<Item = (&str, &[i64])> + '_ {
-        self.users.iter().map(|u| (u.field(USERID), &*u.depts))
+        self.users
+            .iter()
+            .map(|u| (self.buffers.field(u, USERID), self.buffers.depts(u)))
     }
 
     /// Users `start..start + len` in userid order, unpacked (a pull's slice).
@@ -211,7 +252,7 @@ impl RemoteUsers {
             .iter()
             .skip(start)
             .take(len)
-            .map(Packed::unpack)
+            .map(|u| self.buffers.unpack(u))
             .collect()
     }
 }

@@ -102,11 +102,11 @@ fn fail(key: &str, reason: String) -> Op {
 /// push plan.
 #[derive(Default)]
 pub(super) struct Claims {
-    /// The local username that matched each DingTalk user, by its position in
-    /// `remote.users` (compact: a 100,000-user re-push claims them all).
-    matched: HashMap<u32, Box<str>>,
-    /// The userids this plan creates (userid = username; never a DingTalk userid).
-    created: HashSet<Box<str>>,
+    /// Whether a local user has matched each DingTalk user, by its position in
+    /// `remote.users` (one byte a user: a 100,000-user re-push claims them all).
+    matched: Vec<bool>,
+    /// The last local id planned (a user repeated by the tenant join is planned once).
+    last: Option<String>,
     /// DingTalk departments about to be deleted (only users in them need `final_depts`).
     pub doomed: HashSet<i64>,
     /// userid -> the departments it will have after this plan, for users now in a doomed
@@ -129,6 +129,10 @@ pub(super) fn plan_slice(
         .collect();
     let mut ops = Vec::new();
     for user in local.users.iter().filter(|u| !u.is_deleted()) {
+        if claims.last.as_deref() == Some(user.id.as_str()) {
+            continue;
+        }
+        claims.last = Some(user.id.clone());
         let depts = desired_depts(user, map);
         let hash = user_hash(user, map);
         let linked = links.get(user.id.as_str()).copied();
@@ -149,15 +153,9 @@ pub(super) fn plan_slice(
                 Some(_) if user.username.is_empty() => {
                     ops.push(fail(&user.id, "no username to use as userid".into()))
                 }
-                Some(_) if claims.created.contains(user.username.as_str()) => ops.push(fail(
-                    &user.username,
-                    format!(
-                        "userid {} is already taken by local user {}",
-                        user.username, user.username
-                    ),
-                )),
+                // userid = username: `sys_user.username` is unique, so no two creates
+                // of a run share a userid.
                 Some(phone) => {
-                    claims.created.insert(user.username.as_str().into());
                     ops.push(Op::CreateUser {
                         local_id: user.id.clone(),
                         userid: user.username.clone(),
@@ -169,24 +167,24 @@ pub(super) fn plan_slice(
             }
             continue;
         };
-        let position = remote
-            .users
-            .position(&found.userid)
-            .and_then(|p| u32::try_from(p).ok())
-            .unwrap_or(u32::MAX);
-        if let Some(other) = claims.matched.get(&position) {
-            ops.push(fail(
-                &user.username,
-                format!(
-                    "DingTalk user {} is already matched to local user {other}",
-                    found.userid
-                ),
-            ));
-            continue;
+        let position = remote.users.position(&found.userid).unwrap_or(usize::MAX);
+        if claims.matched.len() < remote.users.len() {
+            claims.matched.resize(remote.users.len(), false);
         }
-        claims
-            .matched
-            .insert(position, user.username.as_str().into());
+        match claims.matched.get_mut(position) {
+            Some(taken) if *taken => {
+                ops.push(fail(
+                    &user.username,
+                    format!(
+                        "DingTalk user {} is already matched to another local user (by its link, phone or username)",
+                        found.userid
+                    ),
+                ));
+                continue;
+            }
+            Some(taken) => *taken = true,
+            None => {}
+        }
         let fields = changes(user, &found, &depts);
         if found.dept_id_list.iter().any(|d| claims.doomed.contains(d)) {
             claims.final_depts.insert(
@@ -250,11 +248,10 @@ pub(super) fn hard_deletes(
     gone.dedup_by(|a, b| a.1 == b.1);
     gone.into_iter()
         .filter(|(_, userid)| {
-            let position = remote
+            remote
                 .users
                 .position(userid)
-                .and_then(|p| u32::try_from(p).ok());
-            position.is_none_or(|p| !claims.matched.contains_key(&p))
+                .is_none_or(|p| !claims.matched.get(p).copied().unwrap_or(false))
         })
         .map(|(local_id, userid)| Op::DeleteUser { local_id, userid })
         .collect()
