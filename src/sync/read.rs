@@ -102,8 +102,12 @@ fn by_local(
     snaps.into_iter().map(|s| (s.local_id.clone(), s)).collect()
 }
 
-/// Every department below the root, by a breadth-first walk of `listsub`.
-pub async fn remote_departments(client: &DingTalkClient) -> Result<Vec<RemoteDept>, DingTalkError> {
+/// Every department below the root, by a breadth-first walk of `listsub`; each one found is
+/// also sent to `found` (when given), so that its members can be listed meanwhile.
+async fn remote_departments(
+    client: &DingTalkClient,
+    found: Option<&tokio::sync::mpsc::UnboundedSender<i64>>,
+) -> Result<Vec<RemoteDept>, DingTalkError> {
     let mut all = Vec::new();
     let mut level = vec![ROOT_DEPT];
     let mut seen: HashSet<i64> = HashSet::from([ROOT_DEPT]);
@@ -128,6 +132,11 @@ pub async fn remote_departments(client: &DingTalkClient) -> Result<Vec<RemoteDep
         level = Vec::new();
         for dept in children.into_iter().flatten() {
             if seen.insert(dept.dept_id) {
+                if let Some(found) = found {
+                    // The receiver is gone only when listing members failed; the walk's
+                    // own result is then dropped too.
+                    let _ = found.send(dept.dept_id);
+                }
                 level.push(dept.dept_id);
                 all.push(dept);
             }
@@ -136,19 +145,20 @@ pub async fn remote_departments(client: &DingTalkClient) -> Result<Vec<RemoteDep
     Ok(all)
 }
 
-/// Every user of the organisation, once, from the members of the root and of `depts`,
-/// packed as each department's pages arrive (never all pages at once).
-pub async fn remote_users(
+/// Every user of the organisation, once: the members of each department id that arrives
+/// on `ids`, packed as each department's pages arrive (never all pages at once).
+async fn remote_users(
     client: &DingTalkClient,
-    depts: &[RemoteDept],
+    ids: tokio::sync::mpsc::UnboundedReceiver<i64>,
 ) -> Result<RemoteUsers, DingTalkError> {
-    let ids: Vec<i64> = std::iter::once(ROOT_DEPT)
-        .chain(depts.iter().map(|d| d.dept_id))
-        .collect();
+    let ids = stream::unfold(ids, |mut ids| async move {
+        ids.recv().await.map(|id| (id, ids))
+    });
     let mut builder = RemoteUsersBuilder::default();
-    let mut pages = stream::iter(ids)
+    let pages = ids
         .map(|id| client.user_list_all(id))
         .buffered(READ_CONCURRENCY);
+    let mut pages = std::pin::pin!(pages);
     while let Some(members) = pages.try_next().await? {
         for user in members {
             builder.push(user);
@@ -157,17 +167,24 @@ pub async fn remote_users(
     Ok(builder.finish())
 }
 
-/// The remote view: departments, and users when `with_users`.
+/// The remote view: departments, and users when `with_users`. The walk (`listsub`) and the
+/// member pages (`v2/user/list`) are two paths with their own limits, so they run at once:
+/// a department's members are listed as soon as the walk finds it.
 pub async fn remote_view(
     client: &DingTalkClient,
     with_users: bool,
 ) -> Result<RemoteView, DingTalkError> {
-    let depts = remote_departments(client).await?;
-    let users = if with_users {
-        remote_users(client, &depts).await?
-    } else {
-        RemoteUsers::default()
-    };
+    if !with_users {
+        return Ok(RemoteView {
+            depts: remote_departments(client, None).await?,
+            users: RemoteUsers::default(),
+        });
+    }
+    let (found, ids) = tokio::sync::mpsc::unbounded_channel();
+    // The root's own members first.
+    let _ = found.send(ROOT_DEPT);
+    let walk = async move { remote_departments(client, Some(&found)).await };
+    let (depts, users) = tokio::try_join!(walk, remote_users(client, ids))?;
     Ok(RemoteView { depts, users })
 }
 
