@@ -232,6 +232,36 @@ fn touches(op: &Op) -> bool {
 /// One user's operations and the number of department-lane steps they wait for.
 type Group = (usize, Vec<Op>);
 
+/// User groups held back while their departments are created (a push's first slices name
+/// departments from all over the tree; without this, those users held every slot while the
+/// department lane worked, and the user lane idled).
+const WAITING: usize = 4000;
+
+/// The next group from `queue` that can start at once; the ones that cannot are moved to
+/// `waiting` while it has room (when it is full, the next one is returned anyway, and waits
+/// in its slot).
+fn next_ready(
+    queue: &mut VecDeque<Group>,
+    waiting: &mut Vec<Group>,
+    settled: usize,
+) -> Option<Group> {
+    while let Some(group) = queue.pop_front() {
+        if group.0 <= settled || waiting.len() >= WAITING {
+            return Some(group);
+        }
+        waiting.push(group);
+    }
+    None
+}
+
+/// The next slice, or never when there is none to take.
+async fn recv(slices: Option<&mut UserSlices>) -> Option<(Vec<Op>, usize)> {
+    match slices {
+        Some(slices) => slices.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Groups user operations by user, each with the department step it waits for, the users
 /// whose departments settle first first.
 fn user_groups(ops: Vec<Op>, provider: &HashMap<String, usize>) -> Vec<Group> {
@@ -296,37 +326,52 @@ impl Run {
         // state, and a 100,000-user push made them all up front (500 MiB).
         let users = async {
             let mut running = FuturesUnordered::new();
+            // Groups whose departments are not settled yet wait here (at most WAITING), so
+            // that users that can go meanwhile, from later slices too, take the slots.
+            let mut waiting: Vec<Group> = Vec::new();
+            let mut depts = watch.clone();
+            let mut depts_done = false;
             loop {
+                let settled = *depts.borrow();
                 while running.len() < USER_CONCURRENCY {
-                    let Some((ready, ops)) = queue.pop_front() else {
+                    let next = match waiting.iter().position(|(ready, _)| *ready <= settled) {
+                        Some(i) => Some(waiting.swap_remove(i)),
+                        None => next_ready(&mut queue, &mut waiting, settled),
+                    };
+                    let Some((ready, ops)) = next else {
                         break;
                     };
                     running.push(self.user_group(ctx, ready, ops, watch.clone(), tick));
                 }
-                match more.as_mut().filter(|_| queue.is_empty()) {
-                    Some(slices) => {
-                        tokio::select! {
-                            slice = slices.recv() => match slice {
-                                Some((ops, considered)) => {
-                                    total.fetch_add(ops.len(), Ordering::Relaxed);
-                                    self.streamed_considered.fetch_add(considered, Ordering::Relaxed);
-                                    let groups = user_groups(ops, &provider);
-                                    self.streamed_touched.fetch_add(
-                                        groups.iter().filter(|(_, g)| g.iter().any(touches)).count(),
-                                        Ordering::Relaxed,
-                                    );
-                                    queue.extend(groups);
-                                }
-                                None => more = None,
-                            },
-                            Some(()) = running.next(), if !running.is_empty() => {}
-                        }
+                let take_slice = queue.is_empty() && waiting.len() < WAITING;
+                let slices = more.as_mut().filter(|_| take_slice);
+                let watch_depts = !waiting.is_empty() && !depts_done;
+                if running.is_empty() && slices.is_none() && !watch_depts {
+                    // The queue is empty too (the loop above fills every slot it can).
+                    if waiting.is_empty() {
+                        break;
                     }
-                    None => {
-                        if running.next().await.is_none() {
-                            break;
+                    // Cannot happen (once the department lane is done, every group is
+                    // ready); should it, run them rather than wait for nothing.
+                    queue.extend(waiting.drain(..));
+                    continue;
+                }
+                tokio::select! {
+                    Some(()) = running.next(), if !running.is_empty() => {}
+                    slice = recv(slices) => match slice {
+                        Some((ops, considered)) => {
+                            total.fetch_add(ops.len(), Ordering::Relaxed);
+                            self.streamed_considered.fetch_add(considered, Ordering::Relaxed);
+                            let groups = user_groups(ops, &provider);
+                            self.streamed_touched.fetch_add(
+                                groups.iter().filter(|(_, g)| g.iter().any(touches)).count(),
+                                Ordering::Relaxed,
+                            );
+                            queue.extend(groups);
                         }
-                    }
+                        None => more = None,
+                    },
+                    changed = depts.changed(), if watch_depts => depts_done = changed.is_err(),
                 }
             }
         };
@@ -795,5 +840,31 @@ impl Run {
             .put_snapshot(ctx.tenant, entity::USER, local_id, userid, hash)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(ready: usize) -> Group {
+        (ready, Vec::new())
+    }
+
+    #[test]
+    fn users_whose_departments_are_not_settled_wait_aside_and_ready_ones_go_first() {
+        let mut queue: VecDeque<Group> = [5, 0, 7, 1].map(group).into();
+        let mut waiting = Vec::new();
+        let ready = |g: Option<Group>| g.map(|(r, _)| r);
+        assert_eq!(ready(next_ready(&mut queue, &mut waiting, 1)), Some(0));
+        assert_eq!(ready(next_ready(&mut queue, &mut waiting, 1)), Some(1));
+        assert_eq!(ready(next_ready(&mut queue, &mut waiting, 1)), None);
+        let aside: Vec<usize> = waiting.iter().map(|(r, _)| *r).collect();
+        assert_eq!(aside, vec![5, 7], "held back, in order");
+        // A full waiting list no longer grows: the next group takes its slot and waits there.
+        let mut full: Vec<Group> = (0..WAITING).map(|_| group(9)).collect();
+        let mut queue: VecDeque<Group> = [8].map(group).into();
+        assert_eq!(ready(next_ready(&mut queue, &mut full, 1)), Some(8));
+        assert_eq!(full.len(), WAITING);
     }
 }
