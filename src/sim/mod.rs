@@ -92,7 +92,7 @@ pub const WRITE_PATHS: &[&str] = &[
 ];
 
 /// One app and its organisation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct App {
     /// AppKey (client id).
     pub appkey: String,
