@@ -2,7 +2,6 @@
 //! `dingsync_run` row and `sync.run.started` / `sync.run.finished` events.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::{Config, TenantConfig, TenantId};
 use crate::dingtalk::{DingTalkClient, DingTalkError};
@@ -12,7 +11,7 @@ use crate::store::{Store, StoreError};
 
 use super::apply::{apply, apply_streamed, ApplyCtx};
 use super::model::{entity, Direction, LocalRef, Op, RemoteView, Scope, Summary};
-use super::plan::{plan_pull, pull_dept_map, pull_users_slice, Plan, PushPlanner};
+use super::plan::{pull_departments, pull_users_slice, Plan, PushPlanner};
 use super::read;
 
 /// Why a run could not even start (reading a side failed).
@@ -68,8 +67,8 @@ pub async fn tenants(config: &Config, store: &Store) -> Result<Vec<TenantConfig>
     Ok(tenants)
 }
 
-/// Users read, planned and applied at a time by a push (a run holds about this many local
-/// users, and two slices of operations, at once).
+/// Users read, planned and applied at a time: local users by a push, DingTalk users by a
+/// pull (a run holds about this many users, and two slices of operations, at once).
 pub const USER_SLICE: usize = 1000;
 
 /// Reads both sides and plans (a dry run: the whole plan is held and returned).
@@ -141,14 +140,16 @@ async fn start_pull(
     if unlinked {
         read::fetch_sources(client, &mut remote, &known).await?;
     }
-    let mut map = pull_dept_map(&local, &remote);
-    if !request.scope.departments() {
+    let (ops, mut map) = pull_departments(&local, &remote);
+    let plan = if request.scope.departments() {
+        Plan {
+            ops,
+            refused_deletes: None,
+            considered: remote.depts.len(),
+        }
+    } else {
         // Nothing is created: only the departments that exist.
         map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
-    }
-    let plan = if request.scope.departments() {
-        plan_pull(&local, &remote, Scope::Departments)
-    } else {
         Plan::default()
     };
     let pull = Pull {
@@ -168,7 +169,7 @@ impl Pull {
     /// (one whose create failed is left out, so its members are not added to it).
     async fn departments_applied(&mut self, store: &Store) -> Result<(), RunError> {
         let local = read::department_view(store, self.tenant).await?;
-        self.map = pull_dept_map(&local, &self.remote);
+        self.map = pull_departments(&local, &self.remote).1;
         self.map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
         Ok(())
     }
@@ -262,7 +263,7 @@ pub async fn run_once(
     run_sliced(store, client, config, tenant, request, progress, USER_SLICE).await
 }
 
-/// [`run_once`] with pushes read `slice` users at a time (tests use small slices).
+/// [`run_once`] with `slice` users a slice instead of [`USER_SLICE`] (tests use small ones).
 pub async fn run_sliced(
     store: &Store,
     client: &DingTalkClient,
@@ -294,13 +295,12 @@ pub async fn run_sliced(
             let run_id = store.start_run(tenant.id, &kind).await?;
             // Progress over the whole run, not per slice.
             let total = head.ops.len() + pull.remote.users.len();
-            let done = AtomicUsize::new(0);
             let mut summary = apply(&ctx, &head).await;
-            done.store(head.ops.len(), Ordering::Relaxed);
             let slices = async {
+                let mut done = head.ops.len();
                 pull.departments_applied(store).await?;
                 while let Some(plan) = pull.next_slice(store).await? {
-                    let offset = done.load(Ordering::Relaxed);
+                    let offset = done;
                     let report = |n: usize, _: usize| {
                         if let Some(progress) = progress {
                             progress(offset + n, total.max(offset + n));
@@ -311,7 +311,7 @@ pub async fn run_sliced(
                         ..ctx
                     };
                     merge(&mut summary, apply(&slice_ctx, &plan).await);
-                    done.fetch_add(plan.ops.len(), Ordering::Relaxed);
+                    done += plan.ops.len();
                 }
                 Ok::<_, RunError>(())
             };

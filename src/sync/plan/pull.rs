@@ -179,10 +179,14 @@ fn users(local: &LocalView, remote: &RemoteView, map: &HashMap<i64, LocalRef>) -
     )
 }
 
-/// The department map of a pull users slice by slice: every walked DingTalk department ->
-/// its local department (existing, or [`LocalRef::Created`] when the plan would create it).
-pub fn pull_dept_map(local: &LocalView, remote: &RemoteView) -> HashMap<i64, LocalRef> {
-    departments(local, remote).1
+/// The department part of a pull that plans its users slice by slice: the department
+/// operations, and every walked DingTalk department -> its local department (existing, or
+/// [`LocalRef::Created`] when the operations create it).
+pub fn pull_departments(
+    local: &LocalView,
+    remote: &RemoteView,
+) -> (Vec<Op>, HashMap<i64, LocalRef>) {
+    departments(local, remote)
 }
 
 /// Plans the DingTalk users `people` (one slice of them, or all) against `local`, which
