@@ -249,6 +249,17 @@ async fn flow(db: TestDb) {
             .any(|t| t.msg["action_card"]["title"] == "旧通知")
     })
     .await;
+    // DingTalk shows the task before the worker records it: wait for the delivery row too,
+    // or the revoke below meets it still `sending`.
+    let mut recorded = false;
+    for _ in 0..400 {
+        recorded = store.deliveries("announcement", "old1").await.unwrap()[0].state == "sent";
+        if recorded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(recorded, "{name}: old1's delivery recorded as sent");
     server.sim.advance_clock(Duration::from_secs(25 * 3600));
     server.sim.reset_calls();
     db.plain
