@@ -18,7 +18,7 @@ fn config(db: &TestDb, server: &SimServer) -> Config {
     common::daemon_config(
         db,
         server,
-        "[queue]\nworkers = 2\nmax_attempts = 3\nbackoff_base = \"50ms\"\nbackoff_cap = \"200ms\"\n[watch]\npoll_interval = \"100ms\"\n",
+        "[queue]\nworkers = 2\nmax_attempts = 3\nbackoff_base = \"50ms\"\nbackoff_cap = \"200ms\"\n[watch]\npoll_interval = \"100ms\"\n[push]\nmax_department_deletes = 1\n",
     )
 }
 
@@ -43,6 +43,11 @@ fn user_depts(server: &SimServer, userid: &str) -> Option<Vec<String>> {
             .map(|d| org.depts[d].name.clone())
             .collect(),
     )
+}
+
+fn dept_names(server: &SimServer) -> Vec<String> {
+    let org = server.sim.app(APPKEY).unwrap().org;
+    org.depts.values().map(|d| d.name.clone()).collect()
 }
 
 async fn daemon_converges(db: TestDb) {
@@ -146,6 +151,71 @@ async fn daemon_converges(db: TestDb) {
         user_depts(&server, "wangfang").is_none()
     })
     .await;
+
+    // A department deleted with its members' rows: its member keeps their other
+    // department, and the department goes from DingTalk.
+    db.plain.execute("INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES \
+         ('c1d2', 'c1', '市场部', 2, '2', 'A01A02', '0'), ('c1d3', 'c1', '财务部', 3, '2', 'A01A03', '0')").await.unwrap();
+    db.plain
+        .execute("INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m3', 'u1', 'c1d2')")
+        .await
+        .unwrap();
+    common::eventually(&format!("{name}: lihua in two departments"), 20, || {
+        user_depts(&server, "lihua") == Some(vec!["研发中心".into(), "市场部".into()])
+            && dept_names(&server).contains(&"财务部".to_string())
+    })
+    .await;
+    db.plain
+        .execute("DELETE FROM sys_user_depart WHERE ID = 'm3'")
+        .await
+        .unwrap();
+    db.plain
+        .execute("DELETE FROM sys_depart WHERE id = 'c1d2'")
+        .await
+        .unwrap();
+    common::eventually(&format!("{name}: 市场部 deleted"), 20, || {
+        !dept_names(&server).contains(&"市场部".to_string())
+            && user_depts(&server, "lihua") == Some(vec!["研发中心".into()])
+    })
+    .await;
+
+    // Two at once, over push.max_department_deletes = 1: the guard refuses both jobs (dead,
+    // with the count), and DingTalk keeps them.
+    db.plain
+        .execute("DELETE FROM sys_depart WHERE id IN ('c1d1', 'c1d3')")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: the guard refused nothing; DingTalk has {:?}",
+            dept_names(&server)
+        );
+        let dead = store
+            .list_jobs(&JobFilter {
+                state: Some(state::DEAD.into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        if dead.len() == 2 {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    for job in &refused {
+        let error = job.last_error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("deletion guard") && error.contains("2 DingTalk departments"),
+            "{name}: {error}"
+        );
+    }
+    let depts = dept_names(&server);
+    assert!(
+        depts.contains(&"研发中心".to_string()) && depts.contains(&"财务部".to_string()),
+        "{name}: {depts:?}"
+    );
 
     // Nothing left running; shutdown drains and returns.
     shutdown.cancel();

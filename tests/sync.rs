@@ -309,6 +309,20 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         );
     }
     assert_eq!(remote_paths(&server), local_paths(&db).await, "{name}");
+    // Their snapshots go too (the daemon's deletion guard counts the ones left).
+    let left: Vec<String> = db
+        .store
+        .snapshots(0, "dept")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| subtree.contains(&s.local_id))
+        .map(|s| s.local_id)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{name}: snapshots of deleted departments: {left:?}"
+    );
 
     // 5. A user deleted from the database for good is deleted in DingTalk (found through
     // its link row and snapshot, not in any slice of local users); the others stay.

@@ -275,13 +275,36 @@ impl Store {
         entity: &str,
         local_id: &str,
     ) -> StoreResult<()> {
-        let sql = self.sql(
-            "DELETE FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND local_id = ?",
+        self.delete_snapshots(tenant_id, entity, "local_id", local_id)
+            .await
+    }
+
+    /// Forgets the snapshots of one DingTalk entity (deleted in DingTalk).
+    pub async fn forget_ding_id(
+        &self,
+        tenant_id: TenantId,
+        entity: &str,
+        ding_id: &str,
+    ) -> StoreResult<()> {
+        self.delete_snapshots(tenant_id, entity, "ding_id", ding_id)
+            .await
+    }
+
+    async fn delete_snapshots(
+        &self,
+        tenant_id: TenantId,
+        entity: &str,
+        column: &'static str,
+        value: &str,
+    ) -> StoreResult<()> {
+        let text = format!(
+            "DELETE FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND {column} = ?"
         );
+        let sql = self.sql(&text);
         crate::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(tenant_id)
             .bind(entity)
-            .bind(local_id)
+            .bind(value)
             .execute(pool)
             .await?
             .rows_affected());

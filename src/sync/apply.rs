@@ -606,6 +606,11 @@ impl Run {
                     Err(error) if error.kind == ErrorKind::DeptNotFound => {}
                     Err(error) => return Err(error.into()),
                 }
+                // The daemon's deletion guard counts snapshots of departments whose local
+                // row is gone; this one is gone from DingTalk too.
+                store
+                    .forget_ding_id(tenant, entity::DEPT, &dept_id.to_string())
+                    .await?;
                 self.state().summary.deleted += 1;
             }
             Op::CreateUser {

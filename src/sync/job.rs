@@ -3,7 +3,7 @@
 //! twin (by link, mobile or username; by `ding_identifier` or snapshot), plans with the same
 //! rules as a full push, and applies. A job that finds nothing to do writes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::config::{Config, TenantConfig};
@@ -12,7 +12,9 @@ use crate::store::{now_ms, Store, StoreError};
 
 use super::apply::{apply, ApplyCtx};
 use super::model::{entity, DeptRef, LocalView, RemoteDept, RemoteView, Summary, ROOT_DEPT};
-use super::plan::{dept_placement, plan_dept_job, plan_dept_removal, plan_user_job, Plan};
+use super::plan::{
+    deletion_refusal, dept_placement, plan_dept_job, plan_dept_removal, plan_user_job, Plan,
+};
 
 /// Job kinds.
 pub mod kind {
@@ -254,7 +256,7 @@ async fn dept_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
         let ding = dept
             .and_then(|d| d.ding_identifier)
             .or_else(|| snapshot.and_then(|s| s.ding_id.parse().ok()));
-        return remove_dept(ctx, key, ding, dept.is_some()).await;
+        return remove_dept(ctx, key, ding, &depts).await;
     };
     let placement = dept_placement(&depts);
     let parent = match placement.get(key).cloned().flatten() {
@@ -319,7 +321,7 @@ async fn remove_dept(
     ctx: &JobCtx<'_>,
     key: &str,
     ding: Option<i64>,
-    row_exists: bool,
+    depts: &[crate::jeecg::LocalDept],
 ) -> Result<JobOutcome, JobError> {
     let (store, client, tenant) = (ctx.store, ctx.client, ctx.tenant.id);
     let Some(ding) = ding.filter(|d| *d != ROOT_DEPT && ctx.config.push.delete_departments) else {
@@ -329,6 +331,37 @@ async fn remove_dept(
         store.delete_snapshot(tenant, entity::DEPT, key).await?;
         return Ok(JobOutcome::Done(Summary::default()));
     };
+    // The full push's deletion guard, applied to the deletes under way: the departments
+    // dingsync synced (a snapshot; removed once DingTalk's department is gone) whose local
+    // row is gone, this one included. A wipe of the local tree makes every one of these
+    // jobs dead with the reason, and DingTalk keeps its departments.
+    let pushable: HashSet<&str> = depts
+        .iter()
+        .filter(|d| !d.is_post() && !d.is_deleted())
+        .map(|d| d.id.as_str())
+        .collect();
+    let synced: HashSet<String> = store
+        .snapshots(tenant, entity::DEPT)
+        .await?
+        .into_iter()
+        .map(|s| s.local_id)
+        .chain(std::iter::once(key.to_owned()))
+        .collect();
+    let going = synced
+        .iter()
+        .filter(|id| !pushable.contains(id.as_str()))
+        .count();
+    if let Some(reason) = deletion_refusal(
+        going,
+        pushable.len(),
+        ctx.config.push.max_department_deletes,
+    ) {
+        tracing::error!(event = "sync.delete_refused", tenant, key, reason = %reason, "department deletion refused by the guard");
+        return Ok(JobOutcome::Failed {
+            permanent: true,
+            reason: format!("deletion guard: {reason}"),
+        });
+    }
     if !client.dept_listsubid(ding).await?.is_empty() {
         // Deepest first: the sub-departments' own jobs delete them, then this one goes.
         return Ok(JobOutcome::Failed {
@@ -348,7 +381,7 @@ async fn remove_dept(
     .await;
     if matches!(outcome, JobOutcome::Done(_)) {
         store.delete_snapshot(tenant, entity::DEPT, key).await?;
-        if row_exists {
+        if depts.iter().any(|d| d.id == key) {
             store.set_ding_identifier(key, None).await?;
         }
     }

@@ -18,7 +18,7 @@ use crate::config::PushConfig;
 use super::model::{DeptRef, LocalView, Op, RemoteView, Scope, ROOT_DEPT};
 
 pub use pull::{plan_pull, pull_departments, users_slice as pull_users_slice};
-pub use push_depts::{dept_hash, plan_dept_job, plan_dept_removal};
+pub use push_depts::{deletion_refusal, dept_hash, plan_dept_job, plan_dept_removal};
 pub use push_users::user_hash;
 
 /// A planned run.

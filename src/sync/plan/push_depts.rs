@@ -258,27 +258,32 @@ pub(super) fn plan(local: &LocalView, remote: &RemoteView, config: &PushConfig) 
         .map(|r| (r.dept_id, r.name.clone()))
         .collect();
     deletes.sort_by_key(|(id, _)| (std::cmp::Reverse(remote_depth(&remote_by_id, *id)), *id));
-    let refusal = if deletes.is_empty() {
-        None
-    } else if order.is_empty() {
-        Some(format!(
-            "the local department tree is empty; refusing to delete {} DingTalk departments",
-            deletes.len()
-        ))
-    } else if deletes.len() > config.max_department_deletes as usize {
-        Some(format!(
-            "{} DingTalk departments would be deleted, more than push.max_department_deletes = {}; nothing deleted",
-            deletes.len(),
-            config.max_department_deletes
-        ))
-    } else {
-        None
-    };
+    let refusal = deletion_refusal(deletes.len(), order.len(), config.max_department_deletes);
     DeptPlan {
         ops,
         map,
         deletes,
         refusal,
+    }
+}
+
+/// The deletion guard: `deletes` DingTalk departments are about to go while the local tree
+/// has `local` pushable departments. Refused (with the reason, naming the count) when the
+/// local tree is empty or when more than `max` would go. A full push counts its plan's
+/// deletes; the daemon counts the synced departments whose local row is gone.
+pub fn deletion_refusal(deletes: usize, local: usize, max: u32) -> Option<String> {
+    if deletes == 0 {
+        None
+    } else if local == 0 {
+        Some(format!(
+            "the local department tree is empty; refusing to delete {deletes} DingTalk departments"
+        ))
+    } else if deletes > max as usize {
+        Some(format!(
+            "{deletes} DingTalk departments would be deleted, more than push.max_department_deletes = {max}; nothing deleted"
+        ))
+    } else {
+        None
     }
 }
 
