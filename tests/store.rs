@@ -72,26 +72,37 @@ async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
             .unwrap();
         db.plain.execute("INSERT INTO sys_depart (id, depart_name, org_code, org_category) VALUES ('d1', '研发部', 'A01', '1')").await.unwrap();
         db.store.enqueue(0, "user", "u1", now_ms()).await.unwrap();
-        let indexes = |db: &common::TestDb| {
+        let indexes = |db: &common::TestDb, index: &str| {
             let sql = match db.name {
-                "sqlite" => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'dingsync_sta_user'",
-                "postgres" => "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'dingsync_sta_user'",
-                _ => "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND index_name = 'dingsync_sta_user'",
+                "sqlite" => format!("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = '{index}'"),
+                "postgres" => format!("SELECT COUNT(*) FROM pg_indexes WHERE indexname = '{index}'"),
+                _ => format!("SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND index_name = '{index}'"),
             };
             let store = db.store.clone();
             async move {
-                dingsync::on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(sql)
+                dingsync::on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(&sql)
                     .fetch_one(pool)
                     .await
                     .unwrap())
             }
         };
-        assert!(indexes(&db).await > 0, "{name}: the link index is there");
+        // JeecgBoot's own indexes come with its tables (tenant and membership reads use them).
+        for index in ["idx_sut_tenant_id", "idx_sud_user_id", "idx_sd_parent_id"] {
+            assert!(indexes(&db, index).await > 0, "{name}: {index}");
+        }
+        assert!(
+            indexes(&db, "dingsync_sta_user").await > 0,
+            "{name}: the link index is there"
+        );
         db.store.uninstall().await.unwrap();
         assert_eq!(
-            indexes(&db).await,
+            indexes(&db, "dingsync_sta_user").await,
             0,
             "{name}: uninstall drops the link index"
+        );
+        assert!(
+            indexes(&db, "idx_sut_tenant_id").await > 0,
+            "{name}: and leaves JeecgBoot's"
         );
         assert!(db.store.trigger_names().await.unwrap().is_empty(), "{name}");
         assert!(

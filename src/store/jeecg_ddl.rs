@@ -1,7 +1,8 @@
 //! JeecgBoot's tables, written from the facts of its MySQL schema (v3.8.2 plus the Flyway
-//! upgrades to v3.9.2): same names, columns and unique keys. `dingsync init
-//! --with-jeecg-schema` creates the missing ones, for SQLite and PostgreSQL installations and
-//! for test databases; a real JeecgBoot database already has them.
+//! upgrades to v3.9.2): same names, columns and unique keys, and the non-unique indexes that
+//! dingsync's reads go through (tenant members, memberships, children of a department).
+//! `dingsync init --with-jeecg-schema` creates the missing ones, for SQLite and PostgreSQL
+//! installations and for test databases; a real JeecgBoot database already has them.
 
 use crate::config::Backend;
 
@@ -31,6 +32,8 @@ struct Table {
     columns: &'static [(&'static str, Ty)],
     primary: &'static str,
     unique: &'static [&'static [&'static str]],
+    /// Non-unique indexes (name, columns): the ones JeecgBoot has that dingsync's reads use.
+    indexes: &'static [(&'static str, &'static [&'static str])],
     defaults: &'static [(&'static str, &'static str)],
 }
 
@@ -82,6 +85,11 @@ const TABLES: &[Table] = &[
         ],
         primary: "id",
         unique: &[&["work_no"], &["username"], &["phone"], &["email"]],
+        indexes: &[
+            ("idx_su_status", &["status"]),
+            ("idx_su_del_flag", &["del_flag"]),
+            ("idx_su_del_username", &["username", "del_flag"]),
+        ],
         defaults: &[],
     },
     Table {
@@ -116,6 +124,10 @@ const TABLES: &[Table] = &[
         ],
         primary: "id",
         unique: &[&["org_code"]],
+        indexes: &[
+            ("idx_sd_parent_id", &["parent_id"]),
+            ("idx_sd_depart_order", &["depart_order"]),
+        ],
         defaults: &[
             ("depart_order", "0"),
             ("org_category", "'1'"),
@@ -128,6 +140,10 @@ const TABLES: &[Table] = &[
         columns: &[("ID", V(32)), ("user_id", V(32)), ("dep_id", V(32))],
         primary: "ID",
         unique: &[&["user_id", "dep_id"]],
+        indexes: &[
+            ("idx_sud_user_id", &["user_id"]),
+            ("idx_sud_dep_id", &["dep_id"]),
+        ],
         defaults: &[],
     },
     Table {
@@ -154,6 +170,10 @@ const TABLES: &[Table] = &[
             &["third_user_id", "third_type", "tenant_id"],
             &["third_user_uuid", "third_type", "tenant_id"],
         ],
+        indexes: &[(
+            "idx_sta_sys_user_id_third_type",
+            &["sys_user_id", "third_type"],
+        )],
         defaults: &[("tenant_id", "0")],
     },
     Table {
@@ -172,6 +192,10 @@ const TABLES: &[Table] = &[
         ],
         primary: "id",
         unique: &[],
+        indexes: &[
+            ("idx_stac_tenant_id", &["tenant_id"]),
+            ("idx_stac_third_type", &["third_type"]),
+        ],
         defaults: &[("tenant_id", "0"), ("status", "1")],
     },
     Table {
@@ -212,6 +236,11 @@ const TABLES: &[Table] = &[
         ],
         primary: "id",
         unique: &[],
+        indexes: &[
+            ("idx_sanno_send_status", &["send_status"]),
+            ("idx_sanno_del_flag", &["del_flag"]),
+            ("idx_sanno_tenant_id", &["tenant_id"]),
+        ],
         defaults: &[("msg_category", "'2'"), ("tenant_id", "0"), ("iz_top", "0")],
     },
     Table {
@@ -230,6 +259,10 @@ const TABLES: &[Table] = &[
         ],
         primary: "id",
         unique: &[],
+        indexes: &[
+            ("idx_sacm_annt_id", &["annt_id"]),
+            ("idx_sacm_user_id", &["user_id"]),
+        ],
         defaults: &[],
     },
     Table {
@@ -249,6 +282,7 @@ const TABLES: &[Table] = &[
         ],
         primary: "id",
         unique: &[&["code"]],
+        indexes: &[],
         defaults: &[("tenant_id", "0")],
     },
     Table {
@@ -264,6 +298,10 @@ const TABLES: &[Table] = &[
         ],
         primary: "id",
         unique: &[],
+        indexes: &[
+            ("idx_sup_user_id", &["user_id"]),
+            ("idx_sup_position_id", &["position_id"]),
+        ],
         defaults: &[],
     },
     Table {
@@ -293,6 +331,7 @@ const TABLES: &[Table] = &[
         ],
         primary: "id",
         unique: &[],
+        indexes: &[],
         defaults: &[("del_flag", "0")],
     },
     Table {
@@ -309,6 +348,11 @@ const TABLES: &[Table] = &[
         ],
         primary: "id",
         unique: &[],
+        indexes: &[
+            ("idx_sut_user_id", &["user_id"]),
+            ("idx_sut_tenant_id", &["tenant_id"]),
+            ("idx_sut_userid_status", &["user_id", "status"]),
+        ],
         defaults: &[],
     },
 ];
@@ -375,6 +419,14 @@ impl Store {
             if !self.table_exists(table.name).await? {
                 self.execute(&create_statement(self.backend(), table))
                     .await?;
+                for (name, columns) in table.indexes {
+                    self.execute(&format!(
+                        "CREATE INDEX {name} ON {} ({})",
+                        table.name,
+                        columns.join(", ")
+                    ))
+                    .await?;
+                }
                 created += 1;
             }
         }
