@@ -244,7 +244,11 @@ impl Push {
 
     /// Member moves, department deletes and deletes of users gone for good.
     async fn finish(self, store: &Store) -> Result<Plan, RunError> {
-        let gone = store.gone_users(self.tenant).await?;
+        let gone = if self.planner.deletes_gone_users() {
+            store.gone_users(self.tenant).await?
+        } else {
+            Vec::new()
+        };
         Ok(self.planner.finish(gone, &self.remote))
     }
 }

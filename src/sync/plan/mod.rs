@@ -111,12 +111,18 @@ impl PushPlanner {
         push_users::plan_slice(slice, remote, &self.map, &mut self.claims)
     }
 
+    /// Whether this push deletes the DingTalk users whose local row is gone (the caller
+    /// looks them up only then).
+    pub fn deletes_gone_users(&self) -> bool {
+        self.scope.users() && self.config.users && self.config.delete_users_on_hard_delete
+    }
+
     /// The rest, once every slice is planned: members moved out of departments about to
     /// go, the department deletes (or the guard's refusal), and deletes of DingTalk users
     /// whose local row is gone (`gone`: `(sys_user.id, userid)` of such links/snapshots).
     pub fn finish(self, gone: Vec<(String, String)>, remote: &RemoteView) -> Plan {
         let mut plan = Plan::default();
-        if self.scope.users() && self.config.users && self.config.delete_users_on_hard_delete {
+        if self.deletes_gone_users() {
             plan.ops
                 .extend(push_users::hard_deletes(gone, remote, &self.claims));
         }
