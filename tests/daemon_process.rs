@@ -1,7 +1,7 @@
 //! `dingsync run` as a process, as systemd runs it: SIGHUP and file edits reload the
-//! configuration (an invalid edit is rejected and the old one keeps working), SIGTERM drains
-//! and exits 0, and a restart resumes from the change-log cursor with nothing lost or done
-//! twice. Two processes on one PostgreSQL database share the work: each change is applied
+//! configuration (an invalid edit is rejected and the old one keeps working; a tenant added
+//! by an edit is worked at once), SIGTERM drains and exits 0, and a restart resumes from the
+//! change-log cursor with nothing lost or done twice. Two processes on one PostgreSQL database share the work: each change is applied
 //! once, each scheduled pull fires once, and when one is killed the other takes its tenant.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -67,7 +67,39 @@ async fn reload_drain_and_restart() {
         .any(|l| l.contains("config.rejected") && l.contains("queue.workers")));
     db.plain.execute(&insert(2)).await.unwrap();
     common::eventually("proc2 with the old configuration", 20, || has(2)).await;
+
+    // A tenant added by an edit is worked at once (its own DingTalk app); removed again by
+    // the next edit.
+    server.sim.add_app("tenant7app", "tenant7secret", 7_000_007);
+    std::fs::write(
+        &path,
+        common::config_text(
+            &db.url,
+            &server.url,
+            1000,
+            "[queue]\nworkers = 2\n[[tenant]]\nid = 7\nagent_id = 7000007\nclient_id = \"tenant7app\"\nclient_secret = \"tenant7secret\"\n",
+        ),
+    )
+    .unwrap();
+    daemon.wait_for_with("config.reloaded", "[0, 7]").await;
+    db.plain.execute(&insert(9)).await.unwrap();
+    db.plain
+        .execute("INSERT INTO sys_user_tenant (id, user_id, tenant_id, status) VALUES ('t9', 'p9', 7, '1')")
+        .await
+        .unwrap();
+    common::eventually("proc9 in the added tenant's app", 20, || {
+        server
+            .sim
+            .app("tenant7app")
+            .unwrap()
+            .org
+            .users
+            .contains_key("proc9")
+    })
+    .await;
+    let reloads = daemon.count("config.reloaded");
     write_config(2);
+    daemon.wait_for("config.reloaded", reloads + 1).await;
 
     // SIGTERM in the middle of work drains and exits 0; what it did not finish is done after
     // the restart.
@@ -86,11 +118,11 @@ async fn reload_drain_and_restart() {
     // Changes made while it was down are picked up from the cursor; nothing is done twice.
     db.plain.execute(&insert(3)).await.unwrap();
     let restarted = Daemon::start(&path);
-    common::eventually("proc3..proc8 after restart", 20, || (3..9).all(has)).await;
+    common::eventually("proc3..proc9 after restart", 20, || (3..10).all(has)).await;
     let creates = server.sim.calls(APPKEY)["topapi/v2/user/create"];
     assert_eq!(
         (creates.calls, creates.failed),
-        (8, 0),
+        (9, 0),
         "each user created once"
     );
     restarted.signal("TERM");

@@ -65,6 +65,26 @@ impl Daemon {
         }
     }
 
+    /// Waits (20 s at most) until a line with `event` also contains `text`.
+    pub async fn wait_for_with(&self, event: &str, text: &str) {
+        let needle = format!("\"event\":\"{event}\"");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !self
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&needle) && l.contains(text))
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {event} with {text} in:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Sends signal `name` (e.g. TERM).
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap().to_string();
