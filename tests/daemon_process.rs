@@ -21,16 +21,13 @@ async fn reload_drain_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dingsync.toml");
     let write_config = |workers: u32| {
-        std::fs::write(
+        common::write_config(
             &path,
-            common::config_text(
-                &db.url,
-                &server.url,
-                1000,
-                &format!("[queue]\nworkers = {workers}\n"),
-            ),
+            &db.url,
+            &server.url,
+            1000,
+            &format!("[queue]\nworkers = {workers}\n"),
         )
-        .unwrap()
     };
     write_config(2);
     let insert = |n: u32| {
@@ -71,16 +68,10 @@ async fn reload_drain_and_restart() {
     // A tenant added by an edit is worked at once (its own DingTalk app); removed again by
     // the next edit.
     server.sim.add_app("tenant7app", "tenant7secret", 7_000_007);
-    std::fs::write(
-        &path,
-        common::config_text(
-            &db.url,
+    common::write_config(&path, &db.url,
             &server.url,
             1000,
-            "[queue]\nworkers = 2\n[[tenant]]\nid = 7\nagent_id = 7000007\nclient_id = \"tenant7app\"\nclient_secret = \"tenant7secret\"\n",
-        ),
-    )
-    .unwrap();
+            "[queue]\nworkers = 2\n[[tenant]]\nid = 7\nagent_id = 7000007\nclient_id = \"tenant7app\"\nclient_secret = \"tenant7secret\"\n");
     daemon.wait_for_with("config.reloaded", "[0, 7]").await;
     db.plain.execute(&insert(9)).await.unwrap();
     db.plain
@@ -107,12 +98,7 @@ async fn reload_drain_and_restart() {
         db.plain.execute(&insert(n)).await.unwrap();
     }
     let mut daemon = daemon;
-    daemon.signal("TERM");
-    let status = tokio::time::timeout(Duration::from_secs(20), daemon.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(daemon.stop().await, Some(0));
     assert_eq!(daemon.count("shutdown.complete"), 1);
 
     // Changes made while it was down are picked up from the cursor; nothing is done twice.
@@ -125,16 +111,8 @@ async fn reload_drain_and_restart() {
         (9, 0),
         "each user created once"
     );
-    restarted.signal("TERM");
     let mut restarted = restarted;
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(20), restarted.child.wait())
-            .await
-            .unwrap()
-            .unwrap()
-            .code(),
-        Some(0)
-    );
+    assert_eq!(restarted.stop().await, Some(0));
 
     // The operator's view.
     let cli = |args: &[&str]| {
@@ -187,16 +165,13 @@ async fn two_processes_on_postgres_share_the_work_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dingsync.toml");
     // Both schedule a pull every second; each tick must fire once. A 2 s tenant lease.
-    std::fs::write(
+    common::write_config(
         &path,
-        common::config_text(
-            &db.url,
-            &server.url,
-            1000,
-            "[pull]\ncron = \"*/1 * * * * *\"\n[daemon]\nlease_ttl = \"2s\"\n",
-        ),
-    )
-    .unwrap();
+        &db.url,
+        &server.url,
+        1000,
+        "[pull]\ncron = \"*/1 * * * * *\"\n[daemon]\nlease_ttl = \"2s\"\n",
+    );
     let store = db.store.clone();
     let first = Daemon::start(&path);
     // The first owns the tenant before the second starts.
@@ -281,10 +256,5 @@ async fn two_processes_on_postgres_share_the_work_once() {
         assert!(pair[1] - pair[0] >= 250, "a tick fired twice: {started:?}");
     }
     let mut second = second;
-    second.signal("TERM");
-    let status = tokio::time::timeout(Duration::from_secs(20), second.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(second.stop().await, Some(0));
 }

@@ -105,16 +105,10 @@ async fn restart_mid_run(db: TestDb, service: &str, script: &str) {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dingsync.toml");
-    std::fs::write(
-        &path,
-        common::config_text(
-            &db.url,
+    common::write_config(&path, &db.url,
             &server.url,
             50,
-            "[queue]\nworkers = 4\n[daemon]\nlease_ttl = \"3s\"\n[watch]\npoll_interval = \"200ms\"\nfallback_poll = \"3600s\"\n",
-        ),
-    )
-    .unwrap();
+            "[queue]\nworkers = 4\n[daemon]\nlease_ttl = \"3s\"\n[watch]\npoll_interval = \"200ms\"\nfallback_poll = \"3600s\"\n");
     db.plain.execute(&insert_users(0, USERS)).await.unwrap();
     let users = || server.sim.app(APPKEY).unwrap().org.users.len();
 
@@ -190,13 +184,8 @@ async fn restart_mid_run(db: TestDb, service: &str, script: &str) {
         creates.calls,
         creates.failed
     );
-    daemon.signal("TERM");
-    let status = tokio::time::timeout(Duration::from_secs(20), daemon.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        status.code(),
+        daemon.stop().await,
         Some(0),
         "{service}: clean exit after the outage"
     );

@@ -172,16 +172,10 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dingsync.toml");
-    std::fs::write(
-        &path,
-        common::config_text(
-            &db.url,
+    common::write_config(&path, &db.url,
             &server.url,
             400,
-            "[queue]\nworkers = 8\nbackoff_base = \"20ms\"\nbackoff_cap = \"300ms\"\n[daemon]\nlease_ttl = \"1s\"\n[log]\nlevel = \"warn\"\n",
-        ),
-    )
-    .unwrap();
+            "[queue]\nworkers = 8\nbackoff_base = \"20ms\"\nbackoff_cap = \"300ms\"\n[daemon]\nlease_ttl = \"1s\"\n[log]\nlevel = \"warn\"\n");
     let start = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
             .args(["run", "--config", path.to_str().unwrap()])

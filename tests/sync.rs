@@ -455,17 +455,7 @@ async fn sync_and_plan_commands() {
     let server = common::start_fast_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dingsync.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n[[tenant]]\nid = 0\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n",
-            db.url,
-            server.url,
-            common::AGENT_ID,
-            common::APPSECRET
-        ),
-    )
-    .unwrap();
+    common::write_config(&path, &db.url, &server.url, 1000, "");
     let dingsync = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--config", path.to_str().unwrap(), "--log-format", "json"]);

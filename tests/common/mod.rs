@@ -260,6 +260,11 @@ pub fn config_text(db_url: &str, sim_url: &str, qps: u32, extra: &str) -> String
     )
 }
 
+/// Writes a configuration file (see [`config_text`]) to `path`.
+pub fn write_config(path: &std::path::Path, db_url: &str, sim_url: &str, qps: u32, extra: &str) {
+    std::fs::write(path, config_text(db_url, sim_url, qps, extra)).unwrap();
+}
+
 /// Polls `check` until it holds, at most `seconds`; returns as soon as it holds.
 pub async fn eventually<F: Fn() -> bool>(what: &str, seconds: u64, check: F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);

@@ -85,6 +85,16 @@ impl Daemon {
         }
     }
 
+    /// SIGTERM, then waits (20 s at most) for the exit; returns its code.
+    pub async fn stop(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exited within 20 s")
+            .unwrap()
+            .code()
+    }
+
     /// Sends signal `name` (e.g. TERM).
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap().to_string();
