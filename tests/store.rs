@@ -43,19 +43,19 @@ async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
                 first.to_version,
                 first.jeecg_tables_created
             ),
-            (0, 3, 11),
+            (0, 4, 11),
             "{name}"
         );
         let triggers = db.store.trigger_names().await.unwrap();
         assert_eq!(
             triggers.len(),
-            16,
-            "{name}: 5 tables x insert/update/delete, and the outbox: {triggers:?}"
+            19,
+            "{name}: 6 tables x insert/update/delete, and the outbox: {triggers:?}"
         );
         let again = db.store.init(true).await.unwrap();
         assert_eq!(
             (again.from_version, again.jeecg_tables_created),
-            (3, 0),
+            (4, 0),
             "{name}"
         );
         assert_eq!(
@@ -164,6 +164,8 @@ async fn each_trigger_logs_its_change() {
             "UPDATE sys_announcement SET send_status = '1' WHERE id = 'a1'",
             "DELETE FROM sys_depart WHERE id = 'd1'",
             "DELETE FROM sys_user WHERE id = 'u1'",
+            "INSERT INTO sys_user_tenant (id, user_id, tenant_id, status) VALUES ('t1', 'u1', 7, '1')",
+            "UPDATE sys_user_tenant SET status = '0' WHERE id = 't1'",
         ] {
             p.execute(statement).await.unwrap_or_else(|e| panic!("{}: {statement}: {e}", db.name));
         }
@@ -180,6 +182,8 @@ async fn each_trigger_logs_its_change() {
             ("sys_announcement", "a1", "U"),
             ("sys_depart", "d1", "D"),
             ("sys_user", "u1", "D"),
+            ("sys_user_tenant", "u1", "I"),
+            ("sys_user_tenant", "u1", "U"),
         ]
         .iter()
         .map(|(t, k, o)| (t.to_string(), k.to_string(), o.to_string()))
@@ -205,8 +209,14 @@ async fn each_trigger_logs_its_change() {
             db.name
         );
         assert_eq!(
+            rows[12].tenant_id,
+            Some(7),
+            "{}: the tenant a user joined",
+            db.name
+        );
+        assert_eq!(
             db.store.changes_after(rows[9].id, 100).await.unwrap().len(),
-            2,
+            4,
             "{}",
             db.name
         );
@@ -751,17 +761,36 @@ async fn init_migrates_forward_from_version_1() {
     for db in common::all_dbs().await {
         let name = db.name;
         db.store.init(true).await.unwrap();
-        // Make it look like a version-1 installation: no outbox trigger, version 1.
-        let drop = match db.name {
-            "postgres" => "DROP TRIGGER IF EXISTS dingsync_outbox_trg ON dingsync_outbox",
-            _ => "DROP TRIGGER IF EXISTS dingsync_outbox_ai",
+        // Make it look like a version-1 installation: no outbox trigger (v2), no gap table
+        // and no sys_user_tenant triggers (v4), version 1.
+        let drops: &[&str] = match db.name {
+            "postgres" => &[
+                "DROP TRIGGER IF EXISTS dingsync_outbox_trg ON dingsync_outbox",
+                "DROP TRIGGER IF EXISTS dingsync_change_trg ON sys_user_tenant",
+            ],
+            _ => &[
+                "DROP TRIGGER IF EXISTS dingsync_outbox_ai",
+                "DROP TRIGGER IF EXISTS dingsync_sys_user_tenant_ai",
+                "DROP TRIGGER IF EXISTS dingsync_sys_user_tenant_au",
+                "DROP TRIGGER IF EXISTS dingsync_sys_user_tenant_ad",
+            ],
         };
-        db.store.execute(drop).await.unwrap();
+        for drop in drops {
+            db.store.execute(drop).await.unwrap();
+        }
+        db.store
+            .execute("DROP TABLE dingsync_change_gap")
+            .await
+            .unwrap();
         db.store.set_meta("schema_version", "1").await.unwrap();
         assert_eq!(db.store.trigger_names().await.unwrap().len(), 15, "{name}");
         let report = db.store.init(false).await.unwrap();
-        assert_eq!((report.from_version, report.to_version), (1, 3), "{name}");
-        assert_eq!(db.store.trigger_names().await.unwrap().len(), 16, "{name}");
+        assert_eq!((report.from_version, report.to_version), (1, 4), "{name}");
+        assert!(
+            db.store.table_exists("dingsync_change_gap").await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(db.store.trigger_names().await.unwrap().len(), 19, "{name}");
         // The outbox trigger logs inserted rows.
         db.plain
             .execute("INSERT INTO dingsync_outbox (tenant_id, to_all, message) VALUES (0, 1, '{}')")
@@ -817,6 +846,60 @@ async fn an_entity_with_a_running_job_is_not_claimed_twice() {
                 .collect::<Vec<_>>(),
             vec!["a1"],
             "{name}"
+        );
+    }
+}
+
+/// A transaction that commits after a later one: its change row lands behind the cursor,
+/// which has passed the gap it left. It is still read (the gap is watched), once.
+#[tokio::test]
+async fn a_change_committed_late_behind_the_cursor_is_not_lost() {
+    use dingsync::store::state::GapRules;
+    let gaps = GapRules {
+        hold_ms: 0,
+        keep_ms: 3_600_000,
+    };
+    let tenants = [0];
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        let read = || {
+            db.store
+                .changes_to_jobs(100, &tenants, dingsync::daemon::job_for, gaps)
+        };
+        let user = |id: &str| {
+            format!("INSERT INTO sys_user (id, username, realname) VALUES ('{id}', '{id}', '{id}')")
+        };
+        if name == "sqlite" {
+            // One writer at a time: no transaction commits out of order, but ids can still
+            // skip (a rolled-back insert). The same gap, written by hand.
+            db.store.execute("INSERT INTO dingsync_change (id, table_name, row_key, op, tenant_id, changed_at) VALUES (11, 'sys_user', 'early', 'I', NULL, 0)").await.unwrap();
+            assert_eq!(read().await.unwrap().consumed, 1, "{name}");
+            db.store.execute("INSERT INTO dingsync_change (id, table_name, row_key, op, tenant_id, changed_at) VALUES (7, 'sys_user', 'late', 'I', NULL, 0)").await.unwrap();
+        } else {
+            assert_eq!(read().await.unwrap().consumed, 0, "{name}");
+            let late = user("late");
+            dingsync::on_pool!(db.plain, |pool| {
+                let mut slow = pool.begin().await.unwrap();
+                sqlx::query(&late).execute(&mut *slow).await.unwrap();
+                // A later transaction commits first; the reader passes the gap.
+                db.plain.execute(&user("early")).await.unwrap();
+                assert_eq!(read().await.unwrap().consumed, 1, "{name}");
+                slow.commit().await.unwrap();
+            });
+        }
+        assert_eq!(read().await.unwrap().consumed, 1, "{name}: the late row");
+        assert_eq!(read().await.unwrap().consumed, 0, "{name}: read once");
+        let keys: Vec<String> = db
+            .store
+            .list_jobs(&JobFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.entity_key)
+            .collect();
+        assert!(
+            keys.contains(&"early".to_string()) && keys.contains(&"late".to_string()),
+            "{name}: {keys:?}"
         );
     }
 }

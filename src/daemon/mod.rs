@@ -45,8 +45,12 @@ pub enum DaemonError {
 
 /// Change rows read per transaction.
 const CHANGE_BATCH: i64 = 500;
-/// A gap in change ids younger than this may be a transaction still committing.
-const GAP_HOLD_MS: i64 = 3_000;
+/// Gaps in change ids: the reader waits 3 s at a fresh one (a transaction still committing),
+/// then passes it and watches it for an hour for rows a longer transaction commits late.
+const GAPS: crate::store::state::GapRules = crate::store::state::GapRules {
+    hold_ms: 3_000,
+    keep_ms: 3_600_000,
+};
 /// Longest wait between attempts to reach the database while it is down: the change-log
 /// reader and the workers retry with doubling delays up to this, so that work resumes within
 /// a few seconds of the database's return.
@@ -151,19 +155,24 @@ impl Shared {
 }
 
 /// The jobs a change row asks for: users (also for their memberships and positions) in
-/// every tenant; departments, announcements and outbox rows in their own tenant (tenant 0
-/// owns every row).
+/// every tenant, and in the tenant they joined or left; departments, announcements and
+/// outbox rows in their own tenant (tenant 0 owns every row).
 pub fn job_for(change: &Change, tenants: &[TenantId]) -> Vec<(TenantId, &'static str, String)> {
-    let job_kind = match change.table_name.as_str() {
-        "sys_user" | "sys_user_depart" | "sys_user_position" => kind::USER,
-        "sys_depart" => kind::DEPT,
-        "sys_announcement" => kind::ANNOUNCE,
-        "dingsync_outbox" => kind::OUTBOX,
+    type Reach = fn(TenantId, Option<TenantId>) -> bool;
+    let every: Reach = |_, _| true;
+    let own: Reach = |tenant, row| Some(tenant) == row;
+    let own_or_all: Reach = |tenant, row| tenant == 0 || Some(tenant) == row;
+    let (job_kind, reach) = match change.table_name.as_str() {
+        "sys_user" | "sys_user_depart" | "sys_user_position" => (kind::USER, every),
+        "sys_user_tenant" => (kind::USER, own),
+        "sys_depart" => (kind::DEPT, own_or_all),
+        "sys_announcement" => (kind::ANNOUNCE, own_or_all),
+        "dingsync_outbox" => (kind::OUTBOX, own_or_all),
         _ => return Vec::new(),
     };
     tenants
         .iter()
-        .filter(|t| job_kind == kind::USER || **t == 0 || Some(**t) == change.tenant_id)
+        .filter(|t| reach(**t, change.tenant_id))
         .map(|t| (*t, job_kind, change.row_key.clone()))
         .collect()
 }
@@ -318,4 +327,40 @@ async fn status_line(shared: &Shared) -> String {
         format!("{} s ago", (crate::store::now_ms() - t) / 1000)
     });
     format!("tenants {owned:?} owned; {pending} pending, {dead} dead; last run {ago}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::job_for;
+    use crate::store::state::Change;
+
+    fn change(table: &str, tenant: Option<i64>) -> Change {
+        Change {
+            id: 1,
+            table_name: table.into(),
+            row_key: "k".into(),
+            op: "I".into(),
+            tenant_id: tenant,
+            changed_at: 0,
+        }
+    }
+
+    #[test]
+    fn each_change_asks_for_jobs_in_the_tenants_it_concerns() {
+        let tenants = [0, 7, 8];
+        let reach = |table: &str, tenant: Option<i64>| -> Vec<(i64, &str)> {
+            job_for(&change(table, tenant), &tenants)
+                .into_iter()
+                .map(|(t, kind, _)| (t, kind))
+                .collect()
+        };
+        assert_eq!(
+            reach("sys_user_depart", None),
+            vec![(0, "user"), (7, "user"), (8, "user")]
+        );
+        assert_eq!(reach("sys_user_tenant", Some(7)), vec![(7, "user")]);
+        assert_eq!(reach("sys_depart", Some(8)), vec![(0, "dept"), (8, "dept")]);
+        assert_eq!(reach("sys_announcement", Some(9)), vec![(0, "announce")]);
+        assert!(reach("sys_role", None).is_empty());
+    }
 }

@@ -12,7 +12,7 @@ use notify::Watcher;
 use crate::config::Backend;
 use crate::store::Pools;
 
-use super::{job_for, Shared, CHANGE_BATCH, GAP_HOLD_MS, STORE_RETRY_CAP};
+use super::{job_for, Shared, CHANGE_BATCH, GAPS, STORE_RETRY_CAP};
 
 /// Wakes the reader whenever a change may have been committed.
 pub(super) async fn watch(shared: Arc<Shared>) {
@@ -122,7 +122,7 @@ pub(super) async fn read_changes(shared: Arc<Shared>) {
         let tenants: Vec<_> = shared.runtime().tenants.iter().map(|t| t.id).collect();
         match shared
             .store
-            .changes_to_jobs(CHANGE_BATCH, &tenants, job_for, GAP_HOLD_MS)
+            .changes_to_jobs(CHANGE_BATCH, &tenants, job_for, GAPS)
             .await
         {
             Ok(batch) => {
@@ -135,7 +135,7 @@ pub(super) async fn read_changes(shared: Arc<Shared>) {
                         "change rows turned into jobs"
                     );
                     shared.wake_workers.notify_waiters();
-                    if batch.consumed as i64 == CHANGE_BATCH {
+                    if batch.consumed as i64 >= CHANGE_BATCH {
                         continue;
                     }
                 }

@@ -13,18 +13,30 @@ use crate::config::Backend;
 use super::{Store, StoreError, StoreResult};
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// PostgreSQL NOTIFY channel raised by the change-log triggers.
 pub const NOTIFY_CHANNEL: &str = "dingsync_change";
 
-/// JeecgBoot tables whose changes are logged: (table, key column, tenant column).
-pub const LOGGED_TABLES: &[(&str, &str, Option<&str>)] = &[
-    ("sys_user", "id", None),
-    ("sys_depart", "id", Some("tenant_id")),
-    ("sys_user_depart", "user_id", None),
-    ("sys_user_position", "user_id", None),
-    ("sys_announcement", "id", Some("tenant_id")),
+/// JeecgBoot tables whose changes are logged: (table, key column, tenant column, the schema
+/// version that added its triggers).
+pub const LOGGED_TABLES: &[(&str, &str, Option<&str>, i64)] = &[
+    ("sys_user", "id", None, 1),
+    ("sys_depart", "id", Some("tenant_id"), 1),
+    ("sys_user_depart", "user_id", None, 1),
+    ("sys_user_position", "user_id", None, 1),
+    ("sys_announcement", "id", Some("tenant_id"), 1),
+    // A user joining a tenant (JeecgBoot's "invite to tenant") touches only this table.
+    ("sys_user_tenant", "user_id", Some("tenant_id"), 4),
 ];
+
+/// The change-log triggers that schema `version` adds.
+fn triggers_of_version(backend: Backend, version: i64) -> Vec<String> {
+    LOGGED_TABLES
+        .iter()
+        .filter(|(_, _, _, since)| *since == version)
+        .flat_map(|(table, key, tenant, _)| triggers(backend, table, key, *tenant))
+        .collect()
+}
 
 /// dingsync's own tables, in creation order.
 pub const OWN_TABLES: &[&str] = &[
@@ -37,6 +49,7 @@ pub const OWN_TABLES: &[&str] = &[
     "dingsync_run",
     "dingsync_lease",
     "dingsync_writer",
+    "dingsync_change_gap",
 ];
 
 fn autoinc(backend: Backend) -> &'static str {
@@ -215,9 +228,7 @@ fn migration(backend: Backend, version: i64) -> Vec<String> {
     match version {
         1 => {
             let mut statements = own_tables(backend);
-            for (table, key, tenant) in LOGGED_TABLES {
-                statements.extend(triggers(backend, table, key, *tenant));
-            }
+            statements.extend(triggers_of_version(backend, 1));
             statements
         }
         2 => {
@@ -240,6 +251,21 @@ fn migration(backend: Backend, version: i64) -> Vec<String> {
                 "IF NOT EXISTS "
             }
         )],
+        // Gaps in change ids the reader passed, watched for rows a long transaction commits
+        // into them later (see `Store::changes_to_jobs`); tenant membership logged.
+        4 => {
+            let mut statements = vec![format!(
+                "CREATE TABLE IF NOT EXISTS dingsync_change_gap (lo BIGINT NOT NULL PRIMARY KEY, \
+                 hi BIGINT NOT NULL, since BIGINT NOT NULL){}",
+                if backend == Backend::MySql {
+                    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+                } else {
+                    ""
+                }
+            )];
+            statements.extend(triggers_of_version(backend, 4));
+            statements
+        }
         _ => Vec::new(),
     }
 }
@@ -294,7 +320,7 @@ impl Store {
         } else {
             0
         };
-        for (table, _, _) in LOGGED_TABLES {
+        for (table, _, _, _) in LOGGED_TABLES {
             if !self.table_exists(table).await? {
                 return Err(StoreError::MissingTable((*table).to_string()));
             }
@@ -376,7 +402,7 @@ impl Store {
     /// Drops dingsync's triggers, trigger functions and tables. JeecgBoot's rows are not
     /// touched.
     pub async fn uninstall(&self) -> StoreResult<()> {
-        for (table, _, _) in LOGGED_TABLES {
+        for (table, _, _, _) in LOGGED_TABLES {
             let exists = self.table_exists(table).await?;
             let statements = match self.backend() {
                 Backend::Postgres if exists => vec![

@@ -377,6 +377,77 @@ pub struct ChangeBatch {
     pub held_back: bool,
 }
 
+/// How the change-log reader treats gaps in change ids (a transaction not committed yet, or
+/// rolled back).
+#[derive(Clone, Copy, Debug)]
+pub struct GapRules {
+    /// The cursor waits this long at a fresh gap, so rows are read in order.
+    pub hold_ms: i64,
+    /// A gap passed is watched this long for rows committed into it late.
+    pub keep_ms: i64,
+}
+
+/// How many of `rows` (after the cursor `start`, in id order) the cursor moves over: it stops
+/// at the first gap younger than `hold_ms`.
+fn cursor_run(start: i64, rows: &[Change], now: i64, hold_ms: i64) -> usize {
+    let mut cursor = start;
+    for (n, change) in rows.iter().enumerate() {
+        if change.id != cursor + 1 && now - change.changed_at < hold_ms {
+            return n;
+        }
+        cursor = change.id;
+    }
+    rows.len()
+}
+
+/// The gap ranges to rewrite: `known` gaps (lo, hi, since) to delete (expired, or partly
+/// filled by `late` rows), and the ranges to insert (what is left of those, and the new
+/// gaps the cursor passes over in `passed`, which follow the cursor `start`).
+#[allow(clippy::type_complexity)]
+fn gap_changes(
+    known: &[(i64, i64, i64)],
+    late: &[Change],
+    start: i64,
+    passed: &[Change],
+    now: i64,
+    keep_ms: i64,
+) -> (Vec<i64>, Vec<(i64, i64, i64)>) {
+    let (mut deleted, mut added) = (Vec::new(), Vec::new());
+    for &(lo, hi, since) in known {
+        let filled: Vec<i64> = late
+            .iter()
+            .map(|c| c.id)
+            .filter(|id| (lo..=hi).contains(id))
+            .collect();
+        let expired = now - since > keep_ms;
+        if !expired && filled.is_empty() {
+            continue;
+        }
+        deleted.push(lo);
+        if expired {
+            continue;
+        }
+        let mut from = lo;
+        for id in filled {
+            if id > from {
+                added.push((from, id - 1, since));
+            }
+            from = id + 1;
+        }
+        if from <= hi {
+            added.push((from, hi, since));
+        }
+    }
+    let mut cursor = start;
+    for change in passed {
+        if change.id > cursor + 1 {
+            added.push((cursor + 1, change.id - 1, now));
+        }
+        cursor = change.id;
+    }
+    (deleted, added)
+}
+
 /// The change-log cursor's name in `dingsync_meta`.
 const CURSOR: &str = "change_cursor";
 
@@ -404,17 +475,24 @@ impl Store {
     /// Turns change rows after the cursor into coalesced jobs and advances the cursor, in one
     /// transaction (a crash loses no change and enqueues nothing twice). Ids are assigned at
     /// insert but committed in any order on MariaDB and PostgreSQL, so the cursor stops before
-    /// a gap younger than `gap_hold_ms` (a transaction that may still commit); an older gap
-    /// is a rolled-back insert.
+    /// a gap younger than `gaps.hold_ms` (a transaction that may still commit). An older gap
+    /// is passed but remembered (`dingsync_change_gap`) for `gaps.keep_ms`: a row that a long
+    /// transaction commits into it later is still read, behind the cursor. A gap nothing
+    /// fills is a rolled-back insert.
     pub async fn changes_to_jobs(
         &self,
         limit: i64,
         tenants: &[TenantId],
         job_for: JobFor,
-        gap_hold_ms: i64,
+        gaps: GapRules,
     ) -> StoreResult<ChangeBatch> {
         let cursor_sql = self.sql("SELECT value FROM dingsync_meta WHERE name = ?");
         let rows_sql = self.sql("SELECT id, table_name, row_key, op, tenant_id, changed_at FROM dingsync_change WHERE id > ? ORDER BY id LIMIT ?");
+        let gaps_sql = "SELECT lo, hi, since FROM dingsync_change_gap ORDER BY lo";
+        let late_sql = self.sql("SELECT c.id, c.table_name, c.row_key, c.op, c.tenant_id, c.changed_at FROM dingsync_change c JOIN dingsync_change_gap g ON c.id BETWEEN g.lo AND g.hi ORDER BY c.id LIMIT ?");
+        let gap_delete = self.sql("DELETE FROM dingsync_change_gap WHERE lo = ?");
+        let gap_insert =
+            self.sql("INSERT INTO dingsync_change_gap (lo, hi, since) VALUES (?, ?, ?)");
         let enqueue = self.enqueue_sql();
         let save = self.sql(match self.backend() {
             crate::config::Backend::MySql => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)",
@@ -428,17 +506,25 @@ impl Store {
                 .bind(CURSOR)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let mut cursor: i64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+            let start: i64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+            let known: Vec<(i64, i64, i64)> = sqlx::query_as(gaps_sql).fetch_all(&mut *tx).await?;
+            let late: Vec<Change> = if known.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_as(&late_sql)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?
+            };
             let rows: Vec<Change> = sqlx::query_as(&rows_sql)
-                .bind(cursor)
+                .bind(start)
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
-            let mut consumed = 0;
-            for change in &rows {
-                if change.id != cursor + 1 && now - change.changed_at < gap_hold_ms {
-                    break;
-                }
+            let ahead = cursor_run(start, &rows, now, gaps.hold_ms);
+            let (rewritten, added) =
+                gap_changes(&known, &late, start, &rows[..ahead], now, gaps.keep_ms);
+            for change in late.iter().chain(&rows[..ahead]) {
                 for (tenant, kind, key) in job_for(change, tenants) {
                     let pending = super::queue::pending_key(tenant, kind, &key);
                     sqlx::query(&enqueue)
@@ -452,20 +538,29 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                cursor = change.id;
-                consumed += 1;
             }
-            if consumed > 0 {
+            for lo in rewritten {
+                sqlx::query(&gap_delete).bind(lo).execute(&mut *tx).await?;
+            }
+            for (lo, hi, since) in added {
+                sqlx::query(&gap_insert)
+                    .bind(lo)
+                    .bind(hi)
+                    .bind(since)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(last) = rows[..ahead].last() {
                 sqlx::query(&save)
                     .bind(CURSOR)
-                    .bind(cursor.to_string())
+                    .bind(last.id.to_string())
                     .execute(&mut *tx)
                     .await?;
             }
             tx.commit().await?;
             Ok(ChangeBatch {
-                consumed,
-                held_back: consumed < rows.len(),
+                consumed: late.len() + ahead,
+                held_back: ahead < rows.len(),
             })
         })
     }
@@ -521,4 +616,46 @@ pub struct RunRow {
     pub failed: i64,
     /// Error of the run, if any.
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cursor_run, gap_changes, Change};
+
+    fn change(id: i64, changed_at: i64) -> Change {
+        Change {
+            id,
+            table_name: "sys_user".into(),
+            row_key: format!("u{id}"),
+            op: "U".into(),
+            tenant_id: None,
+            changed_at,
+        }
+    }
+
+    #[test]
+    fn the_cursor_stops_at_a_fresh_gap_only() {
+        let rows = [change(2, 0), change(4, 990), change(5, 0)];
+        assert_eq!(cursor_run(1, &rows, 1_000, 100), 1, "4 is 10 ms old");
+        assert_eq!(cursor_run(1, &rows, 2_000, 100), 3, "4 is old enough");
+        assert_eq!(cursor_run(0, &[], 0, 100), 0);
+    }
+
+    #[test]
+    fn gaps_are_recorded_split_by_late_rows_and_dropped_when_old() {
+        let now = 10_000;
+        // New gaps behind the rows the cursor passes: 2 and 4..=5.
+        let (deleted, added) = gap_changes(&[], &[], 1, &[change(3, 0), change(6, 0)], now, 500);
+        assert!(deleted.is_empty());
+        assert_eq!(added, vec![(2, 2, now), (4, 5, now)]);
+        // A late row splits its gap; a gap it fills whole goes; others stay.
+        let known = [(2, 2, 9_900), (4, 9, 9_900), (20, 30, 9_900)];
+        let (deleted, added) =
+            gap_changes(&known, &[change(2, 0), change(7, 0)], 40, &[], now, 500);
+        assert_eq!(deleted, vec![2, 4]);
+        assert_eq!(added, vec![(4, 6, 9_900), (8, 9, 9_900)]);
+        // Watched long enough: dropped (a rolled-back insert).
+        let (deleted, added) = gap_changes(&[(4, 9, 1_000)], &[], 40, &[], now, 500);
+        assert_eq!((deleted, added), (vec![4], vec![]));
+    }
 }
