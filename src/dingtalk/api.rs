@@ -300,7 +300,7 @@ impl DingTalkClient {
         #[serde_with::serde_as]
         #[derive(serde::Deserialize)]
         struct Ids {
-            #[serde_as(as = "Vec<serde_with::PickFirst<(_, serde_with::DisplayFromStr)>>")]
+            #[serde_as(as = "super::types::Ids")]
             #[serde(default)]
             dept_id_list: Vec<i64>,
         }

@@ -452,6 +452,40 @@ mod tests {
         );
     }
 
+    #[test]
+    fn nulls_and_comma_lists_are_read_as_absent_and_as_lists() {
+        let user: types::DtUser = types::parse(
+            "r",
+            serde_json::json!({"userid": "a", "name": null, "email": null, "mobile": "138",
+                "dept_id_list": "1,2", "active": null}),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                user.name.as_str(),
+                user.email.as_str(),
+                user.dept_id_list,
+                user.active
+            ),
+            ("", "", vec![1, 2], false)
+        );
+        let page: types::UserPage = types::parse(
+            "r",
+            serde_json::json!({"has_more": false, "next_cursor": null, "list": null}),
+        )
+        .unwrap();
+        assert!(page.list.is_empty() && page.next_cursor.is_none());
+        let result: types::SendResult = types::parse(
+            "r",
+            serde_json::json!({"invalid_user_id_list": "x,y", "read_user_id_list": ["a"],
+                "invalid_dept_id_list": "", "forbidden_list": null}),
+        )
+        .unwrap();
+        assert_eq!(result.invalid_user_id_list, vec!["x", "y"]);
+        assert_eq!(result.read_user_id_list, vec!["a"]);
+        assert!(result.invalid_dept_id_list.is_empty() && result.forbidden_list.is_empty());
+    }
+
     #[tokio::test]
     async fn non_envelopes_are_retryable_errors() {
         let html = read_envelope("r", answer(200, "<html>blocked</html>"))

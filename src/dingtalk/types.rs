@@ -6,19 +6,44 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use serde_with::{serde_as, DisplayFromStr, PickFirst};
+use serde_with::formats::CommaSeparator;
+use serde_with::{serde_as, DisplayFromStr, PickFirst, Same, StringWithSeparator};
 
 use super::{DingTalkError, ErrorKind};
 
-/// Parses an answer into `T`.
+/// A list of ids as a JSON array (of numbers or numeric strings) or as one comma-separated
+/// string, the form DingTalk takes them in.
+pub(super) type Ids = PickFirst<(
+    Vec<PickFirst<(Same, DisplayFromStr)>>,
+    StringWithSeparator<CommaSeparator, i64>,
+)>;
+/// A list of userids, as an array or one comma-separated string.
+type Names = PickFirst<(Vec<Same>, StringWithSeparator<CommaSeparator, String>)>;
+
+/// Parses an answer into `T`. A field that is `null` counts as absent, so that its default
+/// applies (DingTalk omits empty fields; other implementations may send `null`).
 pub fn parse<T: DeserializeOwned>(route: &'static str, value: Value) -> Result<T, DingTalkError> {
-    serde_json::from_value(value).map_err(|error| {
+    serde_json::from_value(without_nulls(value)).map_err(|error| {
         DingTalkError::new(
             ErrorKind::NotJson,
             route,
             format!("unexpected answer shape: {error}"),
         )
     })
+}
+
+fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
 }
 
 /// `gettoken`.
@@ -60,7 +85,7 @@ pub struct DtUser {
     #[serde(default)]
     pub email: String,
     /// Departments.
-    #[serde_as(as = "Vec<PickFirst<(_, DisplayFromStr)>>")]
+    #[serde_as(as = "Ids")]
     #[serde(default)]
     pub dept_id_list: Vec<i64>,
     /// Activated.
@@ -316,22 +341,27 @@ pub struct SendProgress {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct SendResult {
     /// Unknown userids.
+    #[serde_as(as = "Names")]
     #[serde(default)]
     pub invalid_user_id_list: Vec<String>,
     /// Dropped by flow control (duplicate content, daily cap).
+    #[serde_as(as = "Names")]
     #[serde(default)]
     pub forbidden_user_id_list: Vec<String>,
     /// Delivery failed.
+    #[serde_as(as = "Names")]
     #[serde(default)]
     pub failed_user_id_list: Vec<String>,
     /// Read.
+    #[serde_as(as = "Names")]
     #[serde(default)]
     pub read_user_id_list: Vec<String>,
     /// Unread.
+    #[serde_as(as = "Names")]
     #[serde(default)]
     pub unread_user_id_list: Vec<String>,
     /// Unknown department ids.
-    #[serde_as(as = "Vec<PickFirst<(_, DisplayFromStr)>>")]
+    #[serde_as(as = "Ids")]
     #[serde(default)]
     pub invalid_dept_id_list: Vec<i64>,
     /// Why users were blocked.
