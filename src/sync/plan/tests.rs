@@ -583,3 +583,26 @@ fn pull_users_insert_match_and_refuse_a_duplicate_phone() {
     );
     assert!(plan.ops.is_empty(), "{:?}", plan.ops);
 }
+
+#[test]
+fn the_deletion_guard_table() {
+    // (departments about to go, pushable local departments, max) -> refused because of ...
+    let cases: [(usize, usize, u32, Option<&str>); 6] = [
+        (0, 0, 10, None),
+        (1, 0, 10, Some("local department tree is empty")),
+        (10, 5, 10, None),
+        (11, 5, 10, Some("11 DingTalk departments would be deleted")),
+        (2, 1, 1, Some("more than push.max_department_deletes = 1")),
+        (1, 1, 1, None),
+    ];
+    for (deletes, local, max, expected) in cases {
+        let refusal = deletion_refusal(deletes, local, max);
+        match expected {
+            None => assert_eq!(refusal, None, "{deletes} / {local} / {max}"),
+            Some(text) => assert!(
+                refusal.as_deref().is_some_and(|r| r.contains(text)),
+                "{deletes} / {local} / {max}: {refusal:?}"
+            ),
+        }
+    }
+}
