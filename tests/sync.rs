@@ -203,8 +203,40 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         "topapi/v2/user/create",
         json!({ "userid": "dt_newbie", "name": "新人", "mobile": "13711112222", "email": "newbie@example.com", "dept_id_list": new_dept.to_string() }),
     );
+    // A local user DingTalk shows with the mainland prefix (`+86-…`): the same person.
+    db.plain
+        .execute("INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('zhou', 'zhouxin', '周新', '13522223333', 1, 0)")
+        .await
+        .unwrap();
+    admin(
+        "topapi/v2/user/create",
+        json!({ "userid": "dt_zhou", "name": "周新", "mobile": "+86-13522223333", "dept_id_list": new_dept.to_string() }),
+    );
     let pulled = run(&db, &server, &client, Direction::Pull).await;
     assert_eq!(pulled.failed, 0, "{name}: {:?}", pulled.failures);
+    let zhou: Vec<_> = db
+        .store
+        .load_users(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| {
+            u.phone
+                .as_deref()
+                .is_some_and(|p| p.ends_with("13522223333"))
+        })
+        .map(|u| (u.username, u.phone))
+        .collect();
+    assert_eq!(
+        zhou,
+        vec![("zhouxin".to_string(), Some("13522223333".to_string()))],
+        "{name}: matched by phone, JeecgBoot's number kept"
+    );
+    assert_eq!(
+        db.store.link_of(0, "zhou").await.unwrap().map(|l| l.userid),
+        Some("dt_zhou".to_string()),
+        "{name}"
+    );
     assert_eq!(
         remote_paths(&server),
         local_paths(&db).await,

@@ -386,6 +386,33 @@ pub struct Summary {
     pub retryable: bool,
 }
 
+/// A mobile number as compared (never as sent): spaces and dashes dropped, and a mainland
+/// number's `+86` / `0086` prefix too, since DingTalk shows mainland numbers as `+86-138...`
+/// in organisations registered outside mainland China (API.md §2.1) while JeecgBoot keeps
+/// `138...`.
+pub fn mobile_key(mobile: &str) -> std::borrow::Cow<'_, str> {
+    if !mobile.contains([' ', '-']) && !mobile.starts_with("+86") && !mobile.starts_with("0086") {
+        return std::borrow::Cow::Borrowed(mobile);
+    }
+    let plain: String = mobile.chars().filter(|c| *c != ' ' && *c != '-').collect();
+    let mainland = ["+86", "0086"].iter().find_map(|prefix| {
+        plain
+            .strip_prefix(prefix)
+            .filter(|rest| {
+                rest.len() == 11
+                    && rest.starts_with('1')
+                    && rest.bytes().all(|b| b.is_ascii_digit())
+            })
+            .map(str::to_string)
+    });
+    std::borrow::Cow::Owned(mainland.unwrap_or(plain))
+}
+
+/// Whether two mobile numbers are the same number ([`mobile_key`]).
+pub fn same_mobile(a: &str, b: &str) -> bool {
+    mobile_key(a) == mobile_key(b)
+}
+
 /// A content hash for snapshots (MD5 hex of the parts joined).
 pub fn content_hash(parts: &[&str]) -> String {
     use md5::{Digest, Md5};

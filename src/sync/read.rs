@@ -12,7 +12,7 @@ use crate::config::TenantId;
 use crate::dingtalk::{DingTalkClient, DingTalkError};
 use crate::store::{Store, StoreResult};
 
-use super::model::{entity, LocalView, RemoteDept, RemoteView, ROOT_DEPT};
+use super::model::{entity, mobile_key, LocalView, RemoteDept, RemoteView, ROOT_DEPT};
 use super::remote_users::{RemoteUsers, RemoteUsersBuilder};
 
 /// Calls in flight at once while reading (the rate limiter still spaces them).
@@ -68,9 +68,18 @@ pub async fn pull_candidates(
     let nonempty = |get: fn(&crate::dingtalk::types::DtUser) -> &str| -> Vec<&str> {
         people.iter().map(get).filter(|v| !v.is_empty()).collect()
     };
+    // Phones as DingTalk shows them and as JeecgBoot keeps them (`+86-138...` / `138...`).
+    let keys: Vec<String> = people
+        .iter()
+        .map(|p| mobile_key(&p.mobile))
+        .filter(|k| matches!(k, std::borrow::Cow::Owned(_)) && !k.is_empty())
+        .map(std::borrow::Cow::into_owned)
+        .collect();
+    let mut phones = nonempty(|p| &p.mobile);
+    phones.extend(keys.iter().map(String::as_str));
     let columns = [
         ("id", links.iter().map(|l| l.user_id.as_str()).collect()),
-        ("phone", nonempty(|p| &p.mobile)),
+        ("phone", phones),
         ("username", userids.clone()),
         ("email", nonempty(|p| &p.email)),
         ("work_no", nonempty(|p| &p.job_number)),

@@ -13,6 +13,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::dingtalk::types::DtUser;
 
+use super::model::mobile_key;
+
 /// Text fields in packing order.
 const FIELDS: usize = 8;
 const USERID: usize = 0;
@@ -163,7 +165,7 @@ impl RemoteUsersBuilder {
             .filter(|(_, u)| !buffers.field(u, MOBILE).is_empty())
             .map(|(i, u)| {
                 (
-                    hash_of(buffers.field(u, MOBILE)),
+                    hash_of(&mobile_key(buffers.field(u, MOBILE))),
                     u32::try_from(i).unwrap_or(u32::MAX),
                 )
             })
@@ -225,13 +227,14 @@ impl RemoteUsers {
         if mobile.is_empty() {
             return None;
         }
-        let hash = hash_of(mobile);
+        let key = mobile_key(mobile);
+        let hash = hash_of(&key);
         let start = self.by_mobile.partition_point(|(h, _)| *h < hash);
         self.by_mobile[start..]
             .iter()
             .take_while(|(h, _)| *h == hash)
             .map(|(_, i)| &self.users[*i as usize])
-            .find(|u| self.buffers.field(u, MOBILE) == mobile)
+            .find(|u| mobile_key(self.buffers.field(u, MOBILE)) == key)
             .map(|u| self.buffers.unpack(u))
     }
 

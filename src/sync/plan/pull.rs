@@ -6,13 +6,15 @@
 //! (username = userid, `pull.new_user_password`); passwords are never touched. Local rows
 //! DingTalk lacks are left alone.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use crate::dingtalk::types::DtUser;
 use crate::jeecg::{LocalDept, LocalUser};
 
 use super::super::model::{
-    entity, LocalRef, LocalUserFields, LocalView, Op, RemoteDept, RemoteView, Scope, ROOT_DEPT,
+    entity, mobile_key, same_mobile, LocalRef, LocalUserFields, LocalView, Op, RemoteDept,
+    RemoteView, Scope, ROOT_DEPT,
 };
 use super::push_depts::effective_parents;
 use super::Plan;
@@ -209,10 +211,10 @@ pub fn users_slice(
         .iter()
         .map(|l| (l.userid.as_str(), l.user_id.as_str()))
         .collect();
-    let by_phone: HashMap<&str, &LocalUser> = local
+    let by_phone: HashMap<Cow<str>, &LocalUser> = local
         .users
         .iter()
-        .filter_map(|u| Some((u.phone.as_deref()?, u)))
+        .filter_map(|u| Some((mobile_key(u.phone.as_deref()?), u)))
         .collect();
     let by_username: HashMap<&str, &LocalUser> = local
         .users
@@ -233,7 +235,7 @@ pub fn users_slice(
         let matched = by_link
             .or_else(|| {
                 (!person.mobile.is_empty())
-                    .then(|| by_phone.get(person.mobile.as_str()).copied())
+                    .then(|| by_phone.get(&mobile_key(&person.mobile)).copied())
                     .flatten()
             })
             .or_else(|| by_username.get(person.userid.as_str()).copied());
@@ -273,7 +275,8 @@ fn update_op(
 ) -> Option<Op> {
     let fields = LocalUserFields {
         realname: changed(&person.name, Some(&found.realname)),
-        phone: changed(&person.mobile, found.phone.as_deref()),
+        phone: changed(&person.mobile, found.phone.as_deref())
+            .filter(|m| !found.phone.as_deref().is_some_and(|p| same_mobile(m, p))),
         email: changed(&person.email, found.email.as_deref()),
         telephone: changed(&person.telephone, found.telephone.as_deref()),
         work_no: changed(&person.job_number, found.work_no.as_deref()),

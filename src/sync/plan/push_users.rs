@@ -11,7 +11,7 @@ use crate::dingtalk::types::DtUser;
 use crate::jeecg::LocalUser;
 
 use super::super::model::{
-    content_hash, entity, DeptRef, LocalView, Op, RemoteView, UserFields, ROOT_DEPT,
+    content_hash, entity, same_mobile, DeptRef, LocalView, Op, RemoteView, UserFields, ROOT_DEPT,
 };
 
 /// The snapshot hash of a pushed user: its pushed fields and the local departments that
@@ -199,7 +199,7 @@ pub(super) fn plan_slice(
             );
         }
         if let Some(phone) = user.phone.as_deref() {
-            if !found.mobile.is_empty() && phone != found.mobile {
+            if !found.mobile.is_empty() && !same_mobile(phone, &found.mobile) {
                 ops.push(Op::Warn {
                     entity: entity::USER.into(),
                     key: user.username.clone(),

@@ -606,3 +606,42 @@ fn the_deletion_guard_table() {
         }
     }
 }
+
+#[test]
+fn mobiles_compare_without_the_mainland_prefix_and_separators() {
+    use crate::sync::model::mobile_key;
+    for (mobile, key) in [
+        ("13800000001", "13800000001"),
+        ("+86-13800000001", "13800000001"),
+        ("+86 138 0000 0001", "13800000001"),
+        ("008613800000001", "13800000001"),
+        ("+852-51234567", "+85251234567"),
+        ("+86-1234", "+861234"),
+        ("", ""),
+    ] {
+        assert_eq!(mobile_key(mobile), key, "{mobile}");
+    }
+    // DingTalk shows `+86-…` (an organisation registered outside mainland China), JeecgBoot
+    // keeps `1380…`: the same person. Push matches by mobile and reports no difference; pull
+    // matches by phone and leaves JeecgBoot's number as it is.
+    let local = view(
+        vec![dept("a", None, "A", Some(10))],
+        vec![user("u1", "lihua", "13800000001", &["a"])],
+    );
+    let remote = RemoteView {
+        depts: vec![rdept(10, 1, "A")],
+        users: vec![DtUser {
+            name: "Name lihua".into(),
+            ..ruser("dt-lihua", "+86-13800000001", &[10])
+        }]
+        .into(),
+    };
+    let push = plan_push(&local, &remote, &config(), Scope::Users);
+    assert_eq!(names(&push), vec!["link dt-lihua"]);
+    let pull = plan_pull(&local, &remote, Scope::Users);
+    assert!(
+        matches!(&pull.ops[..], [Op::UpdateLocalUser { local_id, fields, .. }] if local_id == "u1" && fields.phone.is_none()),
+        "{:?}",
+        pull.ops
+    );
+}
