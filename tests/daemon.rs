@@ -11,7 +11,7 @@ use common::{TestDb, APPKEY};
 use dingsync::config::Config;
 use dingsync::daemon::{run, Reload};
 use dingsync::sim::{FaultAction, FaultRule, SimOptions, SimServer};
-use dingsync::store::queue::{state, JobFilter};
+use dingsync::store::queue::{state, Job, JobFilter};
 use tokio_util::sync::CancellationToken;
 
 fn config(db: &TestDb, server: &SimServer) -> Config {
@@ -43,6 +43,29 @@ fn user_depts(server: &SimServer, userid: &str) -> Option<Vec<String>> {
             .map(|d| org.depts[d].name.clone())
             .collect(),
     )
+}
+
+/// Polls (20 s at most) until at least `n` jobs are dead; returns the dead jobs.
+async fn dead_jobs(store: &dingsync::store::Store, n: usize, name: &str) -> Vec<Job> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let dead = store
+            .list_jobs(&JobFilter {
+                state: Some(state::DEAD.into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        if dead.len() >= n {
+            return dead;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: {} dead jobs, waited for {n}",
+            dead.len()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 fn dept_names(server: &SimServer) -> Vec<String> {
@@ -105,19 +128,7 @@ async fn daemon_converges(db: TestDb) {
     server.sim.admin_call(APPKEY, "topapi/v2/user/create", serde_json::json!({ "userid": "other", "name": "O", "mobile": "13900000009", "email": "taken@example.com", "dept_id_list": "1" })).unwrap();
     db.plain.execute("INSERT INTO sys_user (id, username, realname, phone, email, status, del_flag) VALUES ('u3', 'zhaolei', '赵磊', '13800000003', 'taken@example.com', 1, 0)").await.unwrap();
     let store = db.store.clone();
-    let dead = loop {
-        let dead = store
-            .list_jobs(&JobFilter {
-                state: Some(state::DEAD.into()),
-                ..JobFilter::default()
-            })
-            .await
-            .unwrap();
-        if let Some(job) = dead.into_iter().next() {
-            break job;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let dead = dead_jobs(&store, 1, name).await.remove(0);
     assert!(
         dead.last_error.as_deref().unwrap().contains("60106"),
         "{name}: {:?}",
@@ -185,25 +196,8 @@ async fn daemon_converges(db: TestDb) {
         .execute("DELETE FROM sys_depart WHERE id IN ('c1d1', 'c1d3')")
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let refused = loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: the guard refused nothing; DingTalk has {:?}",
-            dept_names(&server)
-        );
-        let dead = store
-            .list_jobs(&JobFilter {
-                state: Some(state::DEAD.into()),
-                ..JobFilter::default()
-            })
-            .await
-            .unwrap();
-        if dead.len() == 2 {
-            break dead;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let refused = dead_jobs(&store, 2, name).await;
+    assert_eq!(refused.len(), 2, "{name}: {refused:?}");
     for job in &refused {
         let error = job.last_error.as_deref().unwrap_or_default();
         assert!(

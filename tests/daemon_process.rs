@@ -33,15 +33,7 @@ async fn reload_drain_and_restart() {
     let insert = |n: u32| {
         format!("INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('p{n}', 'proc{n}', 'P{n}', '1330000000{n}', 1, 0)")
     };
-    let has = |n: u32| {
-        server
-            .sim
-            .app(APPKEY)
-            .unwrap()
-            .org
-            .users
-            .contains_key(&format!("proc{n}"))
-    };
+    let has = |n: u32| common::has_user(&server, APPKEY, &format!("proc{n}"));
 
     let daemon = Daemon::start(&path);
     daemon.wait_for("daemon.started", 1).await;
@@ -79,13 +71,7 @@ async fn reload_drain_and_restart() {
         .await
         .unwrap();
     common::eventually("proc9 in the added tenant's app", 20, || {
-        server
-            .sim
-            .app("tenant7app")
-            .unwrap()
-            .org
-            .users
-            .contains_key("proc9")
+        common::has_user(&server, "tenant7app", "proc9")
     })
     .await;
     let reloads = daemon.count("config.reloaded");
@@ -220,13 +206,7 @@ async fn two_processes_on_postgres_share_the_work_once() {
     eprintln!("two processes: the survivor took the tenant {took:?} after the SIGKILL");
     assert!(took < Duration::from_secs(4), "taken over after {took:?}");
     common::eventually("the survivor pushes the late user", 20, || {
-        server
-            .sim
-            .app(APPKEY)
-            .unwrap()
-            .org
-            .users
-            .contains_key("late")
+        common::has_user(&server, APPKEY, "late")
     })
     .await;
     let holder = store.lease_holder("tenant:0").await.unwrap().unwrap();

@@ -271,15 +271,7 @@ async fn bad_rows_go_dead_with_reasons_and_the_rest_sync() {
     let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
     // The 20 good users arrive (the DingTalk user holding the mobile stays, matched by mobile).
     common::eventually("the good users", 30, || {
-        (0..20).all(|u| {
-            server
-                .sim
-                .app(APPKEY)
-                .unwrap()
-                .org
-                .users
-                .contains_key(&format!("user{u}"))
-        })
+        (0..20).all(|u| common::has_user(&server, APPKEY, &format!("user{u}")))
     })
     .await;
     let store = db.store.clone();

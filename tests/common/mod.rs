@@ -260,6 +260,14 @@ pub fn config_text(db_url: &str, sim_url: &str, qps: u32, extra: &str) -> String
     )
 }
 
+/// Whether `appkey`'s organisation in the simulator has the user `userid`.
+pub fn has_user(server: &SimServer, appkey: &str, userid: &str) -> bool {
+    server
+        .sim
+        .app(appkey)
+        .is_some_and(|app| app.org.users.contains_key(userid))
+}
+
 /// Writes a configuration file (see [`config_text`]) to `path`.
 pub fn write_config(path: &std::path::Path, db_url: &str, sim_url: &str, qps: u32, extra: &str) {
     std::fs::write(path, config_text(db_url, sim_url, qps, extra)).unwrap();
