@@ -115,6 +115,19 @@ fn unique_value<'a>(user: &'a User, field: &str) -> &'a str {
     }
 }
 
+/// The index key of a unique field: a mainland mobile is one number whether written
+/// `138...` or `+86-138...` (the form for organisations outside mainland China, API.md §2.1).
+fn index_key(field: &'static str, value: &str) -> (&'static str, String) {
+    let value = match field {
+        "mobile" => value
+            .strip_prefix("+86-")
+            .filter(|rest| rest.len() == 11 && rest.starts_with('1'))
+            .unwrap_or(value),
+        _ => value,
+    };
+    (field, value.to_string())
+}
+
 impl Default for Org {
     fn default() -> Self {
         let root = Dept {
@@ -149,7 +162,7 @@ impl Org {
             if !value.is_empty() {
                 self.index
                     .unique
-                    .insert((field, value.to_string()), user.userid.clone());
+                    .insert(index_key(field, value), user.userid.clone());
             }
         }
         for dept in &user.dept_id_list {
@@ -170,7 +183,7 @@ impl Org {
         for field in UNIQUE {
             self.index
                 .unique
-                .remove(&(field, unique_value(&user, field).to_string()));
+                .remove(&index_key(field, unique_value(&user, field)));
         }
         for dept in &user.dept_id_list {
             if let Some(members) = self.index.members.get_mut(dept) {
@@ -372,7 +385,7 @@ impl Org {
             && self
                 .index
                 .unique
-                .get(&(field, value.to_string()))
+                .get(&index_key(field, value))
                 .is_some_and(|holder| holder != except)
     }
 
@@ -571,7 +584,7 @@ impl Org {
         let user = self
             .index
             .unique
-            .get(&("mobile", mobile.clone()))
+            .get(&index_key("mobile", &mobile))
             .and_then(|userid| self.users.get(userid))
             .ok_or_else(|| ApiFail::new(60121, "找不到该用户"))?;
         Ok(json!({ "result": { "userid": user.userid } }))
@@ -676,6 +689,14 @@ mod tests {
         create("b", "13800000002", "b@x.cn").unwrap();
         let errcode = |r: Result<serde_json::Value, crate::sim::ApiFail>| r.unwrap_err().errcode;
         assert_eq!(errcode(create("c", "13800000001", "")), 60104);
+        // One number, however it is written.
+        assert_eq!(errcode(create("c", "+86-13800000001", "")), 60104);
+        let found = call(
+            "topapi/v2/user/getbymobile",
+            json!({"mobile": "+86-13800000001"}),
+        )
+        .unwrap();
+        assert_eq!(found["result"]["userid"], "a");
         assert_eq!(errcode(create("c", "13800000003", "b@x.cn")), 60106);
         // An email given up is free again; the new one is taken.
         call(
