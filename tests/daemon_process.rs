@@ -164,16 +164,15 @@ async fn two_processes_on_postgres_share_the_work_once() {
     first.wait_for("lease.acquired", 1).await;
     let second = Daemon::start(&path);
     second.wait_for("daemon.started", 1).await;
-    let values: Vec<String> = (0..20)
-        .map(|n| format!("('x{n}', 'user{n}', '用户{n}', '1360000{n:04}', 1, 0)"))
-        .collect();
-    db.plain
-        .execute(&format!(
-            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
-            values.join(",")
-        ))
-        .await
-        .unwrap();
+    let insert = common::insert_users_sql(0..20, |n| {
+        [
+            format!("x{n}"),
+            format!("user{n}"),
+            format!("用户{n}"),
+            format!("1360000{n:04}"),
+        ]
+    });
+    db.plain.execute(&insert).await.unwrap();
     common::eventually("20 users created", 20, || {
         server.sim.app(APPKEY).unwrap().org.users.len() == 20
     })

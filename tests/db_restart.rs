@@ -71,13 +71,14 @@ impl Drop for Outage<'_> {
 }
 
 fn insert_users(from: usize, to: usize) -> String {
-    let rows: Vec<String> = (from..to)
-        .map(|n| format!("('r{n}', 'restart{n}', '重启{n}', '135{n:08}', 1, 0)"))
-        .collect();
-    format!(
-        "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
-        rows.join(",")
-    )
+    common::insert_users_sql(from..to, |n| {
+        [
+            format!("r{n}"),
+            format!("restart{n}"),
+            format!("重启{n}"),
+            format!("135{n:08}"),
+        ]
+    })
 }
 
 /// The database may still be refusing connections for a moment after the restart script

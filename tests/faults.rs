@@ -37,17 +37,15 @@ async fn org(db: &TestDb, users: usize, depts: usize) {
         .collect();
     db.plain.execute(&format!("INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES {}", rows.join(","))).await.unwrap();
     for chunk in (0..users).collect::<Vec<_>>().chunks(500) {
-        let people: Vec<String> = chunk
-            .iter()
-            .map(|u| format!("('u{u}', 'user{u}', '用户{u}', '1390{u:07}', 1, 0)"))
-            .collect();
-        db.plain
-            .execute(&format!(
-                "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
-                people.join(",")
-            ))
-            .await
-            .unwrap();
+        let people = common::insert_users_sql(chunk.iter().copied(), |u| {
+            [
+                format!("u{u}"),
+                format!("user{u}"),
+                format!("用户{u}"),
+                format!("1390{u:07}"),
+            ]
+        });
+        db.plain.execute(&people).await.unwrap();
         let members: Vec<String> = chunk
             .iter()
             .map(|u| format!("('m{u}', 'u{u}', 'd{}')", u % depts))

@@ -73,16 +73,15 @@ async fn scalar(db: &TestDb, sql: &str) -> Option<String> {
 async fn flow(db: TestDb) {
     let name = db.name;
     let logs = captured_logs();
-    let values: Vec<String> = (0..253)
-        .map(|n| format!("('m{n}', 'msg{n}', '收件人{n}', '1350001{n:04}', 1, 0)"))
-        .collect();
-    db.plain
-        .execute(&format!(
-            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
-            values.join(",")
-        ))
-        .await
-        .unwrap();
+    let recipients = common::insert_users_sql(0..253, |n| {
+        [
+            format!("m{n}"),
+            format!("msg{n}"),
+            format!("收件人{n}"),
+            format!("1350001{n:04}"),
+        ]
+    });
+    db.plain.execute(&recipients).await.unwrap();
     // Tokens live longer than the 25 simulated hours this test skips.
     let long_tokens = Duration::from_secs(10 * 24 * 3600);
     let server = common::start_sim(SimOptions {

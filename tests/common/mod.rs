@@ -260,6 +260,25 @@ pub fn config_text(db_url: &str, sim_url: &str, qps: u32, extra: &str) -> String
     )
 }
 
+/// An INSERT of active users into `sys_user`, one for each `n`: `row(n)` gives their id,
+/// username, realname and phone.
+pub fn insert_users_sql(
+    ns: impl IntoIterator<Item = usize>,
+    row: impl Fn(usize) -> [String; 4],
+) -> String {
+    let rows: Vec<String> = ns
+        .into_iter()
+        .map(|n| {
+            let [id, username, realname, phone] = row(n);
+            format!("('{id}', '{username}', '{realname}', '{phone}', 1, 0)")
+        })
+        .collect();
+    format!(
+        "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
+        rows.join(",")
+    )
+}
+
 /// Whether `appkey`'s organisation in the simulator has the user `userid`.
 pub fn has_user(server: &SimServer, appkey: &str, userid: &str) -> bool {
     server
