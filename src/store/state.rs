@@ -400,18 +400,20 @@ fn cursor_run(start: i64, rows: &[Change], now: i64, hold_ms: i64) -> usize {
     rows.len()
 }
 
+/// A passed gap in change ids: `(lo, hi, since)`, ids `lo..=hi`, recorded at `since` (ms).
+type Gap = (i64, i64, i64);
+
 /// The gap ranges to rewrite: `known` gaps (lo, hi, since) to delete (expired, or partly
 /// filled by `late` rows), and the ranges to insert (what is left of those, and the new
 /// gaps the cursor passes over in `passed`, which follow the cursor `start`).
-#[allow(clippy::type_complexity)]
 fn gap_changes(
-    known: &[(i64, i64, i64)],
+    known: &[Gap],
     late: &[Change],
     start: i64,
     passed: &[Change],
     now: i64,
     keep_ms: i64,
-) -> (Vec<i64>, Vec<(i64, i64, i64)>) {
+) -> (Vec<i64>, Vec<Gap>) {
     let (mut deleted, mut added) = (Vec::new(), Vec::new());
     for &(lo, hi, since) in known {
         let filled: Vec<i64> = late
@@ -507,7 +509,7 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             let start: i64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
-            let known: Vec<(i64, i64, i64)> = sqlx::query_as(gaps_sql).fetch_all(&mut *tx).await?;
+            let known: Vec<Gap> = sqlx::query_as(gaps_sql).fetch_all(&mut *tx).await?;
             let late: Vec<Change> = if known.is_empty() {
                 Vec::new()
             } else {

@@ -71,9 +71,9 @@ pub async fn pull_candidates(
     // Phones as DingTalk shows them and as JeecgBoot keeps them (`+86-138...` / `138...`).
     let keys: Vec<String> = people
         .iter()
-        .map(|p| mobile_key(&p.mobile))
-        .filter(|k| matches!(k, std::borrow::Cow::Owned(_)) && !k.is_empty())
-        .map(std::borrow::Cow::into_owned)
+        .map(|p| (mobile_key(&p.mobile), &p.mobile))
+        .filter(|(key, mobile)| !key.is_empty() && key != mobile.as_str())
+        .map(|(key, _)| key.into_owned())
         .collect();
     let mut phones = nonempty(|p| &p.mobile);
     phones.extend(keys.iter().map(String::as_str));

@@ -276,7 +276,7 @@ fn update_op(
     let fields = LocalUserFields {
         realname: changed(&person.name, Some(&found.realname)),
         phone: changed(&person.mobile, found.phone.as_deref())
-            .filter(|m| !found.phone.as_deref().is_some_and(|p| same_mobile(m, p))),
+            .filter(|m| !same_mobile(m, found.phone.as_deref().unwrap_or_default())),
         email: changed(&person.email, found.email.as_deref()),
         telephone: changed(&person.telephone, found.telephone.as_deref()),
         work_no: changed(&person.job_number, found.work_no.as_deref()),
