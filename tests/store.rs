@@ -702,6 +702,24 @@ async fn leases_have_one_holder_until_they_expire() {
         assert!(!s.release_lease("tenant:0", "a").await.unwrap(), "{name}");
         assert!(s.release_lease("tenant:0", "b").await.unwrap(), "{name}");
         assert_eq!(s.lease_holder("tenant:0").await.unwrap(), None, "{name}");
+        // At shutdown an instance gives up every lease it holds, and only those.
+        for lease in ["tenant:0", "tenant:7"] {
+            assert!(s
+                .acquire_lease(lease, "a", Duration::from_secs(30))
+                .await
+                .unwrap());
+        }
+        assert!(s
+            .acquire_lease("tenant:8", "b", Duration::from_secs(30))
+            .await
+            .unwrap());
+        assert_eq!(s.release_leases_of("a").await.unwrap(), 2, "{name}");
+        assert_eq!(s.lease_holder("tenant:7").await.unwrap(), None, "{name}");
+        assert_eq!(
+            s.lease_holder("tenant:8").await.unwrap().as_deref(),
+            Some("b"),
+            "{name}"
+        );
     }
 }
 

@@ -89,13 +89,12 @@ pub(super) async fn ownership(shared: Arc<Shared>) {
     }
 }
 
-/// Gives every tenant lease up (shutdown), so another instance takes over at once.
+/// Gives every lease of this instance up (shutdown), so another instance takes over at
+/// once: by owner, not by the tenants it believes it owns (a renewal that failed, e.g. on a
+/// busy database, drops a tenant from that list while the lease row is still ours).
 pub(super) async fn release_all(shared: &Shared) {
-    for id in shared.owned() {
-        let _ = shared
-            .store
-            .release_lease(&lease_name(id), &shared.instance)
-            .await;
+    if let Err(error) = shared.store.release_leases_of(&shared.instance).await {
+        tracing::warn!(event = "lease.failed", instance = %shared.instance, error = %error, "cannot release the leases at shutdown; they expire after daemon.lease_ttl");
     }
 }
 

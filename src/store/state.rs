@@ -138,6 +138,16 @@ impl Store {
             == 1)
     }
 
+    /// Gives up every lease `owner` holds (at shutdown); returns how many.
+    pub async fn release_leases_of(&self, owner: &str) -> StoreResult<u64> {
+        let sql = self.sql("DELETE FROM dingsync_lease WHERE owner = ?");
+        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(owner)
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+
     /// The holder of a lease that has not expired.
     pub async fn lease_holder(&self, name: &str) -> StoreResult<Option<String>> {
         let sql = self.sql("SELECT owner FROM dingsync_lease WHERE name = ? AND expires_at >= ?");
