@@ -12,6 +12,7 @@ use crate::daemon::{DaemonError, Reload};
 use crate::exit;
 use crate::store::queue::{state, JobFilter};
 use crate::store::{now_ms, Store};
+use crate::sync::run::TenantsError;
 
 /// `dingsync run`.
 pub async fn run(loaded: &Loaded, options: LoadOptions) -> u8 {
@@ -57,7 +58,7 @@ pub async fn run(loaded: &Loaded, options: LoadOptions) -> u8 {
             tracing::error!(event = "daemon.failed", error = %error, "daemon could not run");
             eprintln!("dingsync: {error}");
             match error {
-                DaemonError::NotInitialised { .. } => exit::CONFIG,
+                DaemonError::NotInitialised { .. } | DaemonError::Tenants(_) => exit::CONFIG,
                 _ => exit::UNAVAILABLE,
             }
         }
@@ -74,6 +75,14 @@ async fn connect(loaded: &Loaded) -> Result<Store, u8> {
             );
             exit::UNAVAILABLE
         })
+}
+
+/// The exit code of a failure to tell the tenants: 78 for a broken tenant rule, 69 else.
+pub(crate) fn tenants_failure(error: &TenantsError) -> u8 {
+    match error {
+        TenantsError::Rule(_) => exit::CONFIG,
+        TenantsError::Store(_) => exit::UNAVAILABLE,
+    }
 }
 
 fn age(ms: Option<i64>) -> String {
@@ -99,7 +108,7 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
             let owner = store.lease_holder(&format!("tenant:{}", tenant.id)).await?;
             out.push(serde_json::json!({ "tenant": tenant.id, "owner": owner, "queue": queue, "last_runs": runs }));
         }
-        Ok::<_, crate::store::StoreError>((out, cursor, last))
+        Ok::<_, TenantsError>((out, cursor, last))
     }
     .await;
     store.close().await;
@@ -107,7 +116,7 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
         Ok(found) => found,
         Err(error) => {
             eprintln!("dingsync: {error}");
-            return exit::UNAVAILABLE;
+            return tenants_failure(&error);
         }
     };
     if json {

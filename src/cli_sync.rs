@@ -9,7 +9,7 @@ use crate::exit;
 use crate::store::Store;
 use crate::sync::model::{Direction, Op, Scope, Summary};
 use crate::sync::plan::Plan;
-use crate::sync::run::{plan_run, run_once, tenants, RunError, RunRequest};
+use crate::sync::run::{plan_run, run_once, switched_off, tenants, RunError, RunLease, RunRequest};
 
 /// Arguments shared by `plan` and `sync`.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,9 +23,18 @@ pub struct SyncArgs {
     /// Only this tenant (JeecgBoot tenant_id); default: every configured tenant.
     #[arg(long)]
     pub tenant: Option<TenantId>,
+    /// How long `sync` waits for another run of a tenant (the daemon's scheduled pull or
+    /// reconcile, another `sync`) to finish before it gives up with exit 75
+    /// [default: twice daemon.lease_ttl, so a run whose process died is taken over].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<std::time::Duration>,
 }
 
 fn run_error(tenant: TenantId, error: &RunError) -> u8 {
+    if let RunError::SwitchedOff(why) = error {
+        println!("tenant {tenant}: {why}; skipped");
+        return exit::OK;
+    }
     tracing::error!(event = "sync.run.failed", tenant, error = %error, "sync run could not start");
     eprintln!("dingsync: tenant {tenant}: {error}");
     exit::UNAVAILABLE
@@ -43,7 +52,7 @@ async fn setup(loaded: &Loaded, only: Option<TenantId>) -> Result<(Store, Vec<Te
         })?;
     let all = tenants(&loaded.config, &store).await.map_err(|error| {
         eprintln!("dingsync: {error}");
-        exit::UNAVAILABLE
+        crate::cli_daemon::tenants_failure(&error)
     })?;
     let chosen: Vec<TenantConfig> = all
         .into_iter()
@@ -119,6 +128,9 @@ pub async fn plan(loaded: &Loaded, args: &SyncArgs, json: bool) -> u8 {
         };
         match plan_run(&store, &client, &loaded.config, tenant, request).await {
             Ok(plan) => plans.push((tenant.id, plan)),
+            Err(RunError::SwitchedOff(why)) => {
+                eprintln!("tenant {}: {why}; nothing planned", tenant.id)
+            }
             Err(error) => return run_error(tenant.id, &error),
         }
     }
@@ -154,6 +166,47 @@ fn print_summary(tenant: TenantId, summary: &Summary) {
     }
 }
 
+/// Takes the tenant's run lease, waiting up to `wait` for another run to end; exit 75
+/// (naming the holder) when it does not.
+async fn run_lease(
+    store: &Store,
+    tenant: TenantId,
+    owner: &str,
+    ttl: std::time::Duration,
+    wait: std::time::Duration,
+) -> Result<RunLease, u8> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut told = false;
+    loop {
+        match RunLease::try_take(store, tenant, owner, ttl).await {
+            Ok(Some(lease)) => return Ok(lease),
+            Ok(None) => {}
+            Err(error) => {
+                eprintln!("dingsync: tenant {tenant}: {error}");
+                return Err(exit::UNAVAILABLE);
+            }
+        }
+        let holder = RunLease::holder(store, tenant)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "another process".into());
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(event = "sync.run.busy", tenant, holder = %holder, "another run of this tenant is still going");
+            eprintln!(
+                "dingsync: tenant {tenant}: another run is still going (run lease held by {holder}); waited {}; try again later",
+                humantime::format_duration(wait)
+            );
+            return Err(exit::TEMPFAIL);
+        }
+        if !told {
+            eprintln!("dingsync: tenant {tenant}: waiting for the run held by {holder} to finish (at most {})", humantime::format_duration(wait));
+            told = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// `dingsync sync`.
 pub async fn sync(loaded: &Loaded, args: &SyncArgs, dry_run: bool) -> u8 {
     if dry_run {
@@ -169,18 +222,20 @@ pub async fn sync(loaded: &Loaded, args: &SyncArgs, dry_run: bool) -> u8 {
         dry_run: false,
     };
     let mut code = exit::OK;
+    let owner = format!("sync:{}", std::process::id());
+    let ttl = loaded.config.daemon.lease_ttl;
+    let wait = args.wait.unwrap_or(ttl * 2);
     for tenant in &tenants {
-        if (args.direction == Direction::Push && !tenant.push.enabled)
-            || (args.direction == Direction::Pull && !tenant.pull.enabled)
-        {
-            println!(
-                "tenant {}: {:?} is switched off in the configuration; skipped",
-                tenant.id, args.direction
-            );
+        if let Some(why) = switched_off(tenant, args.direction) {
+            println!("tenant {}: {why}; skipped", tenant.id);
             continue;
         }
         let Ok(client) = DingTalkClient::for_tenant(&loaded.config, tenant) else {
             return exit::UNAVAILABLE;
+        };
+        let lease = match run_lease(&store, tenant.id, &owner, ttl, wait).await {
+            Ok(lease) => lease,
+            Err(code) => return code,
         };
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(0);
@@ -209,6 +264,7 @@ pub async fn sync(loaded: &Loaded, args: &SyncArgs, dry_run: bool) -> u8 {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
+        lease.release().await;
         match result {
             Ok(summary) => {
                 print_summary(tenant.id, &summary);

@@ -19,6 +19,7 @@ use serde::Serialize;
 use url::Url;
 
 pub use layers::ENV_PREFIX;
+pub use typed::{system_timezone, tenant_zero_beside_others};
 
 use crate::secret::Secret;
 
@@ -56,6 +57,10 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// `[announcement]`.
     pub announcement: AnnouncementConfig,
+    /// `[tenant_defaults]`.
+    pub tenant_defaults: TenantDefaults,
+    /// `[outbox]`.
+    pub outbox: OutboxConfig,
 }
 
 /// `[announcement]`: system announcements delivered to DingTalk.
@@ -63,6 +68,32 @@ pub struct Config {
 pub struct AnnouncementConfig {
     /// JeecgBoot's address; the "详情" button opens `<base_url>/sys/annountCement/show/<id>`.
     pub base_url: Url,
+    /// An announcement whose `send_time` (else `create_time`) is older is not sent (a
+    /// restored backup or an imported table must not message the company).
+    #[serde(serialize_with = "human_duration")]
+    pub max_age: Duration,
+}
+
+/// `[tenant_defaults]`: the switches of tenants read from `sys_third_app_config`
+/// (`tenants_from_database`), which has no place for them.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct TenantDefaults {
+    /// `push.enabled`.
+    pub push: Switch,
+    /// `pull.enabled`.
+    pub pull: Switch,
+}
+
+/// `[outbox]`: work notifications other programs queue in `dingsync_outbox`. Whoever can
+/// INSERT into that table can message the company: these are the limits on them.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutboxConfig {
+    /// Deliver outbox rows at all.
+    pub enabled: bool,
+    /// Accept rows with `to_all = 1` (a message to everyone).
+    pub allow_to_all: bool,
+    /// Most recipients (userids, usernames and departments together) one row may name.
+    pub max_recipients: NonZeroU32,
 }
 
 /// `[watch]`: how `dingsync run` notices local changes.
@@ -85,9 +116,12 @@ pub struct DaemonConfig {
     /// Lifetime of job, cron and tenant leases (renewed while held).
     #[serde(serialize_with = "human_duration")]
     pub lease_ttl: Duration,
-    /// Done jobs and change rows older than this are purged.
+    /// Done and dead jobs and change rows older than this are purged.
     #[serde(serialize_with = "human_duration")]
     pub retention: Duration,
+    /// The time zone of every cron (`pull.cron`, `push.reconcile_cron`).
+    #[serde(serialize_with = "zone_name")]
+    pub timezone: chrono_tz::Tz,
 }
 
 /// `[database]`: the JeecgBoot database, which also holds dingsync's own tables.
@@ -276,6 +310,10 @@ pub enum LogFormat {
     Json,
     /// Human-readable text.
     Text,
+}
+
+fn zone_name<S: serde::Serializer>(zone: &chrono_tz::Tz, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(zone.name())
 }
 
 fn human_duration<S: serde::Serializer>(

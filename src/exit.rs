@@ -9,5 +9,7 @@ pub const USAGE: u8 = 64;
 pub const DATA_ERR: u8 = 65;
 /// A dependency (database, DingTalk) was unavailable at start.
 pub const UNAVAILABLE: u8 = 69;
+/// Temporary failure: try again later (another run of the tenant held its run lease).
+pub const TEMPFAIL: u8 = 75;
 /// Bad configuration: systemd does not restart on it.
 pub const CONFIG: u8 = 78;

@@ -13,6 +13,7 @@ mod demo;
 pub mod dingtalk;
 pub mod exit;
 pub mod jeecg;
+pub mod job;
 pub mod logging;
 pub mod messages;
 pub mod secret;

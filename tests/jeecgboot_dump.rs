@@ -13,7 +13,10 @@ async fn init_and_reads_on_jeecgboots_real_schema() {
         return;
     };
     let report = db.store.init(false).await.expect("init on the real schema");
-    assert_eq!((report.from_version, report.to_version), (0, 4));
+    assert_eq!(
+        (report.from_version, report.to_version),
+        (0, dingsync::store::schema::SCHEMA_VERSION)
+    );
 
     let users = db.store.load_users(0).await.unwrap();
     let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();

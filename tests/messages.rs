@@ -186,7 +186,7 @@ async fn flow(db: TestDb) {
     let mut results = 0;
     for _ in 0..400 {
         results = store
-            .deliveries("announcement", "usr1")
+            .deliveries(0, "announcement", "usr1")
             .await
             .unwrap()
             .iter()
@@ -252,7 +252,7 @@ async fn flow(db: TestDb) {
     // or the revoke below meets it still `sending`.
     let mut recorded = false;
     for _ in 0..400 {
-        recorded = store.deliveries("announcement", "old1").await.unwrap()[0].state == "sent";
+        recorded = store.deliveries(0, "announcement", "old1").await.unwrap()[0].state == "sent";
         if recorded {
             break;
         }
@@ -267,7 +267,7 @@ async fn flow(db: TestDb) {
         .unwrap();
     let mut state = String::new();
     for _ in 0..400 {
-        state = store.deliveries("announcement", "old1").await.unwrap()[0]
+        state = store.deliveries(0, "announcement", "old1").await.unwrap()[0]
             .state
             .clone();
         if state != "sent" {

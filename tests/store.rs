@@ -43,7 +43,7 @@ async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
                 first.to_version,
                 first.jeecg_tables_created
             ),
-            (0, 4, 11),
+            (0, 5, 11),
             "{name}"
         );
         let triggers = db.store.trigger_names().await.unwrap();
@@ -55,7 +55,7 @@ async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
         let again = db.store.init(true).await.unwrap();
         assert_eq!(
             (again.from_version, again.jeecg_tables_created),
-            (4, 0),
+            (5, 0),
             "{name}"
         );
         assert_eq!(
@@ -778,32 +778,26 @@ async fn snapshots_runs_and_app_configs() {
 async fn init_migrates_forward_from_version_1() {
     for db in common::all_dbs().await {
         let name = db.name;
-        db.store.init(true).await.unwrap();
-        // Make it look like a version-1 installation: no outbox trigger (v2), no gap table
-        // and no sys_user_tenant triggers (v4), version 1.
-        let drops: &[&str] = match db.name {
-            "postgres" => &[
-                "DROP TRIGGER IF EXISTS dingsync_outbox_trg ON dingsync_outbox",
-                "DROP TRIGGER IF EXISTS dingsync_change_trg ON sys_user_tenant",
-            ],
-            _ => &[
-                "DROP TRIGGER IF EXISTS dingsync_outbox_ai",
-                "DROP TRIGGER IF EXISTS dingsync_sys_user_tenant_ai",
-                "DROP TRIGGER IF EXISTS dingsync_sys_user_tenant_au",
-                "DROP TRIGGER IF EXISTS dingsync_sys_user_tenant_ad",
-            ],
-        };
-        for drop in drops {
-            db.store.execute(drop).await.unwrap();
-        }
+        // A version-1 installation: no outbox trigger (v2), no gap table and no
+        // sys_user_tenant triggers (v4), no waits column (v5).
+        db.store.init_to(true, 1).await.unwrap();
+        assert_eq!(db.store.trigger_names().await.unwrap().len(), 15, "{name}");
+        // Rows of the old schema survive the migrations (v5 rebuilds SQLite's delivery table).
         db.store
-            .execute("DROP TABLE dingsync_change_gap")
+            .execute("INSERT INTO dingsync_delivery (tenant_id, source, source_id, chunk, state, task_id, created_at, updated_at) VALUES (3, 'announcement', 'a1', 0, 'sent', 77, 1, 1)")
             .await
             .unwrap();
-        db.store.set_meta("schema_version", "1").await.unwrap();
-        assert_eq!(db.store.trigger_names().await.unwrap().len(), 15, "{name}");
+        db.store
+            .execute("INSERT INTO dingsync_job (tenant_id, kind, entity_key, state, attempts, run_at, created_at, updated_at) VALUES (0, 'user', 'u9', 'dead', 1, 1, 1, 1)")
+            .await
+            .unwrap();
         let report = db.store.init(false).await.unwrap();
-        assert_eq!((report.from_version, report.to_version), (1, 4), "{name}");
+        assert_eq!((report.from_version, report.to_version), (1, 5), "{name}");
+        let kept = db.store.deliveries(3, "announcement", "a1").await.unwrap();
+        assert_eq!(kept.len(), 1, "{name}");
+        assert_eq!(kept[0].task_id, Some(77), "{name}");
+        let dead = db.store.dead_keys(0, "user").await.unwrap();
+        assert_eq!(dead, vec![("u9".to_string(), None)], "{name}");
         assert!(
             db.store.table_exists("dingsync_change_gap").await.unwrap(),
             "{name}"
@@ -882,7 +876,7 @@ async fn a_change_committed_late_behind_the_cursor_is_not_lost() {
         let name = db.name;
         let read = || {
             db.store
-                .changes_to_jobs(100, &tenants, dingsync::daemon::job_for, gaps)
+                .changes_to_jobs(100, &tenants, dingsync::job::job_rows, gaps)
         };
         let user = |id: &str| {
             format!("INSERT INTO sys_user (id, username, realname) VALUES ('{id}', '{id}', '{id}')")

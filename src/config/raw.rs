@@ -34,6 +34,29 @@ pub(super) struct RawConfig {
     pub daemon: RawDaemon,
     #[serde(default)]
     pub announcement: RawAnnouncement,
+    #[serde(default)]
+    pub tenant_defaults: RawTenantDefaults,
+    #[serde(default)]
+    pub outbox: RawOutbox,
+}
+
+/// `[tenant_defaults]`: switches of tenants read from `sys_third_app_config`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenantDefaults {
+    #[serde(default)]
+    pub push: RawSwitch,
+    #[serde(default)]
+    pub pull: RawSwitch,
+}
+
+/// `[outbox]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutbox {
+    pub enabled: Option<bool>,
+    pub allow_to_all: Option<bool>,
+    pub max_recipients: Option<i64>,
 }
 
 /// `[announcement]`.
@@ -41,6 +64,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAnnouncement {
     pub base_url: Option<String>,
+    pub max_age: Option<String>,
 }
 
 /// `[watch]`.
@@ -58,6 +82,7 @@ pub(super) struct RawDaemon {
     pub drain_timeout: Option<String>,
     pub lease_ttl: Option<String>,
     pub retention: Option<String>,
+    pub timezone: Option<String>,
 }
 
 /// `[database]`.

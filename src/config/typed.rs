@@ -11,8 +11,8 @@ use url::Url;
 use super::raw::{RawConfig, RawPull, RawTenant};
 use super::{
     AnnouncementConfig, Config, DaemonConfig, DatabaseConfig, DatabaseUrl, DingTalkConfig,
-    LogConfig, LogFormat, Problem, PullConfig, PushConfig, QueueConfig, Switch, TenantConfig,
-    WatchConfig,
+    LogConfig, LogFormat, OutboxConfig, Problem, PullConfig, PushConfig, QueueConfig, Switch,
+    TenantConfig, TenantDefaults, WatchConfig,
 };
 use crate::secret::{read_secret_file, Secret};
 
@@ -35,6 +35,8 @@ const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
 const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 20;
 const DEFAULT_BACKOFF_BASE_SECS: u64 = 2;
 const DEFAULT_BACKOFF_CAP_SECS: u64 = 15 * 60;
+const DEFAULT_ANNOUNCEMENT_MAX_AGE_SECS: u64 = 24 * 3600;
+const DEFAULT_OUTBOX_MAX_RECIPIENTS: u32 = 1000;
 
 /// Collects problems while building; each helper returns a usable value even when it
 /// records a problem, so the whole file is checked in one pass.
@@ -200,19 +202,7 @@ pub(super) fn build(
             30_000,
         ),
     };
-    let daemon = DaemonConfig {
-        drain_timeout: check.duration_ms(
-            "daemon.drain_timeout",
-            raw.daemon.drain_timeout.as_deref(),
-            10_000,
-        ),
-        lease_ttl: check.duration_ms("daemon.lease_ttl", raw.daemon.lease_ttl.as_deref(), 30_000),
-        retention: check.duration_ms(
-            "daemon.retention",
-            raw.daemon.retention.as_deref(),
-            7 * 24 * 3600 * 1000,
-        ),
-    };
+    let daemon = daemon(&mut check, raw.daemon, warnings);
     let queue = QueueConfig {
         workers: check.nonzero("queue.workers", raw.queue.workers, DEFAULT_WORKERS),
         max_attempts: check.nonzero(
@@ -257,6 +247,28 @@ pub(super) fn build(
             raw.announcement.base_url.as_deref(),
             DEFAULT_ANNOUNCEMENT_BASE_URL,
         ),
+        max_age: check.duration(
+            "announcement.max_age",
+            raw.announcement.max_age.as_deref(),
+            DEFAULT_ANNOUNCEMENT_MAX_AGE_SECS,
+        ),
+    };
+    let tenant_defaults = TenantDefaults {
+        push: Switch {
+            enabled: raw.tenant_defaults.push.enabled.unwrap_or(true),
+        },
+        pull: Switch {
+            enabled: raw.tenant_defaults.pull.enabled.unwrap_or(true),
+        },
+    };
+    let outbox = OutboxConfig {
+        enabled: raw.outbox.enabled.unwrap_or(true),
+        allow_to_all: raw.outbox.allow_to_all.unwrap_or(false),
+        max_recipients: check.nonzero(
+            "outbox.max_recipients",
+            raw.outbox.max_recipients,
+            DEFAULT_OUTBOX_MAX_RECIPIENTS,
+        ),
     };
     Some(Config {
         tenants_from_database,
@@ -271,7 +283,52 @@ pub(super) fn build(
         watch,
         daemon,
         announcement,
+        tenant_defaults,
+        outbox,
     })
+}
+
+/// `[daemon]`; the time zone defaults to the system's (a warning when it cannot be told).
+fn daemon(
+    check: &mut Checker<'_>,
+    raw: super::raw::RawDaemon,
+    warnings: &mut Vec<String>,
+) -> DaemonConfig {
+    let timezone = match raw.timezone.as_deref() {
+        Some(name) => name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+            check.problem(
+                "daemon.timezone",
+                format!("`{name}` is not an IANA time zone name, e.g. \"Asia/Shanghai\""),
+            );
+            chrono_tz::UTC
+        }),
+        None => system_timezone().unwrap_or_else(|| {
+            warnings.push(
+                "cannot tell the system's time zone: crons run in UTC; set daemon.timezone (e.g. \"Asia/Shanghai\")"
+                    .to_string(),
+            );
+            chrono_tz::UTC
+        }),
+    };
+    DaemonConfig {
+        drain_timeout: check.duration_ms(
+            "daemon.drain_timeout",
+            raw.drain_timeout.as_deref(),
+            10_000,
+        ),
+        lease_ttl: check.duration_ms("daemon.lease_ttl", raw.lease_ttl.as_deref(), 30_000),
+        retention: check.duration_ms(
+            "daemon.retention",
+            raw.retention.as_deref(),
+            7 * 24 * 3600 * 1000,
+        ),
+        timezone,
+    }
+}
+
+/// The system's local time zone (`/etc/localtime`), when it has an IANA name.
+pub fn system_timezone() -> Option<chrono_tz::Tz> {
+    iana_time_zone::get_timezone().ok()?.parse().ok()
 }
 
 fn database(check: &mut Checker<'_>, raw: super::raw::RawDatabase) -> Option<DatabaseConfig> {
@@ -354,7 +411,29 @@ fn tenants(check: &mut Checker<'_>, raw: Vec<RawTenant>, from_database: bool) ->
             tenants.push(built);
         }
     }
+    let ids: Vec<i64> = tenants.iter().map(|t| t.id).collect();
+    if let Some(message) = tenant_zero_beside_others(&ids) {
+        let index = tenants.iter().position(|t| t.id == 0).unwrap_or(0);
+        check.problem(&format!("tenant[{index}].id"), message);
+    }
     tenants
+}
+
+/// The tenant rule: tenant 0 (a single-tenant installation) owns every row, so it cannot
+/// stand beside other tenants — their rows would be pushed to two DingTalk apps. `None`
+/// when `ids` keep the rule.
+pub fn tenant_zero_beside_others(ids: &[i64]) -> Option<String> {
+    let others: Vec<String> = ids
+        .iter()
+        .filter(|id| **id != 0)
+        .map(ToString::to_string)
+        .collect();
+    (ids.contains(&0) && !others.is_empty()).then(|| {
+        format!(
+            "tenant 0 owns every row and cannot be configured beside tenants {}; give each JeecgBoot tenant its own id, or use tenant 0 alone",
+            others.join(", ")
+        )
+    })
 }
 
 fn tenant_config(check: &mut Checker<'_>, key: &str, raw: RawTenant) -> Option<TenantConfig> {

@@ -20,9 +20,8 @@ use crate::config::{Config, TenantConfig, TenantId};
 use crate::dingtalk::DingTalkClient;
 use crate::store::queue::RetryPolicy;
 use crate::store::schema::SCHEMA_VERSION;
-use crate::store::state::Change;
+
 use crate::store::{Store, StoreError};
-use crate::sync::job::kind;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +40,18 @@ pub enum DaemonError {
     /// A DingTalk client could not be built.
     #[error("{0}")]
     DingTalk(#[from] crate::dingtalk::DingTalkError),
+    /// The tenants break a rule (tenant 0 beside others, with `sys_third_app_config`).
+    #[error("{0}")]
+    Tenants(String),
+}
+
+impl From<crate::sync::run::TenantsError> for DaemonError {
+    fn from(error: crate::sync::run::TenantsError) -> Self {
+        match error {
+            crate::sync::run::TenantsError::Store(error) => Self::Store(error),
+            crate::sync::run::TenantsError::Rule(rule) => Self::Tenants(rule),
+        }
+    }
 }
 
 /// Change rows read per transaction.
@@ -152,29 +163,6 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
-}
-
-/// The jobs a change row asks for: users (also for their memberships and positions) in
-/// every tenant, and in the tenant they joined or left; departments, announcements and
-/// outbox rows in their own tenant (tenant 0 owns every row).
-pub fn job_for(change: &Change, tenants: &[TenantId]) -> Vec<(TenantId, &'static str, String)> {
-    type Reach = fn(TenantId, Option<TenantId>) -> bool;
-    let every: Reach = |_, _| true;
-    let own: Reach = |tenant, row| Some(tenant) == row;
-    let own_or_all: Reach = |tenant, row| tenant == 0 || Some(tenant) == row;
-    let (job_kind, reach) = match change.table_name.as_str() {
-        "sys_user" | "sys_user_depart" | "sys_user_position" => (kind::USER, every),
-        "sys_user_tenant" => (kind::USER, own),
-        "sys_depart" => (kind::DEPT, own_or_all),
-        "sys_announcement" => (kind::ANNOUNCE, own_or_all),
-        "dingsync_outbox" => (kind::OUTBOX, own_or_all),
-        _ => return Vec::new(),
-    };
-    tenants
-        .iter()
-        .filter(|t| reach(**t, change.tenant_id))
-        .map(|t| (*t, job_kind, change.row_key.clone()))
-        .collect()
 }
 
 /// A name for this process in leases: host and pid, unique enough among instances.
@@ -327,40 +315,4 @@ async fn status_line(shared: &Shared) -> String {
         format!("{} s ago", (crate::store::now_ms() - t) / 1000)
     });
     format!("tenants {owned:?} owned; {pending} pending, {dead} dead; last run {ago}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::job_for;
-    use crate::store::state::Change;
-
-    fn change(table: &str, tenant: Option<i64>) -> Change {
-        Change {
-            id: 1,
-            table_name: table.into(),
-            row_key: "k".into(),
-            op: "I".into(),
-            tenant_id: tenant,
-            changed_at: 0,
-        }
-    }
-
-    #[test]
-    fn each_change_asks_for_jobs_in_the_tenants_it_concerns() {
-        let tenants = [0, 7, 8];
-        let reach = |table: &str, tenant: Option<i64>| -> Vec<(i64, &str)> {
-            job_for(&change(table, tenant), &tenants)
-                .into_iter()
-                .map(|(t, kind, _)| (t, kind))
-                .collect()
-        };
-        assert_eq!(
-            reach("sys_user_depart", None),
-            vec![(0, "user"), (7, "user"), (8, "user")]
-        );
-        assert_eq!(reach("sys_user_tenant", Some(7)), vec![(7, "user")]);
-        assert_eq!(reach("sys_depart", Some(8)), vec![(0, "dept"), (8, "dept")]);
-        assert_eq!(reach("sys_announcement", Some(9)), vec![(0, "announce")]);
-        assert!(reach("sys_role", None).is_empty());
-    }
 }

@@ -13,7 +13,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use crate::config::{Config, ConfigError, TenantId};
 use crate::store::now_ms;
 use crate::sync::model::{Direction, Scope};
-use crate::sync::run::{run_once, RunRequest};
+use crate::sync::run::{run_once, RunLease, RunRequest};
 
 use super::{Runtime, Shared};
 
@@ -119,7 +119,7 @@ pub(super) async fn maintenance(shared: Arc<Shared>) {
         let store = &shared.store;
         let result = async {
             let reclaimed = store.reclaim_expired().await?;
-            let done = store.purge_done(before).await?;
+            let done = store.purge_finished(before).await?;
             let cursor = store.change_cursor().await?;
             let changes = store.purge_changes(before, cursor).await?;
             let leases = store.purge_leases(before).await?;
@@ -193,7 +193,8 @@ impl Cron {
                     continue;
                 }
                 let (shared, id) = (Arc::clone(&shared), tenant.id);
-                let job = Job::new_async(cron, move |_, _| {
+                let zone = runtime.config.daemon.timezone;
+                let job = Job::new_async_tz(cron, zone, move |_, _| {
                     let shared = Arc::clone(&shared);
                     Box::pin(async move { scheduled_run(shared, id, direction).await })
                 })?;
@@ -234,39 +235,29 @@ pub(super) async fn scheduled_run(shared: Arc<Shared>, tenant_id: TenantId, dire
     }
     let runtime = shared.runtime();
     let ttl = runtime.config.daemon.lease_ttl;
-    let running = format!("cron:{kind}:{tenant_id}:running");
-    if !matches!(
-        store.acquire_lease(&running, &shared.instance, ttl).await,
-        Ok(true)
-    ) {
-        tracing::warn!(event = "schedule.skipped", tenant = tenant_id, kind = %kind, "the previous run is still going; this tick is skipped");
-        return;
+    let lease = match RunLease::try_take(store, tenant_id, &shared.instance, ttl).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            let holder = RunLease::holder(store, tenant_id).await.ok().flatten();
+            tracing::warn!(event = "schedule.skipped", tenant = tenant_id, kind = %kind, holder = holder.as_deref(), "another run of this tenant is still going; this tick is skipped");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(event = "schedule.skipped", tenant = tenant_id, kind = %kind, error = %error, "cannot take the tenant's run lease; this tick is skipped");
+            return;
+        }
+    };
+    if let Some((tenant, client)) = runtime.tenant(tenant_id) {
+        let request = RunRequest {
+            direction,
+            scope: Scope::All,
+            dry_run: false,
+        };
+        if let Err(error) = run_once(store, &client, &runtime.config, tenant, request, None).await {
+            tracing::error!(event = "sync.run.failed", tenant = tenant_id, kind = %kind, error = %error, "scheduled run failed");
+        }
     }
-    let Some((tenant, client)) = runtime.tenant(tenant_id) else {
-        return;
-    };
-    let renew = {
-        let (shared, running) = (Arc::clone(&shared), running.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                let _ = shared
-                    .store
-                    .acquire_lease(&running, &shared.instance, ttl)
-                    .await;
-            }
-        })
-    };
-    let request = RunRequest {
-        direction,
-        scope: Scope::All,
-        dry_run: false,
-    };
-    if let Err(error) = run_once(store, &client, &runtime.config, tenant, request, None).await {
-        tracing::error!(event = "sync.run.failed", tenant = tenant_id, kind = %kind, error = %error, "scheduled run failed");
-    }
-    renew.abort();
-    let _ = store.release_lease(&running, &shared.instance).await;
+    lease.release().await;
 }
 
 /// Reloads the configuration on SIGHUP and when the file changes; a valid one replaces the

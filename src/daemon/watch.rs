@@ -12,7 +12,7 @@ use notify::Watcher;
 use crate::config::Backend;
 use crate::store::Pools;
 
-use super::{job_for, Shared, CHANGE_BATCH, GAPS, STORE_RETRY_CAP};
+use super::{Shared, CHANGE_BATCH, GAPS, STORE_RETRY_CAP};
 
 /// Wakes the reader whenever a change may have been committed.
 pub(super) async fn watch(shared: Arc<Shared>) {
@@ -122,7 +122,7 @@ pub(super) async fn read_changes(shared: Arc<Shared>) {
         let tenants: Vec<_> = shared.runtime().tenants.iter().map(|t| t.id).collect();
         match shared
             .store
-            .changes_to_jobs(CHANGE_BATCH, &tenants, job_for, GAPS)
+            .changes_to_jobs(CHANGE_BATCH, &tenants, crate::job::job_rows, GAPS)
             .await
         {
             Ok(batch) => {

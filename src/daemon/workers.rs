@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::job::{execute, JobCtx, JobOutcome};
 use crate::store::now_ms;
 use crate::store::queue::{FailOutcome, Job};
-use crate::sync::job::{execute, JobCtx, JobOutcome};
 
 use super::Shared;
 
@@ -133,11 +133,28 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
             store.complete(job.id, owner).await.map(drop)
         }
         JobOutcome::Wait { delay, reason } => {
-            tracing::info!(event = "job.waiting", delay_ms = delay.as_millis() as u64, reason = %reason, "job waits");
-            store
-                .postpone(job.id, owner, now_ms() + crate::store::ms(delay), &reason)
-                .await
-                .map(drop)
+            let policy = crate::store::queue::WaitPolicy {
+                max_waits: crate::job::MAX_WAITS,
+                cap: crate::job::WAIT_CAP,
+            };
+            match store.postpone(job.id, owner, delay, &reason, &policy).await {
+                Ok(FailOutcome::Retry { run_at, .. }) => {
+                    tracing::info!(event = "job.waiting", delay_ms = (run_at - now_ms()).max(0), waits = job.waits + 1, reason = %reason, "job waits");
+                    Ok(())
+                }
+                Ok(FailOutcome::Dead { attempts }) => {
+                    tracing::error!(event = "job.dead", attempt = attempts, permanent = true, waits = job.waits, error = %reason, "job waited too long and is dead; `dingsync queue retry` after fixing the cause");
+                    Ok(())
+                }
+                Ok(FailOutcome::LeaseLost) => {
+                    tracing::warn!(
+                        event = "job.lease_lost",
+                        "the job's lease expired while it ran; another worker has it"
+                    );
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            }
         }
         JobOutcome::Failed { permanent, reason } => match store
             .fail(job.id, owner, &reason, permanent, &runtime.retry_policy())

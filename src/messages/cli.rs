@@ -169,7 +169,7 @@ async fn execute(
         Ok(tenants) => tenants,
         Err(error) => {
             eprintln!("dingsync: {error}");
-            return exit::UNAVAILABLE;
+            return crate::cli_daemon::tenants_failure(&error);
         }
     };
     let wanted = match command {

@@ -15,9 +15,9 @@ use serde_json::json;
 use crate::dingtalk::api::{MAX_SEND_DEPTS, MAX_SEND_USERIDS};
 use crate::dingtalk::types::{Message, Recipients};
 use crate::dingtalk::{DingTalkError, ErrorKind};
+use crate::job::{JobCtx, JobOutcome};
 use crate::store::messages::{Announcement, Delivery};
 use crate::store::{now_ms, StoreError};
-use crate::sync::job::{JobCtx, JobOutcome};
 use crate::sync::model::Summary;
 
 /// Delivery sources.
@@ -126,7 +126,7 @@ async fn send_chunks(
     let store = ctx.store;
     for (index, to) in chunks.iter().enumerate() {
         let chunk = i64::try_from(index).unwrap_or(i64::MAX);
-        let recorded = store.deliveries(source, source_id).await?;
+        let recorded = store.deliveries(ctx.tenant.id, source, source_id).await?;
         if recorded
             .iter()
             .any(|d| d.chunk == chunk && d.state != "sending")
@@ -152,7 +152,7 @@ async fn send_chunks(
             )
             .await?;
         let Some(row) = store
-            .deliveries(source, source_id)
+            .deliveries(ctx.tenant.id, source, source_id)
             .await?
             .into_iter()
             .find(|d| d.chunk == chunk)
@@ -173,7 +173,7 @@ async fn send_chunks(
             "message chunk sent"
         );
     }
-    let rows = store.deliveries(source, source_id).await?;
+    let rows = store.deliveries(ctx.tenant.id, source, source_id).await?;
     Ok(Some(rows.iter().filter_map(|d| d.task_id).collect()))
 }
 
@@ -233,7 +233,7 @@ async fn recall_all(
     source_id: &str,
 ) -> Result<JobOutcome, MsgError> {
     let store = ctx.store;
-    for row in store.deliveries(source, source_id).await? {
+    for row in store.deliveries(ctx.tenant.id, source, source_id).await? {
         match row.state.as_str() {
             "sending" => store.delivery_state(row.id, "cancelled").await?,
             "sent" => {
@@ -283,18 +283,105 @@ fn is_live(announcement: &Announcement) -> bool {
         && announcement.del_flag.as_deref() != Some("1")
 }
 
+/// Whether a row of tenant `row` belongs to the job's tenant (tenant 0, alone, owns all).
+fn owns(tenant: crate::config::TenantId, row: crate::config::TenantId) -> bool {
+    tenant == 0 || tenant == row
+}
+
+/// The delivery chunk that marks an announcement dingsync decided not to send, so that the
+/// decision is logged once however often its job runs (real chunks count from 0).
+const SKIP_MARK: i64 = -1;
+
+/// Logs (once per announcement) why it is not sent, and records that it was said.
+async fn skip(
+    ctx: &JobCtx<'_>,
+    id: &str,
+    event: &'static str,
+    reason: &str,
+) -> Result<JobOutcome, MsgError> {
+    let store = ctx.store;
+    let said = store
+        .deliveries(ctx.tenant.id, SOURCE_ANNOUNCEMENT, id)
+        .await?
+        .iter()
+        .any(|d| d.chunk == SKIP_MARK);
+    if !said {
+        match event {
+            "announce.skipped_stale" => tracing::warn!(
+                event = "announce.skipped_stale",
+                tenant = ctx.tenant.id,
+                id,
+                reason,
+                "announcement too old to send; not sent"
+            ),
+            _ => tracing::warn!(
+                event = "announce.skipped",
+                tenant = ctx.tenant.id,
+                id,
+                reason,
+                "announcement not sent"
+            ),
+        }
+        store
+            .delivery_begin(ctx.tenant.id, SOURCE_ANNOUNCEMENT, id, SKIP_MARK, "{}")
+            .await?;
+        if let Some(row) = store
+            .deliveries(ctx.tenant.id, SOURCE_ANNOUNCEMENT, id)
+            .await?
+            .into_iter()
+            .find(|d| d.chunk == SKIP_MARK)
+        {
+            store.delivery_state(row.id, "skipped").await?;
+        }
+    }
+    Ok(JobOutcome::Done(Summary::default()))
+}
+
 async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
     let store = ctx.store;
     let Some(announcement) = store.load_announcement(id).await? else {
         return Ok(JobOutcome::Done(Summary::default()));
     };
+    let off = crate::sync::run::switched_off(ctx.tenant, crate::sync::model::Direction::Push);
+    if !owns(ctx.tenant.id, announcement.tenant_id) || off.is_some() {
+        return Ok(JobOutcome::Done(Summary::default()));
+    }
     if announcement.send_status.as_deref() == Some("2") {
         return recall_all(ctx, SOURCE_ANNOUNCEMENT, id).await;
     }
     if !is_live(&announcement) {
         return Ok(JobOutcome::Done(Summary::default()));
     }
-    let to_all = announcement.msg_type.as_deref() != Some("USER");
+    let max_age = ctx.config.announcement.max_age;
+    let started = store
+        .deliveries(ctx.tenant.id, SOURCE_ANNOUNCEMENT, id)
+        .await?
+        .iter()
+        .any(|d| d.chunk >= 0);
+    // Too old to send (a restored backup, an imported table), unless its sending began.
+    if let Some(age) = announcement
+        .age_s
+        .filter(|age| !started && u64::try_from(*age).unwrap_or(0) > max_age.as_secs())
+    {
+        let reason = format!(
+            "sent {} ago, more than announcement.max_age = {}",
+            humantime::format_duration(std::time::Duration::from_secs(
+                u64::try_from(age).unwrap_or(0)
+            )),
+            humantime::format_duration(max_age)
+        );
+        return skip(ctx, id, "announce.skipped_stale", &reason).await;
+    }
+    let to_all = match announcement.msg_type.as_deref().map(str::trim) {
+        Some("ALL") => true,
+        Some("USER") => false,
+        other => {
+            let reason = format!(
+                "msg_type is {other:?}; only ALL (everyone) and USER (its user_ids) are sent"
+            );
+            return skip(ctx, id, "announce.skipped", &reason).await;
+        }
+    };
     let mut userids = Vec::new();
     if !to_all {
         let wanted: Vec<String> = announcement
@@ -333,6 +420,15 @@ async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
                 .collect();
             tracing::warn!(event = "announce.unlinked_recipients", tenant = ctx.tenant.id, id, count = names.len(), users = %names.join(","), "recipients without a DingTalk link are not sent to; the others are");
         }
+        if userids.is_empty() {
+            return skip(
+                ctx,
+                id,
+                "announce.skipped",
+                "none of its user_ids is linked to DingTalk",
+            )
+            .await;
+        }
     }
     let message = announcement_message(&announcement, &ctx.config.announcement.base_url);
     let chunks = chunks(to_all, &userids, &[]);
@@ -349,7 +445,14 @@ async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
     ) {
         store.set_announcement_task(id, *first).await?;
     }
-    if collect_results(ctx, &store.deliveries(SOURCE_ANNOUNCEMENT, id).await?).await? {
+    if collect_results(
+        ctx,
+        &store
+            .deliveries(ctx.tenant.id, SOURCE_ANNOUNCEMENT, id)
+            .await?,
+    )
+    .await?
+    {
         return Ok(JobOutcome::Wait {
             delay: RESULT_WAIT,
             reason: "waiting for DingTalk to finish the send".into(),
@@ -380,8 +483,40 @@ async fn outbox(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
     }) else {
         return Ok(JobOutcome::Done(Summary::default()));
     };
-    if row.status != "pending" {
+    if row.status != "pending" || !owns(ctx.tenant.id, row.tenant_id) {
         return Ok(JobOutcome::Done(Summary::default()));
+    }
+    let guard = &ctx.config.outbox;
+    if !guard.enabled {
+        return fail_row(
+            ctx,
+            row.id,
+            "the outbox is switched off (outbox.enabled = false)",
+        )
+        .await;
+    }
+    if row.to_all == 1 && !guard.allow_to_all {
+        return fail_row(
+            ctx,
+            row.id,
+            "to_all is refused: a message to everyone needs outbox.allow_to_all = true",
+        )
+        .await;
+    }
+    let named = [&row.to_userids, &row.to_usernames, &row.to_dept_ids]
+        .iter()
+        .map(|list| split(list.as_deref()).len())
+        .sum::<usize>();
+    if named > guard.max_recipients.get() as usize {
+        return fail_row(
+            ctx,
+            row.id,
+            &format!(
+                "{named} recipients, more than outbox.max_recipients = {}",
+                guard.max_recipients
+            ),
+        )
+        .await;
     }
     let message = match serde_json::from_str(&row.message)
         .map_err(|e| e.to_string())

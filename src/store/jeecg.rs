@@ -26,6 +26,16 @@ pub fn new_id() -> String {
     format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
 }
 
+/// What [`Store::save_link`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkSaved {
+    /// The tenant's link row is written.
+    Written,
+    /// Another tenant's row holds this DingTalk userid (JeecgBoot's unique key allows one):
+    /// nothing was written; the link lives in dingsync's snapshot.
+    HeldBy(TenantId),
+}
+
 /// A row of four nullable text columns around one integer.
 type TextRow = (Option<String>, Option<String>, Option<String>, i64);
 
@@ -390,18 +400,25 @@ impl Store {
             .collect())
     }
 
-    /// Records that `link.user_id` is `link.userid` in DingTalk (JeecgBoot's "已同步钉钉").
-    /// A row for the same DingTalk userid or the same user and tenant is updated, else one
-    /// is inserted.
-    pub async fn save_link(&self, link: &Link, realname: &str) -> StoreResult<()> {
-        // Two lookups, each on an index (an OR of the two would scan the table).
-        let by_userid =
-            self.sql("SELECT id FROM sys_third_account WHERE third_type = ? AND third_user_id = ?");
+    /// Records that `link.user_id` is `link.userid` in DingTalk (JeecgBoot's "已同步钉钉"), in
+    /// `link.tenant_id`: the tenant's row for that DingTalk userid, else the tenant's row of
+    /// that user, is updated — never blanking a column JeecgBoot filled (`third_user_uuid`,
+    /// `realname`, `avatar`) and never another tenant's row; else a row is inserted. JeecgBoot's
+    /// unique key `(third_type, third_user_id)` allows one row per userid across tenants: when
+    /// another tenant's row holds it, nothing is written and [`LinkSaved::HeldBy`] says whose.
+    pub async fn save_link(&self, link: &Link, realname: &str) -> StoreResult<LinkSaved> {
+        // Each lookup on an index (an OR of them would scan the table).
+        let by_userid = format!(
+            "SELECT id, {} FROM sys_third_account WHERE third_type = ? AND third_user_id = ?",
+            self.int("COALESCE(tenant_id, 0)")
+        );
+        let by_userid = self.sql(&by_userid);
         let by_user = self.sql(
             "SELECT id FROM sys_third_account WHERE sys_user_id = ? AND third_type = ? AND COALESCE(tenant_id, 0) = ?",
         );
         let update = self.sql(
-            "UPDATE sys_third_account SET sys_user_id = ?, third_user_id = ?, third_user_uuid = ?, tenant_id = ?, realname = ?, \
+            "UPDATE sys_third_account SET sys_user_id = ?, third_user_id = ?, \
+             third_user_uuid = COALESCE(NULLIF(?, ''), third_user_uuid), realname = COALESCE(NULLIF(?, ''), realname), \
              update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?",
         );
         let insert = self.sql(
@@ -415,33 +432,44 @@ impl Store {
             if let Some((mark, _)) = marks {
                 sqlx::query(mark).execute(&mut *tx).await?;
             }
-            let mut ids: Vec<String> = sqlx::query_scalar(&by_userid)
+            let holders: Vec<(String, i64)> = sqlx::query_as(&by_userid)
                 .bind(THIRD_TYPE_DINGTALK)
                 .bind(&link.userid)
                 .fetch_all(&mut *tx)
                 .await?;
-            if ids.is_empty() {
-                ids = sqlx::query_scalar(&by_user)
+            let mut row = holders
+                .iter()
+                .find(|(_, tenant)| *tenant == link.tenant_id)
+                .map(|(id, _)| id.clone());
+            if row.is_none() {
+                row = sqlx::query_scalar::<_, String>(&by_user)
                     .bind(&link.user_id)
                     .bind(THIRD_TYPE_DINGTALK)
                     .bind(link.tenant_id)
-                    .fetch_all(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
             }
-            match ids.first() {
-                Some(id) => {
+            let other = holders
+                .iter()
+                .find(|(_, tenant)| *tenant != link.tenant_id)
+                .map(|(_, tenant)| *tenant);
+            let saved = match (row, other) {
+                // Another tenant's row holds the userid: moving ours onto it would break the
+                // unique key, and that row is not ours to change.
+                (_, Some(tenant)) => LinkSaved::HeldBy(tenant),
+                (Some(id), None) => {
                     sqlx::query(&update)
                         .bind(&link.user_id)
                         .bind(&link.userid)
-                        .bind(link.unionid.as_deref())
-                        .bind(link.tenant_id)
+                        .bind(link.unionid.as_deref().unwrap_or_default())
                         .bind(realname)
                         .bind(CREATED_BY)
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
+                    LinkSaved::Written
                 }
-                None => {
+                (None, None) => {
                     sqlx::query(&insert)
                         .bind(new_id())
                         .bind(&link.user_id)
@@ -453,14 +481,15 @@ impl Store {
                         .bind(THIRD_TYPE_DINGTALK)
                         .execute(&mut *tx)
                         .await?;
+                    LinkSaved::Written
                 }
-            }
+            };
             if let Some((_, unmark)) = marks {
                 sqlx::query(unmark).execute(&mut *tx).await?;
             }
             tx.commit().await?;
-        });
-        Ok(())
+            Ok(saved)
+        })
     }
 
     fn begin_statement_for_writes(&self) -> &'static str {
@@ -500,6 +529,37 @@ impl Store {
             tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// The local department of `tenant` (any for 0) linked to DingTalk department `ding_id`
+    /// by its `ding_identifier` or its snapshot, if one is.
+    pub async fn dept_holder(&self, tenant: TenantId, ding_id: i64) -> StoreResult<Option<String>> {
+        let by_row = format!(
+            "SELECT id FROM sys_depart WHERE ding_identifier = ?{}",
+            if tenant != 0 {
+                " AND tenant_id = ?"
+            } else {
+                ""
+            }
+        );
+        let by_row = self.sql(&by_row);
+        let ding = ding_id.to_string();
+        let row: Option<String> = crate::on_pool!(self, |pool| {
+            let mut query = sqlx::query_scalar::<_, String>(&by_row).bind(&ding);
+            if tenant != 0 {
+                query = query.bind(tenant);
+            }
+            query.fetch_optional(pool).await?
+        });
+        if row.is_some() {
+            return Ok(row);
+        }
+        Ok(self
+            .snapshots_to(tenant, crate::sync::model::entity::DEPT, &[ding.as_str()])
+            .await?
+            .into_iter()
+            .next()
+            .map(|s| s.local_id))
     }
 
     /// Sets or clears `sys_depart.ding_identifier`.

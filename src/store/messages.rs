@@ -31,6 +31,9 @@ pub struct Announcement {
     pub dt_task_id: Option<String>,
     /// `tenant_id`.
     pub tenant_id: i64,
+    /// Seconds since `send_time` (else `create_time`) by the database's clock; `None` when
+    /// both are NULL.
+    pub age_s: Option<i64>,
 }
 
 /// A `dingsync_delivery` row: one chunk of one message.
@@ -83,9 +86,16 @@ const DELIVERY_COLUMNS: &str =
 impl Store {
     /// One announcement.
     pub async fn load_announcement(&self, id: &str) -> StoreResult<Option<Announcement>> {
+        // JeecgBoot writes its DATETIMEs in the database server's local time: the age is
+        // taken by the database's own clock, never by ours.
+        let age = match self.backend() {
+            Backend::MySql => "TIMESTAMPDIFF(SECOND, COALESCE(send_time, create_time), NOW())",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM (LOCALTIMESTAMP - COALESCE(send_time, create_time))) AS BIGINT)",
+            Backend::Sqlite => "CAST((julianday('now') - julianday(COALESCE(send_time, create_time))) * 86400 AS INTEGER)",
+        };
         let sql = format!(
             "SELECT id, titile AS title, {content} AS content, {summary} AS summary, msg_type, {users} AS user_ids, send_status, del_flag, dt_task_id, \
-             {tenant} AS tenant_id FROM sys_announcement WHERE id = ?",
+             {tenant} AS tenant_id, {age} AS age_s FROM sys_announcement WHERE id = ?",
             content = self.text("msg_content"),
             summary = self.text("msg_abstract"),
             users = self.text("user_ids"),
@@ -101,13 +111,19 @@ impl Store {
         .await?))
     }
 
-    /// The delivery rows of one message, by chunk.
-    pub async fn deliveries(&self, source: &str, source_id: &str) -> StoreResult<Vec<Delivery>> {
-        let text = format!("SELECT {DELIVERY_COLUMNS} FROM dingsync_delivery WHERE source = ? AND source_id = ? ORDER BY chunk");
+    /// The delivery rows of one message of `tenant`, by chunk.
+    pub async fn deliveries(
+        &self,
+        tenant: TenantId,
+        source: &str,
+        source_id: &str,
+    ) -> StoreResult<Vec<Delivery>> {
+        let text = format!("SELECT {DELIVERY_COLUMNS} FROM dingsync_delivery WHERE tenant_id = ? AND source = ? AND source_id = ? ORDER BY chunk");
         let sql = self.sql(&text);
         Ok(crate::on_pool!(self, |pool| sqlx::query_as::<_, Delivery>(
             &sql
         )
+        .bind(tenant)
         .bind(source)
         .bind(source_id)
         .fetch_all(pool)
@@ -125,7 +141,7 @@ impl Store {
     ) -> StoreResult<()> {
         let sql = match self.backend() {
             Backend::MySql => "INSERT IGNORE INTO dingsync_delivery (tenant_id, source, source_id, chunk, recipients, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'sending', ?, ?)",
-            _ => "INSERT INTO dingsync_delivery (tenant_id, source, source_id, chunk, recipients, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'sending', ?, ?) ON CONFLICT (source, source_id, chunk) DO NOTHING",
+            _ => "INSERT INTO dingsync_delivery (tenant_id, source, source_id, chunk, recipients, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'sending', ?, ?) ON CONFLICT (tenant_id, source, source_id, chunk) DO NOTHING",
         };
         let sql = self.sql(sql);
         let now = now_ms();

@@ -46,10 +46,12 @@ pub struct Job {
     pub last_error: Option<String>,
     /// Lease holder while running.
     pub lease_owner: Option<String>,
+    /// Times it waited for something (a department DingTalk lacks yet).
+    pub waits: i64,
 }
 
 const JOB_COLUMNS: &str =
-    "id, tenant_id, kind, entity_key, state, attempts, run_at, last_error, lease_owner";
+    "id, tenant_id, kind, entity_key, state, attempts, run_at, last_error, lease_owner, waits";
 
 /// Retry policy of failed jobs.
 #[derive(Clone, Copy, Debug)]
@@ -98,10 +100,23 @@ pub enum FailOutcome {
 /// How a running job ends when it does not complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Settle {
-    /// Dead after this many attempts.
-    Dead { attempts: i64 },
+    /// Dead after this many attempts and waits.
+    Dead { attempts: i64, waits: i64 },
     /// Pending again, due then.
-    Pending { attempts: i64, run_at: i64 },
+    Pending {
+        attempts: i64,
+        waits: i64,
+        run_at: i64,
+    },
+}
+
+/// How long jobs may wait for something (a department DingTalk lacks yet).
+#[derive(Clone, Copy, Debug)]
+pub struct WaitPolicy {
+    /// Waits before a job goes dead.
+    pub max_waits: u32,
+    /// Longest single wait.
+    pub cap: Duration,
 }
 
 /// Which jobs to list.
@@ -154,30 +169,65 @@ impl Store {
         std::borrow::Cow::Owned(self.sql(sql).into_owned())
     }
 
+    /// Deletes the dead jobs of one entity (binds: tenant, kind, key): a change of its row
+    /// supersedes them, so an entity has at most one dead job, its latest.
+    pub(super) fn supersede_dead_sql(&self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Owned(
+            self.sql("DELETE FROM dingsync_job WHERE state = 'dead' AND tenant_id = ? AND kind = ? AND entity_key = ?")
+                .into_owned(),
+        )
+    }
+
     /// Enqueues (tenant, kind, key) due at `run_at`; coalesces with a pending job for the
-    /// same entity, keeping the earlier due time.
+    /// same entity, keeping the earlier due time. An entity whose job is dead is left alone
+    /// (`false`): only a change of its row or `queue retry` brings it back.
     pub async fn enqueue(
         &self,
         tenant_id: TenantId,
         kind: &str,
         key: &str,
         run_at: i64,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
+        let dead = self.sql("SELECT COUNT(*) FROM dingsync_job WHERE state = 'dead' AND tenant_id = ? AND kind = ? AND entity_key = ?");
         let sql = self.enqueue_sql();
         let now = now_ms();
         let pending = pending_key(tenant_id, kind, key);
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::on_pool!(self, |pool| {
+            let dead: i64 = sqlx::query_scalar(&dead)
+                .bind(tenant_id)
+                .bind(kind)
+                .bind(key)
+                .fetch_one(pool)
+                .await?;
+            if dead > 0 {
+                return Ok(false);
+            }
+            sqlx::query(&sql)
+                .bind(tenant_id)
+                .bind(kind)
+                .bind(key)
+                .bind(&pending)
+                .bind(run_at)
+                .bind(now)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            Ok(true)
+        })
+    }
+
+    /// The dead jobs of one kind in `tenant`: their keys and last errors.
+    pub async fn dead_keys(
+        &self,
+        tenant_id: TenantId,
+        kind: &str,
+    ) -> StoreResult<Vec<(String, Option<String>)>> {
+        let sql = self.sql("SELECT entity_key, last_error FROM dingsync_job WHERE state = 'dead' AND tenant_id = ? AND kind = ?");
+        Ok(crate::on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(tenant_id)
             .bind(kind)
-            .bind(key)
-            .bind(&pending)
-            .bind(run_at)
-            .bind(now)
-            .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(())
+            .fetch_all(pool)
+            .await?))
     }
 
     /// Claims up to `limit` due jobs for `owner` with a lease of `lease`; only `tenants` when
@@ -326,84 +376,130 @@ impl Store {
         permanent: bool,
         policy: &RetryPolicy,
     ) -> StoreResult<FailOutcome> {
-        let decide = |attempts: i64| {
+        let decide = |attempts: i64, waits: i64| {
             let attempts = attempts + 1;
-            if permanent || attempts >= i64::from(policy.max_attempts) {
-                Settle::Dead { attempts }
+            let settle = if permanent || attempts >= i64::from(policy.max_attempts) {
+                Settle::Dead { attempts, waits }
             } else {
                 let delay = policy.delay(u32::try_from(attempts).unwrap_or(u32::MAX));
                 Settle::Pending {
                     attempts,
+                    waits,
                     run_at: now_ms() + ms(delay),
                 }
-            }
+            };
+            (settle, error)
         };
-        Ok(match self.settle(id, owner, error, decide).await? {
+        Ok(match self.settle(id, owner, &decide).await? {
             None => FailOutcome::LeaseLost,
-            Some(Settle::Dead { attempts }) => FailOutcome::Dead { attempts },
-            Some(Settle::Pending { attempts, run_at }) => FailOutcome::Retry { run_at, attempts },
+            Some(Settle::Dead { attempts, .. }) => FailOutcome::Dead { attempts },
+            Some(Settle::Pending {
+                attempts, run_at, ..
+            }) => FailOutcome::Retry { run_at, attempts },
         })
     }
 
-    /// Puts a running job back to pending until `run_at` without counting an attempt (it is
-    /// waiting for something, not failing); merged with a pending job for the same entity.
+    /// Puts a running job back to pending without counting an attempt (it is waiting for
+    /// something, not failing): after `delay` doubled for each wait so far (at most
+    /// `policy.cap`), merged with a pending job for the same entity. A job that has waited
+    /// `policy.max_waits` times is dead with `note`: nothing waits forever.
     pub async fn postpone(
         &self,
         id: i64,
         owner: &str,
-        run_at: i64,
+        delay: Duration,
         note: &str,
-    ) -> StoreResult<bool> {
-        let decide = |attempts: i64| Settle::Pending { attempts, run_at };
-        Ok(self.settle(id, owner, note, decide).await?.is_some())
+        policy: &WaitPolicy,
+    ) -> StoreResult<FailOutcome> {
+        let decide = |attempts: i64, waits: i64| {
+            if waits >= i64::from(policy.max_waits) {
+                return Settle::Dead { attempts, waits };
+            }
+            let exponent = u32::try_from(waits).unwrap_or(30).min(30);
+            let wait = delay.saturating_mul(1u32 << exponent).min(policy.cap);
+            Settle::Pending {
+                attempts,
+                waits: waits + 1,
+                run_at: now_ms() + ms(wait),
+            }
+        };
+        let gave_up = format!("{note} (gave up after {} waits)", policy.max_waits);
+        let settled = self
+            .settle(id, owner, &|attempts, waits| {
+                let settle = decide(attempts, waits);
+                let note = match settle {
+                    Settle::Dead { .. } => gave_up.as_str(),
+                    Settle::Pending { .. } => note,
+                };
+                (settle, note)
+            })
+            .await?;
+        Ok(match settled {
+            None => FailOutcome::LeaseLost,
+            Some(Settle::Dead { attempts, .. }) => FailOutcome::Dead { attempts },
+            Some(Settle::Pending {
+                attempts, run_at, ..
+            }) => FailOutcome::Retry { run_at, attempts },
+        })
     }
 
-    /// Ends a running job of `owner` as `decide` says (given its attempts so far), in one
-    /// transaction; `None` when the lease is no longer `owner`'s. Going back to pending merges
-    /// a pending job for the same entity into this one (earliest due time wins).
-    async fn settle(
+    /// Ends a running job of `owner` as `decide` says (given its attempts and waits so far;
+    /// with the note to keep), in one transaction; `None` when the lease is no longer
+    /// `owner`'s. Going back to pending merges a pending job for the same entity into this
+    /// one (earliest due time wins).
+    async fn settle<'n>(
         &self,
         id: i64,
         owner: &str,
-        note: &str,
-        decide: impl Fn(i64) -> Settle,
+        decide: &(dyn Fn(i64, i64) -> (Settle, &'n str) + Sync),
     ) -> StoreResult<Option<Settle>> {
-        let select = self.sql("SELECT tenant_id, kind, entity_key, attempts FROM dingsync_job WHERE id = ? AND state = 'running' AND lease_owner = ?");
+        let select = self.sql("SELECT tenant_id, kind, entity_key, attempts, waits FROM dingsync_job WHERE id = ? AND state = 'running' AND lease_owner = ?");
         let other = self.sql("SELECT id, run_at FROM dingsync_job WHERE pending_key = ?");
         let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
         let dead = self.sql(
-            "UPDATE dingsync_job SET state = 'dead', attempts = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+            "UPDATE dingsync_job SET state = 'dead', attempts = ?, waits = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
         );
+        let supersede = self.supersede_dead_sql();
         let pending_sql = self.sql(
-            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = ?, last_error = ?, run_at = ?, \
+            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = ?, waits = ?, last_error = ?, run_at = ?, \
              lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
         );
         let now = now_ms();
         let begin = self.begin_statement();
         crate::on_pool!(self, |pool| {
             let mut tx = pool.begin_with(begin).await?;
-            let row: Option<(i64, String, String, i64)> = sqlx::query_as(&select)
+            let row: Option<(i64, String, String, i64, i64)> = sqlx::query_as(&select)
                 .bind(id)
                 .bind(owner)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some((tenant_id, kind, key, attempts)) = row else {
+            let Some((tenant_id, kind, key, attempts, waits)) = row else {
                 tx.commit().await?;
                 return Ok(None);
             };
-            let settled = match decide(attempts) {
-                Settle::Dead { attempts } => {
+            let (settle, note) = decide(attempts, waits);
+            let settled = match settle {
+                Settle::Dead { attempts, waits } => {
+                    // One dead job per entity: its latest.
+                    sqlx::query(&supersede)
+                        .bind(tenant_id)
+                        .bind(&kind)
+                        .bind(&key)
+                        .execute(&mut *tx)
+                        .await?;
                     sqlx::query(&dead)
                         .bind(attempts)
+                        .bind(waits)
                         .bind(note)
                         .bind(now)
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
-                    Settle::Dead { attempts }
+                    Settle::Dead { attempts, waits }
                 }
                 Settle::Pending {
                     attempts,
+                    waits,
                     mut run_at,
                 } => {
                     let pending = pending_key(tenant_id, &kind, &key);
@@ -421,13 +517,18 @@ impl Store {
                     sqlx::query(&pending_sql)
                         .bind(&pending)
                         .bind(attempts)
+                        .bind(waits)
                         .bind(note)
                         .bind(run_at)
                         .bind(now)
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
-                    Settle::Pending { attempts, run_at }
+                    Settle::Pending {
+                        attempts,
+                        waits,
+                        run_at,
+                    }
                 }
             };
             tx.commit().await?;
@@ -490,7 +591,7 @@ impl Store {
         let exists = self.sql("SELECT COUNT(*) FROM dingsync_job WHERE pending_key = ?");
         let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
         let revive = self.sql(
-            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = 0, run_at = ?, updated_at = ? WHERE id = ?",
+            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = 0, waits = 0, run_at = ?, updated_at = ? WHERE id = ?",
         );
         let now = now_ms();
         let begin = self.begin_statement();
@@ -592,9 +693,10 @@ impl Store {
         })
     }
 
-    /// Deletes done jobs last touched before `before` (epoch ms).
-    pub async fn purge_done(&self, before: i64) -> StoreResult<u64> {
-        let sql = self.sql("DELETE FROM dingsync_job WHERE state = 'done' AND updated_at < ?");
+    /// Deletes done and dead jobs last touched before `before` (epoch ms).
+    pub async fn purge_finished(&self, before: i64) -> StoreResult<u64> {
+        let sql =
+            self.sql("DELETE FROM dingsync_job WHERE state IN ('done', 'dead') AND updated_at < ?");
         Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(before)
             .execute(pool)

@@ -13,7 +13,7 @@ use crate::config::Backend;
 use super::{Store, StoreError, StoreResult};
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// PostgreSQL NOTIFY channel raised by the change-log triggers.
 pub const NOTIFY_CHANNEL: &str = "dingsync_change";
 
@@ -266,8 +266,49 @@ fn migration(backend: Backend, version: i64) -> Vec<String> {
             statements.extend(triggers_of_version(backend, 4));
             statements
         }
+        5 => migration_5(backend),
         _ => Vec::new(),
     }
+}
+
+/// Version 5: jobs count their waits (nothing waits forever); snapshots are found by their
+/// DingTalk id (who claims a DingTalk user, in every tenant); a delivery's unique key
+/// carries its tenant.
+fn migration_5(backend: Backend) -> Vec<String> {
+    let index = if backend == Backend::MySql {
+        "CREATE INDEX dingsync_snapshot_ding ON dingsync_snapshot (tenant_id, entity, ding_id)"
+    } else {
+        "CREATE INDEX IF NOT EXISTS dingsync_snapshot_ding ON dingsync_snapshot (tenant_id, entity, ding_id)"
+    };
+    let mut statements = vec![
+        "ALTER TABLE dingsync_job ADD COLUMN waits BIGINT NOT NULL DEFAULT 0".to_string(),
+        index.to_string(),
+    ];
+    statements.extend(match backend {
+        Backend::MySql => vec![
+            "ALTER TABLE dingsync_delivery DROP INDEX source, ADD UNIQUE KEY dingsync_delivery_chunk (tenant_id, source, source_id, chunk)".to_string(),
+        ],
+        Backend::Postgres => vec![
+            "ALTER TABLE dingsync_delivery DROP CONSTRAINT IF EXISTS dingsync_delivery_source_source_id_chunk_key".to_string(),
+            "ALTER TABLE dingsync_delivery ADD CONSTRAINT dingsync_delivery_chunk UNIQUE (tenant_id, source, source_id, chunk)".to_string(),
+        ],
+        // SQLite cannot drop a table's constraint: the table is rebuilt.
+        Backend::Sqlite => vec![
+            format!(
+                "CREATE TABLE dingsync_delivery_v5 (id {}, tenant_id BIGINT NOT NULL, source VARCHAR(16) NOT NULL, \
+                 source_id VARCHAR(64) NOT NULL, chunk BIGINT NOT NULL, recipients TEXT NULL, state VARCHAR(16) NOT NULL, \
+                 task_id BIGINT NULL, sent_at BIGINT NULL, recalled_at BIGINT NULL, result TEXT NULL, error TEXT NULL, \
+                 created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, UNIQUE (tenant_id, source, source_id, chunk))",
+                autoinc(backend)
+            ),
+            "INSERT INTO dingsync_delivery_v5 (id, tenant_id, source, source_id, chunk, recipients, state, task_id, sent_at, \
+             recalled_at, result, error, created_at, updated_at) SELECT id, tenant_id, source, source_id, chunk, recipients, \
+             state, task_id, sent_at, recalled_at, result, error, created_at, updated_at FROM dingsync_delivery".to_string(),
+            "DROP TABLE dingsync_delivery".to_string(),
+            "ALTER TABLE dingsync_delivery_v5 RENAME TO dingsync_delivery".to_string(),
+        ],
+    });
+    statements
 }
 
 /// dingsync's index on JeecgBoot's `sys_third_account (sys_user_id)` (schema version 3).
@@ -315,6 +356,12 @@ impl Store {
     /// Creates dingsync's tables and triggers, migrating forward from the installed version;
     /// with `with_jeecg_schema`, first creates JeecgBoot's tables that are missing.
     pub async fn init(&self, with_jeecg_schema: bool) -> StoreResult<InitReport> {
+        self.init_to(with_jeecg_schema, SCHEMA_VERSION).await
+    }
+
+    /// [`Store::init`], stopping at schema `target` (upgrade tests build older schemas).
+    #[doc(hidden)]
+    pub async fn init_to(&self, with_jeecg_schema: bool, target: i64) -> StoreResult<InitReport> {
         let jeecg_tables_created = if with_jeecg_schema {
             self.create_jeecg_tables().await?
         } else {
@@ -332,31 +379,67 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        for version in from_version + 1..=SCHEMA_VERSION {
-            for statement in migration(self.backend(), version) {
-                self.execute_ddl(&statement).await?;
-            }
-            self.set_meta("schema_version", &version.to_string())
-                .await?;
+        let target = target.min(SCHEMA_VERSION);
+        for version in from_version + 1..=target {
+            self.migrate(version).await?;
         }
         Ok(InitReport {
             from_version,
-            to_version: SCHEMA_VERSION,
+            to_version: target.max(from_version),
             jeecg_tables_created,
         })
     }
 
-    /// Runs DDL, tolerating "already exists" for indexes on MySQL (no IF NOT EXISTS there).
+    /// Runs migration `version` and records it. On SQLite and PostgreSQL, whose DDL is
+    /// transactional, it is one transaction (a crash leaves the version before); MySQL
+    /// commits each DDL statement, so there a statement that already took effect is
+    /// tolerated when the migration runs again.
+    async fn migrate(&self, version: i64) -> StoreResult<()> {
+        let statements = migration(self.backend(), version);
+        let record = self.sql(match self.backend() {
+            Backend::MySql => "INSERT INTO dingsync_meta (name, value) VALUES ('schema_version', ?) ON DUPLICATE KEY UPDATE value = VALUES(value)",
+            _ => "INSERT INTO dingsync_meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        }).into_owned();
+        match &self.pools {
+            super::Pools::MySql(_) => {
+                for statement in &statements {
+                    self.execute_ddl(statement).await?;
+                }
+                self.set_meta("schema_version", &version.to_string()).await
+            }
+            _ => {
+                crate::on_pool!(self, |pool| {
+                    let mut tx = pool.begin().await?;
+                    for statement in &statements {
+                        sqlx::raw_sql(statement).execute(&mut *tx).await?;
+                    }
+                    sqlx::query(&record)
+                        .bind(version.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs DDL on MySQL, tolerating what an interrupted migration already did: an index
+    /// that exists (no IF NOT EXISTS there), a column that exists, a unique key dropped.
     async fn execute_ddl(&self, statement: &str) -> StoreResult<()> {
         match self.execute(statement).await {
             Ok(_) => Ok(()),
-            Err(StoreError::Database(error))
-                if self.backend() == Backend::MySql
-                    && error.as_database_error().and_then(|e| e.code()).as_deref()
-                        == Some("42000")
-                    && statement.starts_with("CREATE INDEX") =>
-            {
-                Ok(())
+            Err(StoreError::Database(error)) => {
+                // 1061 duplicate key name, 1060 duplicate column, 1091 cannot drop (gone).
+                let code = error
+                    .as_database_error()
+                    .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+                    .map(|e| e.number());
+                if matches!(code, Some(1060 | 1061 | 1091)) {
+                    Ok(())
+                } else {
+                    Err(StoreError::Database(error))
+                }
             }
             Err(error) => Err(error),
         }

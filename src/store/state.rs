@@ -232,6 +232,33 @@ impl Store {
         }))
     }
 
+    /// The snapshots of one tenant and entity kind whose DingTalk id is among `ding_ids`
+    /// (who claims these DingTalk users).
+    pub async fn snapshots_to(
+        &self,
+        tenant_id: TenantId,
+        entity: &str,
+        ding_ids: &[&str],
+    ) -> StoreResult<Vec<Snapshot>> {
+        if ding_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND ding_id IN ({})",
+            super::jeecg::placeholders(ding_ids.len())
+        );
+        let sql = self.sql(&sql);
+        Ok(crate::on_pool!(self, |pool| {
+            let mut query = sqlx::query_as::<_, Snapshot>(&sql)
+                .bind(tenant_id)
+                .bind(entity);
+            for id in ding_ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await?
+        }))
+    }
+
     /// `(sys_user.id, userid)` of the user links and snapshots of `tenant_id` (links of
     /// every tenant for 0) whose `sys_user` row is gone: users deleted for good.
     pub async fn gone_users(&self, tenant_id: TenantId) -> StoreResult<Vec<(String, String)>> {
@@ -506,6 +533,7 @@ impl Store {
         let gap_insert =
             self.sql("INSERT INTO dingsync_change_gap (lo, hi, since) VALUES (?, ?, ?)");
         let enqueue = self.enqueue_sql();
+        let supersede = self.supersede_dead_sql();
         let save = self.sql(match self.backend() {
             crate::config::Backend::MySql => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)",
             _ => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -538,6 +566,13 @@ impl Store {
                 gap_changes(&known, &late, start, &rows[..ahead], now, gaps.keep_ms);
             for change in late.iter().chain(&rows[..ahead]) {
                 for (tenant, kind, key) in job_for(change, tenants) {
+                    // The row changed: a dead job of the entity is superseded by this one.
+                    sqlx::query(&supersede)
+                        .bind(tenant)
+                        .bind(kind)
+                        .bind(&key)
+                        .execute(&mut *tx)
+                        .await?;
                     let pending = super::queue::pending_key(tenant, kind, &key);
                     sqlx::query(&enqueue)
                         .bind(tenant)

@@ -14,6 +14,7 @@ use crate::dingtalk::types::{DeptCreate, DeptUpdate, UserCreate, UserUpdate};
 use crate::dingtalk::{DingTalkClient, DingTalkError, ErrorKind};
 use crate::jeecg::{Link, NewDept, NewUser};
 use crate::secret::Secret;
+use crate::store::jeecg::LinkSaved;
 use crate::store::{Store, StoreError};
 
 use super::model::{
@@ -44,6 +45,9 @@ enum EntityError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Other(String),
+    /// Not possible now, likely later (another entity must change first).
+    #[error("{0}")]
+    Later(String),
 }
 
 /// What a run has done so far, shared by the operations in flight (each lock is held for
@@ -443,6 +447,7 @@ impl Run {
                     EntityError::DingTalk(e) => e.is_retryable(),
                     EntityError::Store(e) => e.is_retryable(),
                     EntityError::Other(_) => false,
+                    EntityError::Later(_) => true,
                 };
                 self.record_failure(op, &error.to_string());
             }
@@ -451,7 +456,7 @@ impl Run {
 
     fn record_failure(&self, op: &Op, reason: &str) {
         let (kind, key) = entity_of(op);
-        tracing::warn!(event = "sync.entity.failed", entity = %kind, key = %key, reason = %reason, "entity failed");
+        tracing::warn!(event = "sync.entity.failed", entity = %kind, key = %key, reason = %reason, "entity cannot be synced");
         self.state().summary.failed += 1;
         self.state()
             .summary
@@ -529,13 +534,24 @@ impl Run {
                 let dept_id = match client.dept_create(&request).await {
                     Ok(id) => id,
                     Err(error) if error.kind == ErrorKind::DeptNameExists => {
-                        // Created meanwhile (or by a call whose answer was lost): adopt it.
+                        // Created meanwhile (or by a call whose answer was lost): adopt it,
+                        // unless another local department holds it.
                         let found = client
                             .dept_listsub(parent_id)
                             .await?
                             .into_iter()
                             .find(|d| d.name == *name)
                             .ok_or(error)?;
+                        if let Some(holder) = store
+                            .dept_holder(tenant, found.dept_id)
+                            .await?
+                            .filter(|h| h != local_id)
+                        {
+                            return Err(EntityError::Later(format!(
+                                "DingTalk department {} under the same parent is already named {name:?} and belongs to local department {holder} (errcode 60021)",
+                                found.dept_id
+                            )));
+                        }
                         let update = DeptUpdate {
                             dept_id: found.dept_id,
                             order: Some(*order),
@@ -636,17 +652,13 @@ impl Run {
                 realname,
                 hash,
             } => {
-                store
-                    .save_link(
-                        &Link {
-                            user_id: local_id.clone(),
-                            userid: userid.clone(),
-                            unionid: unionid.clone(),
-                            tenant_id: tenant,
-                        },
-                        realname,
-                    )
-                    .await?;
+                let link = Link {
+                    user_id: local_id.clone(),
+                    userid: userid.clone(),
+                    unionid: unionid.clone(),
+                    tenant_id: tenant,
+                };
+                self.save_link(ctx, &link, realname).await?;
                 store
                     .put_snapshot(tenant, entity::USER, local_id, userid, hash)
                     .await?;
@@ -724,17 +736,13 @@ impl Run {
                     tenant_id: tenant,
                 };
                 let id = store.insert_user(&new, ctx.new_user_password).await?;
-                store
-                    .save_link(
-                        &Link {
-                            user_id: id,
-                            userid: userid.clone(),
-                            unionid: unionid.clone(),
-                            tenant_id: tenant,
-                        },
-                        &new.realname,
-                    )
-                    .await?;
+                let link = Link {
+                    user_id: id,
+                    userid: userid.clone(),
+                    unionid: unionid.clone(),
+                    tenant_id: tenant,
+                };
+                self.save_link(ctx, &link, &new.realname).await?;
                 self.state().summary.created += 1;
             }
             Op::UpdateLocalUser {
@@ -747,17 +755,13 @@ impl Run {
                 self.update_local_user(store, local_id, fields).await?;
                 if *link {
                     let realname = fields.realname.clone().unwrap_or_default();
-                    store
-                        .save_link(
-                            &Link {
-                                user_id: local_id.clone(),
-                                userid: userid.clone(),
-                                unionid: unionid.clone(),
-                                tenant_id: tenant,
-                            },
-                            &realname,
-                        )
-                        .await?;
+                    let link = Link {
+                        user_id: local_id.clone(),
+                        userid: userid.clone(),
+                        unionid: unionid.clone(),
+                        tenant_id: tenant,
+                    };
+                    self.save_link(ctx, &link, &realname).await?;
                 }
                 self.state().summary.updated += 1;
             }
@@ -838,12 +842,34 @@ impl Run {
             unionid: None,
             tenant_id: ctx.tenant,
         };
-        ctx.store
-            .save_link(&link, fields.name.as_deref().unwrap_or_default())
+        self.save_link(ctx, &link, fields.name.as_deref().unwrap_or_default())
             .await?;
         ctx.store
             .put_snapshot(ctx.tenant, entity::USER, local_id, userid, hash)
             .await?;
+        Ok(())
+    }
+
+    /// Writes a link row; when another tenant's row holds the DingTalk userid (JeecgBoot
+    /// keeps one per userid), that row is left alone and a warning says so — the link of
+    /// this tenant lives in dingsync's snapshot.
+    async fn save_link(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        link: &Link,
+        realname: &str,
+    ) -> Result<(), EntityError> {
+        if let LinkSaved::HeldBy(other) = ctx.store.save_link(link, realname).await? {
+            let reason = format!(
+                "sys_third_account already links DingTalk userid {} for tenant {other} (JeecgBoot keeps one row per userid); that row is left alone and tenant {}'s link is kept in dingsync's snapshot",
+                link.userid, ctx.tenant
+            );
+            tracing::warn!(event = "sync.entity.warning", tenant = ctx.tenant, entity = entity::USER, key = %link.user_id, reason = %reason, "entity synced with a warning");
+            self.state()
+                .summary
+                .warnings
+                .push((entity::USER.into(), link.user_id.clone(), reason));
+        }
         Ok(())
     }
 }

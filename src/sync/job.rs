@@ -1,68 +1,27 @@
-//! One queued job: a user or a department, pushed on its own (the daemon's unit of work).
-//! The job carries only its key; the executor reads the current local row, the DingTalk
-//! twin (by link, mobile or username; by `ding_identifier` or snapshot), plans with the same
-//! rules as a full push, and applies. A job that finds nothing to do writes nothing.
+//! The push handlers of the daemon's jobs: one user or one department, planned by the same
+//! planner as a full push ([`PushPlanner`] with a [`Focus`] on the entity) over views read
+//! around it — its row, the local department tree, its DingTalk twin (by link, mobile or
+//! username; by `ding_identifier` or snapshot), the siblings it may adopt, the subtree it may
+//! delete, and the local users that may claim the same DingTalk user. A job that finds
+//! nothing to do writes nothing; one that needs a department DingTalk lacks waits for that
+//! department's job (bounded, see [`crate::job::MAX_WAITS`]).
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use crate::config::{Config, TenantConfig};
+use crate::dingtalk::types::DtUser;
 use crate::dingtalk::{DingTalkClient, DingTalkError, ErrorKind};
-use crate::store::{now_ms, Store, StoreError};
+use crate::job::{JobCtx, JobKind, JobOutcome};
+use crate::store::{now_ms, StoreError};
 
 use super::apply::{apply, ApplyCtx};
-use super::model::{entity, DeptRef, LocalView, RemoteDept, RemoteView, Summary, ROOT_DEPT};
-use super::plan::{
-    deletion_refusal, dept_placement, plan_dept_job, plan_dept_removal, plan_user_job, Plan,
+use super::model::{
+    entity, Direction, LocalView, RemoteDept, RemoteView, Scope, Summary, ROOT_DEPT,
 };
+use super::plan::{tree::pushable, Focus, Plan, PushPlanner};
+use super::read;
 
-/// Job kinds.
-pub mod kind {
-    /// Push one user (key: `sys_user.id`).
-    pub const USER: &str = "user";
-    /// Push one department (key: `sys_depart.id`).
-    pub const DEPT: &str = "dept";
-    /// Deliver or recall one announcement (key: `sys_announcement.id`).
-    pub const ANNOUNCE: &str = "announce";
-    /// Deliver one outbox row (key: `dingsync_outbox.id`).
-    pub const OUTBOX: &str = "outbox";
-}
-
-/// How long a user job waits for a department that is not in DingTalk yet.
+/// How long a job first waits for a department that is not in DingTalk yet.
 const WAIT_FOR_DEPT: Duration = Duration::from_millis(200);
-
-/// What became of a job.
-#[derive(Debug)]
-pub enum JobOutcome {
-    /// Finished (possibly with nothing to do).
-    Done(Summary),
-    /// Not yet possible (a department it needs is on its way); try again after `delay`.
-    Wait {
-        /// When to look again.
-        delay: Duration,
-        /// Why.
-        reason: String,
-    },
-    /// Failed.
-    Failed {
-        /// No point retrying without a change.
-        permanent: bool,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// What executing a job needs.
-pub struct JobCtx<'a> {
-    /// The database.
-    pub store: &'a Store,
-    /// DingTalk for the job's tenant.
-    pub client: &'a DingTalkClient,
-    /// The configuration.
-    pub config: &'a Config,
-    /// The job's tenant.
-    pub tenant: &'a TenantConfig,
-}
 
 #[derive(Debug, thiserror::Error)]
 enum JobError {
@@ -85,24 +44,47 @@ impl JobError {
     }
 }
 
-/// Executes one job.
-pub async fn execute(ctx: &JobCtx<'_>, kind: &str, key: &str) -> JobOutcome {
-    let result = match kind {
-        kind::USER => user_job(ctx, key).await,
-        kind::DEPT => dept_job(ctx, key).await,
-        kind::ANNOUNCE => Ok(crate::messages::announce_job(ctx, key).await),
-        kind::OUTBOX => Ok(crate::messages::outbox_job(ctx, key).await),
-        other => Ok(JobOutcome::Failed {
-            permanent: true,
-            reason: format!("unknown job kind {other:?}"),
-        }),
-    };
-    result.unwrap_or_else(JobError::into_outcome)
+/// Pushes one user (key: `sys_user.id`).
+pub async fn push_user(ctx: &JobCtx<'_>, key: &str) -> JobOutcome {
+    if super::run::switched_off(ctx.tenant, Direction::Push).is_some() {
+        return JobOutcome::Done(Summary::default());
+    }
+    user_job(ctx, key)
+        .await
+        .unwrap_or_else(JobError::into_outcome)
 }
 
-async fn run_plan(ctx: &JobCtx<'_>, plan: &Plan) -> JobOutcome {
-    if plan.ops.is_empty() {
+/// Pushes one department (key: `sys_depart.id`).
+pub async fn push_dept(ctx: &JobCtx<'_>, key: &str) -> JobOutcome {
+    if super::run::switched_off(ctx.tenant, Direction::Push).is_some() {
         return JobOutcome::Done(Summary::default());
+    }
+    dept_job(ctx, key)
+        .await
+        .unwrap_or_else(JobError::into_outcome)
+}
+
+/// Waits for the jobs of departments DingTalk lacks (enqueued unless one is already there).
+async fn wait_for_depts(ctx: &JobCtx<'_>, ids: &[String]) -> Result<JobOutcome, JobError> {
+    for id in ids {
+        ctx.store
+            .enqueue(ctx.tenant.id, JobKind::Dept.as_str(), id, now_ms())
+            .await?;
+    }
+    Ok(JobOutcome::Wait {
+        delay: WAIT_FOR_DEPT,
+        reason: format!("department {} is not in DingTalk yet", ids.join(", ")),
+    })
+}
+
+/// Applies a job's plan; a plan that needs departments DingTalk lacks waits for their jobs.
+async fn run_plan(ctx: &JobCtx<'_>, plan: &Plan) -> Result<JobOutcome, JobError> {
+    let needed = plan.needs_created();
+    if !needed.is_empty() {
+        return wait_for_depts(ctx, &needed).await;
+    }
+    if plan.ops.is_empty() && plan.refused_deletes.is_none() {
+        return Ok(JobOutcome::Done(Summary::default()));
     }
     let apply_ctx = ApplyCtx {
         client: ctx.client,
@@ -113,7 +95,7 @@ async fn run_plan(ctx: &JobCtx<'_>, plan: &Plan) -> JobOutcome {
     };
     let summary = apply(&apply_ctx, plan).await;
     if summary.failures.is_empty() {
-        return JobOutcome::Done(summary);
+        return Ok(JobOutcome::Done(summary));
     }
     let reason = summary
         .failures
@@ -121,16 +103,13 @@ async fn run_plan(ctx: &JobCtx<'_>, plan: &Plan) -> JobOutcome {
         .map(|(_, _, r)| r.as_str())
         .collect::<Vec<_>>()
         .join("; ");
-    JobOutcome::Failed {
+    Ok(JobOutcome::Failed {
         permanent: !summary.retryable,
         reason,
-    }
+    })
 }
 
-async fn find_user(
-    client: &DingTalkClient,
-    userid: &str,
-) -> Result<Option<crate::dingtalk::types::DtUser>, DingTalkError> {
+async fn find_user(client: &DingTalkClient, userid: &str) -> Result<Option<DtUser>, DingTalkError> {
     match client.user_get(userid).await {
         Ok(user) => Ok(Some(user)),
         Err(error) if error.kind == ErrorKind::UserNotFound => Ok(None),
@@ -138,97 +117,115 @@ async fn find_user(
     }
 }
 
+/// The DingTalk users a local user can match, in JeecgBoot's order (its links, its mobile,
+/// its username); stops at the first that exists, as a full run would pick it.
+async fn lookup_twin(
+    client: &DingTalkClient,
+    links: &[String],
+    phone: Option<&str>,
+    username: &str,
+) -> Result<Option<DtUser>, DingTalkError> {
+    for userid in links {
+        if let Some(found) = find_user(client, userid).await? {
+            return Ok(Some(found));
+        }
+    }
+    if let Some(phone) = phone.filter(|p| !p.is_empty()) {
+        if let Some(userid) = client.user_by_mobile(phone).await? {
+            if let Some(found) = find_user(client, &userid).await? {
+                return Ok(Some(found));
+            }
+        }
+    }
+    if username.is_empty() {
+        return Ok(None);
+    }
+    find_user(client, username).await
+}
+
 async fn user_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
     let (store, client, tenant) = (ctx.store, ctx.client, ctx.tenant.id);
-    // Only this user's rows: a job must not cost more with a bigger organisation.
-    let link = store.link_of(tenant, key).await?;
-    let snapshot = store.snapshot_of(tenant, entity::USER, key).await?;
+    // Only this user's rows and the department tree: a job must not cost more with a
+    // bigger organisation.
+    let mut own = read::users_links(store, tenant, &[key]).await?;
+    let known: Vec<String> = link_userids(&own, key);
     let Some(user) = store.load_user(key).await? else {
-        return hard_delete(
-            ctx,
-            key,
-            link.map(|l| l.userid).or(snapshot.map(|s| s.ding_id)),
-        )
-        .await;
+        return hard_delete(ctx, key, known).await;
     };
     if user.is_deleted() || !store.user_in_tenant(key, tenant).await? {
         return Ok(JobOutcome::Done(Summary::default()));
     }
-    let depts = store.departments_by_id(tenant, &user.depart_ids).await?;
-    let mut map: HashMap<String, DeptRef> = HashMap::new();
-    for id in &user.depart_ids {
-        let Some(dept) = depts
-            .iter()
-            .find(|d| &d.id == id)
-            .filter(|d| !d.is_post() && !d.is_deleted())
-        else {
-            continue;
-        };
-        match dept.ding_identifier {
-            Some(ding) => {
-                map.insert(id.clone(), DeptRef::Ding(ding));
-            }
-            None => {
-                store.enqueue(tenant, kind::DEPT, id, now_ms()).await?;
-                return Ok(JobOutcome::Wait {
-                    delay: WAIT_FOR_DEPT,
-                    reason: format!("department {id} is not in DingTalk yet"),
-                });
-            }
-        }
+    let depts = read::dept_tree_view(store, tenant, false).await?;
+    let mut remote = RemoteView::partial();
+    let (mut planner, _) = PushPlanner::new(
+        &depts,
+        &remote,
+        &ctx.config.push,
+        Scope::Users,
+        Focus::User(key.to_string()),
+    );
+    let missing = planner.missing_depts(&user);
+    if !missing.is_empty() {
+        // Waits before any DingTalk call: its departments come first.
+        return wait_for_depts(ctx, &missing).await;
     }
-    let mut remote = None;
-    if let Some(link) = &link {
-        remote = find_user(client, &link.userid).await?;
-    }
-    if remote.is_none() {
-        if let Some(phone) = user.phone.as_deref().filter(|p| !p.is_empty()) {
-            if let Some(userid) = client.user_by_mobile(phone).await? {
-                remote = find_user(client, &userid).await?;
-            }
-        }
-    }
-    if remote.is_none() && !user.username.is_empty() {
-        remote = find_user(client, &user.username).await?;
-    }
-    let local = LocalView {
+    let twin = lookup_twin(client, &known, user.phone.as_deref(), &user.username).await?;
+    remote.users = twin.into_iter().collect::<Vec<_>>().into();
+    own.users = vec![user];
+    read::add_claimers(
+        store,
         tenant,
-        all_user_ids: vec![user.id.clone()],
-        links: link.into_iter().collect(),
-        user_snapshots: snapshot
-            .map(|s| (s.local_id.clone(), s))
-            .into_iter()
-            .collect(),
-        users: vec![user],
-        ..LocalView::default()
+        &mut own,
+        &remote.users.iter().collect::<Vec<_>>(),
+    )
+    .await?;
+    let ops = planner.users(&own, &remote);
+    let plan = Plan {
+        ops,
+        refused_deletes: None,
+        considered: planner.considered,
     };
-    let remote = RemoteView {
-        depts: Vec::new(),
-        users: remote.into_iter().collect::<Vec<_>>().into(),
-    };
-    Ok(run_plan(ctx, &plan_user_job(&local, &remote, &map, &ctx.config.push)).await)
+    run_plan(ctx, &plan).await
 }
 
+/// A user deleted for good: its DingTalk twin (by link or snapshot) goes, unless a live
+/// local user has claimed it since — the full push's rule, through its planner.
 async fn hard_delete(
     ctx: &JobCtx<'_>,
     key: &str,
-    userid: Option<String>,
+    known: Vec<String>,
 ) -> Result<JobOutcome, JobError> {
-    let Some(userid) = userid.filter(|_| ctx.config.push.delete_users_on_hard_delete) else {
+    if known.is_empty() {
         return Ok(JobOutcome::Done(Summary::default()));
-    };
-    match ctx.client.user_delete(&userid).await {
-        Ok(()) => {}
-        Err(error) if error.kind == ErrorKind::UserNotFound => {}
-        Err(error) => return Err(error.into()),
     }
-    ctx.store
-        .delete_snapshot(ctx.tenant.id, entity::USER, key)
-        .await?;
-    Ok(JobOutcome::Done(Summary {
-        deleted: 1,
-        ..Summary::default()
-    }))
+    let (store, client, tenant) = (ctx.store, ctx.client, ctx.tenant.id);
+    let mut twins = Vec::new();
+    for userid in &known {
+        twins.extend(find_user(client, userid).await?);
+    }
+    let remote = RemoteView {
+        users: twins.clone().into(),
+        ..RemoteView::partial()
+    };
+    let mut claimers = LocalView {
+        tenant,
+        ..LocalView::default()
+    };
+    read::add_claimers(store, tenant, &mut claimers, &twins).await?;
+    let (planner, _) = PushPlanner::new(
+        &LocalView::default(),
+        &remote,
+        &ctx.config.push,
+        Scope::Users,
+        Focus::User(key.to_string()),
+    );
+    let gone = known.into_iter().map(|u| (key.to_string(), u)).collect();
+    let plan = planner.finish(gone, &claimers, &remote);
+    if plan.ops.is_empty() {
+        // Nothing to delete: DingTalk lacks it, or a live user claims it; forget ours.
+        store.delete_snapshot(tenant, entity::USER, key).await?;
+    }
+    run_plan(ctx, &plan).await
 }
 
 async fn remote_dept(
@@ -247,143 +244,150 @@ async fn remote_dept(
     }
 }
 
+/// DingTalk's children of `parent`, as the planner reads them.
+async fn children(client: &DingTalkClient, parent: i64) -> Result<Vec<RemoteDept>, DingTalkError> {
+    Ok(client
+        .dept_listsub(parent)
+        .await?
+        .into_iter()
+        .map(|d| RemoteDept {
+            dept_id: d.dept_id,
+            name: d.name,
+            parent_id: d.parent_id.unwrap_or(parent),
+            source_identifier: None,
+        })
+        .collect())
+}
+
 async fn dept_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
     let (store, client, tenant) = (ctx.store, ctx.client, ctx.tenant.id);
-    let depts = store.load_departments(tenant).await?;
-    let snapshot = store.snapshot_of(tenant, entity::DEPT, key).await?;
-    let dept = depts.iter().find(|d| d.id == key);
-    let Some(dept) = dept.filter(|d| !d.is_post() && !d.is_deleted()) else {
-        let ding = dept
-            .and_then(|d| d.ding_identifier)
-            .or_else(|| snapshot.and_then(|s| s.ding_id.parse().ok()));
-        return remove_dept(ctx, key, ding, &depts).await;
-    };
-    let placement = dept_placement(&depts);
-    let parent = match placement.get(key).cloned().flatten() {
-        None => DeptRef::Ding(ROOT_DEPT),
-        Some(parent_id) => match depts
-            .iter()
-            .find(|d| d.id == parent_id)
-            .and_then(|p| p.ding_identifier)
-        {
-            Some(ding) => DeptRef::Ding(ding),
-            None => {
-                store
-                    .enqueue(tenant, kind::DEPT, &parent_id, now_ms())
-                    .await?;
-                return Ok(JobOutcome::Wait {
-                    delay: WAIT_FOR_DEPT,
-                    reason: format!("parent department {parent_id} is not in DingTalk yet"),
-                });
-            }
-        },
-    };
-    let known = dept
-        .ding_identifier
-        .or_else(|| snapshot.as_ref().and_then(|s| s.ding_id.parse().ok()));
-    let current = match known {
+    let local = read::dept_tree_view(store, tenant, true).await?;
+    let row = local.depts.iter().find(|d| d.id == key);
+    let twin_id = row.and_then(|d| d.ding_identifier).or_else(|| {
+        local
+            .dept_snapshots
+            .get(key)
+            .and_then(|s| s.ding_id.parse().ok())
+    });
+    let mut remote = RemoteView::partial();
+    let twin = match twin_id {
         Some(id) => remote_dept(client, id).await?,
         None => None,
     };
-    let siblings = match (&current, &parent) {
-        (None, DeptRef::Ding(parent_id)) => client
-            .dept_listsub(*parent_id)
-            .await?
-            .into_iter()
-            .map(|d| RemoteDept {
-                dept_id: d.dept_id,
-                name: d.name,
-                parent_id: d.parent_id.unwrap_or(*parent_id),
-                source_identifier: None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let ops = plan_dept_job(
-        dept,
-        &parent,
-        current.as_ref(),
-        &siblings,
-        snapshot.as_ref().map(|s| s.content_hash.as_str()),
-    );
-    Ok(run_plan(
-        ctx,
-        &Plan {
-            ops,
-            refused_deletes: None,
-            considered: 1,
-        },
-    )
-    .await)
+    if let (Some(id), None) = (twin_id, &twin) {
+        remote.absent.insert(id);
+    }
+    let focus = Focus::Dept(key.to_string());
+    match row.filter(|d| pushable(d)) {
+        Some(_) => {
+            if twin.is_none() {
+                // It may be adopted by name: the siblings under its parent.
+                let parent = parent_ding_id(&local, key);
+                if let Some(parent) = parent {
+                    remote.depts.extend(children(client, parent).await?);
+                }
+            }
+            remote.depts.extend(twin);
+            let (_, plan) =
+                PushPlanner::new(&local, &remote, &ctx.config.push, Scope::Departments, focus);
+            run_plan(ctx, &plan).await
+        }
+        None => remove_dept(ctx, key, &local, remote, twin).await,
+    }
 }
 
+/// The DingTalk id of the department a pushed department hangs under (root 1 at the top),
+/// when the local side knows it.
+fn parent_ding_id(local: &LocalView, key: &str) -> Option<i64> {
+    let placement = super::plan::dept_placement(&local.depts);
+    match placement.get(key).cloned().flatten() {
+        None => Some(ROOT_DEPT),
+        Some(parent) => {
+            let row = local.depts.iter().find(|d| d.id == parent)?;
+            row.ding_identifier.or_else(|| {
+                local
+                    .dept_snapshots
+                    .get(&parent)
+                    .and_then(|s| s.ding_id.parse().ok())
+            })
+        }
+    }
+}
+
+/// A department gone locally (deleted, logically deleted, or now a post): its DingTalk twin
+/// and what DingTalk has under it that no local department holds go, members moved out
+/// first — through the full push's planner, deletion guard included.
 async fn remove_dept(
     ctx: &JobCtx<'_>,
     key: &str,
-    ding: Option<i64>,
-    depts: &[crate::jeecg::LocalDept],
+    local: &LocalView,
+    mut remote: RemoteView,
+    twin: Option<RemoteDept>,
 ) -> Result<JobOutcome, JobError> {
     let (store, client, tenant) = (ctx.store, ctx.client, ctx.tenant.id);
-    let Some(ding) = ding.filter(|d| *d != ROOT_DEPT && ctx.config.push.delete_departments) else {
-        return Ok(JobOutcome::Done(Summary::default()));
-    };
-    let Some(current) = remote_dept(client, ding).await? else {
+    let Some(twin) = twin else {
         store.delete_snapshot(tenant, entity::DEPT, key).await?;
         return Ok(JobOutcome::Done(Summary::default()));
     };
-    // The full push's deletion guard, applied to the deletes under way: the departments
-    // dingsync synced (a snapshot; removed once DingTalk's department is gone) whose local
-    // row is gone, this one included. A wipe of the local tree makes every one of these
-    // jobs dead with the reason, and DingTalk keeps its departments.
-    let pushable: HashSet<&str> = depts
-        .iter()
-        .filter(|d| !d.is_post() && !d.is_deleted())
-        .map(|d| d.id.as_str())
-        .collect();
-    let synced: HashSet<String> = store
-        .snapshots(tenant, entity::DEPT)
-        .await?
-        .into_iter()
-        .map(|s| s.local_id)
-        .chain(std::iter::once(key.to_owned()))
-        .collect();
-    let going = synced
-        .iter()
-        .filter(|id| !pushable.contains(id.as_str()))
-        .count();
-    if let Some(reason) = deletion_refusal(
-        going,
-        pushable.len(),
-        ctx.config.push.max_department_deletes,
-    ) {
+    if !(ctx.config.push.departments && ctx.config.push.delete_departments) {
+        return Ok(JobOutcome::Done(Summary::default()));
+    }
+    let subtree = read::remote_subtree(client, twin).await?;
+    remote.depts = subtree.depts;
+    remote.users = subtree.users;
+    let (planner, _) = PushPlanner::new(
+        local,
+        &remote,
+        &ctx.config.push,
+        Scope::Departments,
+        Focus::Dept(key.to_string()),
+    );
+    let blocked = planner.blocked().to_vec();
+    if !blocked.is_empty() {
+        for id in &blocked {
+            store
+                .enqueue(tenant, JobKind::Dept.as_str(), id, now_ms())
+                .await?;
+        }
+        return Ok(JobOutcome::Wait {
+            delay: WAIT_FOR_DEPT,
+            reason: format!(
+                "department {} must move out of DingTalk department {} first",
+                blocked.join(", "),
+                remote.depts.first().map_or(0, |d| d.dept_id)
+            ),
+        });
+    }
+    let plan = planner.finish(Vec::new(), &LocalView::default(), &remote);
+    if let Some(reason) = &plan.refused_deletes {
         tracing::error!(event = "sync.delete_refused", tenant, key, reason = %reason, "department deletion refused by the guard");
         return Ok(JobOutcome::Failed {
             permanent: true,
             reason: format!("deletion guard: {reason}"),
         });
     }
-    if !client.dept_listsubid(ding).await?.is_empty() {
-        // Deepest first: the sub-departments' own jobs delete them, then this one goes.
-        return Ok(JobOutcome::Failed {
-            permanent: false,
-            reason: format!("DingTalk department {ding} still has sub-departments"),
-        });
-    }
-    let members = client.user_list_all(ding).await?;
-    let outcome = run_plan(
-        ctx,
-        &Plan {
-            ops: plan_dept_removal(ding, &current.name, &members),
-            refused_deletes: None,
-            considered: 1,
-        },
-    )
-    .await;
+    let outcome = run_plan(ctx, &plan).await?;
     if matches!(outcome, JobOutcome::Done(_)) {
         store.delete_snapshot(tenant, entity::DEPT, key).await?;
-        if depts.iter().any(|d| d.id == key) {
+        if local.depts.iter().any(|d| d.id == key) {
             store.set_ding_identifier(key, None).await?;
         }
     }
     Ok(outcome)
+}
+
+/// The DingTalk userids `view` links `key` to: its link row, then its snapshot.
+fn link_userids(view: &LocalView, key: &str) -> Vec<String> {
+    let mut ids: Vec<String> = view
+        .links
+        .iter()
+        .filter(|l| l.user_id == key)
+        .map(|l| l.userid.clone())
+        .collect();
+    for snapshot in view.user_snapshots.values().filter(|s| s.local_id == key) {
+        if !ids.contains(&snapshot.ding_id) {
+            ids.push(snapshot.ding_id.clone());
+        }
+    }
+    ids
 }

@@ -68,13 +68,29 @@ pub struct RemoteDept {
     pub source_identifier: Option<String>,
 }
 
-/// DingTalk's side.
+/// DingTalk's side: the whole organisation (a full run), or the part a job read.
 #[derive(Clone, Debug, Default)]
 pub struct RemoteView {
-    /// Every department but the root.
+    /// Every department but the root (a job: those it read).
     pub depts: Vec<RemoteDept>,
-    /// Every user, once (multi-department members are listed in each department), packed.
+    /// Every user, once (multi-department members are listed in each department), packed
+    /// (a job: those it read).
     pub users: RemoteUsers,
+    /// Only part of DingTalk was read (a job): a department that was not read is taken to
+    /// exist where a local link says it does.
+    pub partial: bool,
+    /// Departments a job looked up that DingTalk does not have.
+    pub absent: std::collections::HashSet<i64>,
+}
+
+impl RemoteView {
+    /// What a job reads: nothing yet.
+    pub fn partial() -> Self {
+        Self {
+            partial: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// The local side of one tenant.
@@ -94,6 +110,12 @@ pub struct LocalView {
     pub dept_snapshots: HashMap<String, Snapshot>,
     /// User snapshots by local id.
     pub user_snapshots: HashMap<String, Snapshot>,
+    /// Live local users beyond `users` that could claim the DingTalk users `users` match
+    /// (by link, mobile or username), with their links and snapshots in `links` and
+    /// `user_snapshots`: a slice or a job judges identity against them.
+    pub claimers: Vec<LocalUser>,
+    /// Departments whose job is dead (DingTalk refused them), with the job's last error.
+    pub dead_depts: HashMap<String, String>,
 }
 
 /// A department in a push plan: already in DingTalk, or created earlier in the same plan.
@@ -406,6 +428,18 @@ pub fn mobile_key(mobile: &str) -> std::borrow::Cow<'_, str> {
             .map(str::to_string)
     });
     std::borrow::Cow::Owned(mainland.unwrap_or(plain))
+}
+
+/// A mobile number for logs and reports: the first three and last four digits
+/// (`138****0001`); short numbers are hidden whole.
+pub fn mask_mobile(mobile: &str) -> String {
+    let digits: Vec<char> = mobile.chars().collect();
+    if digits.len() < 8 {
+        return "*".repeat(digits.len());
+    }
+    let head: String = digits[..3].iter().collect();
+    let tail: String = digits[digits.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(digits.len() - 7))
 }
 
 /// Whether two mobile numbers are the same number ([`mobile_key`]).

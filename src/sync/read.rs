@@ -18,16 +18,115 @@ use super::remote_users::{RemoteUsers, RemoteUsersBuilder};
 /// Calls in flight at once while reading (the rate limiter still spaces them).
 const READ_CONCURRENCY: usize = 8;
 
-/// The departments of `tenant` and their snapshots (no users): what a push plans its
-/// departments from.
-pub async fn department_view(store: &Store, tenant: TenantId) -> StoreResult<LocalView> {
+/// The department tree of `tenant` as a push judges it (no users): every department, posts
+/// and deleted rows included; the snapshots the rules need (all of them with
+/// `all_snapshots` — a full run, a department job —, else only those of departments without
+/// a `ding_identifier`, which the snapshot alone places in DingTalk); and the departments
+/// whose job DingTalk refused (dead), with the reason.
+pub async fn dept_tree_view(
+    store: &Store,
+    tenant: TenantId,
+    all_snapshots: bool,
+) -> StoreResult<LocalView> {
+    let depts = store.load_departments(tenant).await?;
+    let snapshots = if all_snapshots {
+        store.snapshots(tenant, entity::DEPT).await?
+    } else {
+        let unlinked: Vec<&str> = depts
+            .iter()
+            .filter(|d| d.ding_identifier.is_none())
+            .map(|d| d.id.as_str())
+            .collect();
+        let mut found = Vec::new();
+        for part in unlinked.chunks(IN_LIST) {
+            found.extend(store.snapshots_of(tenant, entity::DEPT, part).await?);
+        }
+        found
+    };
+    let dead_depts = store
+        .dead_keys(tenant, crate::job::JobKind::Dept.as_str())
+        .await?
+        .into_iter()
+        .map(|(key, error)| (key, error.unwrap_or_default()))
+        .collect();
     Ok(LocalView {
         tenant,
-        dept_snapshots: by_local(store.snapshots(tenant, entity::DEPT).await?),
-        depts: store.load_departments(tenant).await?,
+        dept_snapshots: by_local(snapshots),
+        depts,
+        dead_depts,
         ..LocalView::default()
     })
 }
+
+/// The links and snapshots of the users `ids` in `tenant` (no user rows).
+pub async fn users_links(store: &Store, tenant: TenantId, ids: &[&str]) -> StoreResult<LocalView> {
+    let mut links = Vec::new();
+    let mut snapshots = Vec::new();
+    for part in ids.chunks(IN_LIST) {
+        links.extend(store.links_of(tenant, part).await?);
+        snapshots.extend(store.snapshots_of(tenant, entity::USER, part).await?);
+    }
+    Ok(LocalView {
+        tenant,
+        user_snapshots: by_local(snapshots),
+        links,
+        ..LocalView::default()
+    })
+}
+
+/// Adds to `view` the local users of `tenant` that could claim the DingTalk users `twins`
+/// (linked to one by a link row or a snapshot, or holding its mobile or its username), with
+/// their links and snapshots: a slice of a push, a job, or a hard delete judges identity
+/// against them.
+pub async fn add_claimers(
+    store: &Store,
+    tenant: TenantId,
+    view: &mut LocalView,
+    twins: &[crate::dingtalk::types::DtUser],
+) -> StoreResult<()> {
+    for part in twins.chunks(IN_LIST) {
+        let userids: Vec<&str> = part.iter().map(|p| p.userid.as_str()).collect();
+        let links = store.links_to(tenant, &userids).await?;
+        let snapshots = store.snapshots_to(tenant, entity::USER, &userids).await?;
+        let mut ids: Vec<&str> = links.iter().map(|l| l.user_id.as_str()).collect();
+        ids.extend(snapshots.iter().map(|s| s.local_id.as_str()));
+        let keys: Vec<String> = part
+            .iter()
+            .map(|p| mobile_key(&p.mobile).into_owned())
+            .collect();
+        let mut phones: Vec<&str> = part
+            .iter()
+            .map(|p| p.mobile.as_str())
+            .chain(keys.iter().map(String::as_str))
+            .filter(|m| !m.is_empty())
+            .collect();
+        phones.sort_unstable();
+        phones.dedup();
+        let columns = [("id", ids), ("phone", phones), ("username", userids)];
+        let found = store.users_matching(tenant, &columns).await?;
+        let known: HashSet<String> = view
+            .users
+            .iter()
+            .chain(&view.claimers)
+            .map(|u| u.id.clone())
+            .collect();
+        let fresh: Vec<_> = found
+            .into_iter()
+            .filter(|u| !known.contains(&u.id))
+            .collect();
+        let fresh_ids: Vec<&str> = fresh.iter().map(|u| u.id.as_str()).collect();
+        let more = users_links(store, tenant, &fresh_ids).await?;
+        view.links.extend(more.links);
+        for (id, snapshot) in more.user_snapshots {
+            view.user_snapshots.entry(id).or_insert(snapshot);
+        }
+        view.claimers.extend(fresh);
+    }
+    Ok(())
+}
+
+/// IN lists are bounded to this many values whatever the slice size.
+const IN_LIST: usize = 500;
 
 /// One slice of `tenant`'s users (ids after `after`, at most `limit`), with their links and
 /// snapshots: what a push plans its users from, a slice at a time.
@@ -39,20 +138,9 @@ pub async fn user_slice(
 ) -> StoreResult<LocalView> {
     let users = store.user_slice(tenant, after, limit).await?;
     let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
-    let mut links = Vec::new();
-    let mut snapshots = Vec::new();
-    // Bound the IN lists whatever the slice size.
-    for part in ids.chunks(500) {
-        links.extend(store.links_of(tenant, part).await?);
-        snapshots.extend(store.snapshots_of(tenant, entity::USER, part).await?);
-    }
-    Ok(LocalView {
-        tenant,
-        user_snapshots: by_local(snapshots),
-        links,
-        users,
-        ..LocalView::default()
-    })
+    let mut view = users_links(store, tenant, &ids).await?;
+    view.users = users;
+    Ok(view)
 }
 
 /// The local users of `tenant` that the DingTalk users `people` can match (by link, phone
@@ -93,7 +181,7 @@ pub async fn pull_candidates(
         .filter(|id| !known.contains(id))
         .collect();
     let mut extra = Vec::new();
-    for part in more.chunks(500) {
+    for part in more.chunks(IN_LIST) {
         extra.extend(store.links_of(tenant, part).await?);
     }
     links.extend(extra);
@@ -186,7 +274,7 @@ pub async fn remote_view(
     if !with_users {
         return Ok(RemoteView {
             depts: remote_departments(client, None).await?,
-            users: RemoteUsers::default(),
+            ..RemoteView::default()
         });
     }
     let (found, ids) = tokio::sync::mpsc::unbounded_channel();
@@ -194,7 +282,42 @@ pub async fn remote_view(
     let _ = found.send(ROOT_DEPT);
     let walk = async move { remote_departments(client, Some(&found)).await };
     let (depts, users) = tokio::try_join!(walk, remote_users(client, ids))?;
-    Ok(RemoteView { depts, users })
+    Ok(RemoteView {
+        depts,
+        users,
+        ..RemoteView::default()
+    })
+}
+
+/// A DingTalk department and every department under it, with their members: what a job
+/// that deletes it reads (a partial view).
+pub async fn remote_subtree(
+    client: &DingTalkClient,
+    top: RemoteDept,
+) -> Result<RemoteView, DingTalkError> {
+    let mut depts = vec![top];
+    let mut index = 0;
+    while let Some(parent) = depts.get(index).map(|d| d.dept_id) {
+        let subs = client.dept_listsub(parent).await?;
+        depts.extend(subs.into_iter().map(|d| RemoteDept {
+            dept_id: d.dept_id,
+            name: d.name,
+            parent_id: d.parent_id.unwrap_or(parent),
+            source_identifier: None,
+        }));
+        index += 1;
+    }
+    let mut builder = RemoteUsersBuilder::default();
+    for dept in &depts {
+        for user in client.user_list_all(dept.dept_id).await? {
+            builder.push(user);
+        }
+    }
+    Ok(RemoteView {
+        depts,
+        users: builder.finish(),
+        ..RemoteView::partial()
+    })
 }
 
 /// Fills `source_identifier` of the departments no local `ding_identifier` points at.

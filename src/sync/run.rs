@@ -10,13 +10,16 @@ use crate::store::state::RunCounts;
 use crate::store::{Store, StoreError};
 
 use super::apply::{apply, apply_streamed, ApplyCtx};
-use super::model::{entity, Direction, LocalRef, Op, RemoteView, Scope, Summary};
-use super::plan::{pull_departments, pull_users_slice, Plan, PushPlanner};
+use super::model::{entity, Direction, LocalRef, LocalView, Op, RemoteView, Scope, Summary};
+use super::plan::{pull_departments, pull_users_slice, push_twins, Focus, Plan, PushPlanner};
 use super::read;
 
-/// Why a run could not even start (reading a side failed).
+/// Why a run could not even start (switched off, or reading a side failed).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The tenant's `push.enabled` / `pull.enabled` is false.
+    #[error("{0}")]
+    SwitchedOff(String),
     /// DingTalk could not be read.
     #[error("reading DingTalk failed: {0}")]
     DingTalk(#[from] DingTalkError),
@@ -36,13 +39,44 @@ pub struct RunRequest {
     pub dry_run: bool,
 }
 
+/// Why the tenants could not be told.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantsError {
+    /// `sys_third_app_config` could not be read.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Together they break the tenant rule (tenant 0 beside others); nothing is worked.
+    #[error("{0}")]
+    Rule(String),
+}
+
+/// Whether a `sys_third_app_config` value is a placeholder (`'1'` or empty: a fresh
+/// JeecgBoot database ships such a row for tenant 0).
+fn placeholder(value: &str) -> bool {
+    matches!(value.trim(), "" | "1")
+}
+
 /// The tenants to work: `[[tenant]]` entries, plus `sys_third_app_config` rows when
-/// `tenants_from_database` (the config wins on equal ids).
-pub async fn tenants(config: &Config, store: &Store) -> Result<Vec<TenantConfig>, StoreError> {
+/// `tenants_from_database` (the config wins on equal ids; rows with placeholder credentials
+/// are skipped with a warning; their switches are `[tenant_defaults]`). Tenant 0 beside
+/// other tenants breaks the tenant rule: an error, and nothing is worked.
+pub async fn tenants(config: &Config, store: &Store) -> Result<Vec<TenantConfig>, TenantsError> {
     let mut tenants = config.tenants.clone();
     if config.tenants_from_database {
         for row in store.app_configs().await? {
             if tenants.iter().any(|t| t.id == row.tenant_id) {
+                continue;
+            }
+            if [&row.agent_id, &row.client_id, row.client_secret.expose()]
+                .iter()
+                .any(|v| placeholder(v))
+            {
+                tracing::warn!(
+                    event = "config.warning",
+                    tenant = row.tenant_id,
+                    detail = "sys_third_app_config holds placeholder credentials ('1' or empty) for this tenant; skipped",
+                    "configuration warning"
+                );
                 continue;
             }
             let Ok(agent_id) = row.agent_id.trim().parse::<i64>() else {
@@ -59,12 +93,91 @@ pub async fn tenants(config: &Config, store: &Store) -> Result<Vec<TenantConfig>
                 agent_id,
                 client_id: row.client_id,
                 client_secret: row.client_secret,
-                push: crate::config::Switch { enabled: true },
-                pull: crate::config::Switch { enabled: true },
+                push: config.tenant_defaults.push,
+                pull: config.tenant_defaults.pull,
             });
         }
     }
+    let ids: Vec<TenantId> = tenants.iter().map(|t| t.id).collect();
+    if let Some(rule) = crate::config::tenant_zero_beside_others(&ids) {
+        return Err(TenantsError::Rule(format!(
+            "{rule} (tenants from the configuration and sys_third_app_config)"
+        )));
+    }
     Ok(tenants)
+}
+
+/// Why `direction` is switched off for `tenant`, when it is: the tenant's `push.enabled` /
+/// `pull.enabled`. Every path asks here — `sync`, `plan`, the crons, the daemon's jobs.
+pub fn switched_off(tenant: &TenantConfig, direction: Direction) -> Option<String> {
+    let (enabled, name) = match direction {
+        Direction::Push => (tenant.push.enabled, "push"),
+        Direction::Pull => (tenant.pull.enabled, "pull"),
+    };
+    (!enabled).then(|| {
+        format!(
+            "{name} is switched off for tenant {} ({name}.enabled = false)",
+            tenant.id
+        )
+    })
+}
+
+/// The per-tenant run lease: one full run of a tenant at a time — a scheduled pull, a
+/// scheduled reconcile or `dingsync sync`, in any process. Renewed every third of its
+/// lifetime while held; a holder that died loses it when it expires.
+pub struct RunLease {
+    store: Store,
+    name: String,
+    owner: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl RunLease {
+    /// The lease's name for `tenant`.
+    pub fn name(tenant: TenantId) -> String {
+        format!("run:{tenant}")
+    }
+
+    /// Takes the run lease of `tenant` for `owner`, unless another holds it (`None`).
+    pub async fn try_take(
+        store: &Store,
+        tenant: TenantId,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Self>, StoreError> {
+        let name = Self::name(tenant);
+        if !store.acquire_lease(&name, owner, ttl).await? {
+            return Ok(None);
+        }
+        let renew = {
+            let (store, name, owner) = (store.clone(), name.clone(), owner.to_string());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    // A failed renewal is retried at the next third; the lease outlives it.
+                    let _ = store.acquire_lease(&name, &owner, ttl).await;
+                }
+            })
+        };
+        Ok(Some(Self {
+            store: store.clone(),
+            name,
+            owner: owner.to_string(),
+            renew,
+        }))
+    }
+
+    /// Who holds the run lease of `tenant` now, if anyone.
+    pub async fn holder(store: &Store, tenant: TenantId) -> Result<Option<String>, StoreError> {
+        store.lease_holder(&Self::name(tenant)).await
+    }
+
+    /// Gives the lease up.
+    pub async fn release(self) {
+        self.renew.abort();
+        // An unreleased lease expires by itself.
+        let _ = self.store.release_lease(&self.name, &self.owner).await;
+    }
 }
 
 /// Users read, planned and applied at a time: local users by a push, DingTalk users by a
@@ -79,6 +192,9 @@ pub async fn plan_run(
     tenant: &TenantConfig,
     request: RunRequest,
 ) -> Result<Plan, RunError> {
+    if let Some(off) = switched_off(tenant, request.direction) {
+        return Err(RunError::SwitchedOff(off));
+    }
     match request.direction {
         Direction::Push => {
             let (mut push, mut plan) = start_push(store, client, config, tenant, request).await?;
@@ -121,7 +237,7 @@ async fn start_pull(
     tenant: &TenantConfig,
     request: RunRequest,
 ) -> Result<(Pull, Plan), RunError> {
-    let local = read::department_view(store, tenant.id).await?;
+    let local = read::dept_tree_view(store, tenant.id, true).await?;
     let mut remote = read::remote_view(client, request.scope.users()).await?;
     let known: HashSet<i64> = local
         .depts
@@ -168,7 +284,7 @@ impl Pull {
     /// After the departments are applied: where each DingTalk department now is locally
     /// (one whose create failed is left out, so its members are not added to it).
     async fn departments_applied(&mut self, store: &Store) -> Result<(), RunError> {
-        let local = read::department_view(store, self.tenant).await?;
+        let local = read::dept_tree_view(store, self.tenant, true).await?;
         self.map = pull_departments(&local, &self.remote).1;
         self.map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
         Ok(())
@@ -208,10 +324,11 @@ async fn start_push(
     tenant: &TenantConfig,
     request: RunRequest,
 ) -> Result<(Push, Plan), RunError> {
-    let local = read::department_view(store, tenant.id).await?;
+    let local = read::dept_tree_view(store, tenant.id, true).await?;
     // Users are read for departments too: members move out before a delete.
     let remote = read::remote_view(client, true).await?;
-    let (planner, plan) = PushPlanner::new(&local, &remote, &config.push, request.scope);
+    let (planner, plan) =
+        PushPlanner::new(&local, &remote, &config.push, request.scope, Focus::All);
     let push = Push {
         planner,
         remote,
@@ -229,7 +346,8 @@ impl Push {
         if self.done {
             return Ok(None);
         }
-        let slice = read::user_slice(store, self.tenant, self.after.as_deref(), self.slice).await?;
+        let mut slice =
+            read::user_slice(store, self.tenant, self.after.as_deref(), self.slice).await?;
         if slice.users.len() < self.slice {
             self.done = true;
         }
@@ -237,6 +355,8 @@ impl Push {
             return Ok(None);
         };
         self.after = Some(last.id.clone());
+        let twins = push_twins(&slice, &self.remote);
+        read::add_claimers(store, self.tenant, &mut slice, &twins).await?;
         let before = self.planner.considered;
         let ops = self.planner.users(&slice, &self.remote);
         Ok(Some((ops, self.planner.considered - before)))
@@ -249,7 +369,16 @@ impl Push {
         } else {
             Vec::new()
         };
-        Ok(self.planner.finish(gone, &self.remote))
+        let twins: Vec<_> = gone
+            .iter()
+            .filter_map(|(_, userid)| self.remote.users.get(userid))
+            .collect();
+        let mut claimers = LocalView {
+            tenant: self.tenant,
+            ..LocalView::default()
+        };
+        read::add_claimers(store, self.tenant, &mut claimers, &twins).await?;
+        Ok(self.planner.finish(gone, &claimers, &self.remote))
     }
 }
 
@@ -277,6 +406,9 @@ pub async fn run_sliced(
     progress: Option<&(dyn Fn(usize, usize) + Sync)>,
     slice: usize,
 ) -> Result<Summary, RunError> {
+    if let Some(off) = switched_off(tenant, request.direction) {
+        return Err(RunError::SwitchedOff(off));
+    }
     let kind = format!("{:?}", request.direction).to_lowercase();
     tracing::info!(event = "sync.run.started", tenant = tenant.id, kind = %kind, scope = ?request.scope, dry_run = request.dry_run, "sync run started");
     let before = client.calls_by_route();

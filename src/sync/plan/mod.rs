@@ -10,6 +10,7 @@ mod push_depts;
 mod push_users;
 #[cfg(test)]
 mod tests;
+pub mod tree;
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,8 +19,41 @@ use crate::config::PushConfig;
 use super::model::{DeptRef, LocalView, Op, RemoteView, Scope, ROOT_DEPT};
 
 pub use pull::{plan_pull, pull_departments, users_slice as pull_users_slice};
-pub use push_depts::{deletion_refusal, dept_hash, plan_dept_job, plan_dept_removal};
+pub use push_depts::{deletion_refusal, dept_hash};
 pub use push_users::user_hash;
+
+/// Which entities a plan is about: everything (a full run), or the one entity of a job. A
+/// job builds the same views, restricted to its entity and the rows its rules need, and the
+/// same functions plan it; only the operations of the entity in focus come out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Focus {
+    /// Every entity (a full run or a dry run).
+    All,
+    /// One department, by `sys_depart.id` (a department job).
+    Dept(String),
+    /// One user, by `sys_user.id` (a user job).
+    User(String),
+}
+
+impl Focus {
+    /// Whether department `id`'s operations are wanted.
+    pub fn dept(&self, id: &str) -> bool {
+        match self {
+            Focus::All => true,
+            Focus::Dept(key) => key == id,
+            Focus::User(_) => false,
+        }
+    }
+
+    /// Whether user `id`'s operations are wanted.
+    pub fn user(&self, id: &str) -> bool {
+        match self {
+            Focus::All => true,
+            Focus::User(key) => key == id,
+            Focus::Dept(_) => false,
+        }
+    }
+}
 
 /// A planned run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -37,19 +71,62 @@ impl Plan {
     pub fn dingtalk_writes(&self) -> usize {
         self.ops.iter().filter(|op| op.writes_dingtalk()).count()
     }
+
+    /// Local departments this plan needs created in DingTalk before it can run, but does not
+    /// create itself (a job's: it waits for their jobs).
+    pub fn needs_created(&self) -> Vec<String> {
+        let created: HashSet<&str> = self
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::CreateDept { local_id, .. } => Some(local_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut needed: Vec<String> = Vec::new();
+        let mut need = |r: &DeptRef| {
+            if let DeptRef::Local(id) = r {
+                if !created.contains(id.as_str()) && !needed.contains(id) {
+                    needed.push(id.clone());
+                }
+            }
+        };
+        for op in &self.ops {
+            match op {
+                Op::CreateDept { parent, .. } => need(parent),
+                Op::UpdateDept {
+                    parent: Some(parent),
+                    ..
+                } => need(parent),
+                Op::CreateUser { fields, .. } | Op::UpdateUser { fields, .. } => {
+                    fields.depts.iter().flatten().for_each(&mut need)
+                }
+                _ => {}
+            }
+        }
+        needed
+    }
 }
 
-/// Plans a push of `scope` for one tenant, all of `local` at once.
+/// The DingTalk users that the users of `slice` match (by link, mobile or username): the
+/// caller adds to the slice the local users that could claim them too
+/// ([`LocalView::claimers`]) before planning it.
+pub fn push_twins(slice: &LocalView, remote: &RemoteView) -> Vec<crate::dingtalk::types::DtUser> {
+    push_users::twins(slice, remote)
+}
+
+/// Plans a push of `scope` for one tenant, all of `local` at once (tests and small dry runs;
+/// `local.users` doubles as the claimers).
 pub fn plan_push(
     local: &LocalView,
     remote: &RemoteView,
     config: &PushConfig,
     scope: Scope,
 ) -> Plan {
-    let (mut planner, mut plan) = PushPlanner::new(local, remote, config, scope);
+    let (mut planner, mut plan) = PushPlanner::new(local, remote, config, scope, Focus::All);
     plan.ops.extend(planner.users(local, remote));
     plan.considered += planner.considered;
-    let tail = planner.finish(push_users::gone_users(local), remote);
+    let tail = planner.finish(push_users::gone_users(local), local, remote);
     plan.ops.extend(tail.ops);
     plan.refused_deletes = tail.refused_deletes;
     plan
@@ -59,12 +136,16 @@ pub fn plan_push(
 /// departments first ([`PushPlanner::new`]), then the users slice by slice
 /// ([`PushPlanner::users`]), then member moves, department deletes and user deletes
 /// ([`PushPlanner::finish`]). The same rules as [`plan_push`], which is the three in a row.
+/// A job is the same three parts with a [`Focus`] on its entity.
 pub struct PushPlanner {
     config: PushConfig,
     scope: Scope,
+    focus: Focus,
     map: HashMap<String, DeptRef>,
+    fallback: HashMap<String, String>,
     deletes: Vec<(i64, String)>,
     refusal: Option<String>,
+    blocked: Vec<String>,
     claims: push_users::Claims,
     /// Users planned so far (for the "skipped" count).
     pub considered: usize,
@@ -72,19 +153,24 @@ pub struct PushPlanner {
 
 impl PushPlanner {
     /// Plans the departments of `local` (its users are not looked at) and returns the
-    /// planner with the department creates and updates.
+    /// planner with the department creates, updates and refusals of the focus.
     pub fn new(
         local: &LocalView,
         remote: &RemoteView,
         config: &PushConfig,
         scope: Scope,
+        focus: Focus,
     ) -> (Self, Plan) {
-        let depts = push_depts::plan(local, remote, config);
+        let depts = push_depts::plan(local, remote, config, &focus);
         let mut plan = Plan::default();
         let departments = scope.departments() && config.departments;
         if departments {
+            plan.considered += match focus {
+                Focus::All => depts.map.len(),
+                Focus::Dept(_) => 1,
+                Focus::User(_) => 0,
+            };
             plan.ops.extend(depts.ops);
-            plan.considered += depts.map.len();
         }
         let mut claims = push_users::Claims::default();
         if departments && config.delete_departments && depts.refusal.is_none() {
@@ -93,22 +179,44 @@ impl PushPlanner {
         let planner = Self {
             config: config.clone(),
             scope,
+            focus,
             map: depts.map,
+            fallback: depts.fallback,
             deletes: depts.deletes,
             refusal: depts.refusal,
+            blocked: depts.blocked,
             claims,
             considered: 0,
         };
         (planner, plan)
     }
 
-    /// Plans one slice of users (`slice.users` with their links and snapshots).
+    /// Plans one slice of users (`slice.users` with their links and snapshots, and the
+    /// claimers of the DingTalk users they match).
     pub fn users(&mut self, slice: &LocalView, remote: &RemoteView) -> Vec<Op> {
         if !(self.scope.users() && self.config.users) {
             return Vec::new();
         }
-        self.considered += slice.users.iter().filter(|u| !u.is_deleted()).count();
-        push_users::plan_slice(slice, remote, &self.map, &mut self.claims)
+        self.considered += slice
+            .users
+            .iter()
+            .filter(|u| !u.is_deleted() && self.focus.user(&u.id))
+            .count();
+        let depts = push_users::Depts {
+            map: &self.map,
+            fallback: &self.fallback,
+        };
+        push_users::plan_slice(slice, remote, &depts, &self.focus, &mut self.claims)
+    }
+
+    /// The departments of `user` that DingTalk lacks and this plan would create: a job
+    /// waits for them before it looks the user up.
+    pub fn missing_depts(&self, user: &crate::jeecg::LocalUser) -> Vec<String> {
+        user.depart_ids
+            .iter()
+            .filter(|id| matches!(self.map.get(*id), Some(DeptRef::Local(_))))
+            .cloned()
+            .collect()
     }
 
     /// Whether this push deletes the DingTalk users whose local row is gone (the caller
@@ -117,14 +225,29 @@ impl PushPlanner {
         self.scope.users() && self.config.users && self.config.delete_users_on_hard_delete
     }
 
+    /// Departments that must move before this plan's deletes (a job waits for their jobs).
+    pub fn blocked(&self) -> &[String] {
+        &self.blocked
+    }
+
     /// The rest, once every slice is planned: members moved out of departments about to
     /// go, the department deletes (or the guard's refusal), and deletes of DingTalk users
-    /// whose local row is gone (`gone`: `(sys_user.id, userid)` of such links/snapshots).
-    pub fn finish(self, gone: Vec<(String, String)>, remote: &RemoteView) -> Plan {
+    /// whose local row is gone (`gone`: `(sys_user.id, userid)` of such links/snapshots;
+    /// `claimers`: the live local users that match those DingTalk users).
+    pub fn finish(
+        self,
+        gone: Vec<(String, String)>,
+        claimers: &LocalView,
+        remote: &RemoteView,
+    ) -> Plan {
         let mut plan = Plan::default();
         if self.deletes_gone_users() {
+            let gone = gone
+                .into_iter()
+                .filter(|(local_id, _)| self.focus.user(local_id))
+                .collect();
             plan.ops
-                .extend(push_users::hard_deletes(gone, remote, &self.claims));
+                .extend(push_users::hard_deletes(gone, claimers, remote));
         }
         if self.scope.departments() && self.config.departments && self.config.delete_departments {
             match self.refusal {
@@ -157,25 +280,9 @@ impl PushPlanner {
     }
 }
 
-/// Plans one user's push, for a job: `local` holds that user (and its link and snapshot),
-/// `remote` its DingTalk twin if found, `map` its departments' DingTalk ids.
-pub fn plan_user_job(
-    local: &LocalView,
-    remote: &RemoteView,
-    map: &HashMap<String, DeptRef>,
-    config: &PushConfig,
-) -> Plan {
-    let mut claims = push_users::Claims::default();
-    Plan {
-        ops: push_users::plan(local, remote, map, config, &mut claims),
-        refused_deletes: None,
-        considered: 1,
-    }
-}
-
 /// Each pushable department's nearest pushable ancestor (None: top level).
 pub fn dept_placement(depts: &[crate::jeecg::LocalDept]) -> HashMap<String, Option<String>> {
-    push_depts::effective_parents(depts)
+    tree::DeptTree::new(depts, &HashMap::new()).placement()
 }
 
 /// For every DingTalk user still in a department about to be deleted (after the user

@@ -16,7 +16,6 @@ use super::super::model::{
     entity, mobile_key, same_mobile, LocalRef, LocalUserFields, LocalView, Op, RemoteDept,
     RemoteView, Scope, ROOT_DEPT,
 };
-use super::push_depts::effective_parents;
 use super::Plan;
 
 fn depth(by_id: &HashMap<i64, &RemoteDept>, dept: &RemoteDept) -> usize {
@@ -64,7 +63,7 @@ fn departments(local: &LocalView, remote: &RemoteView) -> (Vec<Op>, HashMap<i64,
         .filter_map(|d| Some((d.ding_identifier?, *d)))
         .collect();
     let by_local: HashMap<&str, &LocalDept> = locals.iter().map(|d| (d.id.as_str(), *d)).collect();
-    let placement = effective_parents(&local.depts);
+    let placement = super::dept_placement(&local.depts);
     let mut ordered: Vec<&RemoteDept> = remote.depts.iter().collect();
     ordered.sort_by_key(|d| (depth(&by_id, d), d.dept_id));
     let mut map: HashMap<i64, LocalRef> = HashMap::new();

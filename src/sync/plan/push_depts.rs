@@ -1,7 +1,13 @@
 //! Rule 3, departments local -> DingTalk: a department DingTalk has is updated, one it lacks
 //! is created (parents first, `source_identifier` = local id, top level under root 1); a
 //! department DingTalk has and the local side lacks is deleted (deepest first, never the
-//! root), unless the deletion guard refuses. Posts and deleted locals are not pushed.
+//! root), unless the deletion guard refuses. Posts and deleted locals are not pushed; what
+//! DingTalk would refuse (see `tree`) is reported, and its users go to its nearest pushed
+//! ancestor.
+//!
+//! The same function plans a full run (DingTalk's whole tree read) and a job (one department,
+//! DingTalk read around it: its twin, the siblings it may adopt, the subtree it may delete);
+//! in a job's partial view, departments that were not read are trusted from the local links.
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,19 +15,28 @@ use crate::config::PushConfig;
 use crate::jeecg::LocalDept;
 
 use super::super::model::{
-    content_hash, DeptRef, LocalView, Op, RemoteDept, RemoteView, ROOT_DEPT,
+    content_hash, entity, DeptRef, LocalView, Op, RemoteDept, RemoteView, ROOT_DEPT,
 };
+use super::tree::DeptTree;
+use super::Focus;
 
 /// What the department plan gives the rest of the push plan.
 pub(super) struct DeptPlan {
-    /// Creates and updates, parents first.
+    /// Creates and updates (parents first) and refusals, of the departments in focus.
     pub ops: Vec<Op>,
-    /// Every pushed local department -> where it is (or will be) in DingTalk.
+    /// Every pushed local department -> where it is (or will be) in DingTalk; a refused one
+    /// that DingTalk lacks -> its nearest pushed ancestor's place (or root 1).
     pub map: HashMap<String, DeptRef>,
+    /// Refused departments that DingTalk lacks, with the reason (their users are placed
+    /// higher up, with a warning).
+    pub fallback: HashMap<String, String>,
     /// DingTalk departments to delete, deepest first.
     pub deletes: Vec<(i64, String)>,
     /// Why the deletes are refused, if they are.
     pub refusal: Option<String>,
+    /// Local departments whose DingTalk twins sit under a department about to be deleted:
+    /// they must move first (a job waits for theirs).
+    pub blocked: Vec<String>,
 }
 
 /// The snapshot hash of a pushed department.
@@ -33,199 +48,212 @@ pub fn dept_hash(name: &str, parent: &DeptRef, order: i64) -> String {
     content_hash(&[name, &parent, &order.to_string()])
 }
 
-fn pushable(dept: &LocalDept) -> bool {
-    !dept.is_post() && !dept.is_deleted()
+/// DingTalk's departments as one plan sees them: what was read, and whether the rest exists.
+struct Remote<'a> {
+    view: &'a RemoteView,
+    by_id: HashMap<i64, &'a RemoteDept>,
 }
 
-/// Pushable local departments, parents before children; each with its nearest pushable
-/// ancestor (None: top level).
-fn ordered(local: &[LocalDept]) -> Vec<(&LocalDept, Option<&LocalDept>)> {
-    let by_id: HashMap<&str, &LocalDept> = local.iter().map(|d| (d.id.as_str(), d)).collect();
-    let ancestor = |dept: &LocalDept| -> Option<&LocalDept> {
-        let mut seen = HashSet::new();
-        let mut parent = dept.parent_id.as_deref();
-        while let Some(id) = parent {
-            if !seen.insert(id) {
-                return None; // a cycle in local data: treat as top level
-            }
-            match by_id.get(id) {
-                Some(p) if pushable(p) => return Some(p),
-                Some(p) => parent = p.parent_id.as_deref(),
-                None => return None,
-            }
+impl<'a> Remote<'a> {
+    fn new(view: &'a RemoteView) -> Self {
+        Self {
+            view,
+            by_id: view.depts.iter().map(|d| (d.dept_id, d)).collect(),
         }
-        None
-    };
-    let mut with_depth: Vec<(usize, &LocalDept, Option<&LocalDept>)> = local
-        .iter()
-        .filter(|d| pushable(d))
-        .map(|d| {
-            let mut depth = 0;
-            let mut current = ancestor(d);
-            while let Some(p) = current {
-                depth += 1;
-                current = if depth > local.len() {
-                    None
-                } else {
-                    ancestor(p)
-                };
-            }
-            (depth, d, ancestor(d))
-        })
-        .collect();
-    with_depth.sort_by(|a, b| (a.0, &a.1.org_code, &a.1.id).cmp(&(b.0, &b.1.org_code, &b.1.id)));
-    with_depth.into_iter().map(|(_, d, p)| (d, p)).collect()
-}
-
-fn remote_depth(remote: &HashMap<i64, &RemoteDept>, id: i64) -> usize {
-    let mut depth = 0;
-    let mut current = remote.get(&id).map(|d| d.parent_id);
-    while let Some(parent) = current.filter(|p| *p != ROOT_DEPT && depth <= remote.len()) {
-        depth += 1;
-        current = remote.get(&parent).map(|d| d.parent_id);
     }
-    depth
+
+    /// Whether DingTalk has department `id`: read and found, or (in a partial view) not read
+    /// and not known to be gone.
+    fn exists(&self, id: i64) -> bool {
+        self.by_id.contains_key(&id) || (self.view.partial && !self.view.absent.contains(&id))
+    }
+
+    fn get(&self, id: i64) -> Option<&'a RemoteDept> {
+        self.by_id.get(&id).copied()
+    }
+
+    fn depth(&self, id: i64) -> usize {
+        let mut depth = 0;
+        let mut current = self.get(id).map(|d| d.parent_id);
+        while let Some(parent) = current.filter(|p| *p != ROOT_DEPT && depth <= self.by_id.len()) {
+            depth += 1;
+            current = self.get(parent).map(|d| d.parent_id);
+        }
+        depth
+    }
 }
 
-/// Each pushable department's nearest pushable ancestor (None: top level), as the push
-/// places it; the pull compares against the same placement so the two never fight.
-pub(super) fn effective_parents(local: &[LocalDept]) -> HashMap<String, Option<String>> {
-    ordered(local)
-        .into_iter()
-        .map(|(d, p)| (d.id.clone(), p.map(|p| p.id.clone())))
-        .collect()
+/// The DingTalk id a local department is known by: `ding_identifier`, else its snapshot.
+fn known_ding_ids(dept: &LocalDept, local: &LocalView) -> [Option<i64>; 2] {
+    let snapshot = local
+        .dept_snapshots
+        .get(&dept.id)
+        .and_then(|s| s.ding_id.parse::<i64>().ok());
+    [dept.ding_identifier, snapshot]
 }
 
-pub(super) fn plan(local: &LocalView, remote: &RemoteView, config: &PushConfig) -> DeptPlan {
-    let remote_by_id: HashMap<i64, &RemoteDept> =
-        remote.depts.iter().map(|d| (d.dept_id, d)).collect();
-    let order = ordered(&local.depts);
-    let mut map: HashMap<String, DeptRef> = HashMap::new();
-    let mut used: HashSet<i64> = HashSet::new();
-    // Known links first: ding_identifier, then the snapshot.
-    for (dept, _) in &order {
-        let snapshot = local
-            .dept_snapshots
-            .get(&dept.id)
-            .and_then(|s| s.ding_id.parse::<i64>().ok());
-        let known = [dept.ding_identifier, snapshot]
+/// Known links first (`ding_identifier`, then the snapshot), for every pushed department:
+/// where each is in DingTalk, and which DingTalk departments are taken (by whom).
+fn known_links(
+    tree: &DeptTree<'_>,
+    local: &LocalView,
+    remote: &Remote<'_>,
+) -> (HashMap<String, DeptRef>, HashMap<i64, String>) {
+    let mut map = HashMap::new();
+    let mut owner: HashMap<i64, String> = HashMap::new();
+    for dept in tree.order() {
+        let known = known_ding_ids(dept, local)
             .into_iter()
             .flatten()
-            .find(|id| remote_by_id.contains_key(id) && !used.contains(id));
+            .find(|id| remote.exists(*id) && !owner.contains_key(id));
         if let Some(id) = known {
-            used.insert(id);
+            owner.insert(id, dept.id.clone());
             map.insert(dept.id.clone(), DeptRef::Ding(id));
         }
     }
+    (map, owner)
+}
+
+/// Plans the departments of a push: ops for the departments in `focus`, the place of every
+/// pushed department, and the deletes (all unmatched DingTalk departments in a full run; the
+/// focus's twin and its subtree in a job).
+pub(super) fn plan(
+    local: &LocalView,
+    remote: &RemoteView,
+    config: &PushConfig,
+    focus: &Focus,
+) -> DeptPlan {
+    let tree = DeptTree::new(&local.depts, &local.dead_depts);
+    let remote = Remote::new(remote);
+    let (mut map, mut owner) = known_links(&tree, local, &remote);
     let mut ops = Vec::new();
-    let mut sibling_names: HashSet<(Option<&str>, &str)> = HashSet::new();
-    for (dept, parent) in &order {
-        if !sibling_names.insert((parent.map(|p| p.id.as_str()), dept.name.as_str())) {
-            // DingTalk refuses two siblings of one name (60021): say so instead of failing a call.
-            ops.push(Op::Fail {
-                entity: super::super::model::entity::DEPT.into(),
-                key: dept.id.clone(),
-                reason: format!("a sibling department is also named {:?}; DingTalk needs unique names under one parent", dept.name),
-            });
+    let mut fallback = HashMap::new();
+    for dept in tree.order() {
+        let id = dept.id.as_str();
+        let in_focus = focus.dept(id);
+        let parent = match tree.parent(id) {
+            None => DeptRef::Ding(ROOT_DEPT),
+            // Parents come first, so theirs is known.
+            Some(p) => map.get(p).cloned().unwrap_or(DeptRef::Ding(ROOT_DEPT)),
+        };
+        if let Some(reason) = tree.refusal(id) {
+            if in_focus {
+                ops.push(Op::Fail {
+                    entity: entity::DEPT.into(),
+                    key: id.to_string(),
+                    reason: reason.to_string(),
+                });
+            }
+            if !map.contains_key(id) {
+                map.insert(id.to_string(), parent);
+                fallback.insert(id.to_string(), reason.to_string());
+            }
             continue;
         }
-        let parent_ref = match parent {
-            None => DeptRef::Ding(ROOT_DEPT),
-            Some(p) => match map.get(&p.id) {
-                Some(found) => found.clone(),
-                None => {
-                    ops.push(Op::Fail {
-                        entity: super::super::model::entity::DEPT.into(),
-                        key: dept.id.clone(),
-                        reason: format!("its parent department {} cannot be pushed", p.id),
-                    });
-                    continue;
-                }
-            },
-        };
-        let hash = dept_hash(&dept.name, &parent_ref, dept.order);
-        match map.get(&dept.id).cloned() {
-            Some(DeptRef::Ding(id)) => {
-                let current = remote_by_id[&id];
-                let name = (current.name != dept.name).then(|| dept.name.clone());
-                let moved = parent_ref != DeptRef::Ding(current.parent_id);
-                let snapshot_hash = local
-                    .dept_snapshots
-                    .get(&dept.id)
-                    .map(|s| s.content_hash.as_str());
-                if name.is_some() || moved || snapshot_hash != Some(hash.as_str()) {
-                    if name.is_none()
-                        && !moved
-                        && dept.ding_identifier == Some(id)
-                        && snapshot_hash.is_none()
-                    {
-                        // Linked, in place, only never snapshotted: record it without a call.
-                        ops.push(Op::LinkDept {
-                            local_id: dept.id.clone(),
-                            dept_id: id,
-                            hash,
-                        });
-                        continue;
-                    }
-                    ops.push(Op::UpdateDept {
-                        local_id: dept.id.clone(),
-                        dept_id: id,
-                        name,
-                        parent: moved.then(|| parent_ref.clone()),
-                        order: Some(dept.order),
-                        source_identifier: None,
-                        hash,
-                    });
-                } else if dept.ding_identifier != Some(id) {
-                    ops.push(Op::LinkDept {
-                        local_id: dept.id.clone(),
-                        dept_id: id,
-                        hash,
-                    });
+        let hash = dept_hash(&dept.name, &parent, dept.order);
+        match map.get(id).cloned() {
+            Some(DeptRef::Ding(ding)) => {
+                if let Some(current) = remote.get(ding).filter(|_| in_focus) {
+                    ops.extend(update_or_link(local, dept, current, &parent, hash));
                 }
             }
             _ => {
-                // Adopt a DingTalk department of the same name under the same parent (made
-                // by hand, or by a create whose answer was lost); else create it.
-                let adopt = match &parent_ref {
-                    DeptRef::Ding(parent_id) => remote.depts.iter().find(|r| {
+                // Adopt a DingTalk department of the same name under the same parent that no
+                // other local department holds (made by hand, or by a create whose answer
+                // was lost); else create it.
+                let adopt = match &parent {
+                    DeptRef::Ding(parent_id) => remote.view.depts.iter().find(|r| {
                         r.parent_id == *parent_id
                             && r.name == dept.name
-                            && !used.contains(&r.dept_id)
+                            && !owner.contains_key(&r.dept_id)
                     }),
                     DeptRef::Local(_) => None,
                 };
                 match adopt {
                     Some(found) => {
-                        used.insert(found.dept_id);
-                        map.insert(dept.id.clone(), DeptRef::Ding(found.dept_id));
-                        ops.push(Op::UpdateDept {
-                            local_id: dept.id.clone(),
-                            dept_id: found.dept_id,
-                            name: None,
-                            parent: None,
-                            order: Some(dept.order),
-                            source_identifier: Some(dept.id.clone()),
-                            hash,
-                        });
+                        owner.insert(found.dept_id, id.to_string());
+                        map.insert(id.to_string(), DeptRef::Ding(found.dept_id));
+                        if in_focus {
+                            ops.push(Op::UpdateDept {
+                                local_id: id.to_string(),
+                                dept_id: found.dept_id,
+                                name: None,
+                                parent: None,
+                                order: Some(dept.order),
+                                source_identifier: Some(id.to_string()),
+                                hash,
+                            });
+                        }
                     }
                     None => {
-                        map.insert(dept.id.clone(), DeptRef::Local(dept.id.clone()));
-                        ops.push(Op::CreateDept {
-                            local_id: dept.id.clone(),
-                            name: dept.name.clone(),
-                            parent: parent_ref,
-                            order: dept.order,
-                            hash,
-                        });
+                        map.insert(id.to_string(), DeptRef::Local(id.to_string()));
+                        if in_focus {
+                            ops.push(Op::CreateDept {
+                                local_id: id.to_string(),
+                                name: dept.name.clone(),
+                                parent,
+                                order: dept.order,
+                                hash,
+                            });
+                        }
                     }
                 }
             }
         }
     }
-    // Moves must not run before the new parent exists: creates first, then updates by depth
-    // (the order above is already parents-first, and creates keep their relative order).
-    // A rename onto a name a DingTalk sibling still holds goes after the renames that free it.
+    sort_ops(&mut ops, &remote);
+    let gone = Deletes::plan(&tree, local, &remote, &owner, focus, config);
+    DeptPlan {
+        ops,
+        map,
+        fallback,
+        deletes: gone.deletes,
+        refusal: gone.refusal,
+        blocked: gone.blocked,
+    }
+}
+
+/// The update (or the link only) of a department DingTalk has.
+fn update_or_link(
+    local: &LocalView,
+    dept: &LocalDept,
+    current: &RemoteDept,
+    parent: &DeptRef,
+    hash: String,
+) -> Option<Op> {
+    let name = (current.name != dept.name).then(|| dept.name.clone());
+    let moved = *parent != DeptRef::Ding(current.parent_id);
+    let snapshot_hash = local
+        .dept_snapshots
+        .get(&dept.id)
+        .map(|s| s.content_hash.as_str());
+    let linked = dept.ding_identifier == Some(current.dept_id);
+    if name.is_none()
+        && !moved
+        && (snapshot_hash == Some(hash.as_str()) || snapshot_hash.is_none() && linked)
+    {
+        // In place: at most record the link, without a call.
+        return (!linked || snapshot_hash.is_none()).then(|| Op::LinkDept {
+            local_id: dept.id.clone(),
+            dept_id: current.dept_id,
+            hash,
+        });
+    }
+    Some(Op::UpdateDept {
+        local_id: dept.id.clone(),
+        dept_id: current.dept_id,
+        name,
+        parent: moved.then(|| parent.clone()),
+        order: Some(dept.order),
+        source_identifier: None,
+        hash,
+    })
+}
+
+/// Moves must not run before the new parent exists: refusals and creates first, then updates
+/// by depth (the order is already parents-first, and creates keep their relative order). A
+/// rename onto a name a DingTalk sibling still holds goes after the renames that free it.
+fn sort_ops(ops: &mut [Op], remote: &Remote<'_>) {
     let takes_held_name = |op: &Op| match op {
         Op::UpdateDept {
             dept_id,
@@ -236,9 +264,13 @@ pub(super) fn plan(local: &LocalView, remote: &RemoteView, config: &PushConfig) 
             let parent_id = match parent {
                 Some(DeptRef::Ding(p)) => *p,
                 Some(DeptRef::Local(_)) => return false,
-                None => remote_by_id[dept_id].parent_id,
+                None => match remote.get(*dept_id) {
+                    Some(current) => current.parent_id,
+                    None => return false,
+                },
             };
             remote
+                .view
                 .depts
                 .iter()
                 .any(|r| r.parent_id == parent_id && r.name == *name && r.dept_id != *dept_id)
@@ -251,26 +283,130 @@ pub(super) fn plan(local: &LocalView, remote: &RemoteView, config: &PushConfig) 
         op if takes_held_name(op) => 3,
         _ => 2,
     });
-    let mut deletes: Vec<(i64, String)> = remote
-        .depts
-        .iter()
-        .filter(|r| !used.contains(&r.dept_id) && r.dept_id != ROOT_DEPT)
-        .map(|r| (r.dept_id, r.name.clone()))
-        .collect();
-    deletes.sort_by_key(|(id, _)| (std::cmp::Reverse(remote_depth(&remote_by_id, *id)), *id));
-    let refusal = deletion_refusal(deletes.len(), order.len(), config.max_department_deletes);
-    DeptPlan {
-        ops,
-        map,
-        deletes,
-        refusal,
+}
+
+/// The deletes of a plan and the guard's verdict on them.
+struct Deletes {
+    deletes: Vec<(i64, String)>,
+    refusal: Option<String>,
+    blocked: Vec<String>,
+}
+
+impl Deletes {
+    fn plan(
+        tree: &DeptTree<'_>,
+        local: &LocalView,
+        remote: &Remote<'_>,
+        owner: &HashMap<i64, String>,
+        focus: &Focus,
+        config: &PushConfig,
+    ) -> Self {
+        let none = Self {
+            deletes: Vec::new(),
+            refusal: None,
+            blocked: Vec::new(),
+        };
+        let max = config.max_department_deletes;
+        match focus {
+            Focus::All => {
+                let mut deletes: Vec<(i64, String)> = remote
+                    .view
+                    .depts
+                    .iter()
+                    .filter(|r| !owner.contains_key(&r.dept_id) && r.dept_id != ROOT_DEPT)
+                    .map(|r| (r.dept_id, r.name.clone()))
+                    .collect();
+                deletes.sort_by_key(|(id, _)| (std::cmp::Reverse(remote.depth(*id)), *id));
+                let refusal = deletion_refusal(deletes.len(), tree.len(), max);
+                Self {
+                    deletes,
+                    refusal,
+                    blocked: Vec::new(),
+                }
+            }
+            Focus::Dept(key) if !tree.contains(key) => {
+                let row = local.depts.iter().find(|d| d.id == *key);
+                let twin = row.and_then(|d| d.ding_identifier).or_else(|| {
+                    local
+                        .dept_snapshots
+                        .get(key)
+                        .and_then(|s| s.ding_id.parse().ok())
+                });
+                let Some(twin) = twin.filter(|t| {
+                    *t != ROOT_DEPT && remote.get(*t).is_some() && !owner.contains_key(t)
+                }) else {
+                    return none;
+                };
+                Self::subtree(tree, local, remote, owner, key, twin, max)
+            }
+            _ => none,
+        }
+    }
+
+    /// A job's deletes: the twin of a department gone locally, and the DingTalk departments
+    /// under it that no local department holds (deepest first). One that a local department
+    /// holds must move out first: the job waits for that department's own job.
+    fn subtree(
+        tree: &DeptTree<'_>,
+        local: &LocalView,
+        remote: &Remote<'_>,
+        owner: &HashMap<i64, String>,
+        key: &str,
+        twin: i64,
+        max: u32,
+    ) -> Self {
+        let mut members = vec![twin];
+        let mut index = 0;
+        while let Some(parent) = members.get(index).copied() {
+            let below: Vec<i64> = remote
+                .view
+                .depts
+                .iter()
+                .filter(|d| d.parent_id == parent && !members.contains(&d.dept_id))
+                .map(|d| d.dept_id)
+                .collect();
+            members.extend(below);
+            index += 1;
+        }
+        let blocked: Vec<String> = members
+            .iter()
+            .filter_map(|id| owner.get(id).cloned())
+            .collect();
+        if !blocked.is_empty() {
+            return Self {
+                deletes: Vec::new(),
+                refusal: None,
+                blocked,
+            };
+        }
+        let mut deletes: Vec<(i64, String)> = members
+            .iter()
+            .filter_map(|id| remote.get(*id).map(|d| (d.dept_id, d.name.clone())))
+            .collect();
+        deletes.sort_by_key(|(id, _)| (std::cmp::Reverse(remote.depth(*id)), *id));
+        // The daemon's count: the departments dingsync synced whose local row is gone (their
+        // jobs are on the way), this one included, and what else goes with it.
+        let synced_gone: HashSet<&str> = local
+            .dept_snapshots
+            .keys()
+            .map(String::as_str)
+            .filter(|id| !tree.contains(id))
+            .chain(std::iter::once(key))
+            .collect();
+        let count = synced_gone.len() + deletes.len().saturating_sub(1);
+        let refusal = deletion_refusal(count, tree.len(), max);
+        Self {
+            deletes,
+            refusal,
+            blocked: Vec::new(),
+        }
     }
 }
 
 /// The deletion guard: `deletes` DingTalk departments are about to go while the local tree
 /// has `local` pushable departments. Refused (with the reason, naming the count) when the
-/// local tree is empty or when more than `max` would go. A full push counts its plan's
-/// deletes; the daemon counts the synced departments whose local row is gone.
+/// local tree is empty or when more than `max` would go. A full run counts its plan's
+/// deletes; a job counts the synced departments whose local row is gone.
 pub fn deletion_refusal(deletes: usize, local: usize, max: u32) -> Option<String> {
     if deletes == 0 {
         None
@@ -285,94 +421,4 @@ pub fn deletion_refusal(deletes: usize, local: usize, max: u32) -> Option<String
     } else {
         None
     }
-}
-
-/// One department's push, for a job: `current` is its DingTalk state when it has one,
-/// `siblings` the DingTalk children of its parent (for adoption by name) when it has none.
-pub fn plan_dept_job(
-    dept: &LocalDept,
-    parent: &DeptRef,
-    current: Option<&RemoteDept>,
-    siblings: &[RemoteDept],
-    snapshot_hash: Option<&str>,
-) -> Vec<Op> {
-    let hash = dept_hash(&dept.name, parent, dept.order);
-    match current {
-        Some(current) => {
-            let name = (current.name != dept.name).then(|| dept.name.clone());
-            let moved = *parent != DeptRef::Ding(current.parent_id);
-            if name.is_some() || moved || snapshot_hash != Some(hash.as_str()) {
-                vec![Op::UpdateDept {
-                    local_id: dept.id.clone(),
-                    dept_id: current.dept_id,
-                    name,
-                    parent: moved.then(|| parent.clone()),
-                    order: Some(dept.order),
-                    source_identifier: None,
-                    hash,
-                }]
-            } else if dept.ding_identifier != Some(current.dept_id) {
-                vec![Op::LinkDept {
-                    local_id: dept.id.clone(),
-                    dept_id: current.dept_id,
-                    hash,
-                }]
-            } else {
-                Vec::new()
-            }
-        }
-        None => match siblings
-            .iter()
-            .find(|s| s.name == dept.name && DeptRef::Ding(s.parent_id) == *parent)
-        {
-            Some(found) => vec![Op::UpdateDept {
-                local_id: dept.id.clone(),
-                dept_id: found.dept_id,
-                name: None,
-                parent: None,
-                order: Some(dept.order),
-                source_identifier: Some(dept.id.clone()),
-                hash,
-            }],
-            None => vec![Op::CreateDept {
-                local_id: dept.id.clone(),
-                name: dept.name.clone(),
-                parent: parent.clone(),
-                order: dept.order,
-                hash,
-            }],
-        },
-    }
-}
-
-/// Deleting one DingTalk department, for a job: its members moved out first (other
-/// memberships kept, root 1 only when none is left).
-pub fn plan_dept_removal(
-    dept_id: i64,
-    name: &str,
-    members: &[crate::dingtalk::types::DtUser],
-) -> Vec<Op> {
-    let mut ops: Vec<Op> = members
-        .iter()
-        .map(|user| {
-            let mut keep: Vec<i64> = user
-                .dept_id_list
-                .iter()
-                .copied()
-                .filter(|d| *d != dept_id)
-                .collect();
-            if keep.is_empty() {
-                keep.push(ROOT_DEPT);
-            }
-            Op::MoveMembersOut {
-                userid: user.userid.clone(),
-                keep,
-            }
-        })
-        .collect();
-    ops.push(Op::DeleteDept {
-        dept_id,
-        name: name.to_string(),
-    });
-    ops
 }

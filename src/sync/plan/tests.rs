@@ -194,6 +194,7 @@ fn a_department_moved_between_parents_is_one_update() {
     let remote = RemoteView {
         depts: vec![rdept(10, 1, "A"), rdept(20, 1, "B"), rdept(30, 10, "X")],
         users: Default::default(),
+        ..Default::default()
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Departments);
     let moves: Vec<String> = names(&plan)
@@ -221,6 +222,7 @@ fn renames_onto_a_siblings_name() {
     let remote = RemoteView {
         depts: vec![rdept(10, 1, "Same"), rdept(20, 1, "Other")],
         users: Default::default(),
+        ..Default::default()
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Departments);
     assert!(
@@ -239,6 +241,7 @@ fn renames_onto_a_siblings_name() {
     let remote = RemoteView {
         depts: vec![rdept(10, 1, "A"), rdept(20, 1, "B")],
         users: Default::default(),
+        ..Default::default()
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Departments);
     let updates: Vec<String> = names(&plan)
@@ -266,6 +269,7 @@ fn a_deep_subtree_is_deleted_leaf_first_after_members_move() {
             rdept(23, 22, "D"),
         ],
         users: vec![ruser("alone", "1", &[22]), ruser("multi", "2", &[23, 10])].into(),
+        ..Default::default()
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Departments);
     assert_eq!(
@@ -291,6 +295,7 @@ fn the_deletion_guard_refuses_and_deletes_nothing() {
             .map(|n| rdept(100 + n, 1, &format!("D{n}")))
             .collect(),
         users: Default::default(),
+        ..Default::default()
     };
     let local = view(vec![dept("keep", None, "Keep", None)], vec![]);
     let plan = plan_push(&local, &remote, &config(), Scope::All);
@@ -311,6 +316,7 @@ fn the_deletion_guard_refuses_and_deletes_nothing() {
         &RemoteView {
             depts: vec![rdept(5, 1, "X")],
             users: Default::default(),
+            ..Default::default()
         },
         &config(),
         Scope::All,
@@ -334,6 +340,7 @@ fn a_user_in_three_departments_with_one_deleted() {
     let remote = RemoteView {
         depts: vec![rdept(10, 1, "A"), rdept(20, 1, "B"), rdept(30, 1, "C")],
         users: vec![ruser("zhang", "138", &[10, 20, 30])].into(),
+        ..Default::default()
     };
     let plan = plan_push(&local, &remote, &config(), Scope::All);
     let ops = names(&plan);
@@ -382,6 +389,7 @@ fn users_match_by_link_then_mobile_then_username_and_only_differences_are_sent()
             },
         ]
         .into(),
+        ..Default::default()
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Users);
     let ops = names(&plan);
@@ -443,6 +451,7 @@ fn deleted_frozen_and_hard_deleted_users() {
     let remote = RemoteView {
         depts: vec![rdept(10, 1, "A")],
         users: vec![ruser("hard", "9", &[10]), ruser("gone", "1", &[10])].into(),
+        ..Default::default()
     };
     let plan = plan_push(&local, &remote, &config(), Scope::Users);
     assert_eq!(
@@ -497,6 +506,7 @@ fn pull_creates_updates_and_never_deletes_departments() {
             by_source,
         ],
         users: Default::default(),
+        ..Default::default()
     };
     let plan = plan_pull(&local, &remote, Scope::Departments);
     let ops: Vec<String> = plan
@@ -550,6 +560,7 @@ fn pull_users_insert_match_and_refuse_a_duplicate_phone() {
             },
         ]
         .into(),
+        ..Default::default()
     };
     let plan = plan_pull(&local, &remote, Scope::Users);
     assert!(
@@ -578,6 +589,7 @@ fn pull_users_insert_match_and_refuse_a_duplicate_phone() {
         &RemoteView {
             depts: remote.depts.clone(),
             users: vec![remote.users.get("dt-lisi").unwrap()].into(),
+            ..Default::default()
         },
         Scope::Users,
     );
@@ -635,6 +647,7 @@ fn mobiles_compare_without_the_mainland_prefix_and_separators() {
             ..ruser("dt-lihua", "+86-13800000001", &[10])
         }]
         .into(),
+        ..Default::default()
     };
     let push = plan_push(&local, &remote, &config(), Scope::Users);
     assert_eq!(names(&push), vec!["link dt-lihua"]);
