@@ -23,6 +23,8 @@ use crate::secret::Secret;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// How long closing a socket may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The ticket path, under the API base URL.
 const OPEN_PATH: &str = "v1.0/gateway/connections/open";
 
@@ -139,7 +141,7 @@ pub(super) enum End {
     /// The shutdown token was cancelled; the socket was closed.
     Shutdown,
     /// The server sent SYSTEM `disconnect`: open the next connection now, let this one drain.
-    Replaced(Connection),
+    Replaced(Box<Connection>),
     /// The connection is gone.
     Lost {
         /// Why, for the log.
@@ -178,7 +180,7 @@ impl Connection {
             let wake = last_frame + if pinged { keepalive * 2 } else { keepalive };
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    let _ = self.ws.close(None).await;
+                    self.finish_close().await;
                     return End::Shutdown;
                 }
                 Some(ack) = self.acks_rx.recv() => {
@@ -196,8 +198,11 @@ impl Connection {
                     };
                     match flow {
                         Flow::Continue => {}
-                        Flow::Replaced => return End::Replaced(self),
-                        Flow::Closed => return self.lost("closed by server", None),
+                        Flow::Replaced => return End::Replaced(Box::new(self)),
+                        Flow::Closed => {
+                            self.finish_close().await;
+                            return self.lost("closed by server", None);
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {
@@ -211,6 +216,11 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Answers the server's close frame (tungstenite queued the reply; this writes it).
+    async fn finish_close(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.close(None)).await;
     }
 
     fn lost(self, reason: &'static str, error: Option<String>) -> End {
@@ -333,13 +343,14 @@ impl Connection {
                     }
                 }
                 message = self.ws.next() => match message {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    None | Some(Err(_)) => return,
+                    Some(Ok(Message::Close(_))) => break,
                     // Events on a replaced socket stay unacked: the server redelivers them.
                     Some(Ok(_)) => {}
                 },
             }
         }
-        let _ = self.ws.close(None).await;
+        self.finish_close().await;
     }
 }
 

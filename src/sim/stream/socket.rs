@@ -116,8 +116,11 @@ async fn serve(sim: Simulator, mut attached: Attached, mut socket: WebSocket) {
         Next::Zombie => hold_zombie(attached, socket).await,
         // Dropping the socket closes the TCP connection without a close frame.
         Next::Drop => drop(socket),
+        // Starts the close handshake, or completes the one the client started (a plain
+        // send after the client's close frame would fail before tungstenite's reply is
+        // written, and the Python SDK then waits 10 s before reconnecting).
         _ => {
-            let _ = socket.send(Message::Close(None)).await;
+            let _ = futures_util::SinkExt::close(&mut socket).await;
         }
     }
     sim.stream_detach(&appkey, id);
