@@ -13,6 +13,7 @@
 pub(super) mod changes;
 pub(super) mod hub;
 pub(super) mod socket;
+mod wire;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

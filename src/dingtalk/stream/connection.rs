@@ -153,11 +153,15 @@ pub(super) enum End {
     },
 }
 
-/// What one frame asks of the reading loop.
-enum Flow {
+/// What the reading loop does next.
+enum Step {
     Continue,
+    /// SYSTEM disconnect: hand the socket over to `drain`.
     Replaced,
+    /// The server sent a close frame.
     Closed,
+    Shutdown,
+    Lost(&'static str, Option<String>),
 }
 
 /// An open WebSocket and the acks waiting to be written to it.
@@ -176,45 +180,61 @@ impl Connection {
         let keepalive = shared.options.keepalive;
         let mut last_frame = Instant::now();
         let mut pinged = false;
-        loop {
+        let step = loop {
             let wake = last_frame + if pinged { keepalive * 2 } else { keepalive };
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    self.finish_close().await;
-                    return End::Shutdown;
-                }
-                Some(ack) = self.acks_rx.recv() => {
-                    if let Err(error) = self.ws.send(Message::text(ack)).await {
-                        return self.lost("write failed", Some(error.to_string()));
-                    }
-                }
+            let step = tokio::select! {
+                _ = shutdown.cancelled() => Step::Shutdown,
+                Some(ack) = self.acks_rx.recv() => self.write(Message::text(ack)).await,
                 message = self.ws.next() => {
                     last_frame = Instant::now();
                     pinged = false;
-                    let flow = match message {
-                        None => return self.lost("closed", None),
-                        Some(Err(error)) => return self.lost("read failed", Some(error.to_string())),
+                    match message {
+                        None => Step::Lost("closed", None),
+                        Some(Err(error)) => Step::Lost("read failed", Some(error.to_string())),
                         Some(Ok(message)) => self.on_message(message, shared),
-                    };
-                    match flow {
-                        Flow::Continue => {}
-                        Flow::Replaced => return End::Replaced(Box::new(self)),
-                        Flow::Closed => {
-                            self.finish_close().await;
-                            return self.lost("closed by server", None);
-                        }
                     }
                 }
-                _ = tokio::time::sleep_until(wake) => {
-                    if pinged {
-                        return self.lost("no frame for twice the keepalive", None);
+                _ = tokio::time::sleep_until(wake) => match pinged {
+                    true => Step::Lost("no frame for twice the keepalive", None),
+                    false => {
+                        pinged = true;
+                        self.write(Message::Ping(Vec::new().into())).await
                     }
-                    pinged = true;
-                    if let Err(error) = self.ws.send(Message::Ping(Vec::new().into())).await {
-                        return self.lost("write failed", Some(error.to_string()));
-                    }
-                }
+                },
+            };
+            if !matches!(step, Step::Continue) {
+                break step;
             }
+        };
+        self.end(step).await
+    }
+
+    async fn write(&mut self, message: Message) -> Step {
+        match self.ws.send(message).await {
+            Ok(()) => Step::Continue,
+            Err(error) => Step::Lost("write failed", Some(error.to_string())),
+        }
+    }
+
+    /// What a step that stops reading means for the connection.
+    async fn end(mut self, step: Step) -> End {
+        let (reason, error) = match step {
+            // `serve` never ends on `Continue`; grouped here only to keep the match total.
+            Step::Replaced | Step::Continue => return End::Replaced(Box::new(self)),
+            Step::Shutdown => {
+                self.finish_close().await;
+                return End::Shutdown;
+            }
+            Step::Closed => {
+                self.finish_close().await;
+                ("closed by server", None)
+            }
+            Step::Lost(reason, error) => (reason, error),
+        };
+        End::Lost {
+            reason,
+            error,
+            received_frame: self.received_frame,
         }
     }
 
@@ -223,22 +243,14 @@ impl Connection {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.close(None)).await;
     }
 
-    fn lost(self, reason: &'static str, error: Option<String>) -> End {
-        End::Lost {
-            reason,
-            error,
-            received_frame: self.received_frame,
-        }
-    }
-
-    fn on_message(&mut self, message: Message, shared: &Arc<Shared>) -> Flow {
+    fn on_message(&mut self, message: Message, shared: &Arc<Shared>) -> Step {
         self.received_frame = true;
         let text = match &message {
             Message::Text(text) => text.as_str(),
             Message::Binary(bytes) => std::str::from_utf8(bytes).unwrap_or(""),
-            Message::Close(_) => return Flow::Closed,
+            Message::Close(_) => return Step::Closed,
             // tungstenite answers pings itself; a pong only proves liveness.
-            _ => return Flow::Continue,
+            _ => return Step::Continue,
         };
         let Some(frame) = frame::parse(text) else {
             tracing::warn!(
@@ -247,19 +259,19 @@ impl Connection {
                 bytes = text.len(),
                 "ignored a Stream frame that is not a JSON object"
             );
-            return Flow::Continue;
+            return Step::Continue;
         };
         match frame.kind {
             FrameType::System => self.on_system(frame, shared),
             FrameType::Event => {
                 self.on_event(frame, shared);
-                Flow::Continue
+                Step::Continue
             }
             FrameType::Callback => {
                 self.answer(&frame, frame::CALLBACK_ACK_DATA);
-                Flow::Continue
+                Step::Continue
             }
-            FrameType::Other => Flow::Continue,
+            FrameType::Other => Step::Continue,
         }
     }
 
@@ -271,22 +283,22 @@ impl Connection {
         }
     }
 
-    fn on_system(&mut self, frame: Frame, shared: &Arc<Shared>) -> Flow {
+    fn on_system(&mut self, frame: Frame, shared: &Arc<Shared>) -> Step {
         let stats = &shared.stats;
         match frame.topic.as_str() {
             "ping" => {
                 stats.pings.fetch_add(1, Ordering::Relaxed);
                 self.answer(&frame, &frame.data_text);
-                Flow::Continue
+                Step::Continue
             }
             "disconnect" => {
                 stats.disconnects_received.fetch_add(1, Ordering::Relaxed);
                 self.answer(&frame, &frame.data_text);
-                Flow::Replaced
+                Step::Replaced
             }
             _ => {
                 self.answer(&frame, &frame.data_text);
-                Flow::Continue
+                Step::Continue
             }
         }
     }

@@ -10,6 +10,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::wire::{self, hex_id, message_id, system_frame, EventFrame};
 use super::{StreamSimOptions, StreamSimStats};
 
 /// What a connection's task is told to do.
@@ -101,62 +102,6 @@ pub(in crate::sim) struct AppStream {
     links: BTreeMap<u64, Link>,
     duplicates_left: u32,
     counters: StreamSimStats,
-}
-
-fn hex_id(bits: u32) -> String {
-    let mut rng = rand::rng();
-    (0..bits / 64)
-        .map(|_| format!("{:016x}", rng.random::<u64>()))
-        .collect()
-}
-
-/// A fresh messageId in DingTalk's shape (`213d841d_972_1898bb26334_70a7`).
-fn message_id(seq: u64, now_ms: i64) -> String {
-    let mut rng = rand::rng();
-    let (a, b) = (rng.random::<u32>(), rng.random::<u16>());
-    format!("{a:08x}_{seq:x}_{now_ms:x}_{b:04x}")
-}
-
-fn system_frame(topic: &str, message_id: &str, data: &Value, now_ms: i64) -> String {
-    json!({
-        "specVersion": "1.0", "type": "SYSTEM",
-        "headers": { "topic": topic, "messageId": message_id,
-            "contentType": "application/json", "time": now_ms.to_string() },
-        "data": data.to_string(),
-    })
-    .to_string()
-}
-
-/// An ack as the SDKs send it: `code` a number or a numeric string; `data` a JSON string
-/// or an object, with or without `status`.
-struct Ack {
-    message_id: String,
-    code: Option<i64>,
-    data: Value,
-}
-
-fn parse_ack(text: &str) -> Option<Ack> {
-    let value: Value = serde_json::from_str(text).ok()?;
-    let headers = value.get("headers").or_else(|| value.get("header"))?;
-    let message_id = match headers.get("messageId")? {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    };
-    let code = match value.get("code") {
-        Some(Value::Number(number)) => number.as_i64(),
-        Some(Value::String(text)) => text.trim().parse().ok(),
-        _ => None,
-    };
-    let data = match value.get("data") {
-        Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
-        Some(other) => other.clone(),
-        None => Value::Null,
-    };
-    Some(Ack {
-        message_id,
-        code,
-        data,
-    })
 }
 
 impl AppStream {
@@ -362,13 +307,15 @@ impl AppStream {
         let Some(pending) = self.queue.get_mut(&seq) else {
             return true;
         };
-        let frame = event_frame(
-            pending,
-            &message_id,
-            now_ms,
-            &self.corp_id,
-            &self.unified_app_id,
-        );
+        let event = EventFrame {
+            event_id: &pending.event_id,
+            event_type: pending.event_type,
+            born_ms: pending.born_ms,
+            data: &pending.data,
+            corp_id: &self.corp_id,
+            unified_app_id: &self.unified_app_id,
+        };
+        let frame = wire::event_frame(&event, &message_id, now_ms);
         let sent = self
             .links
             .get(&connection)
@@ -392,31 +339,11 @@ impl AppStream {
     }
 }
 
-fn event_frame(
-    pending: &Pending,
-    message_id: &str,
-    now_ms: i64,
-    corp_id: &str,
-    unified_app_id: &str,
-) -> String {
-    json!({
-        "specVersion": "1.0", "type": "EVENT",
-        "headers": {
-            "topic": "*", "messageId": message_id, "contentType": "application/json",
-            "time": now_ms.to_string(), "eventType": pending.event_type,
-            "eventId": pending.event_id, "eventBornTime": pending.born_ms.to_string(),
-            "eventCorpId": corp_id, "eventUnifiedAppId": unified_app_id,
-        },
-        "data": pending.data,
-    })
-    .to_string()
-}
-
 impl AppStream {
     /// Reads a client frame: an event ack (success, LATER or failure), a ping echo, or
     /// anything else (ignored).
     pub(in crate::sim) fn on_client_frame(&mut self, text: &str, now: Instant) {
-        let Some(ack) = parse_ack(text) else {
+        let Some(ack) = wire::parse_ack(text) else {
             return;
         };
         if let Some(opaque) = self.pings.remove(&ack.message_id) {
@@ -533,5 +460,115 @@ impl AppStream {
             queued: self.queue.len() as u64,
             ..self.counters
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subscribed gateway with one connection and one delivered event; its messageId.
+    fn delivered(
+        stream: &mut AppStream,
+        receiver: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> String {
+        stream.record("user_add_org", &json!({"userId": ["u1"]}), 1);
+        let Ok(Command::Frame(frame)) = receiver.try_recv() else {
+            panic!("no frame delivered");
+        };
+        let frame: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(frame["headers"]["eventBornTime"], "1");
+        assert!(frame["data"].is_string(), "data is double-encoded");
+        frame["headers"]["messageId"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn every_sdks_ack_shape_is_understood() {
+        // (shape, SDK, success)
+        let cases = [
+            (
+                r#"{"code":200,"headers":{"messageId":"ID","contentType":"application/json"},"message":"OK","data":"{\"status\":\"SUCCESS\",\"message\":\"success\"}"}"#,
+                "ours / Node",
+                true,
+            ),
+            (
+                r#"{"code":200,"headers":{"messageId":"ID"},"message":"OK","data":"{\"status\":\"LATER\"}"}"#,
+                "Java LATER",
+                false,
+            ),
+            (
+                r#"{"code":500,"headers":{"messageId":"ID"},"message":"client internal error","data":""}"#,
+                "Java exception",
+                false,
+            ),
+            (
+                r#"{"code":500,"headers":{"messageId":"ID"},"message":"later","data":"{\"status\":\"LATER\",\"message\":\"later\"}"}"#,
+                "Go LATER",
+                false,
+            ),
+            (
+                r#"{"code":200,"headers":{"messageId":"ID","contentType":"application/json"},"message":"OK","data":"{\"userId\": [\"u1\"]}"}"#,
+                "Python echo",
+                true,
+            ),
+            (
+                r#"{"code":"200","header":{"messageId":"ID"},"data":{"status":"SUCCESS"}}"#,
+                "lenient",
+                true,
+            ),
+            (
+                r#"{"code":404,"headers":{"messageId":"ID"},"message":"not implement","data":"{}"}"#,
+                "Python default",
+                false,
+            ),
+        ];
+        for (shape, sdk, success) in cases {
+            let mut stream = AppStream::new("k", StreamSimOptions::default());
+            let now = Instant::now();
+            stream.issue_ticket(now);
+            let (_, mut receiver) = stream.attach(now);
+            let message_id = delivered(&mut stream, &mut receiver);
+            stream.on_client_frame(&shape.replace("ID", &message_id), now);
+            let stats = stream.stats();
+            assert_eq!(
+                (stats.acked, stats.later, stats.queued),
+                if success { (1, 0, 0) } else { (0, 1, 1) },
+                "{sdk}"
+            );
+            // Acks of unknown messageIds (late, or repeated) change nothing.
+            stream.on_client_frame(&shape.replace("ID", &message_id), now);
+            assert_eq!(stream.stats(), stats, "{sdk} repeated");
+        }
+    }
+
+    #[test]
+    fn an_unacked_event_goes_to_the_next_connection() {
+        let options = StreamSimOptions {
+            redeliver_delay: std::time::Duration::ZERO,
+            ..StreamSimOptions::default()
+        };
+        let mut stream = AppStream::new("k", options);
+        let now = Instant::now();
+        stream.issue_ticket(now);
+        let (first, mut receiver) = stream.attach(now);
+        let message_id = delivered(&mut stream, &mut receiver);
+        stream.detach(first, now);
+        let (_, mut next) = stream.attach(now);
+        stream.pump(now);
+        let again = delivered_again(&mut next);
+        assert_ne!(again, message_id);
+        let stats = stream.stats();
+        assert_eq!(
+            (stats.delivered, stats.redelivered, stats.queued),
+            (2, 1, 1)
+        );
+    }
+
+    fn delivered_again(receiver: &mut mpsc::UnboundedReceiver<Command>) -> String {
+        let Ok(Command::Frame(frame)) = receiver.try_recv() else {
+            panic!("no redelivery");
+        };
+        let frame: Value = serde_json::from_str(&frame).unwrap();
+        frame["headers"]["messageId"].as_str().unwrap().to_string()
     }
 }
