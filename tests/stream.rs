@@ -24,7 +24,9 @@ use dingsync::dingtalk::stream::{
 };
 use dingsync::dingtalk::Repeat;
 use dingsync::secret::Secret;
-use dingsync::sim::{SimOptions, SimServer, StreamSimOptions, StreamSimStats};
+use dingsync::sim::{
+    FaultAction, FaultRule, SimOptions, SimServer, StreamSimOptions, StreamSimStats,
+};
 
 /// Longest wait for anything in these tests.
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -384,6 +386,123 @@ async fn duplicate_delivers_an_acked_event_once_more() {
     sim_until(&server, "the third ack", |s| s.acked == 3).await;
     assert_eq!(server.sim.stream_stats(APPKEY).unwrap().duplicated, 1);
     client.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_ticket_endpoint_is_retried() {
+    let server = start_sim(fast_stream()).await;
+    let open_path = "v1.0/gateway/connections/open";
+    server.sim.inject(FaultRule::next(
+        open_path,
+        2,
+        FaultAction::Http { status: 503 },
+    ));
+    server
+        .sim
+        .inject(FaultRule::next(open_path, 1, FaultAction::Drop));
+    let client = Client::succeeding(client_options(&server, APPSECRET));
+    client.until("connected", |s| s.connected).await;
+    assert_eq!(server.sim.calls(APPKEY)[open_path].calls, 4);
+    assert_eq!(client.stats.snapshot().connects, 1);
+    client.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn events_beyond_the_handler_slots_are_left_for_redelivery() {
+    let server = start_sim(StreamSimOptions {
+        ack_timeout: Duration::from_secs(2),
+        ..fast_stream()
+    })
+    .await;
+    let (release, released) = tokio::sync::watch::channel(false);
+    let mut client = Client::start(client_options(&server, APPSECRET), move |_, _| {
+        let mut released = released.clone();
+        async move {
+            let _ = released.wait_for(|go| *go).await;
+            EventAck::Success
+        }
+    });
+    client.until("connected", |s| s.connected).await;
+    let total = stream::MAX_IN_FLIGHT + 1;
+    for n in 0..total {
+        create_user(&server, &format!("u{n}"), &format!("138{n:08}"));
+    }
+    client
+        .until("every event received", |s| s.received == total as u64)
+        .await;
+    for _ in 0..stream::MAX_IN_FLIGHT {
+        client.next_event().await;
+    }
+    assert!(client.events.try_recv().is_err(), "one event found no slot");
+    release.send(true).unwrap();
+    let stats = sim_until(&server, "every event acked", |s| s.acked == total as u64).await;
+    assert_eq!(stats.queued, 0);
+    assert!(stats.redelivered >= 1, "the unhandled event came again");
+    client.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_stream_admin_api_over_http() {
+    let server = start_sim(fast_stream()).await;
+    let http = reqwest::Client::new();
+    let admin = |path: &str| format!("{}/_sim/apps/{APPKEY}/stream{path}", server.url);
+    let post = |path: &str, body: Value| http.post(admin(path)).json(&body).send();
+    let open = || {
+        http.post(format!("{}/v1.0/gateway/connections/open", server.url))
+            .json(&json!({"clientId": APPKEY, "clientSecret": APPSECRET,
+                "subscriptions": [{"type": "EVENT", "topic": "*"}]}))
+            .send()
+    };
+    assert_eq!(
+        post("/refuse", json!({"refused": true}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "Forbidden.AccessDenied");
+    post("/refuse", json!({"refused": false})).await.unwrap();
+    let ticket: Value = open().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        ticket["endpoint"].as_str().unwrap(),
+        format!("ws://{}/connect", server.addr)
+    );
+    // An unknown ticket is refused before the upgrade.
+    let url = format!("ws://{}/connect?ticket=nope", server.addr);
+    let refused = tokio_tungstenite::connect_async(url).await.unwrap_err();
+    assert!(matches!(refused, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401));
+    for path in ["/drop", "/disconnect", "/zombie"] {
+        let answer: Value = post(path, json!({})).await.unwrap().json().await.unwrap();
+        assert_eq!(answer["connections"], 0, "{path}");
+    }
+    assert_eq!(
+        post("/duplicate", json!({"count": 2}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let stats: StreamSimStats = http
+        .get(admin(""))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((stats.tickets_issued, stats.live_connections), (1, 0));
+    let missing = http
+        .get(format!("{}/_sim/apps/nope/stream", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
     server.stop().await;
 }
 
