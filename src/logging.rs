@@ -11,9 +11,14 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber, writing to stderr. A second call does nothing (tests).
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::builder()
+    let mut filter = EnvFilter::builder()
         .parse(&config.level)
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // tungstenite traces the WebSocket handshake request, whose URL carries the Stream
+    // ticket: capped at info whatever the level asks.
+    if let Ok(cap) = "tungstenite=info".parse() {
+        filter = filter.add_directive(cap);
+    }
     let json = match config.format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use dingsync::sim::{SimOptions, SimServer, Simulator};
+use dingsync::sim::{SimOptions, SimServer, Simulator, StreamSimOptions};
 
 /// A stateful in-memory DingTalk (oapi) for tests, benchmarks and demos.
 ///
@@ -23,6 +23,13 @@ use dingsync::sim::{SimOptions, SimServer, Simulator};
 /// POST /_sim/clock/advance {seconds}; POST|DELETE /_sim/faults
 /// {path,appkey?,action:{kind:errcode|http|delay|drop|drop_after|html|ip_block,...},count?,probability?};
 /// POST /_sim/tokens/invalidate {appkey?}; POST /_sim/limits {qps_per_path}.
+///
+/// Stream mode: POST /v1.0/gateway/connections/open {clientId,clientSecret,subscriptions}
+/// gives {endpoint: ws://ADDR/connect, ticket}; GET /connect?ticket= is the WebSocket, which
+/// carries an EVENT for every address-book change (API or console) once a ticket was issued.
+/// Admin: GET /_sim/apps/KEY/stream (counters); POST /_sim/apps/KEY/stream/refuse {refused};
+/// POST /_sim/apps/KEY/stream/{drop,disconnect,zombie}; POST /_sim/apps/KEY/stream/duplicate
+/// {count}.
 ///
 /// The first line printed is the bound address, e.g. 127.0.0.1:41234.
 #[derive(Debug, Parser)]
@@ -43,6 +50,30 @@ struct Args {
     /// Seed for probabilistic faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Stream: an event not acked within this many milliseconds is redelivered.
+    #[arg(long, default_value_t = 5000)]
+    stream_ack_timeout_ms: u64,
+    /// Stream: milliseconds before a redelivery (after LATER, a failure, a timeout).
+    #[arg(long, default_value_t = 1000)]
+    stream_redeliver_delay_ms: u64,
+    /// Stream: milliseconds between SYSTEM pings on each connection.
+    #[arg(long, default_value_t = 30_000)]
+    stream_ping_interval_ms: u64,
+    /// Stream: milliseconds between SYSTEM disconnect and closing the socket.
+    #[arg(long, default_value_t = 10_000)]
+    stream_disconnect_grace_ms: u64,
+}
+
+impl Args {
+    fn stream_options(&self) -> StreamSimOptions {
+        StreamSimOptions {
+            ack_timeout: Duration::from_millis(self.stream_ack_timeout_ms),
+            redeliver_delay: Duration::from_millis(self.stream_redeliver_delay_ms),
+            ping_interval: Duration::from_millis(self.stream_ping_interval_ms.max(1)),
+            disconnect_grace: Duration::from_millis(self.stream_disconnect_grace_ms),
+            ..StreamSimOptions::default()
+        }
+    }
 }
 
 fn parse_app(text: &str) -> Option<(&str, &str, i64)> {
@@ -62,6 +93,7 @@ async fn main() -> ExitCode {
         qps_per_path: args.qps,
         token_ttl: Duration::from_secs(args.token_ttl),
         seed: args.seed,
+        stream: args.stream_options(),
     });
     for app in &args.apps {
         let Some((key, secret, agent)) = parse_app(app) else {

@@ -1,11 +1,13 @@
 //! The DingTalk client: one [`DingTalkClient`] per app (tenant), with its token cache
 //! ([`token`]), per-path rate limiter ([`limiter`]), retries of transient failures, error
-//! classes ([`error`]) and typed endpoints ([`api`], [`types`]). Only this module speaks HTTP
-//! to DingTalk; it knows nothing of JeecgBoot or the database.
+//! classes ([`error`]) and typed endpoints ([`api`], [`types`]); events over Stream mode
+//! ([`stream`]). Only this module speaks HTTP (and WebSocket) to DingTalk; it knows nothing
+//! of JeecgBoot or the database.
 
 pub mod api;
 pub mod error;
 mod limiter;
+pub mod stream;
 mod token;
 pub mod types;
 

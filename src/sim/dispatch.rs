@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::params::Params;
+use super::stream::changes;
 use super::{ApiFail, App, Simulator, State, TokenEntry};
 
 /// What an injected fault does.
@@ -108,6 +109,8 @@ pub struct ApiRequest<'a> {
     pub query: Params,
     /// Raw body.
     pub body: &'a [u8],
+    /// The `Host` header (the Stream endpoint is announced on it).
+    pub host: Option<&'a str>,
 }
 
 /// An answer and how long to hold it back.
@@ -136,8 +139,25 @@ fn envelope(result: Result<Value, ApiFail>) -> Value {
     body
 }
 
-/// Routes a topapi call to the organisation or the notifications.
-pub(super) fn route(app: &mut App, path: &str, p: &Params, now_s: i64) -> Result<Value, ApiFail> {
+/// Routes a topapi call to the organisation or the notifications; a successful change of
+/// the address book queues its Stream event (one per call; failed calls queue none).
+pub(super) fn route(app: &mut App, path: &str, p: &Params, now_ms: i64) -> Result<Value, ApiFail> {
+    let subscribed = app.stream.subscribed();
+    let before = subscribed
+        .then(|| changes::user_before(&app.org, path, p))
+        .flatten();
+    let answer = call(app, path, p, now_ms / 1000)?;
+    if subscribed {
+        if let Some((event_type, data)) =
+            changes::event_of(path, p, &answer, before.as_ref(), &app.org, now_ms)
+        {
+            app.stream.record(event_type, &data, now_ms);
+        }
+    }
+    Ok(answer)
+}
+
+fn call(app: &mut App, path: &str, p: &Params, now_s: i64) -> Result<Value, ApiFail> {
     let org = &mut app.org;
     match path {
         "topapi/v2/user/create" => org.user_create(p),
@@ -240,6 +260,7 @@ impl State {
         let from = match request.path {
             "gettoken" => request.query.str("appkey"),
             "v1.0/oauth2/accessToken" => body.and_then(|b| b.str("appKey")),
+            "v1.0/gateway/connections/open" => body.and_then(|b| b.str("clientId")),
             _ => request
                 .query
                 .str("access_token")
@@ -275,6 +296,9 @@ impl State {
             }
             "gettoken" => Outcome::Json(200, envelope(self.gettoken(&request.query))),
             "v1.0/oauth2/accessToken" => self.access_token_v1(params),
+            "v1.0/gateway/connections/open" if request.method == "POST" => {
+                self.stream_open(params, request.host.unwrap_or("127.0.0.1"))
+            }
             path if path.starts_with("topapi/") => {
                 if request.method != "POST" {
                     return Outcome::Json(200, envelope(Err(ApiFail::new(43002, "需要POST请求"))));
@@ -314,7 +338,11 @@ impl State {
         token
     }
 
-    fn credentials_ok(&self, appkey: Option<&str>, secret: Option<&str>) -> Option<String> {
+    pub(super) fn credentials_ok(
+        &self,
+        appkey: Option<&str>,
+        secret: Option<&str>,
+    ) -> Option<String> {
         let app = self.apps.get(appkey?)?;
         (Some(app.appsecret.as_str()) == secret).then(|| app.appkey.clone())
     }
@@ -373,7 +401,7 @@ impl State {
             .apps
             .get_mut(&appkey)
             .ok_or_else(|| ApiFail::new(40014, "不合法的access_token"))?;
-        route(app, path, params, now / 1000)
+        route(app, path, params, now)
     }
 
     /// The per-app-per-path limit: at most `qps_per_path` accepted calls in any second.

@@ -62,6 +62,8 @@ impl SimServer {
     /// Stops serving and waits until the listener is closed.
     pub async fn stop(self) {
         self.cancel.cancel();
+        // Upgraded WebSocket connections outlive graceful shutdown: close them.
+        self.sim.stream_close_all();
         // A join error means the server task panicked; it is gone either way.
         let _ = self.task.await;
     }
@@ -79,6 +81,7 @@ pub fn router(sim: Simulator) -> Router {
         .route("/_sim/faults", post(add_fault).delete(clear_faults))
         .route("/_sim/tokens/invalidate", post(invalidate_tokens))
         .route("/_sim/limits", post(set_limits))
+        .merge(super::stream::socket::routes())
         .fallback(api)
         .with_state(sim)
 }
@@ -87,6 +90,7 @@ async fn api(
     State(sim): State<Simulator>,
     method: Method,
     uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let query: Params = uri
@@ -107,6 +111,10 @@ async fn api(
         path: &path,
         query,
         body: &body,
+        host: headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .or_else(|| uri.authority().map(|authority| authority.as_str())),
     });
     if let Some(delay) = answer.delay {
         tokio::time::sleep(delay).await;

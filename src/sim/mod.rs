@@ -3,14 +3,17 @@
 //! Each app (appkey/appsecret/agent_id) has its own organisation ([`org::Org`]) and work
 //! notifications ([`messages::Notifications`]). [`dispatch`] applies DingTalk's conventions
 //! around every call (tokens, per-app-per-path rate limit, injected faults, call counters);
-//! [`http`] serves it all, plus the admin API under `/_sim/`. Everything is reachable
-//! in-process through [`Simulator`] too. It never calls out; it is not used by `dingsync run`.
+//! [`stream`] is the Stream-mode gateway (tickets, WebSocket, events for every address-book
+//! change); [`http`] serves it all, plus the admin API under `/_sim/`. Everything is
+//! reachable in-process through [`Simulator`] too. It never calls out; it is not used by
+//! `dingsync run`.
 
 pub mod dispatch;
 pub mod http;
 pub mod messages;
 pub mod org;
 pub mod params;
+pub mod stream;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,6 +26,7 @@ use serde_json::Value;
 
 pub use dispatch::{FaultAction, FaultRule};
 pub use http::SimServer;
+pub use stream::{StreamSimOptions, StreamSimStats};
 
 /// A DingTalk error answer: errcode and errmsg.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +56,8 @@ pub struct SimOptions {
     pub token_ttl: Duration,
     /// Seed for fault probabilities, so a run can be repeated.
     pub seed: u64,
+    /// Stream-mode timings (ack timeout, redelivery, pings, disconnect grace, tickets).
+    pub stream: StreamSimOptions,
 }
 
 impl Default for SimOptions {
@@ -60,6 +66,7 @@ impl Default for SimOptions {
             qps_per_path: 20,
             token_ttl: Duration::from_secs(7200),
             seed: 1,
+            stream: StreamSimOptions::default(),
         }
     }
 }
@@ -104,6 +111,9 @@ pub struct App {
     pub org: org::Org,
     /// Work notifications.
     pub notifications: messages::Notifications,
+    /// The Stream gateway: queued events, connections, counters.
+    #[serde(skip)]
+    stream: stream::hub::AppStream,
 }
 
 struct TokenEntry {
@@ -158,14 +168,16 @@ impl Simulator {
     /// Adds an app with an empty organisation (root department 1). Replaces one with the
     /// same appkey.
     pub fn add_app(&self, appkey: &str, appsecret: &str, agent_id: i64) {
+        let mut state = self.lock();
         let app = App {
             appkey: appkey.to_string(),
             appsecret: appsecret.to_string(),
             agent_id,
             org: org::Org::default(),
             notifications: messages::Notifications::default(),
+            stream: stream::hub::AppStream::new(appkey, state.options.stream.clone()),
         };
-        self.lock().apps.insert(appkey.to_string(), app);
+        state.apps.insert(appkey.to_string(), app);
     }
 
     /// A copy of an app's organisation and notifications.
@@ -191,7 +203,7 @@ impl Simulator {
             .apps
             .get_mut(appkey)
             .ok_or_else(|| ApiFail::new(40089, "不合法的appkey"))?;
-        dispatch::route(app, path, &params, now / 1000)
+        dispatch::route(app, path, &params, now)
     }
 
     /// Call counters of one app, by path.
