@@ -531,6 +531,16 @@ impl Store {
         Ok(())
     }
 
+    /// The ids of the users `sys_user_depart` places in department `dept_id`.
+    pub async fn members_of(&self, dept_id: &str) -> StoreResult<Vec<String>> {
+        let sql = self
+            .sql("SELECT user_id FROM sys_user_depart WHERE dep_id = ? AND user_id IS NOT NULL");
+        Ok(crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+            .bind(dept_id)
+            .fetch_all(pool)
+            .await?))
+    }
+
     /// The local department of `tenant` (any for 0) linked to DingTalk department `ding_id`
     /// by its `ding_identifier` or its snapshot, if one is.
     pub async fn dept_holder(&self, tenant: TenantId, ding_id: i64) -> StoreResult<Option<String>> {

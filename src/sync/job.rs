@@ -287,13 +287,41 @@ async fn dept_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
                     remote.depts.extend(children(client, parent).await?);
                 }
             }
+            let placed = twin.is_some();
             remote.depts.extend(twin);
             let (_, plan) =
                 PushPlanner::new(&local, &remote, &ctx.config.push, Scope::Departments, focus);
-            run_plan(ctx, &plan).await
+            let outcome = run_plan(ctx, &plan).await?;
+            if !placed && matches!(outcome, JobOutcome::Done(_)) {
+                arrived(ctx, key, &local).await?;
+            }
+            Ok(outcome)
         }
         None => remove_dept(ctx, key, &local, remote, twin).await,
     }
+}
+
+/// A department DingTalk now has for the first time: what a full run would push with it is
+/// pushed now — its members (placed higher up while it was missing or refused) and the
+/// departments under it that waited for it.
+async fn arrived(ctx: &JobCtx<'_>, key: &str, local: &LocalView) -> Result<(), JobError> {
+    let (store, tenant) = (ctx.store, ctx.tenant.id);
+    let now = now_ms();
+    for child in local
+        .depts
+        .iter()
+        .filter(|d| d.parent_id.as_deref() == Some(key) && d.ding_identifier.is_none())
+    {
+        store
+            .enqueue(tenant, JobKind::Dept.as_str(), &child.id, now)
+            .await?;
+    }
+    for user in store.members_of(key).await? {
+        store
+            .enqueue(tenant, JobKind::User.as_str(), &user, now)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The DingTalk id of the department a pushed department hangs under (root 1 at the top),

@@ -9,6 +9,8 @@ mod pull;
 mod push_depts;
 mod push_users;
 #[cfg(test)]
+mod scope_tests;
+#[cfg(test)]
 mod tests;
 pub mod tree;
 

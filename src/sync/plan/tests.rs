@@ -6,7 +6,7 @@ use crate::jeecg::{Link, LocalDept, LocalUser};
 use crate::store::state::Snapshot;
 use crate::sync::model::{LocalRef, RemoteDept};
 
-fn dept(id: &str, parent: Option<&str>, name: &str, ding: Option<i64>) -> LocalDept {
+pub(super) fn dept(id: &str, parent: Option<&str>, name: &str, ding: Option<i64>) -> LocalDept {
     LocalDept {
         id: id.into(),
         parent_id: parent.map(str::to_string),
@@ -19,14 +19,14 @@ fn dept(id: &str, parent: Option<&str>, name: &str, ding: Option<i64>) -> LocalD
     }
 }
 
-fn post(id: &str, parent: &str) -> LocalDept {
+pub(super) fn post(id: &str, parent: &str) -> LocalDept {
     LocalDept {
         org_category: "3".into(),
         ..dept(id, Some(parent), id, None)
     }
 }
 
-fn rdept(id: i64, parent: i64, name: &str) -> RemoteDept {
+pub(super) fn rdept(id: i64, parent: i64, name: &str) -> RemoteDept {
     RemoteDept {
         dept_id: id,
         name: name.into(),
@@ -35,7 +35,7 @@ fn rdept(id: i64, parent: i64, name: &str) -> RemoteDept {
     }
 }
 
-fn user(id: &str, username: &str, phone: &str, depts: &[&str]) -> LocalUser {
+pub(super) fn user(id: &str, username: &str, phone: &str, depts: &[&str]) -> LocalUser {
     LocalUser {
         id: id.into(),
         username: username.into(),
@@ -47,7 +47,7 @@ fn user(id: &str, username: &str, phone: &str, depts: &[&str]) -> LocalUser {
     }
 }
 
-fn ruser(userid: &str, mobile: &str, depts: &[i64]) -> DtUser {
+pub(super) fn ruser(userid: &str, mobile: &str, depts: &[i64]) -> DtUser {
     DtUser {
         userid: userid.into(),
         name: format!("Name {userid}"),
@@ -57,7 +57,7 @@ fn ruser(userid: &str, mobile: &str, depts: &[i64]) -> DtUser {
     }
 }
 
-fn view(depts: Vec<LocalDept>, users: Vec<LocalUser>) -> LocalView {
+pub(super) fn view(depts: Vec<LocalDept>, users: Vec<LocalUser>) -> LocalView {
     let all_user_ids = users.iter().map(|u| u.id.clone()).collect();
     LocalView {
         depts,
@@ -67,7 +67,7 @@ fn view(depts: Vec<LocalDept>, users: Vec<LocalUser>) -> LocalView {
     }
 }
 
-fn config() -> PushConfig {
+pub(super) fn config() -> PushConfig {
     PushConfig {
         users: true,
         departments: true,
@@ -111,7 +111,7 @@ fn snapshot_all(local: &mut LocalView, plan: &Plan) {
     }
 }
 
-fn snap(local_id: &str, ding: &str, hash: &str) -> Snapshot {
+pub(super) fn snap(local_id: &str, ding: &str, hash: &str) -> Snapshot {
     Snapshot {
         tenant_id: 0,
         entity: String::new(),
@@ -122,7 +122,7 @@ fn snap(local_id: &str, ding: &str, hash: &str) -> Snapshot {
     }
 }
 
-fn names(plan: &Plan) -> Vec<String> {
+pub(super) fn names(plan: &Plan) -> Vec<String> {
     plan.ops
         .iter()
         .map(|op| match op {

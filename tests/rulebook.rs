@@ -1,0 +1,599 @@
+//! One rulebook: the daemon's jobs obey every switch, guard and tenant rule a full run obeys,
+//! and nothing loops. `dingsync run` as a process where it is the daemon's behaviour
+//! (switches, refused departments and cycles, the run lease), in-process on SQLite, MariaDB
+//! and PostgreSQL where SQL decides (tenants, link rows, deliveries, announcement age).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::Daemon;
+use common::{TestDb, APPKEY};
+use dingsync::daemon::{run, Reload};
+use dingsync::store::queue::{state, JobFilter};
+use dingsync::store::Store;
+use tokio_util::sync::CancellationToken;
+
+async fn jobs(store: &Store, state: Option<&str>) -> Vec<dingsync::store::queue::Job> {
+    store
+        .list_jobs(&JobFilter {
+            state: state.map(str::to_string),
+            limit: Some(10_000),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// Waits (30 s at most) until no job is pending or running: the work the changes asked for
+/// is known to be done.
+async fn queue_idle(store: &Store, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let busy = jobs(store, Some(state::PENDING)).await.len()
+            + jobs(store, Some(state::RUNNING)).await.len();
+        if busy == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {busy} jobs still pending or running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (30 s at most) until the change-log reader has turned every change into jobs.
+async fn changes_read(store: &Store, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.change_cursor().await.unwrap() < store.last_change_id().await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: changes not read"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn exec(db: &TestDb, statements: &[&str]) {
+    for statement in statements {
+        db.plain
+            .execute(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {statement}: {e}", db.name));
+    }
+}
+
+fn dept_names(server: &dingsync::sim::SimServer, appkey: &str) -> Vec<String> {
+    let mut names: Vec<String> = server
+        .sim
+        .app(appkey)
+        .unwrap()
+        .org
+        .depts
+        .values()
+        .map(|d| d.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn switches_hold_for_the_daemons_jobs() {
+    let db = common::sqlite_db().await;
+    db.store.init(true).await.unwrap();
+    let server = common::start_fast_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dingsync.toml");
+    let with_tenant = |tenant_extra: &str, extra: &str| {
+        format!(
+            "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n[[tenant]]\nid = 0\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n{tenant_extra}\n{extra}",
+            db.url, server.url, common::AGENT_ID, common::APPSECRET
+        )
+    };
+    std::fs::write(&path, with_tenant("push.enabled = false", "")).unwrap();
+    exec(&db, &["INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('c1', '', '星河科技', 1, '1', 'A01', '0')"]).await;
+    let daemon = Daemon::start(&path);
+    daemon.wait_for("daemon.started", 1).await;
+
+    // Push switched off for the tenant: inserts, a rename, a delete and an announcement
+    // reach no DingTalk write.
+    exec(
+        &db,
+        &[
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u1', 'lihua', '李华', '13800000001', 1, 0)",
+            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'c1')",
+            "UPDATE sys_depart SET depart_name = '星河集团' WHERE id = 'c1'",
+            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('c2', '', '临时', 2, '1', 'A02', '0')",
+            "DELETE FROM sys_depart WHERE id = 'c2'",
+            "DELETE FROM sys_user WHERE id = 'u1'",
+            "INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, send_status, del_flag, tenant_id) VALUES ('a1', '通知', '内容', 'ALL', '1', '0', 0)",
+        ],
+    )
+    .await;
+    changes_read(&db.store, "push off").await;
+    queue_idle(&db.store, "push off").await;
+    assert_eq!(
+        server.sim.write_calls(APPKEY),
+        0,
+        "push off: {:?}",
+        server.sim.calls(APPKEY)
+    );
+
+    // Push on, users off: departments are pushed, users are not.
+    std::fs::write(
+        &path,
+        with_tenant("push.enabled = true", "[push]\nusers = false\n"),
+    )
+    .unwrap();
+    daemon.wait_for("config.reloaded", 1).await;
+    exec(
+        &db,
+        &[
+            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('c3', '', '研发中心', 3, '1', 'A03', '0')",
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u2', 'wangfang', '王芳', '13800000002', 1, 0)",
+            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m2', 'u2', 'c3')",
+        ],
+    )
+    .await;
+    common::eventually("研发中心 pushed", 20, || {
+        dept_names(&server, APPKEY).contains(&"研发中心".to_string())
+    })
+    .await;
+    changes_read(&db.store, "users off").await;
+    queue_idle(&db.store, "users off").await;
+    let calls = server.sim.calls(APPKEY);
+    let user_writes: u64 = [
+        "topapi/v2/user/create",
+        "topapi/v2/user/update",
+        "topapi/v2/user/delete",
+    ]
+    .iter()
+    .filter_map(|p| calls.get(*p))
+    .map(|c| c.calls)
+    .sum();
+    assert_eq!(user_writes, 0, "users off: {calls:?}");
+    assert!(server.sim.app(APPKEY).unwrap().org.users.is_empty());
+    let mut daemon = daemon;
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_refused_department_and_a_cycle_end_as_one_dead_job_each_and_nothing_loops() {
+    let db = common::sqlite_db().await;
+    db.store.init(true).await.unwrap();
+    let server = common::start_fast_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dingsync.toml");
+    common::write_config(
+        &path,
+        &db.url,
+        &server.url,
+        1000,
+        "[queue]\nbackoff_base = \"100ms\"\nbackoff_cap = \"500ms\"\n",
+    );
+    exec(
+        &db,
+        &[
+            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES \
+             ('rd', '', '研发', 1, '1', 'A01', '0'), ('fe', 'rd', '研发-前端', 1, '2', 'A01A01', '0'), \
+             ('p', 'q', '甲', 2, '2', 'A02', '0'), ('q', 'p', '乙', 3, '2', 'A03', '0')",
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u1', 'qianduan', '前端', '13800000011', 1, 0), ('u2', 'huan', '环', '13800000012', 1, 0)",
+            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'fe'), ('m2', 'u2', 'p')",
+        ],
+    )
+    .await;
+    let daemon = Daemon::start(&path);
+    let depts_of = |userid: &str| -> Option<Vec<String>> {
+        let org = server.sim.app(APPKEY).unwrap().org;
+        let user = org.users.get(userid)?;
+        Some(
+            user.dept_id_list
+                .iter()
+                .map(|d| {
+                    org.depts
+                        .get(d)
+                        .map_or("root".to_string(), |x| x.name.clone())
+                })
+                .collect(),
+        )
+    };
+    common::eventually("the member of 研发-前端 placed in 研发", 20, || {
+        depts_of("qianduan") == Some(vec!["研发".into()])
+    })
+    .await;
+    common::eventually("the member of the cycle placed at the root", 20, || {
+        depts_of("huan").is_some()
+    })
+    .await;
+    queue_idle(&db.store, "refusals").await;
+    let dead = jobs(&db.store, Some(state::DEAD)).await;
+    let mut keys: Vec<&str> = dead.iter().map(|j| j.entity_key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["fe", "p", "q"], "one dead job each: {dead:?}");
+    let reason = |key: &str| {
+        dead.iter()
+            .find(|j| j.entity_key == key)
+            .unwrap()
+            .last_error
+            .clone()
+            .unwrap()
+    };
+    assert!(reason("fe").contains("60009"), "{}", reason("fe"));
+    assert!(reason("p").contains("department cycle"), "{}", reason("p"));
+    assert!(daemon
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("sync.entity.warning") && l.contains("qianduan") && l.contains("fe")));
+    // Flat: no job, no DingTalk call, for 10 s.
+    let before = (
+        jobs(&db.store, None).await.len(),
+        server
+            .sim
+            .calls(APPKEY)
+            .values()
+            .map(|c| c.calls)
+            .sum::<u64>(),
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = (
+        jobs(&db.store, None).await.len(),
+        server
+            .sim
+            .calls(APPKEY)
+            .values()
+            .map(|c| c.calls)
+            .sum::<u64>(),
+    );
+    assert_eq!(before, after, "(jobs, DingTalk calls) over 10 s");
+    // The row changes: a new attempt supersedes the dead job, and it pushes.
+    exec(
+        &db,
+        &["UPDATE sys_depart SET depart_name = '研发前端' WHERE id = 'fe'"],
+    )
+    .await;
+    common::eventually("研发前端 pushed and its member moved in", 20, || {
+        depts_of("qianduan") == Some(vec!["研发前端".into()])
+    })
+    .await;
+    queue_idle(&db.store, "after the fix").await;
+    let dead: Vec<String> = jobs(&db.store, Some(state::DEAD))
+        .await
+        .into_iter()
+        .map(|j| j.entity_key)
+        .collect();
+    assert!(!dead.contains(&"fe".to_string()), "{dead:?}");
+    let mut daemon = daemon;
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[test]
+fn tenant_zero_beside_another_tenant_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dingsync.toml");
+    std::fs::write(
+        &path,
+        "[database]\nurl = \"sqlite:/nonexistent/x.db\"\n[[tenant]]\nid = 0\nagent_id = 1\nclient_id = \"a\"\nclient_secret = \"s\"\n\
+         [[tenant]]\nid = 1002\nagent_id = 2\nclient_id = \"b\"\nclient_secret = \"t\"\n",
+    )
+    .unwrap();
+    for command in ["check-config", "run"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+            .args([command, "--config", path.to_str().unwrap()])
+            .env_remove("DINGSYNC_CONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{command}: {stderr}");
+        assert!(
+            stderr.contains("tenant[0].id") && stderr.contains("1002"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tenants_from_the_database_keep_the_tenant_rule_and_skip_placeholders() {
+    let db = common::sqlite_db().await;
+    db.store.init(true).await.unwrap();
+    let server = common::start_fast_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dingsync.toml");
+    // A fresh JeecgBoot's placeholder row for tenant 0 is skipped: tenant 1002 alone is fine.
+    exec(&db, &["INSERT INTO sys_third_app_config (id, tenant_id, agent_id, client_id, client_secret, third_type, status) VALUES ('p0', 0, '1', '1', '1', 'dingtalk', 1), ('r2', 1002, '2', 'b', 't', 'dingtalk', 1)"]).await;
+    std::fs::write(&path, format!("tenants_from_database = true\n[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\n", db.url, server.url)).unwrap();
+    let status = |path: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+            .args(["status", "--json", "--config", path.to_str().unwrap()])
+            .env_remove("DINGSYNC_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = status(&path);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(json["tenants"][0]["tenant"], 1002);
+    // A real tenant-0 row beside it breaks the rule: 78 naming both.
+    exec(&db, &["UPDATE sys_third_app_config SET agent_id = '9', client_id = 'real', client_secret = 'realsecret' WHERE id = 'p0'"]).await;
+    let out = status(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("1002") && stderr.contains("sys_third_app_config"),
+        "{stderr}"
+    );
+}
+
+/// Two tenants, two DingTalk apps, one database: each tenant's users, departments,
+/// announcements and outbox rows reach only its own app; a link row of another tenant is
+/// left alone; an old announcement is skipped, a fresh one sent.
+async fn two_tenants(db: TestDb) {
+    let name = db.name;
+    db.store.init(true).await.unwrap();
+    let server = common::start_fast_sim().await;
+    server.sim.add_app("app1000", "secret1000", 1_000_000);
+    server.sim.add_app("app1002", "secret1002", 1_002_000);
+    let (ago, now) = match name {
+        "mariadb" => ("NOW() - INTERVAL 400 DAY", "NOW()"),
+        "postgres" => ("LOCALTIMESTAMP - INTERVAL '400 days'", "LOCALTIMESTAMP"),
+        _ => ("datetime('now', '-400 days')", "datetime('now')"),
+    };
+    exec(
+        &db,
+        &[
+            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag, tenant_id) VALUES \
+             ('d1', '', '一部', 1, '1', 'A01', '0', 1000), ('d2', '', '二部', 2, '1', 'A02', '0', 1002)",
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES \
+             ('u1', 'yi', '一', '13700000001', 1, 0), ('u2', 'er', '二', '13700000002', 1, 0), ('u3', 'both', '双', '13700000003', 1, 0)",
+            "INSERT INTO sys_user_tenant (id, user_id, tenant_id, status) VALUES ('t1', 'u1', 1000, '1'), ('t2', 'u2', 1002, '1'), ('t3', 'u3', 1000, '1'), ('t4', 'u3', 1002, '1')",
+            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'd1'), ('m2', 'u2', 'd2')",
+            // Tenant 1002 already links 'both' (JeecgBoot's row, with its own values).
+            "INSERT INTO sys_third_account (id, sys_user_id, realname, tenant_id, third_user_uuid, third_user_id, third_type, avatar) VALUES \
+             ('l3', 'u3', '双（钉钉）', 1002, 'uuid-both', 'both', 'dingtalk', 'https://a/b.png')",
+        ],
+    )
+    .await;
+    let config_text = format!(
+        "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n[queue]\nworkers = 2\n[watch]\npoll_interval = \"100ms\"\n[outbox]\nallow_to_all = true\n\
+         [[tenant]]\nid = 1000\nagent_id = 1000000\nclient_id = \"app1000\"\nclient_secret = \"secret1000\"\n\
+         [[tenant]]\nid = 1002\nagent_id = 1002000\nclient_id = \"app1002\"\nclient_secret = \"secret1002\"\n",
+        db.url, server.url
+    );
+    let config = dingsync::config::load_str(
+        &config_text,
+        std::path::Path::new("t.toml"),
+        &Default::default(),
+    )
+    .unwrap()
+    .config;
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
+    let users = |app: &str| -> Vec<String> {
+        let mut ids: Vec<String> = server
+            .sim
+            .app(app)
+            .unwrap()
+            .org
+            .users
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    };
+    common::eventually(
+        &format!("{name}: each tenant's users in its app"),
+        20,
+        || users("app1000") == vec!["both", "yi"] && users("app1002") == vec!["both", "er"],
+    )
+    .await;
+    assert!(
+        dept_names(&server, "app1000").contains(&"一部".to_string())
+            && !dept_names(&server, "app1000").contains(&"二部".to_string()),
+        "{name}"
+    );
+    assert!(
+        dept_names(&server, "app1002").contains(&"二部".to_string())
+            && !dept_names(&server, "app1002").contains(&"一部".to_string()),
+        "{name}"
+    );
+    exec(
+        &db,
+        &[
+            &format!("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, send_status, del_flag, tenant_id, send_time) VALUES ('n1', '一部通知', 'x', 'ALL', '1', '0', 1000, {now})"),
+            &format!("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, send_status, del_flag, tenant_id, send_time) VALUES ('n2', '二部通知', 'y', 'ALL', '1', '0', 1002, {now})"),
+            &format!("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, send_status, del_flag, tenant_id, send_time) VALUES ('old', '旧通知', 'z', 'ALL', '1', '0', 1000, {ago})"),
+            &format!("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, send_status, del_flag, tenant_id, create_time) VALUES ('notype', '无类型', 'w', NULL, '1', '0', 1000, {now})"),
+            "INSERT INTO dingsync_outbox (tenant_id, to_all, message, status) VALUES (1000, 1, '{\"msgtype\":\"text\",\"text\":{\"content\":\"一\"}}', 'pending')",
+            "INSERT INTO dingsync_outbox (tenant_id, to_usernames, to_all, message, status) VALUES (1002, 'er', 0, '{\"msgtype\":\"text\",\"text\":{\"content\":\"二\"}}', 'pending')",
+        ],
+    )
+    .await;
+    let sends = |app: &str| {
+        server
+            .sim
+            .calls(app)
+            .get("topapi/message/corpconversation/asyncsend_v2")
+            .map_or(0, |c| c.calls)
+    };
+    common::eventually(
+        &format!("{name}: announcements and outbox rows sent"),
+        20,
+        || sends("app1000") == 2 && sends("app1002") == 2,
+    )
+    .await;
+    queue_idle(&db.store, name).await;
+    assert_eq!((sends("app1000"), sends("app1002")), (2, 2), "{name}: one announcement and one outbox row each; the old one and the typeless one not sent");
+    let skipped = db
+        .store
+        .deliveries(1000, "announcement", "old")
+        .await
+        .unwrap();
+    assert_eq!(
+        skipped
+            .iter()
+            .map(|d| (d.chunk, d.state.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(-1, "skipped")],
+        "{name}"
+    );
+    let skipped = db
+        .store
+        .deliveries(1000, "announcement", "notype")
+        .await
+        .unwrap();
+    assert_eq!(skipped.len(), 1, "{name}");
+    assert!(
+        db.store
+            .deliveries(1002, "announcement", "n1")
+            .await
+            .unwrap()
+            .is_empty(),
+        "{name}: n1 is tenant 1000's"
+    );
+    // Link rows: per tenant; tenant 1002's row kept its values; 'both' in tenant 1000 has no
+    // row (the userid is taken by tenant 1002's row) but a snapshot.
+    type LinkRow = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        i64,
+    );
+    let links: Vec<LinkRow> = dingsync::on_pool!(db.store, |pool| {
+        sqlx::query_as(&format!(
+        "SELECT sys_user_id, third_user_id, third_user_uuid, avatar, {} FROM sys_third_account ORDER BY sys_user_id, tenant_id",
+        db.store.int("tenant_id")
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    });
+    let both: Vec<&LinkRow> = links
+        .iter()
+        .filter(|l| l.0.as_deref() == Some("u3"))
+        .collect();
+    assert_eq!(both.len(), 1, "{name}: {links:?}");
+    assert_eq!(
+        (both[0].2.as_deref(), both[0].3.as_deref(), both[0].4),
+        (Some("uuid-both"), Some("https://a/b.png"), 1002),
+        "{name}: JeecgBoot's values kept, tenant unchanged"
+    );
+    assert!(
+        links
+            .iter()
+            .any(|l| l.0.as_deref() == Some("u1") && l.4 == 1000),
+        "{name}: {links:?}"
+    );
+    assert!(
+        links
+            .iter()
+            .any(|l| l.0.as_deref() == Some("u2") && l.4 == 1002),
+        "{name}: {links:?}"
+    );
+    let snapshot = db.store.snapshot_of(1000, "user", "u3").await.unwrap();
+    assert_eq!(snapshot.map(|s| s.ding_id), Some("both".into()), "{name}");
+    // Nothing repeats: a second look at the queue after more changes writes nothing new.
+    server.sim.reset_calls();
+    exec(
+        &db,
+        &["UPDATE sys_user SET realname = '双' WHERE id = 'u3'"],
+    )
+    .await;
+    changes_read(&db.store, name).await;
+    queue_idle(&db.store, name).await;
+    assert_eq!(
+        server.sim.write_calls("app1000") + server.sim.write_calls("app1002"),
+        0,
+        "{name}"
+    );
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn two_tenants_on_sqlite() {
+    two_tenants(common::sqlite_db().await).await;
+}
+
+#[tokio::test]
+async fn two_tenants_on_postgres() {
+    if let Some(db) = common::postgres_db().await {
+        two_tenants(db).await;
+    }
+}
+
+#[tokio::test]
+async fn two_tenants_on_mariadb() {
+    if let Some(db) = common::mariadb_db().await {
+        two_tenants(db).await;
+    }
+}
+
+#[tokio::test]
+async fn sync_waits_for_the_scheduled_pull_then_gives_up_with_75() {
+    let db = common::sqlite_db().await;
+    db.store.init(true).await.unwrap();
+    let server = common::start_fast_sim().await;
+    // Every department walk takes 4 s: a scheduled pull holds the tenant's run lease that long.
+    server.sim.inject(dingsync::sim::FaultRule::random(
+        "topapi/v2/department/listsub",
+        1.0,
+        dingsync::sim::FaultAction::Delay { ms: 4000 },
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dingsync.toml");
+    common::write_config(&path, &db.url, &server.url, 1000, "[pull]\ncron = \"*/2 * * * * *\"\n[daemon]\nlease_ttl = \"3s\"\ntimezone = \"Asia/Shanghai\"\n");
+    let daemon = Daemon::start(&path);
+    daemon
+        .wait_for_with("sync.run.started", "\"kind\":\"pull\"")
+        .await;
+    // A child run without blocking this test's runtime, which drains the daemon's log pipe.
+    let sync = |wait: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+            .args([
+                "sync",
+                "push",
+                "--wait",
+                wait,
+                "--config",
+                path.to_str().unwrap(),
+            ])
+            .env_remove("DINGSYNC_CONFIG")
+            .output()
+    };
+    let out = sync("500ms").await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("run lease held by") && stderr.contains("try again later"),
+        "{stderr}"
+    );
+    // Waiting long enough, it runs once the pull is over (the cron's next tick finds the
+    // lease taken and skips).
+    server.sim.clear_faults();
+    let out = sync("30s").await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The schedule ran in the configured zone; check-config shows it.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&check.stdout).contains("timezone = \"Asia/Shanghai\""));
+    let mut daemon = daemon;
+    assert_eq!(daemon.stop().await, Some(0));
+}
