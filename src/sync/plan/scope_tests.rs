@@ -282,7 +282,7 @@ fn dept_job(local: &LocalView, remote: &RemoteView, key: &str) -> Plan {
         .or_else(|| local.dept_snapshots.get(key)?.ding_id.parse().ok());
     let twin = twin_id.and_then(|id| remote.depts.iter().find(|d| d.dept_id == id).cloned());
     let focus = Focus::Dept(key.to_string());
-    if row.is_some_and(|d| tree::pushable(d)) {
+    if row.is_some_and(tree::pushable) {
         let mut view = RemoteView::partial();
         if let (Some(id), None) = (twin_id, &twin) {
             view.absent.insert(id);
