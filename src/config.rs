@@ -61,6 +61,25 @@ pub struct Config {
     pub tenant_defaults: TenantDefaults,
     /// `[outbox]`.
     pub outbox: OutboxConfig,
+    /// `[sync]`.
+    pub sync: SyncConfig,
+}
+
+/// `[sync]`: how the two directions settle differences.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SyncConfig {
+    /// Who wins when a field changed on both sides since it was last synced.
+    pub conflict: ConflictWinner,
+}
+
+/// The side whose value stands in a conflict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictWinner {
+    /// JeecgBoot, the system of record in JeecgBoot's guide (the default).
+    Jeecgboot,
+    /// DingTalk.
+    Dingtalk,
 }
 
 /// `[announcement]`: system announcements delivered to DingTalk.

@@ -47,6 +47,7 @@ const GLOBAL_KEYS: &[(&str, Kind)] = &[
     ("outbox.enabled", Kind::Boolean),
     ("outbox.allow_to_all", Kind::Boolean),
     ("outbox.max_recipients", Kind::Integer),
+    ("sync.conflict", Kind::Text),
     ("pull.cron", Kind::Text),
     ("pull.new_user_password", Kind::Text),
     ("pull.new_user_password_file", Kind::Text),

@@ -38,6 +38,15 @@ pub(super) struct RawConfig {
     pub tenant_defaults: RawTenantDefaults,
     #[serde(default)]
     pub outbox: RawOutbox,
+    #[serde(default)]
+    pub sync: RawSync,
+}
+
+/// `[sync]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSync {
+    pub conflict: Option<String>,
 }
 
 /// `[tenant_defaults]`: switches of tenants read from `sys_third_app_config`.

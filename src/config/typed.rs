@@ -11,8 +11,8 @@ use url::Url;
 use super::raw::{RawConfig, RawPull, RawTenant};
 use super::{
     AnnouncementConfig, Config, DaemonConfig, DatabaseConfig, DatabaseUrl, DingTalkConfig,
-    LogConfig, LogFormat, OutboxConfig, Problem, PullConfig, PushConfig, QueueConfig, Switch,
-    TenantConfig, TenantDefaults, WatchConfig,
+    ConflictWinner, LogConfig, LogFormat, OutboxConfig, Problem, PullConfig, PushConfig,
+    QueueConfig, Switch, SyncConfig, TenantConfig, TenantDefaults, WatchConfig,
 };
 use crate::secret::{read_secret_file, Secret};
 
@@ -261,6 +261,19 @@ pub(super) fn build(
             enabled: raw.tenant_defaults.pull.enabled.unwrap_or(true),
         },
     };
+    let sync = SyncConfig {
+        conflict: match raw.sync.conflict.as_deref() {
+            None | Some("jeecgboot") => ConflictWinner::Jeecgboot,
+            Some("dingtalk") => ConflictWinner::Dingtalk,
+            Some(other) => {
+                check.problem(
+                    "sync.conflict",
+                    format!("`{other}` is not one of jeecgboot, dingtalk"),
+                );
+                ConflictWinner::Jeecgboot
+            }
+        },
+    };
     let outbox = OutboxConfig {
         enabled: raw.outbox.enabled.unwrap_or(true),
         allow_to_all: raw.outbox.allow_to_all.unwrap_or(false),
@@ -285,6 +298,7 @@ pub(super) fn build(
         announcement,
         tenant_defaults,
         outbox,
+        sync,
     })
 }
 

@@ -26,6 +26,21 @@ pub fn new_id() -> String {
     format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
 }
 
+/// A snapshot to write: an entity's DingTalk id and its sync base (JSON).
+#[derive(Clone, Debug)]
+pub struct SnapshotWrite {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// `user` or `dept`.
+    pub entity: &'static str,
+    /// JeecgBoot id.
+    pub local_id: String,
+    /// DingTalk userid or department id.
+    pub ding_id: String,
+    /// The base, as JSON.
+    pub base: String,
+}
+
 /// What [`Store::save_link`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkSaved {
@@ -407,6 +422,18 @@ impl Store {
     /// unique key `(third_type, third_user_id)` allows one row per userid across tenants: when
     /// another tenant's row holds it, nothing is written and [`LinkSaved::HeldBy`] says whose.
     pub async fn save_link(&self, link: &Link, realname: &str) -> StoreResult<LinkSaved> {
+        self.save_link_and_base(link, realname, None).await
+    }
+
+    /// [`Store::save_link`] and, in the same transaction, the user's snapshot with its base:
+    /// the sync base is written with the link it belongs to, or not at all.
+    pub async fn save_link_and_base(
+        &self,
+        link: &Link,
+        realname: &str,
+        snapshot: Option<&SnapshotWrite>,
+    ) -> StoreResult<LinkSaved> {
+        let put_snapshot = self.put_snapshot_sql();
         // Each lookup on an index (an OR of them would scan the table).
         let by_userid = format!(
             "SELECT id, {} FROM sys_third_account WHERE third_type = ? AND third_user_id = ?",
@@ -484,12 +511,59 @@ impl Store {
                     LinkSaved::Written
                 }
             };
+            if let Some(snap) = snapshot {
+                sqlx::query(&put_snapshot)
+                    .bind(snap.tenant)
+                    .bind(snap.entity)
+                    .bind(&snap.local_id)
+                    .bind(&snap.ding_id)
+                    .bind(crate::sync::model::content_hash(&[&snap.base]))
+                    .bind(super::now_ms())
+                    .bind(&snap.base)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             if let Some((_, unmark)) = marks {
                 sqlx::query(unmark).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(saved)
         })
+    }
+
+    /// Records where a local department is in DingTalk — `sys_depart.ding_identifier` and its
+    /// snapshot with the base — in one transaction.
+    pub async fn link_dept(&self, snapshot: &SnapshotWrite) -> StoreResult<()> {
+        let set = self.sql("UPDATE sys_depart SET ding_identifier = ? WHERE id = ?");
+        let put_snapshot = self.put_snapshot_sql();
+        let marks = self.writer_marks();
+        let begin = self.begin_statement_for_writes();
+        crate::on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(begin).await?;
+            if let Some((mark, _)) = marks {
+                sqlx::query(mark).execute(&mut *tx).await?;
+            }
+            sqlx::query(&set)
+                .bind(&snapshot.ding_id)
+                .bind(&snapshot.local_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&put_snapshot)
+                .bind(snapshot.tenant)
+                .bind(snapshot.entity)
+                .bind(&snapshot.local_id)
+                .bind(&snapshot.ding_id)
+                .bind(crate::sync::model::content_hash(&[&snapshot.base]))
+                .bind(super::now_ms())
+                .bind(&snapshot.base)
+                .execute(&mut *tx)
+                .await?;
+            if let Some((_, unmark)) = marks {
+                sqlx::query(unmark).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     fn begin_statement_for_writes(&self) -> &'static str {
@@ -825,6 +899,7 @@ impl Store {
         id: &str,
         fields: &UserUpdate,
         add_depts: &[String],
+        remove_depts: &[String],
     ) -> StoreResult<()> {
         let checks: [(&'static str, Option<&String>); 3] = [
             ("phone", fields.phone.as_ref()),
@@ -865,6 +940,12 @@ impl Store {
             statements.push((
                 "INSERT INTO sys_user_depart (ID, user_id, dep_id) SELECT ?, ?, ? FROM sys_user WHERE id = ? AND NOT EXISTS (SELECT 1 FROM sys_user_depart WHERE user_id = ? AND dep_id = ?)".into(),
                 vec![Some(new_id()), Some(id.to_string()), Some(dept.clone()), Some(id.to_string()), Some(id.to_string()), Some(dept.clone())],
+            ));
+        }
+        for dept in remove_depts {
+            statements.push((
+                "DELETE FROM sys_user_depart WHERE user_id = ? AND dep_id = ?".into(),
+                vec![Some(id.to_string()), Some(dept.clone())],
             ));
         }
         if statements.is_empty() {

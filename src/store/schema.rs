@@ -271,9 +271,9 @@ fn migration(backend: Backend, version: i64) -> Vec<String> {
     }
 }
 
-/// Version 5: jobs count their waits (nothing waits forever); snapshots are found by their
-/// DingTalk id (who claims a DingTalk user, in every tenant); a delivery's unique key
-/// carries its tenant.
+/// Version 5: jobs count their waits (nothing waits forever); snapshots keep the sync base
+/// and are found by their DingTalk id (who claims a DingTalk user, in every tenant); a
+/// delivery's unique key carries its tenant.
 fn migration_5(backend: Backend) -> Vec<String> {
     let index = if backend == Backend::MySql {
         "CREATE INDEX dingsync_snapshot_ding ON dingsync_snapshot (tenant_id, entity, ding_id)"
@@ -282,6 +282,9 @@ fn migration_5(backend: Backend) -> Vec<String> {
     };
     let mut statements = vec![
         "ALTER TABLE dingsync_job ADD COLUMN waits BIGINT NOT NULL DEFAULT 0".to_string(),
+        // The sync base: the fields last agreed with DingTalk (JSON); none until the entity
+        // is next synced, which then takes what DingTalk holds.
+        "ALTER TABLE dingsync_snapshot ADD COLUMN base TEXT NULL".to_string(),
         index.to_string(),
     ];
     statements.extend(match backend {

@@ -36,10 +36,12 @@ pub struct Snapshot {
     pub local_id: String,
     /// DingTalk userid or dept id.
     pub ding_id: String,
-    /// Hash of the synced content.
+    /// Hash of the synced content (of `base`, from schema v5 on).
     pub content_hash: String,
     /// Epoch ms.
     pub synced_at: i64,
+    /// The fields last agreed with DingTalk, as JSON (schema v5; none before).
+    pub base: Option<String>,
 }
 
 /// Counts of one sync run.
@@ -158,44 +160,51 @@ impl Store {
             .await?))
     }
 
-    /// Records what was synced for one entity.
+    /// Records what was synced for one entity: its DingTalk id and base (JSON).
     pub async fn put_snapshot(
         &self,
         tenant_id: TenantId,
         entity: &str,
         local_id: &str,
         ding_id: &str,
-        hash: &str,
+        base: &str,
     ) -> StoreResult<()> {
-        let sql = match self.backend() {
-            Backend::MySql => {
-                "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at) VALUES (?, ?, ?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE ding_id = VALUES(ding_id), content_hash = VALUES(content_hash), synced_at = VALUES(synced_at)"
-            }
-            _ => {
-                "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at) VALUES (?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (tenant_id, entity, local_id) DO UPDATE SET ding_id = excluded.ding_id, \
-                 content_hash = excluded.content_hash, synced_at = excluded.synced_at"
-            }
-        };
-        let sql = self.sql(sql);
+        let sql = self.put_snapshot_sql();
         crate::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(tenant_id)
             .bind(entity)
             .bind(local_id)
             .bind(ding_id)
-            .bind(hash)
+            .bind(crate::sync::model::content_hash(&[base]))
             .bind(now_ms())
+            .bind(base)
             .execute(pool)
             .await?
             .rows_affected());
         Ok(())
     }
 
+    /// The upsert of [`Store::put_snapshot`] (binds: tenant, entity, local id, DingTalk id,
+    /// hash, time, base).
+    pub(super) fn put_snapshot_sql(&self) -> String {
+        let sql = match self.backend() {
+            Backend::MySql => {
+                "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at, base) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE ding_id = VALUES(ding_id), content_hash = VALUES(content_hash), synced_at = VALUES(synced_at), base = VALUES(base)"
+            }
+            _ => {
+                "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at, base) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (tenant_id, entity, local_id) DO UPDATE SET ding_id = excluded.ding_id, \
+                 content_hash = excluded.content_hash, synced_at = excluded.synced_at, base = excluded.base"
+            }
+        };
+        self.sql(sql).into_owned()
+    }
+
     /// All snapshots of one tenant and entity kind.
     pub async fn snapshots(&self, tenant_id: TenantId, entity: &str) -> StoreResult<Vec<Snapshot>> {
         let sql = self.sql(
-            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ?",
+            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at, base FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ?",
         );
         Ok(crate::on_pool!(self, |pool| sqlx::query_as::<_, Snapshot>(
             &sql
@@ -217,7 +226,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND local_id IN ({})",
+            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at, base FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND local_id IN ({})",
             super::jeecg::placeholders(local_ids.len())
         );
         let sql = self.sql(&sql);
@@ -244,7 +253,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND ding_id IN ({})",
+            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at, base FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND ding_id IN ({})",
             super::jeecg::placeholders(ding_ids.len())
         );
         let sql = self.sql(&sql);
@@ -293,7 +302,7 @@ impl Store {
         local_id: &str,
     ) -> StoreResult<Option<Snapshot>> {
         let sql = self.sql(
-            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND local_id = ?",
+            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at, base FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND local_id = ?",
         );
         Ok(crate::on_pool!(self, |pool| sqlx::query_as::<_, Snapshot>(
             &sql

@@ -14,13 +14,14 @@ use crate::dingtalk::types::{DeptCreate, DeptUpdate, UserCreate, UserUpdate};
 use crate::dingtalk::{DingTalkClient, DingTalkError, ErrorKind};
 use crate::jeecg::{Link, NewDept, NewUser};
 use crate::secret::Secret;
-use crate::store::jeecg::LinkSaved;
+use crate::store::jeecg::{LinkSaved, SnapshotWrite};
 use crate::store::{Store, StoreError};
 
 use super::model::{
-    entity, DeptRef, LocalRef, LocalUserFields, Op, Summary, UserFields, ROOT_DEPT,
+    entity, DeptBase, DeptRef, LocalRef, LocalUserFields, Op, Summary, UserBase, UserFields,
+    ROOT_DEPT,
 };
-use super::plan::{dept_hash, Plan};
+use super::plan::Plan;
 
 /// What applying needs.
 pub struct ApplyCtx<'a> {
@@ -55,6 +56,8 @@ enum EntityError {
 #[derive(Default)]
 struct RunState {
     summary: Summary,
+    /// The DingTalk departments users were given in this run (their base, once recorded).
+    user_depts: HashMap<String, Vec<i64>>,
     created_depts: HashMap<String, i64>,
     created_local: HashMap<i64, String>,
     failed: HashSet<(String, String)>,
@@ -75,12 +78,28 @@ async fn record_dept(
     tenant: TenantId,
     local_id: &str,
     dept_id: i64,
-    hash: &str,
+    base: &DeptBase,
 ) -> Result<(), StoreError> {
-    store.set_ding_identifier(local_id, Some(dept_id)).await?;
     store
-        .put_snapshot(tenant, entity::DEPT, local_id, &dept_id.to_string(), hash)
+        .link_dept(&SnapshotWrite {
+            tenant,
+            entity: entity::DEPT,
+            local_id: local_id.to_string(),
+            ding_id: dept_id.to_string(),
+            base: json(base),
+        })
         .await
+}
+
+fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// A base as the snapshot keeps it.
+fn json<T: serde::Serialize>(base: &T) -> String {
+    serde_json::to_string(base).unwrap_or_default()
 }
 
 fn entity_of(op: &Op) -> (String, String) {
@@ -98,11 +117,46 @@ fn entity_of(op: &Op) -> (String, String) {
         Op::MoveMembersOut { userid, .. }
         | Op::CreateLocalUser { userid, .. }
         | Op::UpdateLocalUser { userid, .. } => (entity::USER, userid.clone()),
-        Op::Fail { entity, key, .. } | Op::Warn { entity, key, .. } => {
-            (entity.as_str(), key.clone())
-        }
+        Op::Fail { entity, key, .. }
+        | Op::Warn { entity, key, .. }
+        | Op::Merge { entity, key, .. } => (entity.as_str(), key.clone()),
     };
     (kind.to_string(), key)
+}
+
+/// Logs each conflict this plan resolves (`sync.conflict`, once: the other direction leaves
+/// the field), mobiles and e-mails masked.
+fn conflicts(ctx: &ApplyCtx<'_>, entity: &str, key: &str, fields: &[super::model::FieldMerge]) {
+    for field in fields.iter().filter(|f| f.resolves_conflict) {
+        let shown = |value: &str| match field.field.as_str() {
+            "mobile" => super::model::mask_mobile(value),
+            "email" => mask_email(value),
+            _ => value.to_string(),
+        };
+        let winner = if field.action == "push" { "jeecgboot" } else { "dingtalk" };
+        tracing::warn!(
+            event = "sync.conflict",
+            tenant = ctx.tenant,
+            entity,
+            key,
+            field = %field.field,
+            jeecgboot = %shown(&field.jeecgboot),
+            dingtalk = %shown(&field.dingtalk),
+            winner,
+            "both sides changed a field since it was last synced; the configured side wins"
+        );
+    }
+}
+
+/// An e-mail address for logs: the first character of the local part and the domain.
+fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
 }
 
 /// Operations of one user in flight at once in a push (the limiter paces the calls; this
@@ -119,7 +173,7 @@ fn laned(op: &Op) -> bool {
         | Op::CreateUser { .. }
         | Op::UpdateUser { .. }
         | Op::LinkUser { .. } => true,
-        Op::Fail { entity: e, .. } | Op::Warn { entity: e, .. } => {
+        Op::Fail { entity: e, .. } | Op::Warn { entity: e, .. } | Op::Merge { entity: e, .. } => {
             e == entity::DEPT || e == entity::USER
         }
         _ => false,
@@ -229,7 +283,7 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
 fn touches(op: &Op) -> bool {
     !matches!(
         op,
-        Op::LinkDept { .. } | Op::LinkUser { .. } | Op::Warn { .. }
+        Op::LinkDept { .. } | Op::LinkUser { .. } | Op::Warn { .. } | Op::Merge { .. }
     )
 }
 
@@ -428,7 +482,19 @@ impl Run {
                 tracing::warn!(event = "sync.entity.warning", tenant = ctx.tenant, entity = %entity, key = %k, reason = %reason, "entity synced with a warning");
                 return;
             }
+            Op::Merge { entity, key: k, fields } => {
+                conflicts(ctx, entity, k, fields);
+                return;
+            }
             _ => {}
+        }
+        if let Op::UpdateUser { merge, .. }
+        | Op::UpdateDept { merge, .. }
+        | Op::UpdateLocalUser { merge, .. }
+        | Op::UpdateLocalDept { merge, .. } = op
+        {
+            let (kind, k) = &key;
+            conflicts(ctx, kind, k, merge);
         }
         if self.state().failed.contains(&key) {
             return;
@@ -522,7 +588,6 @@ impl Run {
                 name,
                 parent,
                 order,
-                hash,
             } => {
                 let parent_id = self.resolve(parent)?;
                 let request = DeptCreate {
@@ -564,14 +629,12 @@ impl Run {
                     Err(error) => return Err(error.into()),
                 };
                 self.state().created_depts.insert(local_id.clone(), dept_id);
-                // The plan hashed a parent created in this run by its local id; the next plan
-                // sees it by DingTalk id, so the snapshot takes the resolved one.
-                let hash = if matches!(parent, DeptRef::Local(_)) {
-                    dept_hash(name, &DeptRef::Ding(parent_id), *order)
-                } else {
-                    hash.clone()
+                let base = DeptBase {
+                    name: name.clone(),
+                    parent: parent_id,
+                    order: *order,
                 };
-                record_dept(store, tenant, local_id, dept_id, &hash).await?;
+                record_dept(store, tenant, local_id, dept_id, &base).await?;
                 self.state().summary.created += 1;
             }
             Op::UpdateDept {
@@ -581,7 +644,8 @@ impl Run {
                 parent,
                 order,
                 source_identifier,
-                hash,
+                base,
+                ..
             } => {
                 let parent_id = parent.as_ref().map(|p| self.resolve(p)).transpose()?;
                 let update = DeptUpdate {
@@ -592,21 +656,20 @@ impl Run {
                     source_identifier: source_identifier.clone(),
                 };
                 client.dept_update(&update).await?;
-                let hash = match (parent, parent_id, name, order) {
-                    (Some(DeptRef::Local(_)), Some(resolved), Some(name), Some(order)) => {
-                        dept_hash(name, &DeptRef::Ding(resolved), *order)
-                    }
-                    _ => hash.clone(),
+                // A parent created in this run is known by its DingTalk id now.
+                let base = DeptBase {
+                    parent: parent_id.unwrap_or(base.parent),
+                    ..base.clone()
                 };
-                record_dept(store, tenant, local_id, *dept_id, &hash).await?;
+                record_dept(store, tenant, local_id, *dept_id, &base).await?;
                 self.state().summary.updated += 1;
             }
             Op::LinkDept {
                 local_id,
                 dept_id,
-                hash,
+                base,
             } => {
-                record_dept(store, tenant, local_id, *dept_id, hash).await?;
+                record_dept(store, tenant, local_id, *dept_id, base).await?;
             }
             Op::MoveMembersOut { userid, keep } => {
                 let update = UserUpdate {
@@ -634,15 +697,22 @@ impl Run {
                 userid,
                 mobile,
                 fields,
-                hash,
+                base,
             } => {
-                self.create_user(ctx, local_id, userid, mobile, fields, hash)
+                self.create_user(ctx, local_id, userid, mobile, fields, base)
                     .await?
             }
-            Op::UpdateUser { userid, fields, .. } => {
-                client
-                    .user_update(&self.user_update(userid, fields))
-                    .await?;
+            Op::UpdateUser {
+                local_id,
+                userid,
+                fields,
+                ..
+            } => {
+                let update = self.user_update(userid, fields);
+                client.user_update(&update).await?;
+                if let Some(depts) = update.dept_id_list {
+                    self.state().user_depts.insert(local_id.clone(), depts);
+                }
                 self.state().summary.updated += 1;
             }
             Op::LinkUser {
@@ -650,7 +720,7 @@ impl Run {
                 userid,
                 unionid,
                 realname,
-                hash,
+                base,
             } => {
                 let link = Link {
                     user_id: local_id.clone(),
@@ -658,10 +728,12 @@ impl Run {
                     unionid: unionid.clone(),
                     tenant_id: tenant,
                 };
-                self.save_link(ctx, &link, realname).await?;
-                store
-                    .put_snapshot(tenant, entity::USER, local_id, userid, hash)
-                    .await?;
+                // The departments the update of this run gave it, as DingTalk now has them.
+                let mut base = base.clone();
+                if let Some(depts) = self.state().user_depts.remove(local_id) {
+                    base.depts = sorted(depts);
+                }
+                self.save_link(ctx, &link, realname, &base).await?;
             }
             Op::DeleteUser { local_id, userid } => {
                 match client.user_delete(userid).await {
@@ -697,10 +769,12 @@ impl Run {
                     ..DeptUpdate::default()
                 };
                 client.dept_update(&update).await?;
-                let hash = dept_hash(name, &DeptRef::Ding(*parent_dept_id), 0);
-                store
-                    .put_snapshot(tenant, entity::DEPT, &dept.id, &dept_id.to_string(), &hash)
-                    .await?;
+                let base = DeptBase {
+                    name: name.clone(),
+                    parent: *parent_dept_id,
+                    order: 0,
+                };
+                record_dept(store, tenant, &dept.id, *dept_id, &base).await?;
                 self.state().summary.created += 1;
             }
             Op::UpdateLocalDept {
@@ -708,21 +782,22 @@ impl Run {
                 dept_id,
                 name,
                 parent,
-                parent_dept_id,
                 order,
+                base,
+                ..
             } => {
                 let parent_id = self.resolve_local(parent)?;
                 store
                     .update_department(local_id, name, parent_id.as_deref(), *order)
                     .await?;
-                let hash = dept_hash(name, &DeptRef::Ding(*parent_dept_id), *order);
-                record_dept(store, tenant, local_id, *dept_id, &hash).await?;
+                record_dept(store, tenant, local_id, *dept_id, base).await?;
                 self.state().summary.updated += 1;
             }
             Op::CreateLocalUser {
                 userid,
                 unionid,
                 fields,
+                base,
             } => {
                 let depart_ids = self.local_depts(&fields.add_depts);
                 let new = NewUser {
@@ -742,7 +817,7 @@ impl Run {
                     unionid: unionid.clone(),
                     tenant_id: tenant,
                 };
-                self.save_link(ctx, &link, &new.realname).await?;
+                self.save_link(ctx, &link, &new.realname, base).await?;
                 self.state().summary.created += 1;
             }
             Op::UpdateLocalUser {
@@ -751,8 +826,13 @@ impl Run {
                 unionid,
                 fields,
                 link,
+                base,
+                ..
             } => {
-                self.update_local_user(store, local_id, fields).await?;
+                if !fields.is_empty() {
+                    self.update_local_user(store, local_id, fields).await?;
+                    self.state().summary.updated += 1;
+                }
                 if *link {
                     let realname = fields.realname.clone().unwrap_or_default();
                     let link = Link {
@@ -761,11 +841,14 @@ impl Run {
                         unionid: unionid.clone(),
                         tenant_id: tenant,
                     };
-                    self.save_link(ctx, &link, &realname).await?;
+                    self.save_link(ctx, &link, &realname, base).await?;
+                } else {
+                    store
+                        .put_snapshot(tenant, entity::USER, local_id, userid, &json(base))
+                        .await?;
                 }
-                self.state().summary.updated += 1;
             }
-            Op::Fail { .. } | Op::Warn { .. } => {}
+            Op::Fail { .. } | Op::Warn { .. } | Op::Merge { .. } => {}
         }
         Ok(())
     }
@@ -790,7 +873,12 @@ impl Run {
             work_no: fields.work_no.clone(),
         };
         store
-            .update_user_fields(local_id, &update, &self.local_depts(&fields.add_depts))
+            .update_user_fields(
+                local_id,
+                &update,
+                &self.local_depts(&fields.add_depts),
+                &fields.remove_depts,
+            )
             .await?;
         Ok(())
     }
@@ -802,13 +890,14 @@ impl Run {
         userid: &str,
         mobile: &str,
         fields: &UserFields,
-        hash: &str,
+        base: &UserBase,
     ) -> Result<(), EntityError> {
         let depts = fields
             .depts
             .as_ref()
             .map(|d| self.resolve_list(d))
             .unwrap_or_else(|| vec![ROOT_DEPT]);
+        let depts_sent = depts.clone();
         let request = UserCreate {
             userid: userid.to_string(),
             name: fields.name.clone().unwrap_or_default(),
@@ -842,24 +931,38 @@ impl Run {
             unionid: None,
             tenant_id: ctx.tenant,
         };
-        self.save_link(ctx, &link, fields.name.as_deref().unwrap_or_default())
-            .await?;
-        ctx.store
-            .put_snapshot(ctx.tenant, entity::USER, local_id, userid, hash)
+        let base = UserBase {
+            depts: sorted(depts_sent),
+            ..base.clone()
+        };
+        self.save_link(ctx, &link, fields.name.as_deref().unwrap_or_default(), &base)
             .await?;
         Ok(())
     }
 
-    /// Writes a link row; when another tenant's row holds the DingTalk userid (JeecgBoot
-    /// keeps one per userid), that row is left alone and a warning says so — the link of
-    /// this tenant lives in dingsync's snapshot.
+    /// Writes a link row and, in the same transaction, the user's snapshot with `base`; when
+    /// another tenant's row holds the DingTalk userid (JeecgBoot keeps one per userid), that
+    /// row is left alone and a warning says so — the link of this tenant lives in dingsync's
+    /// snapshot.
     async fn save_link(
         &self,
         ctx: &ApplyCtx<'_>,
         link: &Link,
         realname: &str,
+        base: &UserBase,
     ) -> Result<(), EntityError> {
-        if let LinkSaved::HeldBy(other) = ctx.store.save_link(link, realname).await? {
+        let snapshot = SnapshotWrite {
+            tenant: ctx.tenant,
+            entity: entity::USER,
+            local_id: link.user_id.clone(),
+            ding_id: link.userid.clone(),
+            base: json(base),
+        };
+        let saved = ctx
+            .store
+            .save_link_and_base(link, realname, Some(&snapshot))
+            .await?;
+        if let LinkSaved::HeldBy(other) = saved {
             let reason = format!(
                 "sys_third_account already links DingTalk userid {} for tenant {other} (JeecgBoot keeps one row per userid); that row is left alone and tenant {}'s link is kept in dingsync's snapshot",
                 link.userid, ctx.tenant

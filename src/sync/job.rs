@@ -17,7 +17,7 @@ use super::apply::{apply, ApplyCtx};
 use super::model::{
     entity, Direction, LocalView, RemoteDept, RemoteView, Scope, Summary, ROOT_DEPT,
 };
-use super::plan::{tree::pushable, Focus, Plan, PushPlanner};
+use super::plan::{tree::pushable, Focus, Plan, PushPlanner, Rules};
 use super::read;
 
 /// How long a job first waits for a department that is not in DingTalk yet.
@@ -160,7 +160,7 @@ async fn user_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
     let (mut planner, _) = PushPlanner::new(
         &depts,
         &remote,
-        &ctx.config.push,
+        &Rules::of(ctx.config, ctx.tenant),
         Scope::Users,
         Focus::User(key.to_string()),
     );
@@ -215,7 +215,7 @@ async fn hard_delete(
     let (planner, _) = PushPlanner::new(
         &LocalView::default(),
         &remote,
-        &ctx.config.push,
+        &Rules::of(ctx.config, ctx.tenant),
         Scope::Users,
         Focus::User(key.to_string()),
     );
@@ -290,7 +290,7 @@ async fn dept_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
             let placed = twin.is_some();
             remote.depts.extend(twin);
             let (_, plan) =
-                PushPlanner::new(&local, &remote, &ctx.config.push, Scope::Departments, focus);
+                PushPlanner::new(&local, &remote, &Rules::of(ctx.config, ctx.tenant), Scope::Departments, focus);
             let outcome = run_plan(ctx, &plan).await?;
             if !placed && matches!(outcome, JobOutcome::Done(_)) {
                 arrived(ctx, key, &local).await?;
@@ -366,7 +366,7 @@ async fn remove_dept(
     let (planner, _) = PushPlanner::new(
         local,
         &remote,
-        &ctx.config.push,
+        &Rules::of(ctx.config, ctx.tenant),
         Scope::Departments,
         Focus::Dept(key.to_string()),
     );

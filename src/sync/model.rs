@@ -10,6 +10,55 @@ use crate::store::state::Snapshot;
 
 use super::remote_users::RemoteUsers;
 
+pub use super::plan::merge::FieldMerge;
+
+/// A user's fields as last agreed with DingTalk: the base of the three-way merge. Written
+/// after every push or pull of the user (schema v5); none for users synced before.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UserBase {
+    /// name (realname).
+    pub name: String,
+    /// mobile (phone).
+    pub mobile: String,
+    /// telephone.
+    pub telephone: String,
+    /// email.
+    pub email: String,
+    /// job_number (work_no).
+    pub job_number: String,
+    /// title (position names).
+    pub title: String,
+    /// DingTalk departments, sorted.
+    pub depts: Vec<i64>,
+    /// A local mobile DingTalk cannot take (40022), already reported: reported once per
+    /// change, not on every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile_refused: Option<String>,
+}
+
+/// A department's fields as last agreed with DingTalk.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DeptBase {
+    /// name.
+    pub name: String,
+    /// DingTalk parent id (1: top level).
+    pub parent: i64,
+    /// order.
+    pub order: i64,
+}
+
+impl Snapshot {
+    /// The user base it holds, if any (written from schema v5 on).
+    pub fn user_base(&self) -> Option<UserBase> {
+        serde_json::from_str(self.base.as_deref()?).ok()
+    }
+
+    /// The department base it holds, if any.
+    pub fn dept_base(&self) -> Option<DeptBase> {
+        serde_json::from_str(self.base.as_deref()?).ok()
+    }
+}
+
 /// DingTalk's root department.
 pub const ROOT_DEPT: i64 = 1;
 
@@ -191,6 +240,9 @@ pub struct LocalUserFields {
     /// Departments to add the user to.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub add_depts: Vec<LocalRef>,
+    /// Departments (`sys_depart.id`) to take the user out of (DingTalk moved them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove_depts: Vec<String>,
 }
 
 impl LocalUserFields {
@@ -214,8 +266,6 @@ pub enum Op {
         parent: DeptRef,
         /// Order.
         order: i64,
-        /// Hash recorded in the snapshot.
-        hash: String,
     },
     /// Update a DingTalk department (only the fields given).
     UpdateDept {
@@ -231,17 +281,20 @@ pub enum Op {
         order: Option<i64>,
         /// Write `source_identifier` (adopting a department found by name).
         source_identifier: Option<String>,
-        /// Hash recorded in the snapshot.
-        hash: String,
+        /// The base recorded once it is done (a parent created in this run is filled in).
+        base: DeptBase,
+        /// Which side changed what (shown by `plan`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        merge: Vec<FieldMerge>,
     },
-    /// Record a local department's DingTalk id (no DingTalk call).
+    /// Record a local department's DingTalk id and base (no DingTalk call).
     LinkDept {
         /// `sys_depart.id`.
         local_id: String,
         /// DingTalk id.
         dept_id: i64,
-        /// Hash recorded in the snapshot.
-        hash: String,
+        /// The base recorded.
+        base: DeptBase,
     },
     /// Take a user out of departments about to be deleted (other memberships kept).
     MoveMembersOut {
@@ -267,10 +320,11 @@ pub enum Op {
         mobile: String,
         /// Everything else.
         fields: UserFields,
-        /// Hash recorded in the snapshot.
-        hash: String,
+        /// The base recorded once created (its departments as created).
+        base: UserBase,
     },
-    /// Update a DingTalk user (only the fields that differ).
+    /// Update a DingTalk user (only the fields JeecgBoot changed, or wins); its link and
+    /// base are recorded by the [`Op::LinkUser`] that follows.
     UpdateUser {
         /// `sys_user.id`.
         local_id: String,
@@ -278,10 +332,11 @@ pub enum Op {
         userid: String,
         /// Changed fields.
         fields: UserFields,
-        /// Hash recorded in the snapshot.
-        hash: String,
+        /// Which side changed what (shown by `plan`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        merge: Vec<FieldMerge>,
     },
-    /// Record the link of a matched user (no DingTalk call).
+    /// Record the link and base of a matched user (no DingTalk call).
     LinkUser {
         /// `sys_user.id`.
         local_id: String,
@@ -291,8 +346,8 @@ pub enum Op {
         unionid: Option<String>,
         /// realname, for the link row.
         realname: String,
-        /// Hash recorded in the snapshot.
-        hash: String,
+        /// The base recorded.
+        base: UserBase,
     },
     /// Delete a DingTalk user whose local row was deleted for good.
     DeleteUser {
@@ -326,6 +381,11 @@ pub enum Op {
         parent_dept_id: i64,
         /// The local order, kept.
         order: i64,
+        /// The base recorded once written.
+        base: DeptBase,
+        /// Which side changed what (shown by `plan`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        merge: Vec<FieldMerge>,
     },
     /// Create a local user from DingTalk (password: `pull.new_user_password`).
     CreateLocalUser {
@@ -335,8 +395,10 @@ pub enum Op {
         unionid: Option<String>,
         /// Fields.
         fields: LocalUserFields,
+        /// The base recorded once created.
+        base: UserBase,
     },
-    /// Update a local user from DingTalk (never the password).
+    /// Update a local user from DingTalk (never the password), and record its link and base.
     UpdateLocalUser {
         /// `sys_user.id`.
         local_id: String,
@@ -348,6 +410,21 @@ pub enum Op {
         fields: LocalUserFields,
         /// Write the link row too.
         link: bool,
+        /// The base recorded once written.
+        base: UserBase,
+        /// Which side changed what (shown by `plan`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        merge: Vec<FieldMerge>,
+    },
+    /// Which side changed what, for an entity this plan sends nothing for (the other
+    /// direction will, or a conflict is resolved the other way): shown by `plan`.
+    Merge {
+        /// `user` or `dept`.
+        entity: String,
+        /// Its key.
+        key: String,
+        /// The fields that differ.
+        fields: Vec<FieldMerge>,
     },
     /// Nothing can be done for this entity; said why.
     Fail {

@@ -153,6 +153,7 @@ pub async fn pull_candidates(
 ) -> StoreResult<LocalView> {
     let userids: Vec<&str> = people.iter().map(|p| p.userid.as_str()).collect();
     let mut links = store.links_to(tenant, &userids).await?;
+    let linked_snapshots = store.snapshots_to(tenant, entity::USER, &userids).await?;
     let nonempty = |get: fn(&crate::dingtalk::types::DtUser) -> &str| -> Vec<&str> {
         people.iter().map(get).filter(|v| !v.is_empty()).collect()
     };
@@ -165,15 +166,18 @@ pub async fn pull_candidates(
         .collect();
     let mut phones = nonempty(|p| &p.mobile);
     phones.extend(keys.iter().map(String::as_str));
+    let mut ids: Vec<&str> = links.iter().map(|l| l.user_id.as_str()).collect();
+    ids.extend(linked_snapshots.iter().map(|s| s.local_id.as_str()));
     let columns = [
-        ("id", links.iter().map(|l| l.user_id.as_str()).collect()),
+        ("id", ids),
         ("phone", phones),
         ("username", userids.clone()),
         ("email", nonempty(|p| &p.email)),
         ("work_no", nonempty(|p| &p.job_number)),
     ];
     let users = store.users_matching(tenant, &columns).await?;
-    // A matched user linked to another DingTalk user is refused: their links too.
+    // A matched user linked to another DingTalk user is refused: their links too; and the
+    // bases of all of them.
     let known: HashSet<&str> = links.iter().map(|l| l.user_id.as_str()).collect();
     let more: Vec<&str> = users
         .iter()
@@ -185,10 +189,16 @@ pub async fn pull_candidates(
         extra.extend(store.links_of(tenant, part).await?);
     }
     links.extend(extra);
+    let all: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+    let mut snapshots = Vec::new();
+    for part in all.chunks(IN_LIST) {
+        snapshots.extend(store.snapshots_of(tenant, entity::USER, part).await?);
+    }
     Ok(LocalView {
         tenant,
         users,
         links,
+        user_snapshots: by_local(snapshots),
         ..LocalView::default()
     })
 }

@@ -11,7 +11,9 @@ use crate::store::{Store, StoreError};
 
 use super::apply::{apply, apply_streamed, ApplyCtx};
 use super::model::{entity, Direction, LocalRef, LocalView, Op, RemoteView, Scope, Summary};
-use super::plan::{pull_departments, pull_users_slice, push_twins, Focus, Plan, PushPlanner};
+use super::plan::{
+    pull_departments, pull_users_slice, push_twins, Focus, Plan, PushPlanner, Rules,
+};
 use super::read;
 
 /// Why a run could not even start (switched off, or reading a side failed).
@@ -208,7 +210,7 @@ pub async fn plan_run(
             Ok(plan)
         }
         Direction::Pull => {
-            let (mut pull, mut plan) = start_pull(store, client, tenant, request).await?;
+            let (mut pull, mut plan) = start_pull(store, client, config, tenant, request).await?;
             while let Some(slice) = pull.next_slice(store).await? {
                 plan.ops.extend(slice.ops);
                 plan.considered += slice.considered;
@@ -218,10 +220,27 @@ pub async fn plan_run(
     }
 }
 
+/// Logs `pull.mobile_hidden` once a run when DingTalk shows users without a mobile: the
+/// app lacks the permission to read them, so users are matched by link and username only
+/// and none is inserted without a phone.
+pub fn report_hidden_mobiles(tenant: TenantId, remote: &RemoteView) {
+    let hidden = remote.users.iter().filter(|u| u.mobile.is_empty()).count();
+    if hidden > 0 {
+        tracing::warn!(
+            event = "pull.mobile_hidden",
+            tenant,
+            count = hidden,
+            users = remote.users.len(),
+            "DingTalk shows users without a mobile: grant the app 企业员工手机号信息 (qyapi_get_member_by_mobile / the mobile permission) in DingTalk's developer console; until then users are matched by link and username only and none is inserted without a phone"
+        );
+    }
+}
+
 /// A pull in progress: DingTalk's side read once, its users planned a slice at a time
 /// against the local users each slice can match.
 struct Pull {
     remote: RemoteView,
+    policy: super::plan::merge::Policy,
     tenant: TenantId,
     users: bool,
     map: HashMap<i64, LocalRef>,
@@ -234,9 +253,11 @@ struct Pull {
 async fn start_pull(
     store: &Store,
     client: &DingTalkClient,
+    config: &Config,
     tenant: &TenantConfig,
     request: RunRequest,
 ) -> Result<(Pull, Plan), RunError> {
+    let policy = Rules::of(config, tenant).policy;
     let local = read::dept_tree_view(store, tenant.id, true).await?;
     let mut remote = read::remote_view(client, request.scope.users()).await?;
     let known: HashSet<i64> = local
@@ -256,7 +277,8 @@ async fn start_pull(
     if unlinked {
         read::fetch_sources(client, &mut remote, &known).await?;
     }
-    let (ops, mut map) = pull_departments(&local, &remote);
+    report_hidden_mobiles(tenant.id, &remote);
+    let (ops, mut map) = pull_departments(&local, &remote, &policy);
     let plan = if request.scope.departments() {
         Plan {
             ops,
@@ -276,6 +298,7 @@ async fn start_pull(
         claimed: HashMap::new(),
         next: 0,
         slice: USER_SLICE,
+        policy,
     };
     Ok((pull, plan))
 }
@@ -285,7 +308,7 @@ impl Pull {
     /// (one whose create failed is left out, so its members are not added to it).
     async fn departments_applied(&mut self, store: &Store) -> Result<(), RunError> {
         let local = read::dept_tree_view(store, self.tenant, true).await?;
-        self.map = pull_departments(&local, &self.remote).1;
+        self.map = pull_departments(&local, &self.remote, &self.policy).1;
         self.map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
         Ok(())
     }
@@ -299,7 +322,7 @@ impl Pull {
         self.next += people.len();
         let local = read::pull_candidates(store, self.tenant, &people).await?;
         Ok(Some(Plan {
-            ops: pull_users_slice(&local, &people, &self.map, &mut self.claimed),
+            ops: pull_users_slice(&local, &people, &self.map, &mut self.claimed, &self.policy),
             refused_deletes: None,
             considered: people.len(),
         }))
@@ -328,7 +351,7 @@ async fn start_push(
     // Users are read for departments too: members move out before a delete.
     let remote = read::remote_view(client, true).await?;
     let (planner, plan) =
-        PushPlanner::new(&local, &remote, &config.push, request.scope, Focus::All);
+        PushPlanner::new(&local, &remote, &Rules::of(config, tenant), request.scope, Focus::All);
     let push = Push {
         planner,
         remote,
@@ -426,7 +449,7 @@ pub async fn run_sliced(
     };
     let (mut summary, refused, run_id) = match request.direction {
         Direction::Pull => {
-            let (mut pull, head) = start_pull(store, client, tenant, request).await?;
+            let (mut pull, head) = start_pull(store, client, config, tenant, request).await?;
             pull.slice = slice.max(1);
             let run_id = store.start_run(tenant.id, &kind).await?;
             // Progress over the whole run, not per slice.

@@ -5,6 +5,7 @@
 //! updates, members moved out of departments about to go, department deletes (deepest
 //! first), user deletes. A pull plan runs: local department creates and updates, then users.
 
+pub mod merge;
 mod pull;
 mod push_depts;
 mod push_users;
@@ -21,8 +22,38 @@ use crate::config::PushConfig;
 use super::model::{DeptRef, LocalView, Op, RemoteView, Scope, ROOT_DEPT};
 
 pub use pull::{plan_pull, pull_departments, users_slice as pull_users_slice};
-pub use push_depts::{deletion_refusal, dept_hash};
-pub use push_users::user_hash;
+pub use push_depts::deletion_refusal;
+
+/// What a plan obeys besides the views: `[push]`, and how differences between the sides are
+/// settled for the tenant (`[sync] conflict`, and a master side when a direction is off).
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// `[push]`.
+    pub push: PushConfig,
+    /// The merge policy.
+    pub policy: merge::Policy,
+}
+
+impl Rules {
+    /// The rules of `tenant` under `config`.
+    pub fn of(config: &crate::config::Config, tenant: &crate::config::TenantConfig) -> Self {
+        let master = match (tenant.push.enabled, tenant.pull.enabled) {
+            (true, false) => Some(merge::Side::Jeecgboot),
+            (false, true) => Some(merge::Side::Dingtalk),
+            _ => None,
+        };
+        Self {
+            push: config.push.clone(),
+            policy: merge::Policy {
+                prefer: match config.sync.conflict {
+                    crate::config::ConflictWinner::Jeecgboot => merge::Side::Jeecgboot,
+                    crate::config::ConflictWinner::Dingtalk => merge::Side::Dingtalk,
+                },
+                master,
+            },
+        }
+    }
+}
 
 /// Which entities a plan is about: everything (a full run), or the one entity of a job. A
 /// job builds the same views, restricted to its entity and the rows its rules need, and the
@@ -119,13 +150,8 @@ pub fn push_twins(slice: &LocalView, remote: &RemoteView) -> Vec<crate::dingtalk
 
 /// Plans a push of `scope` for one tenant, all of `local` at once (tests and small dry runs;
 /// `local.users` doubles as the claimers).
-pub fn plan_push(
-    local: &LocalView,
-    remote: &RemoteView,
-    config: &PushConfig,
-    scope: Scope,
-) -> Plan {
-    let (mut planner, mut plan) = PushPlanner::new(local, remote, config, scope, Focus::All);
+pub fn plan_push(local: &LocalView, remote: &RemoteView, rules: &Rules, scope: Scope) -> Plan {
+    let (mut planner, mut plan) = PushPlanner::new(local, remote, rules, scope, Focus::All);
     plan.ops.extend(planner.users(local, remote));
     plan.considered += planner.considered;
     let tail = planner.finish(push_users::gone_users(local), local, remote);
@@ -141,6 +167,7 @@ pub fn plan_push(
 /// A job is the same three parts with a [`Focus`] on its entity.
 pub struct PushPlanner {
     config: PushConfig,
+    policy: merge::Policy,
     scope: Scope,
     focus: Focus,
     map: HashMap<String, DeptRef>,
@@ -159,11 +186,12 @@ impl PushPlanner {
     pub fn new(
         local: &LocalView,
         remote: &RemoteView,
-        config: &PushConfig,
+        rules: &Rules,
         scope: Scope,
         focus: Focus,
     ) -> (Self, Plan) {
-        let depts = push_depts::plan(local, remote, config, &focus);
+        let config = &rules.push;
+        let depts = push_depts::plan(local, remote, rules, &focus);
         let mut plan = Plan::default();
         let departments = scope.departments() && config.departments;
         if departments {
@@ -180,6 +208,7 @@ impl PushPlanner {
         }
         let planner = Self {
             config: config.clone(),
+            policy: rules.policy,
             scope,
             focus,
             map: depts.map,
@@ -207,6 +236,7 @@ impl PushPlanner {
         let depts = push_users::Depts {
             map: &self.map,
             fallback: &self.fallback,
+            policy: &self.policy,
         };
         push_users::plan_slice(slice, remote, &depts, &self.focus, &mut self.claims)
     }

@@ -1,10 +1,16 @@
 //! Rules 2 and 4, DingTalk -> local. Departments: matched on `ding_identifier == dept_id`
 //! or `source_identifier == id`; missing ones are created (unique org_code, `ding_identifier`
 //! set, the new id written back to DingTalk as `source_identifier`), changed ones updated;
-//! never deleted locally. Users: matched by link, then phone, then username == userid; the
-//! fields JeecgBoot updates are updated, memberships added; missing users are inserted
-//! (username = userid, `pull.new_user_password`); passwords are never touched. Local rows
-//! DingTalk lacks are left alone.
+//! never deleted locally. Users: matched by link (link row or snapshot), then phone, then
+//! username == userid; missing users are inserted (username = userid,
+//! `pull.new_user_password`); passwords are never touched. Local rows DingTalk lacks are left
+//! alone.
+//!
+//! Every field is merged against its base (`merge`): a pull writes what DingTalk changed and
+//! leaves what JeecgBoot changed (the push sends it), so it never reverts a local edit; a
+//! local mobile is never overwritten unless DingTalk is known to have changed it. A
+//! department or user deleted locally (`del_flag = 1`) is not recreated; a DingTalk user
+//! without a visible mobile (the app lacks the permission) is not inserted.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -13,9 +19,10 @@ use crate::dingtalk::types::DtUser;
 use crate::jeecg::{LocalDept, LocalUser};
 
 use super::super::model::{
-    entity, mobile_key, same_mobile, LocalRef, LocalUserFields, LocalView, Op, RemoteDept,
-    RemoteView, Scope, ROOT_DEPT,
+    entity, mask_mobile, mobile_key, DeptBase, FieldMerge, LocalRef, LocalUserFields, LocalView,
+    Op, RemoteDept, RemoteView, Scope, UserBase, ROOT_DEPT,
 };
+use super::merge::{judge, Changed, Policy, Verdict};
 use super::Plan;
 
 fn depth(by_id: &HashMap<i64, &RemoteDept>, dept: &RemoteDept) -> usize {
@@ -29,8 +36,8 @@ fn depth(by_id: &HashMap<i64, &RemoteDept>, dept: &RemoteDept) -> usize {
 }
 
 /// Plans a pull of `scope` for one tenant.
-pub fn plan_pull(local: &LocalView, remote: &RemoteView, scope: Scope) -> Plan {
-    let (dept_ops, map) = departments(local, remote);
+pub fn plan_pull(local: &LocalView, remote: &RemoteView, policy: &Policy, scope: Scope) -> Plan {
+    let (dept_ops, map) = departments(local, remote, policy);
     let mut plan = Plan::default();
     if scope.departments() {
         plan.ops.extend(dept_ops);
@@ -44,32 +51,86 @@ pub fn plan_pull(local: &LocalView, remote: &RemoteView, scope: Scope) -> Plan {
                 .filter(|(_, r)| !matches!(r, LocalRef::Created(_)))
                 .collect()
         };
-        plan.ops.extend(users(local, remote, &map));
+        let people: Vec<DtUser> = remote.users.iter().collect();
+        plan.ops
+            .extend(users_slice(local, &people, &map, &mut HashMap::new(), policy));
         plan.considered += remote.users.len();
     }
     plan
 }
 
-fn departments(local: &LocalView, remote: &RemoteView) -> (Vec<Op>, HashMap<i64, LocalRef>) {
+/// The department part of a pull that plans its users slice by slice: the department
+/// operations, and every walked DingTalk department -> its local department (existing, or
+/// [`LocalRef::Created`] when the operations create it).
+pub fn pull_departments(
+    local: &LocalView,
+    remote: &RemoteView,
+    policy: &Policy,
+) -> (Vec<Op>, HashMap<i64, LocalRef>) {
+    departments(local, remote, policy)
+}
+
+/// The local departments a pull can match, by DingTalk id and by id (posts never; deleted
+/// ones too, so that they are not created again).
+struct LocalDepts<'a> {
+    by_ding: HashMap<i64, &'a LocalDept>,
+    by_id: HashMap<&'a str, &'a LocalDept>,
+    placement: HashMap<String, Option<String>>,
+}
+
+impl<'a> LocalDepts<'a> {
+    fn new(local: &'a LocalView) -> Self {
+        let locals: Vec<&LocalDept> = local.depts.iter().filter(|d| !d.is_post()).collect();
+        // A live department wins a DingTalk id over a deleted one.
+        let mut by_ding: HashMap<i64, &LocalDept> = HashMap::new();
+        for dept in &locals {
+            if let Some(ding) = dept.ding_identifier {
+                if by_ding.get(&ding).is_none_or(|held| held.is_deleted()) {
+                    by_ding.insert(ding, dept);
+                }
+            }
+        }
+        Self {
+            by_ding,
+            by_id: locals.iter().map(|d| (d.id.as_str(), *d)).collect(),
+            placement: super::dept_placement(&local.depts),
+        }
+    }
+
+    /// The DingTalk id a local department is placed under (1 at the top; 0 when its parent
+    /// is not in DingTalk).
+    fn parent_ding(&self, id: &str) -> i64 {
+        match self.placement.get(id).cloned().flatten() {
+            None => ROOT_DEPT,
+            Some(parent) => self
+                .by_id
+                .get(parent.as_str())
+                .and_then(|p| p.ding_identifier)
+                .unwrap_or(0),
+        }
+    }
+}
+
+fn departments(
+    local: &LocalView,
+    remote: &RemoteView,
+    policy: &Policy,
+) -> (Vec<Op>, HashMap<i64, LocalRef>) {
     let by_id: HashMap<i64, &RemoteDept> = remote.depts.iter().map(|d| (d.dept_id, d)).collect();
     let remote_ids: HashSet<i64> = by_id.keys().copied().collect();
-    let locals: Vec<&LocalDept> = local
-        .depts
-        .iter()
-        .filter(|d| !d.is_post() && !d.is_deleted())
-        .collect();
-    let by_ding: HashMap<i64, &LocalDept> = locals
-        .iter()
-        .filter_map(|d| Some((d.ding_identifier?, *d)))
-        .collect();
-    let by_local: HashMap<&str, &LocalDept> = locals.iter().map(|d| (d.id.as_str(), *d)).collect();
-    let placement = super::dept_placement(&local.depts);
+    let locals = LocalDepts::new(local);
     let mut ordered: Vec<&RemoteDept> = remote.depts.iter().collect();
     ordered.sort_by_key(|d| (depth(&by_id, d), d.dept_id));
     let mut map: HashMap<i64, LocalRef> = HashMap::new();
+    let mut gone: HashSet<i64> = HashSet::new();
     let mut taken: HashSet<&str> = HashSet::new();
     let mut ops = Vec::new();
     for dept in ordered {
+        if gone.contains(&dept.parent_id) {
+            gone.insert(dept.dept_id);
+            ops.push(warn_dept(&dept.dept_id.to_string(), format!("DingTalk department {} ({}) is under a department deleted locally; not created", dept.dept_id, dept.name)));
+            continue;
+        }
         let parent = if dept.parent_id == ROOT_DEPT {
             LocalRef::Top
         } else {
@@ -81,34 +142,25 @@ fn departments(local: &LocalView, remote: &RemoteView) -> (Vec<Op>, HashMap<i64,
         let by_source = dept
             .source_identifier
             .as_deref()
-            .and_then(|s| by_local.get(s))
+            .and_then(|s| locals.by_id.get(s))
             .filter(|l| l.ding_identifier.is_none_or(|d| !remote_ids.contains(&d)));
-        let matched = by_ding
+        let matched = locals
+            .by_ding
             .get(&dept.dept_id)
             .or(by_source)
             .copied()
             .filter(|l| !taken.contains(l.id.as_str()));
         match matched {
+            Some(found) if found.is_deleted() => {
+                // Deleted locally stays deleted: reported, and nothing goes under it.
+                gone.insert(dept.dept_id);
+                taken.insert(found.id.as_str());
+                ops.push(warn_dept(&found.id, format!("deleted locally (del_flag = 1); DingTalk department {} ({}) is not created again", dept.dept_id, dept.name)));
+            }
             Some(found) => {
                 taken.insert(found.id.as_str());
                 map.insert(dept.dept_id, LocalRef::Local(found.id.clone()));
-                let current_parent = match placement.get(&found.id).cloned().flatten() {
-                    Some(id) => LocalRef::Local(id),
-                    None => LocalRef::Top,
-                };
-                if found.name != dept.name
-                    || current_parent != parent
-                    || found.ding_identifier != Some(dept.dept_id)
-                {
-                    ops.push(Op::UpdateLocalDept {
-                        local_id: found.id.clone(),
-                        dept_id: dept.dept_id,
-                        name: dept.name.clone(),
-                        parent,
-                        parent_dept_id: dept.parent_id,
-                        order: found.order,
-                    });
-                }
+                ops.extend(merge_dept(local, &locals, found, dept, parent, policy));
             }
             None => {
                 map.insert(dept.dept_id, LocalRef::Created(dept.dept_id));
@@ -124,6 +176,112 @@ fn departments(local: &LocalView, remote: &RemoteView) -> (Vec<Op>, HashMap<i64,
     (ops, map)
 }
 
+fn warn_dept(key: &str, reason: String) -> Op {
+    Op::Warn {
+        entity: entity::DEPT.into(),
+        key: key.into(),
+        reason,
+    }
+}
+
+/// One matched department: its name and parent merged against the base (a local rename or
+/// move is left for the push); the link and base recorded when stale.
+fn merge_dept(
+    local: &LocalView,
+    locals: &LocalDepts<'_>,
+    found: &LocalDept,
+    dept: &RemoteDept,
+    parent: LocalRef,
+    policy: &Policy,
+) -> Vec<Op> {
+    let linked = found.ding_identifier == Some(dept.dept_id);
+    let snapshot = local
+        .dept_snapshots
+        .get(&found.id)
+        .filter(|s| s.ding_id == dept.dept_id.to_string());
+    // A link without a base (synced before schema v5): the base is what DingTalk holds.
+    let old = snapshot.and_then(|s| s.dept_base()).or_else(|| {
+        (linked || snapshot.is_some()).then(|| DeptBase {
+            name: dept.name.clone(),
+            parent: dept.parent_id,
+            order: found.order,
+        })
+    });
+    let mut base = old.clone().unwrap_or_default();
+    base.order = found.order;
+    let mut merge = Vec::new();
+    let mut name = found.name.clone();
+    match judge(found.name.as_str(), dept.name.as_str(), old.as_ref().map(|b| b.name.as_str()), policy) {
+        None => base.name = dept.name.clone(),
+        Some(v) => {
+            let take = v.pull();
+            if take {
+                name = dept.name.clone();
+                base.name = dept.name.clone();
+            }
+            merge.push(note("name", &found.name, &dept.name, old.as_ref().map(|b| b.name.clone()), v, take));
+        }
+    }
+    let local_parent = locals.parent_ding(&found.id);
+    let current = match locals.placement.get(&found.id).cloned().flatten() {
+        Some(id) => LocalRef::Local(id),
+        None => LocalRef::Top,
+    };
+    let mut new_parent = current.clone();
+    match judge(&local_parent, &dept.parent_id, old.as_ref().map(|b| &b.parent), policy) {
+        None => base.parent = dept.parent_id,
+        Some(v) => {
+            let take = v.pull();
+            if take {
+                new_parent = parent;
+                base.parent = dept.parent_id;
+            }
+            merge.push(note("parent", &local_parent.to_string(), &dept.parent_id.to_string(), old.as_ref().map(|b| b.parent.to_string()), v, take));
+        }
+    }
+    if name != found.name || new_parent != current {
+        return vec![Op::UpdateLocalDept {
+            local_id: found.id.clone(),
+            dept_id: dept.dept_id,
+            name,
+            parent: new_parent,
+            parent_dept_id: base.parent,
+            order: found.order,
+            base,
+            merge,
+        }];
+    }
+    let mut ops = Vec::new();
+    if !merge.is_empty() {
+        ops.push(Op::Merge {
+            entity: entity::DEPT.into(),
+            key: found.id.clone(),
+            fields: merge,
+        });
+    }
+    if !linked || old.as_ref() != Some(&base) || snapshot.is_none() {
+        ops.push(Op::LinkDept {
+            local_id: found.id.clone(),
+            dept_id: dept.dept_id,
+            base,
+        });
+    }
+    ops
+}
+
+/// A field a pull looked at: written here (`pull`) or left for the push.
+fn note(field: &str, local: &str, remote: &str, base: Option<String>, verdict: Verdict, taken: bool) -> FieldMerge {
+    FieldMerge {
+        field: field.into(),
+        jeecgboot: local.into(),
+        dingtalk: remote.into(),
+        base,
+        changed: verdict.changed,
+        action: if taken { "pull" } else { "left for the push" }.into(),
+        resolves_conflict: verdict.conflict() && taken,
+    }
+}
+
 fn fail(key: &str, reason: String) -> Op {
     Op::Fail {
         entity: entity::USER.into(),
@@ -132,8 +290,12 @@ fn fail(key: &str, reason: String) -> Op {
     }
 }
 
-fn changed(remote: &str, local: Option<&str>) -> Option<String> {
-    (!remote.is_empty() && Some(remote) != local).then(|| remote.to_string())
+fn warn(key: &str, reason: String) -> Op {
+    Op::Warn {
+        entity: entity::USER.into(),
+        key: key.into(),
+        reason,
+    }
 }
 
 /// Another local user (not `except`) already holding `value` in a unique column.
@@ -171,55 +333,87 @@ fn clash(users: &[LocalUser], except: Option<&str>, fields: &LocalUserFields) ->
     })
 }
 
-fn users(local: &LocalView, remote: &RemoteView, map: &HashMap<i64, LocalRef>) -> Vec<Op> {
-    users_slice(
-        local,
-        &remote.users.iter().collect::<Vec<_>>(),
-        map,
-        &mut HashMap::new(),
-    )
+/// What a pull of users judges by: the local users a slice can match, by link, phone and
+/// username, and the department map both ways.
+struct Matcher<'a> {
+    by_id: HashMap<&'a str, &'a LocalUser>,
+    link_of_user: HashMap<&'a str, &'a str>,
+    user_of_link: HashMap<&'a str, &'a str>,
+    by_phone: HashMap<Cow<'a, str>, &'a LocalUser>,
+    by_username: HashMap<&'a str, &'a LocalUser>,
+    ding_of: HashMap<&'a str, i64>,
+    rows: HashSet<(&'a str, &'a str)>,
 }
 
-/// The department part of a pull that plans its users slice by slice: the department
-/// operations, and every walked DingTalk department -> its local department (existing, or
-/// [`LocalRef::Created`] when the operations create it).
-pub fn pull_departments(
-    local: &LocalView,
-    remote: &RemoteView,
-) -> (Vec<Op>, HashMap<i64, LocalRef>) {
-    departments(local, remote)
+impl<'a> Matcher<'a> {
+    fn new(local: &'a LocalView, map: &'a HashMap<i64, LocalRef>) -> Self {
+        let rows = local
+            .links
+            .iter()
+            .map(|l| (l.user_id.as_str(), l.userid.as_str()));
+        let snapshots = local
+            .user_snapshots
+            .values()
+            .map(|s| (s.local_id.as_str(), s.ding_id.as_str()));
+        let pairs: Vec<(&str, &str)> = rows.chain(snapshots).collect();
+        Self {
+            by_id: local.users.iter().map(|u| (u.id.as_str(), u)).collect(),
+            link_of_user: pairs.iter().copied().collect(),
+            user_of_link: pairs.iter().map(|(u, d)| (*d, *u)).collect(),
+            by_phone: local
+                .users
+                .iter()
+                .filter_map(|u| Some((mobile_key(u.phone.as_deref()?), u)))
+                .collect(),
+            by_username: local
+                .users
+                .iter()
+                .map(|u| (u.username.as_str(), u))
+                .collect(),
+            rows: local
+                .links
+                .iter()
+                .map(|l| (l.user_id.as_str(), l.userid.as_str()))
+                .collect(),
+            ding_of: map
+                .iter()
+                .filter_map(|(ding, r)| match r {
+                    LocalRef::Local(id) => Some((id.as_str(), *ding)),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The local user a DingTalk user is, and whether by its link.
+    fn find(&self, person: &DtUser) -> Option<(&'a LocalUser, bool)> {
+        let by_link = self
+            .user_of_link
+            .get(person.userid.as_str())
+            .and_then(|id| self.by_id.get(id))
+            .copied();
+        if let Some(found) = by_link {
+            return Some((found, true));
+        }
+        (!person.mobile.is_empty())
+            .then(|| self.by_phone.get(&mobile_key(&person.mobile)).copied())
+            .flatten()
+            .or_else(|| self.by_username.get(person.userid.as_str()).copied())
+            .map(|found| (found, false))
+    }
 }
 
 /// Plans the DingTalk users `people` (one slice of them, or all) against `local`, which
-/// holds every local user any of them could match or clash with, and their links.
+/// holds every local user any of them could match or clash with, their links and snapshots.
 /// `claimed` (local id -> DingTalk userid) carries matches from one slice to the next.
 pub fn users_slice(
     local: &LocalView,
     people: &[DtUser],
     map: &HashMap<i64, LocalRef>,
     claimed: &mut HashMap<String, String>,
+    policy: &Policy,
 ) -> Vec<Op> {
-    let by_id: HashMap<&str, &LocalUser> = local.users.iter().map(|u| (u.id.as_str(), u)).collect();
-    let link_of_user: HashMap<&str, &str> = local
-        .links
-        .iter()
-        .map(|l| (l.user_id.as_str(), l.userid.as_str()))
-        .collect();
-    let user_of_link: HashMap<&str, &str> = local
-        .links
-        .iter()
-        .map(|l| (l.userid.as_str(), l.user_id.as_str()))
-        .collect();
-    let by_phone: HashMap<Cow<str>, &LocalUser> = local
-        .users
-        .iter()
-        .filter_map(|u| Some((mobile_key(u.phone.as_deref()?), u)))
-        .collect();
-    let by_username: HashMap<&str, &LocalUser> = local
-        .users
-        .iter()
-        .map(|u| (u.username.as_str(), u))
-        .collect();
+    let matcher = Matcher::new(local, map);
     let mut ops = Vec::new();
     for person in people {
         let depts: Vec<LocalRef> = person
@@ -227,77 +421,258 @@ pub fn users_slice(
             .iter()
             .filter_map(|d| map.get(d).cloned())
             .collect();
-        let by_link = user_of_link
-            .get(person.userid.as_str())
-            .and_then(|id| by_id.get(id))
-            .copied();
-        let matched = by_link
-            .or_else(|| {
-                (!person.mobile.is_empty())
-                    .then(|| by_phone.get(&mobile_key(&person.mobile)).copied())
-                    .flatten()
-            })
-            .or_else(|| by_username.get(person.userid.as_str()).copied());
-        match matched {
-            Some(found) => {
-                if let Some(other) = link_of_user
-                    .get(found.id.as_str())
-                    .filter(|u| **u != person.userid)
-                {
-                    ops.push(fail(&person.userid, format!("matches local user {} by phone or username, but that user is linked to DingTalk user {other}", found.username)));
-                    continue;
-                }
-                if let Some(first) = claimed.insert(found.id.clone(), person.userid.clone()) {
-                    ops.push(fail(
-                        &person.userid,
-                        format!(
-                            "local user {} is already matched to DingTalk user {first}",
-                            found.username
-                        ),
-                    ));
-                    continue;
-                }
-                ops.extend(update_op(local, found, person, &depts, by_link.is_some()));
-            }
-            None => ops.push(create_op(local, person, depts)),
+        let Some((found, linked)) = matcher.find(person) else {
+            ops.push(create_op(local, person, depts));
+            continue;
+        };
+        if let Some(other) = matcher
+            .link_of_user
+            .get(found.id.as_str())
+            .filter(|u| **u != person.userid)
+        {
+            ops.push(fail(&person.userid, format!("matches local user {} by phone or username, but that user is linked to DingTalk user {other}", found.username)));
+            continue;
         }
+        if let Some(first) = claimed.insert(found.id.clone(), person.userid.clone()) {
+            ops.push(fail(
+                &person.userid,
+                format!(
+                    "local user {} is already matched to DingTalk user {first}",
+                    found.username
+                ),
+            ));
+            continue;
+        }
+        if found.is_deleted() {
+            ops.push(warn(&person.userid, format!("local user {} is deleted locally (del_flag = 1); not restored", found.username)));
+            continue;
+        }
+        let pull = UserPull {
+            local,
+            matcher: &matcher,
+            found,
+            person,
+            linked,
+            policy,
+        };
+        ops.extend(pull.plan(&depts));
     }
     ops
 }
 
-fn update_op(
-    local: &LocalView,
-    found: &LocalUser,
-    person: &DtUser,
-    depts: &[LocalRef],
+/// A pull of one matched user: each field merged against its base.
+struct UserPull<'a> {
+    local: &'a LocalView,
+    matcher: &'a Matcher<'a>,
+    found: &'a LocalUser,
+    person: &'a DtUser,
     linked: bool,
-) -> Option<Op> {
-    let fields = LocalUserFields {
-        realname: changed(&person.name, Some(&found.realname)),
-        phone: changed(&person.mobile, found.phone.as_deref())
-            .filter(|m| !same_mobile(m, found.phone.as_deref().unwrap_or_default())),
-        email: changed(&person.email, found.email.as_deref()),
-        telephone: changed(&person.telephone, found.telephone.as_deref()),
-        work_no: changed(&person.job_number, found.work_no.as_deref()),
-        add_depts: depts
+    policy: &'a Policy,
+}
+
+impl UserPull<'_> {
+    fn plan(&self, depts: &[LocalRef]) -> Vec<Op> {
+        let (found, person) = (self.found, self.person);
+        let snapshot = self
+            .local
+            .user_snapshots
+            .get(&found.id)
+            .filter(|s| s.ding_id == person.userid);
+        // A link without a base (synced before schema v5): the base is what DingTalk holds.
+        let old = snapshot.and_then(|s| s.user_base()).or_else(|| {
+            (self.linked || snapshot.is_some()).then(|| UserBase {
+                name: person.name.clone(),
+                mobile: person.mobile.clone(),
+                telephone: person.telephone.clone(),
+                email: person.email.clone(),
+                job_number: person.job_number.clone(),
+                title: person.title.clone(),
+                depts: sorted(person.dept_id_list.clone()),
+                mobile_refused: None,
+            })
+        });
+        let mut base = old.clone().unwrap_or_default();
+        let mut fields = LocalUserFields::default();
+        let mut merge = Vec::new();
+        self.texts(old.as_ref(), &mut base, &mut fields, &mut merge);
+        self.mobile(old.as_ref(), &mut base, &mut fields, &mut merge);
+        self.memberships(old.as_ref(), depts, &mut base, &mut fields, &mut merge);
+        if base.title.is_empty() && old.is_none() {
+            base.title = person.title.clone();
+        }
+        if let Some(reason) = clash(&self.local.users, Some(&found.id), &fields) {
+            return vec![fail(&person.userid, reason)];
+        }
+        let stale = !self.linked || old.as_ref() != Some(&base) || snapshot.is_none();
+        if fields.is_empty() && !stale {
+            return if merge.is_empty() {
+                Vec::new()
+            } else {
+                vec![Op::Merge {
+                    entity: entity::USER.into(),
+                    key: found.id.clone(),
+                    fields: merge,
+                }]
+            };
+        }
+        vec![Op::UpdateLocalUser {
+            local_id: found.id.clone(),
+            userid: person.userid.clone(),
+            unionid: Some(person.unionid.clone()).filter(|u| !u.is_empty()),
+            fields,
+            link: !self
+                .matcher
+                .rows
+                .contains(&(found.id.as_str(), person.userid.as_str())),
+            base,
+            merge,
+        }]
+    }
+
+    /// realname, email, telephone, work_no: written when DingTalk's side stands (never an
+    /// empty value: DingTalk hides fields the app may not read).
+    fn texts(&self, old: Option<&UserBase>, base: &mut UserBase, fields: &mut LocalUserFields, merge: &mut Vec<FieldMerge>) {
+        let (found, person) = (self.found, self.person);
+        let texts: [(&str, &str, &str, &mut Option<String>); 4] = [
+            ("name", &found.realname, &person.name, &mut fields.realname),
+            ("email", found.email.as_deref().unwrap_or_default(), &person.email, &mut fields.email),
+            ("telephone", found.telephone.as_deref().unwrap_or_default(), &person.telephone, &mut fields.telephone),
+            ("job_number", found.work_no.as_deref().unwrap_or_default(), &person.job_number, &mut fields.work_no),
+        ];
+        for (field, local, remote, slot) in texts {
+            let was = old.map(|b| base_text(b, field).to_string());
+            let Some(verdict) = judge(local, remote, was.as_deref(), self.policy) else {
+                set_base_text(base, field, remote);
+                continue;
+            };
+            let take = verdict.pull() && !remote.is_empty();
+            if take {
+                *slot = Some(remote.to_string());
+                set_base_text(base, field, remote);
+            } else if verdict.pull() && was.is_none() {
+                set_base_text(base, field, remote);
+            }
+            merge.push(note(field, local, remote, was, verdict, take));
+        }
+    }
+
+    /// The mobile: written only when DingTalk is known to have changed it (or JeecgBoot has
+    /// none); never over a local number without a base to tell, never from a hidden mobile.
+    fn mobile(&self, old: Option<&UserBase>, base: &mut UserBase, fields: &mut LocalUserFields, merge: &mut Vec<FieldMerge>) {
+        let local = self.found.phone.as_deref().unwrap_or_default();
+        let remote = self.person.mobile.as_str();
+        if remote.is_empty() {
+            return;
+        }
+        let was = old.map(|b| mobile_key(&b.mobile).into_owned());
+        let (l, r) = (mobile_key(local), mobile_key(remote));
+        let Some(verdict) = judge(l.as_ref(), r.as_ref(), was.as_deref(), self.policy) else {
+            base.mobile = remote.to_string();
+            return;
+        };
+        let known = matches!(verdict.changed, Changed::Dingtalk | Changed::Both | Changed::Master)
+            || local.is_empty();
+        let take = verdict.pull() && known;
+        if take {
+            fields.phone = Some(remote.to_string());
+            base.mobile = remote.to_string();
+        }
+        merge.push(FieldMerge {
+            field: "mobile".into(),
+            jeecgboot: mask_mobile(local),
+            dingtalk: mask_mobile(remote),
+            base: was.as_deref().map(mask_mobile),
+            changed: verdict.changed,
+            action: if take {
+                "pull"
+            } else if verdict.pull() {
+                "kept: a local mobile is not overwritten without knowing DingTalk changed it"
+            } else {
+                "left for the push"
+            }
+            .into(),
+            resolves_conflict: verdict.conflict() && take,
+        });
+    }
+
+    /// Memberships of the departments both sides know: DingTalk's moves are followed (added
+    /// and removed) when JeecgBoot did not move the user itself; with no base only added.
+    fn memberships(&self, old: Option<&UserBase>, depts: &[LocalRef], base: &mut UserBase, fields: &mut LocalUserFields, merge: &mut Vec<FieldMerge>) {
+        let (found, person) = (self.found, self.person);
+        let local: Vec<i64> = sorted(
+            found
+                .depart_ids
+                .iter()
+                .filter_map(|id| self.matcher.ding_of.get(id.as_str()).copied())
+                .collect(),
+        );
+        let mapped: HashSet<i64> = self.matcher.ding_of.values().copied().collect();
+        let remote: Vec<i64> = sorted(person.dept_id_list.iter().copied().filter(|d| mapped.contains(d)).collect());
+        let was: Option<Vec<i64>> = old.map(|b| sorted(b.depts.iter().copied().filter(|d| mapped.contains(d)).collect()));
+        let adds: Vec<LocalRef> = depts
             .iter()
             .filter(|d| !matches!(d, LocalRef::Local(id) if found.depart_ids.contains(id)))
             .cloned()
-            .collect(),
-    };
-    if let Some(reason) = clash(&local.users, Some(&found.id), &fields) {
-        return Some(fail(&person.userid, reason));
+            .collect();
+        let Some(verdict) = judge(&local, &remote, was.as_ref(), self.policy) else {
+            fields.add_depts = adds;
+            base.depts = sorted(person.dept_id_list.clone());
+            return;
+        };
+        let show = |ids: &[i64]| ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let take = verdict.pull();
+        if take {
+            fields.add_depts = adds;
+            if was.is_some() {
+                fields.remove_depts = found
+                    .depart_ids
+                    .iter()
+                    .filter(|id| self.matcher.ding_of.get(id.as_str()).is_some_and(|d| !remote.contains(d)))
+                    .cloned()
+                    .collect();
+            }
+            base.depts = sorted(person.dept_id_list.clone());
+        }
+        merge.push(note("depts", &show(&local), &show(&remote), was.as_deref().map(show), verdict, take));
     }
-    (!fields.is_empty() || !linked).then(|| Op::UpdateLocalUser {
-        local_id: found.id.clone(),
-        userid: person.userid.clone(),
-        unionid: Some(person.unionid.clone()).filter(|u| !u.is_empty()),
-        fields,
-        link: !linked,
-    })
 }
 
+fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+fn base_text<'b>(base: &'b UserBase, field: &str) -> &'b str {
+    match field {
+        "name" => &base.name,
+        "email" => &base.email,
+        "telephone" => &base.telephone,
+        "job_number" => &base.job_number,
+        _ => "",
+    }
+}
+
+fn set_base_text(base: &mut UserBase, field: &str, value: &str) {
+    let slot = match field {
+        "name" => &mut base.name,
+        "email" => &mut base.email,
+        "telephone" => &mut base.telephone,
+        "job_number" => &mut base.job_number,
+        _ => return,
+    };
+    *slot = value.to_string();
+}
+
+/// A DingTalk user the local side lacks: inserted, unless it would break a unique key or
+/// DingTalk shows it without a mobile (JeecgBoot needs one; the app may lack the permission).
 fn create_op(local: &LocalView, person: &DtUser, depts: Vec<LocalRef>) -> Op {
+    if person.mobile.is_empty() {
+        return warn(
+            &person.userid,
+            "DingTalk shows no mobile for this user (the app lacks the 企业员工手机号信息 permission, or the user has none): not inserted locally".into(),
+        );
+    }
     let nonempty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
     let fields = LocalUserFields {
         realname: nonempty(&person.name),
@@ -306,6 +681,7 @@ fn create_op(local: &LocalView, person: &DtUser, depts: Vec<LocalRef>) -> Op {
         telephone: nonempty(&person.telephone),
         work_no: nonempty(&person.job_number),
         add_depts: depts,
+        remove_depts: Vec::new(),
     };
     match clash(&local.users, None, &fields) {
         Some(reason) => fail(&person.userid, reason),
@@ -313,6 +689,16 @@ fn create_op(local: &LocalView, person: &DtUser, depts: Vec<LocalRef>) -> Op {
             userid: person.userid.clone(),
             unionid: Some(person.unionid.clone()).filter(|u| !u.is_empty()),
             fields,
+            base: UserBase {
+                name: person.name.clone(),
+                mobile: person.mobile.clone(),
+                telephone: person.telephone.clone(),
+                email: person.email.clone(),
+                job_number: person.job_number.clone(),
+                title: person.title.clone(),
+                depts: sorted(person.dept_id_list.clone()),
+                mobile_refused: None,
+            },
         },
     }
 }

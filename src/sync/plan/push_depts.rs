@@ -15,8 +15,9 @@ use crate::config::PushConfig;
 use crate::jeecg::LocalDept;
 
 use super::super::model::{
-    content_hash, entity, DeptRef, LocalView, Op, RemoteDept, RemoteView, ROOT_DEPT,
+    entity, DeptBase, DeptRef, FieldMerge, LocalView, Op, RemoteDept, RemoteView, ROOT_DEPT,
 };
+use super::merge::{judge, Policy, Verdict};
 use super::tree::DeptTree;
 use super::Focus;
 
@@ -37,15 +38,6 @@ pub(super) struct DeptPlan {
     /// Local departments whose DingTalk twins sit under a department about to be deleted:
     /// they must move first (a job waits for theirs).
     pub blocked: Vec<String>,
-}
-
-/// The snapshot hash of a pushed department.
-pub fn dept_hash(name: &str, parent: &DeptRef, order: i64) -> String {
-    let parent = match parent {
-        DeptRef::Ding(id) => format!("d{id}"),
-        DeptRef::Local(id) => format!("l{id}"),
-    };
-    content_hash(&[name, &parent, &order.to_string()])
 }
 
 /// DingTalk's departments as one plan sees them: what was read, and whether the rest exists.
@@ -120,9 +112,10 @@ fn known_links(
 pub(super) fn plan(
     local: &LocalView,
     remote: &RemoteView,
-    config: &PushConfig,
+    rules: &super::Rules,
     focus: &Focus,
 ) -> DeptPlan {
+    let config = &rules.push;
     let tree = DeptTree::new(&local.depts, &local.dead_depts);
     let remote = Remote::new(remote);
     let (mut map, mut owner) = known_links(&tree, local, &remote);
@@ -150,11 +143,19 @@ pub(super) fn plan(
             }
             continue;
         }
-        let hash = dept_hash(&dept.name, &parent, dept.order);
+        let parent_id = match &parent {
+            DeptRef::Ding(p) => *p,
+            DeptRef::Local(_) => 0,
+        };
+        let base = DeptBase {
+            name: dept.name.clone(),
+            parent: parent_id,
+            order: dept.order,
+        };
         match map.get(id).cloned() {
             Some(DeptRef::Ding(ding)) => {
                 if let Some(current) = remote.get(ding).filter(|_| in_focus) {
-                    ops.extend(update_or_link(local, dept, current, &parent, hash));
+                    ops.extend(update_or_link(local, dept, current, &parent, &rules.policy));
                 }
             }
             _ => {
@@ -181,7 +182,8 @@ pub(super) fn plan(
                                 parent: None,
                                 order: Some(dept.order),
                                 source_identifier: Some(id.to_string()),
-                                hash,
+                                base,
+                                merge: Vec::new(),
                             });
                         }
                     }
@@ -193,7 +195,6 @@ pub(super) fn plan(
                                 name: dept.name.clone(),
                                 parent,
                                 order: dept.order,
-                                hash,
                             });
                         }
                     }
@@ -213,41 +214,103 @@ pub(super) fn plan(
     }
 }
 
-/// The update (or the link only) of a department DingTalk has.
+/// The update (or the link only) of a department DingTalk has: its name and parent merged
+/// against the base (a console rename or move is left for the pull), its order sent when
+/// JeecgBoot changed it (DingTalk's listing does not show it).
 fn update_or_link(
     local: &LocalView,
     dept: &LocalDept,
     current: &RemoteDept,
     parent: &DeptRef,
-    hash: String,
-) -> Option<Op> {
-    let name = (current.name != dept.name).then(|| dept.name.clone());
-    let moved = *parent != DeptRef::Ding(current.parent_id);
-    let snapshot_hash = local
+    policy: &Policy,
+) -> Vec<Op> {
+    let snapshot = local
         .dept_snapshots
         .get(&dept.id)
-        .map(|s| s.content_hash.as_str());
+        .filter(|s| s.ding_id == current.dept_id.to_string());
+    let old = snapshot.and_then(|s| s.dept_base());
+    let mut base = old.clone().unwrap_or(DeptBase {
+        name: current.name.clone(),
+        parent: current.parent_id,
+        order: dept.order,
+    });
+    let mut merge = Vec::new();
+    let mut note = |field: &str, l: String, r: String, b: Option<String>, v: Verdict, action: &str| {
+        merge.push(FieldMerge {
+            field: field.into(),
+            jeecgboot: l,
+            dingtalk: r,
+            base: b,
+            changed: v.changed,
+            action: action.into(),
+            resolves_conflict: v.conflict() && action == "push",
+        });
+    };
+    let mut name = None;
+    match judge(dept.name.as_str(), current.name.as_str(), old.as_ref().map(|b| b.name.as_str()), policy) {
+        None => base.name = dept.name.clone(),
+        Some(v) if v.push() => {
+            name = Some(dept.name.clone());
+            base.name = dept.name.clone();
+            note("name", dept.name.clone(), current.name.clone(), old.as_ref().map(|b| b.name.clone()), v, "push");
+        }
+        Some(v) => note("name", dept.name.clone(), current.name.clone(), old.as_ref().map(|b| b.name.clone()), v, "left for the pull"),
+    }
+    let mut moved = None;
+    let wanted = match parent {
+        DeptRef::Ding(id) => Some(*id),
+        DeptRef::Local(_) => None,
+    };
+    let verdict = match wanted {
+        Some(id) => judge(&id, &current.parent_id, old.as_ref().map(|b| &b.parent), policy),
+        None => judge(&0, &current.parent_id, None, policy),
+    };
+    match verdict {
+        None => base.parent = current.parent_id,
+        Some(v) if v.push() => {
+            moved = Some(parent.clone());
+            base.parent = wanted.unwrap_or(0);
+            note("parent", format!("{parent:?}"), current.parent_id.to_string(), old.as_ref().map(|b| b.parent.to_string()), v, "push");
+        }
+        Some(v) => note("parent", format!("{parent:?}"), current.parent_id.to_string(), old.as_ref().map(|b| b.parent.to_string()), v, "left for the pull"),
+    }
+    // The order: JeecgBoot's only (DingTalk's listing does not show it), sent when it
+    // changed since the base. Without a base (synced before bases) it is taken as agreed.
+    let order = old
+        .as_ref()
+        .is_some_and(|b| b.order != dept.order)
+        .then_some(dept.order);
+    base.order = dept.order;
     let linked = dept.ding_identifier == Some(current.dept_id);
-    if name.is_none()
-        && !moved
-        && (snapshot_hash == Some(hash.as_str()) || snapshot_hash.is_none() && linked)
-    {
-        // In place: at most record the link, without a call.
-        return (!linked || snapshot_hash.is_none()).then(|| Op::LinkDept {
+    if name.is_some() || moved.is_some() || order.is_some() {
+        return vec![Op::UpdateDept {
             local_id: dept.id.clone(),
             dept_id: current.dept_id,
-            hash,
+            name,
+            parent: moved,
+            order: Some(dept.order),
+            source_identifier: None,
+            base,
+            merge,
+        }];
+    }
+    let mut ops = Vec::new();
+    if !merge.is_empty() {
+        ops.push(Op::Merge {
+            entity: entity::DEPT.into(),
+            key: dept.id.clone(),
+            fields: merge,
         });
     }
-    Some(Op::UpdateDept {
-        local_id: dept.id.clone(),
-        dept_id: current.dept_id,
-        name,
-        parent: moved.then(|| parent.clone()),
-        order: Some(dept.order),
-        source_identifier: None,
-        hash,
-    })
+    // In place: at most record the link and base, without a call.
+    if !linked || old.as_ref() != Some(&base) {
+        ops.push(Op::LinkDept {
+            local_id: dept.id.clone(),
+            dept_id: current.dept_id,
+            base,
+        });
+    }
+    ops
 }
 
 /// Moves must not run before the new parent exists: refusals and creates first, then updates

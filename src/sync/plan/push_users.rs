@@ -16,32 +16,10 @@ use crate::dingtalk::types::DtUser;
 use crate::jeecg::LocalUser;
 
 use super::super::model::{
-    content_hash, entity, mask_mobile, same_mobile, DeptRef, LocalView, Op, RemoteView, UserFields,
-    ROOT_DEPT,
+    entity, mask_mobile, mobile_key, same_mobile, DeptRef, LocalView, Op, RemoteView, UserBase,
+    UserFields, ROOT_DEPT,
 };
-
-/// The snapshot hash of a pushed user: its pushed fields and the local departments that
-/// map (local ids, so the hash does not change when a department is first created).
-pub fn user_hash(user: &LocalUser, map: &HashMap<String, DeptRef>) -> String {
-    let mut depts: Vec<&str> = user
-        .depart_ids
-        .iter()
-        .filter(|id| map.contains_key(*id))
-        .map(String::as_str)
-        .collect();
-    depts.sort_unstable();
-    depts.dedup();
-    content_hash(&[
-        &user.username,
-        &user.realname,
-        user.phone.as_deref().unwrap_or_default(),
-        user.telephone.as_deref().unwrap_or_default(),
-        user.work_no.as_deref().unwrap_or_default(),
-        user.email.as_deref().unwrap_or_default(),
-        &user.positions.join(","),
-        &depts.join(","),
-    ])
-}
+use super::merge::{judge, FieldMerge, Policy, Verdict};
 
 /// The departments a user is pushed with: memberships that map, root 1 when none does.
 fn desired_depts(user: &LocalUser, map: &HashMap<String, DeptRef>) -> Vec<DeptRef> {
@@ -57,31 +35,6 @@ fn desired_depts(user: &LocalUser, map: &HashMap<String, DeptRef>) -> Vec<DeptRe
         depts.push(DeptRef::Ding(ROOT_DEPT));
     }
     depts
-}
-
-fn differs(local: Option<&str>, remote: &str) -> Option<String> {
-    local
-        .filter(|l| !l.is_empty() && *l != remote)
-        .map(str::to_string)
-}
-
-fn changes(user: &LocalUser, remote: &DtUser, depts: &[DeptRef]) -> UserFields {
-    let title = (!user.positions.is_empty()).then(|| user.positions.join(","));
-    let same_depts = depts
-        .iter()
-        .all(|d| matches!(d, DeptRef::Ding(id) if remote.dept_id_list.contains(id)))
-        && remote
-            .dept_id_list
-            .iter()
-            .all(|id| depts.contains(&DeptRef::Ding(*id)));
-    UserFields {
-        name: differs(Some(&user.realname), &remote.name),
-        telephone: differs(user.telephone.as_deref(), &remote.telephone),
-        job_number: differs(user.work_no.as_deref(), &remote.job_number),
-        title: differs(title.as_deref(), &remote.title),
-        email: differs(user.email.as_deref(), &remote.email),
-        depts: (!same_depts).then(|| depts.to_vec()),
-    }
 }
 
 fn full_fields(user: &LocalUser, depts: &[DeptRef]) -> UserFields {
@@ -274,12 +227,14 @@ pub(super) struct Claims {
     pub final_depts: HashMap<String, Vec<DeptRef>>,
 }
 
-/// What the department plan tells the user plan.
+/// What the department plan and the tenant tell the user plan.
 pub(super) struct Depts<'a> {
     /// Every pushed local department -> its place in DingTalk.
     pub map: &'a HashMap<String, DeptRef>,
     /// Departments DingTalk lacks and would refuse, with the reason.
     pub fallback: &'a HashMap<String, String>,
+    /// How differences are settled.
+    pub policy: &'a Policy,
 }
 
 /// Plans `local.users` in focus (a slice of the tenant's users, or one) against DingTalk.
@@ -339,7 +294,7 @@ pub(super) fn plan_slice(
             ));
             continue;
         }
-        ops.extend(update(local, &links, user, &found, depts.map, claims));
+        ops.extend(update(local, &links, user, &found, depts, claims));
     }
     ops
 }
@@ -371,29 +326,58 @@ fn create(user: &LocalUser, map: &HashMap<String, DeptRef>) -> Op {
         }
         // userid = username: `sys_user.username` is unique, so no two creates of a run
         // share a userid.
-        Some(phone) => Op::CreateUser {
-            local_id: user.id.clone(),
-            userid: user.username.clone(),
-            mobile: phone.to_string(),
-            fields: full_fields(user, &desired_depts(user, map)),
-            hash: user_hash(user, map),
-        },
+        Some(phone) => {
+            let fields = full_fields(user, &desired_depts(user, map));
+            let base = UserBase {
+                name: user.realname.clone(),
+                mobile: phone.to_string(),
+                telephone: fields.telephone.clone().unwrap_or_default(),
+                email: fields.email.clone().unwrap_or_default(),
+                job_number: fields.job_number.clone().unwrap_or_default(),
+                title: fields.title.clone().unwrap_or_default(),
+                // Filled with the departments as created.
+                depts: Vec::new(),
+                mobile_refused: None,
+            };
+            Op::CreateUser {
+                local_id: user.id.clone(),
+                userid: user.username.clone(),
+                mobile: phone.to_string(),
+                fields,
+                base,
+            }
+        }
     }
 }
 
-/// The update (and link) of a user DingTalk has.
+/// The update (and link) of a user DingTalk has: each field merged against its base.
 fn update(
     local: &LocalView,
     links: &Links<'_>,
     user: &LocalUser,
     found: &DtUser,
-    map: &HashMap<String, DeptRef>,
+    depts: &Depts<'_>,
     claims: &mut Claims,
 ) -> Vec<Op> {
     let mut ops = Vec::new();
-    let depts = desired_depts(user, map);
-    let hash = user_hash(user, map);
-    let fields = changes(user, found, &depts);
+    let wanted = desired_depts(user, depts.map);
+    let snapshot = local
+        .user_snapshots
+        .get(&user.id)
+        .filter(|s| s.ding_id == found.userid);
+    let base = snapshot.and_then(|s| s.user_base());
+    let mut merge = UserMerge::new(base.as_ref(), depts.policy);
+    merge.texts(user, found);
+    if let Some(warning) = merge.mobile(user, found) {
+        ops.push(warn(&user.username, warning));
+    }
+    merge.depts(&wanted, found);
+    let UserMerge {
+        fields,
+        base: new_base,
+        fields_merged,
+        ..
+    } = merge;
     if found.dept_id_list.iter().any(|d| claims.doomed.contains(d)) {
         claims.final_depts.insert(
             found.userid.clone(),
@@ -406,36 +390,212 @@ fn update(
             }),
         );
     }
-    if let Some(phone) = user.phone.as_deref() {
-        if !found.mobile.is_empty() && !same_mobile(phone, &found.mobile) {
-            ops.push(warn(&user.username, format!("local phone differs from DingTalk's mobile of {}; DingTalk cannot change a mobile (delete and re-add the user there)", found.userid)));
-        }
-    }
     let updating = !fields.is_empty();
     if updating {
         ops.push(Op::UpdateUser {
             local_id: user.id.clone(),
             userid: found.userid.clone(),
             fields,
-            hash: hash.clone(),
+            merge: fields_merged,
+        });
+    } else if !fields_merged.is_empty() {
+        ops.push(Op::Merge {
+            entity: entity::USER.into(),
+            key: user.id.clone(),
+            fields: fields_merged,
         });
     }
-    // The link row and snapshot follow every update, and are refreshed when stale.
+    // The link row and the base follow every update, and are refreshed when stale.
     let stale = links.row(&user.id) != Some(found.userid.as_str())
-        || local
-            .user_snapshots
-            .get(&user.id)
-            .is_none_or(|s| s.content_hash != hash || s.ding_id != found.userid);
+        || base.as_ref() != Some(&new_base);
     if updating || stale {
         ops.push(Op::LinkUser {
             local_id: user.id.clone(),
             userid: found.userid.clone(),
             unionid: Some(found.unionid.clone()).filter(|u| !u.is_empty()),
             realname: user.realname.clone(),
-            hash,
+            base: new_base,
         });
     }
     ops
+}
+
+/// A push's merge of one user: the fields to send, the base once done, and what it did with
+/// each field that differs.
+struct UserMerge<'a> {
+    old: Option<&'a UserBase>,
+    policy: &'a Policy,
+    fields: UserFields,
+    base: UserBase,
+    fields_merged: Vec<FieldMerge>,
+}
+
+impl<'a> UserMerge<'a> {
+    fn new(old: Option<&'a UserBase>, policy: &'a Policy) -> Self {
+        Self {
+            old,
+            policy,
+            fields: UserFields::default(),
+            base: old.cloned().unwrap_or_default(),
+            fields_merged: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, field: &str, local: &str, remote: &str, base: Option<&str>, verdict: Verdict, action: &str) {
+        self.fields_merged.push(FieldMerge {
+            field: field.to_string(),
+            jeecgboot: local.to_string(),
+            dingtalk: remote.to_string(),
+            base: base.map(str::to_string),
+            changed: verdict.changed,
+            action: action.to_string(),
+            resolves_conflict: verdict.conflict() && action == "push",
+        });
+    }
+
+    /// name, telephone, job_number, title, email: sent when JeecgBoot's side stands (never
+    /// an empty value: DingTalk keeps its own then).
+    fn texts(&mut self, user: &LocalUser, found: &DtUser) {
+        let title = user.positions.join(",");
+        let texts: [(&str, &str, &str); 5] = [
+            ("name", &user.realname, &found.name),
+            ("telephone", user.telephone.as_deref().unwrap_or_default(), &found.telephone),
+            ("job_number", user.work_no.as_deref().unwrap_or_default(), &found.job_number),
+            ("title", &title, &found.title),
+            ("email", user.email.as_deref().unwrap_or_default(), &found.email),
+        ];
+        for (field, local, remote) in texts {
+            let old = self.old.map(|b| text_of(b, field).to_string());
+            let Some(verdict) = judge(local, remote, old.as_deref(), self.policy) else {
+                set_text(&mut self.base, field, local);
+                continue;
+            };
+            let action = if verdict.push() && !local.is_empty() {
+                set_field(&mut self.fields, field, local);
+                set_text(&mut self.base, field, local);
+                "push"
+            } else if verdict.push() {
+                // Cleared locally: DingTalk keeps its value (a push never sends an empty one).
+                if old.is_none() {
+                    set_text(&mut self.base, field, local);
+                }
+                "kept: an empty value is never sent"
+            } else {
+                "left for the pull"
+            };
+            self.note(field, local, remote, old.as_deref(), verdict, action);
+        }
+    }
+
+    /// The mobile: DingTalk cannot change it (40022), so a JeecgBoot-side change is reported
+    /// once (the base remembers it) and the pull leaves the local value alone. A hidden
+    /// mobile (no permission) is no difference.
+    fn mobile(&mut self, user: &LocalUser, found: &DtUser) -> Option<String> {
+        let local = user.phone.as_deref().unwrap_or_default();
+        if found.mobile.is_empty() || local.is_empty() {
+            return None;
+        }
+        let old = self.old.map(|b| mobile_key(&b.mobile).into_owned());
+        let (l, r) = (mobile_key(local), mobile_key(&found.mobile));
+        let Some(verdict) = judge(l.as_ref(), r.as_ref(), old.as_deref(), self.policy) else {
+            self.base.mobile = local.to_string();
+            self.base.mobile_refused = None;
+            return None;
+        };
+        if !verdict.push() {
+            self.note("mobile", local, &found.mobile, old.as_deref(), verdict, "left for the pull");
+            return None;
+        }
+        self.note("mobile", local, &found.mobile, old.as_deref(), verdict, "kept: DingTalk cannot change a mobile");
+        if old.is_none() {
+            // DingTalk's number is the one agreed: a pull sees JeecgBoot's as its change.
+            self.base.mobile = found.mobile.clone();
+        }
+        let told = self.old.and_then(|b| b.mobile_refused.as_deref()) == Some(local);
+        self.base.mobile_refused = Some(local.to_string());
+        (!told).then(|| format!(
+            "local phone {} differs from DingTalk's mobile {} of {}; DingTalk cannot change a mobile (errcode 40022: delete and re-add the user there); reported once",
+            mask_mobile(local),
+            mask_mobile(&found.mobile),
+            found.userid
+        ))
+    }
+
+    /// The department list, compared as sets of DingTalk ids (a department created in this
+    /// run counts as a JeecgBoot-side change).
+    fn depts(&mut self, wanted: &[DeptRef], found: &DtUser) {
+        let local: Option<Vec<i64>> = wanted
+            .iter()
+            .map(|d| match d {
+                DeptRef::Ding(id) => Some(*id),
+                DeptRef::Local(_) => None,
+            })
+            .collect::<Option<Vec<i64>>>()
+            .map(sorted);
+        let remote = sorted(found.dept_id_list.clone());
+        let old = self.old.map(|b| sorted(b.depts.clone()));
+        let verdict = match &local {
+            Some(local) => judge(local, &remote, old.as_ref(), self.policy),
+            None => judge(&[0][..], &remote[..], None, self.policy),
+        };
+        let show = |ids: &[i64]| ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let Some(verdict) = verdict else {
+            self.base.depts = remote;
+            return;
+        };
+        let local_text = local.as_deref().map_or_else(|| "(departments being created)".into(), show);
+        let action = if verdict.push() {
+            self.fields.depts = Some(wanted.to_vec());
+            // The departments as created are filled in once applied.
+            self.base.depts = local.unwrap_or_default();
+            "push"
+        } else {
+            "left for the pull"
+        };
+        self.note("depts", &local_text, &show(&remote), old.as_deref().map(show).as_deref(), verdict, action);
+    }
+}
+
+fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// A text field of a base, by name.
+fn text_of<'b>(base: &'b UserBase, field: &str) -> &'b str {
+    match field {
+        "name" => &base.name,
+        "telephone" => &base.telephone,
+        "job_number" => &base.job_number,
+        "title" => &base.title,
+        "email" => &base.email,
+        _ => "",
+    }
+}
+
+fn set_text(base: &mut UserBase, field: &str, value: &str) {
+    let slot = match field {
+        "name" => &mut base.name,
+        "telephone" => &mut base.telephone,
+        "job_number" => &mut base.job_number,
+        "title" => &mut base.title,
+        "email" => &mut base.email,
+        _ => return,
+    };
+    *slot = value.to_string();
+}
+
+fn set_field(fields: &mut UserFields, field: &str, value: &str) {
+    let slot = match field {
+        "name" => &mut fields.name,
+        "telephone" => &mut fields.telephone,
+        "job_number" => &mut fields.job_number,
+        "title" => &mut fields.title,
+        "email" => &mut fields.email,
+        _ => return,
+    };
+    *slot = Some(value.to_string());
 }
 
 /// Deletes of DingTalk users whose local row is gone for good: `gone` holds the

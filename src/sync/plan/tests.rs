@@ -67,7 +67,7 @@ pub(super) fn view(depts: Vec<LocalDept>, users: Vec<LocalUser>) -> LocalView {
     }
 }
 
-pub(super) fn config() -> PushConfig {
+pub(super) fn push_config() -> PushConfig {
     PushConfig {
         users: true,
         departments: true,
@@ -78,39 +78,54 @@ pub(super) fn config() -> PushConfig {
     }
 }
 
-fn snapshot_all(local: &mut LocalView, plan: &Plan) {
+/// The default rules: `[push]` at its defaults, JeecgBoot winning conflicts, no master.
+pub(super) fn config() -> Rules {
+    rules(push_config())
+}
+
+pub(super) fn rules(push: PushConfig) -> Rules {
+    Rules {
+        push,
+        policy: merge::Policy::default(),
+    }
+}
+
+/// Records what applying `plan` would record: links and bases.
+pub(super) fn snapshot_all(local: &mut LocalView, plan: &Plan) {
     for op in &plan.ops {
         match op {
             Op::UpdateDept {
                 local_id,
                 dept_id,
-                hash,
+                base,
                 ..
             }
             | Op::LinkDept {
                 local_id,
                 dept_id,
-                hash,
+                base,
             } => {
-                local
-                    .dept_snapshots
-                    .insert(local_id.clone(), snap(local_id, &dept_id.to_string(), hash));
+                local.dept_snapshots.insert(
+                    local_id.clone(),
+                    based(local_id, &dept_id.to_string(), base),
+                );
             }
             Op::LinkUser {
                 local_id,
                 userid,
-                hash,
+                base,
                 ..
             } => {
                 local
                     .user_snapshots
-                    .insert(local_id.clone(), snap(local_id, userid, hash));
+                    .insert(local_id.clone(), based(local_id, userid, base));
             }
             _ => {}
         }
     }
 }
 
+/// A snapshot without a base (synced before schema v5).
 pub(super) fn snap(local_id: &str, ding: &str, hash: &str) -> Snapshot {
     Snapshot {
         tenant_id: 0,
@@ -119,6 +134,15 @@ pub(super) fn snap(local_id: &str, ding: &str, hash: &str) -> Snapshot {
         ding_id: ding.into(),
         content_hash: hash.into(),
         synced_at: 0,
+        base: None,
+    }
+}
+
+/// A snapshot with `base`.
+pub(super) fn based<T: serde::Serialize>(local_id: &str, ding: &str, base: &T) -> Snapshot {
+    Snapshot {
+        base: Some(serde_json::to_string(base).unwrap()),
+        ..snap(local_id, ding, "")
     }
 }
 
@@ -459,10 +483,10 @@ fn deleted_frozen_and_hard_deleted_users() {
         vec!["create user frozen", "delete user hard"],
         "logically deleted: not pushed, not deleted"
     );
-    let keep = PushConfig {
+    let keep = rules(PushConfig {
         delete_users_on_hard_delete: false,
-        ..config()
-    };
+        ..push_config()
+    });
     assert_eq!(
         names(&plan_push(&local, &remote, &keep, Scope::Users)),
         vec!["create user frozen"]
@@ -508,7 +532,7 @@ fn pull_creates_updates_and_never_deletes_departments() {
         users: Default::default(),
         ..Default::default()
     };
-    let plan = plan_pull(&local, &remote, Scope::Departments);
+    let plan = plan_pull(&local, &remote, &merge::Policy::default(), Scope::Departments);
     let ops: Vec<String> = plan
         .ops
         .iter()
@@ -517,17 +541,29 @@ fn pull_creates_updates_and_never_deletes_departments() {
                 dept_id, parent, ..
             } => format!("create {dept_id} under {parent:?}"),
             Op::UpdateLocalDept { local_id, name, .. } => format!("update {local_id} {name}"),
+            Op::LinkDept { local_id, .. } => format!("link {local_id}"),
+            Op::Merge { key, fields, .. } => format!(
+                "left {key}: {}",
+                fields
+                    .iter()
+                    .map(|f| format!("{} {}", f.field, f.action))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             other => format!("{other:?}"),
         })
         .collect();
     assert_eq!(
         ops,
         vec![
-            "update a A",
-            "update src Src",
+            "left a: name left for the push",
+            "link a",
+            "link src",
             "create 20 under Local(\"a\")",
             "create 21 under Created(20)"
-        ]
+        ],
+        "a, linked before bases existed: its base is DingTalk's, so the local rename is \
+         JeecgBoot's change (the push sends it); src, matched by source_identifier, is linked"
     );
 }
 
@@ -562,7 +598,7 @@ fn pull_users_insert_match_and_refuse_a_duplicate_phone() {
         .into(),
         ..Default::default()
     };
-    let plan = plan_pull(&local, &remote, Scope::Users);
+    let plan = plan_pull(&local, &remote, &merge::Policy::default(), Scope::Users);
     assert!(
         matches!(&plan.ops[0], Op::UpdateLocalUser { local_id, link: true, fields, .. } if local_id == "u1" && fields.add_depts == vec![LocalRef::Local("a".into())])
     );
@@ -584,15 +620,25 @@ fn pull_users_insert_match_and_refuse_a_duplicate_phone() {
         tenant_id: 0,
     });
     linked.users[0].depart_ids = vec!["a".into()];
-    let plan = plan_pull(
-        &linked,
-        &RemoteView {
-            depts: remote.depts.clone(),
-            users: vec![remote.users.get("dt-lisi").unwrap()].into(),
-            ..Default::default()
-        },
-        Scope::Users,
-    );
+    let lisi = RemoteView {
+        depts: remote.depts.clone(),
+        users: vec![remote.users.get("dt-lisi").unwrap()].into(),
+        ..Default::default()
+    };
+    let plan = plan_pull(&linked, &lisi, &merge::Policy::default(), Scope::Users);
+    // Linked before bases existed: the base is recorded once (no local field written).
+    match &plan.ops[..] {
+        [Op::UpdateLocalUser {
+            fields, base, link, ..
+        }] => {
+            assert!(fields.is_empty() && !link, "{fields:?}");
+            linked
+                .user_snapshots
+                .insert("u1".into(), based("u1", "dt-lisi", base));
+        }
+        other => panic!("{other:?}"),
+    }
+    let plan = plan_pull(&linked, &lisi, &merge::Policy::default(), Scope::Users);
     assert!(plan.ops.is_empty(), "{:?}", plan.ops);
 }
 
@@ -651,7 +697,7 @@ fn mobiles_compare_without_the_mainland_prefix_and_separators() {
     };
     let push = plan_push(&local, &remote, &config(), Scope::Users);
     assert_eq!(names(&push), vec!["link dt-lihua"]);
-    let pull = plan_pull(&local, &remote, Scope::Users);
+    let pull = plan_pull(&local, &remote, &merge::Policy::default(), Scope::Users);
     assert!(
         matches!(&pull.ops[..], [Op::UpdateLocalUser { local_id, fields, .. }] if local_id == "u1" && fields.phone.is_none()),
         "{:?}",
