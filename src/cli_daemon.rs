@@ -106,7 +106,15 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
             let queue = store.queue_stats(tenant.id).await?;
             let runs = store.last_runs(tenant.id).await?;
             let owner = store.lease_holder(&format!("tenant:{}", tenant.id)).await?;
-            out.push(serde_json::json!({ "tenant": tenant.id, "owner": owner, "queue": queue, "last_runs": runs }));
+            out.push(serde_json::json!({
+                "tenant": tenant.id,
+                "credentials": tenant.source,
+                "push": tenant.push.enabled,
+                "pull": tenant.pull.enabled,
+                "owner": owner,
+                "queue": queue,
+                "last_runs": runs,
+            }));
         }
         Ok::<_, TenantsError>((out, cursor, last))
     }
@@ -130,9 +138,13 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
     );
     for t in &tenants {
         let q = &t["queue"];
+        let on = |key: &str| if t[key] == true { "on" } else { "off" };
         println!(
-            "tenant {}: owner {}; jobs pending {}, running {}, dead {}; oldest pending due {}",
+            "tenant {} ({}; push {}, pull {}): owner {}; jobs pending {}, running {}, dead {}; oldest pending due {}",
             t["tenant"],
+            t["credentials"].as_str().unwrap_or("?"),
+            on("push"),
+            on("pull"),
             t["owner"].as_str().unwrap_or("none"),
             q["pending"],
             q["running"],

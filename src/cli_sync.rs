@@ -175,35 +175,42 @@ async fn run_lease(
     ttl: std::time::Duration,
     wait: std::time::Duration,
 ) -> Result<RunLease, u8> {
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut told = false;
-    loop {
-        match RunLease::try_take(store, tenant, owner, ttl).await {
-            Ok(Some(lease)) => return Ok(lease),
-            Ok(None) => {}
-            Err(error) => {
-                eprintln!("dingsync: tenant {tenant}: {error}");
-                return Err(exit::UNAVAILABLE);
-            }
-        }
-        let holder = RunLease::holder(store, tenant)
+    let unavailable = |error: crate::store::StoreError| {
+        eprintln!("dingsync: tenant {tenant}: {error}");
+        exit::UNAVAILABLE
+    };
+    if let Some(lease) = RunLease::try_take(store, tenant, owner, ttl)
+        .await
+        .map_err(unavailable)?
+    {
+        return Ok(lease);
+    }
+    let holder = |store| async move {
+        RunLease::holder(store, tenant)
             .await
             .ok()
             .flatten()
-            .unwrap_or_else(|| "another process".into());
-        if tokio::time::Instant::now() >= deadline {
+            .unwrap_or_else(|| "another process".into())
+    };
+    eprintln!(
+        "dingsync: tenant {tenant}: waiting for the run held by {} to finish (at most {})",
+        holder(store).await,
+        humantime::format_duration(wait)
+    );
+    match RunLease::take_within(store, tenant, owner, ttl, wait)
+        .await
+        .map_err(unavailable)?
+    {
+        Some(lease) => Ok(lease),
+        None => {
+            let holder = holder(store).await;
             tracing::warn!(event = "sync.run.busy", tenant, holder = %holder, "another run of this tenant is still going");
             eprintln!(
                 "dingsync: tenant {tenant}: another run is still going (run lease held by {holder}); waited {}; try again later",
                 humantime::format_duration(wait)
             );
-            return Err(exit::TEMPFAIL);
+            Err(exit::TEMPFAIL)
         }
-        if !told {
-            eprintln!("dingsync: tenant {tenant}: waiting for the run held by {holder} to finish (at most {})", humantime::format_duration(wait));
-            told = true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 

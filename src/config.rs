@@ -260,6 +260,21 @@ pub struct TenantConfig {
     pub push: Switch,
     /// `pull.enabled`: pull DingTalk into the local database ("同步到本地开关").
     pub pull: Switch,
+    /// Where its credentials come from: a `[[tenant]]` entry, or a `sys_third_app_config`
+    /// row (`tenants_from_database`).
+    #[serde(skip)]
+    pub source: TenantSource,
+}
+
+/// Where a tenant's credentials come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantSource {
+    /// A `[[tenant]]` entry of the configuration (or `DINGSYNC_TENANT_*`).
+    #[default]
+    File,
+    /// A `sys_third_app_config` row of JeecgBoot's database.
+    SysThirdAppConfig,
 }
 
 /// An on/off switch written as `<name>.enabled`.
@@ -308,6 +323,12 @@ pub struct QueueConfig {
     /// Longest retry delay.
     #[serde(serialize_with = "human_duration")]
     pub backoff_cap: Duration,
+    /// Times a job may wait for something it needs (a department DingTalk lacks yet) before
+    /// it is dead: nothing waits forever.
+    pub max_waits: NonZeroU32,
+    /// Longest single wait (the first is 200 ms, doubling).
+    #[serde(serialize_with = "human_duration")]
+    pub wait_cap: Duration,
 }
 
 /// `[log]`.

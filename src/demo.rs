@@ -13,7 +13,7 @@ use crate::exit;
 use crate::sim::{SimOptions, SimServer, Simulator};
 use crate::store::Store;
 use crate::sync::model::{Direction, Scope};
-use crate::sync::run::{run_once, RunRequest};
+use crate::sync::run::{run_once, RunLease, RunRequest};
 
 const APPKEY: &str = "dingdemo";
 const APPSECRET: &str = "demo-secret";
@@ -163,9 +163,17 @@ async fn scenario(keep: bool) -> Result<(), String> {
         scope: Scope::All,
         dry_run: false,
     };
+    // One full run of a tenant at a time, the daemon's scheduled ones included.
+    let ttl = config.daemon.lease_ttl;
+    let lease = RunLease::take_within(&store, tenant.id, "demo", ttl, ttl * 2)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the daemon's scheduled run did not end")?;
     let summary = run_once(&store, &client, &config, tenant, request, None)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string());
+    lease.release().await;
+    let summary = summary?;
     let pulled = store
         .load_users(0)
         .await

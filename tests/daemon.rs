@@ -61,7 +61,10 @@ async fn dead_jobs(store: &dingsync::store::Store, n: usize, name: &str) -> Vec<
         }
         if tokio::time::Instant::now() >= deadline {
             let all = store.list_jobs(&JobFilter::default()).await.unwrap();
-            panic!("{name}: {} dead jobs, waited for {n}; jobs: {all:?}", dead.len());
+            panic!(
+                "{name}: {} dead jobs, waited for {n}; jobs: {all:?}",
+                dead.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -125,7 +125,8 @@ async fn reload_drain_and_restart() {
     );
     let text = cli(&["status"]);
     assert!(
-        String::from_utf8_lossy(&text.stdout).contains("tenant 0: owner none; jobs pending 0"),
+        String::from_utf8_lossy(&text.stdout)
+            .contains("tenant 0 (file; push on, pull on): owner none; jobs pending 0"),
         "{}",
         String::from_utf8_lossy(&text.stdout)
     );

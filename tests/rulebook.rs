@@ -31,14 +31,15 @@ async fn jobs(store: &Store, state: Option<&str>) -> Vec<dingsync::store::queue:
 async fn queue_idle(store: &Store, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let busy = jobs(store, Some(state::PENDING)).await.len()
-            + jobs(store, Some(state::RUNNING)).await.len();
-        if busy == 0 {
+        let mut busy = jobs(store, Some(state::PENDING)).await;
+        busy.extend(jobs(store, Some(state::RUNNING)).await);
+        if busy.is_empty() {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{what}: {busy} jobs still pending or running"
+            "{what}: {} jobs still pending or running: {busy:?}",
+            busy.len()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -155,6 +156,74 @@ async fn switches_hold_for_the_daemons_jobs() {
     .sum();
     assert_eq!(user_writes, 0, "users off: {calls:?}");
     assert!(server.sim.app(APPKEY).unwrap().org.users.is_empty());
+
+    // Users on, departments off, no deletes: a user whose department DingTalk lacks goes to
+    // the nearest department it has (with a warning), nothing waits; a deleted department
+    // and a user deleted for good stay in DingTalk.
+    std::fs::write(
+        &path,
+        with_tenant(
+            "push.enabled = true",
+            "[push]\ndepartments = false\ndelete_departments = false\ndelete_users_on_hard_delete = false\n",
+        ),
+    )
+    .unwrap();
+    daemon.wait_for("config.reloaded", 2).await;
+    exec(
+        &db,
+        &[
+            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('c3a', 'c3', '前端组', 1, '2', 'A03A01', '0')",
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u3', 'zhaolei', '赵磊', '13800000003', 1, 0)",
+            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m3', 'u3', 'c3a')",
+        ],
+    )
+    .await;
+    common::eventually(
+        "zhaolei in 研发中心 (its department is not pushed)",
+        20,
+        || {
+            let org = server.sim.app(APPKEY).unwrap().org;
+            org.users.get("zhaolei").is_some_and(|u| {
+                u.dept_id_list
+                    .iter()
+                    .filter_map(|d| org.depts.get(d))
+                    .map(|d| d.name.as_str())
+                    .eq(["研发中心"])
+            })
+        },
+    )
+    .await;
+    assert!(!dept_names(&server, APPKEY).contains(&"前端组".to_string()));
+    assert!(daemon
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("sync.entity.warning")
+            && l.contains("zhaolei")
+            && l.contains("departments = false")));
+    server.sim.reset_calls();
+    exec(
+        &db,
+        &[
+            "DELETE FROM sys_depart WHERE id = 'c3a'",
+            "DELETE FROM sys_user_depart WHERE user_id = 'u3'",
+            "DELETE FROM sys_user WHERE id = 'u3'",
+        ],
+    )
+    .await;
+    changes_read(&db.store, "deletes off").await;
+    queue_idle(&db.store, "deletes off").await;
+    assert_eq!(
+        server.sim.write_calls(APPKEY),
+        0,
+        "deletes off: {:?}",
+        server.sim.calls(APPKEY)
+    );
+    assert!(
+        jobs(&db.store, Some(state::DEAD)).await.is_empty(),
+        "nothing dead, nothing waited out"
+    );
     let mut daemon = daemon;
     assert_eq!(daemon.stop().await, Some(0));
 }
@@ -266,6 +335,27 @@ async fn a_refused_department_and_a_cycle_end_as_one_dead_job_each_and_nothing_l
         .map(|j| j.entity_key)
         .collect();
     assert!(!dead.contains(&"fe".to_string()), "{dead:?}");
+    // One side of the cycle fixed: both departments are judged anew and pushed (q under
+    // p), and the member follows its department.
+    exec(
+        &db,
+        &["UPDATE sys_depart SET parent_id = '' WHERE id = 'p'"],
+    )
+    .await;
+    common::eventually("the cycle fixed: 乙 under 甲, huan in 甲", 20, || {
+        let org = server.sim.app(APPKEY).unwrap().org;
+        let by_name = |name: &str| {
+            org.depts
+                .values()
+                .find(|d| d.name == name)
+                .map(|d| (d.dept_id, d.parent_id))
+        };
+        matches!((by_name("甲"), by_name("乙")), (Some((p, 1)), Some((_, parent))) if parent == p)
+            && depts_of("huan") == Some(vec!["甲".into()])
+    })
+    .await;
+    queue_idle(&db.store, "after the cycle").await;
+    assert!(jobs(&db.store, Some(state::DEAD)).await.is_empty());
     let mut daemon = daemon;
     assert_eq!(daemon.stop().await, Some(0));
 }
@@ -304,7 +394,7 @@ async fn tenants_from_the_database_keep_the_tenant_rule_and_skip_placeholders() 
     let path = dir.path().join("dingsync.toml");
     // A fresh JeecgBoot's placeholder row for tenant 0 is skipped: tenant 1002 alone is fine.
     exec(&db, &["INSERT INTO sys_third_app_config (id, tenant_id, agent_id, client_id, client_secret, third_type, status) VALUES ('p0', 0, '1', '1', '1', 'dingtalk', 1), ('r2', 1002, '2', 'b', 't', 'dingtalk', 1)"]).await;
-    std::fs::write(&path, format!("tenants_from_database = true\n[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\n", db.url, server.url)).unwrap();
+    std::fs::write(&path, format!("tenants_from_database = true\n[tenant_defaults]\npush.enabled = false\n[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\n", db.url, server.url)).unwrap();
     let status = |path: &std::path::Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
             .args(["status", "--json", "--config", path.to_str().unwrap()])
@@ -322,6 +412,19 @@ async fn tenants_from_the_database_keep_the_tenant_rule_and_skip_placeholders() 
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["tenants"].as_array().unwrap().len(), 1);
     assert_eq!(json["tenants"][0]["tenant"], 1002);
+    // Its switches are [tenant_defaults]'s.
+    assert_eq!(
+        (
+            &json["tenants"][0]["credentials"],
+            &json["tenants"][0]["push"],
+            &json["tenants"][0]["pull"]
+        ),
+        (
+            &serde_json::json!("sys_third_app_config"),
+            &serde_json::json!(false),
+            &serde_json::json!(true)
+        )
+    );
     // A real tenant-0 row beside it breaks the rule: 78 naming both.
     exec(&db, &["UPDATE sys_third_app_config SET agent_id = '9', client_id = 'real', client_secret = 'realsecret' WHERE id = 'p0'"]).await;
     let out = status(&path);
@@ -596,4 +699,220 @@ async fn sync_waits_for_the_scheduled_pull_then_gives_up_with_75() {
     assert!(String::from_utf8_lossy(&check.stdout).contains("timezone = \"Asia/Shanghai\""));
     let mut daemon = daemon;
     assert_eq!(daemon.stop().await, Some(0));
+}
+
+/// Starts the daemon in-process on `db` with `extra` configuration; returns its stop switch.
+fn start_daemon(
+    db: &TestDb,
+    server: &dingsync::sim::SimServer,
+    extra: &str,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), dingsync::daemon::DaemonError>>,
+) {
+    let config = common::daemon_config(db, server, extra);
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
+    (shutdown, daemon)
+}
+
+async fn outbox_row(store: &Store, id: i64) -> (String, Option<String>) {
+    dingsync::on_pool!(store, |pool| sqlx::query_as(
+        &store.sql("SELECT status, error FROM dingsync_outbox WHERE id = ?")
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap())
+}
+
+#[tokio::test]
+async fn the_outbox_guard_refuses_what_it_is_told_to() {
+    let db = common::sqlite_db().await;
+    db.store.init(true).await.unwrap();
+    let server = common::start_fast_sim().await;
+    let text = r#"{"msgtype":"text","text":{"content":"hi"}}"#;
+    exec(&db, &[
+        &format!("INSERT INTO dingsync_outbox (tenant_id, to_all, message, status) VALUES (0, 1, '{text}', 'pending')"),
+        &format!("INSERT INTO dingsync_outbox (tenant_id, to_userids, to_all, message, status) VALUES (0, 'a,b,c', 0, '{text}', 'pending')"),
+        &format!("INSERT INTO dingsync_outbox (tenant_id, to_userids, to_all, message, status) VALUES (0, 'a,b', 0, '{text}', 'pending')"),
+    ])
+    .await;
+    let (shutdown, daemon) = start_daemon(&db, &server, "[outbox]\nmax_recipients = 2\n");
+    let store = db.store.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while outbox_row(&store, 3).await.0 == "pending" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox row 3 not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    queue_idle(&store, "outbox").await;
+    let (status, error) = outbox_row(&store, 1).await;
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("to_all is refused"));
+    let (status, error) = outbox_row(&store, 2).await;
+    assert_eq!(status, "failed");
+    assert!(error
+        .unwrap()
+        .contains("more than outbox.max_recipients = 2"));
+    assert_eq!(outbox_row(&store, 3).await.0, "sent");
+    assert_eq!(
+        server.sim.calls(APPKEY)["topapi/message/corpconversation/asyncsend_v2"].calls,
+        1
+    );
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
+    // Switched off: every row fails with that reason, nothing is sent.
+    exec(&db, &[&format!("INSERT INTO dingsync_outbox (tenant_id, to_userids, to_all, message, status) VALUES (0, 'a', 0, '{text}', 'pending')")]).await;
+    let (shutdown, daemon) = start_daemon(&db, &server, "[outbox]\nenabled = false\n");
+    while outbox_row(&store, 4).await.0 == "pending" {
+        assert!(
+            tokio::time::Instant::now() < deadline + Duration::from_secs(20),
+            "outbox row 4 untouched"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, error) = outbox_row(&store, 4).await;
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("outbox.enabled = false"));
+    assert_eq!(
+        server.sim.calls(APPKEY)["topapi/message/corpconversation/asyncsend_v2"].calls,
+        1
+    );
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_job_that_waits_too_often_is_dead_with_the_reason() {
+    let db = common::sqlite_db().await;
+    db.store.init(true).await.unwrap();
+    let server = common::start_fast_sim().await;
+    // DingTalk keeps failing the department's create (busy): its job retries slowly while
+    // its member waits for it.
+    server.sim.inject(dingsync::sim::FaultRule::random(
+        "topapi/v2/department/create",
+        1.0,
+        dingsync::sim::FaultAction::Errcode {
+            errcode: -1,
+            sub_code: None,
+        },
+    ));
+    let (shutdown, daemon) = start_daemon(
+        &db,
+        &server,
+        "[queue]\nmax_waits = 2\nwait_cap = \"100ms\"\nbackoff_base = \"20s\"\nbackoff_cap = \"20s\"\n",
+    );
+    exec(&db, &[
+        "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('d1', '', '新部门', 1, '1', 'A01', '0')",
+        "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u1', 'waiter', '等待', '13800000021', 1, 0)",
+        "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'd1')",
+    ])
+    .await;
+    let store = db.store.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        let dead = jobs(&store, Some(state::DEAD)).await;
+        if let Some(job) = dead.into_iter().find(|j| j.entity_key == "u1") {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the user's job never gave up: {:?}",
+            jobs(&store, None).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reason = dead.last_error.unwrap();
+    assert!(
+        reason.contains("d1") && reason.contains("gave up after 2 waits"),
+        "{reason}"
+    );
+    assert_eq!(dead.waits, 2);
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_department_another_one_holds_is_not_adopted_when_dingtalk_refuses_the_name() {
+    let db = common::sqlite_db().await;
+    // DingTalk has 同名 under the root, held by local department a (renamed locally before
+    // dingsync watched, so its job has not run yet).
+    let server = common::start_fast_sim().await;
+    let held = server
+        .sim
+        .admin_call(
+            APPKEY,
+            "topapi/v2/department/create",
+            serde_json::json!({ "name": "同名", "parent_id": 1 }),
+        )
+        .unwrap()["result"]["dept_id"]
+        .as_i64()
+        .unwrap();
+    db.store.init_to(true, 0).await.unwrap();
+    exec(&db, &[&format!(
+        "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag, ding_identifier) VALUES ('a', '', '改名', 1, '1', 'A01', '0', '{held}')"
+    )])
+    .await;
+    db.store.init(false).await.unwrap();
+    let (shutdown, daemon) = start_daemon(
+        &db,
+        &server,
+        "[queue]\nbackoff_base = \"200ms\"\nbackoff_cap = \"200ms\"\n",
+    );
+    // A new local department takes the name: its create meets 60021, and the DingTalk
+    // department of that name belongs to a: not adopted; the job retries.
+    exec(&db, &["INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('b', '', '同名', 2, '1', 'A02', '0')"]).await;
+    let store = db.store.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let b = jobs(&store, None)
+            .await
+            .into_iter()
+            .find(|j| j.entity_key == "b");
+        if b.as_ref()
+            .and_then(|j| j.last_error.as_deref())
+            .is_some_and(|e| e.contains("belongs to local department a"))
+        {
+            assert_ne!(b.unwrap().state, "dead", "retried, not dead");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refusal: {:?}",
+            jobs(&store, None).await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let source = |id: i64| {
+        server
+            .sim
+            .app(APPKEY)
+            .unwrap()
+            .org
+            .depts
+            .get(&id)
+            .and_then(|d| d.source_identifier.clone())
+    };
+    assert_eq!(
+        source(held),
+        None,
+        "a's DingTalk department was not taken by b"
+    );
+    // a's rename frees the name: b is created.
+    exec(
+        &db,
+        &["UPDATE sys_depart SET depart_order = 3 WHERE id = 'a'"],
+    )
+    .await;
+    common::eventually("同名 created for b, 改名 for a", 20, || {
+        let names = dept_names(&server, APPKEY);
+        names.contains(&"改名".to_string()) && names.contains(&"同名".to_string())
+    })
+    .await;
+    queue_idle(&store, "held name").await;
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
 }

@@ -727,17 +727,17 @@ async fn leases_have_one_holder_until_they_expire() {
 async fn snapshots_runs_and_app_configs() {
     for db in common::initialised_dbs().await {
         let (s, name) = (&db.store, db.name);
-        s.put_snapshot(0, "user", "u1", "zhangsan", "h1")
+        s.put_snapshot(0, "user", "u1", "zhangsan", r#"{"name":"A"}"#)
             .await
             .unwrap();
-        s.put_snapshot(0, "user", "u1", "zhangsan", "h2")
+        s.put_snapshot(0, "user", "u1", "zhangsan", r#"{"name":"B"}"#)
             .await
             .unwrap();
         let snaps = s.snapshots(0, "user").await.unwrap();
         assert_eq!(
-            (snaps.len(), snaps[0].content_hash.as_str()),
-            (1, "h2"),
-            "{name}"
+            (snaps.len(), snaps[0].base.as_deref()),
+            (1, Some(r#"{"name":"B"}"#)),
+            "{name}: one snapshot, the latest base"
         );
         s.delete_snapshot(0, "user", "u1").await.unwrap();
         assert!(s.snapshots(0, "user").await.unwrap().is_empty(), "{name}");
@@ -913,5 +913,116 @@ async fn a_change_committed_late_behind_the_cursor_is_not_lost() {
             keys.contains(&"early".to_string()) && keys.contains(&"late".to_string()),
             "{name}: {keys:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn an_entity_has_one_dead_job_waits_are_bounded_and_dead_jobs_are_purged() {
+    use dingsync::store::queue::WaitPolicy;
+    let waits = WaitPolicy {
+        max_waits: 2,
+        cap: Duration::from_millis(1),
+        counted: true,
+    };
+    for db in common::initialised_dbs().await {
+        let (s, name) = (&db.store, db.name);
+        let dead = |s: &Store| {
+            let s = s.clone();
+            async move {
+                s.list_jobs(&JobFilter {
+                    state: Some(state::DEAD.into()),
+                    ..JobFilter::default()
+                })
+                .await
+                .unwrap()
+            }
+        };
+        // A job that waits is looked at again; after max_waits waits it is dead, with the
+        // reason and the count.
+        assert!(s.enqueue(0, "user", "w1", now_ms()).await.unwrap());
+        for round in 0..3 {
+            let job = s
+                .claim("w", 1, Duration::from_secs(30), None)
+                .await
+                .unwrap()
+                .pop()
+                .unwrap_or_else(|| panic!("{name}: round {round}"));
+            let outcome = s
+                .postpone(
+                    job.id,
+                    "w",
+                    Duration::from_millis(1),
+                    "department d1 is not in DingTalk yet",
+                    &waits,
+                )
+                .await
+                .unwrap();
+            match round {
+                0 | 1 => assert!(
+                    matches!(outcome, FailOutcome::Retry { .. }),
+                    "{name}: {outcome:?}"
+                ),
+                _ => assert!(
+                    matches!(outcome, FailOutcome::Dead { .. }),
+                    "{name}: {outcome:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let gone = dead(s).await;
+        assert_eq!(gone.len(), 1, "{name}");
+        assert_eq!(gone[0].waits, 2, "{name}");
+        assert!(
+            gone[0]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("gave up after 2 waits"),
+            "{name}"
+        );
+        // A job's own enqueue leaves a dead entity alone (no loop); a change of its row
+        // supersedes the dead job: still one job, pending again.
+        assert!(
+            !s.enqueue(0, "user", "w1", now_ms()).await.unwrap(),
+            "{name}"
+        );
+        db.plain
+            .execute("INSERT INTO sys_user (id, username, realname, status, del_flag) VALUES ('w1', 'waiter', 'W', 1, 0)")
+            .await
+            .unwrap();
+        s.changes_to_jobs(
+            100,
+            &[0],
+            dingsync::job::job_rows,
+            dingsync::store::state::GapRules {
+                hold_ms: 0,
+                keep_ms: 60_000,
+            },
+        )
+        .await
+        .unwrap();
+        let all = s.list_jobs(&JobFilter::default()).await.unwrap();
+        let w1: Vec<_> = all.iter().filter(|j| j.entity_key == "w1").collect();
+        assert_eq!(w1.len(), 1, "{name}: {all:?}");
+        assert_eq!(w1[0].state, "pending", "{name}");
+        assert!(s.dead_keys(0, "user").await.unwrap().is_empty(), "{name}");
+        // Dead jobs are purged after the retention, like done ones.
+        let job = s
+            .claim("w", 1, Duration::from_secs(30), None)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        s.fail(job.id, "w", "errcode 60009 refused", true, &policy())
+            .await
+            .unwrap();
+        assert_eq!(dead(s).await.len(), 1, "{name}");
+        assert_eq!(
+            s.purge_finished(now_ms() - 60_000).await.unwrap(),
+            0,
+            "{name}: too young"
+        );
+        assert_eq!(s.purge_finished(now_ms() + 1).await.unwrap(), 1, "{name}");
+        assert!(dead(s).await.is_empty(), "{name}");
     }
 }

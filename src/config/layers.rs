@@ -55,6 +55,8 @@ const GLOBAL_KEYS: &[(&str, Kind)] = &[
     ("queue.max_attempts", Kind::Integer),
     ("queue.backoff_base", Kind::Text),
     ("queue.backoff_cap", Kind::Text),
+    ("queue.max_waits", Kind::Integer),
+    ("queue.wait_cap", Kind::Text),
     ("log.format", Kind::Text),
     ("log.level", Kind::Text),
 ];

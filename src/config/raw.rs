@@ -164,6 +164,8 @@ pub(super) struct RawQueue {
     pub max_attempts: Option<i64>,
     pub backoff_base: Option<String>,
     pub backoff_cap: Option<String>,
+    pub max_waits: Option<i64>,
+    pub wait_cap: Option<String>,
 }
 
 /// `[log]`.

@@ -10,8 +10,8 @@ use url::Url;
 
 use super::raw::{RawConfig, RawPull, RawTenant};
 use super::{
-    AnnouncementConfig, Config, DaemonConfig, DatabaseConfig, DatabaseUrl, DingTalkConfig,
-    ConflictWinner, LogConfig, LogFormat, OutboxConfig, Problem, PullConfig, PushConfig,
+    AnnouncementConfig, Config, ConflictWinner, DaemonConfig, DatabaseConfig, DatabaseUrl,
+    DingTalkConfig, LogConfig, LogFormat, OutboxConfig, Problem, PullConfig, PushConfig,
     QueueConfig, Switch, SyncConfig, TenantConfig, TenantDefaults, WatchConfig,
 };
 use crate::secret::{read_secret_file, Secret};
@@ -35,6 +35,8 @@ const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
 const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 20;
 const DEFAULT_BACKOFF_BASE_SECS: u64 = 2;
 const DEFAULT_BACKOFF_CAP_SECS: u64 = 15 * 60;
+const DEFAULT_MAX_WAITS: u32 = 20;
+const DEFAULT_WAIT_CAP_SECS: u64 = 30;
 const DEFAULT_ANNOUNCEMENT_MAX_AGE_SECS: u64 = 24 * 3600;
 const DEFAULT_OUTBOX_MAX_RECIPIENTS: u32 = 1000;
 
@@ -219,6 +221,12 @@ pub(super) fn build(
             "queue.backoff_cap",
             raw.queue.backoff_cap.as_deref(),
             DEFAULT_BACKOFF_CAP_SECS,
+        ),
+        max_waits: check.nonzero("queue.max_waits", raw.queue.max_waits, DEFAULT_MAX_WAITS),
+        wait_cap: check.duration(
+            "queue.wait_cap",
+            raw.queue.wait_cap.as_deref(),
+            DEFAULT_WAIT_CAP_SECS,
         ),
     };
     if queue.backoff_cap < queue.backoff_base {
@@ -523,6 +531,7 @@ fn tenant_config(check: &mut Checker<'_>, key: &str, raw: RawTenant) -> Option<T
         pull: Switch {
             enabled: raw.pull.enabled.unwrap_or(true),
         },
+        source: super::TenantSource::File,
     })
 }
 

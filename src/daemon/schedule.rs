@@ -193,8 +193,7 @@ impl Cron {
                     continue;
                 }
                 let (shared, id) = (Arc::clone(&shared), tenant.id);
-                let zone = runtime.config.daemon.timezone;
-                let job = Job::new_async_tz(cron, zone, move |_, _| {
+                let job = cron_job(cron, runtime.config.daemon.timezone, move || {
                     let shared = Arc::clone(&shared);
                     Box::pin(async move { scheduled_run(shared, id, direction).await })
                 })?;
@@ -211,6 +210,18 @@ impl Cron {
             let _ = scheduler.shutdown().await;
         }
     }
+}
+
+/// A cron job firing `run` on `cron` (six fields) in `zone`: `0 10 3 * * *` is 03:10 there.
+fn cron_job(
+    cron: &str,
+    zone: chrono_tz::Tz,
+    run: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync
+        + 'static,
+) -> Result<Job, tokio_cron_scheduler::JobSchedulerError> {
+    Job::new_async_tz(cron, zone, move |_, _| run())
 }
 
 /// One scheduled run, if this instance owns the tenant, nobody fired this tick yet, and the
@@ -330,4 +341,25 @@ fn watch_file(path: &std::path::Path, changed: Arc<Notify>) -> Option<notify::Re
         .watch(&dir, notify::RecursiveMode::NonRecursive)
         .ok()?;
     Some(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Timelike;
+
+    #[tokio::test]
+    async fn crons_fire_in_the_configured_zone() {
+        let mut scheduler = JobScheduler::new().await.unwrap();
+        let mut next = Vec::new();
+        for zone in [chrono_tz::UTC, chrono_tz::Asia::Shanghai] {
+            let job = cron_job("0 10 3 * * *", zone, || Box::pin(async {})).unwrap();
+            let id = job.guid();
+            scheduler.add(job).await.unwrap();
+            let at = scheduler.next_tick_for_job(id).await.unwrap().unwrap();
+            next.push((at.hour(), at.minute()));
+        }
+        // 03:10 in UTC is 03:10 UTC; 03:10 in Beijing is 19:10 UTC (the day before).
+        assert_eq!(next, vec![(3, 10), (19, 10)]);
+    }
 }

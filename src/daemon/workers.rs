@@ -132,10 +132,24 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
             );
             store.complete(job.id, owner).await.map(drop)
         }
-        JobOutcome::Wait { delay, reason } => {
+        JobOutcome::Poll { delay, reason } => {
             let policy = crate::store::queue::WaitPolicy {
-                max_waits: crate::job::MAX_WAITS,
-                cap: crate::job::WAIT_CAP,
+                max_waits: u32::MAX,
+                cap: crate::job::POLL_CAP,
+                counted: false,
+            };
+            tracing::debug!(event = "job.polling", delay_ms = delay.as_millis() as u64, reason = %reason, "job looks again later");
+            store
+                .postpone(job.id, owner, delay, &reason, &policy)
+                .await
+                .map(drop)
+        }
+        JobOutcome::Wait { delay, reason } => {
+            let queue = &runtime.config.queue;
+            let policy = crate::store::queue::WaitPolicy {
+                max_waits: queue.max_waits.get(),
+                cap: queue.wait_cap,
+                counted: true,
             };
             match store.postpone(job.id, owner, delay, &reason, &policy).await {
                 Ok(FailOutcome::Retry { run_at, .. }) => {

@@ -88,9 +88,19 @@ pub enum JobOutcome {
     /// Finished (possibly with nothing to do).
     Done(Summary),
     /// Not yet possible (something it needs is on its way); looked at again after `delay`,
-    /// longer each time, and given up (dead) after [`MAX_WAITS`] waits.
+    /// doubling each time up to `queue.wait_cap`, and given up (dead) after
+    /// `queue.max_waits` waits.
     Wait {
         /// When to look again (the first time).
+        delay: Duration,
+        /// Why.
+        reason: String,
+    },
+    /// Not finished: looked at again after `delay` (DingTalk is still working on it, or
+    /// a revoke came while sending). Not a wait on something missing, so never counted
+    /// towards `queue.max_waits`; bounded by what it polls (a send's result is kept 24 h).
+    Poll {
+        /// When to look again.
         delay: Duration,
         /// Why.
         reason: String,
@@ -104,11 +114,8 @@ pub enum JobOutcome {
     },
 }
 
-/// Waits a job may make before it is dead ("nothing waits forever"): with the delays
-/// doubling from [`JobOutcome::Wait`]'s up to [`WAIT_CAP`], about eight minutes in all.
-pub const MAX_WAITS: u32 = 20;
-/// The longest single wait.
-pub const WAIT_CAP: Duration = Duration::from_secs(30);
+/// The longest poll interval.
+pub const POLL_CAP: Duration = Duration::from_secs(30);
 
 /// Executes one job of kind `kind` (as stored) for `key`.
 pub async fn execute(ctx: &JobCtx<'_>, kind: &str, key: &str) -> JobOutcome {

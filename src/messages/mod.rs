@@ -283,6 +283,40 @@ fn is_live(announcement: &Announcement) -> bool {
         && announcement.del_flag.as_deref() != Some("1")
 }
 
+/// How long ago an announcement was sent: its `send_time` (else `create_time`), a
+/// wall-clock time JeecgBoot wrote without a zone, read in `zone` (`daemon.timezone`, the
+/// zone JeecgBoot's server runs in). `None` when both are NULL (or unreadable): the age is
+/// unknown. A time in the future is age zero.
+pub fn announcement_age(
+    announcement: &Announcement,
+    zone: chrono_tz::Tz,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
+    use chrono::TimeZone;
+    let text = [&announcement.send_time, &announcement.create_time]
+        .into_iter()
+        .flatten()
+        .map(|t| t.trim())
+        .find(|t| !t.is_empty())?;
+    let naive = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d"]
+        .iter()
+        .find_map(|format| {
+            chrono::NaiveDateTime::parse_from_str(text, format)
+                .ok()
+                .or_else(|| {
+                    chrono::NaiveDate::parse_from_str(text, format)
+                        .ok()
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                })
+        })?;
+    let sent = zone.from_local_datetime(&naive).earliest()?;
+    Some(
+        (now - sent.with_timezone(&chrono::Utc))
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
 /// Whether a row of tenant `row` belongs to the job's tenant (tenant 0, alone, owns all).
 fn owns(tenant: crate::config::TenantId, row: crate::config::TenantId) -> bool {
     tenant == 0 || tenant == row
@@ -353,21 +387,21 @@ async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
         return Ok(JobOutcome::Done(Summary::default()));
     }
     let max_age = ctx.config.announcement.max_age;
+    let age = announcement_age(
+        &announcement,
+        ctx.config.daemon.timezone,
+        chrono::Utc::now(),
+    );
     let started = store
         .deliveries(ctx.tenant.id, SOURCE_ANNOUNCEMENT, id)
         .await?
         .iter()
         .any(|d| d.chunk >= 0);
     // Too old to send (a restored backup, an imported table), unless its sending began.
-    if let Some(age) = announcement
-        .age_s
-        .filter(|age| !started && u64::try_from(*age).unwrap_or(0) > max_age.as_secs())
-    {
+    if let Some(age) = age.filter(|age| !started && *age > max_age) {
         let reason = format!(
             "sent {} ago, more than announcement.max_age = {}",
-            humantime::format_duration(std::time::Duration::from_secs(
-                u64::try_from(age).unwrap_or(0)
-            )),
+            humantime::format_duration(Duration::from_secs(age.as_secs())),
             humantime::format_duration(max_age)
         );
         return skip(ctx, id, "announce.skipped_stale", &reason).await;
@@ -434,7 +468,7 @@ async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
     let chunks = chunks(to_all, &userids, &[]);
     let Some(tasks) = send_chunks(ctx, SOURCE_ANNOUNCEMENT, id, &message, &chunks).await? else {
         // Revoked while sending: the next run recalls what went out.
-        return Ok(JobOutcome::Wait {
+        return Ok(JobOutcome::Poll {
             delay: Duration::ZERO,
             reason: "revoked while sending".into(),
         });
@@ -453,7 +487,7 @@ async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
     )
     .await?
     {
-        return Ok(JobOutcome::Wait {
+        return Ok(JobOutcome::Poll {
             delay: RESULT_WAIT,
             reason: "waiting for DingTalk to finish the send".into(),
         });
@@ -656,6 +690,40 @@ mod tests {
         );
         let long = announcement_message(&announcement(&"长".repeat(3000), ""), &base);
         assert!(long.encoded_len() <= 2048);
+    }
+
+    #[test]
+    fn an_announcements_age_is_read_in_the_configured_zone() {
+        use chrono::TimeZone;
+        let at = |send: Option<&str>, create: Option<&str>| Announcement {
+            send_time: send.map(str::to_string),
+            create_time: create.map(str::to_string),
+            ..Announcement::default()
+        };
+        // 2026-12-02 10:00 in Beijing is 02:00 UTC.
+        let now = chrono::Utc.with_ymd_and_hms(2026, 12, 2, 2, 0, 0).unwrap();
+        let shanghai = chrono_tz::Asia::Shanghai;
+        let hours =
+            |a: &Announcement, zone| announcement_age(a, zone, now).map(|d| d.as_secs() / 3600);
+        assert_eq!(
+            hours(&at(Some("2026-12-02 09:00:00"), None), shanghai),
+            Some(1)
+        );
+        // Read as UTC, the same wall-clock time would look 8 hours younger: in the future.
+        assert_eq!(
+            hours(&at(Some("2026-12-02 09:00:00"), None), chrono_tz::UTC),
+            Some(0)
+        );
+        assert_eq!(
+            hours(&at(Some("2026-12-01 02:30:00.5"), None), shanghai),
+            Some(31)
+        );
+        assert_eq!(
+            hours(&at(None, Some("2025-10-28T10:00:00")), shanghai),
+            Some(400 * 24)
+        );
+        assert_eq!(hours(&at(None, None), shanghai), None, "unknown: sent");
+        assert_eq!(hours(&at(Some("not a time"), None), shanghai), None);
     }
 
     #[test]

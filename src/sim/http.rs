@@ -81,6 +81,7 @@ pub fn router(sim: Simulator) -> Router {
         .route("/_sim/faults", post(add_fault).delete(clear_faults))
         .route("/_sim/tokens/invalidate", post(invalidate_tokens))
         .route("/_sim/limits", post(set_limits))
+        .route("/_sim/apps/{appkey}/permissions", post(set_permissions))
         .merge(super::stream::socket::routes())
         .fallback(api)
         .with_state(sim)
@@ -273,4 +274,21 @@ async fn set_limits(State(sim): State<Simulator>, Json(limits): Json<Limits>) ->
     }
     sim.set_qps(limits.qps_per_path);
     Json(json!({ "ok": true })).into_response()
+}
+
+#[derive(Deserialize)]
+struct Permissions {
+    mobile: bool,
+}
+
+async fn set_permissions(
+    State(sim): State<Simulator>,
+    Path(appkey): Path<String>,
+    Json(permissions): Json<Permissions>,
+) -> Response {
+    if sim.set_mobile_permission(&appkey, permissions.mobile) {
+        Json(json!({ "ok": true })).into_response()
+    } else {
+        admin_error(format!("no app {appkey}"))
+    }
 }

@@ -262,6 +262,18 @@ impl Simulator {
     pub fn set_qps(&self, qps_per_path: u32) {
         self.lock().options.qps_per_path = qps_per_path;
     }
+
+    /// Grants or withdraws an app's mobile permission: without it, user reads carry no
+    /// mobile. `false` when there is no such app.
+    pub fn set_mobile_permission(&self, appkey: &str, granted: bool) -> bool {
+        match self.lock().apps.get_mut(appkey) {
+            Some(app) => {
+                app.org.hide_mobiles = !granted;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl State {

@@ -90,6 +90,9 @@ pub struct Org {
     pub users: BTreeMap<String, User>,
     next_dept_id: i64,
     next_user_seq: u64,
+    /// The app lacks the mobile permission (企业员工手机号信息): user reads carry no
+    /// `mobile` (API.md §2.3: "only returned if the app holds the permission").
+    pub hide_mobiles: bool,
     #[serde(skip)]
     index: UserIndex,
 }
@@ -144,6 +147,7 @@ impl Default for Org {
             users: BTreeMap::new(),
             next_dept_id: 100_000_000,
             next_user_seq: 1,
+            hide_mobiles: false,
             index: UserIndex::default(),
         }
     }
@@ -510,7 +514,7 @@ impl Org {
     /// `topapi/v2/user/get`.
     pub fn user_get(&self, p: &Params) -> Result<Value, ApiFail> {
         let userid = p.required_str("userid")?;
-        Ok(json!({ "result": user_json(self.user(&userid)?) }))
+        Ok(json!({ "result": self.user_json(self.user(&userid)?) }))
     }
 
     /// `topapi/v2/user/delete`.
@@ -519,6 +523,17 @@ impl Org {
         self.user(&userid)?;
         self.remove_user(&userid);
         Ok(json!({}))
+    }
+
+    /// A user as the app may read it.
+    fn user_json(&self, u: &User) -> Value {
+        let mut value = user_json(u);
+        if self.hide_mobiles {
+            if let Some(map) = value.as_object_mut() {
+                map.remove("mobile");
+            }
+        }
+        value
     }
 
     fn direct_members(&self, dept: i64) -> Vec<&User> {
@@ -549,7 +564,7 @@ impl Org {
         let list: Vec<Value> = members[start..end]
             .iter()
             .map(|u| {
-                let mut value = user_json(u);
+                let mut value = self.user_json(u);
                 value["dept_order"] = json!(0);
                 value["leader"] = json!(false);
                 value

@@ -464,9 +464,11 @@ impl Store {
                 .bind(&link.userid)
                 .fetch_all(&mut *tx)
                 .await?;
+            // Tenant 0 stands alone and owns every row, whatever its tenant_id says.
+            let ours = |tenant: i64| link.tenant_id == 0 || tenant == link.tenant_id;
             let mut row = holders
                 .iter()
-                .find(|(_, tenant)| *tenant == link.tenant_id)
+                .find(|(_, tenant)| ours(*tenant))
                 .map(|(id, _)| id.clone());
             if row.is_none() {
                 row = sqlx::query_scalar::<_, String>(&by_user)
@@ -478,7 +480,7 @@ impl Store {
             }
             let other = holders
                 .iter()
-                .find(|(_, tenant)| *tenant != link.tenant_id)
+                .find(|(_, tenant)| !ours(*tenant))
                 .map(|(_, tenant)| *tenant);
             let saved = match (row, other) {
                 // Another tenant's row holds the userid: moving ours onto it would break the

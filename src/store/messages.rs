@@ -31,9 +31,10 @@ pub struct Announcement {
     pub dt_task_id: Option<String>,
     /// `tenant_id`.
     pub tenant_id: i64,
-    /// Seconds since `send_time` (else `create_time`) by the database's clock; `None` when
-    /// both are NULL.
-    pub age_s: Option<i64>,
+    /// `send_time`, as the database renders it (JeecgBoot's wall-clock time).
+    pub send_time: Option<String>,
+    /// `create_time`, likewise.
+    pub create_time: Option<String>,
 }
 
 /// A `dingsync_delivery` row: one chunk of one message.
@@ -86,20 +87,18 @@ const DELIVERY_COLUMNS: &str =
 impl Store {
     /// One announcement.
     pub async fn load_announcement(&self, id: &str) -> StoreResult<Option<Announcement>> {
-        // JeecgBoot writes its DATETIMEs in the database server's local time: the age is
-        // taken by the database's own clock, never by ours.
-        let age = match self.backend() {
-            Backend::MySql => "TIMESTAMPDIFF(SECOND, COALESCE(send_time, create_time), NOW())",
-            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM (LOCALTIMESTAMP - COALESCE(send_time, create_time))) AS BIGINT)",
-            Backend::Sqlite => "CAST((julianday('now') - julianday(COALESCE(send_time, create_time))) * 86400 AS INTEGER)",
-        };
+        // JeecgBoot writes its DATETIMEs as wall-clock times without a zone; they are read
+        // as text and placed in a zone by the caller (the database session's own clock is
+        // UTC under sqlx, so it cannot tell the age).
         let sql = format!(
             "SELECT id, titile AS title, {content} AS content, {summary} AS summary, msg_type, {users} AS user_ids, send_status, del_flag, dt_task_id, \
-             {tenant} AS tenant_id, {age} AS age_s FROM sys_announcement WHERE id = ?",
+             {tenant} AS tenant_id, {send} AS send_time, {create} AS create_time FROM sys_announcement WHERE id = ?",
             content = self.text("msg_content"),
             summary = self.text("msg_abstract"),
             users = self.text("user_ids"),
             tenant = self.int("COALESCE(tenant_id, 0)"),
+            send = self.text("send_time"),
+            create = self.text("create_time"),
         );
         let sql = self.sql(&sql);
         Ok(crate::on_pool!(self, |pool| sqlx::query_as::<

@@ -173,9 +173,15 @@ impl Store {
                     .acquire_timeout(ACQUIRE_TIMEOUT);
                 let pool = if as_dingsync {
                     pool.after_connect(|conn, _| {
-                        Box::pin(
-                            async move { conn.execute("SET @dingsync_writer = 1").await.map(drop) },
-                        )
+                        Box::pin(async move {
+                            // A lock wait fails fast (retryable 1205) rather than holding a
+                            // worker for InnoDB's default 50 s.
+                            conn.execute(
+                                "SET @dingsync_writer = 1, SESSION innodb_lock_wait_timeout = 5",
+                            )
+                            .await
+                            .map(drop)
+                        })
                     })
                 } else {
                     pool

@@ -117,6 +117,8 @@ pub struct WaitPolicy {
     pub max_waits: u32,
     /// Longest single wait.
     pub cap: Duration,
+    /// Whether this wait counts (doubling the delay, up to `max_waits`); a poll does not.
+    pub counted: bool,
 }
 
 /// Which jobs to list.
@@ -169,11 +171,18 @@ impl Store {
         std::borrow::Cow::Owned(self.sql(sql).into_owned())
     }
 
-    /// Deletes the dead jobs of one entity (binds: tenant, kind, key): a change of its row
-    /// supersedes them, so an entity has at most one dead job, its latest.
-    pub(super) fn supersede_dead_sql(&self) -> std::borrow::Cow<'static, str> {
+    /// The dead jobs (id, tenant, kind, key): a change of an entity's row supersedes its
+    /// dead job, so an entity has at most one, its latest. Read without locks, then deleted
+    /// by id ([`Store::delete_job_sql`]): a range DELETE takes gap locks on MariaDB that
+    /// made concurrent claims wait.
+    pub(super) fn dead_jobs_sql(&self) -> &'static str {
+        "SELECT id, tenant_id, kind, entity_key FROM dingsync_job WHERE state = 'dead'"
+    }
+
+    /// Deletes one job by id (bind: id).
+    pub(super) fn delete_job_sql(&self) -> std::borrow::Cow<'static, str> {
         std::borrow::Cow::Owned(
-            self.sql("DELETE FROM dingsync_job WHERE state = 'dead' AND tenant_id = ? AND kind = ? AND entity_key = ?")
+            self.sql("DELETE FROM dingsync_job WHERE id = ?")
                 .into_owned(),
         )
     }
@@ -412,6 +421,13 @@ impl Store {
         policy: &WaitPolicy,
     ) -> StoreResult<FailOutcome> {
         let decide = |attempts: i64, waits: i64| {
+            if !policy.counted {
+                return Settle::Pending {
+                    attempts,
+                    waits,
+                    run_at: now_ms() + ms(delay.min(policy.cap)),
+                };
+            }
             if waits >= i64::from(policy.max_waits) {
                 return Settle::Dead { attempts, waits };
             }
@@ -459,7 +475,7 @@ impl Store {
         let dead = self.sql(
             "UPDATE dingsync_job SET state = 'dead', attempts = ?, waits = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
         );
-        let supersede = self.supersede_dead_sql();
+        let dead_of = self.sql("SELECT id FROM dingsync_job WHERE state = 'dead' AND tenant_id = ? AND kind = ? AND entity_key = ? AND id <> ?");
         let pending_sql = self.sql(
             "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = ?, waits = ?, last_error = ?, run_at = ?, \
              lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
@@ -481,12 +497,16 @@ impl Store {
             let settled = match settle {
                 Settle::Dead { attempts, waits } => {
                     // One dead job per entity: its latest.
-                    sqlx::query(&supersede)
+                    let older: Vec<i64> = sqlx::query_scalar(&dead_of)
                         .bind(tenant_id)
                         .bind(&kind)
                         .bind(&key)
-                        .execute(&mut *tx)
+                        .bind(id)
+                        .fetch_all(&mut *tx)
                         .await?;
+                    for old in older {
+                        sqlx::query(&delete).bind(old).execute(&mut *tx).await?;
+                    }
                     sqlx::query(&dead)
                         .bind(attempts)
                         .bind(waits)

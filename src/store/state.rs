@@ -140,11 +140,13 @@ impl Store {
             == 1)
     }
 
-    /// Gives up every lease `owner` holds (at shutdown); returns how many.
+    /// Gives up every lease `owner` holds, its runs' included (at shutdown); returns how many.
     pub async fn release_leases_of(&self, owner: &str) -> StoreResult<u64> {
-        let sql = self.sql("DELETE FROM dingsync_lease WHERE owner = ?");
+        // Its runs' leases too: their owners are `<owner>/<run>`.
+        let sql = self.sql("DELETE FROM dingsync_lease WHERE owner = ? OR owner LIKE ?");
         Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(owner)
+            .bind(format!("{owner}/%"))
             .execute(pool)
             .await?
             .rows_affected()))
@@ -542,7 +544,8 @@ impl Store {
         let gap_insert =
             self.sql("INSERT INTO dingsync_change_gap (lo, hi, since) VALUES (?, ?, ?)");
         let enqueue = self.enqueue_sql();
-        let supersede = self.supersede_dead_sql();
+        let dead_sql = self.dead_jobs_sql();
+        let delete_job = self.delete_job_sql();
         let save = self.sql(match self.backend() {
             crate::config::Backend::MySql => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)",
             _ => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -573,15 +576,21 @@ impl Store {
             let ahead = cursor_run(start, &rows, now, gaps.hold_ms);
             let (rewritten, added) =
                 gap_changes(&known, &late, start, &rows[..ahead], now, gaps.keep_ms);
+            // Dead jobs are few: read once, matched here.
+            let dead: Vec<(i64, i64, String, String)> = if rows.is_empty() && late.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_as(dead_sql).fetch_all(&mut *tx).await?
+            };
             for change in late.iter().chain(&rows[..ahead]) {
                 for (tenant, kind, key) in job_for(change, tenants) {
                     // The row changed: a dead job of the entity is superseded by this one.
-                    sqlx::query(&supersede)
-                        .bind(tenant)
-                        .bind(kind)
-                        .bind(&key)
-                        .execute(&mut *tx)
-                        .await?;
+                    for (id, ..) in dead
+                        .iter()
+                        .filter(|(_, t, k, e)| *t == tenant && k == kind && *e == key)
+                    {
+                        sqlx::query(&delete_job).bind(*id).execute(&mut *tx).await?;
+                    }
                     let pending = super::queue::pending_key(tenant, kind, &key);
                     sqlx::query(&enqueue)
                         .bind(tenant)

@@ -133,7 +133,11 @@ fn conflicts(ctx: &ApplyCtx<'_>, entity: &str, key: &str, fields: &[super::model
             "email" => mask_email(value),
             _ => value.to_string(),
         };
-        let winner = if field.action == "push" { "jeecgboot" } else { "dingtalk" };
+        let winner = if field.action == "push" {
+            "jeecgboot"
+        } else {
+            "dingtalk"
+        };
         tracing::warn!(
             event = "sync.conflict",
             tenant = ctx.tenant,
@@ -245,7 +249,7 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
     let deferred = std::mem::take(&mut run.state().deferred);
     for op in deferred {
         if let Err(error) = run.execute(ctx, &op).await {
-            run.record_failure(&op, &error.to_string());
+            run.record_failure(ctx, &op, &error.to_string());
         }
     }
     let mut summary = std::mem::take(&mut run.state().summary);
@@ -482,7 +486,11 @@ impl Run {
                 tracing::warn!(event = "sync.entity.warning", tenant = ctx.tenant, entity = %entity, key = %k, reason = %reason, "entity synced with a warning");
                 return;
             }
-            Op::Merge { entity, key: k, fields } => {
+            Op::Merge {
+                entity,
+                key: k,
+                fields,
+            } => {
                 conflicts(ctx, entity, k, fields);
                 return;
             }
@@ -515,14 +523,14 @@ impl Run {
                     EntityError::Other(_) => false,
                     EntityError::Later(_) => true,
                 };
-                self.record_failure(op, &error.to_string());
+                self.record_failure(ctx, op, &error.to_string());
             }
         }
     }
 
-    fn record_failure(&self, op: &Op, reason: &str) {
+    fn record_failure(&self, ctx: &ApplyCtx<'_>, op: &Op, reason: &str) {
         let (kind, key) = entity_of(op);
-        tracing::warn!(event = "sync.entity.failed", entity = %kind, key = %key, reason = %reason, "entity cannot be synced");
+        tracing::warn!(event = "sync.entity.failed", tenant = ctx.tenant, entity = %kind, key = %key, reason = %reason, "entity cannot be synced");
         self.state().summary.failed += 1;
         self.state()
             .summary
@@ -935,8 +943,13 @@ impl Run {
             depts: sorted(depts_sent),
             ..base.clone()
         };
-        self.save_link(ctx, &link, fields.name.as_deref().unwrap_or_default(), &base)
-            .await?;
+        self.save_link(
+            ctx,
+            &link,
+            fields.name.as_deref().unwrap_or_default(),
+            &base,
+        )
+        .await?;
         Ok(())
     }
 
@@ -963,15 +976,32 @@ impl Run {
             .save_link_and_base(link, realname, Some(&snapshot))
             .await?;
         if let LinkSaved::HeldBy(other) = saved {
-            let reason = format!(
-                "sys_third_account already links DingTalk userid {} for tenant {other} (JeecgBoot keeps one row per userid); that row is left alone and tenant {}'s link is kept in dingsync's snapshot",
-                link.userid, ctx.tenant
-            );
-            tracing::warn!(event = "sync.entity.warning", tenant = ctx.tenant, entity = entity::USER, key = %link.user_id, reason = %reason, "entity synced with a warning");
-            self.state()
-                .summary
-                .warnings
-                .push((entity::USER.into(), link.user_id.clone(), reason));
+            // Said once: the base remembers whose row holds the userid.
+            if base.link_held_by != Some(other) {
+                let reason = format!(
+                    "sys_third_account already links DingTalk userid {} for tenant {other} (JeecgBoot keeps one row per userid); that row is left alone and tenant {}'s link is kept in dingsync's snapshot",
+                    link.userid, ctx.tenant
+                );
+                tracing::warn!(event = "sync.entity.warning", tenant = ctx.tenant, entity = entity::USER, key = %link.user_id, reason = %reason, "entity synced with a warning");
+                self.state().summary.warnings.push((
+                    entity::USER.into(),
+                    link.user_id.clone(),
+                    reason,
+                ));
+            }
+            let held = UserBase {
+                link_held_by: Some(other),
+                ..base.clone()
+            };
+            ctx.store
+                .put_snapshot(
+                    ctx.tenant,
+                    entity::USER,
+                    &link.user_id,
+                    &link.userid,
+                    &json(&held),
+                )
+                .await?;
         }
         Ok(())
     }

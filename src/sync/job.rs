@@ -4,19 +4,17 @@
 //! username; by `ding_identifier` or snapshot), the siblings it may adopt, the subtree it may
 //! delete, and the local users that may claim the same DingTalk user. A job that finds
 //! nothing to do writes nothing; one that needs a department DingTalk lacks waits for that
-//! department's job (bounded, see [`crate::job::MAX_WAITS`]).
+//! department's job (at most `queue.max_waits` times).
 
 use std::time::Duration;
 
-use crate::dingtalk::types::DtUser;
-use crate::dingtalk::{DingTalkClient, DingTalkError, ErrorKind};
+use crate::dingtalk::DingTalkError;
 use crate::job::{JobCtx, JobKind, JobOutcome};
 use crate::store::{now_ms, StoreError};
 
 use super::apply::{apply, ApplyCtx};
-use super::model::{
-    entity, Direction, LocalView, RemoteDept, RemoteView, Scope, Summary, ROOT_DEPT,
-};
+use super::around;
+use super::model::{entity, Direction, LocalView, Op, RemoteView, Scope, Summary};
 use super::plan::{tree::pushable, Focus, Plan, PushPlanner, Rules};
 use super::read;
 
@@ -46,7 +44,8 @@ impl JobError {
 
 /// Pushes one user (key: `sys_user.id`).
 pub async fn push_user(ctx: &JobCtx<'_>, key: &str) -> JobOutcome {
-    if super::run::switched_off(ctx.tenant, Direction::Push).is_some() {
+    // The planner would plan nothing: no DingTalk call, no wait.
+    if super::run::switched_off(ctx.tenant, Direction::Push).is_some() || !ctx.config.push.users {
         return JobOutcome::Done(Summary::default());
     }
     user_job(ctx, key)
@@ -109,40 +108,6 @@ async fn run_plan(ctx: &JobCtx<'_>, plan: &Plan) -> Result<JobOutcome, JobError>
     })
 }
 
-async fn find_user(client: &DingTalkClient, userid: &str) -> Result<Option<DtUser>, DingTalkError> {
-    match client.user_get(userid).await {
-        Ok(user) => Ok(Some(user)),
-        Err(error) if error.kind == ErrorKind::UserNotFound => Ok(None),
-        Err(error) => Err(error),
-    }
-}
-
-/// The DingTalk users a local user can match, in JeecgBoot's order (its links, its mobile,
-/// its username); stops at the first that exists, as a full run would pick it.
-async fn lookup_twin(
-    client: &DingTalkClient,
-    links: &[String],
-    phone: Option<&str>,
-    username: &str,
-) -> Result<Option<DtUser>, DingTalkError> {
-    for userid in links {
-        if let Some(found) = find_user(client, userid).await? {
-            return Ok(Some(found));
-        }
-    }
-    if let Some(phone) = phone.filter(|p| !p.is_empty()) {
-        if let Some(userid) = client.user_by_mobile(phone).await? {
-            if let Some(found) = find_user(client, &userid).await? {
-                return Ok(Some(found));
-            }
-        }
-    }
-    if username.is_empty() {
-        return Ok(None);
-    }
-    find_user(client, username).await
-}
-
 async fn user_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
     let (store, client, tenant) = (ctx.store, ctx.client, ctx.tenant.id);
     // Only this user's rows and the department tree: a job must not cost more with a
@@ -169,7 +134,7 @@ async fn user_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
         // Waits before any DingTalk call: its departments come first.
         return wait_for_depts(ctx, &missing).await;
     }
-    let twin = lookup_twin(client, &known, user.phone.as_deref(), &user.username).await?;
+    let twin = around::user_twin(client, &known, user.phone.as_deref(), &user.username).await?;
     remote.users = twin.into_iter().collect::<Vec<_>>().into();
     own.users = vec![user];
     read::add_claimers(
@@ -195,14 +160,11 @@ async fn hard_delete(
     key: &str,
     known: Vec<String>,
 ) -> Result<JobOutcome, JobError> {
-    if known.is_empty() {
+    if known.is_empty() || !ctx.config.push.delete_users_on_hard_delete {
         return Ok(JobOutcome::Done(Summary::default()));
     }
     let (store, client, tenant) = (ctx.store, ctx.client, ctx.tenant.id);
-    let mut twins = Vec::new();
-    for userid in &known {
-        twins.extend(find_user(client, userid).await?);
-    }
+    let twins = around::users(client, &known).await?;
     let remote = RemoteView {
         users: twins.clone().into(),
         ..RemoteView::partial()
@@ -228,77 +190,35 @@ async fn hard_delete(
     run_plan(ctx, &plan).await
 }
 
-async fn remote_dept(
-    client: &DingTalkClient,
-    id: i64,
-) -> Result<Option<RemoteDept>, DingTalkError> {
-    match client.dept_get(id).await {
-        Ok(d) => Ok(Some(RemoteDept {
-            dept_id: d.dept_id,
-            name: d.name,
-            parent_id: d.parent_id.unwrap_or(ROOT_DEPT),
-            source_identifier: d.source_identifier,
-        })),
-        Err(error) if error.kind == ErrorKind::DeptNotFound => Ok(None),
-        Err(error) => Err(error),
-    }
-}
-
-/// DingTalk's children of `parent`, as the planner reads them.
-async fn children(client: &DingTalkClient, parent: i64) -> Result<Vec<RemoteDept>, DingTalkError> {
-    Ok(client
-        .dept_listsub(parent)
-        .await?
-        .into_iter()
-        .map(|d| RemoteDept {
-            dept_id: d.dept_id,
-            name: d.name,
-            parent_id: d.parent_id.unwrap_or(parent),
-            source_identifier: None,
-        })
-        .collect())
-}
-
 async fn dept_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
-    let (store, client, tenant) = (ctx.store, ctx.client, ctx.tenant.id);
-    let local = read::dept_tree_view(store, tenant, true).await?;
-    let row = local.depts.iter().find(|d| d.id == key);
-    let twin_id = row.and_then(|d| d.ding_identifier).or_else(|| {
-        local
-            .dept_snapshots
-            .get(key)
-            .and_then(|s| s.ding_id.parse().ok())
-    });
-    let mut remote = RemoteView::partial();
-    let twin = match twin_id {
-        Some(id) => remote_dept(client, id).await?,
-        None => None,
-    };
-    if let (Some(id), None) = (twin_id, &twin) {
-        remote.absent.insert(id);
+    let local = read::dept_tree_view(ctx.store, ctx.tenant.id, true).await?;
+    let pushed = local.depts.iter().any(|d| d.id == key && pushable(d));
+    let remote = around::dept_view(ctx.client, &local, key, pushed).await?;
+    if !pushed {
+        return remove_dept(ctx, key, &local, remote).await;
     }
+    let rules = Rules::of(ctx.config, ctx.tenant);
     let focus = Focus::Dept(key.to_string());
-    match row.filter(|d| pushable(d)) {
-        Some(_) => {
-            if twin.is_none() {
-                // It may be adopted by name: the siblings under its parent.
-                let parent = parent_ding_id(&local, key);
-                if let Some(parent) = parent {
-                    remote.depts.extend(children(client, parent).await?);
-                }
-            }
-            let placed = twin.is_some();
-            remote.depts.extend(twin);
-            let (_, plan) =
-                PushPlanner::new(&local, &remote, &Rules::of(ctx.config, ctx.tenant), Scope::Departments, focus);
-            let outcome = run_plan(ctx, &plan).await?;
-            if !placed && matches!(outcome, JobOutcome::Done(_)) {
-                arrived(ctx, key, &local).await?;
-            }
-            Ok(outcome)
+    let (_, plan) = PushPlanner::new(&local, &remote, &rules, Scope::Departments, focus);
+    let placed_now = plan.ops.iter().any(|op| match op {
+        Op::CreateDept { local_id, .. } => local_id == key,
+        Op::UpdateDept {
+            local_id,
+            source_identifier: Some(_),
+            ..
+        } => local_id == key,
+        _ => false,
+    });
+    let outcome = run_plan(ctx, &plan).await?;
+    if let JobOutcome::Done(summary) = &outcome {
+        if placed_now {
+            arrived(ctx, key, &local).await?;
         }
-        None => remove_dept(ctx, key, &local, remote, twin).await,
+        if summary.created + summary.updated > 0 {
+            rejudge(ctx).await?;
+        }
     }
+    Ok(outcome)
 }
 
 /// A department DingTalk now has for the first time: what a full run would push with it is
@@ -324,22 +244,23 @@ async fn arrived(ctx: &JobCtx<'_>, key: &str, local: &LocalView) -> Result<(), J
     Ok(())
 }
 
-/// The DingTalk id of the department a pushed department hangs under (root 1 at the top),
-/// when the local side knows it.
-fn parent_ding_id(local: &LocalView, key: &str) -> Option<i64> {
-    let placement = super::plan::dept_placement(&local.depts);
-    match placement.get(key).cloned().flatten() {
-        None => Some(ROOT_DEPT),
-        Some(parent) => {
-            let row = local.depts.iter().find(|d| d.id == parent)?;
-            row.ding_identifier.or_else(|| {
-                local
-                    .dept_snapshots
-                    .get(&parent)
-                    .and_then(|s| s.ding_id.parse().ok())
-            })
+/// A department changed in DingTalk: the departments the planner refused (a cycle, a
+/// sibling of one name, a refused parent) may be pushable now — their dead jobs run again
+/// (the planner judges them anew; one still refused is dead again, with no DingTalk write).
+/// Departments DingTalk itself refused stay dead until their row changes or `queue retry`.
+async fn rejudge(ctx: &JobCtx<'_>) -> Result<(), JobError> {
+    let filter = crate::store::queue::JobFilter {
+        state: Some(crate::store::queue::state::DEAD.into()),
+        tenant_id: Some(ctx.tenant.id),
+        kind: Some(JobKind::Dept.as_str().into()),
+        limit: Some(1000),
+    };
+    for job in ctx.store.list_jobs(&filter).await? {
+        if !read::dingtalk_refusal(job.last_error.as_deref().unwrap_or_default()) {
+            ctx.store.retry_dead(job.id).await?;
         }
     }
+    Ok(())
 }
 
 /// A department gone locally (deleted, logically deleted, or now a post): its DingTalk twin
@@ -349,20 +270,17 @@ async fn remove_dept(
     ctx: &JobCtx<'_>,
     key: &str,
     local: &LocalView,
-    mut remote: RemoteView,
-    twin: Option<RemoteDept>,
+    remote: RemoteView,
 ) -> Result<JobOutcome, JobError> {
-    let (store, client, tenant) = (ctx.store, ctx.client, ctx.tenant.id);
-    let Some(twin) = twin else {
+    let (store, tenant) = (ctx.store, ctx.tenant.id);
+    if remote.depts.is_empty() {
+        // DingTalk lacks its twin: nothing to delete; forget ours.
         store.delete_snapshot(tenant, entity::DEPT, key).await?;
         return Ok(JobOutcome::Done(Summary::default()));
-    };
+    }
     if !(ctx.config.push.departments && ctx.config.push.delete_departments) {
         return Ok(JobOutcome::Done(Summary::default()));
     }
-    let subtree = read::remote_subtree(client, twin).await?;
-    remote.depts = subtree.depts;
-    remote.users = subtree.users;
     let (planner, _) = PushPlanner::new(
         local,
         &remote,

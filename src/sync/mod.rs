@@ -6,6 +6,7 @@
 //! is recorded with its reason and the rest continue.
 
 pub mod apply;
+pub(crate) mod around;
 pub mod job;
 pub mod model;
 pub mod plan;

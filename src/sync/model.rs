@@ -34,6 +34,10 @@ pub struct UserBase {
     /// change, not on every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mobile_refused: Option<String>,
+    /// The tenant whose `sys_third_account` row holds this DingTalk userid (JeecgBoot keeps
+    /// one per userid), so this tenant's link lives in the snapshot: reported once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_held_by: Option<i64>,
 }
 
 /// A department's fields as last agreed with DingTalk.

@@ -43,11 +43,15 @@ pub async fn dept_tree_view(
         }
         found
     };
+    // Only what DingTalk itself refused: the planner's own refusals are judged anew.
     let dead_depts = store
         .dead_keys(tenant, crate::job::JobKind::Dept.as_str())
         .await?
         .into_iter()
-        .map(|(key, error)| (key, error.unwrap_or_default()))
+        .filter_map(|(key, error)| {
+            let error = error.unwrap_or_default();
+            dingtalk_refusal(&error).then_some((key, error))
+        })
         .collect();
     Ok(LocalView {
         tenant,
@@ -56,6 +60,12 @@ pub async fn dept_tree_view(
         dead_depts,
         ..LocalView::default()
     })
+}
+
+/// Whether a dead job's error is DingTalk's answer to a call (`topapi/...: errcode N ...`),
+/// not a refusal of the planner's own, which every run judges anew.
+pub fn dingtalk_refusal(error: &str) -> bool {
+    error.contains("topapi/") && error.contains("errcode")
 }
 
 /// The links and snapshots of the users `ids` in `tenant` (no user rows).
@@ -296,37 +306,6 @@ pub async fn remote_view(
         depts,
         users,
         ..RemoteView::default()
-    })
-}
-
-/// A DingTalk department and every department under it, with their members: what a job
-/// that deletes it reads (a partial view).
-pub async fn remote_subtree(
-    client: &DingTalkClient,
-    top: RemoteDept,
-) -> Result<RemoteView, DingTalkError> {
-    let mut depts = vec![top];
-    let mut index = 0;
-    while let Some(parent) = depts.get(index).map(|d| d.dept_id) {
-        let subs = client.dept_listsub(parent).await?;
-        depts.extend(subs.into_iter().map(|d| RemoteDept {
-            dept_id: d.dept_id,
-            name: d.name,
-            parent_id: d.parent_id.unwrap_or(parent),
-            source_identifier: None,
-        }));
-        index += 1;
-    }
-    let mut builder = RemoteUsersBuilder::default();
-    for dept in &depts {
-        for user in client.user_list_all(dept.dept_id).await? {
-            builder.push(user);
-        }
-    }
-    Ok(RemoteView {
-        depts,
-        users: builder.finish(),
-        ..RemoteView::partial()
     })
 }
 

@@ -97,6 +97,7 @@ pub async fn tenants(config: &Config, store: &Store) -> Result<Vec<TenantConfig>
                 client_secret: row.client_secret,
                 push: config.tenant_defaults.push,
                 pull: config.tenant_defaults.pull,
+                source: crate::config::TenantSource::SysThirdAppConfig,
             });
         }
     }
@@ -125,8 +126,9 @@ pub fn switched_off(tenant: &TenantConfig, direction: Direction) -> Option<Strin
 }
 
 /// The per-tenant run lease: one full run of a tenant at a time — a scheduled pull, a
-/// scheduled reconcile or `dingsync sync`, in any process. Renewed every third of its
-/// lifetime while held; a holder that died loses it when it expires.
+/// scheduled reconcile or `dingsync sync`, in any process, and within one process too (each
+/// run holds it under an owner of its own, `<holder>/<run token>`). Renewed every third of
+/// its lifetime while held; a holder that died loses it when it expires.
 pub struct RunLease {
     store: Store,
     name: String,
@@ -140,33 +142,61 @@ impl RunLease {
         format!("run:{tenant}")
     }
 
-    /// Takes the run lease of `tenant` for `owner`, unless another holds it (`None`).
+    /// Takes the run lease of `tenant` for a run of `holder` (an instance, a `sync`
+    /// process), unless another run holds it (`None`).
     pub async fn try_take(
         store: &Store,
         tenant: TenantId,
-        owner: &str,
+        holder: &str,
         ttl: std::time::Duration,
     ) -> Result<Option<Self>, StoreError> {
         let name = Self::name(tenant);
-        if !store.acquire_lease(&name, owner, ttl).await? {
+        // `dingsync_lease.owner` holds 64 characters: the holder is shortened to fit.
+        let holder: String = holder.chars().take(48).collect();
+        let owner = format!("{holder}/{:08x}", rand::random::<u32>());
+        if !store.acquire_lease(&name, &owner, ttl).await? {
             return Ok(None);
         }
         let renew = {
-            let (store, name, owner) = (store.clone(), name.clone(), owner.to_string());
+            let (store, name, owner) = (store.clone(), name.clone(), owner.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
-                    // A failed renewal is retried at the next third; the lease outlives it.
-                    let _ = store.acquire_lease(&name, &owner, ttl).await;
+                    // A renewal that fails on a busy database is tried again at the next
+                    // third; one that finds the lease taken means this run outlived it.
+                    if let Ok(false) = store.acquire_lease(&name, &owner, ttl).await {
+                        tracing::warn!(event = "lease.lost", lease = %name, owner = %owner, "a run outlived its run lease (the process stalled, or the database was unreachable for longer than daemon.lease_ttl); another run may start beside it");
+                        return;
+                    }
                 }
             })
         };
         Ok(Some(Self {
             store: store.clone(),
             name,
-            owner: owner.to_string(),
+            owner,
             renew,
         }))
+    }
+
+    /// [`RunLease::try_take`], trying again every half second for up to `wait`.
+    pub async fn take_within(
+        store: &Store,
+        tenant: TenantId,
+        holder: &str,
+        ttl: std::time::Duration,
+        wait: std::time::Duration,
+    ) -> Result<Option<Self>, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(lease) = Self::try_take(store, tenant, holder, ttl).await? {
+                return Ok(Some(lease));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500).min(wait)).await;
+        }
     }
 
     /// Who holds the run lease of `tenant` now, if anyone.
@@ -350,8 +380,13 @@ async fn start_push(
     let local = read::dept_tree_view(store, tenant.id, true).await?;
     // Users are read for departments too: members move out before a delete.
     let remote = read::remote_view(client, true).await?;
-    let (planner, plan) =
-        PushPlanner::new(&local, &remote, &Rules::of(config, tenant), request.scope, Focus::All);
+    let (planner, plan) = PushPlanner::new(
+        &local,
+        &remote,
+        &Rules::of(config, tenant),
+        request.scope,
+        Focus::All,
+    );
     let push = Push {
         planner,
         remote,

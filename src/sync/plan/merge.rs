@@ -151,8 +151,18 @@ mod tests {
         // (local, remote, base) -> (changed, push sends, pull writes)
         let cases: &[(&str, &str, Option<&str>, Option<(Changed, bool, bool)>)] = &[
             ("a", "a", Some("x"), None),
-            ("new", "a", Some("a"), Some((Changed::Jeecgboot, true, false))),
-            ("a", "new", Some("a"), Some((Changed::Dingtalk, false, true))),
+            (
+                "new",
+                "a",
+                Some("a"),
+                Some((Changed::Jeecgboot, true, false)),
+            ),
+            (
+                "a",
+                "new",
+                Some("a"),
+                Some((Changed::Dingtalk, false, true)),
+            ),
             ("l", "r", Some("a"), Some((Changed::Both, true, false))),
             ("l", "r", None, Some((Changed::Unknown, true, true))),
         ];
@@ -172,11 +182,18 @@ mod tests {
 
     #[test]
     fn a_master_side_decides_every_difference() {
-        for (master, push, pull) in [(Side::Jeecgboot, true, false), (Side::Dingtalk, false, true)] {
+        for (master, push, pull) in [
+            (Side::Jeecgboot, true, false),
+            (Side::Dingtalk, false, true),
+        ] {
             let p = policy(Side::Jeecgboot, Some(master));
             for base in [None, Some("a"), Some("l"), Some("r")] {
                 let verdict = judge("l", "r", base, &p).unwrap();
-                assert_eq!((verdict.push(), verdict.pull()), (push, pull), "{master:?} {base:?}");
+                assert_eq!(
+                    (verdict.push(), verdict.pull()),
+                    (push, pull),
+                    "{master:?} {base:?}"
+                );
             }
             assert!(judge("same", "same", Some("x"), &p).is_none());
         }

@@ -6,6 +6,8 @@
 //! first), user deletes. A pull plan runs: local department creates and updates, then users.
 
 pub mod merge;
+#[cfg(test)]
+mod merge_tests;
 mod pull;
 mod push_depts;
 mod push_users;
@@ -241,14 +243,19 @@ impl PushPlanner {
         push_users::plan_slice(slice, remote, &depts, &self.focus, &mut self.claims)
     }
 
-    /// The departments of `user` that DingTalk lacks and this plan would create: a job
-    /// waits for them before it looks the user up.
+    /// The departments DingTalk lacks and this plan would create that `user` is to be
+    /// placed in (its own, or the parent a refused one falls back to): a job waits for them
+    /// before it looks the user up.
     pub fn missing_depts(&self, user: &crate::jeecg::LocalUser) -> Vec<String> {
-        user.depart_ids
-            .iter()
-            .filter(|id| matches!(self.map.get(*id), Some(DeptRef::Local(_))))
-            .cloned()
-            .collect()
+        let mut missing: Vec<String> = Vec::new();
+        for id in &user.depart_ids {
+            if let Some(DeptRef::Local(target)) = self.map.get(id) {
+                if !missing.contains(target) {
+                    missing.push(target.clone());
+                }
+            }
+        }
+        missing
     }
 
     /// Whether this push deletes the DingTalk users whose local row is gone (the caller

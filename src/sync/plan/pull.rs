@@ -19,8 +19,8 @@ use crate::dingtalk::types::DtUser;
 use crate::jeecg::{LocalDept, LocalUser};
 
 use super::super::model::{
-    entity, mask_mobile, mobile_key, DeptBase, FieldMerge, LocalRef, LocalUserFields, LocalView,
-    Op, RemoteDept, RemoteView, Scope, UserBase, ROOT_DEPT,
+    entity, mask_mobile, mobile_key, same_mobile, DeptBase, FieldMerge, LocalRef, LocalUserFields,
+    LocalView, Op, RemoteDept, RemoteView, Scope, UserBase, ROOT_DEPT,
 };
 use super::merge::{judge, Changed, Policy, Verdict};
 use super::Plan;
@@ -52,8 +52,13 @@ pub fn plan_pull(local: &LocalView, remote: &RemoteView, policy: &Policy, scope:
                 .collect()
         };
         let people: Vec<DtUser> = remote.users.iter().collect();
-        plan.ops
-            .extend(users_slice(local, &people, &map, &mut HashMap::new(), policy));
+        plan.ops.extend(users_slice(
+            local,
+            &people,
+            &map,
+            &mut HashMap::new(),
+            policy,
+        ));
         plan.considered += remote.users.len();
     }
     plan
@@ -211,7 +216,12 @@ fn merge_dept(
     base.order = found.order;
     let mut merge = Vec::new();
     let mut name = found.name.clone();
-    match judge(found.name.as_str(), dept.name.as_str(), old.as_ref().map(|b| b.name.as_str()), policy) {
+    match judge(
+        found.name.as_str(),
+        dept.name.as_str(),
+        old.as_ref().map(|b| b.name.as_str()),
+        policy,
+    ) {
         None => base.name = dept.name.clone(),
         Some(v) => {
             let take = v.pull();
@@ -219,7 +229,14 @@ fn merge_dept(
                 name = dept.name.clone();
                 base.name = dept.name.clone();
             }
-            merge.push(note("name", &found.name, &dept.name, old.as_ref().map(|b| b.name.clone()), v, take));
+            merge.push(note(
+                "name",
+                &found.name,
+                &dept.name,
+                old.as_ref().map(|b| b.name.clone()),
+                v,
+                take,
+            ));
         }
     }
     let local_parent = locals.parent_ding(&found.id);
@@ -228,7 +245,12 @@ fn merge_dept(
         None => LocalRef::Top,
     };
     let mut new_parent = current.clone();
-    match judge(&local_parent, &dept.parent_id, old.as_ref().map(|b| &b.parent), policy) {
+    match judge(
+        &local_parent,
+        &dept.parent_id,
+        old.as_ref().map(|b| &b.parent),
+        policy,
+    ) {
         None => base.parent = dept.parent_id,
         Some(v) => {
             let take = v.pull();
@@ -236,7 +258,14 @@ fn merge_dept(
                 new_parent = parent;
                 base.parent = dept.parent_id;
             }
-            merge.push(note("parent", &local_parent.to_string(), &dept.parent_id.to_string(), old.as_ref().map(|b| b.parent.to_string()), v, take));
+            merge.push(note(
+                "parent",
+                &local_parent.to_string(),
+                &dept.parent_id.to_string(),
+                old.as_ref().map(|b| b.parent.to_string()),
+                v,
+                take,
+            ));
         }
     }
     if name != found.name || new_parent != current {
@@ -270,7 +299,14 @@ fn merge_dept(
 }
 
 /// A field a pull looked at: written here (`pull`) or left for the push.
-fn note(field: &str, local: &str, remote: &str, base: Option<String>, verdict: Verdict, taken: bool) -> FieldMerge {
+fn note(
+    field: &str,
+    local: &str,
+    remote: &str,
+    base: Option<String>,
+    verdict: Verdict,
+    taken: bool,
+) -> FieldMerge {
     FieldMerge {
         field: field.into(),
         jeecgboot: local.into(),
@@ -333,6 +369,16 @@ fn clash(users: &[LocalUser], except: Option<&str>, fields: &LocalUserFields) ->
     })
 }
 
+/// What a DingTalk user's lookup found locally.
+enum Found<'a> {
+    /// Its local user, and whether by its link.
+    User(&'a LocalUser, bool),
+    /// A local user with its userid as username but another mobile: not the same person.
+    Mismatch(&'a LocalUser),
+    /// Nobody.
+    Nobody,
+}
+
 /// What a pull of users judges by: the local users a slice can match, by link, phone and
 /// username, and the department map both ways.
 struct Matcher<'a> {
@@ -385,21 +431,36 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    /// The local user a DingTalk user is, and whether by its link.
-    fn find(&self, person: &DtUser) -> Option<(&'a LocalUser, bool)> {
+    /// The local user a DingTalk user is: by its link, its mobile, or its userid as a
+    /// username — never a username alone when both have a mobile and they differ.
+    fn find(&self, person: &DtUser) -> Found<'a> {
         let by_link = self
             .user_of_link
             .get(person.userid.as_str())
             .and_then(|id| self.by_id.get(id))
             .copied();
         if let Some(found) = by_link {
-            return Some((found, true));
+            return Found::User(found, true);
         }
-        (!person.mobile.is_empty())
+        if let Some(found) = (!person.mobile.is_empty())
             .then(|| self.by_phone.get(&mobile_key(&person.mobile)).copied())
             .flatten()
-            .or_else(|| self.by_username.get(person.userid.as_str()).copied())
-            .map(|found| (found, false))
+        {
+            return Found::User(found, false);
+        }
+        match self.by_username.get(person.userid.as_str()).copied() {
+            Some(found)
+                if !person.mobile.is_empty()
+                    && found
+                        .phone
+                        .as_deref()
+                        .is_some_and(|p| !p.is_empty() && !same_mobile(p, &person.mobile)) =>
+            {
+                Found::Mismatch(found)
+            }
+            Some(found) => Found::User(found, false),
+            None => Found::Nobody,
+        }
     }
 }
 
@@ -421,9 +482,25 @@ pub fn users_slice(
             .iter()
             .filter_map(|d| map.get(d).cloned())
             .collect();
-        let Some((found, linked)) = matcher.find(person) else {
-            ops.push(create_op(local, person, depts));
-            continue;
+        let (found, linked) = match matcher.find(person) {
+            Found::User(found, linked) => (found, linked),
+            Found::Mismatch(found) => {
+                ops.push(warn(
+                    &person.userid,
+                    format!(
+                        "local user {} has this userid as username but mobile {}, and DingTalk user {} has mobile {}: not the same person, so not linked (fix the mobile, or link them by hand in sys_third_account)",
+                        found.username,
+                        mask_mobile(found.phone.as_deref().unwrap_or_default()),
+                        person.userid,
+                        mask_mobile(&person.mobile)
+                    ),
+                ));
+                continue;
+            }
+            Found::Nobody => {
+                ops.push(create_op(local, person, depts));
+                continue;
+            }
         };
         if let Some(other) = matcher
             .link_of_user
@@ -444,7 +521,13 @@ pub fn users_slice(
             continue;
         }
         if found.is_deleted() {
-            ops.push(warn(&person.userid, format!("local user {} is deleted locally (del_flag = 1); not restored", found.username)));
+            ops.push(warn(
+                &person.userid,
+                format!(
+                    "local user {} is deleted locally (del_flag = 1); not restored",
+                    found.username
+                ),
+            ));
             continue;
         }
         let pull = UserPull {
@@ -489,6 +572,7 @@ impl UserPull<'_> {
                 title: person.title.clone(),
                 depts: sorted(person.dept_id_list.clone()),
                 mobile_refused: None,
+                link_held_by: None,
             })
         });
         let mut base = old.clone().unwrap_or_default();
@@ -531,13 +615,34 @@ impl UserPull<'_> {
 
     /// realname, email, telephone, work_no: written when DingTalk's side stands (never an
     /// empty value: DingTalk hides fields the app may not read).
-    fn texts(&self, old: Option<&UserBase>, base: &mut UserBase, fields: &mut LocalUserFields, merge: &mut Vec<FieldMerge>) {
+    fn texts(
+        &self,
+        old: Option<&UserBase>,
+        base: &mut UserBase,
+        fields: &mut LocalUserFields,
+        merge: &mut Vec<FieldMerge>,
+    ) {
         let (found, person) = (self.found, self.person);
         let texts: [(&str, &str, &str, &mut Option<String>); 4] = [
             ("name", &found.realname, &person.name, &mut fields.realname),
-            ("email", found.email.as_deref().unwrap_or_default(), &person.email, &mut fields.email),
-            ("telephone", found.telephone.as_deref().unwrap_or_default(), &person.telephone, &mut fields.telephone),
-            ("job_number", found.work_no.as_deref().unwrap_or_default(), &person.job_number, &mut fields.work_no),
+            (
+                "email",
+                found.email.as_deref().unwrap_or_default(),
+                &person.email,
+                &mut fields.email,
+            ),
+            (
+                "telephone",
+                found.telephone.as_deref().unwrap_or_default(),
+                &person.telephone,
+                &mut fields.telephone,
+            ),
+            (
+                "job_number",
+                found.work_no.as_deref().unwrap_or_default(),
+                &person.job_number,
+                &mut fields.work_no,
+            ),
         ];
         for (field, local, remote, slot) in texts {
             let was = old.map(|b| base_text(b, field).to_string());
@@ -558,7 +663,13 @@ impl UserPull<'_> {
 
     /// The mobile: written only when DingTalk is known to have changed it (or JeecgBoot has
     /// none); never over a local number without a base to tell, never from a hidden mobile.
-    fn mobile(&self, old: Option<&UserBase>, base: &mut UserBase, fields: &mut LocalUserFields, merge: &mut Vec<FieldMerge>) {
+    fn mobile(
+        &self,
+        old: Option<&UserBase>,
+        base: &mut UserBase,
+        fields: &mut LocalUserFields,
+        merge: &mut Vec<FieldMerge>,
+    ) {
         let local = self.found.phone.as_deref().unwrap_or_default();
         let remote = self.person.mobile.as_str();
         if remote.is_empty() {
@@ -570,8 +681,10 @@ impl UserPull<'_> {
             base.mobile = remote.to_string();
             return;
         };
-        let known = matches!(verdict.changed, Changed::Dingtalk | Changed::Both | Changed::Master)
-            || local.is_empty();
+        let known = matches!(
+            verdict.changed,
+            Changed::Dingtalk | Changed::Both | Changed::Master
+        ) || local.is_empty();
         let take = verdict.pull() && known;
         if take {
             fields.phone = Some(remote.to_string());
@@ -597,7 +710,14 @@ impl UserPull<'_> {
 
     /// Memberships of the departments both sides know: DingTalk's moves are followed (added
     /// and removed) when JeecgBoot did not move the user itself; with no base only added.
-    fn memberships(&self, old: Option<&UserBase>, depts: &[LocalRef], base: &mut UserBase, fields: &mut LocalUserFields, merge: &mut Vec<FieldMerge>) {
+    fn memberships(
+        &self,
+        old: Option<&UserBase>,
+        depts: &[LocalRef],
+        base: &mut UserBase,
+        fields: &mut LocalUserFields,
+        merge: &mut Vec<FieldMerge>,
+    ) {
         let (found, person) = (self.found, self.person);
         let local: Vec<i64> = sorted(
             found
@@ -607,8 +727,23 @@ impl UserPull<'_> {
                 .collect(),
         );
         let mapped: HashSet<i64> = self.matcher.ding_of.values().copied().collect();
-        let remote: Vec<i64> = sorted(person.dept_id_list.iter().copied().filter(|d| mapped.contains(d)).collect());
-        let was: Option<Vec<i64>> = old.map(|b| sorted(b.depts.iter().copied().filter(|d| mapped.contains(d)).collect()));
+        let remote: Vec<i64> = sorted(
+            person
+                .dept_id_list
+                .iter()
+                .copied()
+                .filter(|d| mapped.contains(d))
+                .collect(),
+        );
+        let was: Option<Vec<i64>> = old.map(|b| {
+            sorted(
+                b.depts
+                    .iter()
+                    .copied()
+                    .filter(|d| mapped.contains(d))
+                    .collect(),
+            )
+        });
         let adds: Vec<LocalRef> = depts
             .iter()
             .filter(|d| !matches!(d, LocalRef::Local(id) if found.depart_ids.contains(id)))
@@ -619,7 +754,12 @@ impl UserPull<'_> {
             base.depts = sorted(person.dept_id_list.clone());
             return;
         };
-        let show = |ids: &[i64]| ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let show = |ids: &[i64]| {
+            ids.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let take = verdict.pull();
         if take {
             fields.add_depts = adds;
@@ -627,13 +767,25 @@ impl UserPull<'_> {
                 fields.remove_depts = found
                     .depart_ids
                     .iter()
-                    .filter(|id| self.matcher.ding_of.get(id.as_str()).is_some_and(|d| !remote.contains(d)))
+                    .filter(|id| {
+                        self.matcher
+                            .ding_of
+                            .get(id.as_str())
+                            .is_some_and(|d| !remote.contains(d))
+                    })
                     .cloned()
                     .collect();
             }
             base.depts = sorted(person.dept_id_list.clone());
         }
-        merge.push(note("depts", &show(&local), &show(&remote), was.as_deref().map(show), verdict, take));
+        merge.push(note(
+            "depts",
+            &show(&local),
+            &show(&remote),
+            was.as_deref().map(show),
+            verdict,
+            take,
+        ));
     }
 }
 
@@ -698,6 +850,7 @@ fn create_op(local: &LocalView, person: &DtUser, depts: Vec<LocalRef>) -> Op {
                 title: person.title.clone(),
                 depts: sorted(person.dept_id_list.clone()),
                 mobile_refused: None,
+                link_held_by: None,
             },
         },
     }

@@ -158,6 +158,15 @@ pub(super) fn plan(
                     ops.extend(update_or_link(local, dept, current, &parent, &rules.policy));
                 }
             }
+            _ if !config.departments => {
+                // Departments are not pushed: one DingTalk lacks stays missing, and its
+                // users go to its nearest pushed parent (as for a refused one).
+                map.insert(id.to_string(), parent);
+                fallback.insert(
+                    id.to_string(),
+                    "departments are not pushed ([push] departments = false)".to_string(),
+                );
+            }
             _ => {
                 // Adopt a DingTalk department of the same name under the same parent that no
                 // other local department holds (made by hand, or by a create whose answer
@@ -235,26 +244,46 @@ fn update_or_link(
         order: dept.order,
     });
     let mut merge = Vec::new();
-    let mut note = |field: &str, l: String, r: String, b: Option<String>, v: Verdict, action: &str| {
-        merge.push(FieldMerge {
-            field: field.into(),
-            jeecgboot: l,
-            dingtalk: r,
-            base: b,
-            changed: v.changed,
-            action: action.into(),
-            resolves_conflict: v.conflict() && action == "push",
-        });
-    };
+    let mut note =
+        |field: &str, l: String, r: String, b: Option<String>, v: Verdict, action: &str| {
+            merge.push(FieldMerge {
+                field: field.into(),
+                jeecgboot: l,
+                dingtalk: r,
+                base: b,
+                changed: v.changed,
+                action: action.into(),
+                resolves_conflict: v.conflict() && action == "push",
+            });
+        };
     let mut name = None;
-    match judge(dept.name.as_str(), current.name.as_str(), old.as_ref().map(|b| b.name.as_str()), policy) {
+    match judge(
+        dept.name.as_str(),
+        current.name.as_str(),
+        old.as_ref().map(|b| b.name.as_str()),
+        policy,
+    ) {
         None => base.name = dept.name.clone(),
         Some(v) if v.push() => {
             name = Some(dept.name.clone());
             base.name = dept.name.clone();
-            note("name", dept.name.clone(), current.name.clone(), old.as_ref().map(|b| b.name.clone()), v, "push");
+            note(
+                "name",
+                dept.name.clone(),
+                current.name.clone(),
+                old.as_ref().map(|b| b.name.clone()),
+                v,
+                "push",
+            );
         }
-        Some(v) => note("name", dept.name.clone(), current.name.clone(), old.as_ref().map(|b| b.name.clone()), v, "left for the pull"),
+        Some(v) => note(
+            "name",
+            dept.name.clone(),
+            current.name.clone(),
+            old.as_ref().map(|b| b.name.clone()),
+            v,
+            "left for the pull",
+        ),
     }
     let mut moved = None;
     let wanted = match parent {
@@ -262,7 +291,12 @@ fn update_or_link(
         DeptRef::Local(_) => None,
     };
     let verdict = match wanted {
-        Some(id) => judge(&id, &current.parent_id, old.as_ref().map(|b| &b.parent), policy),
+        Some(id) => judge(
+            &id,
+            &current.parent_id,
+            old.as_ref().map(|b| &b.parent),
+            policy,
+        ),
         None => judge(&0, &current.parent_id, None, policy),
     };
     match verdict {
@@ -270,9 +304,23 @@ fn update_or_link(
         Some(v) if v.push() => {
             moved = Some(parent.clone());
             base.parent = wanted.unwrap_or(0);
-            note("parent", format!("{parent:?}"), current.parent_id.to_string(), old.as_ref().map(|b| b.parent.to_string()), v, "push");
+            note(
+                "parent",
+                format!("{parent:?}"),
+                current.parent_id.to_string(),
+                old.as_ref().map(|b| b.parent.to_string()),
+                v,
+                "push",
+            );
         }
-        Some(v) => note("parent", format!("{parent:?}"), current.parent_id.to_string(), old.as_ref().map(|b| b.parent.to_string()), v, "left for the pull"),
+        Some(v) => note(
+            "parent",
+            format!("{parent:?}"),
+            current.parent_id.to_string(),
+            old.as_ref().map(|b| b.parent.to_string()),
+            v,
+            "left for the pull",
+        ),
     }
     // The order: JeecgBoot's only (DingTalk's listing does not show it), sent when it
     // changed since the base. Without a base (synced before bases) it is taken as agreed.

@@ -338,6 +338,7 @@ fn create(user: &LocalUser, map: &HashMap<String, DeptRef>) -> Op {
                 // Filled with the departments as created.
                 depts: Vec::new(),
                 mobile_refused: None,
+                link_held_by: None,
             };
             Op::CreateUser {
                 local_id: user.id.clone(),
@@ -405,9 +406,11 @@ fn update(
             fields: fields_merged,
         });
     }
-    // The link row and the base follow every update, and are refreshed when stale.
-    let stale = links.row(&user.id) != Some(found.userid.as_str())
-        || base.as_ref() != Some(&new_base);
+    // The link row and the base follow every update, and are refreshed when stale (a link
+    // row another tenant's row keeps from being written is not looked for again).
+    let row_missing =
+        links.row(&user.id) != Some(found.userid.as_str()) && new_base.link_held_by.is_none();
+    let stale = row_missing || base.as_ref() != Some(&new_base);
     if updating || stale {
         ops.push(Op::LinkUser {
             local_id: user.id.clone(),
@@ -441,7 +444,15 @@ impl<'a> UserMerge<'a> {
         }
     }
 
-    fn note(&mut self, field: &str, local: &str, remote: &str, base: Option<&str>, verdict: Verdict, action: &str) {
+    fn note(
+        &mut self,
+        field: &str,
+        local: &str,
+        remote: &str,
+        base: Option<&str>,
+        verdict: Verdict,
+        action: &str,
+    ) {
         self.fields_merged.push(FieldMerge {
             field: field.to_string(),
             jeecgboot: local.to_string(),
@@ -459,10 +470,22 @@ impl<'a> UserMerge<'a> {
         let title = user.positions.join(",");
         let texts: [(&str, &str, &str); 5] = [
             ("name", &user.realname, &found.name),
-            ("telephone", user.telephone.as_deref().unwrap_or_default(), &found.telephone),
-            ("job_number", user.work_no.as_deref().unwrap_or_default(), &found.job_number),
+            (
+                "telephone",
+                user.telephone.as_deref().unwrap_or_default(),
+                &found.telephone,
+            ),
+            (
+                "job_number",
+                user.work_no.as_deref().unwrap_or_default(),
+                &found.job_number,
+            ),
             ("title", &title, &found.title),
-            ("email", user.email.as_deref().unwrap_or_default(), &found.email),
+            (
+                "email",
+                user.email.as_deref().unwrap_or_default(),
+                &found.email,
+            ),
         ];
         for (field, local, remote) in texts {
             let old = self.old.map(|b| text_of(b, field).to_string());
@@ -503,10 +526,24 @@ impl<'a> UserMerge<'a> {
             return None;
         };
         if !verdict.push() {
-            self.note("mobile", local, &found.mobile, old.as_deref(), verdict, "left for the pull");
+            self.note(
+                "mobile",
+                local,
+                &found.mobile,
+                old.as_deref(),
+                verdict,
+                "left for the pull",
+            );
             return None;
         }
-        self.note("mobile", local, &found.mobile, old.as_deref(), verdict, "kept: DingTalk cannot change a mobile");
+        self.note(
+            "mobile",
+            local,
+            &found.mobile,
+            old.as_deref(),
+            verdict,
+            "kept: DingTalk cannot change a mobile",
+        );
         if old.is_none() {
             // DingTalk's number is the one agreed: a pull sees JeecgBoot's as its change.
             self.base.mobile = found.mobile.clone();
@@ -538,12 +575,19 @@ impl<'a> UserMerge<'a> {
             Some(local) => judge(local, &remote, old.as_ref(), self.policy),
             None => judge(&[0][..], &remote[..], None, self.policy),
         };
-        let show = |ids: &[i64]| ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let show = |ids: &[i64]| {
+            ids.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let Some(verdict) = verdict else {
             self.base.depts = remote;
             return;
         };
-        let local_text = local.as_deref().map_or_else(|| "(departments being created)".into(), show);
+        let local_text = local
+            .as_deref()
+            .map_or_else(|| "(departments being created)".into(), show);
         let action = if verdict.push() {
             self.fields.depts = Some(wanted.to_vec());
             // The departments as created are filled in once applied.
@@ -552,7 +596,14 @@ impl<'a> UserMerge<'a> {
         } else {
             "left for the pull"
         };
-        self.note("depts", &local_text, &show(&remote), old.as_deref().map(show).as_deref(), verdict, action);
+        self.note(
+            "depts",
+            &local_text,
+            &show(&remote),
+            old.as_deref().map(show).as_deref(),
+            verdict,
+            action,
+        );
     }
 }
 

@@ -4,12 +4,15 @@
 //! the siblings it may adopt, the subtree it may delete, the local users that may claim the
 //! same DingTalk user); the full run sees everything.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::tests::{config, dept, names, rdept, ruser, snap, user, view};
 use super::*;
+use crate::config::PushConfig;
 use crate::dingtalk::types::DtUser;
+use crate::dingtalk::DingTalkError;
 use crate::jeecg::{Link, LocalUser};
+use crate::sync::around::{self, Source};
 use crate::sync::model::{entity, mobile_key, RemoteDept};
 
 /// One case: the whole local side and the whole of DingTalk, and what its full plan must
@@ -228,84 +231,57 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-/// Where a department's job finds its parent in DingTalk: the parent's link, root 1 at
-/// the top (as `sync::job` does).
-fn parent_ding(local: &LocalView, key: &str) -> Option<i64> {
-    let placement = dept_placement(&local.depts);
-    match placement.get(key).cloned().flatten() {
-        None => Some(ROOT_DEPT),
-        Some(parent) => local
+/// DingTalk as a job reads it, from the whole organisation of a case: the job's own
+/// lookups (`sync::around`) run against it.
+struct Org<'a>(&'a RemoteView);
+
+impl Source for Org<'_> {
+    async fn dept(&self, id: i64) -> Result<Option<RemoteDept>, DingTalkError> {
+        Ok(self.0.depts.iter().find(|d| d.dept_id == id).cloned())
+    }
+
+    async fn children(&self, parent: i64) -> Result<Vec<RemoteDept>, DingTalkError> {
+        Ok(self
+            .0
             .depts
             .iter()
-            .find(|d| d.id == parent)?
-            .ding_identifier
-            .or_else(|| local.dept_snapshots.get(&parent)?.ding_id.parse().ok()),
+            .filter(|d| d.parent_id == parent)
+            .cloned()
+            .collect())
+    }
+
+    async fn members(&self, dept: i64) -> Result<Vec<DtUser>, DingTalkError> {
+        Ok(self
+            .0
+            .users
+            .iter()
+            .filter(|u| u.dept_id_list.contains(&dept))
+            .collect())
+    }
+
+    async fn user(&self, userid: &str) -> Result<Option<DtUser>, DingTalkError> {
+        Ok(self.0.users.get(userid))
+    }
+
+    async fn userid_by_mobile(&self, mobile: &str) -> Result<Option<String>, DingTalkError> {
+        Ok(self.0.users.by_mobile(mobile).map(|u| u.userid))
     }
 }
 
-fn subtree(remote: &RemoteView, top: i64) -> RemoteView {
-    let mut ids = vec![top];
-    let mut index = 0;
-    while let Some(parent) = ids.get(index).copied() {
-        ids.extend(
-            remote
-                .depts
-                .iter()
-                .filter(|d| d.parent_id == parent)
-                .map(|d| d.dept_id),
-        );
-        index += 1;
-    }
-    let depts: Vec<RemoteDept> = remote
-        .depts
-        .iter()
-        .filter(|d| ids.contains(&d.dept_id))
-        .cloned()
-        .collect();
-    let users: Vec<DtUser> = remote
-        .users
-        .iter()
-        .filter(|u| u.dept_id_list.iter().any(|d| ids.contains(d)))
-        .collect();
-    RemoteView {
-        depts,
-        users: users.into(),
-        ..RemoteView::partial()
-    }
-}
-
-/// A department job's plan.
-fn dept_job(local: &LocalView, remote: &RemoteView, key: &str) -> Plan {
-    let row = local.depts.iter().find(|d| d.id == key);
-    let twin_id = row
-        .and_then(|d| d.ding_identifier)
-        .or_else(|| local.dept_snapshots.get(key)?.ding_id.parse().ok());
-    let twin = twin_id.and_then(|id| remote.depts.iter().find(|d| d.dept_id == id).cloned());
+/// A department job's plan, its views read as `sync::job` reads them.
+async fn dept_job(local: &LocalView, remote: &RemoteView, key: &str, rules: &Rules) -> Plan {
+    let pushed = local.depts.iter().any(|d| d.id == key && tree::pushable(d));
+    let view = around::dept_view(&Org(remote), local, key, pushed)
+        .await
+        .unwrap();
     let focus = Focus::Dept(key.to_string());
-    if row.is_some_and(tree::pushable) {
-        let mut view = RemoteView::partial();
-        if let (Some(id), None) = (twin_id, &twin) {
-            view.absent.insert(id);
-        }
-        if twin.is_none() {
-            if let Some(parent) = parent_ding(local, key) {
-                view.depts.extend(
-                    remote
-                        .depts
-                        .iter()
-                        .filter(|d| d.parent_id == parent)
-                        .cloned(),
-                );
-            }
-        }
-        view.depts.extend(twin);
-        return PushPlanner::new(local, &view, &config(), Scope::Departments, focus).1;
+    if pushed {
+        return PushPlanner::new(local, &view, rules, Scope::Departments, focus).1;
     }
-    let Some(twin) = twin else {
+    if view.depts.is_empty() || !(rules.push.departments && rules.push.delete_departments) {
         return Plan::default();
-    };
-    let view = subtree(remote, twin.dept_id);
-    let (planner, _) = PushPlanner::new(local, &view, &config(), Scope::Departments, focus);
+    }
+    let (planner, _) = PushPlanner::new(local, &view, rules, Scope::Departments, focus);
     assert!(planner.blocked().is_empty());
     planner.finish(Vec::new(), &LocalView::default(), &view)
 }
@@ -348,8 +324,12 @@ fn claimers(local: &LocalView, key: &str, twin: &DtUser, into: &mut LocalView) {
     }
 }
 
-/// A user job's plan (its row, or its hard delete when the row is gone).
-fn user_job(local: &LocalView, remote: &RemoteView, key: &str) -> Plan {
+/// A user job's plan (its row, or its hard delete when the row is gone), its views read as
+/// `sync::job` reads them.
+async fn user_job(local: &LocalView, remote: &RemoteView, key: &str, rules: &Rules) -> Plan {
+    if !rules.push.users {
+        return Plan::default();
+    }
     let focus = Focus::User(key.to_string());
     let mut own = LocalView {
         links: local
@@ -373,7 +353,10 @@ fn user_job(local: &LocalView, remote: &RemoteView, key: &str) -> Plan {
         .chain(own.user_snapshots.values().map(|s| s.ding_id.clone()))
         .collect();
     let Some(row) = local.users.iter().find(|u| u.id == key) else {
-        let twins: Vec<DtUser> = known.iter().filter_map(|u| remote.users.get(u)).collect();
+        if !rules.push.delete_users_on_hard_delete {
+            return Plan::default();
+        }
+        let twins = around::users(&Org(remote), &known).await.unwrap();
         let view = RemoteView {
             users: twins.clone().into(),
             ..RemoteView::partial()
@@ -383,7 +366,7 @@ fn user_job(local: &LocalView, remote: &RemoteView, key: &str) -> Plan {
             claimers(local, key, twin, &mut found);
         }
         let (planner, _) =
-            PushPlanner::new(&LocalView::default(), &view, &config(), Scope::Users, focus);
+            PushPlanner::new(&LocalView::default(), &view, rules, Scope::Users, focus);
         let gone = known.into_iter().map(|u| (key.to_string(), u)).collect();
         return planner.finish(gone, &found, &view);
     };
@@ -395,18 +378,11 @@ fn user_job(local: &LocalView, remote: &RemoteView, key: &str) -> Plan {
             .iter()
             .any(|d| d.id == *id && d.ding_identifier.is_none())
     });
-    let (mut planner, _) = PushPlanner::new(
-        &depts,
-        &RemoteView::partial(),
-        &config(),
-        Scope::Users,
-        focus,
-    );
-    let twin = known
-        .iter()
-        .find_map(|u| remote.users.get(u))
-        .or_else(|| remote.users.by_mobile(row.phone.as_deref()?))
-        .or_else(|| remote.users.get(&row.username));
+    let (mut planner, _) =
+        PushPlanner::new(&depts, &RemoteView::partial(), rules, Scope::Users, focus);
+    let twin = around::user_twin(&Org(remote), &known, row.phone.as_deref(), &row.username)
+        .await
+        .unwrap();
     let view = RemoteView {
         users: twin.clone().into_iter().collect::<Vec<_>>().into(),
         ..RemoteView::partial()
@@ -451,83 +427,116 @@ fn about(plan: &Plan, keys: &[&str]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn every_rule_plans_the_same_in_a_full_run_and_in_one_entity_jobs() {
-    for case in cases() {
-        let full = plan_push(&case.local, &case.remote, &config(), Scope::All);
-        let rendered = names(&full);
+/// The switch settings every case is planned under: the defaults first (whose outcomes
+/// the cases spell out), then each switch off, and conflicts won by DingTalk.
+fn variants() -> Vec<(&'static str, Rules)> {
+    let with = |change: fn(&mut PushConfig)| {
+        let mut push = super::tests::push_config();
+        change(&mut push);
+        super::tests::rules(push)
+    };
+    let mut dingtalk = config();
+    dingtalk.policy.prefer = merge::Side::Dingtalk;
+    vec![
+        ("defaults", config()),
+        ("users off", with(|p| p.users = false)),
+        ("departments off", with(|p| p.departments = false)),
+        ("deletes off", with(|p| p.delete_departments = false)),
+        (
+            "hard deletes off",
+            with(|p| p.delete_users_on_hard_delete = false),
+        ),
+        (
+            "no department deletes allowed",
+            with(|p| p.max_department_deletes = 0),
+        ),
+        ("DingTalk wins conflicts", dingtalk),
+    ]
+}
+
+#[tokio::test]
+async fn every_rule_plans_the_same_in_a_full_run_and_in_one_entity_jobs() {
+    for (variant, rules) in variants() {
+        for case in cases() {
+            same_in_runs_and_jobs(&case, variant, &rules).await;
+        }
+    }
+}
+
+async fn same_in_runs_and_jobs(case: &Case, variant: &str, rules: &Rules) {
+    let name = format!("{} ({variant})", case.name);
+    let full = plan_push(&case.local, &case.remote, rules, Scope::All);
+    let rendered = names(&full);
+    if variant == "defaults" {
         for expected in &case.expect {
             assert!(
                 rendered.iter().any(|n| n == expected),
-                "{}: {expected:?} not in {rendered:?}",
-                case.name
+                "{name}: {expected:?} not in {rendered:?}"
             );
         }
-        let mut from_jobs: Vec<String> = Vec::new();
-        for dept in &case.local.depts {
-            let job = dept_job(&case.local, &case.remote, &dept.id);
-            let own = about(&job, &[&dept.id]);
-            assert_eq!(
-                own,
-                about(&full, &[&dept.id]),
-                "{}: department {}",
-                case.name,
-                dept.id
+    }
+    let mut from_jobs: Vec<String> = Vec::new();
+    for dept in &case.local.depts {
+        let job = dept_job(&case.local, &case.remote, &dept.id, rules).await;
+        let own = about(&job, &[&dept.id]);
+        assert_eq!(
+            own,
+            about(&full, &[&dept.id]),
+            "{name}: department {}",
+            dept.id
+        );
+        from_jobs.extend(own);
+    }
+    let gone_depts: Vec<String> = case
+        .local
+        .dept_snapshots
+        .keys()
+        .filter(|k| !case.local.depts.iter().any(|d| d.id == **k))
+        .cloned()
+        .collect();
+    for key in &gone_depts {
+        let job = names(&dept_job(&case.local, &case.remote, key, rules).await);
+        // The guard counts differently in a job (the synced departments gone locally): a
+        // job may refuse what the run deletes, never delete what the run keeps.
+        for op in &job {
+            assert!(
+                rendered.contains(op),
+                "{name}: gone department {key}: {op:?} not in {rendered:?}"
             );
-            from_jobs.extend(own);
         }
-        let gone_depts: Vec<String> = case
-            .local
-            .dept_snapshots
-            .keys()
-            .filter(|k| !case.local.depts.iter().any(|d| d.id == **k))
-            .cloned()
-            .collect();
-        for key in &gone_depts {
-            let job = names(&dept_job(&case.local, &case.remote, key));
-            for op in &job {
-                assert!(
-                    rendered.contains(op),
-                    "{}: gone department {key}: {op:?} not in {rendered:?}",
-                    case.name
-                );
-            }
-            from_jobs.extend(job);
-        }
-        let mut users: Vec<(String, String)> = case
-            .local
-            .users
-            .iter()
-            .map(|u| (u.id.clone(), u.username.clone()))
-            .collect();
-        let rows: HashSet<&str> = case.local.users.iter().map(|u| u.id.as_str()).collect();
-        let gone_users: HashMap<String, String> = case
-            .local
+        from_jobs.extend(job);
+    }
+    let rows: HashSet<&str> = case.local.users.iter().map(|u| u.id.as_str()).collect();
+    let mut users: Vec<(String, String)> = case
+        .local
+        .users
+        .iter()
+        .map(|u| (u.id.clone(), u.username.clone()))
+        .collect();
+    users.extend(
+        case.local
             .user_snapshots
             .keys()
             .filter(|k| !rows.contains(k.as_str()))
-            .map(|k| (k.clone(), k.clone()))
-            .collect();
-        users.extend(gone_users);
-        for (id, username) in &users {
-            let job = user_job(&case.local, &case.remote, id);
-            let keys = [id.as_str(), username.as_str()];
-            let mut own = about(&job, &keys);
-            let mut expected = about(&full, &keys);
-            own.sort();
-            expected.sort();
-            assert_eq!(own, expected, "{}: user {id}", case.name);
-            from_jobs.extend(own);
-        }
-        // Nothing the full run does is left out by the jobs (member moves belong to the
-        // department job that deletes).
-        for op in &rendered {
-            assert!(
-                from_jobs.contains(op),
-                "{}: {op:?} planned by no job ({from_jobs:?})",
-                case.name
-            );
-        }
+            .map(|k| (k.clone(), k.clone())),
+    );
+    for (id, username) in &users {
+        let job = user_job(&case.local, &case.remote, id, rules).await;
+        let keys = [id.as_str(), username.as_str()];
+        let mut own = about(&job, &keys);
+        let mut expected = about(&full, &keys);
+        own.sort();
+        expected.sort();
+        assert_eq!(own, expected, "{name}: user {id}");
+        from_jobs.extend(own);
+    }
+    // Nothing the full run does is left out by the jobs (member moves belong to the
+    // department job that deletes).
+    for op in &rendered {
+        assert!(
+            from_jobs.contains(op),
+            "{name}: {op:?} planned by no job ({from_jobs:?})"
+        );
     }
 }
 

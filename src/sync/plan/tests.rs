@@ -170,6 +170,45 @@ pub(super) fn names(plan: &Plan) -> Vec<String> {
             ),
             Op::LinkUser { userid, .. } => format!("link {userid}"),
             Op::DeleteUser { userid, .. } => format!("delete user {userid}"),
+            Op::UpdateLocalUser { fields, .. } => {
+                let mut parts = Vec::new();
+                for (field, value) in [
+                    ("realname", &fields.realname),
+                    ("phone", &fields.phone),
+                    ("email", &fields.email),
+                    ("telephone", &fields.telephone),
+                    ("work_no", &fields.work_no),
+                ] {
+                    if let Some(value) = value {
+                        parts.push(format!("pull {field} {value}"));
+                    }
+                }
+                if !fields.add_depts.is_empty() || !fields.remove_depts.is_empty() {
+                    parts.push(format!(
+                        "pull add {:?} remove {:?}",
+                        fields.add_depts, fields.remove_depts
+                    ));
+                }
+                if parts.is_empty() {
+                    "record base".to_string()
+                } else {
+                    parts.join(", ")
+                }
+            }
+            Op::UpdateLocalDept {
+                local_id,
+                name,
+                parent,
+                ..
+            } => format!("pull dept {local_id} {name} under {parent:?}"),
+            Op::Merge { key, fields, .. } => format!(
+                "left {key}: {}",
+                fields
+                    .iter()
+                    .map(|f| format!("{} {}", f.field, f.action))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             other => format!("{other:?}"),
         })
         .collect()
@@ -532,7 +571,12 @@ fn pull_creates_updates_and_never_deletes_departments() {
         users: Default::default(),
         ..Default::default()
     };
-    let plan = plan_pull(&local, &remote, &merge::Policy::default(), Scope::Departments);
+    let plan = plan_pull(
+        &local,
+        &remote,
+        &merge::Policy::default(),
+        Scope::Departments,
+    );
     let ops: Vec<String> = plan
         .ops
         .iter()
