@@ -83,10 +83,50 @@ fn describe(op: &Op) -> (String, String, String) {
         })
         .unwrap_or_default();
     let mut details = json.as_object().cloned().unwrap_or_default();
-    for k in ["op", "hash", "local_id", "userid", "key"] {
+    for k in ["op", "hash", "local_id", "userid", "key", "base", "merge"] {
         details.remove(k);
     }
+    if name == "merge" {
+        // Shown field by field under the line.
+        details.remove("fields");
+    }
     (name, key, serde_json::Value::Object(details).to_string())
+}
+
+/// The per-field lines of an operation that merged fields: who changed what, and what this
+/// plan does with it.
+fn merge_lines(op: &Op) -> Vec<String> {
+    let fields = match op {
+        Op::UpdateUser { merge, .. }
+        | Op::UpdateDept { merge, .. }
+        | Op::UpdateLocalUser { merge, .. }
+        | Op::UpdateLocalDept { merge, .. } => merge,
+        Op::Merge { fields, .. } => fields,
+        _ => return Vec::new(),
+    };
+    fields
+        .iter()
+        .map(|f| {
+            use crate::sync::plan::merge::Changed;
+            let changed = match f.changed {
+                Changed::Jeecgboot => "JeecgBoot changed it",
+                Changed::Dingtalk => "DingTalk changed it",
+                Changed::Both => "CONFLICT: both changed it",
+                Changed::Unknown => "no base yet",
+                Changed::Master => "the master side decides",
+            };
+            format!(
+                "{:<12} JeecgBoot {:?} | DingTalk {:?} | base {} -> {} ({changed})",
+                f.field,
+                f.jeecgboot,
+                f.dingtalk,
+                f.base
+                    .as_deref()
+                    .map_or("none".into(), |b| format!("{b:?}")),
+                f.action
+            )
+        })
+        .collect()
 }
 
 fn print_plan(tenant: TenantId, plan: &Plan) {
@@ -107,6 +147,9 @@ fn print_plan(tenant: TenantId, plan: &Plan) {
         let (name, key, details) = describe(op);
         let details: String = details.chars().take(110).collect();
         println!("  {name:<18} {key:<34} {details}");
+        for line in merge_lines(op) {
+            println!("      {line}");
+        }
     }
 }
 

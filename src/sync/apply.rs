@@ -18,8 +18,8 @@ use crate::store::jeecg::{LinkSaved, SnapshotWrite};
 use crate::store::{Store, StoreError};
 
 use super::model::{
-    entity, DeptBase, DeptRef, LocalRef, LocalUserFields, Op, Summary, UserBase, UserFields,
-    ROOT_DEPT,
+    entity, mask_mobile, sorted, DeptBase, DeptRef, LocalRef, LocalUserFields, Op, Summary,
+    UserBase, UserFields, ROOT_DEPT,
 };
 use super::plan::Plan;
 
@@ -89,12 +89,6 @@ async fn record_dept(
             base: json(base),
         })
         .await
-}
-
-fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 /// A base as the snapshot keeps it.
@@ -927,9 +921,9 @@ impl Run {
                 self.state().summary.updated += 1;
             }
             Err(error) if error.kind == ErrorKind::MobileExists => {
-                return Err(EntityError::Other(format!(
-                    "mobile {mobile} already belongs to another DingTalk user (errcode 60104)"
-                )));
+                return self
+                    .link_by_mobile(ctx, local_id, mobile, fields.name.as_deref())
+                    .await;
             }
             Err(error) => return Err(error.into()),
         }
@@ -950,6 +944,62 @@ impl Run {
             &base,
         )
         .await?;
+        Ok(())
+    }
+
+    /// DingTalk already has a user with this mobile (60104) that the plan could not see: an
+    /// app without the mobile permission lists users without mobiles, so the same person
+    /// looks like nobody. `getbymobile` (a permission of its own) names them; when no local
+    /// user of this tenant claims that userid, the two are linked, with DingTalk's values as
+    /// the base (the next run merges the fields); otherwise the create fails with the reason.
+    async fn link_by_mobile(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        local_id: &str,
+        mobile: &str,
+        realname: Option<&str>,
+    ) -> Result<(), EntityError> {
+        let exists = || {
+            EntityError::Other(format!(
+                "mobile {} already belongs to another DingTalk user (errcode 60104)",
+                mask_mobile(mobile)
+            ))
+        };
+        let Some(userid) = ctx.client.user_by_mobile(mobile).await? else {
+            return Err(exists());
+        };
+        let linked = ctx.store.links_to(ctx.tenant, &[userid.as_str()]).await?;
+        let snapshots = ctx
+            .store
+            .snapshots_to(ctx.tenant, entity::USER, &[userid.as_str()])
+            .await?;
+        let claimed = linked
+            .iter()
+            .map(|l| l.user_id.as_str())
+            .chain(snapshots.iter().map(|s| s.local_id.as_str()))
+            .find(|id| *id != local_id);
+        if let Some(other) = claimed {
+            return Err(EntityError::Other(format!(
+                "mobile {} belongs to DingTalk user {userid}, already linked to local user {other} (errcode 60104)",
+                mask_mobile(mobile)
+            )));
+        }
+        let person = ctx.client.user_get(&userid).await?;
+        let link = Link {
+            user_id: local_id.to_string(),
+            userid: userid.clone(),
+            unionid: Some(person.unionid.clone()).filter(|u| !u.is_empty()),
+            tenant_id: ctx.tenant,
+        };
+        self.save_link(
+            ctx,
+            &link,
+            realname.unwrap_or_default(),
+            &UserBase::of(&person),
+        )
+        .await?;
+        tracing::info!(event = "sync.user.linked_by_mobile", tenant = ctx.tenant, user = %local_id, userid = %userid, "linked to the DingTalk user with the same mobile (the app cannot see mobiles in lists)");
+        self.state().summary.updated += 1;
         Ok(())
     }
 

@@ -51,6 +51,31 @@ pub struct DeptBase {
     pub order: i64,
 }
 
+/// DingTalk department ids as a base keeps them: sorted, each once.
+pub fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+impl UserBase {
+    /// What DingTalk holds for `person`: the base of a link made without one (a first link,
+    /// or one synced before schema v5).
+    pub fn of(person: &crate::dingtalk::types::DtUser) -> Self {
+        Self {
+            name: person.name.clone(),
+            mobile: person.mobile.clone(),
+            telephone: person.telephone.clone(),
+            email: person.email.clone(),
+            job_number: person.job_number.clone(),
+            title: person.title.clone(),
+            depts: sorted(person.dept_id_list.clone()),
+            mobile_refused: None,
+            link_held_by: None,
+        }
+    }
+}
+
 impl Snapshot {
     /// The user base it holds, if any (written from schema v5 on).
     pub fn user_base(&self) -> Option<UserBase> {

@@ -145,11 +145,19 @@ mod tests {
         Policy { prefer, master }
     }
 
+    /// (local, remote, base) -> (changed, push sends, pull writes).
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<(Changed, bool, bool)>,
+    );
+
     #[test]
     fn each_field_class_is_judged_against_its_base() {
         let both = policy(Side::Jeecgboot, None);
         // (local, remote, base) -> (changed, push sends, pull writes)
-        let cases: &[(&str, &str, Option<&str>, Option<(Changed, bool, bool)>)] = &[
+        let cases: &[Case] = &[
             ("a", "a", Some("x"), None),
             (
                 "new",

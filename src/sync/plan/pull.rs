@@ -19,8 +19,8 @@ use crate::dingtalk::types::DtUser;
 use crate::jeecg::{LocalDept, LocalUser};
 
 use super::super::model::{
-    entity, mask_mobile, mobile_key, same_mobile, DeptBase, FieldMerge, LocalRef, LocalUserFields,
-    LocalView, Op, RemoteDept, RemoteView, Scope, UserBase, ROOT_DEPT,
+    entity, mask_mobile, mobile_key, same_mobile, sorted, DeptBase, FieldMerge, LocalRef,
+    LocalUserFields, LocalView, Op, RemoteDept, RemoteView, Scope, UserBase, ROOT_DEPT,
 };
 use super::merge::{judge, Changed, Policy, Verdict};
 use super::Plan;
@@ -562,19 +562,9 @@ impl UserPull<'_> {
             .get(&found.id)
             .filter(|s| s.ding_id == person.userid);
         // A link without a base (synced before schema v5): the base is what DingTalk holds.
-        let old = snapshot.and_then(|s| s.user_base()).or_else(|| {
-            (self.linked || snapshot.is_some()).then(|| UserBase {
-                name: person.name.clone(),
-                mobile: person.mobile.clone(),
-                telephone: person.telephone.clone(),
-                email: person.email.clone(),
-                job_number: person.job_number.clone(),
-                title: person.title.clone(),
-                depts: sorted(person.dept_id_list.clone()),
-                mobile_refused: None,
-                link_held_by: None,
-            })
-        });
+        let old = snapshot
+            .and_then(|s| s.user_base())
+            .or_else(|| (self.linked || snapshot.is_some()).then(|| UserBase::of(person)));
         let mut base = old.clone().unwrap_or_default();
         let mut fields = LocalUserFields::default();
         let mut merge = Vec::new();
@@ -789,12 +779,6 @@ impl UserPull<'_> {
     }
 }
 
-fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
 fn base_text<'b>(base: &'b UserBase, field: &str) -> &'b str {
     match field {
         "name" => &base.name,
@@ -841,17 +825,7 @@ fn create_op(local: &LocalView, person: &DtUser, depts: Vec<LocalRef>) -> Op {
             userid: person.userid.clone(),
             unionid: Some(person.unionid.clone()).filter(|u| !u.is_empty()),
             fields,
-            base: UserBase {
-                name: person.name.clone(),
-                mobile: person.mobile.clone(),
-                telephone: person.telephone.clone(),
-                email: person.email.clone(),
-                job_number: person.job_number.clone(),
-                title: person.title.clone(),
-                depts: sorted(person.dept_id_list.clone()),
-                mobile_refused: None,
-                link_held_by: None,
-            },
+            base: UserBase::of(person),
         },
     }
 }

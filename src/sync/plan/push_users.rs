@@ -16,8 +16,8 @@ use crate::dingtalk::types::DtUser;
 use crate::jeecg::LocalUser;
 
 use super::super::model::{
-    entity, mask_mobile, mobile_key, same_mobile, DeptRef, LocalView, Op, RemoteView, UserBase,
-    UserFields, ROOT_DEPT,
+    entity, mask_mobile, mobile_key, same_mobile, sorted, DeptRef, LocalView, Op, RemoteView,
+    UserBase, UserFields, ROOT_DEPT,
 };
 use super::merge::{judge, FieldMerge, Policy, Verdict};
 
@@ -605,12 +605,6 @@ impl<'a> UserMerge<'a> {
             action,
         );
     }
-}
-
-fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 /// A text field of a base, by name.
