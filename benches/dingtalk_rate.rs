@@ -53,6 +53,7 @@ async fn main() {
     let server = SimServer::start(sim, "127.0.0.1:0").await.unwrap();
     let mut options = ClientOptions::from_config(&dingsync::config::DingTalkConfig {
         base_url: server.url.parse().unwrap(),
+        api_base_url: server.url.parse().unwrap(),
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(20),
         qps_per_api: NonZeroU32::new(qps).unwrap(),

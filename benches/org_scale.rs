@@ -14,7 +14,7 @@
 //!   CPU over IDLE_SECS.
 //!
 //! Run: `cargo bench --bench org_scale` (env USERS=10000 DEPTS=1000 QPS=200 EDITS=1000
-//! RATE=50 IDLE_SECS=30; STOP_AFTER=B1 or B2 ends there). Under `cargo test` it runs 300 users / 30 departments, 30 edits
+//! RATE=50 IDLE_SECS=30; STOP_AFTER=B1, B2 or B3 ends there; DAEMON_LOG=path keeps B3's daemon log). Under `cargo test` it runs 300 users / 30 departments, 30 edits
 //! and asserts the goals that do not depend on the machine's speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -336,8 +336,19 @@ async fn start_daemon(config: &Path) -> Daemon {
             break;
         }
     }
-    // Keep draining the log so the daemon never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Keep draining the log so the daemon never blocks on a full pipe (DAEMON_LOG=path keeps
+    // it, to see where a job's time goes).
+    let mut keep = std::env::var("DAEMON_LOG")
+        .ok()
+        .and_then(|path| std::fs::File::create(path).ok());
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(file) = keep.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(file, "{line}");
+            }
+        }
+    });
     let (peak, sampler) = spawn_peak_sampler(pid);
     Daemon {
         child,
@@ -537,6 +548,10 @@ async fn main() {
     let daemon_peak = daemon.peak.load(Ordering::Relaxed).max(vm_hwm(daemon.pid));
     daemon.sampler.abort();
     let _ = daemon.child.kill().await;
+    if std::env::var("STOP_AFTER").as_deref() == Ok("B3") {
+        server.stop().await;
+        return;
+    }
     store.close().await;
     // B4
     let pull_db = dir.path().join("empty.db");

@@ -106,12 +106,23 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
             let queue = store.queue_stats(tenant.id).await?;
             let runs = store.last_runs(tenant.id).await?;
             let owner = store.lease_holder(&format!("tenant:{}", tenant.id)).await?;
+            let events = store.stream_state(tenant.id).await?.map(|s| {
+                let mut state: serde_json::Value =
+                    serde_json::from_str(&s.state).unwrap_or_default();
+                state["instance"] = s.instance.into();
+                state["updated_at"] = s.updated_at.into();
+                state
+            });
             out.push(serde_json::json!({
                 "tenant": tenant.id,
                 "credentials": tenant.source,
                 "push": tenant.push.enabled,
                 "pull": tenant.pull.enabled,
                 "owner": owner,
+                "events": {
+                    "mode": loaded.config.events.mode,
+                    "stream": events,
+                },
                 "queue": queue,
                 "last_runs": runs,
             }));
@@ -154,6 +165,7 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
         if let Some(error) = q["last_error"].as_str() {
             println!("  last error: {error}");
         }
+        println!("  events: {}", events_line(&t["events"]));
         for run in t["last_runs"].as_array().into_iter().flatten() {
             println!(
                 "  last {}: {} — created {}, updated {}, deleted {}, failed {}{}",
@@ -171,6 +183,34 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
         }
     }
     exit::OK
+}
+
+/// The Stream connection of a tenant as its owner last wrote it (every 10 s).
+fn events_line(events: &serde_json::Value) -> String {
+    if events["mode"] == "off" {
+        return "off (events.mode); DingTalk's changes arrive with the scheduled pull".into();
+    }
+    let s = &events["stream"];
+    if s.is_null() {
+        return "Stream mode: no connection recorded yet (is `dingsync run` up?)".into();
+    }
+    let state = if s["connected"] == true {
+        "connected"
+    } else {
+        "NOT connected"
+    };
+    format!(
+        "Stream {state} ({} as of {}); received {}, stored {}, acked {}, later {}, redelivered {}, deduplicated {}, reconnects {}",
+        s["instance"].as_str().unwrap_or("?"),
+        age(s["updated_at"].as_i64()),
+        s["received"],
+        s["stored"],
+        s["acked"],
+        s["later"],
+        s["redelivered"],
+        s["deduplicated"],
+        s["reconnects"]
+    )
 }
 
 /// `dingsync queue ...`.

@@ -63,6 +63,25 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// `[sync]`.
     pub sync: SyncConfig,
+    /// `[events]`.
+    pub events: EventsConfig,
+}
+
+/// `[events]`: DingTalk's address-book events, which make the pull instant.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct EventsConfig {
+    /// How they arrive.
+    pub mode: EventsMode,
+}
+
+/// How DingTalk's events reach dingsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventsMode {
+    /// Stream mode: a WebSocket the daemon opens per tenant (the default).
+    Stream,
+    /// None: DingTalk's changes wait for the scheduled pull.
+    Off,
 }
 
 /// `[sync]`: how the two directions settle differences.
@@ -232,6 +251,10 @@ impl Serialize for DatabaseUrl {
 pub struct DingTalkConfig {
     /// Base URL of the oapi host.
     pub base_url: Url,
+    /// Base URL of the new API host (`https://api.dingtalk.com`), where Stream mode's
+    /// `connections/open` is. Defaults to `base_url` when that is not DingTalk's own host (a
+    /// simulator or a proxy serves both).
+    pub api_base_url: Url,
     /// TCP + TLS connect timeout.
     #[serde(serialize_with = "human_duration")]
     pub connect_timeout: Duration,

@@ -55,7 +55,12 @@ async fn dead_jobs(store: &dingsync::store::Store, n: usize, name: &str) -> Vec<
                 ..JobFilter::default()
             })
             .await
-            .unwrap();
+            .unwrap()
+            .into_iter()
+            // Pushes only: DingTalk's events also make pull jobs, which fail on their own
+            // (a console user whose e-mail a local user has).
+            .filter(|j| j.kind == "user" || j.kind == "dept")
+            .collect::<Vec<_>>();
         if dead.len() >= n {
             return dead;
         }
@@ -279,6 +284,8 @@ async fn scheduled_pull_brings_console_changes_and_does_not_echo() {
     let server = common::start_fast_sim().await;
     let mut config = config(&db, &server);
     config.pull.cron = "*/1 * * * * *".into();
+    // The scheduled pull alone (DingTalk's events are tests/events.rs's).
+    config.events.mode = dingsync::config::EventsMode::Off;
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
     common::eventually("lihua pushed", 20, || {

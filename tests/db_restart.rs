@@ -209,3 +209,75 @@ async fn mariadb_restarted_mid_run() {
     };
     restart_mid_run(db, "mariadb", &script).await;
 }
+
+/// DingTalk's events while PostgreSQL is down: the daemon cannot store them, so it answers
+/// `LATER` (never `SUCCESS`); DingTalk delivers them again, and once the database is back
+/// the change is applied, once.
+#[tokio::test]
+async fn events_while_postgres_is_down() {
+    let Some(script) = control() else { return };
+    let Some(db) = common::postgres_db().await else {
+        return;
+    };
+    db.store.init(true).await.unwrap();
+    let server = common::start_fast_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dingsync.toml");
+    common::write_config(
+        &path,
+        &db.url,
+        &server.url,
+        1000,
+        "[daemon]\nlease_ttl = \"3s\"\n[watch]\npoll_interval = \"200ms\"\n",
+    );
+    let mut daemon = Daemon::start(&path);
+    daemon.wait_for("events.connected", 1).await;
+    let mut outage = Outage::begin(&script, "postgres");
+    server
+        .sim
+        .admin_call(
+            APPKEY,
+            "topapi/v2/user/create",
+            serde_json::json!({ "userid": "downuser", "name": "停机", "mobile": "13900000088", "dept_id_list": "1" }),
+        )
+        .unwrap();
+    daemon.wait_for("events.later", 1).await;
+    let stats = server.sim.stream_stats(APPKEY).unwrap();
+    assert_eq!(
+        stats.acked, 0,
+        "nothing acked SUCCESS while down: {stats:?}"
+    );
+    outage.end();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = db
+            .plain
+            .execute("SELECT 1 FROM sys_user WHERE username = 'downuser'")
+            .await;
+        let rows: i64 = match found {
+            Ok(_) => dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM sys_user WHERE username = 'downuser'"
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap_or(0)),
+            Err(_) => 0,
+        };
+        if rows == 1 {
+            break;
+        }
+        assert!(rows <= 1, "one local row");
+        assert!(
+            Instant::now() < deadline,
+            "the event was not applied after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = server.sim.stream_stats(APPKEY).unwrap();
+    assert!(stats.redelivered >= 1 && stats.acked >= 1, "{stats:?}");
+    println!(
+        "postgres down: {} LATER answers, {} redeliveries, then applied",
+        stats.later, stats.redelivered
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+}

@@ -43,19 +43,19 @@ async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
                 first.to_version,
                 first.jeecg_tables_created
             ),
-            (0, 5, 11),
+            (0, dingsync::store::schema::SCHEMA_VERSION, 11),
             "{name}"
         );
         let triggers = db.store.trigger_names().await.unwrap();
         assert_eq!(
             triggers.len(),
-            19,
-            "{name}: 6 tables x insert/update/delete, and the outbox: {triggers:?}"
+            25,
+            "{name}: 6 tables x insert/update/delete, the outbox, and the department tree's version on sys_depart and dingsync_snapshot (3 each): {triggers:?}"
         );
         let again = db.store.init(true).await.unwrap();
         assert_eq!(
             (again.from_version, again.jeecg_tables_created),
-            (5, 0),
+            (dingsync::store::schema::SCHEMA_VERSION, 0),
             "{name}"
         );
         assert_eq!(
@@ -792,7 +792,11 @@ async fn init_migrates_forward_from_version_1() {
             .await
             .unwrap();
         let report = db.store.init(false).await.unwrap();
-        assert_eq!((report.from_version, report.to_version), (1, 5), "{name}");
+        assert_eq!(
+            (report.from_version, report.to_version),
+            (1, dingsync::store::schema::SCHEMA_VERSION),
+            "{name}"
+        );
         let kept = db.store.deliveries(3, "announcement", "a1").await.unwrap();
         assert_eq!(kept.len(), 1, "{name}");
         assert_eq!(kept[0].task_id, Some(77), "{name}");
@@ -802,7 +806,7 @@ async fn init_migrates_forward_from_version_1() {
             db.store.table_exists("dingsync_change_gap").await.unwrap(),
             "{name}"
         );
-        assert_eq!(db.store.trigger_names().await.unwrap().len(), 19, "{name}");
+        assert_eq!(db.store.trigger_names().await.unwrap().len(), 25, "{name}");
         // The outbox trigger logs inserted rows.
         db.plain
             .execute("INSERT INTO dingsync_outbox (tenant_id, to_all, message) VALUES (0, 1, '{}')")
@@ -1024,5 +1028,81 @@ async fn an_entity_has_one_dead_job_waits_are_bounded_and_dead_jobs_are_purged()
         );
         assert_eq!(s.purge_finished(now_ms() + 1).await.unwrap(), 1, "{name}");
         assert!(dead(s).await.is_empty(), "{name}");
+    }
+}
+
+/// The department tree kept in memory (`Store::dept_rows`) is read again after any write to
+/// a department or a department's snapshot — by JeecgBoot (the plain connection) or by
+/// dingsync — and not after a user's snapshot changes.
+#[tokio::test]
+async fn the_department_tree_is_read_again_after_any_write_to_it() {
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        let ptr = |rows: &std::sync::Arc<dingsync::store::jeecg::DeptRows>| {
+            std::sync::Arc::as_ptr(rows) as usize
+        };
+        let first = db.store.dept_rows(0).await.unwrap();
+        assert!(first.depts.is_empty(), "{name}");
+        let same = db.store.dept_rows(0).await.unwrap();
+        assert_eq!(
+            ptr(&first),
+            ptr(&same),
+            "{name}: nothing changed, nothing read"
+        );
+        db.plain
+            .execute("INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('d1', '', 'A', 1, '1', 'A01', '0')")
+            .await
+            .unwrap();
+        let after_insert = db.store.dept_rows(0).await.unwrap();
+        assert_eq!(
+            after_insert.depts.len(),
+            1,
+            "{name}: JeecgBoot's insert seen"
+        );
+        db.store.set_ding_identifier("d1", Some(42)).await.unwrap();
+        let linked = db.store.dept_rows(0).await.unwrap();
+        assert_eq!(
+            linked.depts[0].ding_identifier,
+            Some(42),
+            "{name}: dingsync's own (marked) write seen"
+        );
+        db.store
+            .put_snapshot(0, "dept", "d1", "42", "{}")
+            .await
+            .unwrap();
+        let with_snapshot = db.store.dept_rows(0).await.unwrap();
+        assert_eq!(with_snapshot.snapshots.len(), 1, "{name}");
+        db.store
+            .put_snapshot(0, "user", "u1", "lihua", "{}")
+            .await
+            .unwrap();
+        let after_user = db.store.dept_rows(0).await.unwrap();
+        assert_eq!(
+            ptr(&with_snapshot),
+            ptr(&after_user),
+            "{name}: a user's snapshot leaves the tree alone"
+        );
+        db.plain
+            .execute("UPDATE sys_depart SET depart_name = 'B' WHERE id = 'd1'")
+            .await
+            .unwrap();
+        assert_eq!(
+            db.store.dept_rows(0).await.unwrap().depts[0].name,
+            "B",
+            "{name}"
+        );
+        db.store.delete_snapshot(0, "dept", "d1").await.unwrap();
+        assert!(
+            db.store.dept_rows(0).await.unwrap().snapshots.is_empty(),
+            "{name}"
+        );
+        db.plain
+            .execute("DELETE FROM sys_depart WHERE id = 'd1'")
+            .await
+            .unwrap();
+        assert!(
+            db.store.dept_rows(0).await.unwrap().depts.is_empty(),
+            "{name}"
+        );
     }
 }

@@ -477,7 +477,11 @@ async fn upgrade_from_v4(pushed: TestDb, old: TestDb) {
     let cfg = configs(&old, &server);
     let init = dingsync(&cfg.plain, &["init"]).await;
     assert_eq!(init.code, Some(0), "{name}: {}{}", init.stdout, init.stderr);
-    assert_eq!(old.store.schema_version().await.unwrap(), 5, "{name}");
+    assert_eq!(
+        old.store.schema_version().await.unwrap(),
+        dingsync::store::schema::SCHEMA_VERSION,
+        "{name}"
+    );
     assert!(
         old.store
             .snapshots(0, "user")

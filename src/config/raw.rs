@@ -40,6 +40,15 @@ pub(super) struct RawConfig {
     pub outbox: RawOutbox,
     #[serde(default)]
     pub sync: RawSync,
+    #[serde(default)]
+    pub events: RawEvents,
+}
+
+/// `[events]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEvents {
+    pub mode: Option<String>,
 }
 
 /// `[sync]`.
@@ -108,6 +117,7 @@ pub(super) struct RawDatabase {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDingTalk {
     pub base_url: Option<String>,
+    pub api_base_url: Option<String>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub qps_per_api: Option<i64>,

@@ -11,13 +11,16 @@ use url::Url;
 use super::raw::{RawConfig, RawPull, RawTenant};
 use super::{
     AnnouncementConfig, Config, ConflictWinner, DaemonConfig, DatabaseConfig, DatabaseUrl,
-    DingTalkConfig, LogConfig, LogFormat, OutboxConfig, Problem, PullConfig, PushConfig,
-    QueueConfig, Switch, SyncConfig, TenantConfig, TenantDefaults, WatchConfig,
+    DingTalkConfig, EventsConfig, EventsMode, LogConfig, LogFormat, OutboxConfig, Problem,
+    PullConfig, PushConfig, QueueConfig, Switch, SyncConfig, TenantConfig, TenantDefaults,
+    WatchConfig,
 };
 use crate::secret::{read_secret_file, Secret};
 
 /// Default DingTalk oapi host.
 pub const DEFAULT_BASE_URL: &str = "https://oapi.dingtalk.com";
+/// DingTalk's new API host (Stream mode's `connections/open`).
+pub const DEFAULT_API_BASE_URL: &str = "https://api.dingtalk.com";
 /// Default JeecgBoot address for announcement links.
 pub const DEFAULT_ANNOUNCEMENT_BASE_URL: &str = "http://localhost:8080/jeecg-boot";
 /// Default pull schedule: every 30 minutes, at second 0.
@@ -282,6 +285,19 @@ pub(super) fn build(
             }
         },
     };
+    let events = EventsConfig {
+        mode: match raw.events.mode.as_deref() {
+            None | Some("stream") => EventsMode::Stream,
+            Some("off") => EventsMode::Off,
+            Some(other) => {
+                check.problem(
+                    "events.mode",
+                    format!("`{other}` is not one of stream, off"),
+                );
+                EventsMode::Stream
+            }
+        },
+    };
     let outbox = OutboxConfig {
         enabled: raw.outbox.enabled.unwrap_or(true),
         allow_to_all: raw.outbox.allow_to_all.unwrap_or(false),
@@ -307,6 +323,7 @@ pub(super) fn build(
         tenant_defaults,
         outbox,
         sync,
+        events,
     })
 }
 
@@ -400,8 +417,21 @@ fn dingtalk(check: &mut Checker<'_>, raw: super::raw::RawDingTalk) -> DingTalkCo
         raw.base_url.as_deref(),
         DEFAULT_BASE_URL,
     );
+    // A simulator or a proxy serves both APIs at one address: the new API follows base_url
+    // unless base_url is DingTalk's own oapi host.
+    let api_default = match base_url.host_str() {
+        Some(host) if host.ends_with("dingtalk.com") => DEFAULT_API_BASE_URL.to_string(),
+        _ => base_url.as_str().trim_end_matches('/').to_string(),
+    };
+    let api_base_url = http_url(
+        check,
+        "dingtalk.api_base_url",
+        raw.api_base_url.as_deref(),
+        &api_default,
+    );
     DingTalkConfig {
         base_url,
+        api_base_url,
         connect_timeout: check.duration(
             "dingtalk.connect_timeout",
             raw.connect_timeout.as_deref(),

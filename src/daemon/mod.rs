@@ -1,8 +1,9 @@
 //! The daemon: `run(config, shutdown)` wires the change-log watcher, the reader that turns
-//! changes into jobs, the workers, the scheduler and tenant ownership, and drains on
-//! shutdown. It decides nothing about sync rules (that is `sync`), and holds no durable
+//! changes into jobs, DingTalk's events (Stream mode) that become pull jobs, the workers,
+//! the scheduler and tenant ownership, and drains on shutdown. It decides nothing about sync rules (that is `sync`), and holds no durable
 //! state of its own: work lives in the database, channels only wake.
 
+mod events;
 mod schedule;
 
 pub use schedule::Reload;
@@ -113,6 +114,8 @@ pub(crate) struct Shared {
     pub owned: RwLock<Vec<TenantId>>,
     pub wake_reader: Notify,
     pub wake_workers: Notify,
+    /// Ownership or the configuration changed: the Stream connections are looked at again.
+    pub wake_streams: Notify,
     pub instance: String,
     pub shutdown: CancellationToken,
     /// Since when the database has been failing (None: reachable).
@@ -199,6 +202,7 @@ pub async fn run(
         owned: RwLock::new(Vec::new()),
         wake_reader: Notify::new(),
         wake_workers: Notify::new(),
+        wake_streams: Notify::new(),
         instance: instance_name(),
         shutdown: shutdown.clone(),
         store_outage: std::sync::Mutex::new(None),
@@ -211,6 +215,7 @@ pub async fn run(
     tasks.spawn(watch::read_changes(Arc::clone(&shared)));
     tasks.spawn(schedule::ownership(Arc::clone(&shared)));
     tasks.spawn(schedule::maintenance(Arc::clone(&shared)));
+    tasks.spawn(events::supervise(Arc::clone(&shared)));
     let cron = Arc::new(tokio::sync::Mutex::new(Some(
         schedule::Cron::start(Arc::clone(&shared)).await,
     )));

@@ -71,6 +71,7 @@ pub(super) async fn own_tenants(shared: &Shared) {
     }
     if before != owned {
         shared.wake_workers.notify_waiters();
+        shared.wake_streams.notify_one();
     }
     *shared
         .owned
@@ -123,6 +124,7 @@ pub(super) async fn maintenance(shared: Arc<Shared>) {
             let cursor = store.change_cursor().await?;
             let changes = store.purge_changes(before, cursor).await?;
             let leases = store.purge_leases(before).await?;
+            store.purge_events(before).await?;
             Ok::<_, crate::store::StoreError>((reclaimed, done, changes, leases))
         }
         .await;
@@ -303,6 +305,7 @@ pub(super) async fn reloader(shared: Arc<Shared>, reload: Reload, cron: Arc<Mute
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(runtime);
                 own_tenants(&shared).await;
+                shared.wake_streams.notify_one();
                 let mut slot = cron.lock().await;
                 if let Some(old) = slot.take() {
                     old.stop().await;

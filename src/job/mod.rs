@@ -1,7 +1,8 @@
 //! Jobs: the daemon's unit of work. This module owns the job kinds, what a job gets to work
 //! with ([`JobCtx`]), what becomes of it ([`JobOutcome`]), the dispatch to the handlers
-//! (`sync` pushes users and departments, `messages` delivers announcements and outbox rows),
-//! and which jobs a change-log row asks for ([`jobs_for`]). It decides no sync rule: a
+//! (`sync` pushes users and departments and pulls the ones DingTalk's events name, `messages`
+//! delivers announcements and outbox rows), which jobs a change-log row asks for
+//! ([`jobs_for`]) and which an event asks for ([`event_jobs`]). It decides no sync rule: a
 //! handler plans with the same planner as a full run, scoped to its entity.
 
 use std::fmt;
@@ -26,15 +27,24 @@ pub enum JobKind {
     Announce,
     /// Deliver one outbox row (key: `dingsync_outbox.id`).
     Outbox,
+    /// Pull one DingTalk user (key: the DingTalk userid), asked for by an event.
+    PullUser,
+    /// Pull one DingTalk department (key: its dept_id), asked for by an event.
+    PullDept,
+    /// A full pull (key: `all`), asked for by an address-book event that names no one.
+    PullAll,
 }
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 7] = [
         JobKind::User,
         JobKind::Dept,
         JobKind::Announce,
         JobKind::Outbox,
+        JobKind::PullUser,
+        JobKind::PullDept,
+        JobKind::PullAll,
     ];
 
     /// The name stored in the queue.
@@ -44,6 +54,9 @@ impl JobKind {
             JobKind::Dept => "dept",
             JobKind::Announce => "announce",
             JobKind::Outbox => "outbox",
+            JobKind::PullUser => "pull_user",
+            JobKind::PullDept => "pull_dept",
+            JobKind::PullAll => "pull_all",
         }
     }
 }
@@ -133,6 +146,9 @@ pub async fn execute(ctx: &JobCtx<'_>, kind: &str, key: &str) -> JobOutcome {
         JobKind::Dept => crate::sync::job::push_dept(ctx, key).await,
         JobKind::Announce => crate::messages::announce_job(ctx, key).await,
         JobKind::Outbox => crate::messages::outbox_job(ctx, key).await,
+        JobKind::PullUser => crate::sync::pull_job::pull_user(ctx, key).await,
+        JobKind::PullDept => crate::sync::pull_job::pull_dept(ctx, key).await,
+        JobKind::PullAll => crate::sync::pull_job::pull_all(ctx).await,
     }
 }
 
@@ -157,6 +173,30 @@ pub fn jobs_for(change: &Change, tenants: &[TenantId]) -> Vec<(TenantId, JobKind
         .filter(|t| reach(**t, change.tenant_id))
         .map(|t| (*t, kind, change.row_key.clone()))
         .collect()
+}
+
+/// The pull jobs a DingTalk address-book event asks for: one per user or department it names
+/// (the event's own data is not enough to apply: it lacks the mobile and the departments, so
+/// the job reads the entity); one that names nobody asks for a full pull. Other events ask
+/// for nothing.
+pub fn event_jobs(
+    change: Option<&crate::dingtalk::stream::AddressBookChange>,
+) -> Vec<(&'static str, String)> {
+    use crate::dingtalk::stream::AddressBookChange;
+    let all = || vec![(JobKind::PullAll.as_str(), "all".to_string())];
+    match change {
+        Some(AddressBookChange::Users { userids, .. }) if userids.is_empty() => all(),
+        Some(AddressBookChange::Depts { dept_ids, .. }) if dept_ids.is_empty() => all(),
+        Some(AddressBookChange::Users { userids, .. }) => userids
+            .iter()
+            .map(|id| (JobKind::PullUser.as_str(), id.clone()))
+            .collect(),
+        Some(AddressBookChange::Depts { dept_ids, .. }) => dept_ids
+            .iter()
+            .map(|id| (JobKind::PullDept.as_str(), id.to_string()))
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
 /// [`jobs_for`] as the change-log reader takes it (kinds as stored).

@@ -6,6 +6,7 @@
 //! change-log triggers do not echo it.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, PoisonError};
 
 use crate::config::{Backend, TenantId};
 use crate::jeecg::{
@@ -14,7 +15,18 @@ use crate::jeecg::{
 };
 use crate::secret::Secret;
 
+use super::state::Snapshot;
 use super::{Store, StoreError, StoreResult};
+
+/// A tenant's departments (posts and deleted ones included) and their snapshots, as one read
+/// found them ([`Store::dept_rows`]).
+#[derive(Debug, Default)]
+pub struct DeptRows {
+    /// The departments, by `org_code`.
+    pub depts: Vec<LocalDept>,
+    /// Their snapshots (with their sync bases).
+    pub snapshots: Vec<Snapshot>,
+}
 
 /// The `create_by` dingsync writes.
 const CREATED_BY: &str = "dingsync";
@@ -91,6 +103,41 @@ impl Store {
     /// included; callers filter with `is_post` / `is_deleted`.
     pub async fn load_departments(&self, tenant: TenantId) -> StoreResult<Vec<LocalDept>> {
         self.departments(tenant, &[]).await
+    }
+
+    /// `tenant`'s departments and their snapshots. Kept in memory between calls while the
+    /// department tree's version (bumped by triggers on every write to `sys_depart` or to a
+    /// department's snapshot, by anyone) stays the same: a job reads one indexed row instead
+    /// of the whole tree. The version is read before the rows, so rows newer than it are
+    /// simply read again next time.
+    pub async fn dept_rows(&self, tenant: TenantId) -> StoreResult<Arc<DeptRows>> {
+        let sql = "SELECT version FROM dingsync_version WHERE name = 'depts'";
+        let version: Option<i64> = crate::on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .fetch_optional(pool)
+            .await?);
+        let cached = |version: i64| {
+            let trees = self.trees.lock().unwrap_or_else(PoisonError::into_inner);
+            trees
+                .get(&tenant)
+                .filter(|(at, _)| *at == version)
+                .map(|(_, rows)| Arc::clone(rows))
+        };
+        if let Some(rows) = version.and_then(cached) {
+            return Ok(rows);
+        }
+        let rows = Arc::new(DeptRows {
+            depts: self.load_departments(tenant).await?,
+            snapshots: self
+                .snapshots(tenant, crate::sync::model::entity::DEPT)
+                .await?,
+        });
+        if let Some(version) = version {
+            self.trees
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(tenant, (version, Arc::clone(&rows)));
+        }
+        Ok(rows)
     }
 
     /// The departments of `tenant` (any for tenant 0) among `ids`: what one user's job

@@ -6,6 +6,7 @@
 //! triggers, uninstall), `jeecg_ddl` (JeecgBoot's tables for new databases), `queue` (the
 //! retry queue), `state` (changes, leases, snapshots, runs), `jeecg` (JeecgBoot rows).
 
+pub mod events;
 pub mod jeecg;
 pub mod jeecg_ddl;
 pub mod messages;
@@ -36,7 +37,7 @@ pub enum StoreError {
     #[error("JeecgBoot table {0} not found; is this the JeecgBoot database? (`dingsync init --with-jeecg-schema` creates the tables in a new one)")]
     MissingTable(String),
     /// A row would break one of JeecgBoot's unique keys.
-    #[error("{table}.{column} {value:?} already exists (unique key)")]
+    #[error("{table}.{column} {shown:?} already exists (unique key)", shown = crate::sync::model::mask_value(column, value))]
     UniqueClash {
         /// The table.
         table: &'static str,
@@ -113,12 +114,22 @@ macro_rules! on_pool {
 /// daemon hears of it (sqlx's default is 30 s).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Each tenant's department tree as last read, with the version it was read at.
+type Trees = std::sync::Arc<
+    std::sync::Mutex<
+        std::collections::HashMap<crate::config::TenantId, (i64, std::sync::Arc<jeecg::DeptRows>)>,
+    >,
+>;
+
 /// The database: JeecgBoot's tables and dingsync's own.
 #[derive(Clone, Debug)]
 pub struct Store {
     /// The pool.
     pub pools: Pools,
     backend: Backend,
+    /// Each tenant's department tree as last read, with the version it was read at (see
+    /// [`Store::dept_rows`]); shared by the clones of this store.
+    trees: Trees,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -204,7 +215,11 @@ impl Store {
                 )
             }
         };
-        Ok(Self { pools, backend })
+        Ok(Self {
+            pools,
+            backend,
+            trees: std::sync::Arc::default(),
+        })
     }
 
     /// The dialect.

@@ -13,7 +13,7 @@ use crate::config::Backend;
 use super::{Store, StoreError, StoreResult};
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 /// PostgreSQL NOTIFY channel raised by the change-log triggers.
 pub const NOTIFY_CHANNEL: &str = "dingsync_change";
 
@@ -50,6 +50,9 @@ pub const OWN_TABLES: &[&str] = &[
     "dingsync_lease",
     "dingsync_writer",
     "dingsync_change_gap",
+    "dingsync_event",
+    "dingsync_stream",
+    "dingsync_version",
 ];
 
 fn autoinc(backend: Backend) -> &'static str {
@@ -267,8 +270,87 @@ fn migration(backend: Backend, version: i64) -> Vec<String> {
             statements
         }
         5 => migration_5(backend),
+        // DingTalk's Stream events: each one's id once (DingTalk redelivers, sometimes after
+        // a correct ack), and each tenant's connection state for `status`.
+        6 => {
+            let engine = if backend == Backend::MySql {
+                " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            } else {
+                ""
+            };
+            let mut statements = vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS dingsync_event (tenant_id BIGINT NOT NULL, event_id VARCHAR(128) NOT NULL, \
+                     event_type VARCHAR(64) NOT NULL, received_at BIGINT NOT NULL, PRIMARY KEY (tenant_id, event_id)){engine}"
+                ),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS dingsync_stream (tenant_id BIGINT NOT NULL PRIMARY KEY, instance VARCHAR(128) NOT NULL, \
+                     state TEXT NOT NULL, updated_at BIGINT NOT NULL){engine}"
+                ),
+            ];
+            statements.extend(version_triggers(backend, engine));
+            statements
+        }
         _ => Vec::new(),
     }
+}
+
+/// The department tree's version (schema 6): every write to `sys_depart` and to a
+/// department's snapshot — by anyone, dingsync included — bumps `dingsync_version.depts`, so
+/// that a tree read into memory is known to be current with one indexed read.
+fn version_triggers(backend: Backend, engine: &str) -> Vec<String> {
+    let bump = "UPDATE dingsync_version SET version = version + 1 WHERE name = 'depts'";
+    let mut statements = vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS dingsync_version (name VARCHAR(32) NOT NULL PRIMARY KEY, version BIGINT NOT NULL){engine}"
+        ),
+        match backend {
+            Backend::MySql => "INSERT IGNORE INTO dingsync_version (name, version) VALUES ('depts', 0)".to_string(),
+            _ => "INSERT INTO dingsync_version (name, version) VALUES ('depts', 0) ON CONFLICT DO NOTHING".to_string(),
+        },
+    ];
+    // (event, suffix, the row a snapshot trigger looks at)
+    let events = [
+        ("INSERT", "ai", "NEW"),
+        ("UPDATE", "au", "NEW"),
+        ("DELETE", "ad", "OLD"),
+    ];
+    match backend {
+        Backend::Postgres => statements.extend([
+            format!("CREATE OR REPLACE FUNCTION dingsync_bump_depts() RETURNS trigger AS $body$ BEGIN {bump}; RETURN NULL; END $body$ LANGUAGE plpgsql"),
+            "DROP TRIGGER IF EXISTS dingsync_version_trg ON sys_depart".to_string(),
+            "CREATE TRIGGER dingsync_version_trg AFTER INSERT OR UPDATE OR DELETE ON sys_depart FOR EACH STATEMENT EXECUTE FUNCTION dingsync_bump_depts()".to_string(),
+            "DROP TRIGGER IF EXISTS dingsync_version_new ON dingsync_snapshot".to_string(),
+            "CREATE TRIGGER dingsync_version_new AFTER INSERT OR UPDATE ON dingsync_snapshot FOR EACH ROW WHEN (NEW.entity = 'dept') EXECUTE FUNCTION dingsync_bump_depts()".to_string(),
+            "DROP TRIGGER IF EXISTS dingsync_version_old ON dingsync_snapshot".to_string(),
+            "CREATE TRIGGER dingsync_version_old AFTER DELETE ON dingsync_snapshot FOR EACH ROW WHEN (OLD.entity = 'dept') EXECUTE FUNCTION dingsync_bump_depts()".to_string(),
+        ]),
+        Backend::MySql => {
+            for (event, suffix, row) in events {
+                statements.push(format!("DROP TRIGGER IF EXISTS dingsync_ver_sys_depart_{suffix}"));
+                statements.push(format!(
+                    "CREATE TRIGGER dingsync_ver_sys_depart_{suffix} AFTER {event} ON sys_depart FOR EACH ROW {bump}"
+                ));
+                statements.push(format!("DROP TRIGGER IF EXISTS dingsync_ver_snapshot_{suffix}"));
+                statements.push(format!(
+                    "CREATE TRIGGER dingsync_ver_snapshot_{suffix} AFTER {event} ON dingsync_snapshot FOR EACH ROW \
+                     BEGIN IF {row}.entity = 'dept' THEN {bump}; END IF; END"
+                ));
+            }
+        }
+        Backend::Sqlite => {
+            for (event, suffix, row) in events {
+                statements.push(format!(
+                    "CREATE TRIGGER IF NOT EXISTS dingsync_ver_sys_depart_{suffix} AFTER {event} ON sys_depart BEGIN {bump}; END"
+                ));
+                statements.push(format!(
+                    "CREATE TRIGGER IF NOT EXISTS dingsync_ver_snapshot_{suffix} AFTER {event} ON dingsync_snapshot \
+                     WHEN {row}.entity = 'dept' BEGIN {bump}; END"
+                ));
+            }
+        }
+    }
+    statements
 }
 
 /// Version 5: jobs count their waits (nothing waits forever); snapshots keep the sync base
@@ -508,6 +590,39 @@ impl Store {
             for statement in statements {
                 self.execute(&statement).await?;
             }
+        }
+        // The department tree's version triggers (those on dingsync_snapshot go with it).
+        let sys_depart = self.table_exists("sys_depart").await?;
+        let statements = match self.backend() {
+            Backend::Postgres => {
+                let mut drop = Vec::new();
+                if sys_depart {
+                    drop.push(
+                        "DROP TRIGGER IF EXISTS dingsync_version_trg ON sys_depart".to_string(),
+                    );
+                }
+                if self.table_exists("dingsync_snapshot").await? {
+                    drop.push(
+                        "DROP TRIGGER IF EXISTS dingsync_version_new ON dingsync_snapshot"
+                            .to_string(),
+                    );
+                    drop.push(
+                        "DROP TRIGGER IF EXISTS dingsync_version_old ON dingsync_snapshot"
+                            .to_string(),
+                    );
+                }
+                drop.push("DROP FUNCTION IF EXISTS dingsync_bump_depts()".to_string());
+                drop
+            }
+            _ => OPS
+                .iter()
+                .map(|(_, suffix, _)| {
+                    format!("DROP TRIGGER IF EXISTS dingsync_ver_sys_depart_{suffix}")
+                })
+                .collect(),
+        };
+        for statement in statements {
+            self.execute(&statement).await?;
         }
         if self.table_exists("sys_third_account").await? {
             let drop = match self.backend() {

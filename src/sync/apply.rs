@@ -122,11 +122,7 @@ fn entity_of(op: &Op) -> (String, String) {
 /// the field), mobiles and e-mails masked.
 fn conflicts(ctx: &ApplyCtx<'_>, entity: &str, key: &str, fields: &[super::model::FieldMerge]) {
     for field in fields.iter().filter(|f| f.resolves_conflict) {
-        let shown = |value: &str| match field.field.as_str() {
-            "mobile" => super::model::mask_mobile(value),
-            "email" => mask_email(value),
-            _ => value.to_string(),
-        };
+        let shown = |value: &str| super::model::mask_value(&field.field, value);
         let winner = if field.action == "push" {
             "jeecgboot"
         } else {
@@ -147,16 +143,6 @@ fn conflicts(ctx: &ApplyCtx<'_>, entity: &str, key: &str, fields: &[super::model
 }
 
 /// An e-mail address for logs: the first character of the local part and the domain.
-fn mask_email(email: &str) -> String {
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            let first: String = local.chars().take(1).collect();
-            format!("{first}***@{domain}")
-        }
-        None => "***".into(),
-    }
-}
-
 /// Operations of one user in flight at once in a push (the limiter paces the calls; this
 /// only keeps the paths busy while a call is on the wire).
 const USER_CONCURRENCY: usize = 8;
@@ -473,6 +459,10 @@ impl Run {
                 key: k,
                 reason,
             } => {
+                // A warning about an entity whose write failed is said again at its retry.
+                if self.state().failed.contains(&key) {
+                    return;
+                }
                 self.state()
                     .summary
                     .warnings
@@ -490,19 +480,22 @@ impl Run {
             }
             _ => {}
         }
-        if let Op::UpdateUser { merge, .. }
-        | Op::UpdateDept { merge, .. }
-        | Op::UpdateLocalUser { merge, .. }
-        | Op::UpdateLocalDept { merge, .. } = op
-        {
-            let (kind, k) = &key;
-            conflicts(ctx, kind, k, merge);
-        }
         if self.state().failed.contains(&key) {
             return;
         }
         match self.execute(ctx, op).await {
-            Ok(()) => {}
+            Ok(()) => {
+                // Said once the winner is applied: a failed write says nothing, and its
+                // retry says it then.
+                if let Op::UpdateUser { merge, .. }
+                | Op::UpdateDept { merge, .. }
+                | Op::UpdateLocalUser { merge, .. }
+                | Op::UpdateLocalDept { merge, .. } = op
+                {
+                    let (kind, k) = &key;
+                    conflicts(ctx, kind, k, merge);
+                }
+            }
             Err(EntityError::DingTalk(error))
                 if error.kind == ErrorKind::DeptNameExists
                     && matches!(op, Op::UpdateDept { .. })

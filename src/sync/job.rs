@@ -22,7 +22,7 @@ use super::read;
 const WAIT_FOR_DEPT: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
-enum JobError {
+pub(super) enum JobError {
     #[error("{0}")]
     DingTalk(#[from] DingTalkError),
     #[error("{0}")]
@@ -30,7 +30,7 @@ enum JobError {
 }
 
 impl JobError {
-    fn into_outcome(self) -> JobOutcome {
+    pub(super) fn into_outcome(self) -> JobOutcome {
         let permanent = match &self {
             JobError::DingTalk(e) => !e.is_retryable(),
             JobError::Store(e) => !e.is_retryable(),
@@ -77,7 +77,7 @@ async fn wait_for_depts(ctx: &JobCtx<'_>, ids: &[String]) -> Result<JobOutcome, 
 }
 
 /// Applies a job's plan; a plan that needs departments DingTalk lacks waits for their jobs.
-async fn run_plan(ctx: &JobCtx<'_>, plan: &Plan) -> Result<JobOutcome, JobError> {
+pub(super) async fn run_plan(ctx: &JobCtx<'_>, plan: &Plan) -> Result<JobOutcome, JobError> {
     let needed = plan.needs_created();
     if !needed.is_empty() {
         return wait_for_depts(ctx, &needed).await;

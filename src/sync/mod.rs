@@ -10,6 +10,7 @@ pub(crate) mod around;
 pub mod job;
 pub mod model;
 pub mod plan;
+pub mod pull_job;
 pub mod read;
 pub mod remote_users;
 pub mod run;

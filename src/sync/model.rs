@@ -548,6 +548,27 @@ pub fn mask_mobile(mobile: &str) -> String {
     format!("{head}{}{tail}", "*".repeat(digits.len() - 7))
 }
 
+/// An e-mail as logs show it: `l***@example.com`.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}
+
+/// A value of `field` as logs and errors show it: phone numbers and e-mails masked, other
+/// fields as they are.
+pub fn mask_value(field: &str, value: &str) -> String {
+    match field {
+        "mobile" | "phone" | "telephone" => mask_mobile(value),
+        "email" => mask_email(value),
+        _ => value.to_string(),
+    }
+}
+
 /// Whether two mobile numbers are the same number ([`mobile_key`]).
 pub fn same_mobile(a: &str, b: &str) -> bool {
     mobile_key(a) == mobile_key(b)

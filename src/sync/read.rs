@@ -28,20 +28,23 @@ pub async fn dept_tree_view(
     tenant: TenantId,
     all_snapshots: bool,
 ) -> StoreResult<LocalView> {
-    let depts = store.load_departments(tenant).await?;
-    let snapshots = if all_snapshots {
-        store.snapshots(tenant, entity::DEPT).await?
+    // Kept in memory while no one writes a department or its snapshot (`Store::dept_rows`):
+    // a job costs the same in a small and a large organisation.
+    let rows = store.dept_rows(tenant).await?;
+    let depts = rows.depts.clone();
+    let snapshots: Vec<_> = if all_snapshots {
+        rows.snapshots.clone()
     } else {
-        let unlinked: Vec<&str> = depts
+        let unlinked: HashSet<&str> = depts
             .iter()
             .filter(|d| d.ding_identifier.is_none())
             .map(|d| d.id.as_str())
             .collect();
-        let mut found = Vec::new();
-        for part in unlinked.chunks(IN_LIST) {
-            found.extend(store.snapshots_of(tenant, entity::DEPT, part).await?);
-        }
-        found
+        rows.snapshots
+            .iter()
+            .filter(|s| unlinked.contains(s.local_id.as_str()))
+            .cloned()
+            .collect()
     };
     // Only what DingTalk itself refused: the planner's own refusals are judged anew.
     let dead_depts = store

@@ -380,6 +380,7 @@ async fn start_push(
     let local = read::dept_tree_view(store, tenant.id, true).await?;
     // Users are read for departments too: members move out before a delete.
     let remote = read::remote_view(client, true).await?;
+    report_hidden_mobiles(tenant.id, &remote);
     let (planner, plan) = PushPlanner::new(
         &local,
         &remote,

@@ -21,9 +21,12 @@ pub enum Side {
 pub struct Policy {
     /// Who wins when both sides changed a field (`[sync] conflict`).
     pub prefer: Side,
-    /// A side that always wins: JeecgBoot when the tenant's pull is off (a push restores its
-    /// values), DingTalk when its push is off.
+    /// A side that always wins for users: JeecgBoot when the tenant's pull is off (a push
+    /// restores its values), DingTalk when its push is off or `[push] users = false` (a
+    /// local edit can never be sent, so the pull takes DingTalk's).
     pub master: Option<Side>,
+    /// The same for departments (`[push] departments = false` makes DingTalk their master).
+    pub dept_master: Option<Side>,
 }
 
 impl Default for Policy {
@@ -31,6 +34,17 @@ impl Default for Policy {
         Self {
             prefer: Side::Jeecgboot,
             master: None,
+            dept_master: None,
+        }
+    }
+}
+
+impl Policy {
+    /// The policy department fields are judged by.
+    pub fn depts(&self) -> Self {
+        Self {
+            master: self.dept_master,
+            ..*self
         }
     }
 }
@@ -142,7 +156,11 @@ mod tests {
     use super::*;
 
     fn policy(prefer: Side, master: Option<Side>) -> Policy {
-        Policy { prefer, master }
+        Policy {
+            prefer,
+            master,
+            dept_master: master,
+        }
     }
 
     /// (local, remote, base) -> (changed, push sends, pull writes).

@@ -73,7 +73,11 @@ fn synced() -> Synced {
 }
 
 fn policy(prefer: Side, master: Option<Side>) -> Policy {
-    Policy { prefer, master }
+    Policy {
+        prefer,
+        master,
+        dept_master: master,
+    }
 }
 
 /// (push plan, pull plan) of a synced state after `change`, under `policy`, as names
@@ -204,7 +208,7 @@ fn mobiles_stay_local_are_reported_once_and_hidden_ones_are_no_difference() {
     // JeecgBoot changed it: DingTalk cannot take it (reported), the pull leaves it.
     let local_edit = |s: &mut Synced| s.local.users[0].phone = Some("13900000009".into());
     let (pushed, pulled) = plans(local_edit, default);
-    assert!(pushed.iter().any(|n| n == "warn lihua"), "{pushed:?}");
+    assert!(pushed.iter().any(|n| n == "warn u1"), "{pushed:?}");
     assert!(!one(&pulled).contains("pull phone"), "{pulled:?}");
     // Reported once: with the base that remembers it, the next push says nothing.
     let told = |s: &mut Synced| {
@@ -222,7 +226,7 @@ fn mobiles_stay_local_are_reported_once_and_hidden_ones_are_no_difference() {
             .insert("u1".into(), based("u1", "lihua", &base));
     };
     let (pushed, _) = plans(told, default);
-    assert!(!pushed.iter().any(|n| n == "warn lihua"), "{pushed:?}");
+    assert!(!pushed.iter().any(|n| n == "warn u1"), "{pushed:?}");
     // DingTalk changed it (an admin in the console): the pull takes it.
     let (_, pulled) = plans(|s| s.remote_user.mobile = "13700000007".into(), default);
     assert!(
@@ -324,4 +328,37 @@ fn a_pull_inserts_no_phoneless_user_and_restores_no_deleted_row() {
         "b deleted, 21 under it, lihua deleted, hidden without a mobile: {pulled:?}"
     );
     assert!(!pulled.iter().any(|n| n.contains("Create")), "{pulled:?}");
+}
+
+#[test]
+fn a_pull_restores_no_row_deleted_for_good_before_the_push_removed_its_twin() {
+    // Department b and user lihua deleted for good locally (rows gone, snapshots and link
+    // left): DingTalk still has them, since the push has not run yet.
+    let mut state = synced();
+    state.local.depts.retain(|d| d.id != "b");
+    state.local.users.clear();
+    let remote = RemoteView {
+        depts: vec![
+            rdept(10, 1, "A"),
+            rdept(20, 1, "B"),
+            rdept(21, 20, "Under B"),
+        ],
+        users: vec![state.remote_user.clone()].into(),
+        ..RemoteView::default()
+    };
+    let pulled = names(&plan_pull(
+        &state.local,
+        &remote,
+        &Policy::default(),
+        Scope::All,
+    ));
+    assert_eq!(
+        pulled.iter().filter(|n| n.starts_with("warn")).count(),
+        3,
+        "b deleted, 21 under it, lihua deleted: {pulled:?}"
+    );
+    assert!(
+        !pulled.iter().any(|n| n.to_lowercase().contains("create")),
+        "{pulled:?}"
+    );
 }

@@ -23,7 +23,7 @@ use crate::config::PushConfig;
 
 use super::model::{DeptRef, LocalView, Op, RemoteView, Scope, ROOT_DEPT};
 
-pub use pull::{plan_pull, pull_departments, users_slice as pull_users_slice};
+pub use pull::{linked_depts, plan_pull, pull_departments, users_slice as pull_users_slice};
 pub use push_depts::deletion_refusal;
 
 /// What a plan obeys besides the views: `[push]`, and how differences between the sides are
@@ -39,7 +39,8 @@ pub struct Rules {
 impl Rules {
     /// The rules of `tenant` under `config`.
     pub fn of(config: &crate::config::Config, tenant: &crate::config::TenantConfig) -> Self {
-        let master = match (tenant.push.enabled, tenant.pull.enabled) {
+        // Whichever direction cannot carry a side's edits makes the other side master.
+        let master = |pushed: bool| match (tenant.push.enabled && pushed, tenant.pull.enabled) {
             (true, false) => Some(merge::Side::Jeecgboot),
             (false, true) => Some(merge::Side::Dingtalk),
             _ => None,
@@ -51,7 +52,8 @@ impl Rules {
                     crate::config::ConflictWinner::Jeecgboot => merge::Side::Jeecgboot,
                     crate::config::ConflictWinner::Dingtalk => merge::Side::Dingtalk,
                 },
-                master,
+                master: master(config.push.users),
+                dept_master: master(config.push.departments),
             },
         }
     }

@@ -19,8 +19,8 @@ use crate::dingtalk::types::DtUser;
 use crate::jeecg::{LocalDept, LocalUser};
 
 use super::super::model::{
-    entity, mask_mobile, mobile_key, same_mobile, sorted, DeptBase, FieldMerge, LocalRef,
-    LocalUserFields, LocalView, Op, RemoteDept, RemoteView, Scope, UserBase, ROOT_DEPT,
+    entity, mask_mobile, mask_value, mobile_key, same_mobile, sorted, DeptBase, FieldMerge,
+    LocalRef, LocalUserFields, LocalView, Op, RemoteDept, RemoteView, Scope, UserBase, ROOT_DEPT,
 };
 use super::merge::{judge, Changed, Policy, Verdict};
 use super::Plan;
@@ -81,6 +81,9 @@ struct LocalDepts<'a> {
     by_ding: HashMap<i64, &'a LocalDept>,
     by_id: HashMap<&'a str, &'a LocalDept>,
     placement: HashMap<String, Option<String>>,
+    /// DingTalk departments whose local department is gone (its row deleted for good, its
+    /// snapshot left): deleted locally, so not created again.
+    removed: HashMap<i64, &'a str>,
 }
 
 impl<'a> LocalDepts<'a> {
@@ -95,10 +98,18 @@ impl<'a> LocalDepts<'a> {
                 }
             }
         }
+        let by_id: HashMap<&str, &LocalDept> = locals.iter().map(|d| (d.id.as_str(), *d)).collect();
+        let removed = local
+            .dept_snapshots
+            .values()
+            .filter(|s| !by_id.contains_key(s.local_id.as_str()))
+            .filter_map(|s| Some((s.ding_id.parse().ok()?, s.local_id.as_str())))
+            .collect();
         Self {
             by_ding,
-            by_id: locals.iter().map(|d| (d.id.as_str(), *d)).collect(),
+            by_id,
             placement: super::dept_placement(&local.depts),
+            removed,
         }
     }
 
@@ -121,6 +132,7 @@ fn departments(
     remote: &RemoteView,
     policy: &Policy,
 ) -> (Vec<Op>, HashMap<i64, LocalRef>) {
+    let policy = &policy.depts();
     let by_id: HashMap<i64, &RemoteDept> = remote.depts.iter().map(|d| (d.dept_id, d)).collect();
     let remote_ids: HashSet<i64> = by_id.keys().copied().collect();
     let locals = LocalDepts::new(local);
@@ -141,14 +153,34 @@ fn departments(
         } else {
             match map.get(&dept.parent_id) {
                 Some(parent) => parent.clone(),
+                // A job reads only the departments it needs: a parent it did not read stands
+                // where a local department links it (as a push job trusts links).
+                None if remote.partial => match locals.by_ding.get(&dept.parent_id) {
+                    Some(parent) if parent.is_deleted() => {
+                        gone.insert(dept.dept_id);
+                        ops.push(warn_dept(&dept.dept_id.to_string(), format!("DingTalk department {} ({}) is under a department deleted locally; not created", dept.dept_id, dept.name)));
+                        continue;
+                    }
+                    Some(parent) => LocalRef::Local(parent.id.clone()),
+                    None => continue,
+                },
                 None => continue, // outside the walked tree
+            }
+        };
+        // A local department found by the key the push gave DingTalk, unless it is linked
+        // to a department DingTalk still has (in a job's view: one not known to be gone).
+        let free = |linked: i64| {
+            if remote.partial {
+                remote.absent.contains(&linked)
+            } else {
+                !remote_ids.contains(&linked)
             }
         };
         let by_source = dept
             .source_identifier
             .as_deref()
             .and_then(|s| locals.by_id.get(s))
-            .filter(|l| l.ding_identifier.is_none_or(|d| !remote_ids.contains(&d)));
+            .filter(|l| l.ding_identifier.is_none_or(free));
         let matched = locals
             .by_ding
             .get(&dept.dept_id)
@@ -167,6 +199,11 @@ fn departments(
                 map.insert(dept.dept_id, LocalRef::Local(found.id.clone()));
                 ops.extend(merge_dept(local, &locals, found, dept, parent, policy));
             }
+            None if locals.removed.contains_key(&dept.dept_id) => {
+                // Deleted locally for good before the push removed its twin: stays deleted.
+                gone.insert(dept.dept_id);
+                ops.push(warn_dept(&dept.dept_id.to_string(), format!("local department {} was deleted; DingTalk department {} ({}) is not created again (the push removes it)", locals.removed[&dept.dept_id], dept.dept_id, dept.name)));
+            }
             None => {
                 map.insert(dept.dept_id, LocalRef::Created(dept.dept_id));
                 ops.push(Op::CreateLocalDept {
@@ -179,6 +216,27 @@ fn departments(
         }
     }
     (ops, map)
+}
+
+/// A job's department map for the DingTalk users `people`: every live local department
+/// linked to a DingTalk department (a job's view trusts links, as a push job does), and the
+/// departments of `people` no local department links, in the order met (a department pull
+/// decides whether they are created).
+pub fn linked_depts(local: &LocalView, people: &[DtUser]) -> (HashMap<i64, LocalRef>, Vec<i64>) {
+    let locals = LocalDepts::new(local);
+    let map: HashMap<i64, LocalRef> = locals
+        .by_ding
+        .iter()
+        .filter(|(_, d)| !d.is_deleted())
+        .map(|(ding, d)| (*ding, LocalRef::Local(d.id.clone())))
+        .collect();
+    let mut unknown = Vec::new();
+    for id in people.iter().flat_map(|p| p.dept_id_list.iter().copied()) {
+        if id != ROOT_DEPT && !locals.by_ding.contains_key(&id) && !unknown.contains(&id) {
+            unknown.push(id);
+        }
+    }
+    (map, unknown)
 }
 
 fn warn_dept(key: &str, reason: String) -> Op {
@@ -212,8 +270,11 @@ fn merge_dept(
             order: found.order,
         })
     });
+    let stored = snapshot.and_then(|s| s.dept_base()).is_some();
     let mut base = old.clone().unwrap_or_default();
-    base.order = found.order;
+    // The order goes from JeecgBoot to DingTalk only (DingTalk's lists do not show it): a
+    // pull keeps the base's, so a local reorder not pushed yet stays pending.
+    base.order = old.as_ref().map_or(found.order, |b| b.order);
     let mut merge = Vec::new();
     let mut name = found.name.clone();
     match judge(
@@ -288,7 +349,9 @@ fn merge_dept(
             fields: merge,
         });
     }
-    if !linked || old.as_ref() != Some(&base) || snapshot.is_none() {
+    // A base only inferred (a link from before schema v5) is written down now, so that the
+    // next change on either side is told from the other.
+    if !linked || old.as_ref() != Some(&base) || !stored {
         ops.push(Op::LinkDept {
             local_id: found.id.clone(),
             dept_id: dept.dept_id,
@@ -362,7 +425,7 @@ fn clash(users: &[LocalUser], except: Option<&str>, fields: &LocalUserFields) ->
         holder(users, except, value, get).map(|other| {
             format!(
                 "sys_user.{column} {:?} already belongs to local user {}",
-                value.unwrap_or_default(),
+                mask_value(column, value.unwrap_or_default()),
                 other.username
             )
         })
@@ -498,7 +561,16 @@ pub fn users_slice(
                 continue;
             }
             Found::Nobody => {
-                ops.push(create_op(local, person, depts));
+                if let Some(id) = matcher.user_of_link.get(person.userid.as_str()) {
+                    // Linked to a local user deleted for good (before the push removed its
+                    // twin): deleted locally stays deleted.
+                    ops.push(warn(
+                        &person.userid,
+                        format!("local user {id} linked to DingTalk user {} was deleted; not created again", person.userid),
+                    ));
+                } else {
+                    ops.push(create_op(local, person, depts));
+                }
                 continue;
             }
         };
@@ -577,7 +649,9 @@ impl UserPull<'_> {
         if let Some(reason) = clash(&self.local.users, Some(&found.id), &fields) {
             return vec![fail(&person.userid, reason)];
         }
-        let stale = !self.linked || old.as_ref() != Some(&base) || snapshot.is_none();
+        // A base only inferred (a link from before schema v5) is written down now.
+        let stored = snapshot.and_then(|s| s.user_base()).is_some();
+        let stale = !self.linked || old.as_ref() != Some(&base) || !stored;
         if fields.is_empty() && !stale {
             return if merge.is_empty() {
                 Vec::new()

@@ -155,7 +155,13 @@ pub(super) fn plan(
         match map.get(id).cloned() {
             Some(DeptRef::Ding(ding)) => {
                 if let Some(current) = remote.get(ding).filter(|_| in_focus) {
-                    ops.extend(update_or_link(local, dept, current, &parent, &rules.policy));
+                    ops.extend(update_or_link(
+                        local,
+                        dept,
+                        current,
+                        &parent,
+                        &rules.policy.depts(),
+                    ));
                 }
             }
             _ if !config.departments => {
@@ -336,7 +342,7 @@ fn update_or_link(
             dept_id: current.dept_id,
             name,
             parent: moved,
-            order: Some(dept.order),
+            order,
             source_identifier: None,
             base,
             merge,

@@ -369,9 +369,9 @@ fn update(
     let base = snapshot.and_then(|s| s.user_base());
     let mut merge = UserMerge::new(base.as_ref(), depts.policy);
     merge.texts(user, found);
-    if let Some(warning) = merge.mobile(user, found) {
-        ops.push(warn(&user.username, warning));
-    }
+    // Said after the update and the link that remember it: a failed update says it again
+    // at its retry, a done one never again.
+    let mobile_warning = merge.mobile(user, found);
     merge.depts(&wanted, found);
     let UserMerge {
         fields,
@@ -420,6 +420,9 @@ fn update(
             base: new_base,
         });
     }
+    if let Some(warning) = mobile_warning {
+        ops.push(warn(&user.id, warning));
+    }
     ops
 }
 
@@ -453,11 +456,19 @@ impl<'a> UserMerge<'a> {
         verdict: Verdict,
         action: &str,
     ) {
+        // As `plan` shows them: mobiles masked, as the pull's are.
+        let shown = |value: &str| {
+            if field == "mobile" {
+                mask_mobile(value)
+            } else {
+                value.to_string()
+            }
+        };
         self.fields_merged.push(FieldMerge {
             field: field.to_string(),
-            jeecgboot: local.to_string(),
-            dingtalk: remote.to_string(),
-            base: base.map(str::to_string),
+            jeecgboot: shown(local),
+            dingtalk: shown(remote),
+            base: base.map(shown),
             changed: verdict.changed,
             action: action.to_string(),
             resolves_conflict: verdict.conflict() && action == "push",
@@ -498,9 +509,11 @@ impl<'a> UserMerge<'a> {
                 set_text(&mut self.base, field, local);
                 "push"
             } else if verdict.push() {
-                // Cleared locally: DingTalk keeps its value (a push never sends an empty one).
+                // Cleared locally: DingTalk keeps its value (a push never sends an empty one),
+                // and with no base yet DingTalk's value is taken as agreed, so that the pull
+                // does not fill the cleared field again either.
                 if old.is_none() {
-                    set_text(&mut self.base, field, local);
+                    set_text(&mut self.base, field, remote);
                 }
                 "kept: an empty value is never sent"
             } else {

@@ -1,0 +1,242 @@
+//! The pull handlers of the daemon's jobs, asked for by DingTalk's address-book events: one
+//! DingTalk user or department, read fresh (`user/get`, `department/get`: an event's own data
+//! lacks the mobile and the departments) and planned by the full pull's planner over a view
+//! of that entity — the same matching, three-way merge, switches and tenant rules. What the
+//! pull never does, a job does not either: nothing is deleted locally (a user or department
+//! DingTalk no longer has is reported), a row deleted locally stays deleted.
+//!
+//! A user whose DingTalk departments are not local yet waits for their department jobs
+//! (when the planner would create them); a user whose local twin has a push job queued lets
+//! that push go first, so that an event answering dingsync's own write never races a newer
+//! local edit.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::dingtalk::types::DtUser;
+use crate::job::{JobCtx, JobKind, JobOutcome};
+use crate::store::now_ms;
+
+use super::around::{self, Source};
+use super::job::{run_plan, JobError};
+use super::model::{entity, Direction, Op, Scope, Summary, ROOT_DEPT};
+use super::plan::{linked_depts, plan_pull, pull_departments, pull_users_slice, Plan, Rules};
+use super::read;
+use super::run::{run_once, switched_off, RunLease, RunRequest};
+
+/// How long a user's pull first waits for its departments' pulls.
+const WAIT_FOR_DEPT: Duration = Duration::from_millis(200);
+/// How often a pull looks again while a push of the same person is queued.
+const AFTER_PUSH: Duration = Duration::from_millis(100);
+/// How often a full pull asked for by an event looks again while another run holds the
+/// tenant's run lease.
+const AFTER_RUN: Duration = Duration::from_secs(5);
+
+fn off(ctx: &JobCtx<'_>) -> bool {
+    switched_off(ctx.tenant, Direction::Pull).is_some()
+}
+
+/// Pulls one DingTalk user (key: the userid).
+pub async fn pull_user(ctx: &JobCtx<'_>, userid: &str) -> JobOutcome {
+    if off(ctx) {
+        return JobOutcome::Done(Summary::default());
+    }
+    user_job(ctx, userid)
+        .await
+        .unwrap_or_else(JobError::into_outcome)
+}
+
+/// Pulls one DingTalk department (key: its dept_id).
+pub async fn pull_dept(ctx: &JobCtx<'_>, key: &str) -> JobOutcome {
+    if off(ctx) {
+        return JobOutcome::Done(Summary::default());
+    }
+    let Ok(id) = key.parse::<i64>() else {
+        return JobOutcome::Failed {
+            permanent: true,
+            reason: format!("{key:?} is not a DingTalk department id"),
+        };
+    };
+    dept_job(ctx, id)
+        .await
+        .unwrap_or_else(JobError::into_outcome)
+}
+
+/// A full pull, for an address-book event that names nobody; after the run another holds.
+pub async fn pull_all(ctx: &JobCtx<'_>) -> JobOutcome {
+    if off(ctx) {
+        return JobOutcome::Done(Summary::default());
+    }
+    let ttl = ctx.config.daemon.lease_ttl;
+    let lease = match RunLease::try_take(ctx.store, ctx.tenant.id, "event", ttl).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            return JobOutcome::Poll {
+                delay: AFTER_RUN,
+                reason: "another run of the tenant holds its run lease".into(),
+            }
+        }
+        Err(error) => return JobError::from(error).into_outcome(),
+    };
+    let request = RunRequest {
+        direction: Direction::Pull,
+        scope: Scope::All,
+        dry_run: false,
+    };
+    let result = run_once(ctx.store, ctx.client, ctx.config, ctx.tenant, request, None).await;
+    lease.release().await;
+    match result {
+        Ok(summary) => JobOutcome::Done(summary),
+        Err(error) => JobOutcome::Failed {
+            permanent: false,
+            reason: error.to_string(),
+        },
+    }
+}
+
+async fn user_job(ctx: &JobCtx<'_>, userid: &str) -> Result<JobOutcome, JobError> {
+    let (store, tenant) = (ctx.store, ctx.tenant.id);
+    // A push of the same person goes first: it sends what JeecgBoot changed and leaves
+    // what DingTalk changed, and its base is then the one this pull merges against.
+    let mut twins: Vec<String> = store
+        .links_to(tenant, &[userid])
+        .await?
+        .into_iter()
+        .map(|l| l.user_id)
+        .collect();
+    twins.extend(
+        store
+            .snapshots_to(tenant, entity::USER, &[userid])
+            .await?
+            .into_iter()
+            .map(|s| s.local_id),
+    );
+    for twin in &twins {
+        if store
+            .job_active(tenant, JobKind::User.as_str(), twin)
+            .await?
+        {
+            return Ok(JobOutcome::Poll {
+                delay: AFTER_PUSH,
+                reason: format!("a push of local user {twin} is queued; it goes first"),
+            });
+        }
+    }
+    let Some(person) = ctx.client.user(userid).await? else {
+        return gone(ctx, entity::USER, userid, &twins).await;
+    };
+    let tree = read::dept_tree_view(store, tenant, true).await?;
+    let (map, unknown) = linked_depts(&tree, std::slice::from_ref(&person));
+    if !unknown.is_empty() {
+        let created = depts_to_create(ctx, &tree, &unknown).await?;
+        if !created.is_empty() {
+            return wait_for_depts(ctx, &created).await;
+        }
+    }
+    let local = read::pull_candidates(store, tenant, std::slice::from_ref(&person)).await?;
+    let policy = Rules::of(ctx.config, ctx.tenant).policy;
+    let people: [DtUser; 1] = [person];
+    let ops = pull_users_slice(&local, &people, &map, &mut HashMap::new(), &policy);
+    let plan = Plan {
+        ops,
+        refused_deletes: None,
+        considered: 1,
+    };
+    run_plan(ctx, &plan).await
+}
+
+/// The DingTalk departments among `unknown` that the pull planner would create or link
+/// locally (their department jobs do it); the others (under a department deleted locally,
+/// gone from DingTalk) are left out of the user's departments, as a full pull leaves them.
+async fn depts_to_create(
+    ctx: &JobCtx<'_>,
+    tree: &super::model::LocalView,
+    unknown: &[i64],
+) -> Result<Vec<i64>, JobError> {
+    let chain = around::dept_chain(ctx.client, tree, unknown).await?;
+    let policy = Rules::of(ctx.config, ctx.tenant).policy;
+    let (_, map) = pull_departments(tree, &chain, &policy);
+    Ok(unknown
+        .iter()
+        .copied()
+        .filter(|id| map.contains_key(id))
+        .collect())
+}
+
+/// Waits for the pull jobs of DingTalk departments not local yet (enqueued unless one is
+/// already there).
+async fn wait_for_depts(ctx: &JobCtx<'_>, ids: &[i64]) -> Result<JobOutcome, JobError> {
+    for id in ids {
+        ctx.store
+            .enqueue(
+                ctx.tenant.id,
+                JobKind::PullDept.as_str(),
+                &id.to_string(),
+                now_ms(),
+            )
+            .await?;
+    }
+    let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    Ok(JobOutcome::Wait {
+        delay: WAIT_FOR_DEPT,
+        reason: format!("DingTalk department {} is not local yet", list.join(", ")),
+    })
+}
+
+async fn dept_job(ctx: &JobCtx<'_>, id: i64) -> Result<JobOutcome, JobError> {
+    if id == ROOT_DEPT {
+        // The organisation itself: no local department stands for it.
+        return Ok(JobOutcome::Done(Summary::default()));
+    }
+    let tree = read::dept_tree_view(ctx.store, ctx.tenant.id, true).await?;
+    let view = around::dept_chain(ctx.client, &tree, &[id]).await?;
+    if view.absent.contains(&id) {
+        let linked: Vec<String> = tree
+            .depts
+            .iter()
+            .filter(|d| d.ding_identifier == Some(id) && !d.is_deleted())
+            .map(|d| d.id.clone())
+            .collect();
+        return gone(ctx, entity::DEPT, &id.to_string(), &linked).await;
+    }
+    let policy = Rules::of(ctx.config, ctx.tenant).policy;
+    let plan = plan_pull(&tree, &view, &policy, Scope::Departments);
+    run_plan(ctx, &plan).await
+}
+
+/// DingTalk no longer has a user or department that `locals` link: a pull deletes nothing
+/// locally, so it is reported (nothing when no live local row links it: dingsync's own
+/// delete, or one never synced).
+async fn gone(
+    ctx: &JobCtx<'_>,
+    kind: &str,
+    ding_id: &str,
+    locals: &[String],
+) -> Result<JobOutcome, JobError> {
+    let mut ops = Vec::new();
+    for local in locals {
+        let live = match kind {
+            entity::USER => ctx
+                .store
+                .load_user(local)
+                .await?
+                .is_some_and(|u| !u.is_deleted()),
+            _ => true,
+        };
+        if live {
+            ops.push(Op::Warn {
+                entity: kind.into(),
+                key: local.clone(),
+                reason: format!(
+                    "DingTalk no longer has {kind} {ding_id} (removed or left in DingTalk); the local row is kept, since a pull never deletes locally"
+                ),
+            });
+        }
+    }
+    let plan = Plan {
+        ops,
+        refused_deletes: None,
+        considered: 1,
+    };
+    run_plan(ctx, &plan).await
+}
