@@ -26,6 +26,8 @@ pub struct DeptRows {
     pub depts: Vec<LocalDept>,
     /// Their snapshots (with their sync bases).
     pub snapshots: Vec<Snapshot>,
+    /// An index over `depts`: what a job needs of the tree, found without walking it.
+    pub index: crate::jeecg::DeptIndex,
 }
 
 /// The `create_by` dingsync writes.
@@ -125,8 +127,10 @@ impl Store {
         if let Some(rows) = version.and_then(cached) {
             return Ok(rows);
         }
+        let depts = self.load_departments(tenant).await?;
         let rows = Arc::new(DeptRows {
-            depts: self.load_departments(tenant).await?,
+            index: crate::jeecg::DeptIndex::new(&depts),
+            depts,
             snapshots: self
                 .snapshots(tenant, crate::sync::model::entity::DEPT)
                 .await?,

@@ -190,19 +190,13 @@ async fn subtree(source: &impl Source, top: RemoteDept) -> Result<RemoteView, Di
 }
 
 /// What a pull job reads of DingTalk's departments: `ids`, and the parents of each up to
-/// one a live local department links (or the root), so that the pull planner can place a
-/// department it creates; ids DingTalk lacks are recorded as absent.
+/// one a live local department links (`linked`) or the root, so that the pull planner can
+/// place a department it creates; ids DingTalk lacks are recorded as absent.
 pub(crate) async fn dept_chain(
     source: &impl Source,
-    local: &LocalView,
+    linked: impl Fn(i64) -> bool,
     ids: &[i64],
 ) -> Result<RemoteView, DingTalkError> {
-    let linked: std::collections::HashSet<i64> = local
-        .depts
-        .iter()
-        .filter(|d| !d.is_post() && !d.is_deleted())
-        .filter_map(|d| d.ding_identifier)
-        .collect();
     let mut view = RemoteView::partial();
     let mut seen = std::collections::HashSet::new();
     let mut queue: Vec<i64> = ids.to_vec();
@@ -212,7 +206,7 @@ pub(crate) async fn dept_chain(
         }
         match source.dept(id).await? {
             Some(dept) => {
-                if dept.parent_id != ROOT_DEPT && !linked.contains(&dept.parent_id) {
+                if dept.parent_id != ROOT_DEPT && !linked(dept.parent_id) {
                     queue.push(dept.parent_id);
                 }
                 view.depts.push(dept);

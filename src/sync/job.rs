@@ -120,7 +120,8 @@ async fn user_job(ctx: &JobCtx<'_>, key: &str) -> Result<JobOutcome, JobError> {
     if user.is_deleted() || !store.user_in_tenant(key, tenant).await? {
         return Ok(JobOutcome::Done(Summary::default()));
     }
-    let depts = read::dept_tree_view(store, tenant, false).await?;
+    // The part of the tree that decides where this user's departments are.
+    let depts = read::dept_view_around(store, tenant, &user.depart_ids, &[]).await?;
     let mut remote = RemoteView::partial();
     let (mut planner, _) = PushPlanner::new(
         &depts,

@@ -125,15 +125,30 @@ async fn user_job(ctx: &JobCtx<'_>, userid: &str) -> Result<JobOutcome, JobError
     let Some(person) = ctx.client.user(userid).await? else {
         return gone(ctx, entity::USER, userid, &twins).await;
     };
-    let tree = read::dept_tree_view(store, tenant, true).await?;
+    let local = read::pull_candidates(store, tenant, std::slice::from_ref(&person)).await?;
+    // The departments that matter: DingTalk's of the person, the local ones of whoever it
+    // may be, and those of their bases.
+    let ids: Vec<String> = local
+        .users
+        .iter()
+        .flat_map(|u| u.depart_ids.iter().cloned())
+        .collect();
+    let mut dings = person.dept_id_list.clone();
+    dings.extend(
+        local
+            .user_snapshots
+            .values()
+            .filter_map(|s| s.user_base())
+            .flat_map(|b| b.depts),
+    );
+    let tree = read::dept_view_around(store, tenant, &ids, &dings).await?;
     let (map, unknown) = linked_depts(&tree, std::slice::from_ref(&person));
     if !unknown.is_empty() {
-        let created = depts_to_create(ctx, &tree, &unknown).await?;
+        let created = depts_to_create(ctx, &unknown).await?;
         if !created.is_empty() {
             return wait_for_depts(ctx, &created).await;
         }
     }
-    let local = read::pull_candidates(store, tenant, std::slice::from_ref(&person)).await?;
     let policy = Rules::of(ctx.config, ctx.tenant).policy;
     let people: [DtUser; 1] = [person];
     let ops = pull_users_slice(&local, &people, &map, &mut HashMap::new(), &policy);
@@ -148,14 +163,10 @@ async fn user_job(ctx: &JobCtx<'_>, userid: &str) -> Result<JobOutcome, JobError
 /// The DingTalk departments among `unknown` that the pull planner would create or link
 /// locally (their department jobs do it); the others (under a department deleted locally,
 /// gone from DingTalk) are left out of the user's departments, as a full pull leaves them.
-async fn depts_to_create(
-    ctx: &JobCtx<'_>,
-    tree: &super::model::LocalView,
-    unknown: &[i64],
-) -> Result<Vec<i64>, JobError> {
-    let chain = around::dept_chain(ctx.client, tree, unknown).await?;
+async fn depts_to_create(ctx: &JobCtx<'_>, unknown: &[i64]) -> Result<Vec<i64>, JobError> {
+    let (tree, chain) = chain_view(ctx, unknown).await?;
     let policy = Rules::of(ctx.config, ctx.tenant).policy;
-    let (_, map) = pull_departments(tree, &chain, &policy);
+    let (_, map) = pull_departments(&tree, &chain, &policy);
     Ok(unknown
         .iter()
         .copied()
@@ -188,8 +199,7 @@ async fn dept_job(ctx: &JobCtx<'_>, id: i64) -> Result<JobOutcome, JobError> {
         // The organisation itself: no local department stands for it.
         return Ok(JobOutcome::Done(Summary::default()));
     }
-    let tree = read::dept_tree_view(ctx.store, ctx.tenant.id, true).await?;
-    let view = around::dept_chain(ctx.client, &tree, &[id]).await?;
+    let (tree, view) = chain_view(ctx, &[id]).await?;
     if view.absent.contains(&id) {
         let linked: Vec<String> = tree
             .depts
@@ -202,6 +212,34 @@ async fn dept_job(ctx: &JobCtx<'_>, id: i64) -> Result<JobOutcome, JobError> {
     let policy = Rules::of(ctx.config, ctx.tenant).policy;
     let plan = plan_pull(&tree, &view, &policy, Scope::Departments);
     run_plan(ctx, &plan).await
+}
+
+/// DingTalk's departments `ids` with their parents up to one a live local department links
+/// (`around::dept_chain`), and the part of the local tree that judges them: the departments
+/// linked to any of them, those their `source_identifier` names, and what surrounds those.
+async fn chain_view(
+    ctx: &JobCtx<'_>,
+    ids: &[i64],
+) -> Result<(super::model::LocalView, super::model::RemoteView), JobError> {
+    let rows = ctx.store.dept_rows(ctx.tenant.id).await?;
+    let linked = |ding: i64| {
+        rows.index
+            .linked(ding)
+            .iter()
+            .any(|i| !rows.depts[*i].is_post() && !rows.depts[*i].is_deleted())
+    };
+    let chain = around::dept_chain(ctx.client, linked, ids).await?;
+    let mut dings: Vec<i64> = chain.depts.iter().map(|d| d.dept_id).collect();
+    dings.extend(chain.depts.iter().map(|d| d.parent_id));
+    dings.extend(chain.absent.iter().copied());
+    let sources: Vec<String> = chain
+        .depts
+        .iter()
+        .filter_map(|d| d.source_identifier.clone())
+        .collect();
+    let mut tree = read::around_rows(&rows, &sources, &dings);
+    tree.tenant = ctx.tenant.id;
+    Ok((tree, chain))
 }
 
 /// DingTalk no longer has a user or department that `locals` link: a pull deletes nothing

@@ -10,6 +10,9 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::config::TenantId;
 use crate::dingtalk::{DingTalkClient, DingTalkError};
+use crate::jeecg::LocalDept;
+use crate::store::jeecg::DeptRows;
+use crate::store::state::Snapshot;
 use crate::store::{Store, StoreResult};
 
 use super::model::{entity, mobile_key, LocalView, RemoteDept, RemoteView, ROOT_DEPT};
@@ -46,8 +49,19 @@ pub async fn dept_tree_view(
             .cloned()
             .collect()
     };
-    // Only what DingTalk itself refused: the planner's own refusals are judged anew.
-    let dead_depts = store
+    Ok(LocalView {
+        tenant,
+        dept_snapshots: by_local(snapshots),
+        depts,
+        dead_depts: dead_depts(store, tenant).await?,
+        ..LocalView::default()
+    })
+}
+
+/// The departments whose job DingTalk refused (dead), with the reason: only what DingTalk
+/// itself refused, since the planner's own refusals are judged anew.
+async fn dead_depts(store: &Store, tenant: TenantId) -> StoreResult<HashMap<String, String>> {
+    Ok(store
         .dead_keys(tenant, crate::job::JobKind::Dept.as_str())
         .await?
         .into_iter()
@@ -55,14 +69,56 @@ pub async fn dept_tree_view(
             let error = error.unwrap_or_default();
             dingtalk_refusal(&error).then_some((key, error))
         })
+        .collect())
+}
+
+/// The part of `tenant`'s department tree a job judges by ([`crate::jeecg::DeptIndex`]):
+/// around the local departments `ids` and those linked to the DingTalk departments `dings`,
+/// with their snapshots, the snapshots naming `dings` (a department deleted for good leaves
+/// only its snapshot), and the dead department jobs. The planner judges these departments
+/// exactly as it would in the whole tree, at a cost that does not grow with the tree.
+pub async fn dept_view_around(
+    store: &Store,
+    tenant: TenantId,
+    ids: &[String],
+    dings: &[i64],
+) -> StoreResult<LocalView> {
+    let rows = store.dept_rows(tenant).await?;
+    let mut view = around_rows(&rows, ids, dings);
+    view.tenant = tenant;
+    view.dead_depts = dead_depts(store, tenant).await?;
+    Ok(view)
+}
+
+/// [`dept_view_around`] over rows in memory (the planner's tests build jobs' views with it).
+pub fn around_rows(rows: &DeptRows, ids: &[String], dings: &[i64]) -> LocalView {
+    let index = &rows.index;
+    let named: HashSet<String> = dings.iter().map(ToString::to_string).collect();
+    let snapshot_ids = rows
+        .snapshots
+        .iter()
+        .filter(|s| named.contains(&s.ding_id))
+        .filter_map(|s| index.row(&s.local_id));
+    let start: Vec<usize> = ids
+        .iter()
+        .filter_map(|id| index.row(id))
+        .chain(dings.iter().flat_map(|d| index.linked(*d).iter().copied()))
+        .chain(snapshot_ids)
         .collect();
-    Ok(LocalView {
-        tenant,
+    let kept = index.around(&rows.depts, start);
+    let depts: Vec<LocalDept> = kept.iter().map(|i| rows.depts[*i].clone()).collect();
+    let kept_ids: HashSet<&str> = depts.iter().map(|d| d.id.as_str()).collect();
+    let snapshots: Vec<Snapshot> = rows
+        .snapshots
+        .iter()
+        .filter(|s| kept_ids.contains(s.local_id.as_str()) || named.contains(&s.ding_id))
+        .cloned()
+        .collect();
+    LocalView {
         dept_snapshots: by_local(snapshots),
         depts,
-        dead_depts,
         ..LocalView::default()
-    })
+    }
 }
 
 /// Whether a dead job's error is DingTalk's answer to a call (`topapi/...: errcode N ...`),

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use super::tests::{config, dept, names, rdept, ruser, snap, user, view};
+use super::tests::{config, dept, names, post, rdept, ruser, snap, user, view};
 use super::*;
 use crate::config::PushConfig;
 use crate::dingtalk::types::DtUser;
@@ -125,6 +125,32 @@ fn cases() -> Vec<Case> {
             "fail s2",
             "create s1 under Ding(1)",
             "warn loop",
+        ],
+    });
+    // Siblings through a post: "dup" hangs under the post "boss", so its nearest pushed
+    // parent is "co", like "dup2"'s: one name under one parent. A job of dup2's member reads
+    // only the part of the tree around dup2, which must still hold dup.
+    cases.push(Case {
+        name: "siblings through a post",
+        local: view(
+            vec![
+                dept("co", None, "Co", Some(10)),
+                post("boss", "co"),
+                dept("dup", Some("boss"), "Same", None),
+                dept("dup2", Some("co"), "Same", None),
+                dept("far", None, "Far", None),
+            ],
+            vec![user("u1", "inner", "13800000005", &["dup2"])],
+        ),
+        remote: RemoteView {
+            depts: vec![rdept(10, 1, "Co")],
+            ..Default::default()
+        },
+        expect: vec![
+            "create dup under Ding(10)",
+            "fail dup2",
+            "warn inner",
+            "create user inner",
         ],
     });
     // A department whose job is dead: refused like the rest, with DingTalk's reason.
@@ -370,14 +396,15 @@ async fn user_job(local: &LocalView, remote: &RemoteView, key: &str, rules: &Rul
         let gone = known.into_iter().map(|u| (key.to_string(), u)).collect();
         return planner.finish(gone, &found, &view);
     };
-    let mut depts = local.clone();
-    depts.users.clear();
-    depts.dept_snapshots.retain(|id, _| {
-        local
-            .depts
-            .iter()
-            .any(|d| d.id == *id && d.ding_identifier.is_none())
-    });
+    // The part of the tree a job reads (`read::dept_view_around`), built the same way.
+    let rows = crate::store::jeecg::DeptRows {
+        index: crate::jeecg::DeptIndex::new(&local.depts),
+        depts: local.depts.clone(),
+        snapshots: local.dept_snapshots.values().cloned().collect(),
+    };
+    let mut depts = crate::sync::read::around_rows(&rows, &row.depart_ids, &[]);
+    depts.tenant = local.tenant;
+    depts.dead_depts = local.dead_depts.clone();
     let (mut planner, _) =
         PushPlanner::new(&depts, &RemoteView::partial(), rules, Scope::Users, focus);
     let twin = around::user_twin(&Org(remote), &known, row.phone.as_deref(), &row.username)
