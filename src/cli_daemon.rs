@@ -194,7 +194,13 @@ fn events_line(events: &serde_json::Value) -> String {
     if s.is_null() {
         return "Stream mode: no connection recorded yet (is `dingsync run` up?)".into();
     }
-    let state = if s["connected"] == true {
+    let age_s = s["updated_at"]
+        .as_i64()
+        .map_or(i64::MAX, |t| (now_ms() - t) / 1000);
+    // The owner writes it every 10 s: older means no daemon is keeping it.
+    let state = if age_s > 30 {
+        "state STALE (no daemon has written it for over 30 s; is `dingsync run` up?), last seen"
+    } else if s["connected"] == true {
         "connected"
     } else {
         "NOT connected"

@@ -272,7 +272,12 @@ pub async fn sync(loaded: &Loaded, args: &SyncArgs, dry_run: bool) -> u8 {
         dry_run: false,
     };
     let mut code = exit::OK;
-    let owner = format!("sync:{}", std::process::id());
+    // The direction leads the holder's name: pull jobs give way to a full pull.
+    let owner = format!(
+        "{}:sync:{}",
+        format!("{:?}", args.direction).to_lowercase(),
+        std::process::id()
+    );
     let ttl = loaded.config.daemon.lease_ttl;
     let wait = args.wait.unwrap_or(ttl * 2);
     for tenant in &tenants {

@@ -165,7 +165,7 @@ async fn scenario(keep: bool) -> Result<(), String> {
     };
     // One full run of a tenant at a time, the daemon's scheduled ones included.
     let ttl = config.daemon.lease_ttl;
-    let lease = RunLease::take_within(&store, tenant.id, "demo", ttl, ttl * 2)
+    let lease = RunLease::take_within(&store, tenant.id, "pull:demo", ttl, ttl * 2)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the daemon's scheduled run did not end")?;

@@ -1106,3 +1106,34 @@ async fn the_department_tree_is_read_again_after_any_write_to_it() {
         );
     }
 }
+
+/// Two creators of one DingTalk department (a pull job and a full pull, or a department's job
+/// and its child's): one local row, and both get it.
+#[tokio::test]
+async fn one_dingtalk_department_is_created_locally_once() {
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        let new = dingsync::jeecg::NewDept {
+            name: "并发".into(),
+            parent_id: None,
+            order: 1,
+            ding_identifier: 777,
+            tenant_id: 0,
+        };
+        let (a, b) = tokio::join!(
+            db.store.insert_department(&new),
+            db.store.insert_department(&new)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.id, b.id, "{name}");
+        assert_eq!(
+            count(
+                &db.store,
+                "SELECT COUNT(*) FROM sys_depart WHERE ding_identifier = '777'"
+            )
+            .await,
+            1,
+            "{name}"
+        );
+    }
+}

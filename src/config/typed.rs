@@ -420,7 +420,9 @@ fn dingtalk(check: &mut Checker<'_>, raw: super::raw::RawDingTalk) -> DingTalkCo
     // A simulator or a proxy serves both APIs at one address: the new API follows base_url
     // unless base_url is DingTalk's own oapi host.
     let api_default = match base_url.host_str() {
-        Some(host) if host.ends_with("dingtalk.com") => DEFAULT_API_BASE_URL.to_string(),
+        Some(host) if host == "dingtalk.com" || host.ends_with(".dingtalk.com") => {
+            DEFAULT_API_BASE_URL.to_string()
+        }
         _ => base_url.as_str().trim_end_matches('/').to_string(),
     };
     let api_base_url = http_url(

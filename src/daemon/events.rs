@@ -23,6 +23,8 @@ use super::Shared;
 
 /// How often each connection's state is written for `dingsync status`.
 const STATE_EVERY: Duration = Duration::from_secs(10);
+/// How long storing an event may take before the answer is `LATER`.
+const STORE_WITHIN: Duration = Duration::from_secs(2);
 /// Event ids answered `LATER` that are remembered, to count their redeliveries.
 const LATER_KEPT: usize = 10_000;
 
@@ -57,16 +59,23 @@ pub(super) async fn supervise(shared: Arc<Shared>) {
     let mut running: HashMap<TenantId, Running> = HashMap::new();
     let mut told: HashSet<(TenantId, &'static str)> = HashSet::new();
     loop {
-        reconcile(&shared, &mut running, &mut told);
-        write_states(&shared, &running).await;
+        let closed = reconcile(&shared, &mut running, &mut told);
+        for (id, connection) in closed {
+            // Said as closed at once, so that `status` does not show it up until it ages.
+            write_state(&shared, id, &connection, false).await;
+        }
+        for (id, connection) in &running {
+            write_state(&shared, *id, connection, true).await;
+        }
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             _ = shared.wake_streams.notified() => {}
             _ = tokio::time::sleep(STATE_EVERY) => {}
         }
     }
-    for (_, connection) in running.drain() {
+    for (id, connection) in running.drain() {
         connection.stop.cancel();
+        write_state(&shared, id, &connection, false).await;
     }
 }
 
@@ -81,11 +90,12 @@ fn unwanted(mode: EventsMode, tenant: &TenantConfig) -> Option<&'static str> {
     }
 }
 
+/// Opens and closes connections; returns the ones it closed.
 fn reconcile(
     shared: &Arc<Shared>,
     running: &mut HashMap<TenantId, Running>,
     told: &mut HashSet<(TenantId, &'static str)>,
-) {
+) -> Vec<(TenantId, Running)> {
     let runtime = shared.runtime();
     let owned = shared.owned();
     let mut wanted: HashMap<TenantId, &TenantConfig> = HashMap::new();
@@ -107,25 +117,32 @@ fn reconcile(
         }
     }
     let api = runtime.config.dingtalk.api_base_url.clone();
-    running.retain(|id, connection| {
-        let keep = wanted.get(id).is_some_and(|t| {
-            connection.identity
-                == (
-                    t.client_id.clone(),
-                    t.client_secret.expose().to_string(),
-                    api.to_string(),
-                )
-        });
-        if !keep {
+    let stale: Vec<TenantId> = running
+        .iter()
+        .filter(|(id, connection)| {
+            !wanted.get(id).is_some_and(|t| {
+                connection.identity
+                    == (
+                        t.client_id.clone(),
+                        t.client_secret.expose().to_string(),
+                        api.to_string(),
+                    )
+            })
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    let mut closed = Vec::new();
+    for id in stale {
+        if let Some(connection) = running.remove(&id) {
             connection.stop.cancel();
             tracing::info!(
                 event = "events.closed",
-                tenant = *id,
+                tenant = id,
                 "Stream connection closed (tenant not owned here any more, or its app changed)"
             );
+            closed.push((id, connection));
         }
-        keep
-    });
+    }
     for (id, tenant) in wanted {
         if running.contains_key(&id) {
             continue;
@@ -160,16 +177,17 @@ fn reconcile(
             },
         );
     }
+    closed
 }
 
-/// Each connection's counters as `dingsync status` shows them.
-async fn write_states(shared: &Shared, running: &HashMap<TenantId, Running>) {
-    for (id, connection) in running {
+/// A connection's counters as `dingsync status` shows them (`open`: still wanted).
+async fn write_state(shared: &Shared, id: TenantId, connection: &Running, open: bool) {
+    {
         let stats = connection.stats.snapshot();
         let counters = &connection.counters;
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let state = serde_json::json!({
-            "connected": stats.connected,
+            "connected": open && stats.connected,
             "connects": stats.connects,
             "reconnects": stats.reconnects,
             "received": stats.received,
@@ -182,10 +200,10 @@ async fn write_states(shared: &Shared, running: &HashMap<TenantId, Running>) {
         });
         if let Err(error) = shared
             .store
-            .put_stream_state(*id, &shared.instance, &state.to_string())
+            .put_stream_state(id, &shared.instance, &state.to_string())
             .await
         {
-            tracing::debug!(event = "events.state_failed", tenant = *id, error = %error, "cannot write the Stream state");
+            tracing::debug!(event = "events.state_failed", tenant = id, error = %error, "cannot write the Stream state");
         }
     }
 }
@@ -224,11 +242,16 @@ async fn handle(
     if again {
         counters.redelivered.fetch_add(1, Ordering::Relaxed);
     }
-    match shared
-        .store
-        .record_event(tenant, id, &event.event_type, &jobs)
-        .await
-    {
+    // DingTalk expects an answer within about 3 s: a database that takes longer gets a LATER.
+    let stored = tokio::time::timeout(
+        STORE_WITHIN,
+        shared
+            .store
+            .record_event(tenant, id, &event.event_type, &jobs),
+    )
+    .await
+    .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut.into()));
+    match stored {
         Ok(Recorded::New) => {
             shared.store_ok();
             counters.stored.fetch_add(1, Ordering::Relaxed);

@@ -112,6 +112,8 @@ pub(crate) struct Shared {
     pub store: Store,
     pub runtime: RwLock<Arc<Runtime>>,
     pub owned: RwLock<Vec<TenantId>>,
+    /// When each owned tenant's lease was last renewed.
+    pub renewed: std::sync::Mutex<HashMap<TenantId, std::time::Instant>>,
     pub wake_reader: Notify,
     pub wake_workers: Notify,
     /// Ownership or the configuration changed: the Stream connections are looked at again.
@@ -200,6 +202,7 @@ pub async fn run(
         store,
         runtime: RwLock::new(Arc::new(runtime)),
         owned: RwLock::new(Vec::new()),
+        renewed: std::sync::Mutex::new(HashMap::new()),
         wake_reader: Notify::new(),
         wake_workers: Notify::new(),
         wake_streams: Notify::new(),

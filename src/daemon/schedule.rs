@@ -49,19 +49,43 @@ pub(super) async fn own_tenants(shared: &Shared) {
     let runtime = shared.runtime();
     let ttl = runtime.config.daemon.lease_ttl;
     let mut owned = Vec::new();
+    let now = std::time::Instant::now();
+    let mut renewed = shared
+        .renewed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     for tenant in &runtime.tenants {
         match shared
             .store
             .acquire_lease(&lease_name(tenant.id), &shared.instance, ttl)
             .await
         {
-            Ok(true) => owned.push(tenant.id),
-            Ok(false) => {}
+            Ok(true) => {
+                owned.push(tenant.id);
+                renewed.insert(tenant.id, now);
+            }
+            Ok(false) => {
+                renewed.remove(&tenant.id);
+            }
             Err(error) => {
+                // The lease is still ours until it expires: a database blip does not drop
+                // the tenant (nor close its Stream connection) before another instance
+                // could have it.
+                if renewed
+                    .get(&tenant.id)
+                    .is_some_and(|at| now.duration_since(*at) < ttl)
+                {
+                    owned.push(tenant.id);
+                }
                 tracing::warn!(event = "lease.failed", tenant = tenant.id, error = %error, "cannot renew the tenant lease")
             }
         }
     }
+    *shared
+        .renewed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = renewed;
     let before = shared.owned();
     for id in owned.iter().filter(|id| !before.contains(id)) {
         tracing::info!(event = "lease.acquired", tenant = *id, instance = %shared.instance, "this instance now works the tenant");
@@ -248,7 +272,8 @@ pub(super) async fn scheduled_run(shared: Arc<Shared>, tenant_id: TenantId, dire
     }
     let runtime = shared.runtime();
     let ttl = runtime.config.daemon.lease_ttl;
-    let lease = match RunLease::try_take(store, tenant_id, &shared.instance, ttl).await {
+    let holder = format!("{kind}:{}", shared.instance);
+    let lease = match RunLease::try_take(store, tenant_id, &holder, ttl).await {
         Ok(Some(lease)) => lease,
         Ok(None) => {
             let holder = RunLease::holder(store, tenant_id).await.ok().flatten();

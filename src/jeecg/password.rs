@@ -17,22 +17,44 @@ pub const SALT_LEN: usize = 8;
 
 /// The stored hash of `password` for `username` with `salt`.
 pub fn hash(username: &str, password: &str, salt: &str) -> String {
-    let mut digest = Md5::new()
-        .chain_update(password.as_bytes())
-        .chain_update(salt.as_bytes())
-        .finalize();
-    for _ in 1..ITERATIONS {
-        digest = Md5::digest(digest);
+    Derived::new(password, salt).hash(username)
+}
+
+/// The key and IV PBEWithMD5AndDES derives from a password and a salt (1,000 MD5 rounds, the
+/// costly part), ready to hash any number of usernames: users created together with one
+/// initial password share a salt, so the rounds run once for them (JeecgBoot gives a user a
+/// fresh salt when the password is changed).
+pub struct Derived {
+    key_iv: [u8; 16],
+}
+
+impl Derived {
+    /// Runs the rounds.
+    pub fn new(password: &str, salt: &str) -> Self {
+        let mut digest = Md5::new()
+            .chain_update(password.as_bytes())
+            .chain_update(salt.as_bytes())
+            .finalize();
+        for _ in 1..ITERATIONS {
+            digest = Md5::digest(digest);
+        }
+        Self {
+            key_iv: digest.into(),
+        }
     }
-    let (key, iv) = digest.split_at(8);
-    let cipher = DesCbcEnc::new_from_slices(key, iv)
-        .unwrap_or_else(|_| unreachable!("MD5 gives 16 bytes: 8 key, 8 IV"));
-    let message = username.as_bytes();
-    let mut buffer = vec![0u8; (message.len() / 8 + 1) * 8];
-    buffer[..message.len()].copy_from_slice(message);
-    match cipher.encrypt_padded_mut::<Pkcs7>(&mut buffer, message.len()) {
-        Ok(ciphertext) => hex::encode(ciphertext),
-        Err(_) => unreachable!("the buffer holds a whole padding block"),
+
+    /// The stored hash for `username`.
+    pub fn hash(&self, username: &str) -> String {
+        let (key, iv) = self.key_iv.split_at(8);
+        let cipher = DesCbcEnc::new_from_slices(key, iv)
+            .unwrap_or_else(|_| unreachable!("MD5 gives 16 bytes: 8 key, 8 IV"));
+        let message = username.as_bytes();
+        let mut buffer = vec![0u8; (message.len() / 8 + 1) * 8];
+        buffer[..message.len()].copy_from_slice(message);
+        match cipher.encrypt_padded_mut::<Pkcs7>(&mut buffer, message.len()) {
+            Ok(ciphertext) => hex::encode(ciphertext),
+            Err(_) => unreachable!("the buffer holds a whole padding block"),
+        }
     }
 }
 
@@ -66,5 +88,12 @@ mod tests {
         let stored = hash("zhangsan_long_username", "s3cret!", &salt);
         assert!(verify("zhangsan_long_username", "s3cret!", &salt, &stored));
         assert!(!verify("zhangsan_long_username", "123456", &salt, &stored));
+        // One derivation hashes many usernames exactly as one each would.
+        let derived = Derived::new("123456", "RCGTeGiH");
+        assert_eq!(derived.hash("admin"), "cb362cfeefbf3d8d");
+        assert_eq!(
+            derived.hash("zhangsan"),
+            hash("zhangsan", "123456", "RCGTeGiH")
+        );
     }
 }

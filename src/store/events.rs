@@ -141,15 +141,23 @@ impl Store {
             .await?))
     }
 
-    /// Whether `tenant`'s job (kind, key) is pending or running.
-    pub async fn job_active(&self, tenant: TenantId, kind: &str, key: &str) -> StoreResult<bool> {
-        let sql = self.sql("SELECT COUNT(*) FROM dingsync_job WHERE tenant_id = ? AND kind = ? AND entity_key = ? AND state IN ('pending', 'running')");
-        let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
-            .bind(tenant)
-            .bind(kind)
-            .bind(key)
-            .fetch_one(pool)
-            .await?);
-        Ok(count > 0)
+    /// When `tenant`'s job (kind, key) is due, if one is pending or running (a running one
+    /// was due when it was claimed).
+    pub async fn job_due(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        key: &str,
+    ) -> StoreResult<Option<i64>> {
+        let sql = self.sql("SELECT MIN(run_at) FROM dingsync_job WHERE tenant_id = ? AND kind = ? AND entity_key = ? AND state IN ('pending', 'running')");
+        Ok(crate::on_pool!(self, |pool| sqlx::query_scalar::<
+            _,
+            Option<i64>,
+        >(&sql)
+        .bind(tenant)
+        .bind(kind)
+        .bind(key)
+        .fetch_one(pool)
+        .await?))
     }
 }

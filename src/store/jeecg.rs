@@ -31,7 +31,7 @@ pub struct DeptRows {
 }
 
 /// The `create_by` dingsync writes.
-const CREATED_BY: &str = "dingsync";
+pub(super) const CREATED_BY: &str = "dingsync";
 
 /// A new JeecgBoot-style id: 32 hex characters.
 pub fn new_id() -> String {
@@ -628,7 +628,7 @@ impl Store {
     }
 
     /// Runs simple statements (each `(sql, text binds)`) in one marked transaction.
-    async fn write_marked(
+    pub(super) async fn write_marked(
         &self,
         statements: Vec<(String, Vec<Option<String>>)>,
     ) -> StoreResult<()> {
@@ -795,15 +795,56 @@ impl Store {
             Some(new.ding_identifier.to_string()),
             Some(CREATED_BY.to_string()),
         ];
-        let mut statements = vec![(sql, binds)];
-        if let Some(parent) = parent {
-            statements.push((
-                "UPDATE sys_depart SET iz_leaf = 0 WHERE id = ?".into(),
-                vec![Some(parent.id.clone())],
-            ));
+        // Another run or job may be creating the same DingTalk department: the version row
+        // is locked first (the triggers bump it anyway), so the check and the insert of two
+        // creators do not interleave; the second finds the first's row and takes it.
+        let lock = "UPDATE dingsync_version SET version = version + 1 WHERE name = 'depts'";
+        let existing = self.sql(
+            "SELECT id FROM sys_depart WHERE ding_identifier = ? AND COALESCE(del_flag, '0') <> '1'",
+        );
+        let insert = self.sql(&sql);
+        let leaf = self.sql("UPDATE sys_depart SET iz_leaf = 0 WHERE id = ?");
+        let marks = self.writer_marks();
+        let begin = self.begin_statement_for_writes();
+        let ding = new.ding_identifier.to_string();
+        let found: Option<String> = crate::on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(begin).await?;
+            if let Some((mark, _)) = marks {
+                sqlx::query(mark).execute(&mut *tx).await?;
+            }
+            sqlx::query(lock).execute(&mut *tx).await?;
+            let found: Option<String> = sqlx::query_scalar(&existing)
+                .bind(&ding)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.is_none() {
+                let mut query = sqlx::query(&insert);
+                for bind in &binds {
+                    query = query.bind(bind.clone());
+                }
+                query.execute(&mut *tx).await?;
+                if let Some(parent) = parent {
+                    sqlx::query(&leaf)
+                        .bind(&parent.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            if let Some((_, unmark)) = marks {
+                sqlx::query(unmark).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            found
+        });
+        match found {
+            Some(id) => Ok(self
+                .departments_by_id(0, std::slice::from_ref(&id))
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or(dept)),
+            None => Ok(dept),
         }
-        self.write_marked(statements).await?;
-        Ok(dept)
     }
 
     /// Renames / moves / reorders a department; a move gives it and its whole subtree new

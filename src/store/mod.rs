@@ -6,6 +6,7 @@
 //! triggers, uninstall), `jeecg_ddl` (JeecgBoot's tables for new databases), `queue` (the
 //! retry queue), `state` (changes, leases, snapshots, runs), `jeecg` (JeecgBoot rows).
 
+pub mod batch;
 pub mod events;
 pub mod jeecg;
 pub mod jeecg_ddl;

@@ -14,6 +14,7 @@ use crate::dingtalk::types::{DeptCreate, DeptUpdate, UserCreate, UserUpdate};
 use crate::dingtalk::{DingTalkClient, DingTalkError, ErrorKind};
 use crate::jeecg::{Link, NewDept, NewUser};
 use crate::secret::Secret;
+use crate::store::batch::{Inserted, NewLinkedUser};
 use crate::store::jeecg::{LinkSaved, SnapshotWrite};
 use crate::store::{Store, StoreError};
 
@@ -221,9 +222,21 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
         .unwrap_or(plan.ops.len());
     let (head, tail) = plan.ops.split_at(split);
     run.lanes(ctx, head, users, &total, &tick).await;
-    for op in tail {
+    let mut rest = tail;
+    while let Some(op) = rest.first() {
+        // A pull's new users go in batches (one transaction each), the rest one by one.
+        let creates = rest
+            .iter()
+            .take_while(|op| matches!(op, Op::CreateLocalUser { .. }))
+            .count();
+        if creates > 1 {
+            run.create_local_users(ctx, &rest[..creates], &tick).await;
+            rest = &rest[creates..];
+            continue;
+        }
         run.step(ctx, op).await;
         tick();
+        rest = &rest[1..];
     }
     // Renames that met a sibling's name are tried once more, after the renames that free it.
     let deferred = std::mem::take(&mut run.state().deferred);
@@ -846,6 +859,64 @@ impl Run {
             Op::Fail { .. } | Op::Warn { .. } | Op::Merge { .. } => {}
         }
         Ok(())
+    }
+
+    /// New local users of a pull (`CreateLocalUser` ops) in one batch
+    /// (`Store::insert_linked_users`); a user the batch does not take, or every user when
+    /// the batch fails as a whole, goes the single-row way.
+    async fn create_local_users(&self, ctx: &ApplyCtx<'_>, ops: &[Op], tick: &(dyn Fn() + Sync)) {
+        let batch: Vec<NewLinkedUser> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::CreateLocalUser {
+                    userid,
+                    unionid,
+                    fields,
+                    base,
+                } => Some(NewLinkedUser {
+                    user: NewUser {
+                        username: userid.clone(),
+                        realname: fields.realname.clone().unwrap_or_else(|| userid.clone()),
+                        phone: fields.phone.clone(),
+                        email: fields.email.clone(),
+                        telephone: fields.telephone.clone(),
+                        work_no: fields.work_no.clone(),
+                        depart_ids: self.local_depts(&fields.add_depts),
+                        tenant_id: ctx.tenant,
+                    },
+                    userid: userid.clone(),
+                    unionid: unionid.clone(),
+                    base: json(base),
+                }),
+                _ => None,
+            })
+            .collect();
+        let answers = match ctx
+            .store
+            .insert_linked_users(ctx.tenant, &batch, ctx.new_user_password)
+            .await
+        {
+            Ok(answers) => answers,
+            Err(error) => {
+                tracing::debug!(event = "sync.batch.failed", tenant = ctx.tenant, users = ops.len(), error = %error, "a batch failed; its users go one by one");
+                for op in ops {
+                    self.step(ctx, op).await;
+                    tick();
+                }
+                return;
+            }
+        };
+        for (op, answer) in ops.iter().zip(answers) {
+            match answer {
+                Inserted::Id(_) => self.state().summary.created += 1,
+                Inserted::Clash(error) => {
+                    self.state().summary.retryable |= error.is_retryable();
+                    self.record_failure(ctx, op, &error.to_string());
+                }
+                Inserted::Alone => self.step(ctx, op).await,
+            }
+            tick();
+        }
     }
 
     fn local_depts(&self, refs: &[LocalRef]) -> Vec<String> {

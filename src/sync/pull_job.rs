@@ -26,14 +26,55 @@ use super::run::{run_once, switched_off, RunLease, RunRequest};
 
 /// How long a user's pull first waits for its departments' pulls.
 const WAIT_FOR_DEPT: Duration = Duration::from_millis(200);
-/// How often a pull looks again while a push of the same person is queued.
+/// How soon a pull looks again while a push of the same person is running (one queued for
+/// later is waited for until it is due).
 const AFTER_PUSH: Duration = Duration::from_millis(100);
+/// How often a pull job looks again while a full pull of the tenant runs (which writes
+/// the same rows; the job then finds them done).
+const AFTER_FULL_PULL: Duration = Duration::from_secs(1);
 /// How often a full pull asked for by an event looks again while another run holds the
 /// tenant's run lease.
 const AFTER_RUN: Duration = Duration::from_secs(5);
 
 fn off(ctx: &JobCtx<'_>) -> bool {
     switched_off(ctx.tenant, Direction::Pull).is_some()
+}
+
+/// A full pull of the tenant is running: it writes the same rows, so the job waits for it
+/// (never two creators of one local row).
+async fn full_pull_running(ctx: &JobCtx<'_>) -> Result<Option<JobOutcome>, JobError> {
+    Ok(RunLease::pulling(ctx.store, ctx.tenant.id)
+        .await?
+        .then(|| JobOutcome::Poll {
+            delay: AFTER_FULL_PULL,
+            reason: "a full pull of the tenant is running".into(),
+        }))
+}
+
+/// A push of one of `locals` (kind `kind`) is pending or running: it goes first (it sends
+/// what JeecgBoot changed and leaves what DingTalk changed, and its base is the one this
+/// pull then merges against).
+async fn push_first(
+    ctx: &JobCtx<'_>,
+    kind: JobKind,
+    locals: &[String],
+) -> Result<Option<JobOutcome>, JobError> {
+    for local in locals {
+        if let Some(due) = ctx
+            .store
+            .job_due(ctx.tenant.id, kind.as_str(), local)
+            .await?
+        {
+            let wait = u64::try_from(due - now_ms()).unwrap_or(0);
+            return Ok(Some(JobOutcome::Poll {
+                delay: AFTER_PUSH
+                    .max(Duration::from_millis(wait))
+                    .min(crate::job::POLL_CAP),
+                reason: format!("a push of local {kind} {local} is queued; it goes first"),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// Pulls one DingTalk user (key: the userid).
@@ -68,7 +109,7 @@ pub async fn pull_all(ctx: &JobCtx<'_>) -> JobOutcome {
         return JobOutcome::Done(Summary::default());
     }
     let ttl = ctx.config.daemon.lease_ttl;
-    let lease = match RunLease::try_take(ctx.store, ctx.tenant.id, "event", ttl).await {
+    let lease = match RunLease::try_take(ctx.store, ctx.tenant.id, "pull:event", ttl).await {
         Ok(Some(lease)) => lease,
         Ok(None) => {
             return JobOutcome::Poll {
@@ -111,16 +152,11 @@ async fn user_job(ctx: &JobCtx<'_>, userid: &str) -> Result<JobOutcome, JobError
             .into_iter()
             .map(|s| s.local_id),
     );
-    for twin in &twins {
-        if store
-            .job_active(tenant, JobKind::User.as_str(), twin)
-            .await?
-        {
-            return Ok(JobOutcome::Poll {
-                delay: AFTER_PUSH,
-                reason: format!("a push of local user {twin} is queued; it goes first"),
-            });
-        }
+    if let Some(wait) = full_pull_running(ctx).await? {
+        return Ok(wait);
+    }
+    if let Some(wait) = push_first(ctx, JobKind::User, &twins).await? {
+        return Ok(wait);
     }
     let Some(person) = ctx.client.user(userid).await? else {
         return gone(ctx, entity::USER, userid, &twins).await;
@@ -145,13 +181,18 @@ async fn user_job(ctx: &JobCtx<'_>, userid: &str) -> Result<JobOutcome, JobError
     let (map, unknown) = linked_depts(&tree, std::slice::from_ref(&person));
     if !unknown.is_empty() {
         let created = depts_to_create(ctx, &unknown).await?;
-        if !created.is_empty() {
-            return wait_for_depts(ctx, &created).await;
+        if let Some(wait) = wait_for_depts(ctx, &created).await? {
+            return Ok(wait);
         }
     }
     let policy = Rules::of(ctx.config, ctx.tenant).policy;
     let people: [DtUser; 1] = [person];
     let ops = pull_users_slice(&local, &people, &map, &mut HashMap::new(), &policy);
+    // Read before DingTalk answered: a push queued meanwhile still goes first.
+    let matched: Vec<String> = local.users.iter().map(|u| u.id.clone()).collect();
+    if let Some(wait) = push_first(ctx, JobKind::User, &matched).await? {
+        return Ok(wait);
+    }
     let plan = Plan {
         ops,
         refused_deletes: None,
@@ -176,22 +217,28 @@ async fn depts_to_create(ctx: &JobCtx<'_>, unknown: &[i64]) -> Result<Vec<i64>, 
 
 /// Waits for the pull jobs of DingTalk departments not local yet (enqueued unless one is
 /// already there).
-async fn wait_for_depts(ctx: &JobCtx<'_>, ids: &[i64]) -> Result<JobOutcome, JobError> {
+/// `None` when none is on its way (each one's job is dead): the user is placed without
+/// them, as a full pull places a user without a department it could not create.
+async fn wait_for_depts(ctx: &JobCtx<'_>, ids: &[i64]) -> Result<Option<JobOutcome>, JobError> {
+    let mut coming = Vec::new();
     for id in ids {
-        ctx.store
+        if ctx
+            .store
             .enqueue(
                 ctx.tenant.id,
                 JobKind::PullDept.as_str(),
                 &id.to_string(),
                 now_ms(),
             )
-            .await?;
+            .await?
+        {
+            coming.push(id.to_string());
+        }
     }
-    let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    Ok(JobOutcome::Wait {
+    Ok((!coming.is_empty()).then(|| JobOutcome::Wait {
         delay: WAIT_FOR_DEPT,
-        reason: format!("DingTalk department {} is not local yet", list.join(", ")),
-    })
+        reason: format!("DingTalk department {} is not local yet", coming.join(", ")),
+    }))
 }
 
 async fn dept_job(ctx: &JobCtx<'_>, id: i64) -> Result<JobOutcome, JobError> {
@@ -199,7 +246,20 @@ async fn dept_job(ctx: &JobCtx<'_>, id: i64) -> Result<JobOutcome, JobError> {
         // The organisation itself: no local department stands for it.
         return Ok(JobOutcome::Done(Summary::default()));
     }
+    if let Some(wait) = full_pull_running(ctx).await? {
+        return Ok(wait);
+    }
     let (tree, view) = chain_view(ctx, &[id]).await?;
+    // A push of the department itself (a local rename on its way) goes first.
+    let linked: Vec<String> = tree
+        .depts
+        .iter()
+        .filter(|d| d.ding_identifier == Some(id))
+        .map(|d| d.id.clone())
+        .collect();
+    if let Some(wait) = push_first(ctx, JobKind::Dept, &linked).await? {
+        return Ok(wait);
+    }
     if view.absent.contains(&id) {
         let linked: Vec<String> = tree
             .depts
@@ -229,6 +289,9 @@ async fn chain_view(
             .any(|i| !rows.depts[*i].is_post() && !rows.depts[*i].is_deleted())
     };
     let chain = around::dept_chain(ctx.client, linked, ids).await?;
+    // The local rows as they are now, after DingTalk answered (a write meanwhile moved the
+    // tree's version, so this reads them again).
+    let rows = ctx.store.dept_rows(ctx.tenant.id).await?;
     let mut dings: Vec<i64> = chain.depts.iter().map(|d| d.dept_id).collect();
     dings.extend(chain.depts.iter().map(|d| d.parent_id));
     dings.extend(chain.absent.iter().copied());

@@ -199,6 +199,14 @@ impl RunLease {
         }
     }
 
+    /// Whether a full pull of `tenant` holds the run lease now (holders name their
+    /// direction first: `pull:…`).
+    pub async fn pulling(store: &Store, tenant: TenantId) -> Result<bool, StoreError> {
+        Ok(Self::holder(store, tenant)
+            .await?
+            .is_some_and(|h| h.starts_with("pull:")))
+    }
+
     /// Who holds the run lease of `tenant` now, if anyone.
     pub async fn holder(store: &Store, tenant: TenantId) -> Result<Option<String>, StoreError> {
         store.lease_holder(&Self::name(tenant)).await

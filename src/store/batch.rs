@@ -1,0 +1,264 @@
+//! A pull's local writes in batches: the users of a slice inserted with their memberships,
+//! tenant rows, link rows and snapshots in one marked transaction of multi-row statements,
+//! their unique keys checked in one query per key. A user the batch cannot take (a value
+//! another user holds, a DingTalk userid another link row holds) is answered for alone, so
+//! one bad row never costs the others; a batch that fails as a whole is retried row by row
+//! by the caller.
+
+use std::collections::HashSet;
+
+use crate::config::TenantId;
+use crate::jeecg::{password, NewUser, THIRD_TYPE_DINGTALK};
+use crate::secret::Secret;
+
+use super::jeecg::{new_id, placeholders, CREATED_BY};
+use super::{Store, StoreError, StoreResult};
+
+/// Rows per multi-row statement (well under every dialect's limit on binds).
+const ROWS_PER_STATEMENT: usize = 100;
+/// Values per `IN (...)` of the unique-key checks.
+const IN_LIST: usize = 500;
+
+/// One user a pull creates, with its link to DingTalk and its sync base.
+#[derive(Clone, Debug)]
+pub struct NewLinkedUser {
+    /// The row.
+    pub user: NewUser,
+    /// Its DingTalk userid.
+    pub userid: String,
+    /// Its DingTalk unionid.
+    pub unionid: Option<String>,
+    /// The sync base (JSON).
+    pub base: String,
+}
+
+/// What became of one user of a batch.
+#[derive(Debug)]
+pub enum Inserted {
+    /// In, with this `sys_user.id`.
+    Id(String),
+    /// Refused: a unique key another user holds (or an earlier user of the batch).
+    Clash(StoreError),
+    /// Not taken by the batch: its DingTalk userid is already in a link row, which the
+    /// single-row path decides about.
+    Alone,
+}
+
+/// The columns of `sys_user` JeecgBoot keeps unique.
+const UNIQUE: [&str; 4] = ["username", "phone", "email", "work_no"];
+
+fn unique_value<'a>(user: &'a NewUser, column: &str) -> Option<&'a str> {
+    match column {
+        "username" => Some(user.username.as_str()),
+        "phone" => user.phone.as_deref(),
+        "email" => user.email.as_deref(),
+        _ => user.work_no.as_deref(),
+    }
+    .filter(|v| !v.is_empty())
+}
+
+impl Store {
+    /// Values of `column` among `values` that some row of `table` already has
+    /// (`extra`: a further condition).
+    async fn present(
+        &self,
+        table: &str,
+        column: &str,
+        extra: &str,
+        values: &[&str],
+    ) -> StoreResult<HashSet<String>> {
+        let mut found = HashSet::new();
+        for part in values.chunks(IN_LIST) {
+            let text = format!(
+                "SELECT {column} FROM {table} WHERE {extra}{column} IN ({})",
+                placeholders(part.len())
+            );
+            let sql = self.sql(&text);
+            let rows: Vec<Option<String>> = crate::on_pool!(self, |pool| {
+                let mut query = sqlx::query_scalar(&sql);
+                for value in part {
+                    query = query.bind(*value);
+                }
+                query.fetch_all(pool).await?
+            });
+            found.extend(rows.into_iter().flatten());
+        }
+        Ok(found)
+    }
+
+    /// Inserts `users` of `tenant` (see the module documentation); the answer for each, in
+    /// order. `Err` only when the batch's transaction failed: nothing of it was written.
+    pub async fn insert_linked_users(
+        &self,
+        tenant: TenantId,
+        users: &[NewLinkedUser],
+        password_plain: &Secret,
+    ) -> StoreResult<Vec<Inserted>> {
+        let mut taken: Vec<HashSet<String>> = Vec::new();
+        for column in UNIQUE {
+            let values: Vec<&str> = users
+                .iter()
+                .filter_map(|u| unique_value(&u.user, column))
+                .collect();
+            taken.push(self.present("sys_user", column, "", &values).await?);
+        }
+        let userids: Vec<&str> = users.iter().map(|u| u.userid.as_str()).collect();
+        let held = self
+            .present(
+                "sys_third_account",
+                "third_user_id",
+                &format!("third_type = '{THIRD_TYPE_DINGTALK}' AND "),
+                &userids,
+            )
+            .await?;
+        let mut answers = Vec::with_capacity(users.len());
+        let mut rows: Vec<(&NewLinkedUser, String)> = Vec::new();
+        for linked in users {
+            if held.contains(&linked.userid) {
+                answers.push(Inserted::Alone);
+                continue;
+            }
+            let clash = UNIQUE.iter().zip(&taken).find_map(|(column, taken)| {
+                let value = unique_value(&linked.user, column)?;
+                taken.contains(value).then(|| StoreError::UniqueClash {
+                    table: "sys_user",
+                    column,
+                    value: value.to_string(),
+                })
+            });
+            if let Some(clash) = clash {
+                answers.push(Inserted::Clash(clash));
+                continue;
+            }
+            for (column, taken) in UNIQUE.iter().zip(taken.iter_mut()) {
+                if let Some(value) = unique_value(&linked.user, column) {
+                    taken.insert(value.to_string());
+                }
+            }
+            let id = new_id();
+            answers.push(Inserted::Id(id.clone()));
+            rows.push((linked, id));
+        }
+        if !rows.is_empty() {
+            self.write_marked(self.batch_statements(tenant, &rows, password_plain))
+                .await?;
+        }
+        Ok(answers)
+    }
+
+    /// The multi-row statements of a batch (ids chosen, unique keys checked).
+    fn batch_statements(
+        &self,
+        tenant: TenantId,
+        rows: &[(&NewLinkedUser, String)],
+        password_plain: &Secret,
+    ) -> Vec<(String, Vec<Option<String>>)> {
+        // Users created together with one initial password share a salt: the rounds of
+        // the hash run once (JeecgBoot gives a fresh salt when a password is changed).
+        let salt = password::new_salt();
+        let derived = password::Derived::new(password_plain.expose(), &salt);
+        let now = super::now_ms();
+        let mut statements = Vec::new();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut users = (Vec::new(), Vec::new());
+            let mut members = (Vec::new(), Vec::new());
+            let mut tenants = (Vec::new(), Vec::new());
+            let mut links = (Vec::new(), Vec::new());
+            let mut snapshots = (Vec::new(), Vec::new());
+            for (linked, id) in chunk {
+                let user = &linked.user;
+                users
+                    .0
+                    .push("(?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, CURRENT_TIMESTAMP, 1, 1000)");
+                users.1.extend([
+                    Some(id.clone()),
+                    Some(user.username.clone()),
+                    Some(user.realname.clone()),
+                    Some(derived.hash(&user.username)),
+                    Some(salt.clone()),
+                    user.email.clone(),
+                    user.phone.clone(),
+                    user.work_no.clone(),
+                    user.telephone.clone(),
+                    Some(CREATED_BY.into()),
+                ]);
+                for dept in &user.depart_ids {
+                    members.0.push("(?, ?, ?)");
+                    members
+                        .1
+                        .extend([Some(new_id()), Some(id.clone()), Some(dept.clone())]);
+                }
+                if tenant != 0 {
+                    tenants
+                        .0
+                        .push(format!("(?, ?, {tenant}, '1', ?, CURRENT_TIMESTAMP)"));
+                    tenants
+                        .1
+                        .extend([Some(new_id()), Some(id.clone()), Some(CREATED_BY.into())]);
+                }
+                links.0.push(format!(
+                    "(?, ?, 1, 0, ?, {tenant}, ?, ?, ?, CURRENT_TIMESTAMP, '{THIRD_TYPE_DINGTALK}')"
+                ));
+                links.1.extend([
+                    Some(new_id()),
+                    Some(id.clone()),
+                    Some(user.realname.clone()),
+                    linked.unionid.clone(),
+                    Some(linked.userid.clone()),
+                    Some(CREATED_BY.into()),
+                ]);
+                snapshots
+                    .0
+                    .push(format!("({tenant}, 'user', ?, ?, ?, {now}, ?)"));
+                snapshots.1.extend([
+                    Some(id.clone()),
+                    Some(linked.userid.clone()),
+                    Some(crate::sync::model::content_hash(&[&linked.base])),
+                    Some(linked.base.clone()),
+                ]);
+            }
+            statements.push((
+                format!(
+                    "INSERT INTO sys_user (id, username, realname, password, salt, email, phone, status, del_flag, work_no, \
+                     telephone, create_by, create_time, user_identity, sort) VALUES {}",
+                    users.0.join(", ")
+                ),
+                users.1,
+            ));
+            if !members.0.is_empty() {
+                statements.push((
+                    format!(
+                        "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES {}",
+                        members.0.join(", ")
+                    ),
+                    members.1,
+                ));
+            }
+            if !tenants.0.is_empty() {
+                statements.push((
+                    format!(
+                        "INSERT INTO sys_user_tenant (id, user_id, tenant_id, status, create_by, create_time) VALUES {}",
+                        tenants.0.join(", ")
+                    ),
+                    tenants.1,
+                ));
+            }
+            statements.push((
+                format!(
+                    "INSERT INTO sys_third_account (id, sys_user_id, status, del_flag, realname, tenant_id, third_user_uuid, \
+                     third_user_id, create_by, create_time, third_type) VALUES {}",
+                    links.0.join(", ")
+                ),
+                links.1,
+            ));
+            statements.push((
+                format!(
+                    "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at, base) VALUES {}",
+                    snapshots.0.join(", ")
+                ),
+                snapshots.1,
+            ));
+        }
+        statements
+    }
+}
