@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::process::Daemon;
 use common::{TestDb, APPKEY};
 use dingsync::daemon::{run, Reload};
+use dingsync::sim::SimServer;
 use dingsync::store::queue::{state, JobFilter};
 use dingsync::store::Store;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,25 @@ async fn queue_idle(store: &Store, what: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits (30 s at most) until every address-book event the simulator made is acknowledged
+/// (stored as a pull job), then until the queue is idle: the pushes' writes make events,
+/// whose pull jobs run after them.
+async fn events_and_queue_idle(store: &Store, server: &SimServer, what: &str) {
+    queue_idle(store, what).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Some(stats) = server.sim.stream_stats(APPKEY) {
+        if stats.acked >= stats.events {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: events not acknowledged: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    queue_idle(store, what).await;
 }
 
 /// Waits (30 s at most) until the change-log reader has turned every change into jobs.
@@ -203,17 +223,19 @@ async fn switches_hold_for_the_daemons_jobs() {
             && l.contains("zhaolei")
             && l.contains("departments = false")));
     server.sim.reset_calls();
+    // The user first: a job that saw its memberships gone before the user would rightly
+    // move it to the root.
     exec(
         &db,
         &[
-            "DELETE FROM sys_depart WHERE id = 'c3a'",
-            "DELETE FROM sys_user_depart WHERE user_id = 'u3'",
             "DELETE FROM sys_user WHERE id = 'u3'",
+            "DELETE FROM sys_user_depart WHERE user_id = 'u3'",
+            "DELETE FROM sys_depart WHERE id = 'c3a'",
         ],
     )
     .await;
     changes_read(&db.store, "deletes off").await;
-    queue_idle(&db.store, "deletes off").await;
+    events_and_queue_idle(&db.store, &server, "deletes off").await;
     assert_eq!(
         server.sim.write_calls(APPKEY),
         0,
@@ -276,7 +298,7 @@ async fn a_refused_department_and_a_cycle_end_as_one_dead_job_each_and_nothing_l
         depts_of("huan").is_some()
     })
     .await;
-    queue_idle(&db.store, "refusals").await;
+    events_and_queue_idle(&db.store, &server, "refusals").await;
     let dead = jobs(&db.store, Some(state::DEAD)).await;
     let mut keys: Vec<&str> = dead.iter().map(|j| j.entity_key.as_str()).collect();
     keys.sort();

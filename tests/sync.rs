@@ -591,3 +591,160 @@ async fn pull_reads_department_sources_only_when_a_local_department_is_unlinked(
         }
     }
 }
+
+/// DingTalk with `n` users (`u0000`…, e-mail `u0000@example.com`) in one department below
+/// the root.
+fn seed_big_org(server: &SimServer, n: usize) {
+    let dept = server
+        .sim
+        .admin_call(
+            APPKEY,
+            "topapi/v2/department/create",
+            json!({ "name": "研发部", "parent_id": 1 }),
+        )
+        .unwrap()["result"]["dept_id"]
+        .as_i64()
+        .unwrap();
+    for i in 0..n {
+        server
+            .sim
+            .admin_call(
+                APPKEY,
+                "topapi/v2/user/create",
+                json!({ "userid": format!("u{i:04}"), "name": format!("用户{i}"),
+                        "mobile": format!("139{i:08}"), "email": format!("u{i:04}@example.com"),
+                        "dept_id_list": dept.to_string() }),
+            )
+            .unwrap();
+    }
+}
+
+/// Rows a pull wrote: users, DingTalk links, memberships, and how many of each are
+/// duplicates (a username, a linked DingTalk userid, a user/department pair twice).
+async fn pulled_rows(db: &TestDb) -> [i64; 6] {
+    let mut counts = [0; 6];
+    for (i, sql) in [
+        "SELECT COUNT(*) FROM sys_user",
+        "SELECT COUNT(*) FROM sys_third_account WHERE third_type = 'dingtalk'",
+        "SELECT COUNT(*) FROM sys_user_depart",
+        "SELECT COUNT(*) FROM (SELECT username FROM sys_user GROUP BY username HAVING COUNT(*) > 1) d",
+        "SELECT COUNT(*) FROM (SELECT third_user_id FROM sys_third_account WHERE third_type = 'dingtalk' GROUP BY third_user_id HAVING COUNT(*) > 1) d",
+        "SELECT COUNT(*) FROM (SELECT user_id, dep_id FROM sys_user_depart GROUP BY user_id, dep_id HAVING COUNT(*) > 1) d",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        counts[i] = dingsync::on_pool!(db.store, |pool| sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap());
+    }
+    counts
+}
+
+/// A pull of 2,000 users in slices of 500 (each slice one batch) where one DingTalk user's
+/// e-mail is already a local user's: that one is reported, the other 1,999 are in with
+/// their links and memberships — on every database.
+#[tokio::test]
+async fn a_batched_pull_isolates_the_row_that_clashes() {
+    let server = common::start_fast_sim().await;
+    seed_big_org(&server, 2000);
+    let client = common::client(&server, 1000);
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        db.plain
+            .execute("INSERT INTO sys_user (id, username, realname, phone, email, status, del_flag) VALUES ('held', 'holder', '持有者', '13700000000', 'u0777@example.com', 1, 0)")
+            .await
+            .unwrap();
+        let config = config(&db.url, &server.url);
+        let request = RunRequest {
+            direction: Direction::Pull,
+            scope: Scope::All,
+            dry_run: false,
+        };
+        let summary = run_sliced(
+            &db.store,
+            &client,
+            &config,
+            &config.tenants[0],
+            request,
+            None,
+            500,
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.failed, 1, "{name}: {:?}", summary.failures);
+        let (_, key, reason) = &summary.failures[0];
+        assert!(
+            key == "u0777" && reason.contains("email"),
+            "{name}: {:?}",
+            summary.failures
+        );
+        // 1,999 pulled beside the holder, each linked and in its department once.
+        assert_eq!(
+            pulled_rows(&db).await,
+            [2000, 1999, 1999, 0, 0, 0],
+            "{name}"
+        );
+    }
+}
+
+/// `dingsync sync pull` killed (SIGKILL) while it writes its batches: the next run converges,
+/// with no user, link or membership twice.
+#[tokio::test]
+async fn a_pull_killed_mid_batch_converges_when_run_again() {
+    const USERS: i64 = 6000;
+    let server = common::start_fast_sim().await;
+    seed_big_org(&server, USERS as usize);
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dingsync.toml");
+        common::write_config(
+            &path,
+            &db.url,
+            &server.url,
+            1000,
+            "[daemon]\nlease_ttl = \"1s\"\n",
+        );
+        let pull = || {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+                .args(["sync", "pull", "all", "--config", path.to_str().unwrap()])
+                .env_remove("DINGSYNC_CONFIG")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        };
+        let mut first = pull();
+        // Killed as soon as the first batch is committed.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let at_kill = loop {
+            let users = pulled_rows(&db).await[0];
+            if users > 0 {
+                first.start_kill().unwrap();
+                break users;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: no user pulled"
+            );
+            assert!(first.try_wait().unwrap().is_none(), "{name}: pull ended");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        first.wait().await.unwrap();
+        let after_kill = pulled_rows(&db).await;
+        assert!(
+            after_kill[0] < USERS,
+            "{name}: killed after all users were in ({at_kill} at the kill)"
+        );
+        let status = pull().wait().await.unwrap();
+        assert!(status.success(), "{name}: second pull {status}");
+        assert_eq!(
+            pulled_rows(&db).await,
+            [USERS, USERS, USERS, 0, 0, 0],
+            "{name}: after a kill at {after_kill:?}"
+        );
+    }
+}

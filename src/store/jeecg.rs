@@ -644,7 +644,9 @@ impl Store {
                 sqlx::query(mark).execute(&mut *tx).await?;
             }
             for (sql, binds) in &statements {
-                let mut query = sqlx::query(sql);
+                // A batch's multi-row statements differ in their row count: kept prepared,
+                // each would hold a large compiled program in the connection's cache.
+                let mut query = sqlx::query(sql).persistent(binds.len() <= 64);
                 for bind in binds {
                     query = query.bind(bind.clone());
                 }

@@ -11,6 +11,7 @@ pub mod job;
 pub mod model;
 pub mod plan;
 pub mod pull_job;
+pub mod pull_run;
 pub mod read;
 pub mod remote_users;
 pub mod run;

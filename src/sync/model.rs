@@ -512,6 +512,8 @@ pub struct Summary {
     pub api_calls: BTreeMap<String, u64>,
     /// Some failure may succeed when tried again (throttling, transport, database busy).
     pub retryable: bool,
+    /// Where a run's time went, ms per phase (`dingtalk_read`, `local_read`, `plan`, `total`).
+    pub phases: BTreeMap<String, u64>,
 }
 
 /// A mobile number as compared (never as sent): spaces and dashes dropped, and a mainland

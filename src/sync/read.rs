@@ -283,6 +283,7 @@ fn by_local(
 async fn remote_departments(
     client: &DingTalkClient,
     found: Option<&tokio::sync::mpsc::UnboundedSender<i64>>,
+    levels: Option<tokio::sync::mpsc::UnboundedSender<Vec<RemoteDept>>>,
 ) -> Result<Vec<RemoteDept>, DingTalkError> {
     let mut all = Vec::new();
     let mut level = vec![ROOT_DEPT];
@@ -306,6 +307,7 @@ async fn remote_departments(
             .try_collect()
             .await?;
         level = Vec::new();
+        let start = all.len();
         for dept in children.into_iter().flatten() {
             if seen.insert(dept.dept_id) {
                 if let Some(found) = found {
@@ -315,6 +317,11 @@ async fn remote_departments(
                 }
                 level.push(dept.dept_id);
                 all.push(dept);
+            }
+        }
+        if let Some(levels) = &levels {
+            if all.len() > start {
+                let _ = levels.send(all[start..].to_vec());
             }
         }
     }
@@ -352,20 +359,52 @@ pub async fn remote_view(
 ) -> Result<RemoteView, DingTalkError> {
     if !with_users {
         return Ok(RemoteView {
-            depts: remote_departments(client, None).await?,
+            depts: remote_departments(client, None, None).await?,
             ..RemoteView::default()
         });
     }
+    remote_view_by_levels(client, None).await
+}
+
+/// [`remote_view`] with users, sending each level of the walk down `levels` as soon as it
+/// is complete (parents come in earlier levels), so that a pull can place departments while
+/// the rest of DingTalk is still being read.
+pub async fn remote_view_by_levels(
+    client: &DingTalkClient,
+    levels: Option<tokio::sync::mpsc::UnboundedSender<Vec<RemoteDept>>>,
+) -> Result<RemoteView, DingTalkError> {
     let (found, ids) = tokio::sync::mpsc::unbounded_channel();
     // The root's own members first.
     let _ = found.send(ROOT_DEPT);
-    let walk = async move { remote_departments(client, Some(&found)).await };
+    let walk = async move { remote_departments(client, Some(&found), levels).await };
     let (depts, users) = tokio::try_join!(walk, remote_users(client, ids))?;
     Ok(RemoteView {
         depts,
         users,
         ..RemoteView::default()
     })
+}
+
+/// Fills `source_identifier` of each of `depts` (`department/get`).
+pub async fn fetch_sources_of(
+    client: &DingTalkClient,
+    depts: &mut [RemoteDept],
+) -> Result<(), DingTalkError> {
+    let ids: Vec<i64> = depts.iter().map(|d| d.dept_id).collect();
+    let found: Vec<Option<String>> = stream::iter(ids)
+        .map(|id| async move {
+            client
+                .dept_get(id)
+                .await
+                .map(|d| d.source_identifier.filter(|s| !s.is_empty()))
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (dept, source) in depts.iter_mut().zip(found) {
+        dept.source_identifier = source;
+    }
+    Ok(())
 }
 
 /// Fills `source_identifier` of the departments no local `ding_identifier` points at.

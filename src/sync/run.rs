@@ -1,8 +1,6 @@
 //! One sync run for one tenant: read both views, plan, and (unless a dry run) apply, with a
 //! `dingsync_run` row and `sync.run.started` / `sync.run.finished` events.
 
-use std::collections::{HashMap, HashSet};
-
 use crate::config::{Config, TenantConfig, TenantId};
 use crate::dingtalk::{DingTalkClient, DingTalkError};
 use crate::secret::Secret;
@@ -10,10 +8,8 @@ use crate::store::state::RunCounts;
 use crate::store::{Store, StoreError};
 
 use super::apply::{apply, apply_streamed, ApplyCtx};
-use super::model::{entity, Direction, LocalRef, LocalView, Op, RemoteView, Scope, Summary};
-use super::plan::{
-    pull_departments, pull_users_slice, push_twins, Focus, Plan, PushPlanner, Rules,
-};
+use super::model::{entity, Direction, LocalView, Op, RemoteView, Scope, Summary};
+use super::plan::{push_twins, Focus, Plan, PushPlanner, Rules};
 use super::read;
 
 /// Why a run could not even start (switched off, or reading a side failed).
@@ -248,7 +244,8 @@ pub async fn plan_run(
             Ok(plan)
         }
         Direction::Pull => {
-            let (mut pull, mut plan) = start_pull(store, client, config, tenant, request).await?;
+            let (mut pull, mut plan) =
+                super::pull_run::start_pull(store, client, config, tenant, request).await?;
             while let Some(slice) = pull.next_slice(store).await? {
                 plan.ops.extend(slice.ops);
                 plan.considered += slice.considered;
@@ -258,114 +255,7 @@ pub async fn plan_run(
     }
 }
 
-/// Logs `pull.mobile_hidden` once a run when DingTalk shows users without a mobile: the
-/// app lacks the permission to read them, so users are matched by link and username only
-/// and none is inserted without a phone.
-pub fn report_hidden_mobiles(tenant: TenantId, remote: &RemoteView) {
-    let hidden = remote.users.iter().filter(|u| u.mobile.is_empty()).count();
-    if hidden > 0 {
-        tracing::warn!(
-            event = "pull.mobile_hidden",
-            tenant,
-            count = hidden,
-            users = remote.users.len(),
-            "DingTalk shows users without a mobile: grant the app 企业员工手机号信息 (qyapi_get_member_by_mobile / the mobile permission) in DingTalk's developer console; until then users are matched by link and username only and none is inserted without a phone"
-        );
-    }
-}
-
-/// A pull in progress: DingTalk's side read once, its users planned a slice at a time
-/// against the local users each slice can match.
-struct Pull {
-    remote: RemoteView,
-    policy: super::plan::merge::Policy,
-    tenant: TenantId,
-    users: bool,
-    map: HashMap<i64, LocalRef>,
-    claimed: HashMap<String, String>,
-    next: usize,
-    slice: usize,
-}
-
-/// Reads DingTalk and the local departments, and plans the departments.
-async fn start_pull(
-    store: &Store,
-    client: &DingTalkClient,
-    config: &Config,
-    tenant: &TenantConfig,
-    request: RunRequest,
-) -> Result<(Pull, Plan), RunError> {
-    let policy = Rules::of(config, tenant).policy;
-    let local = read::dept_tree_view(store, tenant.id, true).await?;
-    let mut remote = read::remote_view(client, request.scope.users()).await?;
-    let known: HashSet<i64> = local
-        .depts
-        .iter()
-        .filter_map(|d| d.ding_identifier)
-        .collect();
-    // `source_identifier` only matters for a local department that no DingTalk
-    // department is linked to; with none (an empty database, or all linked), no
-    // `department/get` is needed.
-    let remote_ids: HashSet<i64> = remote.depts.iter().map(|d| d.dept_id).collect();
-    let unlinked = local
-        .depts
-        .iter()
-        .filter(|d| !d.is_post() && !d.is_deleted())
-        .any(|d| d.ding_identifier.is_none_or(|id| !remote_ids.contains(&id)));
-    if unlinked {
-        read::fetch_sources(client, &mut remote, &known).await?;
-    }
-    report_hidden_mobiles(tenant.id, &remote);
-    let (ops, mut map) = pull_departments(&local, &remote, &policy);
-    let plan = if request.scope.departments() {
-        Plan {
-            ops,
-            refused_deletes: None,
-            considered: remote.depts.len(),
-        }
-    } else {
-        // Nothing is created: only the departments that exist.
-        map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
-        Plan::default()
-    };
-    let pull = Pull {
-        remote,
-        tenant: tenant.id,
-        users: request.scope.users(),
-        map,
-        claimed: HashMap::new(),
-        next: 0,
-        slice: USER_SLICE,
-        policy,
-    };
-    Ok((pull, plan))
-}
-
-impl Pull {
-    /// After the departments are applied: where each DingTalk department now is locally
-    /// (one whose create failed is left out, so its members are not added to it).
-    async fn departments_applied(&mut self, store: &Store) -> Result<(), RunError> {
-        let local = read::dept_tree_view(store, self.tenant, true).await?;
-        self.map = pull_departments(&local, &self.remote, &self.policy).1;
-        self.map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
-        Ok(())
-    }
-
-    /// The next slice of DingTalk users planned.
-    async fn next_slice(&mut self, store: &Store) -> Result<Option<Plan>, RunError> {
-        if !self.users || self.next >= self.remote.users.len() {
-            return Ok(None);
-        }
-        let people = self.remote.users.slice(self.next, self.slice);
-        self.next += people.len();
-        let local = read::pull_candidates(store, self.tenant, &people).await?;
-        Ok(Some(Plan {
-            ops: pull_users_slice(&local, &people, &self.map, &mut self.claimed, &self.policy),
-            refused_deletes: None,
-            considered: people.len(),
-        }))
-    }
-}
+pub use super::pull_run::report_hidden_mobiles;
 
 /// A push in progress: DingTalk's side read once, the local users read slice by slice.
 struct Push {
@@ -375,6 +265,36 @@ struct Push {
     after: Option<String>,
     slice: usize,
     done: bool,
+    /// Where the time went, in ms (`sync.run.finished`'s `phases`).
+    phases: Phases,
+}
+
+/// Time spent per phase of a run, in ms.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Phases {
+    /// Reading DingTalk (the walk and the member pages, at once).
+    pub dingtalk: u128,
+    /// Reading local slices (users, links, snapshots, claimers).
+    pub local: u128,
+    /// Planning.
+    pub plan: u128,
+    /// Writing locally (a pull's slices; a push's writes follow DingTalk's calls).
+    pub write: u128,
+}
+
+impl Phases {
+    pub(super) fn record(self, summary: &mut Summary, total: std::time::Duration) {
+        summary.phases = [
+            ("dingtalk_read", self.dingtalk),
+            ("local_read", self.local),
+            ("plan", self.plan),
+            ("write", self.write),
+            ("total", total.as_millis()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), u64::try_from(v).unwrap_or(u64::MAX)))
+        .collect();
+    }
 }
 
 /// Reads the departments of both sides and DingTalk's users, and plans the departments.
@@ -387,7 +307,9 @@ async fn start_push(
 ) -> Result<(Push, Plan), RunError> {
     let local = read::dept_tree_view(store, tenant.id, true).await?;
     // Users are read for departments too: members move out before a delete.
+    let started = std::time::Instant::now();
     let remote = read::remote_view(client, true).await?;
+    let dingtalk = started.elapsed().as_millis();
     report_hidden_mobiles(tenant.id, &remote);
     let (planner, plan) = PushPlanner::new(
         &local,
@@ -403,6 +325,10 @@ async fn start_push(
         after: None,
         slice: USER_SLICE,
         done: !(request.scope.users() && config.push.users),
+        phases: Phases {
+            dingtalk,
+            ..Phases::default()
+        },
     };
     Ok((push, plan))
 }
@@ -413,6 +339,7 @@ impl Push {
         if self.done {
             return Ok(None);
         }
+        let started = std::time::Instant::now();
         let mut slice =
             read::user_slice(store, self.tenant, self.after.as_deref(), self.slice).await?;
         if slice.users.len() < self.slice {
@@ -424,8 +351,11 @@ impl Push {
         self.after = Some(last.id.clone());
         let twins = push_twins(&slice, &self.remote);
         read::add_claimers(store, self.tenant, &mut slice, &twins).await?;
+        self.phases.local += started.elapsed().as_millis();
+        let started = std::time::Instant::now();
         let before = self.planner.considered;
         let ops = self.planner.users(&slice, &self.remote);
+        self.phases.plan += started.elapsed().as_millis();
         Ok(Some((ops, self.planner.considered - before)))
     }
 
@@ -479,6 +409,7 @@ pub async fn run_sliced(
     let kind = format!("{:?}", request.direction).to_lowercase();
     tracing::info!(event = "sync.run.started", tenant = tenant.id, kind = %kind, scope = ?request.scope, dry_run = request.dry_run, "sync run started");
     let before = client.calls_by_route();
+    let run_started = std::time::Instant::now();
     if request.dry_run {
         plan_run(store, client, config, tenant, request).await?;
         return Ok(Summary::default());
@@ -493,39 +424,7 @@ pub async fn run_sliced(
     };
     let (mut summary, refused, run_id) = match request.direction {
         Direction::Pull => {
-            let (mut pull, head) = start_pull(store, client, config, tenant, request).await?;
-            pull.slice = slice.max(1);
-            let run_id = store.start_run(tenant.id, &kind).await?;
-            // Progress over the whole run, not per slice.
-            let total = head.ops.len() + pull.remote.users.len();
-            let mut summary = apply(&ctx, &head).await;
-            let slices = async {
-                let mut done = head.ops.len();
-                pull.departments_applied(store).await?;
-                while let Some(plan) = pull.next_slice(store).await? {
-                    let offset = done;
-                    let report = |n: usize, _: usize| {
-                        if let Some(progress) = progress {
-                            progress(offset + n, total.max(offset + n));
-                        }
-                    };
-                    let slice_ctx = ApplyCtx {
-                        progress: Some(&report),
-                        ..ctx
-                    };
-                    merge(&mut summary, apply(&slice_ctx, &plan).await);
-                    done += plan.ops.len();
-                }
-                Ok::<_, RunError>(())
-            };
-            if let Err(error) = slices.await {
-                // Reading a slice failed: what was applied stays; the run says why.
-                summary
-                    .failures
-                    .push((entity::USER.into(), "*".into(), error.to_string()));
-                summary.retryable = true;
-            }
-            (summary, head.refused_deletes, run_id)
+            super::pull_run::apply_pull(&ctx, config, tenant, request, &kind, slice).await?
         }
         Direction::Push => {
             let (mut push, head) = start_push(store, client, config, tenant, request).await?;
@@ -539,9 +438,14 @@ pub async fn run_sliced(
                     }
                 }
                 drop(sender);
-                push.finish(store).await
+                let phases = push.phases;
+                push.finish(store).await.map(|tail| (tail, phases))
             };
             let (tail, mut summary) = tokio::join!(planning, apply_streamed(&ctx, &head, slices));
+            let tail = tail.map(|(tail, phases)| {
+                phases.record(&mut summary, run_started.elapsed());
+                tail
+            });
             match tail {
                 Ok(tail) => {
                     let rest = apply(&ctx, &tail).await;
@@ -592,13 +496,14 @@ pub async fn run_sliced(
         skipped = summary.skipped,
         failed = summary.failed,
         calls = total_calls,
+        phases_ms = %serde_json::to_string(&summary.phases).unwrap_or_default(),
         "sync run finished"
     );
     Ok(summary)
 }
 
 /// Adds what the tail of a push did to what its slices did.
-fn merge(summary: &mut Summary, rest: Summary) {
+pub(super) fn merge(summary: &mut Summary, rest: Summary) {
     summary.created += rest.created;
     summary.updated += rest.updated;
     summary.deleted += rest.deleted;
