@@ -1,9 +1,12 @@
 # Throwaway MariaDB and PostgreSQL for the tests. Sourced by scripts/test.
 #
 # Installs the Debian packages when the servers are missing, starts one instance of each in
-# a temporary directory on a Unix socket only (no TCP port, so nothing clashes), exports
-# DINGSYNC_TEST_MYSQL_URL and DINGSYNC_TEST_PG_URL, and stops both on exit. Any failure
-# ends the script: a service the tests need is never silently skipped.
+# a temporary directory on a Unix socket, and on a free TCP port of 127.0.0.1 with TLS (a
+# throwaway CA and server certificate made with openssl), exports DINGSYNC_TEST_MYSQL_URL
+# and DINGSYNC_TEST_PG_URL (the sockets), DINGSYNC_TEST_MYSQL_TLS_URL and
+# DINGSYNC_TEST_PG_TLS_URL (TCP, certificate verified against the CA) and
+# DINGSYNC_TEST_WRONG_CA (a CA that signed nothing here), and stops both on exit. Any
+# failure ends the script: a service the tests need is never silently skipped.
 
 services_dir=""
 
@@ -18,6 +21,33 @@ apt_install() {
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
         || die "apt-get install $* failed"
+}
+
+# A TCP port of 127.0.0.1 that nothing listens on now (the kernel's choice).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# $services_dir/tls: ca.pem, server.pem + server.key (CN localhost, SAN localhost and
+# 127.0.0.1, signed by ca.pem) and wrong-ca.pem.
+make_certs() {
+    command -v openssl >/dev/null || apt_install openssl
+    local dir="$services_dir/tls"
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=dingsync test CA" \
+            -keyout ca.key -out ca.pem
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=dingsync wrong CA" \
+            -keyout wrong-ca.key -out wrong-ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile server.ext -out server.pem
+    ) >"$dir/openssl.log" 2>&1 || { cat "$dir/openssl.log" >&2; die "openssl could not make the test certificates"; }
+    chmod 644 "$dir"/*.pem
+    chmod 600 "$dir"/*.key
+    export DINGSYNC_TEST_WRONG_CA="$dir/wrong-ca.pem"
 }
 
 pg_bindir() {
@@ -46,8 +76,11 @@ start_mariadb() {
         --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 \
         || { cat "$dir/install.log" >&2; die "MariaDB: mariadb-install-db failed"; }
     # The start and stop commands also go into the control script the restart test uses.
+    local port tls="$services_dir/tls"
+    port=$(free_port)
     mariadb_start=(setsid mariadbd --no-defaults --datadir="$dir/data" --socket="$dir/mysqld.sock"
-        --skip-networking --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" "${user_args[@]}"
+        --bind-address=127.0.0.1 --port="$port" --ssl-ca="$tls/ca.pem" --ssl-cert="$tls/server.pem"
+        --ssl-key="$tls/server.key" --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" "${user_args[@]}"
         --innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=2 --max-connections=500)
     mariadb_pidfile="$dir/mysqld.pid"
     mariadb_ping=(mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping)
@@ -59,6 +92,7 @@ start_mariadb() {
         die "MariaDB did not start within 60 s"
     fi
     export DINGSYNC_TEST_MYSQL_URL="mysql://root@localhost/mysql?socket=$dir/mysqld.sock"
+    export DINGSYNC_TEST_MYSQL_TLS_URL="mysql://root@127.0.0.1:$port/mysql?ssl-mode=VERIFY_IDENTITY&ssl-ca=$tls/ca.pem"
     echo "scripts/test: MariaDB $(mariadbd --version | awk '{print $3}') on $dir/mysqld.sock" >&2
 }
 
@@ -70,18 +104,23 @@ start_postgres() {
     local dir="$services_dir/postgres"
     mkdir -p "$dir"
     local as=()
+    # The server's key, readable by the server's user only (PostgreSQL insists).
+    cp "$services_dir/tls/server.pem" "$services_dir/tls/server.key" "$dir/"
     if [ "$(id -u)" = 0 ]; then
         id postgres >/dev/null 2>&1 || die "PostgreSQL must not run as root and user postgres is missing"
-        chown postgres "$dir"
+        chown postgres "$dir" "$dir/server.pem" "$dir/server.key"
         as=(runuser -u postgres --)
     fi
+    local port
+    port=$(free_port)
     "${as[@]}" "$bin/initdb" -D "$dir/data" -A trust -U postgres >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; die "PostgreSQL: initdb failed"; }
     pg_start=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60
-        -o "-k $dir -c listen_addresses='' -c fsync=off -c max_connections=300" start)
+        -o "-k $dir -c listen_addresses=127.0.0.1 -c port=$port -c ssl=on -c ssl_cert_file=$dir/server.pem -c ssl_key_file=$dir/server.key -c fsync=off -c max_connections=300" start)
     "${pg_start[@]}" >/dev/null || { cat "$dir/server.log" >&2; die "PostgreSQL did not start"; }
     pg_ctl_cmd=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop)
-    export DINGSYNC_TEST_PG_URL="postgres://postgres@localhost/postgres?host=$dir"
+    export DINGSYNC_TEST_PG_URL="postgres://postgres@localhost:$port/postgres?host=$dir"
+    export DINGSYNC_TEST_PG_TLS_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=verify-full&sslrootcert=$services_dir/tls/ca.pem"
     echo "scripts/test: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on $dir" >&2
 }
 
@@ -128,6 +167,7 @@ start_services() {
     services_dir=$(mktemp -d /tmp/dingsync-services.XXXXXX)
     chmod 755 "$services_dir"
     trap stop_services EXIT
+    make_certs
     start_mariadb
     start_postgres
     write_control_script

@@ -271,6 +271,7 @@ fn log_startup(loaded: &Loaded) {
 
 fn check_config(loaded: &Loaded) -> u8 {
     println!("# effective configuration from {}", loaded.path.display());
+    println!("# database TLS: {}", loaded.config.database.url.tls());
     print!("{}", loaded.config.render());
     exit::OK
 }

@@ -65,6 +65,16 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `[events]`.
     pub events: EventsConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the daemon's Prometheus metrics and health endpoints.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct MetricsConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (off when `None`, the
+    /// default). Port 0 picks a free port (logged as `metrics.listening`).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[events]`: DingTalk's address-book events, which make the pull instant.
@@ -206,6 +216,7 @@ impl DatabaseUrl {
                 ))
             }
         };
+        tls_of(&url, backend)?;
         if url.password().is_some() {
             // Only fails for cannot-be-a-base URLs, which carry no password.
             let _ = url.set_password(Some("***"));
@@ -226,6 +237,75 @@ impl DatabaseUrl {
     pub fn backend(&self) -> Backend {
         self.backend
     }
+
+    /// The connection's TLS as the URL asks for it, for `check-config`: "verify-full (CA
+    /// /etc/dingsync/db-ca.pem)", "prefer (the default: TLS when the server offers it, its
+    /// certificate not verified)", "none (a file)".
+    pub fn tls(&self) -> String {
+        Url::parse(self.full.expose())
+            .ok()
+            .and_then(|url| tls_of(&url, self.backend).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// The TLS mode and CA a URL names, checked against the driver's modes (sqlx's: MySQL's
+/// `ssl-mode` / `ssl-ca`, PostgreSQL's `sslmode` / `sslrootcert`, as libpq and MySQL's
+/// client name them).
+fn tls_of(url: &Url, backend: Backend) -> Result<String, String> {
+    let (mode_keys, ca_keys, modes, default): (&[&str], &[&str], &[&str], &str) = match backend {
+        Backend::Sqlite => return Ok("none (a file)".into()),
+        Backend::MySql => (
+            &["ssl-mode", "sslmode"],
+            &["ssl-ca", "sslca"],
+            &[
+                "disabled",
+                "preferred",
+                "required",
+                "verify_ca",
+                "verify_identity",
+            ],
+            "preferred",
+        ),
+        Backend::Postgres => (
+            &["sslmode", "ssl-mode"],
+            &["sslrootcert", "ssl-root-cert"],
+            &[
+                "disable",
+                "allow",
+                "prefer",
+                "require",
+                "verify-ca",
+                "verify-full",
+            ],
+            "prefer",
+        ),
+    };
+    let find = |keys: &[&str]| {
+        url.query_pairs()
+            .find(|(k, _)| keys.contains(&k.as_ref()))
+            .map(|(_, v)| v.into_owned())
+    };
+    let ca = find(ca_keys);
+    let Some(mode) = find(mode_keys) else {
+        return Ok(format!(
+            "{default} (the default: TLS when the server offers it, its certificate not verified{})",
+            ca.map(|ca| format!("; CA {ca}")).unwrap_or_default()
+        ));
+    };
+    let lower = mode.to_ascii_lowercase();
+    if !modes.contains(&lower.as_str()) {
+        return Err(format!(
+            "{} = `{mode}` is not one of {}",
+            mode_keys[0],
+            modes.join(", ")
+        ));
+    }
+    Ok(match ca {
+        Some(ca) => format!("{lower} (CA {ca})"),
+        None if lower.starts_with("verify") => format!("{lower} (CA: the bundled Mozilla roots)"),
+        None => lower,
+    })
 }
 
 impl fmt::Display for DatabaseUrl {

@@ -16,6 +16,7 @@ pub mod jeecg;
 pub mod job;
 pub mod logging;
 pub mod messages;
+pub mod metrics;
 pub mod secret;
 pub mod sim;
 pub mod store;

@@ -210,6 +210,26 @@ async fn mariadb_restarted_mid_run() {
     restart_mid_run(db, "mariadb", &script).await;
 }
 
+/// The address the daemon logged as `metrics.listening`.
+fn metrics_address(daemon: &Daemon) -> String {
+    let lines = daemon.lines.lock().unwrap();
+    let line = lines
+        .iter()
+        .find(|l| l.contains("\"event\":\"metrics.listening\""))
+        .expect("metrics.listening logged before events.connected");
+    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+    value["address"]
+        .as_str()
+        .or_else(|| value["fields"]["address"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+async fn probe(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
 /// DingTalk's events while PostgreSQL is down: the daemon cannot store them, so it answers
 /// `LATER` (never `SUCCESS`); DingTalk delivers them again, and once the database is back
 /// the change is applied, once.
@@ -228,11 +248,19 @@ async fn events_while_postgres_is_down() {
         &db.url,
         &server.url,
         1000,
-        "[daemon]\nlease_ttl = \"3s\"\n[watch]\npoll_interval = \"200ms\"\n",
+        "[daemon]\nlease_ttl = \"3s\"\n[watch]\npoll_interval = \"200ms\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
     );
     let mut daemon = Daemon::start(&path);
     daemon.wait_for("events.connected", 1).await;
+    let readyz = format!("http://{}/readyz", metrics_address(&daemon));
+    assert_eq!(probe(&readyz).await.0, 200);
     let mut outage = Outage::begin(&script, "postgres");
+    // Not ready while the database is down, and says why.
+    let (status, reason) = probe(&readyz).await;
+    assert!(
+        status == 503 && reason.contains("database"),
+        "{status}: {reason}"
+    );
     server
         .sim
         .admin_call(
@@ -275,6 +303,7 @@ async fn events_while_postgres_is_down() {
     }
     let stats = server.sim.stream_stats(APPKEY).unwrap();
     assert!(stats.redelivered >= 1 && stats.acked >= 1, "{stats:?}");
+    assert_eq!(probe(&readyz).await.0, 200, "ready again");
     println!(
         "postgres down: {} LATER answers, {} redeliveries, then applied",
         stats.later, stats.redelivered

@@ -50,6 +50,7 @@ const GLOBAL_KEYS: &[(&str, Kind)] = &[
     ("outbox.max_recipients", Kind::Integer),
     ("sync.conflict", Kind::Text),
     ("events.mode", Kind::Text),
+    ("metrics.listen", Kind::Text),
     ("pull.cron", Kind::Text),
     ("pull.new_user_password", Kind::Text),
     ("pull.new_user_password_file", Kind::Text),

@@ -42,6 +42,15 @@ pub(super) struct RawConfig {
     pub sync: RawSync,
     #[serde(default)]
     pub events: RawEvents,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub listen: Option<String>,
 }
 
 /// `[events]`.

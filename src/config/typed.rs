@@ -11,8 +11,8 @@ use url::Url;
 use super::raw::{RawConfig, RawPull, RawTenant};
 use super::{
     AnnouncementConfig, Config, ConflictWinner, DaemonConfig, DatabaseConfig, DatabaseUrl,
-    DingTalkConfig, EventsConfig, EventsMode, LogConfig, LogFormat, OutboxConfig, Problem,
-    PullConfig, PushConfig, QueueConfig, Switch, SyncConfig, TenantConfig, TenantDefaults,
+    DingTalkConfig, EventsConfig, EventsMode, LogConfig, LogFormat, MetricsConfig, OutboxConfig,
+    Problem, PullConfig, PushConfig, QueueConfig, Switch, SyncConfig, TenantConfig, TenantDefaults,
     WatchConfig,
 };
 use crate::secret::{read_secret_file, Secret};
@@ -298,6 +298,23 @@ pub(super) fn build(
             }
         },
     };
+    let metrics = MetricsConfig {
+        listen: match raw.metrics.listen.as_deref().map(str::trim) {
+            None | Some("") | Some("off") => None,
+            Some(text) => {
+                match text.parse::<std::net::SocketAddr>() {
+                    Ok(address) => Some(address),
+                    Err(_) => {
+                        check.problem(
+                        "metrics.listen",
+                        format!("`{text}` is not an address and port, e.g. 127.0.0.1:9464 (or \"off\")"),
+                    );
+                        None
+                    }
+                }
+            }
+        },
+    };
     let outbox = OutboxConfig {
         enabled: raw.outbox.enabled.unwrap_or(true),
         allow_to_all: raw.outbox.allow_to_all.unwrap_or(false),
@@ -324,6 +341,7 @@ pub(super) fn build(
         outbox,
         sync,
         events,
+        metrics,
     })
 }
 

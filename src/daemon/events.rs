@@ -223,9 +223,11 @@ async fn handle(
     counters: &Counters,
     event: StreamEvent,
 ) -> EventAck {
+    let metrics = crate::metrics::metrics();
     let jobs = crate::job::event_jobs(address_book_change(&event).as_ref());
     if jobs.is_empty() {
         counters.ignored.fetch_add(1, Ordering::Relaxed);
+        metrics.event(tenant, &event.event_type, "ignored");
         return EventAck::Success;
     }
     // Without an event id, the delivery's id is the best key there is.
@@ -255,12 +257,14 @@ async fn handle(
         Ok(Recorded::New) => {
             shared.store_ok();
             counters.stored.fetch_add(1, Ordering::Relaxed);
+            metrics.event(tenant, &event.event_type, "stored");
             shared.wake_workers.notify_waiters();
             tracing::info!(event = "events.stored", tenant, event_type = %event.event_type, event_id = %id, jobs = jobs.len(), "event stored as pull jobs");
             EventAck::Success
         }
         Ok(Recorded::Duplicate) => {
             counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+            metrics.event(tenant, &event.event_type, "duplicate");
             tracing::info!(event = "events.duplicate", tenant, event_type = %event.event_type, event_id = %id, "event seen before; nothing enqueued");
             EventAck::Success
         }
@@ -274,6 +278,7 @@ async fn handle(
                 later.clear();
             }
             later.insert(id.to_string());
+            metrics.event(tenant, &event.event_type, "later");
             tracing::warn!(event = "events.later", tenant, event_type = %event.event_type, event_id = %id, error = %error, "cannot store the event; answered LATER, DingTalk delivers it again");
             EventAck::Later
         }

@@ -4,6 +4,7 @@
 //! state of its own: work lives in the database, channels only wake.
 
 mod events;
+mod http;
 mod schedule;
 
 pub use schedule::Reload;
@@ -44,6 +45,14 @@ pub enum DaemonError {
     /// The tenants break a rule (tenant 0 beside others, with `sys_third_app_config`).
     #[error("{0}")]
     Tenants(String),
+    /// `metrics.listen` could not be bound.
+    #[error("metrics.listen = {address}: {error}")]
+    Listen {
+        /// The configured address.
+        address: std::net::SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
 }
 
 impl From<crate::sync::run::TenantsError> for DaemonError {
@@ -211,6 +220,14 @@ pub async fn run(
         store_outage: std::sync::Mutex::new(None),
     });
     let rt = shared.runtime();
+    let http = match rt.config.metrics.listen {
+        Some(address) => Some(
+            http::start(Arc::clone(&shared), address)
+                .await
+                .map_err(|error| DaemonError::Listen { address, error })?,
+        ),
+        None => None,
+    };
     tracing::info!(event = "daemon.started", instance = %shared.instance, tenants = ?rt.tenants.iter().map(|t| t.id).collect::<Vec<_>>(), workers = rt.config.queue.workers.get(), "daemon started");
     schedule::own_tenants(&shared).await;
     let mut tasks = tokio::task::JoinSet::new();
@@ -247,6 +264,9 @@ pub async fn run(
         "in-flight jobs finished"
     );
     tasks.shutdown().await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     schedule::release_all(&shared).await;
     shared.store.close().await;
     tracing::info!(event = "shutdown.complete", "shutdown complete");

@@ -82,6 +82,24 @@ async fn worker(shared: Arc<Shared>, n: u32) {
     }
 }
 
+/// A job's entities by outcome, and for a push that changed DingTalk, the time from the
+/// local commit to now.
+fn record_metrics(job: &Job, outcome: &JobOutcome) {
+    let metrics = crate::metrics::metrics();
+    match outcome {
+        JobOutcome::Done(summary) => {
+            metrics.entities(job.tenant_id, &job.kind, summary);
+            let pushed = matches!(job.kind.as_str(), "user" | "dept")
+                && summary.created + summary.updated + summary.deleted > 0;
+            if pushed {
+                metrics.change_applied((now_ms() - job.created_at) as f64 / 1000.0);
+            }
+        }
+        JobOutcome::Failed { .. } => metrics.job_failed(job.tenant_id, &job.kind),
+        JobOutcome::Poll { .. } | JobOutcome::Wait { .. } => {}
+    }
+}
+
 async fn run_job(shared: &Shared, owner: &str, job: Job) {
     let runtime = shared.runtime();
     let Some((tenant, client)) = runtime.tenant(job.tenant_id) else {
@@ -120,6 +138,7 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
     let outcome = execute(&ctx, &job.kind, &job.entity_key).await;
     renew.abort();
     let store = &shared.store;
+    record_metrics(&job, &outcome);
     let recorded = match outcome {
         JobOutcome::Done(summary) => {
             tracing::info!(

@@ -110,6 +110,8 @@ pub struct DingTalkClient {
     tokens: token::TokenCache,
     limiter: limiter::PathLimiter,
     calls: Mutex<BTreeMap<&'static str, u64>>,
+    /// Why the last attempt to get a token failed (None: it did not).
+    token_failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for DingTalkClient {
@@ -137,6 +139,7 @@ impl DingTalkClient {
             app,
             tokens: token::TokenCache::default(),
             calls: Mutex::new(BTreeMap::new()),
+            token_failure: Mutex::new(None),
         })
     }
 
@@ -159,6 +162,40 @@ impl DingTalkClient {
             .lock()
             .map(|calls| calls.clone())
             .unwrap_or_default()
+    }
+
+    /// Counts a call's outcome in the process's metrics.
+    fn record(&self, route: &'static str, result: Result<(), &DingTalkError>) {
+        let outcome = match result {
+            // "No such user/department" answers the lookup that asked.
+            Ok(()) => crate::metrics::CallOutcome::Ok,
+            Err(error)
+                if matches!(
+                    error.kind,
+                    ErrorKind::UserNotFound | ErrorKind::DeptNotFound
+                ) =>
+            {
+                crate::metrics::CallOutcome::Ok
+            }
+            Err(error) if error.kind == ErrorKind::Throttled => {
+                crate::metrics::CallOutcome::Throttled
+            }
+            Err(_) => crate::metrics::CallOutcome::Failed,
+        };
+        crate::metrics::metrics().call(self.app.tenant, route, outcome);
+    }
+
+    fn set_token_state(&self, failure: Option<String>) {
+        if let Ok(mut state) = self.token_failure.lock() {
+            *state = failure;
+        }
+    }
+
+    /// Why the app has no valid access token, if it has none: the last `gettoken` failed
+    /// (after its retries), or DingTalk refused the token and a new one could not be had.
+    /// `None` once a token was fetched (or before any was asked for).
+    pub fn token_failure(&self) -> Option<String> {
+        self.token_failure.lock().ok().and_then(|s| s.clone())
     }
 
     fn count(&self, route: &'static str) {
@@ -189,8 +226,14 @@ impl DingTalkClient {
             let token = self.token().await?;
             self.wait_for_slot(route).await;
             let error = match self.post_once(route, &token, body).await {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
+                Ok(value) => {
+                    self.record(route, Ok(()));
+                    return Ok(value);
+                }
+                Err(error) => {
+                    self.record(route, Err(&error));
+                    error
+                }
             };
             if error.kind == ErrorKind::TokenInvalid && !refreshed {
                 refreshed = true;
@@ -305,8 +348,15 @@ impl DingTalkClient {
         loop {
             self.wait_for_slot(GETTOKEN).await;
             let error = match self.gettoken_once().await {
-                Ok(token) => return Ok(token),
-                Err(error) => error,
+                Ok(token) => {
+                    self.record(GETTOKEN, Ok(()));
+                    self.set_token_state(None);
+                    return Ok(token);
+                }
+                Err(error) => {
+                    self.record(GETTOKEN, Err(&error));
+                    error
+                }
             };
             attempts += 1;
             let delay =
@@ -319,7 +369,10 @@ impl DingTalkClient {
             self.log_failure(&error, attempts, delay);
             match delay {
                 Some(delay) => tokio::time::sleep(delay).await,
-                None => return Err(error),
+                None => {
+                    self.set_token_state(Some(error.to_string()));
+                    return Err(error);
+                }
             }
         }
     }

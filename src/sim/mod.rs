@@ -258,6 +258,21 @@ impl Simulator {
             .retain(|_, entry| appkey.is_some_and(|key| key != entry.appkey));
     }
 
+    /// Revokes an app's credentials as a console admin resetting its AppSecret would: the
+    /// secret becomes `secret` and every token issued is invalid. `false` when there is no
+    /// such app.
+    pub fn reset_secret(&self, appkey: &str, secret: &str) -> bool {
+        let found = match self.lock().apps.get_mut(appkey) {
+            Some(app) => {
+                app.appsecret = secret.to_string();
+                true
+            }
+            None => false,
+        };
+        self.invalidate_tokens(Some(appkey));
+        found
+    }
+
     /// Changes the per-path rate limit.
     pub fn set_qps(&self, qps_per_path: u32) {
         self.lock().options.qps_per_path = qps_per_path;

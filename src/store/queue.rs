@@ -48,10 +48,12 @@ pub struct Job {
     pub lease_owner: Option<String>,
     /// Times it waited for something (a department DingTalk lacks yet).
     pub waits: i64,
+    /// When its first change was committed (epoch ms; coalesced changes keep the first).
+    pub created_at: i64,
 }
 
 const JOB_COLUMNS: &str =
-    "id, tenant_id, kind, entity_key, state, attempts, run_at, last_error, lease_owner, waits";
+    "id, tenant_id, kind, entity_key, state, attempts, run_at, last_error, lease_owner, waits, created_at";
 
 /// Retry policy of failed jobs.
 #[derive(Clone, Copy, Debug)]
@@ -137,6 +139,9 @@ pub struct JobFilter {
 pub(super) fn pending_key(tenant_id: TenantId, kind: &str, key: &str) -> String {
     format!("{tenant_id}:{kind}:{key}")
 }
+
+/// `(tenant, kind, state, jobs)` rows.
+pub type JobCounts = Vec<(TenantId, String, String, i64)>;
 
 fn in_list(count: usize) -> String {
     vec!["?"; count].join(", ")
@@ -766,6 +771,26 @@ pub struct QueueStats {
 }
 
 impl Store {
+    /// Jobs by `(tenant, kind, state, count)`, and `(tenant, created_at)` of each tenant's
+    /// oldest pending job: what a metrics scrape reads.
+    pub async fn job_counts(&self) -> StoreResult<(JobCounts, Vec<(TenantId, i64)>)> {
+        let counts =
+            "SELECT tenant_id, kind, state, COUNT(*) FROM dingsync_job GROUP BY tenant_id, kind, state";
+        let oldest = "SELECT tenant_id, MIN(created_at) FROM dingsync_job WHERE state = 'pending' GROUP BY tenant_id";
+        let (counts, oldest): (JobCounts, Vec<(TenantId, Option<i64>)>) =
+            crate::on_pool!(self, |pool| (
+                sqlx::query_as(counts).fetch_all(pool).await?,
+                sqlx::query_as(oldest).fetch_all(pool).await?
+            ));
+        Ok((
+            counts,
+            oldest
+                .into_iter()
+                .filter_map(|(tenant, at)| Some((tenant, at?)))
+                .collect(),
+        ))
+    }
+
     /// Queue figures of `tenant`.
     pub async fn queue_stats(&self, tenant: TenantId) -> StoreResult<QueueStats> {
         let counts = self.sql("SELECT state, COUNT(*), MIN(run_at) FROM dingsync_job WHERE tenant_id = ? GROUP BY state");

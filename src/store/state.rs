@@ -514,6 +514,19 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// `(tenant, kind, finished_at)` of each tenant's last run of each kind that finished
+    /// without a failure or an error.
+    pub async fn last_successes(&self) -> StoreResult<Vec<(TenantId, String, i64)>> {
+        let sql = "SELECT tenant_id, kind, MAX(finished_at) FROM dingsync_run \
+                   WHERE finished_at IS NOT NULL AND failed = 0 AND error IS NULL GROUP BY tenant_id, kind";
+        let rows: Vec<(TenantId, String, Option<i64>)> =
+            crate::on_pool!(self, |pool| sqlx::query_as(sql).fetch_all(pool).await?);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(tenant, kind, at)| Some((tenant, kind, at?)))
+            .collect())
+    }
+
     /// The highest change id (0 when empty).
     pub async fn last_change_id(&self) -> StoreResult<i64> {
         let sql = "SELECT COALESCE(MAX(id), 0) FROM dingsync_change";
@@ -592,13 +605,14 @@ impl Store {
                         sqlx::query(&delete_job).bind(*id).execute(&mut *tx).await?;
                     }
                     let pending = super::queue::pending_key(tenant, kind, &key);
+                    // created_at: the commit (the change's time), for the latency metric.
                     sqlx::query(&enqueue)
                         .bind(tenant)
                         .bind(kind)
                         .bind(&key)
                         .bind(&pending)
                         .bind(now)
-                        .bind(now)
+                        .bind(change.changed_at.min(now))
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;

@@ -486,6 +486,7 @@ pub async fn run_sliced(
     let error = refused.as_deref();
     store.finish_run(run_id, &counts, &calls, error).await?;
     let total_calls: u64 = summary.api_calls.values().sum();
+    crate::metrics::metrics().entities(tenant.id, &kind, &summary);
     tracing::info!(
         event = "sync.run.finished",
         tenant = tenant.id,

@@ -127,7 +127,7 @@ fn rand_suffix() -> u32 {
         % 100_000
 }
 
-async fn server_db(name: &'static str, admin_url: &str) -> TestDb {
+pub async fn server_db(name: &'static str, admin_url: &str) -> TestDb {
     let admin = Store::connect_url(&DatabaseUrl::parse(admin_url).unwrap(), 1, false)
         .await
         .expect("connect as admin");
