@@ -52,6 +52,18 @@ enum EntityError {
     Later(String),
 }
 
+impl EntityError {
+    /// Whether trying again later may succeed.
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::DingTalk(e) => e.is_retryable(),
+            Self::Store(e) => e.is_retryable(),
+            Self::Other(_) => false,
+            Self::Later(_) => true,
+        }
+    }
+}
+
 /// What a run has done so far, shared by the operations in flight (each lock is held for
 /// one field update, never across a call).
 #[derive(Default)]
@@ -143,6 +155,22 @@ fn conflicts(ctx: &ApplyCtx<'_>, entity: &str, key: &str, fields: &[super::model
     }
 }
 
+/// Writes the local id of a placed department back to DingTalk as its `source_identifier`,
+/// as JeecgBoot's "同步到本地" does.
+async fn write_back_source(
+    client: &DingTalkClient,
+    dept_id: i64,
+    local_id: String,
+) -> Result<(), EntityError> {
+    let update = DeptUpdate {
+        dept_id,
+        source_identifier: Some(local_id),
+        ..DeptUpdate::default()
+    };
+    client.dept_update(&update).await?;
+    Ok(())
+}
+
 /// An e-mail address for logs: the first character of the local part and the domain.
 /// Operations of one user in flight at once in a push (the limiter paces the calls; this
 /// only keeps the paths busy while a call is on the wire).
@@ -232,6 +260,15 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
         if creates > 1 {
             run.create_local_users(ctx, &rest[..creates], &tick).await;
             rest = &rest[creates..];
+            continue;
+        }
+        let placed = rest
+            .iter()
+            .take_while(|op| matches!(op, Op::CreateLocalDept { .. }))
+            .count();
+        if placed > 1 {
+            run.create_local_depts(ctx, &rest[..placed], &tick).await;
+            rest = &rest[placed..];
             continue;
         }
         run.step(ctx, op).await;
@@ -517,12 +554,7 @@ impl Run {
                 self.state().deferred.push(op.clone());
             }
             Err(error) => {
-                self.state().summary.retryable |= match &error {
-                    EntityError::DingTalk(e) => e.is_retryable(),
-                    EntityError::Store(e) => e.is_retryable(),
-                    EntityError::Other(_) => false,
-                    EntityError::Later(_) => true,
-                };
+                self.state().summary.retryable |= error.is_retryable();
                 self.record_failure(ctx, op, &error.to_string());
             }
         }
@@ -754,35 +786,9 @@ impl Run {
                     .await?;
                 self.state().summary.deleted += 1;
             }
-            Op::CreateLocalDept {
-                dept_id,
-                name,
-                parent,
-                parent_dept_id,
-            } => {
-                let parent_id = self.resolve_local(parent)?;
-                let dept = store
-                    .insert_department(&NewDept {
-                        name: name.clone(),
-                        parent_id,
-                        order: 0,
-                        ding_identifier: *dept_id,
-                        tenant_id: tenant,
-                    })
-                    .await?;
-                self.state().created_local.insert(*dept_id, dept.id.clone());
-                let update = DeptUpdate {
-                    dept_id: *dept_id,
-                    source_identifier: Some(dept.id.clone()),
-                    ..DeptUpdate::default()
-                };
-                client.dept_update(&update).await?;
-                let base = DeptBase {
-                    name: name.clone(),
-                    parent: *parent_dept_id,
-                    order: 0,
-                };
-                record_dept(store, tenant, &dept.id, *dept_id, &base).await?;
+            Op::CreateLocalDept { dept_id, .. } => {
+                let local_id = self.insert_local_dept(ctx, op).await?;
+                write_back_source(client, *dept_id, local_id).await?;
                 self.state().summary.created += 1;
             }
             Op::UpdateLocalDept {
@@ -859,6 +865,92 @@ impl Run {
             Op::Fail { .. } | Op::Warn { .. } | Op::Merge { .. } => {}
         }
         Ok(())
+    }
+
+    /// A DingTalk department placed locally (a `CreateLocalDept`): its row, linked by
+    /// `ding_identifier`, and its snapshot with the base; the local id.
+    async fn insert_local_dept(&self, ctx: &ApplyCtx<'_>, op: &Op) -> Result<String, EntityError> {
+        let Op::CreateLocalDept {
+            dept_id,
+            name,
+            parent,
+            parent_dept_id,
+        } = op
+        else {
+            return Err(EntityError::Other("not a department to place".into()));
+        };
+        let parent_id = self.resolve_local(parent)?;
+        let dept = ctx
+            .store
+            .insert_department(&NewDept {
+                name: name.clone(),
+                parent_id,
+                order: 0,
+                ding_identifier: *dept_id,
+                tenant_id: ctx.tenant,
+            })
+            .await?;
+        self.state().created_local.insert(*dept_id, dept.id.clone());
+        let base = DeptBase {
+            name: name.clone(),
+            parent: *parent_dept_id,
+            order: 0,
+        };
+        record_dept(ctx.store, ctx.tenant, &dept.id, *dept_id, &base).await?;
+        Ok(dept.id)
+    }
+
+    /// New local departments of a pull (`CreateLocalDept` ops): inserted one after the other
+    /// (a parent before its children), while their `source_identifier` write-backs to
+    /// DingTalk — rate-limited calls — go out beside the inserts, up to
+    /// [`USER_CONCURRENCY`] at once, instead of each waiting for the one before.
+    async fn create_local_depts(&self, ctx: &ApplyCtx<'_>, ops: &[Op], tick: &(dyn Fn() + Sync)) {
+        // (index of the op, DingTalk id, local id) of each department placed.
+        let (placed, mut write_backs) =
+            tokio::sync::mpsc::unbounded_channel::<(usize, i64, String)>();
+        let inserts = async move {
+            for (index, op) in ops.iter().enumerate() {
+                match self.insert_local_dept(ctx, op).await {
+                    Ok(local_id) => {
+                        if let Op::CreateLocalDept { dept_id, .. } = op {
+                            let _ = placed.send((index, *dept_id, local_id));
+                        }
+                    }
+                    Err(error) => {
+                        self.state().summary.retryable |= error.is_retryable();
+                        self.record_failure(ctx, op, &error.to_string());
+                        tick();
+                    }
+                }
+            }
+        };
+        let client = ctx.client;
+        let sending = async {
+            let mut running = FuturesUnordered::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    next = write_backs.recv(), if open && running.len() < USER_CONCURRENCY => match next {
+                        Some((index, dept_id, local_id)) => running.push(async move {
+                            (index, write_back_source(client, dept_id, local_id).await)
+                        }),
+                        None => open = false,
+                    },
+                    Some((index, result)) = running.next(), if !running.is_empty() => {
+                        match result {
+                            Ok(()) => self.state().summary.created += 1,
+                            Err(error) => {
+                                self.state().summary.retryable |= error.is_retryable();
+                                self.record_failure(ctx, &ops[index], &error.to_string());
+                            }
+                        }
+                        tick();
+                    }
+                    else => break,
+                }
+            }
+        };
+        tokio::join!(inserts, sending);
     }
 
     /// New local users of a pull (`CreateLocalUser` ops) in one batch

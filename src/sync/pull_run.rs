@@ -1,9 +1,10 @@
 //! A pull run: DingTalk read once, its departments placed, then its users planned and
 //! written a slice at a time — the next slice planned while the current one is written (in
 //! batches: `Store::insert_linked_users`). Into a database whose departments are not linked
-//! to DingTalk yet (a first pull), the departments are placed level by level while the walk
-//! is still reading the levels below, so that their `source_identifier` write-backs overlap
-//! the reading instead of following it. Either way every department and user is planned by
+//! to DingTalk yet (a first pull), the departments are placed as the walk finds them (each
+//! department's children, with whatever else arrived while the last batch was applied) while
+//! it is still reading, so that their `source_identifier` write-backs overlap the reading
+//! instead of following it. Either way every department and user is planned by
 //! the same planner as `plan pull` and the daemon's pull jobs.
 
 use std::collections::{HashMap, HashSet};
@@ -171,6 +172,11 @@ async fn start_pull_by_levels(
         let mut summary = Summary::default();
         let mut ops_total = 0;
         while let Some(mut level) = levels.recv().await {
+            // Whatever else the walk found meanwhile goes with it: one plan and one apply for
+            // all, so a slow database takes bigger batches instead of falling behind.
+            while let Ok(more) = levels.try_recv() {
+                level.extend(more);
+            }
             if unlinked {
                 read::fetch_sources_of(ctx.client, &mut level).await?;
             }

@@ -285,37 +285,45 @@ async fn remote_departments(
     found: Option<&tokio::sync::mpsc::UnboundedSender<i64>>,
     levels: Option<tokio::sync::mpsc::UnboundedSender<Vec<RemoteDept>>>,
 ) -> Result<Vec<RemoteDept>, DingTalkError> {
+    let list = |parent: i64| async move {
+        let subs = client.dept_listsub(parent).await?;
+        Ok::<_, DingTalkError>(
+            subs.into_iter()
+                .map(|d| RemoteDept {
+                    dept_id: d.dept_id,
+                    name: d.name,
+                    parent_id: d.parent_id.unwrap_or(parent),
+                    source_identifier: None,
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    // A queue, not level by level: each department's children are listed as soon as it is
+    // found, READ_CONCURRENCY at a time, answers taken in the order asked (so the walk's
+    // order does not depend on timing). A department's children always come after it.
     let mut all = Vec::new();
-    let mut level = vec![ROOT_DEPT];
+    let mut queue = std::collections::VecDeque::from([ROOT_DEPT]);
     let mut seen: HashSet<i64> = HashSet::from([ROOT_DEPT]);
-    while !level.is_empty() {
-        let children: Vec<Vec<RemoteDept>> = stream::iter(level.iter().copied())
-            .map(|parent| async move {
-                let subs = client.dept_listsub(parent).await?;
-                Ok::<_, DingTalkError>(
-                    subs.into_iter()
-                        .map(|d| RemoteDept {
-                            dept_id: d.dept_id,
-                            name: d.name,
-                            parent_id: d.parent_id.unwrap_or(parent),
-                            source_identifier: None,
-                        })
-                        .collect(),
-                )
-            })
-            .buffered(READ_CONCURRENCY)
-            .try_collect()
-            .await?;
-        level = Vec::new();
+    let mut running = futures_util::stream::FuturesOrdered::new();
+    loop {
+        while running.len() < READ_CONCURRENCY {
+            let Some(parent) = queue.pop_front() else {
+                break;
+            };
+            running.push_back(list(parent));
+        }
+        let Some(children) = running.next().await else {
+            break;
+        };
         let start = all.len();
-        for dept in children.into_iter().flatten() {
+        for dept in children? {
             if seen.insert(dept.dept_id) {
                 if let Some(found) = found {
                     // The receiver is gone only when listing members failed; the walk's
                     // own result is then dropped too.
                     let _ = found.send(dept.dept_id);
                 }
-                level.push(dept.dept_id);
+                queue.push_back(dept.dept_id);
                 all.push(dept);
             }
         }
@@ -366,8 +374,8 @@ pub async fn remote_view(
     remote_view_by_levels(client, None).await
 }
 
-/// [`remote_view`] with users, sending each level of the walk down `levels` as soon as it
-/// is complete (parents come in earlier levels), so that a pull can place departments while
+/// [`remote_view`] with users, sending each department's children down `levels` as soon as
+/// they are listed (a parent always comes before its children), so that a pull can place departments while
 /// the rest of DingTalk is still being read.
 pub async fn remote_view_by_levels(
     client: &DingTalkClient,
