@@ -145,7 +145,7 @@ pub fn main() -> u8 {
     log_startup(&loaded);
     match cli.command {
         Command::Demo { .. } => exit::OK,
-        Command::CheckConfig => check_config(&loaded),
+        Command::CheckConfig => block_on(check_config(&loaded)),
         Command::Init { with_jeecg_schema } => block_on(init(&loaded, with_jeecg_schema)),
         Command::Uninstall { yes } => block_on(uninstall(&loaded, yes)),
         Command::Run => block_on(crate::cli_daemon::run(&loaded, reload_options)),
@@ -269,9 +269,85 @@ fn log_startup(loaded: &Loaded) {
     }
 }
 
-fn check_config(loaded: &Loaded) -> u8 {
+async fn check_config(loaded: &Loaded) -> u8 {
     println!("# effective configuration from {}", loaded.path.display());
     println!("# database TLS: {}", loaded.config.database.url.tls());
+    for line in tenant_lines(&loaded.config).await {
+        println!("# {line}");
+    }
     print!("{}", loaded.config.render());
     exit::OK
+}
+
+/// Per tenant, where its credentials come from and who sends its announcements — read from
+/// the database when it answers within 3 s (`sys_third_app_config` decides both), else the
+/// configuration's tenants with the reason. Never creates a database.
+async fn tenant_lines(config: &crate::config::Config) -> Vec<String> {
+    let url = &config.database.url;
+    let sqlite_missing = url.backend() == crate::config::Backend::Sqlite && {
+        let path = url
+            .expose()
+            .trim_start_matches("sqlite:")
+            .trim_start_matches("//");
+        let path = path.split('?').next().unwrap_or_default();
+        path != ":memory:" && !std::path::Path::new(path).exists()
+    };
+    let read = async {
+        if sqlite_missing {
+            return Err("the SQLite file does not exist yet".to_string());
+        }
+        let store = Store::connect_url(url, 1, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        let found = async {
+            let tenants = crate::sync::run::tenants(config, &store)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ids: Vec<_> = tenants.iter().map(|t| t.id).collect();
+            let senders = crate::messages::senders(config, &store, &ids)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((tenants, senders))
+        }
+        .await;
+        store.close().await;
+        found
+    };
+    let source = |source: crate::config::TenantSource| match source {
+        crate::config::TenantSource::File => "the configuration",
+        crate::config::TenantSource::SysThirdAppConfig => "JeecgBoot's sys_third_app_config row",
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(3), read).await {
+        Ok(Ok((tenants, senders))) => tenants
+            .iter()
+            .map(|t| {
+                let by = senders
+                    .iter()
+                    .find(|(id, ..)| *id == t.id)
+                    .map_or("?", |(_, sender, _)| sender.describe());
+                format!(
+                    "tenant {}: credentials from {}; announcements sent by {by}",
+                    t.id,
+                    source(t.source)
+                )
+            })
+            .collect(),
+        outcome => {
+            let why = match outcome {
+                Ok(Err(error)) => error,
+                _ => "no answer within 3 s".into(),
+            };
+            config
+                .tenants
+                .iter()
+                .map(|t| {
+                    format!(
+                        "tenant {}: credentials from {}; announcements: not known ({why})",
+                        t.id,
+                        source(t.source)
+                    )
+                })
+                .collect()
+        }
+    }
 }

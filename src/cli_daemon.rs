@@ -101,8 +101,14 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
         let tenants = crate::sync::run::tenants(&loaded.config, &store).await?;
         let cursor = store.change_cursor().await?;
         let last = store.last_change_id().await?;
+        let ids: Vec<_> = tenants.iter().map(|t| t.id).collect();
+        let senders = crate::messages::senders(&loaded.config, &store, &ids).await?;
         let mut out = Vec::new();
         for tenant in &tenants {
+            let sender = senders
+                .iter()
+                .find(|(t, ..)| *t == tenant.id)
+                .map(|(_, sender, _)| *sender);
             let queue = store.queue_stats(tenant.id).await?;
             let runs = store.last_runs(tenant.id).await?;
             let owner = store.lease_holder(&format!("tenant:{}", tenant.id)).await?;
@@ -116,6 +122,8 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
             out.push(serde_json::json!({
                 "tenant": tenant.id,
                 "credentials": tenant.source,
+                "announcements": sender,
+                "announcements_by": sender.map(crate::messages::Sender::describe),
                 "push": tenant.push.enabled,
                 "pull": tenant.pull.enabled,
                 "owner": owner,
@@ -165,6 +173,15 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
         if let Some(error) = q["last_error"].as_str() {
             println!("  last error: {error}");
         }
+        println!(
+            "  credentials from {}; announcements sent by {}",
+            if t["credentials"] == "file" {
+                "the configuration"
+            } else {
+                "JeecgBoot's sys_third_app_config row"
+            },
+            t["announcements_by"].as_str().unwrap_or("?")
+        );
         println!("  events: {}", events_line(&t["events"]));
         for run in t["last_runs"].as_array().into_iter().flatten() {
             println!(

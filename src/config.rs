@@ -120,6 +120,22 @@ pub struct AnnouncementConfig {
     /// restored backup or an imported table must not message the company).
     #[serde(serialize_with = "human_duration")]
     pub max_age: Duration,
+    /// Who sends (and recalls) announcements.
+    pub mode: AnnouncementMode,
+}
+
+/// `announcement.mode`: who sends a tenant's announcements to DingTalk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnouncementMode {
+    /// JeecgBoot, for a tenant whose JeecgBoot DingTalk integration is enabled (its
+    /// `sys_third_app_config` row has `status` 1 or NULL and real credentials: JeecgBoot
+    /// sends on publish itself); dingsync for the others (the default).
+    Auto,
+    /// dingsync, always (beside an enabled JeecgBoot integration, notices arrive twice).
+    Always,
+    /// Nobody: dingsync sends no announcement (the outbox and `dingsync message` still work).
+    Never,
 }
 
 /// `[tenant_defaults]`: the switches of tenants read from `sys_third_app_config`

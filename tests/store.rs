@@ -760,15 +760,23 @@ async fn snapshots_runs_and_app_configs() {
             .execute("INSERT INTO sys_third_app_config (id, tenant_id, agent_id, client_id, client_secret, third_type, status) VALUES ('c1', 5, '123', 'key', 'sec', 'dingtalk', 1), ('c2', 6, '1', 'k', 's', 'dingtalk', 0), ('c3', 7, '1', 'k', 's', 'wechat_enterprise', 1)")
             .await
             .unwrap();
+        // Every DingTalk row, whatever its status (JeecgBoot's own switch: `enabled`).
         let apps = s.app_configs().await.unwrap();
-        assert_eq!(apps.len(), 1, "{name}");
+        assert_eq!(apps.len(), 2, "{name}");
         assert_eq!(
             (
                 apps[0].tenant_id,
                 apps[0].agent_id.as_str(),
-                apps[0].client_secret.expose()
+                apps[0].client_secret.expose(),
+                apps[0].enabled,
+                apps[0].is_placeholder()
             ),
-            (5, "123", "sec"),
+            (5, "123", "sec", true, false),
+            "{name}"
+        );
+        assert_eq!(
+            (apps[1].tenant_id, apps[1].enabled, apps[1].is_placeholder()),
+            (6, false, true),
             "{name}"
         );
     }

@@ -43,6 +43,7 @@ const GLOBAL_KEYS: &[(&str, Kind)] = &[
     ("daemon.timezone", Kind::Text),
     ("announcement.base_url", Kind::Text),
     ("announcement.max_age", Kind::Text),
+    ("announcement.mode", Kind::Text),
     ("tenant_defaults.push.enabled", Kind::Boolean),
     ("tenant_defaults.pull.enabled", Kind::Boolean),
     ("outbox.enabled", Kind::Boolean),

@@ -92,6 +92,7 @@ pub(super) struct RawOutbox {
 pub(super) struct RawAnnouncement {
     pub base_url: Option<String>,
     pub max_age: Option<String>,
+    pub mode: Option<String>,
 }
 
 /// `[watch]`.

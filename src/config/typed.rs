@@ -10,10 +10,10 @@ use url::Url;
 
 use super::raw::{RawConfig, RawPull, RawTenant};
 use super::{
-    AnnouncementConfig, Config, ConflictWinner, DaemonConfig, DatabaseConfig, DatabaseUrl,
-    DingTalkConfig, EventsConfig, EventsMode, LogConfig, LogFormat, MetricsConfig, OutboxConfig,
-    Problem, PullConfig, PushConfig, QueueConfig, Switch, SyncConfig, TenantConfig, TenantDefaults,
-    WatchConfig,
+    AnnouncementConfig, AnnouncementMode, Config, ConflictWinner, DaemonConfig, DatabaseConfig,
+    DatabaseUrl, DingTalkConfig, EventsConfig, EventsMode, LogConfig, LogFormat, MetricsConfig,
+    OutboxConfig, Problem, PullConfig, PushConfig, QueueConfig, Switch, SyncConfig, TenantConfig,
+    TenantDefaults, WatchConfig,
 };
 use crate::secret::{read_secret_file, Secret};
 
@@ -263,6 +263,18 @@ pub(super) fn build(
             raw.announcement.max_age.as_deref(),
             DEFAULT_ANNOUNCEMENT_MAX_AGE_SECS,
         ),
+        mode: match raw.announcement.mode.as_deref() {
+            None | Some("auto") => AnnouncementMode::Auto,
+            Some("always") => AnnouncementMode::Always,
+            Some("never") => AnnouncementMode::Never,
+            Some(other) => {
+                check.problem(
+                    "announcement.mode",
+                    format!("`{other}` is not one of auto, always, never"),
+                );
+                AnnouncementMode::Auto
+            }
+        },
     };
     let tenant_defaults = TenantDefaults {
         push: Switch {

@@ -127,6 +127,8 @@ pub(crate) struct Shared {
     pub wake_workers: Notify,
     /// Ownership or the configuration changed: the Stream connections are looked at again.
     pub wake_streams: Notify,
+    /// `sys_third_app_config` no longer matches the tenants in force: reload.
+    pub tenants_changed: Notify,
     pub instance: String,
     pub shutdown: CancellationToken,
     /// Since when the database has been failing (None: reachable).
@@ -215,6 +217,7 @@ pub async fn run(
         wake_reader: Notify::new(),
         wake_workers: Notify::new(),
         wake_streams: Notify::new(),
+        tenants_changed: Notify::new(),
         instance: instance_name(),
         shutdown: shutdown.clone(),
         store_outage: std::sync::Mutex::new(None),
@@ -229,6 +232,8 @@ pub async fn run(
         None => None,
     };
     tracing::info!(event = "daemon.started", instance = %shared.instance, tenants = ?rt.tenants.iter().map(|t| t.id).collect::<Vec<_>>(), workers = rt.config.queue.workers.get(), "daemon started");
+    let ids: Vec<TenantId> = rt.tenants.iter().map(|t| t.id).collect();
+    crate::messages::log_senders(&rt.config, &shared.store, &ids).await;
     schedule::own_tenants(&shared).await;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(watch::watch(Arc::clone(&shared)));

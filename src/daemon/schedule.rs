@@ -226,6 +226,20 @@ impl Cron {
                 scheduler.add(job).await?;
             }
         }
+        if runtime.config.tenants_from_database {
+            // A tenant added, removed or given new credentials in JeecgBoot's UI is picked up
+            // at the next pull tick, without a restart.
+            let shared = Arc::clone(&shared);
+            let job = cron_job(
+                runtime.config.pull.cron.as_str(),
+                runtime.config.daemon.timezone,
+                move || {
+                    let shared = Arc::clone(&shared);
+                    Box::pin(async move { check_tenants(&shared).await })
+                },
+            )?;
+            scheduler.add(job).await?;
+        }
         scheduler.start().await?;
         Ok(scheduler)
     }
@@ -235,6 +249,45 @@ impl Cron {
         if let Some(mut scheduler) = self.scheduler.take() {
             let _ = scheduler.shutdown().await;
         }
+    }
+}
+
+/// Reads `sys_third_app_config` again; a tenant set that differs from the one in force
+/// (ids, apps, credentials) reloads the configuration as SIGHUP would.
+async fn check_tenants(shared: &Shared) {
+    let runtime = shared.runtime();
+    let now = match crate::sync::run::tenants(&runtime.config, &shared.store).await {
+        Ok(now) => now,
+        // The database is down: the next tick looks again.
+        Err(crate::sync::run::TenantsError::Store(_)) => return,
+        // A rule broken: the reload path rejects it and says why (config.rejected).
+        Err(crate::sync::run::TenantsError::Rule(_)) => {
+            shared.tenants_changed.notify_one();
+            return;
+        }
+    };
+    let key = |tenants: &[crate::config::TenantConfig]| {
+        let mut key: Vec<_> = tenants
+            .iter()
+            .map(|t| {
+                (
+                    t.id,
+                    t.agent_id,
+                    t.client_id.clone(),
+                    t.client_secret.expose().to_string(),
+                )
+            })
+            .collect();
+        key.sort();
+        key
+    };
+    if key(&now) != key(&runtime.tenants) {
+        tracing::info!(
+            event = "config.reload_requested",
+            reason = "sys_third_app_config changed",
+            "the tenants in sys_third_app_config changed; reloading"
+        );
+        shared.tenants_changed.notify_one();
     }
 }
 
@@ -310,6 +363,7 @@ pub(super) async fn reloader(shared: Arc<Shared>, reload: Reload, cron: Arc<Mute
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = reload.trigger.notified() => {}
+            _ = shared.tenants_changed.notified() => {}
             _ = file_changed.notified() => {
                 // Editors write in several steps: let them finish.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -337,6 +391,8 @@ pub(super) async fn reloader(shared: Arc<Shared>, reload: Reload, cron: Arc<Mute
                 }
                 *slot = Some(Cron::start(Arc::clone(&shared)).await);
                 tracing::info!(event = "config.reloaded", tenants = ?tenants, "configuration reloaded");
+                let runtime = shared.runtime();
+                crate::messages::log_senders(&runtime.config, &shared.store, &tenants).await;
             }
             Err(error) => {
                 tracing::error!(event = "config.rejected", error = %error, "new configuration rejected; the old one stays in force")

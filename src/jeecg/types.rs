@@ -136,6 +136,19 @@ pub struct AppConfigRow {
     pub client_id: String,
     /// `client_secret`.
     pub client_secret: crate::secret::Secret,
+    /// `status` is 1 or NULL: JeecgBoot's own DingTalk integration is on (it sends
+    /// announcements itself on publish).
+    pub enabled: bool,
+}
+
+impl AppConfigRow {
+    /// Whether its credentials are a placeholder (`'1'` or empty; a fresh JeecgBoot database
+    /// ships one for tenant 0), not an app's.
+    pub fn is_placeholder(&self) -> bool {
+        [&self.agent_id, &self.client_id, self.client_secret.expose()]
+            .iter()
+            .any(|v| matches!(v.trim(), "" | "1"))
+    }
 }
 
 /// Fields of a local user that a pull changes (`None`: unchanged).

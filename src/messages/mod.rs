@@ -273,6 +273,100 @@ async fn recall_all(
     Ok(JobOutcome::Done(Summary::default()))
 }
 
+/// Who sends a tenant's announcements to DingTalk (and recalls them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sender {
+    /// dingsync's announcement jobs.
+    Dingsync,
+    /// JeecgBoot itself: its DingTalk integration is on for the tenant, and it sends on
+    /// publish (`sendActionCardMessage`) and recalls on revoke.
+    Jeecgboot,
+    /// Nobody (`announcement.mode = "never"`).
+    Nobody,
+}
+
+impl Sender {
+    /// The rule, in one place: `announcement.mode`, and in `auto` the tenant's DingTalk row of
+    /// `sys_third_app_config` — enabled (`status` 1 or NULL) with real credentials means
+    /// JeecgBoot sends, wherever the tenant's own credentials come from.
+    pub fn of(
+        mode: crate::config::AnnouncementMode,
+        row: Option<&crate::jeecg::AppConfigRow>,
+    ) -> Self {
+        use crate::config::AnnouncementMode;
+        let jeecgboot_on = row.is_some_and(|r| r.enabled && !r.is_placeholder());
+        match mode {
+            AnnouncementMode::Never => Self::Nobody,
+            AnnouncementMode::Always => Self::Dingsync,
+            AnnouncementMode::Auto if jeecgboot_on => Self::Jeecgboot,
+            AnnouncementMode::Auto => Self::Dingsync,
+        }
+    }
+
+    /// For `check-config` and `status`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Dingsync => "dingsync",
+            Self::Jeecgboot => "JeecgBoot (its sys_third_app_config row for DingTalk is enabled)",
+            Self::Nobody => "nobody (announcement.mode = \"never\")",
+        }
+    }
+}
+
+/// Who sends each tenant's announcements, read from `sys_third_app_config` now, with
+/// whether JeecgBoot's integration is on for it: `(tenant, sender, jeecgboot_on)`.
+pub async fn senders(
+    config: &crate::config::Config,
+    store: &crate::store::Store,
+    tenants: &[crate::config::TenantId],
+) -> Result<Vec<(crate::config::TenantId, Sender, bool)>, StoreError> {
+    let rows = store.app_configs().await?;
+    Ok(tenants
+        .iter()
+        .map(|tenant| {
+            let row = rows.iter().find(|r| r.tenant_id == *tenant);
+            let on = row.is_some_and(|r| r.enabled && !r.is_placeholder());
+            (*tenant, Sender::of(config.announcement.mode, row), on)
+        })
+        .collect())
+}
+
+/// Logged at start and on each reload: the tenants whose announcements JeecgBoot sends
+/// (`announce.left_to_jeecgboot`), and a `config.warning` for each tenant that both send to
+/// (`always` beside an enabled JeecgBoot integration: every notice arrives twice).
+pub async fn log_senders(
+    config: &crate::config::Config,
+    store: &crate::store::Store,
+    tenants: &[crate::config::TenantId],
+) {
+    let senders = match senders(config, store, tenants).await {
+        Ok(senders) => senders,
+        Err(error) => {
+            tracing::warn!(event = "announce.senders_unknown", error = %error, "cannot read sys_third_app_config; each announcement job reads it again");
+            return;
+        }
+    };
+    let left: Vec<_> = senders
+        .iter()
+        .filter(|(_, s, _)| *s == Sender::Jeecgboot)
+        .map(|(t, ..)| *t)
+        .collect();
+    if !left.is_empty() {
+        tracing::info!(event = "announce.left_to_jeecgboot", tenants = ?left, "JeecgBoot's own DingTalk integration is on for these tenants: JeecgBoot sends and recalls their announcements, dingsync does not (announcement.mode = \"auto\")");
+    }
+    for (tenant, sender, on) in senders {
+        if on && sender == Sender::Dingsync {
+            tracing::warn!(
+                event = "config.warning",
+                tenant,
+                detail = "announcement.mode = \"always\" while JeecgBoot's own DingTalk integration is on for this tenant (sys_third_app_config status = 1): JeecgBoot sends every published announcement too, so each notice arrives twice; use \"auto\", or switch JeecgBoot's row off",
+                "configuration warning"
+            );
+        }
+    }
+}
+
 /// The announcement job: publish (send_status 1) sends, revoke (2) recalls.
 pub async fn announce_job(ctx: &JobCtx<'_>, id: &str) -> JobOutcome {
     outcome(announce(ctx, id).await)
@@ -378,6 +472,16 @@ async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
     };
     let off = crate::sync::run::switched_off(ctx.tenant, crate::sync::model::Direction::Push);
     if !owns(ctx.tenant.id, announcement.tenant_id) || off.is_some() {
+        return Ok(JobOutcome::Done(Summary::default()));
+    }
+    // JeecgBoot sends (and recalls) this tenant's announcements itself, or nobody does:
+    // read now, so a row switched in JeecgBoot's UI counts from the next announcement on.
+    let sender = senders(ctx.config, store, &[ctx.tenant.id])
+        .await?
+        .first()
+        .map_or(Sender::Dingsync, |(_, sender, _)| *sender);
+    if sender != Sender::Dingsync {
+        tracing::debug!(event = "announce.not_ours", tenant = ctx.tenant.id, id, sender = ?sender, "announcement left to its sender");
         return Ok(JobOutcome::Done(Summary::default()));
     }
     if announcement.send_status.as_deref() == Some("2") {

@@ -86,7 +86,8 @@ pub(crate) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 /// An integer then three nullable text columns.
-type IntTextRow = (i64, Option<String>, Option<String>, Option<String>);
+/// `(tenant_id, agent_id, client_id, client_secret, status)` of `sys_third_app_config`.
+type AppConfigTuple = (i64, Option<String>, Option<String>, Option<String>, i64);
 
 fn blank_to_none(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
@@ -1061,25 +1062,27 @@ impl Store {
         Ok(row.and_then(|(hash, salt)| Some((hash?, salt?))))
     }
 
-    /// Enabled DingTalk apps in `sys_third_app_config` (`tenants_from_database`).
+    /// The DingTalk rows of `sys_third_app_config`, whatever their `status` (which says
+    /// whether JeecgBoot's own integration is on: `enabled`).
     pub async fn app_configs(&self) -> StoreResult<Vec<AppConfigRow>> {
         let sql = format!(
-            "SELECT {tenant}, agent_id, client_id, client_secret FROM sys_third_app_config WHERE third_type = ? AND {status} = 1 ORDER BY tenant_id",
+            "SELECT {tenant}, agent_id, client_id, client_secret, {status} FROM sys_third_app_config WHERE third_type = ? ORDER BY tenant_id",
             tenant = self.int("tenant_id"),
             status = self.int("COALESCE(status, 1)"),
         );
         let sql = self.sql(&sql);
-        let rows: Vec<IntTextRow> = crate::on_pool!(self, |pool| sqlx::query_as(&sql)
+        let rows: Vec<AppConfigTuple> = crate::on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(THIRD_TYPE_DINGTALK)
             .fetch_all(pool)
             .await?);
         Ok(rows
             .into_iter()
-            .map(|(tenant_id, agent, client, secret)| AppConfigRow {
+            .map(|(tenant_id, agent, client, secret, status)| AppConfigRow {
                 tenant_id,
                 agent_id: agent.unwrap_or_default(),
                 client_id: client.unwrap_or_default(),
                 client_secret: Secret::new(secret.unwrap_or_default()),
+                enabled: status == 1,
             })
             .collect())
     }

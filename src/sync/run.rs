@@ -48,15 +48,11 @@ pub enum TenantsError {
     Rule(String),
 }
 
-/// Whether a `sys_third_app_config` value is a placeholder (`'1'` or empty: a fresh
-/// JeecgBoot database ships such a row for tenant 0).
-fn placeholder(value: &str) -> bool {
-    matches!(value.trim(), "" | "1")
-}
-
-/// The tenants to work: `[[tenant]]` entries, plus `sys_third_app_config` rows when
-/// `tenants_from_database` (the config wins on equal ids; rows with placeholder credentials
-/// are skipped with a warning; their switches are `[tenant_defaults]`). Tenant 0 beside
+/// The tenants to work: `[[tenant]]` entries, plus `sys_third_app_config`'s DingTalk rows
+/// when `tenants_from_database`, whatever their `status` (JeecgBoot's switch for its own
+/// integration; it only decides who sends announcements, `messages::Sender`). The config wins
+/// on equal ids; rows with placeholder credentials are skipped with a warning; their switches
+/// are `[tenant_defaults]`. Tenant 0 beside
 /// other tenants breaks the tenant rule: an error, and nothing is worked.
 pub async fn tenants(config: &Config, store: &Store) -> Result<Vec<TenantConfig>, TenantsError> {
     let mut tenants = config.tenants.clone();
@@ -65,10 +61,7 @@ pub async fn tenants(config: &Config, store: &Store) -> Result<Vec<TenantConfig>
             if tenants.iter().any(|t| t.id == row.tenant_id) {
                 continue;
             }
-            if [&row.agent_id, &row.client_id, row.client_secret.expose()]
-                .iter()
-                .any(|v| placeholder(v))
-            {
+            if row.is_placeholder() {
                 tracing::warn!(
                     event = "config.warning",
                     tenant = row.tenant_id,
