@@ -324,7 +324,7 @@ async fn tenant_lines(config: &crate::config::Config) -> Vec<String> {
                 let by = senders
                     .iter()
                     .find(|(id, ..)| *id == t.id)
-                    .map_or("?", |(_, sender, _)| sender.describe());
+                    .map_or("?", |(_, sender, on)| sender.describe(*on, t.push.enabled));
                 format!(
                     "tenant {}: credentials from {}; announcements sent by {by}",
                     t.id,

@@ -105,10 +105,9 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
         let senders = crate::messages::senders(&loaded.config, &store, &ids).await?;
         let mut out = Vec::new();
         for tenant in &tenants {
-            let sender = senders
-                .iter()
-                .find(|(t, ..)| *t == tenant.id)
-                .map(|(_, sender, _)| *sender);
+            let found = senders.iter().find(|(t, ..)| *t == tenant.id);
+            let sender = found.map(|(_, sender, _)| *sender);
+            let by = found.map(|(_, sender, on)| sender.describe(*on, tenant.push.enabled));
             let queue = store.queue_stats(tenant.id).await?;
             let runs = store.last_runs(tenant.id).await?;
             let owner = store.lease_holder(&format!("tenant:{}", tenant.id)).await?;
@@ -123,7 +122,7 @@ pub async fn status(loaded: &Loaded, json: bool) -> u8 {
                 "tenant": tenant.id,
                 "credentials": tenant.source,
                 "announcements": sender,
-                "announcements_by": sender.map(crate::messages::Sender::describe),
+                "announcements_by": by,
                 "push": tenant.push.enabled,
                 "pull": tenant.pull.enabled,
                 "owner": owner,

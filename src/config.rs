@@ -285,7 +285,7 @@ fn tls_of(url: &Url, backend: Backend) -> Result<String, String> {
         ),
         Backend::Postgres => (
             &["sslmode", "ssl-mode"],
-            &["sslrootcert", "ssl-root-cert"],
+            &["sslrootcert", "ssl-root-cert", "ssl-ca"],
             &[
                 "disable",
                 "allow",
@@ -297,9 +297,11 @@ fn tls_of(url: &Url, backend: Backend) -> Result<String, String> {
             "prefer",
         ),
     };
+    // The driver takes the last of repeated keys: so does this.
     let find = |keys: &[&str]| {
         url.query_pairs()
-            .find(|(k, _)| keys.contains(&k.as_ref()))
+            .filter(|(k, _)| keys.contains(&k.as_ref()))
+            .last()
             .map(|(_, v)| v.into_owned())
     };
     let ca = find(ca_keys);
@@ -317,10 +319,24 @@ fn tls_of(url: &Url, backend: Backend) -> Result<String, String> {
             modes.join(", ")
         ));
     }
-    Ok(match ca {
-        Some(ca) => format!("{lower} (CA {ca})"),
-        None if lower.starts_with("verify") => format!("{lower} (CA: the bundled Mozilla roots)"),
-        None => lower,
+    // sqlx trusts the named CA besides the bundled Mozilla roots; without a host-name check
+    // (verify_ca / verify-ca) any publicly trusted certificate would pass.
+    let roots = match ca {
+        Some(ca) => format!("CA {ca} and the bundled Mozilla roots"),
+        None => "CA: the bundled Mozilla roots".to_string(),
+    };
+    Ok(match lower.as_str() {
+        "verify_identity" | "verify-full" => format!("{lower} ({roots}; host name checked)"),
+        "verify_ca" | "verify-ca" => format!(
+            "{lower} ({roots}; host name NOT checked: prefer {})",
+            if backend == Backend::MySql {
+                "VERIFY_IDENTITY"
+            } else {
+                "verify-full"
+            }
+        ),
+        "allow" => "allow (sqlx does not use TLS in this mode)".to_string(),
+        _ => lower,
     })
 }
 

@@ -118,6 +118,40 @@ async fn announcements_follow_jeecgboots_switch(db: TestDb) {
     })
     .await;
 
+    // Sent by dingsync, then JeecgBoot's row switched on: the revoke still recalls what
+    // dingsync sent (JeecgBoot recalls only its own).
+    exec(&db, &[&publish("a4", 0)]).await;
+    common::eventually(&format!("{name}: a4 sent by dingsync"), 20, || {
+        calls(&server, APPKEY, SEND) == 2
+    })
+    .await;
+    exec(
+        &db,
+        &["UPDATE sys_third_app_config SET status = 1 WHERE id = 'jb0'"],
+    )
+    .await;
+    exec(&db, &[&revoke("a4")]).await;
+    common::eventually(&format!("{name}: a4 recalled by dingsync"), 20, || {
+        calls(&server, APPKEY, RECALL) == 2
+    })
+    .await;
+    // One JeecgBoot sent (its task id in dt_task_id) is never sent by dingsync, even with
+    // JeecgBoot's row switched off later.
+    exec(&db, &[
+        "UPDATE sys_third_app_config SET status = 0 WHERE id = 'jb0'",
+        "INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, send_status, del_flag, tenant_id, dt_task_id) VALUES ('a5', '通知a5', '内容', 'ALL', '1', '0', 0, '990001')",
+    ]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while count(&db, "SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND entity_key = 'a5' AND state = 'done'").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{name}: a5's job not done");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        calls(&server, APPKEY, SEND),
+        2,
+        "{name}: a5 was JeecgBoot's"
+    );
+
     // always, beside an enabled row: sent, and the operator is told notices arrive twice.
     exec(
         &db,
@@ -138,7 +172,7 @@ async fn announcements_follow_jeecgboots_switch(db: TestDb) {
         .await;
     exec(&db, &[&publish("a3", 0)]).await;
     common::eventually(&format!("{name}: a3 sent with always"), 20, || {
-        calls(&server, APPKEY, SEND) == 2
+        calls(&server, APPKEY, SEND) == 3
     })
     .await;
     assert_eq!(daemon.stop().await, Some(0), "{name}");
@@ -226,7 +260,7 @@ async fn a_tenant_added_in_jeecgboot_is_served_without_restart_on_mariadb_real_d
 }
 
 /// Waits (30 s at most) until the change log is read and no push job is pending or running.
-async fn settled(db: &TestDb) {
+async fn settled(db: &TestDb, daemon: &Daemon) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let unread =
@@ -239,11 +273,18 @@ async fn settled(db: &TestDb) {
         if unread == 0 && busy == 0 {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}: {unread} changes unread, {busy} jobs busy",
-            db.name
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let jobs = db
+                .store
+                .list_jobs(&dingsync::store::queue::JobFilter::default())
+                .await
+                .unwrap();
+            let log = daemon.lines.lock().unwrap().join("\n");
+            panic!(
+                "{}: {unread} changes unread, {busy} jobs busy: {jobs:?}\n{log}",
+                db.name
+            );
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -275,7 +316,7 @@ async fn jeecgboots_buttons_beside_the_daemon(db: TestDb) {
         common::has_user(&server, APPKEY, "lisi")
     })
     .await;
-    settled(&db).await;
+    settled(&db, &daemon).await;
     let org = server.sim.app(APPKEY).unwrap().org;
     let dept = org
         .depts
@@ -308,12 +349,23 @@ async fn jeecgboots_buttons_beside_the_daemon(db: TestDb) {
     exec(&db, &[
         &format!("UPDATE sys_depart SET ding_identifier = '{dept}' WHERE id = 'c1'"),
         "UPDATE sys_third_account SET realname = '李四', third_user_uuid = 'lisi', status = 1 WHERE sys_user_id = 'u1' AND third_type = 'dingtalk'",
-        // "同步到本地": the console user inserted with JeecgBoot's hash, membership and link.
-        &format!("INSERT INTO sys_user (id, username, realname, phone, password, salt, status, del_flag) VALUES ('jb1', 'wangwu', '王五', '13800000022', '{hash}', '{salt}', 1, 0)"),
+    ]).await;
+    // "同步到本地": the console user inserted with JeecgBoot's hash, membership and link, in
+    // one transaction (a service method of JeecgBoot's).
+    let user = format!("INSERT INTO sys_user (id, username, realname, phone, password, salt, status, del_flag) VALUES ('jb1', 'wangwu', '王五', '13800000022', '{hash}', '{salt}', 1, 0)");
+    let statements = [
+        user.as_str(),
         "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('jbm1', 'jb1', 'c1')",
         "INSERT INTO sys_third_account (id, sys_user_id, status, del_flag, realname, third_user_uuid, third_user_id, third_type, tenant_id) VALUES ('jbl1', 'jb1', 1, 0, '王五', 'wangwu', 'wangwu', 'dingtalk', 0)",
-    ]).await;
-    settled(&db).await;
+    ];
+    dingsync::on_pool!(db.plain, |pool| {
+        let mut tx = pool.begin().await.unwrap();
+        for statement in statements {
+            sqlx::query(statement).execute(&mut *tx).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    });
+    settled(&db, &daemon).await;
     assert_eq!(
         server.sim.write_calls(APPKEY),
         0,

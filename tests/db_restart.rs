@@ -253,7 +253,15 @@ async fn events_while_postgres_is_down() {
     let mut daemon = Daemon::start(&path);
     daemon.wait_for("events.connected", 1).await;
     let readyz = format!("http://{}/readyz", metrics_address(&daemon));
-    assert_eq!(probe(&readyz).await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while probe(&readyz).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready: {:?}",
+            probe(&readyz).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut outage = Outage::begin(&script, "postgres");
     // Not ready while the database is down, and says why.
     let (status, reason) = probe(&readyz).await;

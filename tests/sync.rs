@@ -642,9 +642,11 @@ async fn pulled_rows(db: &TestDb) -> [i64; 6] {
     counts
 }
 
-/// A pull of 2,000 users in slices of 500 (each slice one batch) where one DingTalk user's
-/// e-mail is already a local user's: that one is reported, the other 1,999 are in with
-/// their links and memberships — on every database.
+/// A pull of 2,000 users in slices of 500 (each slice one batch) into tenant 1001 where one
+/// DingTalk user's e-mail is already held by a user of another tenant — which the planner,
+/// reading tenant 1001's users, cannot see, so the batch's own check must find it: that one
+/// is reported, the other 1,999 are in with their links, memberships and tenant rows, and
+/// none of these writes is logged as a change — on every database.
 #[tokio::test]
 async fn a_batched_pull_isolates_the_row_that_clashes() {
     let server = common::start_fast_sim().await;
@@ -656,7 +658,26 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
             .execute("INSERT INTO sys_user (id, username, realname, phone, email, status, del_flag) VALUES ('held', 'holder', '持有者', '13700000000', 'u0777@example.com', 1, 0)")
             .await
             .unwrap();
-        let config = config(&db.url, &server.url);
+        db.plain
+            .execute("INSERT INTO sys_user_tenant (id, user_id, tenant_id, status) VALUES ('ht', 'held', 1002, '1')")
+            .await
+            .unwrap();
+        let changes = db.store.last_change_id().await.unwrap();
+        let text = format!(
+            "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n\
+             [[tenant]]\nid = 1001\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n",
+            db.url,
+            server.url,
+            common::AGENT_ID,
+            common::APPSECRET
+        );
+        let config = dingsync::config::load_str(
+            &text,
+            std::path::Path::new("test.toml"),
+            &LoadOptions::default(),
+        )
+        .unwrap()
+        .config;
         let request = RunRequest {
             direction: Direction::Pull,
             scope: Scope::All,
@@ -680,11 +701,23 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
             "{name}: {:?}",
             summary.failures
         );
-        // 1,999 pulled beside the holder, each linked and in its department once.
+        // 1,999 pulled beside the holder, each linked, in its department and in the tenant once.
         assert_eq!(
             pulled_rows(&db).await,
             [2000, 1999, 1999, 0, 0, 0],
             "{name}"
+        );
+        let tenant_rows = dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM sys_user_tenant WHERE tenant_id = 1001"
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap());
+        assert_eq!(tenant_rows, 1999, "{name}");
+        assert_eq!(
+            db.store.last_change_id().await.unwrap(),
+            changes,
+            "{name}: dingsync's own writes are not logged as changes"
         );
     }
 }
@@ -738,6 +771,11 @@ async fn a_pull_killed_mid_batch_converges_when_run_again() {
         assert!(
             after_kill[0] < USERS,
             "{name}: killed after all users were in ({at_kill} at the kill)"
+        );
+        // A batch is one transaction: its users, links and memberships all in, or none.
+        assert!(
+            after_kill[0] == after_kill[1] && after_kill[1] == after_kill[2],
+            "{name}: {after_kill:?}"
         );
         let status = pull().wait().await.unwrap();
         assert!(status.success(), "{name}: second pull {status}");

@@ -50,6 +50,9 @@ pub(super) async fn start(
 }
 
 async fn scrape(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    // One scrape at a time: the gauges are shared (and the database asked once per scrape).
+    static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = SCRAPE.lock().await;
     let snapshot = snapshot(&shared).await;
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
@@ -102,6 +105,12 @@ async fn snapshot(shared: &Shared) -> Snapshot {
 /// Ready: the database answers and no tenant's token is known to be refused.
 async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let mut reasons = Vec::new();
+    if !shared
+        .tokens_tried
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        reasons.push("starting: the first access tokens are not tried yet".to_string());
+    }
     match tokio::time::timeout(DATABASE_WITHIN, shared.store.schema_version()).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => reasons.push(format!("database: {error}")),

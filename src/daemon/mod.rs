@@ -129,6 +129,8 @@ pub(crate) struct Shared {
     pub wake_streams: Notify,
     /// `sys_third_app_config` no longer matches the tenants in force: reload.
     pub tenants_changed: Notify,
+    /// Each tenant's first access token was tried (until then `/readyz` says starting).
+    pub tokens_tried: std::sync::atomic::AtomicBool,
     pub instance: String,
     pub shutdown: CancellationToken,
     /// Since when the database has been failing (None: reachable).
@@ -218,6 +220,7 @@ pub async fn run(
         wake_workers: Notify::new(),
         wake_streams: Notify::new(),
         tenants_changed: Notify::new(),
+        tokens_tried: std::sync::atomic::AtomicBool::new(false),
         instance: instance_name(),
         shutdown: shutdown.clone(),
         store_outage: std::sync::Mutex::new(None),
@@ -290,6 +293,9 @@ async fn notify_systemd(shared: &Arc<Shared>) {
             }
         }
     }
+    shared
+        .tokens_tried
+        .store(true, std::sync::atomic::Ordering::Release);
     let _ = sd_notify::notify(
         false,
         &[

@@ -256,7 +256,7 @@ impl Cron {
 /// (ids, apps, credentials) reloads the configuration as SIGHUP would.
 async fn check_tenants(shared: &Shared) {
     let runtime = shared.runtime();
-    let now = match crate::sync::run::tenants(&runtime.config, &shared.store).await {
+    let now = match crate::sync::run::tenants_warning(&runtime.config, &shared.store, false).await {
         Ok(now) => now,
         // The database is down: the next tick looks again.
         Err(crate::sync::run::TenantsError::Store(_)) => return,
@@ -392,6 +392,12 @@ pub(super) async fn reloader(shared: Arc<Shared>, reload: Reload, cron: Arc<Mute
                 *slot = Some(Cron::start(Arc::clone(&shared)).await);
                 tracing::info!(event = "config.reloaded", tenants = ?tenants, "configuration reloaded");
                 let runtime = shared.runtime();
+                // The new clients try their tokens now, so /readyz tells the truth at once.
+                for (id, client) in &runtime.clients {
+                    if let Err(error) = client.ensure_token().await {
+                        tracing::error!(event = "dingtalk.token.failed", tenant = *id, errcode = error.errcode, error = %error, "cannot get an access token; check agent_id, client_id, client_secret and the IP whitelist");
+                    }
+                }
                 crate::messages::log_senders(&runtime.config, &shared.store, &tenants).await;
             }
             Err(error) => {

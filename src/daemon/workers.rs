@@ -88,15 +88,18 @@ fn record_metrics(job: &Job, outcome: &JobOutcome) {
     let metrics = crate::metrics::metrics();
     match outcome {
         JobOutcome::Done(summary) => {
-            metrics.entities(job.tenant_id, &job.kind, summary);
+            // A full pull asked for by an event counts itself as a run (kind pull).
+            if job.kind != "pull_all" {
+                metrics.entities(job.tenant_id, &job.kind, summary);
+            }
             let pushed = matches!(job.kind.as_str(), "user" | "dept")
                 && summary.created + summary.updated + summary.deleted > 0;
             if pushed {
                 metrics.change_applied((now_ms() - job.created_at) as f64 / 1000.0);
             }
         }
-        JobOutcome::Failed { .. } => metrics.job_failed(job.tenant_id, &job.kind),
-        JobOutcome::Poll { .. } | JobOutcome::Wait { .. } => {}
+        // A failure is counted when the job goes dead (below), not at each attempt.
+        JobOutcome::Failed { .. } | JobOutcome::Poll { .. } | JobOutcome::Wait { .. } => {}
     }
 }
 
@@ -176,6 +179,7 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
                     Ok(())
                 }
                 Ok(FailOutcome::Dead { attempts }) => {
+                    crate::metrics::metrics().job_failed(job.tenant_id, &job.kind);
                     tracing::error!(event = "job.dead", attempt = attempts, permanent = true, waits = job.waits, error = %reason, "job waited too long and is dead; `dingsync queue retry` after fixing the cause");
                     Ok(())
                 }
@@ -198,6 +202,7 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
                 Ok(())
             }
             Ok(FailOutcome::Dead { attempts }) => {
+                crate::metrics::metrics().job_failed(job.tenant_id, &job.kind);
                 tracing::error!(event = "job.dead", attempt = attempts, permanent, error = %reason, "job is dead; `dingsync queue retry` after fixing the cause");
                 Ok(())
             }

@@ -304,28 +304,53 @@ impl Sender {
         }
     }
 
-    /// For `check-config` and `status`.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::Dingsync => "dingsync",
-            Self::Jeecgboot => "JeecgBoot (its sys_third_app_config row for DingTalk is enabled)",
-            Self::Nobody => "nobody (announcement.mode = \"never\")",
+    /// Who sends, in words, for `check-config` and `status`: `jeecgboot_on` is whether
+    /// JeecgBoot's own integration is on (it sends whatever dingsync does), `push_on` the
+    /// tenant's `push.enabled` (off: dingsync sends nothing).
+    pub fn describe(self, jeecgboot_on: bool, push_on: bool) -> &'static str {
+        match (self, jeecgboot_on, push_on) {
+            (Self::Jeecgboot, ..) => {
+                "JeecgBoot (its sys_third_app_config row for DingTalk is enabled)"
+            }
+            (Self::Dingsync, true, true) => {
+                "dingsync and JeecgBoot: every notice arrives twice (announcement.mode = \"always\")"
+            }
+            (Self::Dingsync, false, true) => "dingsync",
+            (_, true, _) => "JeecgBoot (dingsync sends none)",
+            (Self::Dingsync, false, false) => "nobody (push.enabled = false)",
+            (Self::Nobody, false, _) => "nobody (announcement.mode = \"never\")",
         }
     }
 }
 
 /// Who sends each tenant's announcements, read from `sys_third_app_config` now, with
-/// whether JeecgBoot's integration is on for it: `(tenant, sender, jeecgboot_on)`.
+/// whether JeecgBoot's integration is on for it: `(tenant, sender, jeecgboot_on)`. Only
+/// `auto` reads the table; a database without it (JeecgBoot before 3.4 keeps its DingTalk
+/// settings in its yml) has no row, so dingsync sends.
 pub async fn senders(
     config: &crate::config::Config,
     store: &crate::store::Store,
     tenants: &[crate::config::TenantId],
 ) -> Result<Vec<(crate::config::TenantId, Sender, bool)>, StoreError> {
-    let rows = store.app_configs().await?;
+    let rows = match store.app_configs().await {
+        Ok(rows) => rows,
+        Err(error) if error.is_retryable() => return Err(error),
+        Err(error) => {
+            tracing::debug!(event = "announce.senders_unknown", error = %error, "sys_third_app_config cannot be read; no JeecgBoot integration assumed");
+            Vec::new()
+        }
+    };
     Ok(tenants
         .iter()
         .map(|tenant| {
-            let row = rows.iter().find(|r| r.tenant_id == *tenant);
+            // Several rows for one tenant (the table has no unique key): any enabled one
+            // with real credentials means JeecgBoot's integration is on.
+            let mine: Vec<_> = rows.iter().filter(|r| r.tenant_id == *tenant).collect();
+            let row = mine
+                .iter()
+                .find(|r| r.enabled && !r.is_placeholder())
+                .or(mine.first())
+                .copied();
             let on = row.is_some_and(|r| r.enabled && !r.is_placeholder());
             (*tenant, Sender::of(config.announcement.mode, row), on)
         })
@@ -356,7 +381,12 @@ pub async fn log_senders(
         tracing::info!(event = "announce.left_to_jeecgboot", tenants = ?left, "JeecgBoot's own DingTalk integration is on for these tenants: JeecgBoot sends and recalls their announcements, dingsync does not (announcement.mode = \"auto\")");
     }
     for (tenant, sender, on) in senders {
-        if on && sender == Sender::Dingsync {
+        let push_on = config
+            .tenants
+            .iter()
+            .find(|t| t.id == tenant)
+            .is_none_or(|t| t.push.enabled);
+        if on && push_on && sender == Sender::Dingsync {
             tracing::warn!(
                 event = "config.warning",
                 tenant,
@@ -474,21 +504,34 @@ async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
     if !owns(ctx.tenant.id, announcement.tenant_id) || off.is_some() {
         return Ok(JobOutcome::Done(Summary::default()));
     }
-    // JeecgBoot sends (and recalls) this tenant's announcements itself, or nobody does:
-    // read now, so a row switched in JeecgBoot's UI counts from the next announcement on.
-    let sender = senders(ctx.config, store, &[ctx.tenant.id])
-        .await?
-        .first()
-        .map_or(Sender::Dingsync, |(_, sender, _)| *sender);
-    if sender != Sender::Dingsync {
-        tracing::debug!(event = "announce.not_ours", tenant = ctx.tenant.id, id, sender = ?sender, "announcement left to its sender");
-        return Ok(JobOutcome::Done(Summary::default()));
-    }
+    // A revoke recalls what dingsync sent, whoever sends announcements now (it touches only
+    // dingsync's own deliveries; JeecgBoot recalls its own).
     if announcement.send_status.as_deref() == Some("2") {
         return recall_all(ctx, SOURCE_ANNOUNCEMENT, id).await;
     }
     if !is_live(&announcement) {
         return Ok(JobOutcome::Done(Summary::default()));
+    }
+    let deliveries = store
+        .deliveries(ctx.tenant.id, SOURCE_ANNOUNCEMENT, id)
+        .await?;
+    let started = deliveries.iter().any(|d| d.chunk >= 0);
+    if !started {
+        // JeecgBoot sends (and recalls) this tenant's announcements itself, or nobody does:
+        // read when the announcement is first handled. One JeecgBoot already sent (its task
+        // id in dt_task_id, none of dingsync's) is never sent again, whatever the row says now.
+        let sender = senders(ctx.config, store, &[ctx.tenant.id])
+            .await?
+            .first()
+            .map_or(Sender::Dingsync, |(_, sender, _)| *sender);
+        let sent_by_jeecgboot = announcement
+            .dt_task_id
+            .as_deref()
+            .is_some_and(|t| !t.trim().is_empty());
+        if sender != Sender::Dingsync || sent_by_jeecgboot {
+            tracing::debug!(event = "announce.not_ours", tenant = ctx.tenant.id, id, sender = ?sender, sent_by_jeecgboot, "announcement left to its sender");
+            return Ok(JobOutcome::Done(Summary::default()));
+        }
     }
     let max_age = ctx.config.announcement.max_age;
     let age = announcement_age(
@@ -496,11 +539,6 @@ async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
         ctx.config.daemon.timezone,
         chrono::Utc::now(),
     );
-    let started = store
-        .deliveries(ctx.tenant.id, SOURCE_ANNOUNCEMENT, id)
-        .await?
-        .iter()
-        .any(|d| d.chunk >= 0);
     // Too old to send (a restored backup, an imported table), unless its sending began.
     if let Some(age) = age.filter(|age| !started && *age > max_age) {
         let reason = format!(

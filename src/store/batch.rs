@@ -18,6 +18,10 @@ use super::{Store, StoreError, StoreResult};
 const ROWS_PER_STATEMENT: usize = 100;
 /// Values per `IN (...)` of the unique-key checks.
 const IN_LIST: usize = 500;
+/// Users that share one salt (and so one run of the hash's rounds): a few, so that a leaked
+/// table costs an attacker one derivation per guess per small group, not per batch, once
+/// users change their passwords (JeecgBoot's own password change keeps the salt).
+const SALT_GROUP: usize = 16;
 
 /// One user a pull creates, with its link to DingTalk and its sync base.
 #[derive(Clone, Debug)]
@@ -58,8 +62,18 @@ fn unique_value<'a>(user: &'a NewUser, column: &str) -> Option<&'a str> {
 }
 
 impl Store {
-    /// Values of `column` among `values` that some row of `table` already has
-    /// (`extra`: a further condition).
+    /// A unique-key value as the database compares it: MySQL/MariaDB's default collations
+    /// ignore case and trailing spaces, SQLite's and PostgreSQL's do not.
+    fn unique_key(&self, value: &str) -> String {
+        if self.backend() == crate::config::Backend::MySql {
+            value.trim_end().to_lowercase()
+        } else {
+            value.to_string()
+        }
+    }
+
+    /// Values of `column` among `values` that some row of `table` already has, as
+    /// [`Store::unique_key`]s (`extra`: a further condition).
     async fn present(
         &self,
         table: &str,
@@ -81,7 +95,7 @@ impl Store {
                 }
                 query.fetch_all(pool).await?
             });
-            found.extend(rows.into_iter().flatten());
+            found.extend(rows.into_iter().flatten().map(|v| self.unique_key(&v)));
         }
         Ok(found)
     }
@@ -111,20 +125,43 @@ impl Store {
                 &userids,
             )
             .await?;
+        // The link rows' other unique key: (third_user_uuid, third_type, tenant_id).
+        let unionids: Vec<&str> = users
+            .iter()
+            .filter_map(|u| u.unionid.as_deref())
+            .filter(|u| !u.is_empty())
+            .collect();
+        let held_unionids = self
+            .present(
+                "sys_third_account",
+                "third_user_uuid",
+                &format!(
+                    "third_type = '{THIRD_TYPE_DINGTALK}' AND {} = {tenant} AND ",
+                    self.int("COALESCE(tenant_id, 0)")
+                ),
+                &unionids,
+            )
+            .await?;
         let mut answers = Vec::with_capacity(users.len());
         let mut rows: Vec<(&NewLinkedUser, String)> = Vec::new();
         for linked in users {
-            if held.contains(&linked.userid) {
+            let unionid_held = linked
+                .unionid
+                .as_deref()
+                .is_some_and(|u| !u.is_empty() && held_unionids.contains(&self.unique_key(u)));
+            if held.contains(&self.unique_key(&linked.userid)) || unionid_held {
                 answers.push(Inserted::Alone);
                 continue;
             }
             let clash = UNIQUE.iter().zip(&taken).find_map(|(column, taken)| {
                 let value = unique_value(&linked.user, column)?;
-                taken.contains(value).then(|| StoreError::UniqueClash {
-                    table: "sys_user",
-                    column,
-                    value: value.to_string(),
-                })
+                taken
+                    .contains(&self.unique_key(value))
+                    .then(|| StoreError::UniqueClash {
+                        table: "sys_user",
+                        column,
+                        value: value.to_string(),
+                    })
             });
             if let Some(clash) = clash {
                 answers.push(Inserted::Clash(clash));
@@ -132,7 +169,7 @@ impl Store {
             }
             for (column, taken) in UNIQUE.iter().zip(taken.iter_mut()) {
                 if let Some(value) = unique_value(&linked.user, column) {
-                    taken.insert(value.to_string());
+                    taken.insert(self.unique_key(value));
                 }
             }
             let id = new_id();
@@ -153,10 +190,20 @@ impl Store {
         rows: &[(&NewLinkedUser, String)],
         password_plain: &Secret,
     ) -> Vec<(String, Vec<Option<String>>)> {
-        // Users created together with one initial password share a salt: the rounds of
-        // the hash run once (JeecgBoot gives a fresh salt when a password is changed).
-        let salt = password::new_salt();
-        let derived = password::Derived::new(password_plain.expose(), &salt);
+        // A few users created together with one initial password share a salt, so the
+        // rounds of the hash run once per group (SALT_GROUP).
+        let hashed: Vec<(String, String)> = rows
+            .chunks(SALT_GROUP)
+            .flat_map(|group| {
+                let salt = password::new_salt();
+                let derived = password::Derived::new(password_plain.expose(), &salt);
+                group
+                    .iter()
+                    .map(|(linked, _)| (derived.hash(&linked.user.username), salt.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut hashes = hashed.into_iter();
         let now = super::now_ms();
         let mut statements = Vec::new();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -167,6 +214,7 @@ impl Store {
             let mut snapshots = (Vec::new(), Vec::new());
             for (linked, id) in chunk {
                 let user = &linked.user;
+                let (hash, salt) = hashes.next().unwrap_or_default();
                 users
                     .0
                     .push("(?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, CURRENT_TIMESTAMP, 1, 1000)");
@@ -174,15 +222,18 @@ impl Store {
                     Some(id.clone()),
                     Some(user.username.clone()),
                     Some(user.realname.clone()),
-                    Some(derived.hash(&user.username)),
-                    Some(salt.clone()),
+                    Some(hash),
+                    Some(salt),
                     user.email.clone(),
                     user.phone.clone(),
                     user.work_no.clone(),
                     user.telephone.clone(),
                     Some(CREATED_BY.into()),
                 ]);
-                for dept in &user.depart_ids {
+                let mut depts: Vec<&String> = user.depart_ids.iter().collect();
+                depts.sort();
+                depts.dedup();
+                for dept in depts {
                     members.0.push("(?, ?, ?)");
                     members
                         .1

@@ -1066,7 +1066,7 @@ impl Store {
     /// whether JeecgBoot's own integration is on: `enabled`).
     pub async fn app_configs(&self) -> StoreResult<Vec<AppConfigRow>> {
         let sql = format!(
-            "SELECT {tenant}, agent_id, client_id, client_secret, {status} FROM sys_third_app_config WHERE third_type = ? ORDER BY tenant_id",
+            "SELECT {tenant}, agent_id, client_id, client_secret, {status} FROM sys_third_app_config WHERE third_type = ? ORDER BY tenant_id, id",
             tenant = self.int("tenant_id"),
             status = self.int("COALESCE(status, 1)"),
         );

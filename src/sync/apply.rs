@@ -990,7 +990,7 @@ impl Run {
         {
             Ok(answers) => answers,
             Err(error) => {
-                tracing::debug!(event = "sync.batch.failed", tenant = ctx.tenant, users = ops.len(), error = %error, "a batch failed; its users go one by one");
+                tracing::warn!(event = "sync.batch.failed", tenant = ctx.tenant, users = ops.len(), error = %error, "a batch failed; its users go one by one");
                 for op in ops {
                     self.step(ctx, op).await;
                     tick();

@@ -55,6 +55,16 @@ pub enum TenantsError {
 /// are `[tenant_defaults]`. Tenant 0 beside
 /// other tenants breaks the tenant rule: an error, and nothing is worked.
 pub async fn tenants(config: &Config, store: &Store) -> Result<Vec<TenantConfig>, TenantsError> {
+    tenants_warning(config, store, true).await
+}
+
+/// [`tenants`], with the skipped rows' warnings logged only when `warn` (the daemon's
+/// re-read at each pull tick is quiet: the warnings were said at start and reload).
+pub async fn tenants_warning(
+    config: &Config,
+    store: &Store,
+    warn: bool,
+) -> Result<Vec<TenantConfig>, TenantsError> {
     let mut tenants = config.tenants.clone();
     if config.tenants_from_database {
         for row in store.app_configs().await? {
@@ -62,6 +72,9 @@ pub async fn tenants(config: &Config, store: &Store) -> Result<Vec<TenantConfig>
                 continue;
             }
             if row.is_placeholder() {
+                if !warn {
+                    continue;
+                }
                 tracing::warn!(
                     event = "config.warning",
                     tenant = row.tenant_id,
@@ -71,6 +84,9 @@ pub async fn tenants(config: &Config, store: &Store) -> Result<Vec<TenantConfig>
                 continue;
             }
             let Ok(agent_id) = row.agent_id.trim().parse::<i64>() else {
+                if !warn {
+                    continue;
+                }
                 tracing::warn!(
                     event = "config.warning",
                     tenant = row.tenant_id,
