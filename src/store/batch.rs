@@ -14,8 +14,9 @@ use crate::secret::Secret;
 use super::jeecg::{new_id, placeholders, CREATED_BY};
 use super::{Store, StoreError, StoreResult};
 
-/// Rows per multi-row statement (well under every dialect's limit on binds).
-const ROWS_PER_STATEMENT: usize = 100;
+/// Bound values per multi-row statement (well under every dialect's limit: SQLite 32,766,
+/// MySQL and PostgreSQL 65,535): few, large statements, each a round trip.
+const MAX_BINDS: usize = 8_000;
 /// Values per `IN (...)` of the unique-key checks.
 const IN_LIST: usize = 500;
 /// Users that share one salt (and so one run of the hash's rounds): a few, so that a leaked
@@ -88,8 +89,10 @@ impl Store {
                 placeholders(part.len())
             );
             let sql = self.sql(&text);
+            // Planned afresh each time: a plan cached while the table was small (PostgreSQL's
+            // generic plan of a prepared statement) would go on scanning it as it grows.
             let rows: Vec<Option<String>> = crate::on_pool!(self, |pool| {
-                let mut query = sqlx::query_scalar(&sql);
+                let mut query = sqlx::query_scalar(&sql).persistent(false);
                 for value in part {
                     query = query.bind(*value);
                 }
@@ -205,19 +208,18 @@ impl Store {
             .collect();
         let mut hashes = hashed.into_iter();
         let now = super::now_ms();
-        let mut statements = Vec::new();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut users = (Vec::new(), Vec::new());
-            let mut members = (Vec::new(), Vec::new());
-            let mut tenants = (Vec::new(), Vec::new());
-            let mut links = (Vec::new(), Vec::new());
-            let mut snapshots = (Vec::new(), Vec::new());
-            for (linked, id) in chunk {
+        let mut users: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
+        let mut members: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
+        let mut tenants: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
+        let mut links: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
+        let mut snapshots: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
+        {
+            for (linked, id) in rows {
                 let user = &linked.user;
                 let (hash, salt) = hashes.next().unwrap_or_default();
-                users
-                    .0
-                    .push("(?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, CURRENT_TIMESTAMP, 1, 1000)");
+                users.0.push(
+                    "(?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, CURRENT_TIMESTAMP, 1, 1000)".into(),
+                );
                 users.1.extend([
                     Some(id.clone()),
                     Some(user.username.clone()),
@@ -234,7 +236,7 @@ impl Store {
                 depts.sort();
                 depts.dedup();
                 for dept in depts {
-                    members.0.push("(?, ?, ?)");
+                    members.0.push("(?, ?, ?)".into());
                     members
                         .1
                         .extend([Some(new_id()), Some(id.clone()), Some(dept.clone())]);
@@ -268,48 +270,51 @@ impl Store {
                     Some(linked.base.clone()),
                 ]);
             }
-            statements.push((
-                format!(
-                    "INSERT INTO sys_user (id, username, realname, password, salt, email, phone, status, del_flag, work_no, \
-                     telephone, create_by, create_time, user_identity, sort) VALUES {}",
-                    users.0.join(", ")
-                ),
-                users.1,
-            ));
-            if !members.0.is_empty() {
-                statements.push((
-                    format!(
-                        "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES {}",
-                        members.0.join(", ")
-                    ),
-                    members.1,
-                ));
-            }
-            if !tenants.0.is_empty() {
-                statements.push((
-                    format!(
-                        "INSERT INTO sys_user_tenant (id, user_id, tenant_id, status, create_by, create_time) VALUES {}",
-                        tenants.0.join(", ")
-                    ),
-                    tenants.1,
-                ));
-            }
-            statements.push((
-                format!(
-                    "INSERT INTO sys_third_account (id, sys_user_id, status, del_flag, realname, tenant_id, third_user_uuid, \
-                     third_user_id, create_by, create_time, third_type) VALUES {}",
-                    links.0.join(", ")
-                ),
-                links.1,
-            ));
-            statements.push((
-                format!(
-                    "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at, base) VALUES {}",
-                    snapshots.0.join(", ")
-                ),
-                snapshots.1,
-            ));
+        }
+        let mut statements = Vec::new();
+        for (head, (tuples, binds)) in [
+            (
+                "INSERT INTO sys_user (id, username, realname, password, salt, email, phone, status, del_flag, work_no, \
+                 telephone, create_by, create_time, user_identity, sort) VALUES",
+                users,
+            ),
+            ("INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES", members),
+            (
+                "INSERT INTO sys_user_tenant (id, user_id, tenant_id, status, create_by, create_time) VALUES",
+                tenants,
+            ),
+            (
+                "INSERT INTO sys_third_account (id, sys_user_id, status, del_flag, realname, tenant_id, third_user_uuid, \
+                 third_user_id, create_by, create_time, third_type) VALUES",
+                links,
+            ),
+            (
+                "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at, base) VALUES",
+                snapshots,
+            ),
+        ] {
+            chunked(&mut statements, head, tuples, binds);
         }
         statements
+    }
+}
+
+/// Pushes `INSERT … VALUES` statements of `tuples` (each with the same number of the
+/// `binds`, in order), as few as [`MAX_BINDS`] allows.
+fn chunked(
+    statements: &mut Vec<(String, Vec<Option<String>>)>,
+    head: &str,
+    tuples: Vec<String>,
+    binds: Vec<Option<String>>,
+) {
+    if tuples.is_empty() {
+        return;
+    }
+    let per_row = binds.len() / tuples.len();
+    let rows_per_statement = (MAX_BINDS / per_row.max(1)).max(1);
+    let mut binds = binds.into_iter();
+    for part in tuples.chunks(rows_per_statement) {
+        let values: Vec<Option<String>> = binds.by_ref().take(part.len() * per_row).collect();
+        statements.push((format!("{head} {}", part.join(", ")), values));
     }
 }
