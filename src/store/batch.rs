@@ -92,7 +92,7 @@ impl Store {
             // Planned afresh each time: a plan cached while the table was small (PostgreSQL's
             // generic plan of a prepared statement) would go on scanning it as it grows.
             let rows: Vec<Option<String>> = crate::on_pool!(self, |pool| {
-                let mut query = sqlx::query_scalar(&sql).persistent(self.keeps_in_lists());
+                let mut query = sqlx::query_scalar(&sql).persistent(false);
                 for value in part {
                     query = query.bind(*value);
                 }

@@ -81,8 +81,9 @@ enum Users<'a> {
     Matching(&'a [(&'static str, Vec<&'a str>)]),
 }
 
-/// `?, ?, ...` for an `IN` list of `n`. On PostgreSQL a statement with such a list is not
-/// kept prepared ([`Store::keeps_in_lists`]).
+/// `?, ?, ...` for an `IN` list of `n`. A statement with such a list is not kept prepared
+/// (`.persistent(false)`): its text differs with the list's length, and on PostgreSQL a
+/// generic plan made while a table was small would go on scanning it as a pull fills it.
 pub(crate) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
@@ -309,7 +310,7 @@ impl Store {
         );
         let users_sql = self.sql(&users_sql);
         let rows: Vec<Row> = crate::on_pool!(self, |pool| {
-            let mut query = sqlx::query_as::<_, Row>(&users_sql).persistent(self.keeps_in_lists());
+            let mut query = sqlx::query_as::<_, Row>(&users_sql).persistent(false);
             if tenant != 0 {
                 query = query.bind(tenant);
             }
@@ -343,10 +344,10 @@ impl Store {
         let (members_sql, positions_sql) = (self.sql(&members_sql), self.sql(&positions_sql));
         let (members, positions) = crate::on_pool!(self, |pool| {
             let mut members = sqlx::query_as::<_, (Option<String>, Option<String>)>(&members_sql)
-                .persistent(self.keeps_in_lists());
+                .persistent(false);
             let mut positions =
                 sqlx::query_as::<_, (Option<String>, Option<String>)>(&positions_sql)
-                    .persistent(self.keeps_in_lists());
+                    .persistent(false);
             for id in &ids {
                 members = members.bind(*id);
                 positions = positions.bind(*id);
@@ -449,7 +450,7 @@ impl Store {
         let sql = self.sql(&sql);
         let rows: Vec<TextRow> = crate::on_pool!(self, |pool| {
             let mut query = sqlx::query_as(&sql)
-                .persistent(self.keeps_in_lists())
+                .persistent(false)
                 .bind(THIRD_TYPE_DINGTALK);
             for user_id in user_ids {
                 query = query.bind(*user_id);

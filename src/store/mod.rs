@@ -247,14 +247,6 @@ impl Store {
         Cow::Owned(out)
     }
 
-    /// Whether statements with `IN` lists stay prepared. Not on PostgreSQL: its generic plan
-    /// of a prepared statement, made while a pull's tables were still empty, went on scanning
-    /// them as they filled (470 ms a slice at 100k users). MySQL/MariaDB and SQLite plan each
-    /// execution anyway, and re-preparing costs them round trips.
-    pub(crate) fn keeps_in_lists(&self) -> bool {
-        self.backend != Backend::Postgres
-    }
-
     /// An integer column read as BIGINT, whatever its declared width.
     pub fn int(&self, column: &str) -> String {
         match self.backend {

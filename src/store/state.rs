@@ -234,7 +234,7 @@ impl Store {
         let sql = self.sql(&sql);
         Ok(crate::on_pool!(self, |pool| {
             let mut query = sqlx::query_as::<_, Snapshot>(&sql)
-                .persistent(self.keeps_in_lists())
+                .persistent(false)
                 .bind(tenant_id)
                 .bind(entity);
             for id in local_ids {
@@ -262,7 +262,7 @@ impl Store {
         let sql = self.sql(&sql);
         Ok(crate::on_pool!(self, |pool| {
             let mut query = sqlx::query_as::<_, Snapshot>(&sql)
-                .persistent(self.keeps_in_lists())
+                .persistent(false)
                 .bind(tenant_id)
                 .bind(entity);
             for id in ding_ids {
