@@ -14,7 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::process::Daemon;
+use common::process::{http_get, Daemon};
 use common::{TestDb, APPKEY};
 use dingsync::sim::SimOptions;
 
@@ -210,26 +210,6 @@ async fn mariadb_restarted_mid_run() {
     restart_mid_run(db, "mariadb", &script).await;
 }
 
-/// The address the daemon logged as `metrics.listening`.
-fn metrics_address(daemon: &Daemon) -> String {
-    let lines = daemon.lines.lock().unwrap();
-    let line = lines
-        .iter()
-        .find(|l| l.contains("\"event\":\"metrics.listening\""))
-        .expect("metrics.listening logged before events.connected");
-    let value: serde_json::Value = serde_json::from_str(line).unwrap();
-    value["address"]
-        .as_str()
-        .or_else(|| value["fields"]["address"].as_str())
-        .unwrap()
-        .to_string()
-}
-
-async fn probe(url: &str) -> (u16, String) {
-    let response = reqwest::get(url).await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
-}
-
 /// DingTalk's events while PostgreSQL is down: the daemon cannot store them, so it answers
 /// `LATER` (never `SUCCESS`); DingTalk delivers them again, and once the database is back
 /// the change is applied, once.
@@ -252,19 +232,19 @@ async fn events_while_postgres_is_down() {
     );
     let mut daemon = Daemon::start(&path);
     daemon.wait_for("events.connected", 1).await;
-    let readyz = format!("http://{}/readyz", metrics_address(&daemon));
+    let readyz = format!("http://{}/readyz", daemon.metrics_address());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while probe(&readyz).await.0 != 200 {
+    while http_get(&readyz).await.0 != 200 {
         assert!(
             Instant::now() < deadline,
             "not ready: {:?}",
-            probe(&readyz).await
+            http_get(&readyz).await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut outage = Outage::begin(&script, "postgres");
     // Not ready while the database is down, and says why.
-    let (status, reason) = probe(&readyz).await;
+    let (status, reason) = http_get(&readyz).await;
     assert!(
         status == 503 && reason.contains("database"),
         "{status}: {reason}"
@@ -311,7 +291,7 @@ async fn events_while_postgres_is_down() {
     }
     let stats = server.sim.stream_stats(APPKEY).unwrap();
     assert!(stats.redelivered >= 1 && stats.acked >= 1, "{stats:?}");
-    assert_eq!(probe(&readyz).await.0, 200, "ready again");
+    assert_eq!(http_get(&readyz).await.0, 200, "ready again");
     println!(
         "postgres down: {} LATER answers, {} redeliveries, then applied",
         stats.later, stats.redelivered

@@ -9,29 +9,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::process::Daemon;
+use common::process::{http_get, Daemon};
 use common::APPKEY;
-
-/// The address logged as `metrics.listening`.
-fn listening(daemon: &Daemon) -> String {
-    let lines = daemon.lines.lock().unwrap();
-    let line = lines
-        .iter()
-        .find(|l| l.contains("\"event\":\"metrics.listening\""))
-        .unwrap();
-    let value: serde_json::Value = serde_json::from_str(line).unwrap();
-    let address = value["address"]
-        .as_str()
-        .or_else(|| value["fields"]["address"].as_str())
-        .unwrap()
-        .to_string();
-    address
-}
-
-async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::get(url).await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
-}
 
 /// The samples of an exposition: `name{labels}` -> value.
 fn samples(text: &str) -> BTreeMap<String, f64> {
@@ -78,7 +57,7 @@ async fn metrics_and_probes_of_a_running_daemon() {
     assert!(push.status.success(), "{push:?}");
     let mut daemon = Daemon::start(&path);
     daemon.wait_for("metrics.listening", 1).await;
-    let base = format!("http://{}", listening(&daemon));
+    let base = format!("http://{}", daemon.metrics_address());
     daemon.wait_for("daemon.started", 1).await;
 
     db.plain
@@ -104,7 +83,7 @@ async fn metrics_and_probes_of_a_running_daemon() {
     // Every family, with what happened: jobs done, calls by route, latency observed.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     let (text, found) = loop {
-        let (status, text) = get(&format!("{base}/metrics")).await;
+        let (status, text) = http_get(&format!("{base}/metrics")).await;
         assert_eq!(status, 200);
         let found = samples(&text);
         let created = found
@@ -177,8 +156,8 @@ async fn metrics_and_probes_of_a_running_daemon() {
         assert!(!text.contains(secret), "{secret} in the metrics");
     }
 
-    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
-    assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+    assert_eq!(http_get(&format!("{base}/healthz")).await.0, 200);
+    assert_eq!(http_get(&format!("{base}/readyz")).await.0, 200);
 
     // The AppSecret reset in DingTalk's console: the next job cannot get a token.
     assert!(server.sim.reset_secret(APPKEY, "reset-by-an-admin"));
@@ -188,7 +167,7 @@ async fn metrics_and_probes_of_a_running_daemon() {
         .unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let (status, body) = get(&format!("{base}/readyz")).await;
+        let (status, body) = http_get(&format!("{base}/readyz")).await;
         if status == 503 {
             assert!(
                 body.contains("tenant 0") && body.contains("40089"),
@@ -203,8 +182,8 @@ async fn metrics_and_probes_of_a_running_daemon() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
-    let after = samples(&get(&format!("{base}/metrics")).await.1);
+    assert_eq!(http_get(&format!("{base}/healthz")).await.0, 200);
+    let after = samples(&http_get(&format!("{base}/metrics")).await.1);
     assert!(
         sample(
             &after,

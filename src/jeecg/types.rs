@@ -149,6 +149,12 @@ impl AppConfigRow {
             .iter()
             .any(|v| matches!(v.trim(), "" | "1"))
     }
+
+    /// Whether JeecgBoot's own DingTalk integration is on with this row: enabled, with real
+    /// credentials (it then sends announcements itself on publish).
+    pub fn integration_on(&self) -> bool {
+        self.enabled && !self.is_placeholder()
+    }
 }
 
 /// Fields of a local user that a pull changes (`None`: unchanged).

@@ -287,15 +287,12 @@ pub enum Sender {
 }
 
 impl Sender {
-    /// The rule, in one place: `announcement.mode`, and in `auto` the tenant's DingTalk row of
-    /// `sys_third_app_config` — enabled (`status` 1 or NULL) with real credentials means
-    /// JeecgBoot sends, wherever the tenant's own credentials come from.
-    pub fn of(
-        mode: crate::config::AnnouncementMode,
-        row: Option<&crate::jeecg::AppConfigRow>,
-    ) -> Self {
+    /// The rule, in one place: `announcement.mode`, and in `auto` whether JeecgBoot's own
+    /// integration is on for the tenant (`AppConfigRow::integration_on`: its DingTalk row of
+    /// `sys_third_app_config` enabled with real credentials), wherever the tenant's own
+    /// credentials come from.
+    pub fn of(mode: crate::config::AnnouncementMode, jeecgboot_on: bool) -> Self {
         use crate::config::AnnouncementMode;
-        let jeecgboot_on = row.is_some_and(|r| r.enabled && !r.is_placeholder());
         match mode {
             AnnouncementMode::Never => Self::Nobody,
             AnnouncementMode::Always => Self::Dingsync,
@@ -343,16 +340,11 @@ pub async fn senders(
     Ok(tenants
         .iter()
         .map(|tenant| {
-            // Several rows for one tenant (the table has no unique key): any enabled one
-            // with real credentials means JeecgBoot's integration is on.
-            let mine: Vec<_> = rows.iter().filter(|r| r.tenant_id == *tenant).collect();
-            let row = mine
+            // Several rows for one tenant (the table has no unique key): any one on counts.
+            let on = rows
                 .iter()
-                .find(|r| r.enabled && !r.is_placeholder())
-                .or(mine.first())
-                .copied();
-            let on = row.is_some_and(|r| r.enabled && !r.is_placeholder());
-            (*tenant, Sender::of(config.announcement.mode, row), on)
+                .any(|r| r.tenant_id == *tenant && r.integration_on());
+            (*tenant, Sender::of(config.announcement.mode, on), on)
         })
         .collect())
 }

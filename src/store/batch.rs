@@ -11,7 +11,7 @@ use crate::config::TenantId;
 use crate::jeecg::{password, NewUser, THIRD_TYPE_DINGTALK};
 use crate::secret::Secret;
 
-use super::jeecg::{new_id, placeholders, CREATED_BY};
+use super::jeecg::{new_id, placeholders, user_values, CREATED_BY, USER_INSERT, USER_ROW};
 use super::{Store, StoreError, StoreResult};
 
 /// Bound values per multi-row statement (well under every dialect's limit: SQLite 32,766,
@@ -213,71 +213,52 @@ impl Store {
         let mut tenants: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
         let mut links: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
         let mut snapshots: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
-        {
-            for (linked, id) in rows {
-                let user = &linked.user;
-                let (hash, salt) = hashes.next().unwrap_or_default();
-                users.0.push(
-                    "(?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, CURRENT_TIMESTAMP, 1, 1000)".into(),
-                );
-                users.1.extend([
-                    Some(id.clone()),
-                    Some(user.username.clone()),
-                    Some(user.realname.clone()),
-                    Some(hash),
-                    Some(salt),
-                    user.email.clone(),
-                    user.phone.clone(),
-                    user.work_no.clone(),
-                    user.telephone.clone(),
-                    Some(CREATED_BY.into()),
-                ]);
-                let mut depts: Vec<&String> = user.depart_ids.iter().collect();
-                depts.sort();
-                depts.dedup();
-                for dept in depts {
-                    members.0.push("(?, ?, ?)".into());
-                    members
-                        .1
-                        .extend([Some(new_id()), Some(id.clone()), Some(dept.clone())]);
-                }
-                if tenant != 0 {
-                    tenants
-                        .0
-                        .push(format!("(?, ?, {tenant}, '1', ?, CURRENT_TIMESTAMP)"));
-                    tenants
-                        .1
-                        .extend([Some(new_id()), Some(id.clone()), Some(CREATED_BY.into())]);
-                }
-                links.0.push(format!(
-                    "(?, ?, 1, 0, ?, {tenant}, ?, ?, ?, CURRENT_TIMESTAMP, '{THIRD_TYPE_DINGTALK}')"
-                ));
-                links.1.extend([
-                    Some(new_id()),
-                    Some(id.clone()),
-                    Some(user.realname.clone()),
-                    linked.unionid.clone(),
-                    Some(linked.userid.clone()),
-                    Some(CREATED_BY.into()),
-                ]);
-                snapshots
-                    .0
-                    .push(format!("({tenant}, 'user', ?, ?, ?, {now}, ?)"));
-                snapshots.1.extend([
-                    Some(id.clone()),
-                    Some(linked.userid.clone()),
-                    Some(crate::sync::model::content_hash(&[&linked.base])),
-                    Some(linked.base.clone()),
-                ]);
+        for (linked, id) in rows {
+            let user = &linked.user;
+            let (hash, salt) = hashes.next().unwrap_or_default();
+            users.0.push(USER_ROW.into());
+            users.1.extend(user_values(id, user, hash, salt));
+            let mut depts: Vec<&String> = user.depart_ids.iter().collect();
+            depts.sort();
+            depts.dedup();
+            for dept in depts {
+                members.0.push("(?, ?, ?)".into());
+                members
+                    .1
+                    .extend([Some(new_id()), Some(id.clone()), Some(dept.clone())]);
             }
+            if tenant != 0 {
+                tenants
+                    .0
+                    .push(format!("(?, ?, {tenant}, '1', ?, CURRENT_TIMESTAMP)"));
+                tenants
+                    .1
+                    .extend([Some(new_id()), Some(id.clone()), Some(CREATED_BY.into())]);
+            }
+            links.0.push(format!(
+                "(?, ?, 1, 0, ?, {tenant}, ?, ?, ?, CURRENT_TIMESTAMP, '{THIRD_TYPE_DINGTALK}')"
+            ));
+            links.1.extend([
+                Some(new_id()),
+                Some(id.clone()),
+                Some(user.realname.clone()),
+                linked.unionid.clone(),
+                Some(linked.userid.clone()),
+                Some(CREATED_BY.into()),
+            ]);
+            snapshots
+                .0
+                .push(format!("({tenant}, 'user', ?, ?, ?, {now}, ?)"));
+            snapshots.1.extend([
+                Some(id.clone()),
+                Some(linked.userid.clone()),
+                Some(crate::sync::model::content_hash(&[&linked.base])),
+                Some(linked.base.clone()),
+            ]);
         }
         let mut statements = Vec::new();
         for (head, (tuples, binds)) in [
-            (
-                "INSERT INTO sys_user (id, username, realname, password, salt, email, phone, status, del_flag, work_no, \
-                 telephone, create_by, create_time, user_identity, sort) VALUES",
-                users,
-            ),
+            (USER_INSERT, users),
             ("INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES", members),
             (
                 "INSERT INTO sys_user_tenant (id, user_id, tenant_id, status, create_by, create_time) VALUES",

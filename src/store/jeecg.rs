@@ -81,6 +81,36 @@ enum Users<'a> {
     Matching(&'a [(&'static str, Vec<&'a str>)]),
 }
 
+/// The head of an INSERT of `sys_user` rows as JeecgBoot writes them (active, not deleted,
+/// an ordinary user), each row [`USER_ROW`] with [`user_values`].
+pub(super) const USER_INSERT: &str =
+    "INSERT INTO sys_user (id, username, realname, password, salt, email, phone, status, \
+     del_flag, work_no, telephone, create_by, create_time, user_identity, sort) VALUES";
+/// One row of [`USER_INSERT`].
+pub(super) const USER_ROW: &str =
+    "(?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, CURRENT_TIMESTAMP, 1, 1000)";
+
+/// The bound values of one [`USER_ROW`].
+pub(super) fn user_values(
+    id: &str,
+    user: &NewUser,
+    hash: String,
+    salt: String,
+) -> Vec<Option<String>> {
+    vec![
+        Some(id.to_string()),
+        Some(user.username.clone()),
+        Some(user.realname.clone()),
+        Some(hash),
+        Some(salt),
+        user.email.clone(),
+        user.phone.clone(),
+        user.work_no.clone(),
+        user.telephone.clone(),
+        Some(CREATED_BY.into()),
+    ]
+}
+
 /// `?, ?, ...` for an `IN` list of `n`. A statement with such a list is not kept prepared
 /// (`.persistent(false)`): its text differs with the list's length, and on PostgreSQL a
 /// generic plan made while a table was small would go on scanning it as a pull fills it.
@@ -963,21 +993,8 @@ impl Store {
         let salt = password::new_salt();
         let hash = password::hash(&user.username, password_plain.expose(), &salt);
         let mut statements = vec![(
-            "INSERT INTO sys_user (id, username, realname, password, salt, email, phone, status, del_flag, work_no, telephone, \
-             create_by, create_time, user_identity, sort) VALUES (?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, CURRENT_TIMESTAMP, 1, 1000)"
-                .to_string(),
-            vec![
-                Some(id.clone()),
-                Some(user.username.clone()),
-                Some(user.realname.clone()),
-                Some(hash),
-                Some(salt),
-                user.email.clone(),
-                user.phone.clone(),
-                user.work_no.clone(),
-                user.telephone.clone(),
-                Some(CREATED_BY.into()),
-            ],
+            format!("{USER_INSERT} {USER_ROW}"),
+            user_values(&id, user, hash, salt),
         )];
         for dept in &user.depart_ids {
             statements.push((

@@ -253,19 +253,13 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
     let mut rest = tail;
     while let Some(op) = rest.first() {
         // A pull's new users go in batches (one transaction each), the rest one by one.
-        let creates = rest
-            .iter()
-            .take_while(|op| matches!(op, Op::CreateLocalUser { .. }))
-            .count();
+        let creates = leading(rest, |op| matches!(op, Op::CreateLocalUser { .. }));
         if creates > 1 {
             run.create_local_users(ctx, &rest[..creates], &tick).await;
             rest = &rest[creates..];
             continue;
         }
-        let placed = rest
-            .iter()
-            .take_while(|op| matches!(op, Op::CreateLocalDept { .. }))
-            .count();
+        let placed = leading(rest, |op| matches!(op, Op::CreateLocalDept { .. }));
         if placed > 1 {
             run.create_local_depts(ctx, &rest[..placed], &tick).await;
             rest = &rest[placed..];
@@ -311,6 +305,11 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
         .filter(|(_, n)| *n > 0)
         .collect::<BTreeMap<_, _>>();
     summary
+}
+
+/// How many of the first `ops` are of one kind (`is`): a run applied together.
+fn leading(ops: &[Op], is: impl Fn(&Op) -> bool) -> usize {
+    ops.iter().take_while(|op| is(op)).count()
 }
 
 /// Whether `op` changes its entity (links and warnings alone do not).

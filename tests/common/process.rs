@@ -85,6 +85,21 @@ impl Daemon {
         }
     }
 
+    /// The address logged as `metrics.listening` (`[metrics] listen`, port 0 resolved).
+    pub fn metrics_address(&self) -> String {
+        let lines = self.lines.lock().unwrap();
+        let line = lines
+            .iter()
+            .find(|l| l.contains("\"event\":\"metrics.listening\""))
+            .expect("metrics.listening logged");
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        value["address"]
+            .as_str()
+            .or_else(|| value["fields"]["address"].as_str())
+            .unwrap()
+            .to_string()
+    }
+
     /// SIGTERM, then waits (20 s at most) for the exit; returns its code.
     pub async fn stop(&mut self) -> Option<i32> {
         self.signal("TERM");
@@ -104,4 +119,10 @@ impl Daemon {
             .unwrap()
             .success());
     }
+}
+
+/// GET `url`: the status and the body.
+pub async fn http_get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
 }
