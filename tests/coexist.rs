@@ -312,10 +312,11 @@ async fn jeecgboots_buttons_beside_the_daemon(db: TestDb) {
         "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'c1')",
     ]).await;
     let mut daemon = Daemon::start(&path);
-    common::eventually(&format!("{name}: lisi pushed"), 20, || {
-        common::has_user(&server, APPKEY, "lisi")
-    })
-    .await;
+    daemon
+        .eventually(&format!("{name}: lisi pushed"), 20, || {
+            common::has_user(&server, APPKEY, "lisi")
+        })
+        .await;
     settled(&db, &daemon).await;
     let org = server.sim.app(APPKEY).unwrap().org;
     let dept = org

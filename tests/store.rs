@@ -571,6 +571,42 @@ async fn force_due(store: &Store, id: i64) {
         .rows_affected());
 }
 
+/// A failed job goes back to pending while the change log enqueues its entity again: the two
+/// merge into one pending job, whichever commits first (CI once saw MariaDB refuse the
+/// failed job's update for the pending job committed between its look and its write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_merges_a_concurrent_enqueue_of_its_entity() {
+    let policy = RetryPolicy {
+        max_attempts: 1_000,
+        ..policy()
+    };
+    for db in common::initialised_dbs().await {
+        let (s, name) = (&db.store, db.name);
+        for round in 0..150 {
+            s.enqueue(0, "user", "u1", 0).await.unwrap();
+            let job = s
+                .claim("w", 1, Duration::from_secs(30), None)
+                .await
+                .unwrap()
+                .pop()
+                .unwrap_or_else(|| panic!("{name}: round {round}: nothing to claim"));
+            let (enqueued, failed) = tokio::join!(
+                s.enqueue(0, "user", "u1", 0),
+                s.fail(job.id, "w", "errcode -1", false, &policy)
+            );
+            enqueued.unwrap();
+            let failed = failed.unwrap_or_else(|e| panic!("{name}: round {round}: {e}"));
+            assert!(
+                matches!(failed, FailOutcome::Retry { .. }),
+                "{name}: {failed:?}"
+            );
+            let jobs = s.list_jobs(&JobFilter::default()).await.unwrap();
+            assert_eq!(jobs.len(), 1, "{name}: round {round}: {jobs:?}");
+            assert_eq!(jobs[0].state, state::PENDING, "{name}: round {round}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn expired_leases_are_reclaimed() {
     for db in common::initialised_dbs().await {

@@ -73,20 +73,51 @@ impl StoreError {
                         | sqlx::Error::WorkerCrashed
                 ) || error.as_database_error().is_some_and(|e| {
                     let code = e.code().unwrap_or_default();
-                    // SQLite busy/locked, MySQL lock wait/deadlock, PostgreSQL serialization/deadlock.
+                    // SQLite busy/locked, PostgreSQL serialization/deadlock/lock not
+                    // available, MySQL's deadlock (SQLSTATE 40001) and its lock wait timeout
+                    // (1205, whose SQLSTATE is the generic HY000).
                     matches!(
                         code.as_ref(),
-                        "5" | "6" | "517" | "1205" | "1213" | "40001" | "40P01" | "55P03"
-                    )
+                        "5" | "6" | "517" | "40001" | "40P01" | "55P03"
+                    ) || e
+                        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                        .is_some_and(|m| m.number() == 1205)
                 })
             }
             _ => false,
         }
     }
+
+    /// Whether the database refused the statement for breaking a unique key, or rolled the
+    /// transaction back as a deadlock's (or a serialization failure's) victim.
+    fn is_collision(&self) -> bool {
+        matches!(self, Self::Database(error) if error.as_database_error().is_some_and(|e| {
+            e.is_unique_violation()
+                || matches!(e.code().unwrap_or_default().as_ref(), "40001" | "40P01")
+        }))
+    }
 }
 
 /// A result of the store.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Runs the transaction `attempt` again (4 times at most) while two transactions collide:
+/// it broke a unique key another transaction committed after this one looked for it (no lock
+/// covers a row that does not exist yet), or the database chose it as a deadlock's victim.
+/// The next attempt sees the other's rows and merges into them.
+pub(crate) async fn again_on_conflict<T, F, Fut>(mut attempt: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut left = 4;
+    loop {
+        match attempt().await {
+            Err(error) if left > 0 && error.is_collision() => left -= 1,
+            outcome => return outcome,
+        }
+    }
+}
 
 /// The native pool of one backend.
 #[derive(Clone, Debug)]

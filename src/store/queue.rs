@@ -11,7 +11,7 @@ use rand::Rng;
 
 use crate::config::{Backend, TenantId};
 
-use super::{ms, now_ms, Store, StoreResult};
+use super::{again_on_conflict, ms, now_ms, Store, StoreResult};
 
 /// A job's state.
 pub mod state {
@@ -156,6 +156,21 @@ impl Store {
         }
     }
 
+    /// Reads `columns` of the pending job with a given `pending_key`, locking its index entry
+    /// on PostgreSQL and MariaDB (present or not: a concurrent enqueue of the key then waits
+    /// for this transaction instead of deadlocking with its update).
+    fn pending_of_key(&self, columns: &str) -> String {
+        let lock = if self.backend() == Backend::Sqlite {
+            ""
+        } else {
+            " FOR UPDATE"
+        };
+        self.sql(&format!(
+            "SELECT {columns} FROM dingsync_job WHERE pending_key = ?{lock}"
+        ))
+        .into_owned()
+    }
+
     /// The coalescing INSERT of `enqueue` (binds: tenant, kind, key, pending key, run_at,
     /// created_at, updated_at).
     pub(super) fn enqueue_sql(&self) -> std::borrow::Cow<'static, str> {
@@ -196,6 +211,17 @@ impl Store {
     /// same entity, keeping the earlier due time. An entity whose job is dead is left alone
     /// (`false`): only a change of its row or `queue retry` brings it back.
     pub async fn enqueue(
+        &self,
+        tenant_id: TenantId,
+        kind: &str,
+        key: &str,
+        run_at: i64,
+    ) -> StoreResult<bool> {
+        again_on_conflict(|| self.enqueue_once(tenant_id, kind, key, run_at)).await
+    }
+
+    /// One attempt of `enqueue`.
+    async fn enqueue_once(
         &self,
         tenant_id: TenantId,
         kind: &str,
@@ -474,8 +500,18 @@ impl Store {
         owner: &str,
         decide: &(dyn Fn(i64, i64) -> (Settle, &'n str) + Sync),
     ) -> StoreResult<Option<Settle>> {
+        again_on_conflict(|| self.settle_once(id, owner, decide)).await
+    }
+
+    /// One attempt of `settle`.
+    async fn settle_once<'n>(
+        &self,
+        id: i64,
+        owner: &str,
+        decide: &(dyn Fn(i64, i64) -> (Settle, &'n str) + Sync),
+    ) -> StoreResult<Option<Settle>> {
         let select = self.sql("SELECT tenant_id, kind, entity_key, attempts, waits FROM dingsync_job WHERE id = ? AND state = 'running' AND lease_owner = ?");
-        let other = self.sql("SELECT id, run_at FROM dingsync_job WHERE pending_key = ?");
+        let other = self.pending_of_key("id, run_at");
         let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
         let dead = self.sql(
             "UPDATE dingsync_job SET state = 'dead', attempts = ?, waits = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
@@ -610,10 +646,15 @@ impl Store {
     /// Puts a dead job back to pending, due now, attempts reset. When the entity already has
     /// a pending job, the dead one is simply removed (the pending one does the work).
     pub async fn retry_dead(&self, id: i64) -> StoreResult<bool> {
+        again_on_conflict(|| self.retry_dead_once(id)).await
+    }
+
+    /// One attempt of `retry_dead`.
+    async fn retry_dead_once(&self, id: i64) -> StoreResult<bool> {
         let select = self.sql(
             "SELECT tenant_id, kind, entity_key FROM dingsync_job WHERE id = ? AND state = 'dead'",
         );
-        let exists = self.sql("SELECT COUNT(*) FROM dingsync_job WHERE pending_key = ?");
+        let exists = self.pending_of_key("id");
         let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
         let revive = self.sql(
             "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = 0, waits = 0, run_at = ?, updated_at = ? WHERE id = ?",
@@ -631,11 +672,11 @@ impl Store {
                 return Ok(false);
             };
             let pending = pending_key(tenant_id, &kind, &key);
-            let count: i64 = sqlx::query_scalar(&exists)
+            let pending_job: Option<i64> = sqlx::query_scalar(&exists)
                 .bind(&pending)
-                .fetch_one(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
-            if count > 0 {
+            if pending_job.is_some() {
                 sqlx::query(&delete).bind(id).execute(&mut *tx).await?;
             } else {
                 sqlx::query(&revive)
@@ -680,8 +721,13 @@ impl Store {
     /// Running jobs whose lease expired go back to pending (or are merged into a pending job
     /// for the same entity). Returns how many.
     pub async fn reclaim_expired(&self) -> StoreResult<u64> {
+        again_on_conflict(|| self.reclaim_expired_once()).await
+    }
+
+    /// One attempt of `reclaim_expired`.
+    async fn reclaim_expired_once(&self) -> StoreResult<u64> {
         let expired = self.sql("SELECT id, tenant_id, kind, entity_key FROM dingsync_job WHERE state = 'running' AND lease_until < ?");
-        let exists = self.sql("SELECT COUNT(*) FROM dingsync_job WHERE pending_key = ?");
+        let exists = self.pending_of_key("id");
         let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
         let revive = self.sql(
             "UPDATE dingsync_job SET state = 'pending', pending_key = ?, lease_owner = NULL, lease_until = NULL, run_at = ?, updated_at = ? \
@@ -697,11 +743,11 @@ impl Store {
                 .await?;
             for (id, tenant_id, kind, key) in &rows {
                 let pending = pending_key(*tenant_id, kind, key);
-                let count: i64 = sqlx::query_scalar(&exists)
+                let pending_job: Option<i64> = sqlx::query_scalar(&exists)
                     .bind(&pending)
-                    .fetch_one(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                if count > 0 {
+                if pending_job.is_some() {
                     sqlx::query(&delete).bind(*id).execute(&mut *tx).await?;
                 } else {
                     sqlx::query(&revive)

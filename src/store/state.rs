@@ -551,6 +551,17 @@ impl Store {
         job_for: JobFor,
         gaps: GapRules,
     ) -> StoreResult<ChangeBatch> {
+        super::again_on_conflict(|| self.changes_to_jobs_once(limit, tenants, job_for, gaps)).await
+    }
+
+    /// One attempt of `changes_to_jobs`.
+    async fn changes_to_jobs_once(
+        &self,
+        limit: i64,
+        tenants: &[TenantId],
+        job_for: JobFor,
+        gaps: GapRules,
+    ) -> StoreResult<ChangeBatch> {
         let cursor_sql = self.sql("SELECT value FROM dingsync_meta WHERE name = ?");
         let rows_sql = self.sql("SELECT id, table_name, row_key, op, tenant_id, changed_at FROM dingsync_change WHERE id > ? ORDER BY id LIMIT ?");
         let gaps_sql = "SELECT lo, hi, since FROM dingsync_change_gap ORDER BY lo";

@@ -85,6 +85,19 @@ impl Daemon {
         }
     }
 
+    /// Waits (`seconds` at most) until `check` holds; on a timeout the panic shows the log.
+    pub async fn eventually<F: Fn() -> bool>(&self, what: &str, seconds: u64, check: F) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        while !check() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for: {what}; the daemon's log:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// The address logged as `metrics.listening` (`[metrics] listen`, port 0 resolved).
     pub fn metrics_address(&self) -> String {
         let lines = self.lines.lock().unwrap();
