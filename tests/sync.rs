@@ -722,6 +722,114 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
     }
 }
 
+/// DingTalk with a chain 研发部 > 前端组 > 小组A > 小组B below the root and `n` users, each in
+/// 研发部 and in 小组B (the deepest, found last); the departments' ids, top first.
+fn seed_deep_members(server: &SimServer, n: usize) -> Vec<i64> {
+    let mut chain = Vec::new();
+    let mut parent = 1;
+    for name in ["研发部", "前端组", "小组A", "小组B"] {
+        parent = server
+            .sim
+            .admin_call(
+                APPKEY,
+                "topapi/v2/department/create",
+                json!({ "name": name, "parent_id": parent }),
+            )
+            .unwrap()["result"]["dept_id"]
+            .as_i64()
+            .unwrap();
+        chain.push(parent);
+    }
+    for i in 0..n {
+        server
+            .sim
+            .admin_call(
+                APPKEY,
+                "topapi/v2/user/create",
+                json!({ "userid": format!("m{i:03}"), "name": format!("成员{i}"),
+                        "mobile": format!("136{i:08}"),
+                        "dept_id_list": format!("{},{}", chain[0], chain[3]) }),
+            )
+            .unwrap();
+    }
+    chain
+}
+
+/// A first pull plans each user once all its departments are placed: with the walk slowed
+/// down, 研发部's member pages arrive long before the walk finds 小组B, and its members wait
+/// for it — each ends in both departments. When the walk then fails on a later run into an
+/// empty database, nobody is pulled without a department it belongs to.
+#[tokio::test]
+async fn a_first_pull_waits_for_each_users_departments() {
+    use dingsync::sim::{FaultAction, FaultRule};
+    let server = common::start_fast_sim().await;
+    seed_deep_members(&server, 30);
+    let client = common::client(&server, 1000);
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        server.sim.inject(FaultRule::random(
+            "topapi/v2/department/listsub",
+            1.0,
+            FaultAction::Delay { ms: 60 },
+        ));
+        let summary = run(&db, &server, &client, Direction::Pull).await;
+        server.sim.clear_faults();
+        assert_eq!(summary.failed, 0, "{name}: {:?}", summary.failures);
+        assert_eq!(pulled_rows(&db).await, [30, 30, 60, 0, 0, 0], "{name}");
+        let in_deepest = dingsync::on_pool!(db.plain, |pool| {
+            sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM sys_user_depart m JOIN sys_depart d ON d.id = m.dep_id WHERE d.depart_name = '小组B'"
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        });
+        assert_eq!(
+            in_deepest, 30,
+            "{name}: every member in the deepest department"
+        );
+    }
+    // The walk fails below 前端组 (the third listsub): the users, whose 小组B is never
+    // found, are not pulled; the run says why.
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        server.sim.inject(FaultRule::next(
+            "topapi/v2/department/listsub",
+            2,
+            FaultAction::Delay { ms: 30 },
+        ));
+        server.sim.inject(FaultRule {
+            path: "topapi/v2/department/listsub".into(),
+            appkey: None,
+            action: FaultAction::Errcode {
+                errcode: 60003,
+                sub_code: None,
+            },
+            count: Some(100),
+            probability: None,
+        });
+        let config = config(&db.url, &server.url);
+        let request = RunRequest {
+            direction: Direction::Pull,
+            scope: Scope::All,
+            dry_run: false,
+        };
+        let outcome = run_sliced(
+            &db.store,
+            &client,
+            &config,
+            &config.tenants[0],
+            request,
+            None,
+            2,
+        )
+        .await;
+        server.sim.clear_faults();
+        assert!(outcome.is_err(), "{name}: {outcome:?}");
+        assert_eq!(pulled_rows(&db).await[..3], [0, 0, 0], "{name}");
+    }
+}
+
 /// `dingsync sync pull` killed (SIGKILL) while it writes its batches: the next run converges,
 /// with no user, link or membership twice.
 #[tokio::test]

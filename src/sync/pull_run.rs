@@ -8,13 +8,15 @@
 //! the same planner as `plan pull` and the daemon's pull jobs.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::config::{Config, TenantConfig, TenantId};
+use crate::dingtalk::types::DtUser;
 use crate::dingtalk::DingTalkClient;
 use crate::store::Store;
 
 use super::apply::{apply, ApplyCtx};
-use super::model::{entity, LocalRef, Op, RemoteDept, RemoteView, Summary};
+use super::model::{entity, LocalRef, Op, RemoteDept, RemoteView, Summary, ROOT_DEPT};
 use super::plan::{pull_departments, pull_users_slice, Plan, Rules};
 use super::read;
 use super::run::{merge, Phases, RunError, RunRequest, USER_SLICE};
@@ -24,12 +26,17 @@ use super::run::{merge, Phases, RunError, RunRequest, USER_SLICE};
 /// and none is inserted without a phone.
 pub fn report_hidden_mobiles(tenant: TenantId, remote: &RemoteView) {
     let hidden = remote.users.iter().filter(|u| u.mobile.is_empty()).count();
+    report_hidden(tenant, hidden, remote.users.len());
+}
+
+/// [`report_hidden_mobiles`] from counts: `hidden` of `users` showed no mobile.
+fn report_hidden(tenant: TenantId, hidden: usize, users: usize) {
     if hidden > 0 {
         tracing::warn!(
             event = "pull.mobile_hidden",
             tenant,
             count = hidden,
-            users = remote.users.len(),
+            users,
             "DingTalk shows users without a mobile: grant the app 企业员工手机号信息 (qyapi_get_member_by_mobile / the mobile permission) in DingTalk's developer console; until then users are matched by link and username only and none is inserted without a phone"
         );
     }
@@ -126,17 +133,30 @@ impl Pull {
         }
         let people = self.remote.users.slice(self.next, self.slice);
         self.next += people.len();
+        let map = std::mem::take(&mut self.map);
+        let plan = self.plan_people(store, &people, &map).await;
+        self.map = map;
+        Ok(Some(plan?))
+    }
+
+    /// The DingTalk users `people` planned, their departments placed as `map` says.
+    async fn plan_people(
+        &mut self,
+        store: &Store,
+        people: &[DtUser],
+        map: &HashMap<i64, LocalRef>,
+    ) -> Result<Plan, RunError> {
         let started = std::time::Instant::now();
-        let local = read::pull_candidates(store, self.tenant, &people).await?;
+        let local = read::pull_candidates(store, self.tenant, people).await?;
         self.phases.local += started.elapsed().as_millis();
         let started = std::time::Instant::now();
-        let ops = pull_users_slice(&local, &people, &self.map, &mut self.claimed, &self.policy);
+        let ops = pull_users_slice(&local, people, map, &mut self.claimed, &self.policy);
         self.phases.plan += started.elapsed().as_millis();
-        Ok(Some(Plan {
+        Ok(Plan {
             ops,
             refused_deletes: None,
             considered: people.len(),
-        }))
+        })
     }
 }
 
@@ -151,75 +171,244 @@ async fn by_levels(store: &Store, tenant: TenantId) -> Result<bool, RunError> {
         .any(|d| !d.is_post() && !d.is_deleted() && d.ding_identifier.is_some()))
 }
 
-/// Reads DingTalk while placing its departments level by level (see the module
-/// documentation); the departments' operations applied so far, and the pull of the users.
-async fn start_pull_by_levels(
+/// Where the DingTalk departments a first pull has found so far are placed locally, and
+/// whether that is all of them (the walk ended and every department found was placed).
+#[derive(Clone, Default)]
+struct Placed {
+    map: Arc<HashMap<i64, LocalRef>>,
+    complete: bool,
+}
+
+impl Placed {
+    /// Whether `user` can be planned now: each of its departments is placed (or is the
+    /// root), or no other department will ever be (one DingTalk refused stays unplaced, and
+    /// the membership is left out, as in any pull).
+    fn ready(&self, user: &DtUser) -> bool {
+        self.complete
+            || user
+                .dept_id_list
+                .iter()
+                .all(|d| *d == ROOT_DEPT || self.map.contains_key(d))
+    }
+}
+
+/// Users a first pull keeps waiting for their departments, at most; beyond, the member
+/// pages wait in DingTalk.
+const WAITING_CAP: usize = 20_000;
+
+/// A first pull (see the module documentation): the walk and the member pages are read,
+/// the departments placed, and the users planned and written, all at once. A user is
+/// planned as soon as each of its departments is placed; the slices are written one at a
+/// time, the next planned meanwhile. A failed read or placing returns the error (what was
+/// applied stays, and users whose departments were not all placed are left for the next run).
+async fn first_pull(
     ctx: &ApplyCtx<'_>,
     config: &Config,
     tenant: &TenantConfig,
     request: RunRequest,
-) -> Result<(Pull, Summary, usize), RunError> {
+    slice: usize,
+) -> Result<Summary, RunError> {
     let started = std::time::Instant::now();
-    let policy = Rules::of(config, tenant).policy;
-    // Local departments that are not linked can be matched only by the `source_identifier`
-    // DingTalk keeps: read it for each level then.
-    let unlinked = store_has_live_departments(ctx.store, tenant.id).await?;
-    let (levels_tx, mut levels) = tokio::sync::mpsc::unbounded_channel::<Vec<RemoteDept>>();
-    let read = read::remote_view_by_levels(ctx.client, Some(levels_tx));
-    let place = async {
-        let mut remote = RemoteView::default();
-        let mut applied: HashSet<String> = HashSet::new();
-        let mut summary = Summary::default();
-        let mut ops_total = 0;
-        while let Some(mut level) = levels.recv().await {
-            // Whatever else the walk found meanwhile goes with it: one plan and one apply for
-            // all, so a slow database takes bigger batches instead of falling behind.
-            while let Ok(more) = levels.try_recv() {
-                level.extend(more);
-            }
-            if unlinked {
-                read::fetch_sources_of(ctx.client, &mut level).await?;
-            }
-            remote.depts.extend(level);
-            if !request.scope.departments() {
-                continue;
-            }
-            let local = read::dept_tree_view(ctx.store, tenant.id, true).await?;
-            let ops: Vec<Op> = pull_departments(&local, &remote, &policy)
-                .0
-                .into_iter()
-                .filter(|op| applied.insert(serde_json::to_string(op).unwrap_or_default()))
-                .collect();
-            ops_total += ops.len();
-            let plan = Plan {
-                ops,
-                refused_deletes: None,
-                considered: 0,
-            };
-            merge(&mut summary, apply(ctx, &plan).await);
-        }
-        Ok::<_, RunError>((remote.depts, summary, ops_total))
+    let (levels_tx, levels) = tokio::sync::mpsc::unbounded_channel::<Vec<RemoteDept>>();
+    let (users_tx, users) = tokio::sync::mpsc::channel::<Vec<DtUser>>(16);
+    let (placed_tx, placed) = tokio::sync::watch::channel(Placed::default());
+    let (slices_tx, slices) = tokio::sync::mpsc::channel::<Plan>(1);
+    let read = async {
+        let users_tx = request.scope.users().then_some(users_tx);
+        let read = read::remote_view_by_levels(ctx.client, Some(levels_tx), users_tx).await;
+        let dingtalk = started.elapsed().as_millis();
+        read.map(|_| dingtalk).map_err(RunError::from)
     };
-    let (mut remote, (depts, summary, ops)) =
-        tokio::try_join!(async { read.await.map_err(RunError::from) }, place)?;
-    // The levels carried `source_identifier` where it was read.
-    remote.depts = depts;
-    report_hidden_mobiles(tenant.id, &remote);
-    let pull = Pull {
-        remote,
+    let place = place_departments(ctx, config, tenant, request, levels, placed_tx);
+    let mut pull = Pull {
+        remote: RemoteView::default(),
         tenant: tenant.id,
         users: request.scope.users(),
         map: HashMap::new(),
         claimed: HashMap::new(),
         next: 0,
-        slice: USER_SLICE,
-        policy,
-        phases: Phases {
-            dingtalk: started.elapsed().as_millis(),
-            ..Phases::default()
-        },
+        slice: slice.max(1),
+        policy: Rules::of(config, tenant).policy,
+        phases: Phases::default(),
     };
-    Ok((pull, summary, ops))
+    let known = std::sync::atomic::AtomicUsize::new(0);
+    let plan = plan_arrivals(ctx.store, &mut pull, users, placed, slices_tx, &known);
+    let write = write_slices(ctx, slices, 0, &known);
+    let (read, placed, planned, (written, write_ms)) = tokio::join!(read, place, plan, write);
+    let mut summary = placed?;
+    let dingtalk = read?;
+    let phases = Phases {
+        dingtalk,
+        write: write_ms,
+        ..pull.phases
+    };
+    merge(&mut summary, written);
+    phases.record(&mut summary, started.elapsed());
+    if let Err(error) = planned {
+        summary
+            .failures
+            .push((entity::USER.into(), "*".into(), error.to_string()));
+        summary.retryable = true;
+    }
+    Ok(summary)
+}
+
+/// Places the departments the walk sends down `levels`, each with whatever else arrived
+/// while the last ones were applied (a slow database takes bigger batches instead of falling
+/// behind), and publishes on `placed` where they are: before each batch is applied, and
+/// once the walk's end (an empty level) has been applied, complete. The departments'
+/// summary.
+async fn place_departments(
+    ctx: &ApplyCtx<'_>,
+    config: &Config,
+    tenant: &TenantConfig,
+    request: RunRequest,
+    mut levels: tokio::sync::mpsc::UnboundedReceiver<Vec<RemoteDept>>,
+    placed: tokio::sync::watch::Sender<Placed>,
+) -> Result<Summary, RunError> {
+    let policy = Rules::of(config, tenant).policy;
+    // Local departments that are not linked can be matched only by the `source_identifier`
+    // DingTalk keeps: read it for each level then.
+    let unlinked = store_has_live_departments(ctx.store, tenant.id).await?;
+    let mut remote = RemoteView::default();
+    let mut applied: HashSet<String> = HashSet::new();
+    let mut summary = Summary::default();
+    let mut complete = false;
+    while !complete {
+        let Some(first) = levels.recv().await else {
+            // The walk failed: what is placed stays, and users still waiting stay out.
+            return Ok(summary);
+        };
+        let mut level = Vec::new();
+        for more in std::iter::once(first).chain(std::iter::from_fn(|| levels.try_recv().ok())) {
+            complete |= more.is_empty();
+            level.extend(more);
+        }
+        if unlinked {
+            read::fetch_sources_of(ctx.client, &mut level).await?;
+        }
+        remote.depts.extend(level);
+        let local = read::dept_tree_view(ctx.store, tenant.id, true).await?;
+        let (ops, map) = pull_departments(&local, &remote, &policy);
+        publish(&placed, map, false);
+        if !request.scope.departments() {
+            continue;
+        }
+        let ops: Vec<Op> = ops
+            .into_iter()
+            .filter(|op| applied.insert(serde_json::to_string(op).unwrap_or_default()))
+            .collect();
+        let plan = Plan {
+            ops,
+            refused_deletes: None,
+            considered: 0,
+        };
+        merge(&mut summary, apply(ctx, &plan).await);
+    }
+    let local = read::dept_tree_view(ctx.store, tenant.id, true).await?;
+    publish(&placed, pull_departments(&local, &remote, &policy).1, true);
+    Ok(summary)
+}
+
+/// Publishes where departments are placed: those that exist locally (one still to be
+/// created, or whose create failed, is left out, so that its members wait or go without it).
+fn publish(
+    placed: &tokio::sync::watch::Sender<Placed>,
+    mut map: HashMap<i64, LocalRef>,
+    complete: bool,
+) {
+    map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
+    placed.send_replace(Placed {
+        map: Arc::new(map),
+        complete,
+    });
+}
+
+/// Plans the users arriving on `users` a slice at a time as their departments are placed
+/// (see [`Placed::ready`]), and sends each slice's plan down `slices`. `known` counts the
+/// users arrived (the progress' total).
+async fn plan_arrivals(
+    store: &Store,
+    pull: &mut Pull,
+    mut users: tokio::sync::mpsc::Receiver<Vec<DtUser>>,
+    mut placed: tokio::sync::watch::Receiver<Placed>,
+    slices: tokio::sync::mpsc::Sender<Plan>,
+    known: &std::sync::atomic::AtomicUsize,
+) -> Result<(), RunError> {
+    let mut state = placed.borrow_and_update().clone();
+    let (mut waiting, mut ready): (Vec<DtUser>, Vec<DtUser>) = (Vec::new(), Vec::new());
+    let (mut users_open, mut placer_open) = (true, true);
+    let (mut hidden, mut arrived) = (0, 0);
+    loop {
+        while ready.len() >= pull.slice || (!users_open && !ready.is_empty()) {
+            let people: Vec<DtUser> = ready.drain(..pull.slice.min(ready.len())).collect();
+            let plan = pull.plan_people(store, &people, &state.map).await?;
+            if slices.send(plan).await.is_err() {
+                return Ok(());
+            }
+        }
+        if !users_open && (waiting.is_empty() || !placer_open) {
+            break;
+        }
+        tokio::select! {
+            page = users.recv(), if users_open && (waiting.len() < WAITING_CAP || !placer_open) => match page {
+                Some(page) => {
+                    arrived += page.len();
+                    hidden += page.iter().filter(|u| u.mobile.is_empty()).count();
+                    known.fetch_add(page.len(), std::sync::atomic::Ordering::Relaxed);
+                    let (now, later): (Vec<DtUser>, Vec<DtUser>) =
+                        page.into_iter().partition(|u| state.ready(u));
+                    ready.extend(now);
+                    waiting.extend(later);
+                }
+                None => users_open = false,
+            },
+            changed = placed.changed(), if placer_open => {
+                placer_open = changed.is_ok();
+                state = placed.borrow_and_update().clone();
+                let (now, later): (Vec<DtUser>, Vec<DtUser>) =
+                    std::mem::take(&mut waiting).into_iter().partition(|u| state.ready(u));
+                ready.extend(now);
+                waiting = later;
+            }
+        }
+    }
+    report_hidden(pull.tenant, hidden, arrived);
+    if !waiting.is_empty() {
+        tracing::warn!(event = "pull.users_unplaced", tenant = pull.tenant, count = waiting.len(), "users not pulled: their departments were not all placed (the walk or a department's placing failed); the next pull takes them");
+    }
+    Ok(())
+}
+
+/// Writes the slices arriving on `slices`, one at a time; progress counts from `done`
+/// operations against `known` more. Their summary, and the time spent writing.
+async fn write_slices(
+    ctx: &ApplyCtx<'_>,
+    mut slices: tokio::sync::mpsc::Receiver<Plan>,
+    mut done: usize,
+    known: &std::sync::atomic::AtomicUsize,
+) -> (Summary, u128) {
+    let start = done;
+    let mut written = Summary::default();
+    let mut write_ms = 0;
+    while let Some(plan) = slices.recv().await {
+        let offset = done;
+        let total = start + known.load(std::sync::atomic::Ordering::Relaxed);
+        let report = |n: usize, _: usize| {
+            if let Some(progress) = ctx.progress {
+                progress(offset + n, total.max(offset + n));
+            }
+        };
+        let slice_ctx = ApplyCtx {
+            progress: Some(&report),
+            ..*ctx
+        };
+        let started = std::time::Instant::now();
+        merge(&mut written, apply(&slice_ctx, &plan).await);
+        write_ms += started.elapsed().as_millis();
+        done += plan.ops.len();
+    }
+    (written, write_ms)
 }
 
 async fn store_has_live_departments(store: &Store, tenant: TenantId) -> Result<bool, RunError> {
@@ -227,8 +416,9 @@ async fn store_has_live_departments(store: &Store, tenant: TenantId) -> Result<b
     Ok(rows.depts.iter().any(|d| !d.is_post() && !d.is_deleted()))
 }
 
-/// Applies a pull: the departments, then the users a slice at a time, the next slice
-/// planned while the current one is written. Returns the summary and the run's id.
+/// Applies a pull: a first pull as [`first_pull`] does; else the departments, then the
+/// users a slice at a time, the next slice planned while the current one is written.
+/// Returns the summary and the run's id.
 pub(super) async fn apply_pull(
     ctx: &ApplyCtx<'_>,
     config: &Config,
@@ -238,21 +428,18 @@ pub(super) async fn apply_pull(
     slice: usize,
 ) -> Result<(Summary, Option<String>, i64), RunError> {
     let store = ctx.store;
+    if by_levels(store, tenant.id).await? {
+        let run_id = store.start_run(tenant.id, kind).await?;
+        let summary = first_pull(ctx, config, tenant, request, slice).await?;
+        return Ok((summary, None, run_id));
+    }
     let run_started = std::time::Instant::now();
-    let (mut pull, mut summary, head_ops, run_id) = if by_levels(store, tenant.id).await? {
-        let run_id = store.start_run(tenant.id, kind).await?;
-        let (pull, summary, ops) = start_pull_by_levels(ctx, config, tenant, request).await?;
-        (pull, summary, ops, run_id)
-    } else {
-        let (pull, head) = start_pull(store, ctx.client, config, tenant, request).await?;
-        let run_id = store.start_run(tenant.id, kind).await?;
-        let summary = apply(ctx, &head).await;
-        (pull, summary, head.ops.len(), run_id)
-    };
+    let (mut pull, head) = start_pull(store, ctx.client, config, tenant, request).await?;
+    let run_id = store.start_run(tenant.id, kind).await?;
+    let mut summary = apply(ctx, &head).await;
     pull.slice = slice.max(1);
-    // Progress over the whole run, not per slice.
-    let total = head_ops + pull.remote.users.len();
-    let (sender, mut slices) = tokio::sync::mpsc::channel::<Plan>(1);
+    let known = std::sync::atomic::AtomicUsize::new(pull.remote.users.len());
+    let (sender, slices) = tokio::sync::mpsc::channel::<Plan>(1);
     let planning = async {
         pull.departments_applied(store).await?;
         while let Some(plan) = pull.next_slice(store).await? {
@@ -263,28 +450,7 @@ pub(super) async fn apply_pull(
         drop(sender);
         Ok::<_, RunError>(())
     };
-    let writing = async {
-        let mut done = head_ops;
-        let mut written = Summary::default();
-        let mut write_ms = 0;
-        while let Some(plan) = slices.recv().await {
-            let offset = done;
-            let report = |n: usize, _: usize| {
-                if let Some(progress) = ctx.progress {
-                    progress(offset + n, total.max(offset + n));
-                }
-            };
-            let slice_ctx = ApplyCtx {
-                progress: Some(&report),
-                ..*ctx
-            };
-            let started = std::time::Instant::now();
-            merge(&mut written, apply(&slice_ctx, &plan).await);
-            write_ms += started.elapsed().as_millis();
-            done += plan.ops.len();
-        }
-        (written, write_ms)
-    };
+    let writing = write_slices(ctx, slices, head.ops.len(), &known);
     let (planned, (written, write_ms)) = tokio::join!(planning, writing);
     merge(&mut summary, written);
     let phases = Phases {

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::config::TenantId;
+use crate::dingtalk::types::DtUser;
 use crate::dingtalk::{DingTalkClient, DingTalkError};
 use crate::jeecg::LocalDept;
 use crate::store::jeecg::DeptRows;
@@ -333,14 +334,20 @@ async fn remote_departments(
             }
         }
     }
+    if let Some(levels) = &levels {
+        // An empty level: the walk is complete (a failed walk ends without it).
+        let _ = levels.send(Vec::new());
+    }
     Ok(all)
 }
 
 /// Every user of the organisation, once: the members of each department id that arrives
-/// on `ids`, packed as each department's pages arrive (never all pages at once).
+/// on `ids`, packed as each department's pages arrive (never all pages at once). With
+/// `fresh`, each department's users not seen before are sent there instead of kept.
 async fn remote_users(
     client: &DingTalkClient,
     ids: tokio::sync::mpsc::UnboundedReceiver<i64>,
+    fresh: Option<tokio::sync::mpsc::Sender<Vec<DtUser>>>,
 ) -> Result<RemoteUsers, DingTalkError> {
     let ids = stream::unfold(ids, |mut ids| async move {
         ids.recv().await.map(|id| (id, ids))
@@ -350,9 +357,25 @@ async fn remote_users(
         .map(|id| client.user_list_all(id))
         .buffered(READ_CONCURRENCY);
     let mut pages = std::pin::pin!(pages);
+    let mut seen: HashSet<String> = HashSet::new();
     while let Some(members) = pages.try_next().await? {
-        for user in members {
-            builder.push(user);
+        match &fresh {
+            Some(fresh) => {
+                let new: Vec<DtUser> = members
+                    .into_iter()
+                    .filter(|u| seen.insert(u.userid.clone()))
+                    .collect();
+                // A full channel holds the reading back: users wait in DingTalk, not in
+                // memory. The receiver is gone only when the pull stopped.
+                if !new.is_empty() && fresh.send(new).await.is_err() {
+                    break;
+                }
+            }
+            None => {
+                for user in members {
+                    builder.push(user);
+                }
+            }
         }
     }
     Ok(builder.finish())
@@ -371,21 +394,24 @@ pub async fn remote_view(
             ..RemoteView::default()
         });
     }
-    remote_view_by_levels(client, None).await
+    remote_view_by_levels(client, None, None).await
 }
 
 /// [`remote_view`] with users, sending each department's children down `levels` as soon as
-/// they are listed (a parent always comes before its children), so that a pull can place departments while
-/// the rest of DingTalk is still being read.
+/// they are listed (a parent always comes before its children), so that a pull can place
+/// departments while the rest of DingTalk is still being read; with `users`, each
+/// department's users not seen before go down `users` as its pages arrive (the view's
+/// `users` then stay empty).
 pub async fn remote_view_by_levels(
     client: &DingTalkClient,
     levels: Option<tokio::sync::mpsc::UnboundedSender<Vec<RemoteDept>>>,
+    users: Option<tokio::sync::mpsc::Sender<Vec<DtUser>>>,
 ) -> Result<RemoteView, DingTalkError> {
     let (found, ids) = tokio::sync::mpsc::unbounded_channel();
     // The root's own members first.
     let _ = found.send(ROOT_DEPT);
     let walk = async move { remote_departments(client, Some(&found), levels).await };
-    let (depts, users) = tokio::try_join!(walk, remote_users(client, ids))?;
+    let (depts, users) = tokio::try_join!(walk, remote_users(client, ids, users))?;
     Ok(RemoteView {
         depts,
         users,
