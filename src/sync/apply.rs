@@ -36,7 +36,13 @@ pub struct ApplyCtx<'a> {
     pub new_user_password: &'a Secret,
     /// Called after each operation with (done, total).
     pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+    /// Called when a pull has inserted the local department of a DingTalk department (its
+    /// id, the local id), before its `source_identifier` is written back.
+    pub placed: Option<&'a OnPlaced<'a>>,
 }
+
+/// See [`ApplyCtx::placed`].
+pub type OnPlaced<'a> = dyn Fn(i64, &str) + Sync + 'a;
 
 /// Why one entity failed.
 #[derive(Debug, thiserror::Error)]
@@ -896,6 +902,9 @@ impl Run {
             order: 0,
         };
         record_dept(ctx.store, ctx.tenant, &dept.id, *dept_id, &base).await?;
+        if let Some(placed) = ctx.placed {
+            placed(*dept_id, &dept.id);
+        }
         Ok(dept.id)
     }
 

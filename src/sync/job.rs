@@ -91,6 +91,7 @@ pub(super) async fn run_plan(ctx: &JobCtx<'_>, plan: &Plan) -> Result<JobOutcome
         tenant: ctx.tenant.id,
         new_user_password: &ctx.config.pull.new_user_password,
         progress: None,
+        placed: None,
     };
     let summary = apply(&apply_ctx, plan).await;
     if summary.failures.is_empty() {

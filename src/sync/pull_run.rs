@@ -8,7 +8,6 @@
 //! the same planner as `plan pull` and the daemon's pull jobs.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use crate::config::{Config, TenantConfig, TenantId};
 use crate::dingtalk::types::DtUser;
@@ -171,24 +170,72 @@ async fn by_levels(store: &Store, tenant: TenantId) -> Result<bool, RunError> {
         .any(|d| !d.is_post() && !d.is_deleted() && d.ding_identifier.is_some()))
 }
 
-/// Where the DingTalk departments a first pull has found so far are placed locally, and
-/// whether that is all of them (the walk ended and every department found was placed).
-#[derive(Clone, Default)]
-struct Placed {
-    map: Arc<HashMap<i64, LocalRef>>,
-    complete: bool,
+/// News from a first pull's placer to its planner.
+enum Placement {
+    /// DingTalk departments that exist locally (placed by an earlier batch, or matched).
+    Known(HashMap<i64, LocalRef>),
+    /// One DingTalk department's local department was just inserted.
+    One(i64, String),
+    /// The walk is complete and every department found was placed: where they all are.
+    Complete(HashMap<i64, LocalRef>),
 }
 
-impl Placed {
-    /// Whether `user` can be planned now: each of its departments is placed (or is the
-    /// root), or no other department will ever be (one DingTalk refused stays unplaced, and
-    /// the membership is left out, as in any pull).
-    fn ready(&self, user: &DtUser) -> bool {
-        self.complete
-            || user
-                .dept_id_list
-                .iter()
-                .all(|d| *d == ROOT_DEPT || self.map.contains_key(d))
+/// The users a first pull has read but cannot plan yet, each filed under the first of its
+/// departments that is not placed, so that a placed department releases only its own.
+#[derive(Default)]
+struct Waiting {
+    map: HashMap<i64, LocalRef>,
+    complete: bool,
+    by_dept: HashMap<i64, Vec<DtUser>>,
+    count: usize,
+}
+
+impl Waiting {
+    /// Files `user` as ready (each of its departments is placed, or is the root; or every
+    /// department that will ever be is placed: one that was not stays out of its
+    /// memberships, as in any pull), or under its first unplaced department.
+    fn arrive(&mut self, user: DtUser, ready: &mut Vec<DtUser>) {
+        let missing = (!self.complete)
+            .then(|| {
+                user.dept_id_list
+                    .iter()
+                    .copied()
+                    .find(|d| *d != ROOT_DEPT && !self.map.contains_key(d))
+            })
+            .flatten();
+        match missing {
+            None => ready.push(user),
+            Some(dept) => {
+                self.by_dept.entry(dept).or_default().push(user);
+                self.count += 1;
+            }
+        }
+    }
+
+    /// Takes in the placer's news; the users it releases go to `ready`.
+    fn hear(&mut self, news: Placement, ready: &mut Vec<DtUser>) {
+        let placed: Vec<(i64, LocalRef)> = match news {
+            Placement::Known(map) => map.into_iter().collect(),
+            Placement::One(dept, local) => vec![(dept, LocalRef::Local(local))],
+            Placement::Complete(map) => {
+                self.complete = true;
+                self.map = map;
+                let all: Vec<DtUser> = self.by_dept.drain().flat_map(|(_, u)| u).collect();
+                self.count = 0;
+                ready.extend(all);
+                return;
+            }
+        };
+        for (dept, local) in placed {
+            if matches!(local, LocalRef::Created(_)) || self.map.contains_key(&dept) {
+                continue;
+            }
+            self.map.insert(dept, local);
+            for user in self.by_dept.remove(&dept).unwrap_or_default() {
+                self.count -= 1;
+                self.arrive(user, ready);
+            }
+        }
     }
 }
 
@@ -198,9 +245,10 @@ const WAITING_CAP: usize = 20_000;
 
 /// A first pull (see the module documentation): the walk and the member pages are read,
 /// the departments placed, and the users planned and written, all at once. A user is
-/// planned as soon as each of its departments is placed; the slices are written one at a
-/// time, the next planned meanwhile. A failed read or placing returns the error (what was
-/// applied stays, and users whose departments were not all placed are left for the next run).
+/// planned as soon as each of its departments is inserted locally; the slices are written
+/// one at a time, the next planned meanwhile. A failed read or placing returns the error
+/// (what was applied stays, and users whose departments were not all placed are left for
+/// the next run).
 async fn first_pull(
     ctx: &ApplyCtx<'_>,
     config: &Config,
@@ -211,7 +259,7 @@ async fn first_pull(
     let started = std::time::Instant::now();
     let (levels_tx, levels) = tokio::sync::mpsc::unbounded_channel::<Vec<RemoteDept>>();
     let (users_tx, users) = tokio::sync::mpsc::channel::<Vec<DtUser>>(16);
-    let (placed_tx, placed) = tokio::sync::watch::channel(Placed::default());
+    let (placed_tx, placed) = tokio::sync::mpsc::unbounded_channel::<Placement>();
     let (slices_tx, slices) = tokio::sync::mpsc::channel::<Plan>(1);
     let read = async {
         let users_tx = request.scope.users().then_some(users_tx);
@@ -255,16 +303,17 @@ async fn first_pull(
 
 /// Places the departments the walk sends down `levels`, each with whatever else arrived
 /// while the last ones were applied (a slow database takes bigger batches instead of falling
-/// behind), and publishes on `placed` where they are: before each batch is applied, and
-/// once the walk's end (an empty level) has been applied, complete. The departments'
-/// summary.
+/// behind), and tells the planner on `placed` where they are: those that exist before each
+/// batch is applied, each one as it is inserted (its `source_identifier` write-back may
+/// still be under way), and all of them once the walk's end (an empty level) is applied.
+/// The departments' summary.
 async fn place_departments(
     ctx: &ApplyCtx<'_>,
     config: &Config,
     tenant: &TenantConfig,
     request: RunRequest,
     mut levels: tokio::sync::mpsc::UnboundedReceiver<Vec<RemoteDept>>,
-    placed: tokio::sync::watch::Sender<Placed>,
+    placed: tokio::sync::mpsc::UnboundedSender<Placement>,
 ) -> Result<Summary, RunError> {
     let policy = Rules::of(config, tenant).policy;
     // Local departments that are not linked can be matched only by the `source_identifier`
@@ -274,6 +323,14 @@ async fn place_departments(
     let mut applied: HashSet<String> = HashSet::new();
     let mut summary = Summary::default();
     let mut complete = false;
+    // The planner is gone only when the pull stopped.
+    let inserted = |dept: i64, local: &str| {
+        let _ = placed.send(Placement::One(dept, local.to_string()));
+    };
+    let place_ctx = ApplyCtx {
+        placed: Some(&inserted),
+        ..*ctx
+    };
     while !complete {
         let Some(first) = levels.recv().await else {
             // The walk failed: what is placed stays, and users still waiting stay out.
@@ -290,7 +347,7 @@ async fn place_departments(
         remote.depts.extend(level);
         let local = read::dept_tree_view(ctx.store, tenant.id, true).await?;
         let (ops, map) = pull_departments(&local, &remote, &policy);
-        publish(&placed, map, false);
+        let _ = placed.send(Placement::Known(map));
         if !request.scope.departments() {
             continue;
         }
@@ -303,79 +360,68 @@ async fn place_departments(
             refused_deletes: None,
             considered: 0,
         };
-        merge(&mut summary, apply(ctx, &plan).await);
+        merge(&mut summary, apply(&place_ctx, &plan).await);
     }
     let local = read::dept_tree_view(ctx.store, tenant.id, true).await?;
-    publish(&placed, pull_departments(&local, &remote, &policy).1, true);
+    let mut map = pull_departments(&local, &remote, &policy).1;
+    // One still to be created is one whose create failed: its members go without it.
+    map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
+    let _ = placed.send(Placement::Complete(map));
     Ok(summary)
 }
 
-/// Publishes where departments are placed: those that exist locally (one still to be
-/// created, or whose create failed, is left out, so that its members wait or go without it).
-fn publish(
-    placed: &tokio::sync::watch::Sender<Placed>,
-    mut map: HashMap<i64, LocalRef>,
-    complete: bool,
-) {
-    map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
-    placed.send_replace(Placed {
-        map: Arc::new(map),
-        complete,
-    });
-}
-
-/// Plans the users arriving on `users` a slice at a time as their departments are placed
-/// (see [`Placed::ready`]), and sends each slice's plan down `slices`. `known` counts the
-/// users arrived (the progress' total).
+/// Plans the users arriving on `users` a slice at a time as the placer's news on `placed`
+/// makes them ready (see [`Waiting::arrive`]), and sends each slice's plan down `slices`.
+/// `known` counts the users arrived (the progress' total).
 async fn plan_arrivals(
     store: &Store,
     pull: &mut Pull,
     mut users: tokio::sync::mpsc::Receiver<Vec<DtUser>>,
-    mut placed: tokio::sync::watch::Receiver<Placed>,
+    mut placed: tokio::sync::mpsc::UnboundedReceiver<Placement>,
     slices: tokio::sync::mpsc::Sender<Plan>,
     known: &std::sync::atomic::AtomicUsize,
 ) -> Result<(), RunError> {
-    let mut state = placed.borrow_and_update().clone();
-    let (mut waiting, mut ready): (Vec<DtUser>, Vec<DtUser>) = (Vec::new(), Vec::new());
+    let mut waiting = Waiting::default();
+    let mut ready: Vec<DtUser> = Vec::new();
     let (mut users_open, mut placer_open) = (true, true);
     let (mut hidden, mut arrived) = (0, 0);
     loop {
         while ready.len() >= pull.slice || (!users_open && !ready.is_empty()) {
             let people: Vec<DtUser> = ready.drain(..pull.slice.min(ready.len())).collect();
-            let plan = pull.plan_people(store, &people, &state.map).await?;
+            let plan = pull.plan_people(store, &people, &waiting.map).await?;
             if slices.send(plan).await.is_err() {
                 return Ok(());
             }
         }
-        if !users_open && (waiting.is_empty() || !placer_open) {
+        if !users_open && (waiting.count == 0 || !placer_open) {
             break;
         }
         tokio::select! {
-            page = users.recv(), if users_open && (waiting.len() < WAITING_CAP || !placer_open) => match page {
+            page = users.recv(), if users_open && (waiting.count < WAITING_CAP || !placer_open) => match page {
                 Some(page) => {
                     arrived += page.len();
                     hidden += page.iter().filter(|u| u.mobile.is_empty()).count();
                     known.fetch_add(page.len(), std::sync::atomic::Ordering::Relaxed);
-                    let (now, later): (Vec<DtUser>, Vec<DtUser>) =
-                        page.into_iter().partition(|u| state.ready(u));
-                    ready.extend(now);
-                    waiting.extend(later);
+                    for user in page {
+                        waiting.arrive(user, &mut ready);
+                    }
                 }
                 None => users_open = false,
             },
-            changed = placed.changed(), if placer_open => {
-                placer_open = changed.is_ok();
-                state = placed.borrow_and_update().clone();
-                let (now, later): (Vec<DtUser>, Vec<DtUser>) =
-                    std::mem::take(&mut waiting).into_iter().partition(|u| state.ready(u));
-                ready.extend(now);
-                waiting = later;
-            }
+            news = placed.recv(), if placer_open => match news {
+                Some(news) => {
+                    waiting.hear(news, &mut ready);
+                    while let Ok(more) = placed.try_recv() {
+                        waiting.hear(more, &mut ready);
+                    }
+                }
+                None => placer_open = false,
+            },
         }
     }
     report_hidden(pull.tenant, hidden, arrived);
-    if !waiting.is_empty() {
-        tracing::warn!(event = "pull.users_unplaced", tenant = pull.tenant, count = waiting.len(), "users not pulled: their departments were not all placed (the walk or a department's placing failed); the next pull takes them");
+    if waiting.count > 0 {
+        tracing::warn!(event = "pull.users_unplaced", tenant = pull.tenant, count = waiting.count, "users not pulled: their departments were not all placed (the walk or a department's placing failed); the next pull takes them");
     }
     Ok(())
 }

@@ -430,6 +430,7 @@ pub async fn run_sliced(
         tenant: tenant.id,
         new_user_password: password,
         progress,
+        placed: None,
     };
     let (mut summary, refused, run_id) = match request.direction {
         Direction::Pull => {
