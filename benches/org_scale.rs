@@ -297,6 +297,27 @@ async fn fresh_db(dir: &Path, name: &str) -> String {
     url.to_string()
 }
 
+/// The server's own cache, which decides whether a 100k organisation is read from memory:
+/// InnoDB's buffer pool (it bypasses the OS cache) or PostgreSQL's shared buffers.
+async fn server_memory(store: &Store) -> String {
+    let (name, sql) = match store.backend() {
+        dingsync::config::Backend::MySql => (
+            "innodb_buffer_pool_size",
+            "SELECT CAST(@@innodb_buffer_pool_size DIV 1048576 AS CHAR)",
+        ),
+        dingsync::config::Backend::Postgres => (
+            "shared_buffers",
+            "SELECT CAST(setting::bigint * 8 / 1024 AS TEXT) FROM pg_settings WHERE name = 'shared_buffers'",
+        ),
+        dingsync::config::Backend::Sqlite => return String::new(),
+    };
+    let mib: String = dingsync::on_pool!(store, |pool| sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap());
+    format!(" ({name} {mib} MiB)")
+}
+
 async fn open(url: &str) -> Store {
     Store::connect_url(&DatabaseUrl::parse(url).unwrap(), 2, false)
         .await
@@ -545,9 +566,10 @@ async fn main() {
     generate(&store, users, depts).await;
     let memberships = users + users.div_ceil(3);
     println!(
-        "org: {users} users, {depts} departments, about {memberships} memberships (generated in {:.1} s); limit L = {qps}/s per path; {}; dingsync as a process",
+        "org: {users} users, {depts} departments, about {memberships} memberships (generated in {:.1} s); limit L = {qps}/s per path; {}{}; dingsync as a process",
         t.elapsed().as_secs_f64(),
-        std::env::var("DB").unwrap_or_else(|_| "sqlite".into())
+        std::env::var("DB").unwrap_or_else(|_| "sqlite".into()),
+        server_memory(&store).await
     );
     let (u, d) = (users as u64, depts as u64);
 

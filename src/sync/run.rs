@@ -274,6 +274,9 @@ struct Push {
     after: Option<String>,
     slice: usize,
     done: bool,
+    /// The next slice's users with their links and snapshots, read while the current
+    /// slice's claimers were.
+    prefetched: Option<LocalView>,
     /// Where the time went, in ms (`sync.run.finished`'s `phases`).
     phases: Phases,
 }
@@ -334,6 +337,7 @@ async fn start_push(
         after: None,
         slice: USER_SLICE,
         done: !(request.scope.users() && config.push.users),
+        prefetched: None,
         phases: Phases {
             dingtalk,
             ..Phases::default()
@@ -349,8 +353,10 @@ impl Push {
             return Ok(None);
         }
         let started = std::time::Instant::now();
-        let mut slice =
-            read::user_slice(store, self.tenant, self.after.as_deref(), self.slice).await?;
+        let mut slice = match self.prefetched.take() {
+            Some(slice) => slice,
+            None => read::user_slice(store, self.tenant, self.after.as_deref(), self.slice).await?,
+        };
         if slice.users.len() < self.slice {
             self.done = true;
         }
@@ -359,7 +365,22 @@ impl Push {
         };
         self.after = Some(last.id.clone());
         let twins = push_twins(&slice, &self.remote);
-        read::add_claimers(store, self.tenant, &mut slice, &twins).await?;
+        // The next slice (users after this one's, so untouched by its writes) is read
+        // meanwhile, on another connection.
+        let next = async {
+            if self.done {
+                return Ok(None);
+            }
+            read::user_slice(store, self.tenant, self.after.as_deref(), self.slice)
+                .await
+                .map(Some)
+        };
+        let (claimers, next) = tokio::join!(
+            read::add_claimers(store, self.tenant, &mut slice, &twins),
+            next
+        );
+        claimers?;
+        self.prefetched = next?;
         self.phases.local += started.elapsed().as_millis();
         let started = std::time::Instant::now();
         let before = self.planner.considered;
