@@ -827,6 +827,53 @@ async fn a_first_pull_waits_for_each_users_departments() {
         server.sim.clear_faults();
         assert!(outcome.is_err(), "{name}: {outcome:?}");
         assert_eq!(pulled_rows(&db).await[..3], [0, 0, 0], "{name}");
+        // The run is recorded as ended, with why.
+        let unfinished = dingsync::on_pool!(db.plain, |pool| {
+            sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM dingsync_run WHERE finished_at IS NULL OR error IS NULL OR error NOT LIKE 'stopped:%'"
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        });
+        assert_eq!(unfinished, 0, "{name}: the failed run is recorded as ended");
+    }
+    // A first pull of the departments only reads no member page.
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        server.sim.reset_calls();
+        let config = config(&db.url, &server.url);
+        let request = RunRequest {
+            direction: Direction::Pull,
+            scope: Scope::Departments,
+            dry_run: false,
+        };
+        run_sliced(
+            &db.store,
+            &client,
+            &config,
+            &config.tenants[0],
+            request,
+            None,
+            2,
+        )
+        .await
+        .unwrap();
+        let calls = server.sim.calls(APPKEY);
+        assert!(
+            !calls.contains_key("topapi/v2/user/list"),
+            "{name}: {calls:?}"
+        );
+        let depts = dingsync::on_pool!(db.plain, |pool| {
+            sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM sys_depart WHERE depart_name IN ('研发部', '前端组', '小组A', '小组B')"
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        });
+        assert_eq!(depts, 4, "{name}");
+        assert_eq!(pulled_rows(&db).await[0], 0, "{name}: no user");
     }
 }
 

@@ -110,10 +110,15 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = StoreResult<T>>,
 {
-    let mut left = 4;
+    let mut left: u64 = 4;
     loop {
         match attempt().await {
-            Err(error) if left > 0 && error.is_collision() => left -= 1,
+            Err(error) if left > 0 && error.is_collision() => {
+                // Apart a little, so that two colliding transactions do not meet again.
+                let pause = rand::Rng::random_range(&mut rand::rng(), 1..=10 * (5 - left));
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                left -= 1;
+            }
             outcome => return outcome,
         }
     }

@@ -156,9 +156,14 @@ impl Store {
         }
     }
 
-    /// Reads `columns` of the pending job with a given `pending_key`, locking its index entry
-    /// on PostgreSQL and MariaDB (present or not: a concurrent enqueue of the key then waits
-    /// for this transaction instead of deadlocking with its update).
+    /// Reads `columns` of the pending job with a given `pending_key` other than job `id`
+    /// (binds: the key, the id), locked on PostgreSQL and MariaDB. On MariaDB the lock covers
+    /// the key even while no row has it (a gap lock: a concurrent enqueue of the key waits for
+    /// this transaction); PostgreSQL locks only a row that exists, and an enqueue committed
+    /// meanwhile makes the update that follows break the unique key, which
+    /// `again_on_conflict` answers by running the transaction again. Every statement after
+    /// it is conditional on the job's state, so a job that changed hands meanwhile is left
+    /// alone (the transaction is rolled back).
     fn pending_of_key(&self, columns: &str) -> String {
         let lock = if self.backend() == Backend::Sqlite {
             ""
@@ -166,7 +171,7 @@ impl Store {
             " FOR UPDATE"
         };
         self.sql(&format!(
-            "SELECT {columns} FROM dingsync_job WHERE pending_key = ?{lock}"
+            "SELECT {columns} FROM dingsync_job WHERE pending_key = ? AND id <> ?{lock}"
         ))
         .into_owned()
     }
@@ -514,12 +519,13 @@ impl Store {
         let other = self.pending_of_key("id, run_at");
         let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
         let dead = self.sql(
-            "UPDATE dingsync_job SET state = 'dead', attempts = ?, waits = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+            "UPDATE dingsync_job SET state = 'dead', attempts = ?, waits = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? \
+             WHERE id = ? AND state = 'running' AND lease_owner = ?",
         );
         let dead_of = self.sql("SELECT id FROM dingsync_job WHERE state = 'dead' AND tenant_id = ? AND kind = ? AND entity_key = ? AND id <> ?");
         let pending_sql = self.sql(
             "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = ?, waits = ?, last_error = ?, run_at = ?, \
-             lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+             lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ?",
         );
         let now = now_ms();
         let begin = self.begin_statement();
@@ -548,14 +554,20 @@ impl Store {
                     for old in older {
                         sqlx::query(&delete).bind(old).execute(&mut *tx).await?;
                     }
-                    sqlx::query(&dead)
+                    let updated = sqlx::query(&dead)
                         .bind(attempts)
                         .bind(waits)
                         .bind(note)
                         .bind(now)
                         .bind(id)
+                        .bind(owner)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                    if updated == 0 {
+                        // Reclaimed meanwhile: not this owner's any more (rolled back).
+                        return Ok(None);
+                    }
                     Settle::Dead { attempts, waits }
                 }
                 Settle::Pending {
@@ -566,6 +578,7 @@ impl Store {
                     let pending = pending_key(tenant_id, &kind, &key);
                     let existing: Option<(i64, i64)> = sqlx::query_as(&other)
                         .bind(&pending)
+                        .bind(id)
                         .fetch_optional(&mut *tx)
                         .await?;
                     if let Some((other_id, other_run_at)) = existing {
@@ -575,7 +588,7 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    sqlx::query(&pending_sql)
+                    let updated = sqlx::query(&pending_sql)
                         .bind(&pending)
                         .bind(attempts)
                         .bind(waits)
@@ -583,8 +596,14 @@ impl Store {
                         .bind(run_at)
                         .bind(now)
                         .bind(id)
+                        .bind(owner)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                    if updated == 0 {
+                        // Reclaimed meanwhile: not this owner's any more (rolled back).
+                        return Ok(None);
+                    }
                     Settle::Pending {
                         attempts,
                         waits,
@@ -655,9 +674,9 @@ impl Store {
             "SELECT tenant_id, kind, entity_key FROM dingsync_job WHERE id = ? AND state = 'dead'",
         );
         let exists = self.pending_of_key("id");
-        let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
+        let delete = self.sql("DELETE FROM dingsync_job WHERE id = ? AND state = 'dead'");
         let revive = self.sql(
-            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = 0, waits = 0, run_at = ?, updated_at = ? WHERE id = ?",
+            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = 0, waits = 0, run_at = ?, updated_at = ? WHERE id = ? AND state = 'dead'",
         );
         let now = now_ms();
         let begin = self.begin_statement();
@@ -674,10 +693,11 @@ impl Store {
             let pending = pending_key(tenant_id, &kind, &key);
             let pending_job: Option<i64> = sqlx::query_scalar(&exists)
                 .bind(&pending)
+                .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if pending_job.is_some() {
-                sqlx::query(&delete).bind(id).execute(&mut *tx).await?;
+            let changed = if pending_job.is_some() {
+                sqlx::query(&delete).bind(id).execute(&mut *tx).await?
             } else {
                 sqlx::query(&revive)
                     .bind(&pending)
@@ -685,10 +705,12 @@ impl Store {
                     .bind(now)
                     .bind(id)
                     .execute(&mut *tx)
-                    .await?;
-            }
+                    .await?
+            };
+            // Retried or superseded meanwhile: nothing was done here.
+            let done = changed.rows_affected() == 1;
             tx.commit().await?;
-            Ok(true)
+            Ok(done)
         })
     }
 
@@ -728,10 +750,12 @@ impl Store {
     async fn reclaim_expired_once(&self) -> StoreResult<u64> {
         let expired = self.sql("SELECT id, tenant_id, kind, entity_key FROM dingsync_job WHERE state = 'running' AND lease_until < ?");
         let exists = self.pending_of_key("id");
-        let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
+        // Conditional: the owner may have settled the job since it was read.
+        let delete = self
+            .sql("DELETE FROM dingsync_job WHERE id = ? AND state = 'running' AND lease_until < ?");
         let revive = self.sql(
             "UPDATE dingsync_job SET state = 'pending', pending_key = ?, lease_owner = NULL, lease_until = NULL, run_at = ?, updated_at = ? \
-             WHERE id = ? AND state = 'running'",
+             WHERE id = ? AND state = 'running' AND lease_until < ?",
         );
         let now = now_ms();
         let begin = self.begin_statement();
@@ -741,26 +765,34 @@ impl Store {
                 .bind(now)
                 .fetch_all(&mut *tx)
                 .await?;
+            let mut reclaimed = 0;
             for (id, tenant_id, kind, key) in &rows {
                 let pending = pending_key(*tenant_id, kind, key);
                 let pending_job: Option<i64> = sqlx::query_scalar(&exists)
                     .bind(&pending)
+                    .bind(*id)
                     .fetch_optional(&mut *tx)
                     .await?;
-                if pending_job.is_some() {
-                    sqlx::query(&delete).bind(*id).execute(&mut *tx).await?;
+                let changed = if pending_job.is_some() {
+                    sqlx::query(&delete)
+                        .bind(*id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
                 } else {
                     sqlx::query(&revive)
                         .bind(&pending)
                         .bind(now)
                         .bind(now)
                         .bind(*id)
+                        .bind(now)
                         .execute(&mut *tx)
-                        .await?;
-                }
+                        .await?
+                };
+                reclaimed += changed.rows_affected();
             }
             tx.commit().await?;
-            Ok(rows.len() as u64)
+            Ok(reclaimed)
         })
     }
 

@@ -1,11 +1,12 @@
 //! A pull run: DingTalk read once, its departments placed, then its users planned and
 //! written a slice at a time — the next slice planned while the current one is written (in
 //! batches: `Store::insert_linked_users`). Into a database whose departments are not linked
-//! to DingTalk yet (a first pull), the departments are placed as the walk finds them (each
-//! department's children, with whatever else arrived while the last batch was applied) while
-//! it is still reading, so that their `source_identifier` write-backs overlap the reading
-//! instead of following it. Either way every department and user is planned by
-//! the same planner as `plan pull` and the daemon's pull jobs.
+//! to DingTalk yet (a first pull), everything happens at once ([`first_pull`]): the
+//! departments are placed as the walk finds them (each department's children, with whatever
+//! else arrived while the last batch was applied), and each user is planned and written as
+//! soon as its departments are placed, while DingTalk is still being read. Either way every
+//! department and user is planned by the same planner as `plan pull` and the daemon's pull
+//! jobs.
 
 use std::collections::{HashMap, HashSet};
 
@@ -262,10 +263,18 @@ async fn first_pull(
     let (placed_tx, placed) = tokio::sync::mpsc::unbounded_channel::<Placement>();
     let (slices_tx, slices) = tokio::sync::mpsc::channel::<Plan>(1);
     let read = async {
-        let users_tx = request.scope.users().then_some(users_tx);
-        let read = read::remote_view_by_levels(ctx.client, Some(levels_tx), users_tx).await;
+        let read = if request.scope.users() {
+            read::remote_view_by_levels(ctx.client, Some(levels_tx), Some(users_tx))
+                .await
+                .map(drop)
+        } else {
+            drop(users_tx);
+            read::departments_by_levels(ctx.client, levels_tx)
+                .await
+                .map(drop)
+        };
         let dingtalk = started.elapsed().as_millis();
-        read.map(|_| dingtalk).map_err(RunError::from)
+        read.map(|()| dingtalk).map_err(RunError::from)
     };
     let place = place_departments(ctx, config, tenant, request, levels, placed_tx);
     let mut pull = Pull {
@@ -397,7 +406,7 @@ async fn plan_arrivals(
             break;
         }
         tokio::select! {
-            page = users.recv(), if users_open && (waiting.count < WAITING_CAP || !placer_open) => match page {
+            page = users.recv(), if users_open && waiting.count < WAITING_CAP => match page {
                 Some(page) => {
                     arrived += page.len();
                     hidden += page.iter().filter(|u| u.mobile.is_empty()).count();
@@ -415,7 +424,12 @@ async fn plan_arrivals(
                         waiting.hear(more, &mut ready);
                     }
                 }
-                None => placer_open = false,
+                None => {
+                    placer_open = false;
+                    // The placer failed: no one waiting will be placed, so reading on is
+                    // for nothing (dropping `users` stops the reader).
+                    users_open &= waiting.complete;
+                }
             },
         }
     }
@@ -476,8 +490,26 @@ pub(super) async fn apply_pull(
     let store = ctx.store;
     if by_levels(store, tenant.id).await? {
         let run_id = store.start_run(tenant.id, kind).await?;
-        let summary = first_pull(ctx, config, tenant, request, slice).await?;
-        return Ok((summary, None, run_id));
+        return match first_pull(ctx, config, tenant, request, slice).await {
+            Ok(summary) => Ok((summary, None, run_id)),
+            Err(error) => {
+                // The run is recorded as ended, with why (what was applied stays).
+                let why = format!("stopped: {error}");
+                let counts = crate::store::state::RunCounts::default();
+                if let Err(failed) = store
+                    .finish_run(
+                        run_id,
+                        &counts,
+                        &std::collections::BTreeMap::new(),
+                        Some(&why),
+                    )
+                    .await
+                {
+                    tracing::warn!(event = "sync.run.record_failed", tenant = tenant.id, run = run_id, error = %failed, "cannot record the end of the run");
+                }
+                Err(error)
+            }
+        };
     }
     let run_started = std::time::Instant::now();
     let (mut pull, head) = start_pull(store, ctx.client, config, tenant, request).await?;

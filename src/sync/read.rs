@@ -342,12 +342,10 @@ async fn remote_departments(
 }
 
 /// Every user of the organisation, once: the members of each department id that arrives
-/// on `ids`, packed as each department's pages arrive (never all pages at once). With
-/// `fresh`, each department's users not seen before are sent there instead of kept.
+/// on `ids`, packed as each department's pages arrive (never all pages at once).
 async fn remote_users(
     client: &DingTalkClient,
     ids: tokio::sync::mpsc::UnboundedReceiver<i64>,
-    fresh: Option<tokio::sync::mpsc::Sender<Vec<DtUser>>>,
 ) -> Result<RemoteUsers, DingTalkError> {
     let ids = stream::unfold(ids, |mut ids| async move {
         ids.recv().await.map(|id| (id, ids))
@@ -357,28 +355,51 @@ async fn remote_users(
         .map(|id| client.user_list_all(id))
         .buffered(READ_CONCURRENCY);
     let mut pages = std::pin::pin!(pages);
-    let mut seen: HashSet<String> = HashSet::new();
     while let Some(members) = pages.try_next().await? {
-        match &fresh {
-            Some(fresh) => {
-                let new: Vec<DtUser> = members
-                    .into_iter()
-                    .filter(|u| seen.insert(u.userid.clone()))
-                    .collect();
-                // A full channel holds the reading back: users wait in DingTalk, not in
-                // memory. The receiver is gone only when the pull stopped.
-                if !new.is_empty() && fresh.send(new).await.is_err() {
-                    break;
-                }
-            }
-            None => {
-                for user in members {
-                    builder.push(user);
-                }
-            }
+        for user in members {
+            builder.push(user);
         }
     }
     Ok(builder.finish())
+}
+
+/// The members of each department id that arrives on `ids`, each user once: a department's
+/// users not seen before are sent down `fresh` as its pages arrive. While `fresh` is full no
+/// new department is started (users wait in DingTalk, not in memory), but the pages already
+/// asked for are still driven to their end: a call left half-way could hold the token lock
+/// or the rate limiter's turn that every other call waits for. Ends early, without error,
+/// when the receiver is gone (the pull stopped).
+async fn send_users(
+    client: &DingTalkClient,
+    mut ids: tokio::sync::mpsc::UnboundedReceiver<i64>,
+    fresh: tokio::sync::mpsc::Sender<Vec<DtUser>>,
+) -> Result<(), DingTalkError> {
+    let mut running = futures_util::stream::FuturesOrdered::new();
+    let mut backlog: std::collections::VecDeque<Vec<DtUser>> = std::collections::VecDeque::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut ids_open = true;
+    while ids_open || !running.is_empty() || !backlog.is_empty() {
+        tokio::select! {
+            id = ids.recv(), if ids_open && backlog.is_empty() && running.len() < READ_CONCURRENCY => match id {
+                Some(id) => running.push_back(client.user_list_all(id)),
+                None => ids_open = false,
+            },
+            Some(members) = running.next(), if !running.is_empty() => {
+                let new: Vec<DtUser> = members?
+                    .into_iter()
+                    .filter(|u| seen.insert(u.userid.clone()))
+                    .collect();
+                if !new.is_empty() {
+                    backlog.push_back(new);
+                }
+            },
+            permit = fresh.reserve(), if !backlog.is_empty() => match permit {
+                Ok(permit) => permit.send(backlog.pop_front().unwrap_or_default()),
+                Err(_) => return Ok(()),
+            },
+        }
+    }
+    Ok(())
 }
 
 /// The remote view: departments, and users when `with_users`. The walk (`listsub`) and the
@@ -397,6 +418,15 @@ pub async fn remote_view(
     remote_view_by_levels(client, None, None).await
 }
 
+/// Every department below the root (no users), each department's children also sent down
+/// `levels` as soon as they are listed, and an empty level when the walk is complete.
+pub async fn departments_by_levels(
+    client: &DingTalkClient,
+    levels: tokio::sync::mpsc::UnboundedSender<Vec<RemoteDept>>,
+) -> Result<Vec<RemoteDept>, DingTalkError> {
+    remote_departments(client, None, Some(levels)).await
+}
+
 /// [`remote_view`] with users, sending each department's children down `levels` as soon as
 /// they are listed (a parent always comes before its children), so that a pull can place
 /// departments while the rest of DingTalk is still being read; with `users`, each
@@ -411,7 +441,13 @@ pub async fn remote_view_by_levels(
     // The root's own members first.
     let _ = found.send(ROOT_DEPT);
     let walk = async move { remote_departments(client, Some(&found), levels).await };
-    let (depts, users) = tokio::try_join!(walk, remote_users(client, ids, users))?;
+    let (depts, users) = match users {
+        None => tokio::try_join!(walk, remote_users(client, ids))?,
+        Some(fresh) => {
+            let (depts, ()) = tokio::try_join!(walk, send_users(client, ids, fresh))?;
+            (depts, RemoteUsers::default())
+        }
+    };
     Ok(RemoteView {
         depts,
         users,
