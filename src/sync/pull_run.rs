@@ -242,7 +242,7 @@ impl Waiting {
 
 /// Users a first pull keeps waiting for their departments, at most; beyond, the member
 /// pages wait in DingTalk.
-const WAITING_CAP: usize = 20_000;
+const WAITING_CAP: usize = 5_000;
 
 /// A first pull (see the module documentation): the walk and the member pages are read,
 /// the departments placed, and the users planned and written, all at once. A user is
@@ -259,7 +259,7 @@ async fn first_pull(
 ) -> Result<Summary, RunError> {
     let started = std::time::Instant::now();
     let (levels_tx, levels) = tokio::sync::mpsc::unbounded_channel::<Vec<RemoteDept>>();
-    let (users_tx, users) = tokio::sync::mpsc::channel::<Vec<DtUser>>(16);
+    let (users_tx, users) = tokio::sync::mpsc::channel::<Vec<DtUser>>(8);
     let (placed_tx, placed) = tokio::sync::mpsc::unbounded_channel::<Placement>();
     let (slices_tx, slices) = tokio::sync::mpsc::channel::<Plan>(1);
     let read = async {
