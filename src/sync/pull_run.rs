@@ -341,15 +341,11 @@ async fn place_departments(
         ..*ctx
     };
     while !complete {
-        let Some(first) = levels.recv().await else {
+        let Some((mut level, last)) = next_levels(&mut levels).await else {
             // The walk failed: what is placed stays, and users still waiting stay out.
             return Ok(summary);
         };
-        let mut level = Vec::new();
-        for more in std::iter::once(first).chain(std::iter::from_fn(|| levels.try_recv().ok())) {
-            complete |= more.is_empty();
-            level.extend(more);
-        }
+        complete = last;
         if unlinked {
             read::fetch_sources_of(ctx.client, &mut level).await?;
         }
@@ -377,6 +373,20 @@ async fn place_departments(
     map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
     let _ = placed.send(Placement::Complete(map));
     Ok(summary)
+}
+
+/// The next level the walk sent, with whatever else arrived meanwhile, and whether the walk's
+/// end (an empty level) is among them; `None` when the walk ended without it (it failed).
+async fn next_levels(
+    levels: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<RemoteDept>>,
+) -> Option<(Vec<RemoteDept>, bool)> {
+    let first = levels.recv().await?;
+    let (mut level, mut complete) = (Vec::new(), false);
+    for more in std::iter::once(first).chain(std::iter::from_fn(|| levels.try_recv().ok())) {
+        complete |= more.is_empty();
+        level.extend(more);
+    }
+    Some((level, complete))
 }
 
 /// Plans the users arriving on `users` a slice at a time as the placer's news on `placed`
@@ -471,6 +481,23 @@ async fn write_slices(
     (written, write_ms)
 }
 
+/// Records run `run_id` as ended by `error` (what was applied stays).
+async fn record_stopped(store: &Store, tenant: TenantId, run_id: i64, error: &RunError) {
+    let why = format!("stopped: {error}");
+    let counts = crate::store::state::RunCounts::default();
+    if let Err(failed) = store
+        .finish_run(
+            run_id,
+            &counts,
+            &std::collections::BTreeMap::new(),
+            Some(&why),
+        )
+        .await
+    {
+        tracing::warn!(event = "sync.run.record_failed", tenant, run = run_id, error = %failed, "cannot record the end of the run");
+    }
+}
+
 async fn store_has_live_departments(store: &Store, tenant: TenantId) -> Result<bool, RunError> {
     let rows = store.dept_rows(tenant).await?;
     Ok(rows.depts.iter().any(|d| !d.is_post() && !d.is_deleted()))
@@ -493,20 +520,7 @@ pub(super) async fn apply_pull(
         return match first_pull(ctx, config, tenant, request, slice).await {
             Ok(summary) => Ok((summary, None, run_id)),
             Err(error) => {
-                // The run is recorded as ended, with why (what was applied stays).
-                let why = format!("stopped: {error}");
-                let counts = crate::store::state::RunCounts::default();
-                if let Err(failed) = store
-                    .finish_run(
-                        run_id,
-                        &counts,
-                        &std::collections::BTreeMap::new(),
-                        Some(&why),
-                    )
-                    .await
-                {
-                    tracing::warn!(event = "sync.run.record_failed", tenant = tenant.id, run = run_id, error = %failed, "cannot record the end of the run");
-                }
+                record_stopped(store, tenant.id, run_id, &error).await;
                 Err(error)
             }
         };
