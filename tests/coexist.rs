@@ -30,13 +30,6 @@ async fn exec(db: &TestDb, statements: &[&str]) {
     }
 }
 
-async fn count(db: &TestDb, sql: &str) -> i64 {
-    dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap())
-}
-
 fn calls(server: &SimServer, appkey: &str, path: &str) -> u64 {
     server.sim.calls(appkey).get(path).map_or(0, |c| c.calls)
 }
@@ -45,12 +38,10 @@ fn calls(server: &SimServer, appkey: &str, path: &str) -> u64 {
 async fn announce_jobs_done(db: &TestDb, n: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let done = count(
-            db,
-            "SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND state = 'done'",
-        )
-        .await;
-        let busy = count(db, "SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND state IN ('pending', 'running')").await;
+        let done = db
+            .count("SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND state = 'done'")
+            .await;
+        let busy = db.count("SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND state IN ('pending', 'running')").await;
         if done >= n && busy == 0 {
             return;
         }
@@ -142,7 +133,7 @@ async fn announcements_follow_jeecgboots_switch(db: TestDb) {
         "INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, send_status, del_flag, tenant_id, dt_task_id) VALUES ('a5', '通知a5', '内容', 'ALL', '1', '0', 0, '990001')",
     ]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(&db, "SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND entity_key = 'a5' AND state = 'done'").await == 0 {
+    while db.count("SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND entity_key = 'a5' AND state = 'done'").await == 0 {
         assert!(tokio::time::Instant::now() < deadline, "{name}: a5's job not done");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -265,11 +256,9 @@ async fn settled(db: &TestDb, daemon: &Daemon) {
     loop {
         let unread =
             db.store.last_change_id().await.unwrap() - db.store.change_cursor().await.unwrap();
-        let busy = count(
-            db,
-            "SELECT COUNT(*) FROM dingsync_job WHERE state IN ('pending', 'running')",
-        )
-        .await;
+        let busy = db
+            .count("SELECT COUNT(*) FROM dingsync_job WHERE state IN ('pending', 'running')")
+            .await;
         if unread == 0 && busy == 0 {
             return;
         }
@@ -374,11 +363,8 @@ async fn jeecgboots_buttons_beside_the_daemon(db: TestDb) {
         server.sim.calls(APPKEY)
     );
     assert_eq!(
-        count(
-            &db,
-            "SELECT COUNT(*) FROM dingsync_job WHERE state = 'dead'"
-        )
-        .await,
+        db.count("SELECT COUNT(*) FROM dingsync_job WHERE state = 'dead'")
+            .await,
         0,
         "{name}"
     );
@@ -402,16 +388,13 @@ async fn jeecgboots_buttons_beside_the_daemon(db: TestDb) {
         server.sim.calls(APPKEY)
     );
     assert_eq!(
-        count(
-            &db,
-            "SELECT COUNT(*) FROM sys_user WHERE username = 'wangwu'"
-        )
-        .await,
+        db.count("SELECT COUNT(*) FROM sys_user WHERE username = 'wangwu'")
+            .await,
         1,
         "{name}"
     );
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM sys_third_account WHERE third_type = 'dingtalk' AND third_user_id IN ('lisi', 'wangwu')").await,
+        db.count("SELECT COUNT(*) FROM sys_third_account WHERE third_type = 'dingtalk' AND third_user_id IN ('lisi', 'wangwu')").await,
         2,
         "{name}: one link each"
     );

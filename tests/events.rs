@@ -75,13 +75,6 @@ async fn scalar(db: &TestDb, sql: &str) -> Option<String> {
         .unwrap())
 }
 
-async fn count(db: &TestDb, sql: &str) -> i64 {
-    dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap())
-}
-
 /// Polls `sql` until it gives `want`, at most `seconds`; returns how long it took.
 async fn until(db: &TestDb, sql: &str, want: &str, seconds: u64) -> Duration {
     let started = Instant::now();
@@ -280,7 +273,8 @@ async fn console_changes_arrive(db: TestDb) {
     .await;
     daemon.wait_for("events.duplicate", 1).await;
     assert_eq!(
-        count(db, "SELECT COUNT(*) FROM sys_user WHERE username = 'twice'").await,
+        db.count("SELECT COUNT(*) FROM sys_user WHERE username = 'twice'")
+            .await,
         1,
         "{name}"
     );

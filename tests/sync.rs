@@ -12,7 +12,7 @@ use dingsync::dingtalk::DingTalkClient;
 use dingsync::jeecg::password;
 use dingsync::sim::SimServer;
 use dingsync::sync::model::{Direction, Scope, Summary};
-use dingsync::sync::run::{plan_run, run_sliced, RunRequest};
+use dingsync::sync::run::{plan_run, run_sliced, RunError, RunRequest};
 use serde_json::json;
 
 fn config(db_url: &str, sim_url: &str) -> Config {
@@ -37,10 +37,23 @@ async fn run(
     client: &DingTalkClient,
     direction: Direction,
 ) -> Summary {
+    run_scoped(db, server, client, direction, Scope::All)
+        .await
+        .unwrap()
+}
+
+/// A run of `scope` (tenant 0), its outcome as `run_sliced` gives it.
+async fn run_scoped(
+    db: &TestDb,
+    server: &SimServer,
+    client: &DingTalkClient,
+    direction: Direction,
+    scope: Scope,
+) -> Result<Summary, RunError> {
     let config = config(&db.url, &server.url);
     let request = RunRequest {
         direction,
-        scope: Scope::All,
+        scope,
         dry_run: false,
     };
     // Two users a slice: every run crosses many slices, on every backend.
@@ -54,7 +67,6 @@ async fn run(
         2,
     )
     .await
-    .unwrap()
 }
 
 /// DingTalk's departments as paths of names ("A/B/C").
@@ -634,10 +646,7 @@ async fn pulled_rows(db: &TestDb) -> [i64; 6] {
     .into_iter()
     .enumerate()
     {
-        counts[i] = dingsync::on_pool!(db.store, |pool| sqlx::query_scalar::<_, i64>(sql)
-            .fetch_one(pool)
-            .await
-            .unwrap());
+        counts[i] = db.count(sql).await;
     }
     counts
 }
@@ -707,12 +716,9 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
             [2000, 1999, 1999, 0, 0, 0],
             "{name}"
         );
-        let tenant_rows = dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM sys_user_tenant WHERE tenant_id = 1001"
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap());
+        let tenant_rows = db
+            .count("SELECT COUNT(*) FROM sys_user_tenant WHERE tenant_id = 1001")
+            .await;
         assert_eq!(tenant_rows, 1999, "{name}");
         assert_eq!(
             db.store.last_change_id().await.unwrap(),
@@ -776,14 +782,7 @@ async fn a_first_pull_waits_for_each_users_departments() {
         server.sim.clear_faults();
         assert_eq!(summary.failed, 0, "{name}: {:?}", summary.failures);
         assert_eq!(pulled_rows(&db).await, [30, 30, 60, 0, 0, 0], "{name}");
-        let in_deepest = dingsync::on_pool!(db.plain, |pool| {
-            sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM sys_user_depart m JOIN sys_depart d ON d.id = m.dep_id WHERE d.depart_name = '小组B'"
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap()
-        });
+        let in_deepest = db.count("SELECT COUNT(*) FROM sys_user_depart m JOIN sys_depart d ON d.id = m.dep_id WHERE d.depart_name = '小组B'").await;
         assert_eq!(
             in_deepest, 30,
             "{name}: every member in the deepest department"
@@ -808,70 +807,27 @@ async fn a_first_pull_waits_for_each_users_departments() {
             count: Some(100),
             probability: None,
         });
-        let config = config(&db.url, &server.url);
-        let request = RunRequest {
-            direction: Direction::Pull,
-            scope: Scope::All,
-            dry_run: false,
-        };
-        let outcome = run_sliced(
-            &db.store,
-            &client,
-            &config,
-            &config.tenants[0],
-            request,
-            None,
-            2,
-        )
-        .await;
+        let outcome = run_scoped(&db, &server, &client, Direction::Pull, Scope::All).await;
         server.sim.clear_faults();
         assert!(outcome.is_err(), "{name}: {outcome:?}");
         assert_eq!(pulled_rows(&db).await[..3], [0, 0, 0], "{name}");
         // The run is recorded as ended, with why.
-        let unfinished = dingsync::on_pool!(db.plain, |pool| {
-            sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM dingsync_run WHERE finished_at IS NULL OR error IS NULL OR error NOT LIKE 'stopped:%'"
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap()
-        });
+        let unfinished = db.count("SELECT COUNT(*) FROM dingsync_run WHERE finished_at IS NULL OR error IS NULL OR error NOT LIKE 'stopped:%'").await;
         assert_eq!(unfinished, 0, "{name}: the failed run is recorded as ended");
     }
     // A first pull of the departments only reads no member page.
     for db in common::initialised_dbs().await {
         let name = db.name;
         server.sim.reset_calls();
-        let config = config(&db.url, &server.url);
-        let request = RunRequest {
-            direction: Direction::Pull,
-            scope: Scope::Departments,
-            dry_run: false,
-        };
-        run_sliced(
-            &db.store,
-            &client,
-            &config,
-            &config.tenants[0],
-            request,
-            None,
-            2,
-        )
-        .await
-        .unwrap();
+        run_scoped(&db, &server, &client, Direction::Pull, Scope::Departments)
+            .await
+            .unwrap();
         let calls = server.sim.calls(APPKEY);
         assert!(
             !calls.contains_key("topapi/v2/user/list"),
             "{name}: {calls:?}"
         );
-        let depts = dingsync::on_pool!(db.plain, |pool| {
-            sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM sys_depart WHERE depart_name IN ('研发部', '前端组', '小组A', '小组B')"
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap()
-        });
+        let depts = db.count("SELECT COUNT(*) FROM sys_depart WHERE depart_name IN ('研发部', '前端组', '小组A', '小组B')").await;
         assert_eq!(depts, 4, "{name}");
         assert_eq!(pulled_rows(&db).await[0], 0, "{name}: no user");
     }

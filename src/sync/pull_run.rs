@@ -16,10 +16,10 @@ use crate::dingtalk::DingTalkClient;
 use crate::store::Store;
 
 use super::apply::{apply, ApplyCtx};
-use super::model::{entity, LocalRef, Op, RemoteDept, RemoteView, Summary, ROOT_DEPT};
+use super::model::{LocalRef, Op, RemoteDept, RemoteView, Summary, ROOT_DEPT};
 use super::plan::{pull_departments, pull_users_slice, Plan, Rules};
 use super::read;
-use super::run::{merge, Phases, RunError, RunRequest, USER_SLICE};
+use super::run::{merge, slices_stopped, Phases, RunError, RunRequest, USER_SLICE};
 
 /// Logs `pull.mobile_hidden` once a run when DingTalk shows users without a mobile: the
 /// app lacks the permission to read them, so users are matched by link and username only
@@ -46,12 +46,18 @@ fn report_hidden(tenant: TenantId, hidden: usize, users: usize) {
 /// against the local users each slice can match.
 pub(super) struct Pull {
     remote: RemoteView,
-    policy: super::plan::merge::Policy,
-    tenant: TenantId,
     users: bool,
     map: HashMap<i64, LocalRef>,
-    claimed: HashMap<String, String>,
     next: usize,
+    planner: SlicePlanner,
+}
+
+/// Plans DingTalk users a slice at a time (any pull, streamed or not): the matches made so
+/// far carry from one slice to the next.
+struct SlicePlanner {
+    policy: super::plan::merge::Policy,
+    tenant: TenantId,
+    claimed: HashMap<String, String>,
     slice: usize,
     phases: Phases,
 }
@@ -99,48 +105,57 @@ pub(super) async fn start_pull(
         map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
         Plan::default()
     };
+    let mut planner = SlicePlanner::new(policy, tenant.id, USER_SLICE);
+    planner.phases.dingtalk = dingtalk;
     let pull = Pull {
         remote,
-        tenant: tenant.id,
         users: request.scope.users(),
         map,
-        claimed: HashMap::new(),
         next: 0,
-        slice: USER_SLICE,
-        policy,
-        phases: Phases {
-            dingtalk,
-            ..Phases::default()
-        },
+        planner,
     };
     Ok((pull, plan))
 }
 
-impl Pull {
-    /// After the departments are applied: where each DingTalk department now is locally
-    /// (one whose create failed is left out, so its members are not added to it).
-    async fn departments_applied(&mut self, store: &Store) -> Result<(), RunError> {
-        let local = read::dept_tree_view(store, self.tenant, true).await?;
-        self.map = pull_departments(&local, &self.remote, &self.policy).1;
-        self.map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
-        Ok(())
-    }
+/// Where each of `remote`'s departments is locally now; one still to be created (its
+/// create failed) is left out, so that its members go without it.
+async fn placed_now(
+    store: &Store,
+    tenant: TenantId,
+    remote: &RemoteView,
+    policy: &super::plan::merge::Policy,
+) -> Result<HashMap<i64, LocalRef>, RunError> {
+    let local = read::dept_tree_view(store, tenant, true).await?;
+    let mut map = pull_departments(&local, remote, policy).1;
+    map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
+    Ok(map)
+}
 
+impl Pull {
     /// The next slice of DingTalk users planned.
     pub(super) async fn next_slice(&mut self, store: &Store) -> Result<Option<Plan>, RunError> {
         if !self.users || self.next >= self.remote.users.len() {
             return Ok(None);
         }
-        let people = self.remote.users.slice(self.next, self.slice);
+        let people = self.remote.users.slice(self.next, self.planner.slice);
         self.next += people.len();
-        let map = std::mem::take(&mut self.map);
-        let plan = self.plan_people(store, &people, &map).await;
-        self.map = map;
-        Ok(Some(plan?))
+        Ok(Some(self.planner.plan(store, &people, &self.map).await?))
+    }
+}
+
+impl SlicePlanner {
+    fn new(policy: super::plan::merge::Policy, tenant: TenantId, slice: usize) -> Self {
+        Self {
+            policy,
+            tenant,
+            claimed: HashMap::new(),
+            slice: slice.max(1),
+            phases: Phases::default(),
+        }
     }
 
     /// The DingTalk users `people` planned, their departments placed as `map` says.
-    async fn plan_people(
+    async fn plan(
         &mut self,
         store: &Store,
         people: &[DtUser],
@@ -277,19 +292,9 @@ async fn first_pull(
         read.map(|()| dingtalk).map_err(RunError::from)
     };
     let place = place_departments(ctx, config, tenant, request, levels, placed_tx);
-    let mut pull = Pull {
-        remote: RemoteView::default(),
-        tenant: tenant.id,
-        users: request.scope.users(),
-        map: HashMap::new(),
-        claimed: HashMap::new(),
-        next: 0,
-        slice: slice.max(1),
-        policy: Rules::of(config, tenant).policy,
-        phases: Phases::default(),
-    };
+    let mut planner = SlicePlanner::new(Rules::of(config, tenant).policy, tenant.id, slice);
     let known = std::sync::atomic::AtomicUsize::new(0);
-    let plan = plan_arrivals(ctx.store, &mut pull, users, placed, slices_tx, &known);
+    let plan = plan_arrivals(ctx.store, &mut planner, users, placed, slices_tx, &known);
     let write = write_slices(ctx, slices, 0, &known);
     let (read, placed, planned, (written, write_ms)) = tokio::join!(read, place, plan, write);
     let mut summary = placed?;
@@ -297,15 +302,12 @@ async fn first_pull(
     let phases = Phases {
         dingtalk,
         write: write_ms,
-        ..pull.phases
+        ..planner.phases
     };
     merge(&mut summary, written);
     phases.record(&mut summary, started.elapsed());
     if let Err(error) = planned {
-        summary
-            .failures
-            .push((entity::USER.into(), "*".into(), error.to_string()));
-        summary.retryable = true;
+        slices_stopped(&mut summary, &error);
     }
     Ok(summary)
 }
@@ -367,10 +369,7 @@ async fn place_departments(
         };
         merge(&mut summary, apply(&place_ctx, &plan).await);
     }
-    let local = read::dept_tree_view(ctx.store, tenant.id, true).await?;
-    let mut map = pull_departments(&local, &remote, &policy).1;
-    // One still to be created is one whose create failed: its members go without it.
-    map.retain(|_, r| !matches!(r, LocalRef::Created(_)));
+    let map = placed_now(ctx.store, tenant.id, &remote, &policy).await?;
     let _ = placed.send(Placement::Complete(map));
     Ok(summary)
 }
@@ -394,7 +393,7 @@ async fn next_levels(
 /// `known` counts the users arrived (the progress' total).
 async fn plan_arrivals(
     store: &Store,
-    pull: &mut Pull,
+    planner: &mut SlicePlanner,
     mut users: tokio::sync::mpsc::Receiver<Vec<DtUser>>,
     mut placed: tokio::sync::mpsc::UnboundedReceiver<Placement>,
     slices: tokio::sync::mpsc::Sender<Plan>,
@@ -405,9 +404,9 @@ async fn plan_arrivals(
     let (mut users_open, mut placer_open) = (true, true);
     let (mut hidden, mut arrived) = (0, 0);
     loop {
-        while ready.len() >= pull.slice || (!users_open && !ready.is_empty()) {
-            let people: Vec<DtUser> = ready.drain(..pull.slice.min(ready.len())).collect();
-            let plan = pull.plan_people(store, &people, &waiting.map).await?;
+        while ready.len() >= planner.slice || (!users_open && !ready.is_empty()) {
+            let people: Vec<DtUser> = ready.drain(..planner.slice.min(ready.len())).collect();
+            let plan = planner.plan(store, &people, &waiting.map).await?;
             if slices.send(plan).await.is_err() {
                 return Ok(());
             }
@@ -443,9 +442,9 @@ async fn plan_arrivals(
             },
         }
     }
-    report_hidden(pull.tenant, hidden, arrived);
+    report_hidden(planner.tenant, hidden, arrived);
     if waiting.count > 0 {
-        tracing::warn!(event = "pull.users_unplaced", tenant = pull.tenant, count = waiting.count, "users not pulled: their departments were not all placed (the walk or a department's placing failed); the next pull takes them");
+        tracing::warn!(event = "pull.users_unplaced", tenant = planner.tenant, count = waiting.count, "users not pulled: their departments were not all placed (the walk or a department's placing failed); the next pull takes them");
     }
     Ok(())
 }
@@ -529,11 +528,11 @@ pub(super) async fn apply_pull(
     let (mut pull, head) = start_pull(store, ctx.client, config, tenant, request).await?;
     let run_id = store.start_run(tenant.id, kind).await?;
     let mut summary = apply(ctx, &head).await;
-    pull.slice = slice.max(1);
+    pull.planner.slice = slice.max(1);
     let known = std::sync::atomic::AtomicUsize::new(pull.remote.users.len());
     let (sender, slices) = tokio::sync::mpsc::channel::<Plan>(1);
     let planning = async {
-        pull.departments_applied(store).await?;
+        pull.map = placed_now(store, tenant.id, &pull.remote, &pull.planner.policy).await?;
         while let Some(plan) = pull.next_slice(store).await? {
             if sender.send(plan).await.is_err() {
                 break;
@@ -547,15 +546,11 @@ pub(super) async fn apply_pull(
     merge(&mut summary, written);
     let phases = Phases {
         write: write_ms,
-        ..pull.phases
+        ..pull.planner.phases
     };
     phases.record(&mut summary, run_started.elapsed());
     if let Err(error) = planned {
-        // Reading a slice failed: what was applied stays; the run says why.
-        summary
-            .failures
-            .push((entity::USER.into(), "*".into(), error.to_string()));
-        summary.retryable = true;
+        slices_stopped(&mut summary, &error);
     }
     Ok((summary, None, run_id))
 }

@@ -484,11 +484,7 @@ pub async fn run_sliced(
                     (summary, tail.refused_deletes, run_id)
                 }
                 Err(error) => {
-                    // Reading a slice failed: what was applied stays; the run says why.
-                    summary
-                        .failures
-                        .push((entity::USER.into(), "*".into(), error.to_string()));
-                    summary.retryable = true;
+                    slices_stopped(&mut summary, &error);
                     (summary, None, run_id)
                 }
             }
@@ -532,6 +528,15 @@ pub async fn run_sliced(
         "sync run finished"
     );
     Ok(summary)
+}
+
+/// Notes that reading or planning the users' slices stopped on `error`: what was applied
+/// stays, and the run says why (retryable).
+pub(super) fn slices_stopped(summary: &mut Summary, error: &RunError) {
+    summary
+        .failures
+        .push((entity::USER.into(), "*".into(), error.to_string()));
+    summary.retryable = true;
 }
 
 /// Adds what the tail of a push did to what its slices did.

@@ -108,6 +108,16 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl TestDb {
+    /// What `sql` (a `SELECT COUNT(*) ...`) gives, read as JeecgBoot reads.
+    pub async fn count(&self, sql: &str) -> i64 {
+        dingsync::on_pool!(self.plain, |pool| sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.name)))
+    }
+}
+
 fn unique_name() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
