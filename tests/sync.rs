@@ -897,3 +897,111 @@ async fn a_pull_killed_mid_batch_converges_when_run_again() {
         );
     }
 }
+
+/// A trigger that refuses the link row of local user `p0123`, in each dialect.
+fn refuse_one_link(db: &TestDb) -> Vec<&'static str> {
+    match db.name {
+        "sqlite" => vec!["CREATE TRIGGER refuse_one BEFORE INSERT ON sys_third_account WHEN NEW.sys_user_id = 'p0123' \
+             BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"],
+        "mariadb" => vec!["CREATE TRIGGER refuse_one BEFORE INSERT ON sys_third_account FOR EACH ROW BEGIN \
+             IF NEW.sys_user_id = 'p0123' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by a test trigger'; END IF; END"],
+        _ => vec![
+            "CREATE FUNCTION refuse_one() RETURNS trigger AS $$ BEGIN IF NEW.sys_user_id = 'p0123' THEN \
+             RAISE EXCEPTION 'refused by a test trigger'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_one BEFORE INSERT ON sys_third_account FOR EACH ROW EXECUTE FUNCTION refuse_one()",
+        ],
+    }
+}
+
+/// A push of 250 local users records their links and snapshots in batches (100 records a
+/// transaction) after the calls; when the database refuses one user's link row, the batch
+/// is written row by row: that user is reported, the other 249 are linked with their bases,
+/// nothing is logged as a change. With the cause gone, the next push links it without a
+/// second DingTalk user — on every database.
+#[tokio::test]
+async fn a_push_records_links_in_batches_and_isolates_the_row_that_fails() {
+    const USERS: i64 = 250;
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        let server = common::start_fast_sim().await;
+        let client = common::client(&server, 1000);
+        let rows: Vec<String> = (0..USERS)
+            .map(|i| format!("('p{i:04}', 'push{i:04}', '推送{i}', '138{i:08}', 1, 0)"))
+            .collect();
+        db.plain
+            .execute(&format!(
+                "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
+                rows.join(", ")
+            ))
+            .await
+            .unwrap();
+        for statement in refuse_one_link(&db) {
+            db.plain.execute(statement).await.unwrap();
+        }
+        let changes = db.store.last_change_id().await.unwrap();
+        let summary = run(&db, &server, &client, Direction::Push).await;
+        assert_eq!(summary.failed, 1, "{name}: {:?}", summary.failures);
+        let (_, key, reason) = &summary.failures[0];
+        assert!(
+            key == "p0123" && reason.contains("refused by a test trigger"),
+            "{name}: {:?}",
+            summary.failures
+        );
+        let linked = "SELECT COUNT(*) FROM sys_third_account WHERE third_type = 'dingtalk'";
+        let based = "SELECT COUNT(*) FROM dingsync_snapshot WHERE entity = 'user'";
+        assert_eq!(db.count(linked).await, USERS - 1, "{name}: links");
+        assert_eq!(db.count(based).await, USERS - 1, "{name}: snapshots");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM dingsync_snapshot WHERE entity = 'user' AND local_id = 'p0123'")
+                .await,
+            0,
+            "{name}: the refused link's base is not written without it"
+        );
+        // One batch's snapshots carry one time: written one by one, they would not.
+        let batched = db
+            .count("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM dingsync_snapshot WHERE entity = 'user' GROUP BY synced_at) t")
+            .await;
+        assert!(
+            batched >= 90,
+            "{name}: at most {batched} snapshots written together"
+        );
+        assert_eq!(
+            db.store.last_change_id().await.unwrap(),
+            changes,
+            "{name}: dingsync's own writes are not logged as changes"
+        );
+        assert_eq!(
+            server.sim.calls(APPKEY)["topapi/v2/user/create"].calls,
+            USERS as u64,
+            "{name}"
+        );
+        let drop = if name == "postgres" {
+            "DROP TRIGGER refuse_one ON sys_third_account"
+        } else {
+            "DROP TRIGGER refuse_one"
+        };
+        db.plain.execute(drop).await.unwrap();
+        let again = run(&db, &server, &client, Direction::Push).await;
+        assert_eq!(again.failed, 0, "{name}: {:?}", again.failures);
+        assert_eq!(
+            db.count(linked).await,
+            USERS,
+            "{name}: links after the cause went"
+        );
+        assert_eq!(db.count(based).await, USERS, "{name}");
+        assert_eq!(
+            client.user_count(false).await.unwrap(),
+            USERS as u64,
+            "{name}: no DingTalk user twice"
+        );
+        // And a third push has nothing left to write.
+        server.sim.reset_calls();
+        let third = run(&db, &server, &client, Direction::Push).await;
+        assert_eq!(
+            (third.created, third.updated, third.failed),
+            (0, 0, 0),
+            "{name}"
+        );
+        assert_eq!(server.sim.write_calls(APPKEY), 0, "{name}");
+    }
+}

@@ -8,10 +8,13 @@
 use std::collections::HashSet;
 
 use crate::config::TenantId;
-use crate::jeecg::{password, NewUser, THIRD_TYPE_DINGTALK};
+use crate::jeecg::{password, Link, NewUser, THIRD_TYPE_DINGTALK};
 use crate::secret::Secret;
 
-use super::jeecg::{new_id, placeholders, user_values, CREATED_BY, USER_INSERT, USER_ROW};
+use super::jeecg::{
+    new_id, placeholders, user_values, LinkSaved, SnapshotWrite, CREATED_BY, USER_INSERT, USER_ROW,
+};
+use super::state::SNAPSHOT_INSERT;
 use super::{Store, StoreError, StoreResult};
 
 /// Bound values per multi-row statement (well under every dialect's limit: SQLite 32,766,
@@ -269,10 +272,7 @@ impl Store {
                  third_user_id, create_by, create_time, third_type) VALUES",
                 links,
             ),
-            (
-                "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at, base) VALUES",
-                snapshots,
-            ),
+            (SNAPSHOT_INSERT, snapshots),
         ] {
             chunked(&mut statements, head, tuples, binds);
         }
@@ -297,5 +297,194 @@ fn chunked(
     for part in tuples.chunks(rows_per_statement) {
         let values: Vec<Option<String>> = binds.by_ref().take(part.len() * per_row).collect();
         statements.push((format!("{head} {}", part.join(", ")), values));
+    }
+}
+
+/// One link and its sync base, written after the DingTalk call (or the local update) that
+/// made them true: see [`Store::save_links_and_bases`].
+#[derive(Clone, Debug)]
+pub struct LinkWrite {
+    /// The link.
+    pub link: Link,
+    /// `realname` for a new link row.
+    pub realname: String,
+    /// The user's snapshot with its base.
+    pub snapshot: SnapshotWrite,
+}
+
+/// A `sys_third_account` row as the batched link writes look at it: id, `sys_user_id`,
+/// `third_user_id`, tenant.
+type LinkRow = (String, Option<String>, Option<String>, i64);
+
+impl Store {
+    /// [`Store::save_link_and_base`] for many users of one tenant in one marked transaction:
+    /// the rows that already hold each userid, or belong to each user, looked up in one query
+    /// per key; new link rows and every snapshot written by multi-row statements, the rare
+    /// existing row updated in place. The answer for each write, in order. A batch naming a
+    /// userid or a user twice, or of several tenants, is written row by row (the single-row
+    /// path decides between them). `Err` only when the transaction failed: nothing of it was
+    /// written, and the caller retries row by row.
+    pub async fn save_links_and_bases(&self, writes: &[LinkWrite]) -> StoreResult<Vec<LinkSaved>> {
+        let Some(first) = writes.first() else {
+            return Ok(Vec::new());
+        };
+        let tenant = first.link.tenant_id;
+        let userids: Vec<&str> = writes.iter().map(|w| w.link.userid.as_str()).collect();
+        let user_ids: Vec<&str> = writes.iter().map(|w| w.link.user_id.as_str()).collect();
+        let distinct =
+            |values: &[&str]| values.iter().collect::<HashSet<_>>().len() == values.len();
+        if !distinct(&userids)
+            || !distinct(&user_ids)
+            || writes.iter().any(|w| w.link.tenant_id != tenant)
+        {
+            let mut answers = Vec::with_capacity(writes.len());
+            for write in writes {
+                answers.push(
+                    self.save_link_and_base(&write.link, &write.realname, Some(&write.snapshot))
+                        .await?,
+                );
+            }
+            return Ok(answers);
+        }
+        let holders = self.link_rows("third_user_id", &userids).await?;
+        let owned = self.link_rows("sys_user_id", &user_ids).await?;
+        // Tenant 0 stands alone and owns every row, whatever its tenant_id says.
+        let ours = |row_tenant: i64| tenant == 0 || row_tenant == tenant;
+        let update = "UPDATE sys_third_account SET sys_user_id = ?, third_user_id = ?, \
+             third_user_uuid = COALESCE(NULLIF(?, ''), third_user_uuid), realname = COALESCE(NULLIF(?, ''), realname), \
+             update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?";
+        let mut statements = Vec::new();
+        let mut inserts: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
+        let mut answers = Vec::with_capacity(writes.len());
+        for write in writes {
+            let link = &write.link;
+            let holding = |row: &&LinkRow| row.2.as_deref() == Some(link.userid.as_str());
+            let other = holders.iter().filter(holding).find(|r| !ours(r.3));
+            let row = holders
+                .iter()
+                .filter(holding)
+                .find(|r| ours(r.3))
+                .or_else(|| {
+                    owned.iter().find(|r| {
+                        r.1.as_deref() == Some(link.user_id.as_str()) && r.3 == link.tenant_id
+                    })
+                });
+            answers.push(match (row, other) {
+                (_, Some(other)) => LinkSaved::HeldBy(other.3),
+                (Some(row), None) => {
+                    statements.push((
+                        update.to_string(),
+                        vec![
+                            Some(link.user_id.clone()),
+                            Some(link.userid.clone()),
+                            Some(link.unionid.clone().unwrap_or_default()),
+                            Some(write.realname.clone()),
+                            Some(CREATED_BY.into()),
+                            Some(row.0.clone()),
+                        ],
+                    ));
+                    LinkSaved::Written
+                }
+                (None, None) => {
+                    inserts.0.push(format!(
+                        "(?, ?, 1, 0, ?, {tenant}, ?, ?, ?, CURRENT_TIMESTAMP, '{THIRD_TYPE_DINGTALK}')"
+                    ));
+                    inserts.1.extend([
+                        Some(new_id()),
+                        Some(link.user_id.clone()),
+                        Some(write.realname.clone()),
+                        link.unionid.clone().filter(|u| !u.is_empty()),
+                        Some(link.userid.clone()),
+                        Some(CREATED_BY.into()),
+                    ]);
+                    LinkSaved::Written
+                }
+            });
+        }
+        chunked(
+            &mut statements,
+            "INSERT INTO sys_third_account (id, sys_user_id, status, del_flag, realname, tenant_id, third_user_uuid, \
+             third_user_id, create_by, create_time, third_type) VALUES",
+            inserts.0,
+            inserts.1,
+        );
+        let snapshots: Vec<&SnapshotWrite> = writes.iter().map(|w| &w.snapshot).collect();
+        self.snapshot_statements(&mut statements, &snapshots);
+        self.write_marked(statements).await?;
+        Ok(answers)
+    }
+
+    /// Records where local departments are in DingTalk — each `sys_depart.ding_identifier`
+    /// and snapshot with its base — in one marked transaction (see [`Store::link_dept`]).
+    pub async fn link_depts(&self, snapshots: &[SnapshotWrite]) -> StoreResult<()> {
+        let mut statements: Vec<(String, Vec<Option<String>>)> = snapshots
+            .iter()
+            .map(|s| {
+                (
+                    "UPDATE sys_depart SET ding_identifier = ? WHERE id = ?".to_string(),
+                    vec![Some(s.ding_id.clone()), Some(s.local_id.clone())],
+                )
+            })
+            .collect();
+        let snapshots: Vec<&SnapshotWrite> = snapshots.iter().collect();
+        self.snapshot_statements(&mut statements, &snapshots);
+        self.write_marked(statements).await
+    }
+
+    /// The `sys_third_account` rows of DingTalk whose `column` is one of `values`.
+    async fn link_rows(&self, column: &str, values: &[&str]) -> StoreResult<Vec<LinkRow>> {
+        let mut found = Vec::new();
+        for part in values.chunks(IN_LIST) {
+            let text = format!(
+                "SELECT id, sys_user_id, third_user_id, {} FROM sys_third_account WHERE third_type = '{THIRD_TYPE_DINGTALK}' AND {column} IN ({})",
+                self.int("COALESCE(tenant_id, 0)"),
+                placeholders(part.len())
+            );
+            let sql = self.sql(&text);
+            let rows: Vec<LinkRow> = crate::on_pool!(self, |pool| {
+                let mut query = sqlx::query_as(&sql).persistent(false);
+                for value in part {
+                    query = query.bind(*value);
+                }
+                query.fetch_all(pool).await?
+            });
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// Pushes the multi-row upserts of `snapshots` (the last write of an entity wins: one
+    /// statement may not change a row twice).
+    fn snapshot_statements(
+        &self,
+        statements: &mut Vec<(String, Vec<Option<String>>)>,
+        snapshots: &[&SnapshotWrite],
+    ) {
+        let now = super::now_ms();
+        let mut last: std::collections::HashMap<(TenantId, &str, &str), usize> =
+            std::collections::HashMap::new();
+        for (index, s) in snapshots.iter().enumerate() {
+            last.insert((s.tenant, s.entity, s.local_id.as_str()), index);
+        }
+        let mut rows: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
+        for (index, s) in snapshots.iter().enumerate() {
+            if last.get(&(s.tenant, s.entity, s.local_id.as_str())) != Some(&index) {
+                continue;
+            }
+            // `entity` is one of the crate's constants, never input.
+            rows.0
+                .push(format!("({}, '{}', ?, ?, ?, {now}, ?)", s.tenant, s.entity));
+            rows.1.extend([
+                Some(s.local_id.clone()),
+                Some(s.ding_id.clone()),
+                Some(crate::sync::model::content_hash(&[&s.base])),
+                Some(s.base.clone()),
+            ]);
+        }
+        let first = statements.len();
+        chunked(statements, SNAPSHOT_INSERT, rows.0, rows.1);
+        for (sql, _) in &mut statements[first..] {
+            sql.push_str(self.snapshot_upsert());
+        }
     }
 }

@@ -189,18 +189,25 @@ impl Store {
     /// The upsert of [`Store::put_snapshot`] (binds: tenant, entity, local id, DingTalk id,
     /// hash, time, base).
     pub(super) fn put_snapshot_sql(&self) -> String {
-        let sql = match self.backend() {
+        let sql = format!(
+            "{SNAPSHOT_INSERT} (?, ?, ?, ?, ?, ?, ?){}",
+            self.snapshot_upsert()
+        );
+        self.sql(&sql).into_owned()
+    }
+
+    /// What an insert of snapshots does with an entity that has one: the dialect's upsert.
+    pub(super) fn snapshot_upsert(&self) -> &'static str {
+        match self.backend() {
             Backend::MySql => {
-                "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at, base) VALUES (?, ?, ?, ?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE ding_id = VALUES(ding_id), content_hash = VALUES(content_hash), synced_at = VALUES(synced_at), base = VALUES(base)"
+                " ON DUPLICATE KEY UPDATE ding_id = VALUES(ding_id), content_hash = VALUES(content_hash), \
+                 synced_at = VALUES(synced_at), base = VALUES(base)"
             }
             _ => {
-                "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at, base) VALUES (?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (tenant_id, entity, local_id) DO UPDATE SET ding_id = excluded.ding_id, \
+                " ON CONFLICT (tenant_id, entity, local_id) DO UPDATE SET ding_id = excluded.ding_id, \
                  content_hash = excluded.content_hash, synced_at = excluded.synced_at, base = excluded.base"
             }
-        };
-        self.sql(sql).into_owned()
+        }
     }
 
     /// All snapshots of one tenant and entity kind.
@@ -502,6 +509,10 @@ fn gap_changes(
 
 /// The change-log cursor's name in `dingsync_meta`.
 const CURSOR: &str = "change_cursor";
+
+/// The head of an insert of snapshots; rows follow (tenant, entity, local id, DingTalk id,
+/// hash, time, base).
+pub(super) const SNAPSHOT_INSERT: &str = "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at, base) VALUES";
 
 /// A job to enqueue for a change row.
 pub type JobFor = fn(&Change, &[TenantId]) -> Vec<(TenantId, &'static str, String)>;

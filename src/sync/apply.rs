@@ -14,7 +14,7 @@ use crate::dingtalk::types::{DeptCreate, DeptUpdate, UserCreate, UserUpdate};
 use crate::dingtalk::{DingTalkClient, DingTalkError, ErrorKind};
 use crate::jeecg::{Link, NewDept, NewUser};
 use crate::secret::Secret;
-use crate::store::batch::{Inserted, NewLinkedUser};
+use crate::store::batch::{Inserted, LinkWrite, NewLinkedUser};
 use crate::store::jeecg::{LinkSaved, SnapshotWrite};
 use crate::store::{Store, StoreError};
 
@@ -23,6 +23,7 @@ use super::model::{
     UserBase, UserFields, ROOT_DEPT,
 };
 use super::plan::Plan;
+use super::written::{LinkRecord, Outcome, Written};
 
 /// What applying needs.
 pub struct ApplyCtx<'a> {
@@ -86,6 +87,11 @@ struct RunState {
 #[derive(Default)]
 struct Run {
     state: Mutex<RunState>,
+    /// A push's link, `ding_identifier` and snapshot writes not made yet (see
+    /// [`super::written`]).
+    written: Written,
+    /// Held by the flush under way: one batch at a time.
+    flushing: tokio::sync::Mutex<()>,
     /// Users that streamed slices change, and that they looked at.
     streamed_touched: AtomicUsize,
     streamed_considered: AtomicUsize,
@@ -282,6 +288,7 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
             run.record_failure(ctx, &op, &error.to_string());
         }
     }
+    run.flush(ctx, true).await;
     let mut summary = std::mem::take(&mut run.state().summary);
     if let Some(reason) = &plan.refused_deletes {
         tracing::error!(event = "sync.delete_refused", tenant = ctx.tenant, reason = %reason, "department deletion refused by the guard");
@@ -566,7 +573,10 @@ impl Run {
     }
 
     fn record_failure(&self, ctx: &ApplyCtx<'_>, op: &Op, reason: &str) {
-        let (kind, key) = entity_of(op);
+        self.record_failure_of(ctx, entity_of(op), reason);
+    }
+
+    fn record_failure_of(&self, ctx: &ApplyCtx<'_>, (kind, key): (String, String), reason: &str) {
         tracing::warn!(event = "sync.entity.failed", tenant = ctx.tenant, entity = %kind, key = %key, reason = %reason, "entity cannot be synced");
         self.state().summary.failed += 1;
         self.state()
@@ -652,6 +662,8 @@ impl Run {
                             .into_iter()
                             .find(|d| d.name == *name)
                             .ok_or(error)?;
+                        // The holder may be a record of this run not written yet.
+                        self.flush(ctx, true).await;
                         if let Some(holder) = store
                             .dept_holder(tenant, found.dept_id)
                             .await?
@@ -679,7 +691,7 @@ impl Run {
                     parent: parent_id,
                     order: *order,
                 };
-                record_dept(store, tenant, local_id, dept_id, &base).await?;
+                self.record_dept(ctx, local_id, dept_id, &base).await;
                 self.state().summary.created += 1;
             }
             Op::UpdateDept {
@@ -706,7 +718,7 @@ impl Run {
                     parent: parent_id.unwrap_or(base.parent),
                     ..base.clone()
                 };
-                record_dept(store, tenant, local_id, *dept_id, &base).await?;
+                self.record_dept(ctx, local_id, *dept_id, &base).await;
                 self.state().summary.updated += 1;
             }
             Op::LinkDept {
@@ -714,7 +726,7 @@ impl Run {
                 dept_id,
                 base,
             } => {
-                record_dept(store, tenant, local_id, *dept_id, base).await?;
+                self.record_dept(ctx, local_id, *dept_id, base).await;
             }
             Op::MoveMembersOut { userid, keep } => {
                 let update = UserUpdate {
@@ -778,7 +790,7 @@ impl Run {
                 if let Some(depts) = self.state().user_depts.remove(local_id) {
                     base.depts = sorted(depts);
                 }
-                self.save_link(ctx, &link, realname, &base).await?;
+                self.record_link(ctx, link, realname.clone(), base).await;
             }
             Op::DeleteUser { local_id, userid } => {
                 match client.user_delete(userid).await {
@@ -1101,13 +1113,8 @@ impl Run {
             depts: sorted(depts_sent),
             ..base.clone()
         };
-        self.save_link(
-            ctx,
-            &link,
-            fields.name.as_deref().unwrap_or_default(),
-            &base,
-        )
-        .await?;
+        let realname = fields.name.clone().unwrap_or_default();
+        self.record_link(ctx, link, realname, base).await;
         Ok(())
     }
 
@@ -1132,6 +1139,8 @@ impl Run {
         let Some(userid) = ctx.client.user_by_mobile(mobile).await? else {
             return Err(exists());
         };
+        // A claimer may be a record of this run not written yet.
+        self.flush(ctx, true).await;
         let linked = ctx.store.links_to(ctx.tenant, &[userid.as_str()]).await?;
         let snapshots = ctx
             .store
@@ -1155,13 +1164,9 @@ impl Run {
             unionid: Some(person.unionid.clone()).filter(|u| !u.is_empty()),
             tenant_id: ctx.tenant,
         };
-        self.save_link(
-            ctx,
-            &link,
-            realname.unwrap_or_default(),
-            &UserBase::of(&person),
-        )
-        .await?;
+        let realname = realname.unwrap_or_default().to_string();
+        self.record_link(ctx, link, realname, UserBase::of(&person))
+            .await;
         tracing::info!(event = "sync.user.linked_by_mobile", tenant = ctx.tenant, user = %local_id, userid = %userid, "linked to the DingTalk user with the same mobile (the app cannot see mobiles in lists)");
         self.state().summary.updated += 1;
         Ok(())
@@ -1190,33 +1195,116 @@ impl Run {
             .save_link_and_base(link, realname, Some(&snapshot))
             .await?;
         if let LinkSaved::HeldBy(other) = saved {
-            // Said once: the base remembers whose row holds the userid.
-            if base.link_held_by != Some(other) {
-                let reason = format!(
-                    "sys_third_account already links DingTalk userid {} for tenant {other} (JeecgBoot keeps one row per userid); that row is left alone and tenant {}'s link is kept in dingsync's snapshot",
-                    link.userid, ctx.tenant
-                );
-                tracing::warn!(event = "sync.entity.warning", tenant = ctx.tenant, entity = entity::USER, key = %link.user_id, reason = %reason, "entity synced with a warning");
-                self.state().summary.warnings.push((
-                    entity::USER.into(),
-                    link.user_id.clone(),
-                    reason,
-                ));
-            }
-            let held = UserBase {
-                link_held_by: Some(other),
-                ..base.clone()
-            };
-            ctx.store
-                .put_snapshot(
-                    ctx.tenant,
-                    entity::USER,
-                    &link.user_id,
-                    &link.userid,
-                    &json(&held),
-                )
-                .await?;
+            self.held_by(ctx, link, base, other).await?;
         }
+        Ok(())
+    }
+
+    /// [`Run::save_link`] after a DingTalk call: kept for the next batch of records (see
+    /// [`super::written`]), which is written now if it is due.
+    async fn record_link(&self, ctx: &ApplyCtx<'_>, link: Link, realname: String, base: UserBase) {
+        let snapshot = SnapshotWrite {
+            tenant: ctx.tenant,
+            entity: entity::USER,
+            local_id: link.user_id.clone(),
+            ding_id: link.userid.clone(),
+            base: json(&base),
+        };
+        let record = LinkRecord {
+            key: (entity::USER.to_string(), link.user_id.clone()),
+            write: LinkWrite {
+                link,
+                realname,
+                snapshot,
+            },
+            base,
+        };
+        if self.written.link(record) {
+            self.flush(ctx, false).await;
+        }
+    }
+
+    /// [`record_dept`] after a DingTalk call, kept for the next batch like [`Run::record_link`].
+    async fn record_dept(&self, ctx: &ApplyCtx<'_>, local_id: &str, dept_id: i64, base: &DeptBase) {
+        let snapshot = SnapshotWrite {
+            tenant: ctx.tenant,
+            entity: entity::DEPT,
+            local_id: local_id.to_string(),
+            ding_id: dept_id.to_string(),
+            base: json(base),
+        };
+        if self
+            .written
+            .dept((entity::DEPT.to_string(), local_id.to_string()), snapshot)
+        {
+            self.flush(ctx, false).await;
+        }
+    }
+
+    /// Writes the records kept so far; an entity whose record could not be written is
+    /// failed with the reason (its next run finds DingTalk already right and records it
+    /// then). `wait`: wait for a flush under way (else leave the records to the next).
+    async fn flush(&self, ctx: &ApplyCtx<'_>, wait: bool) {
+        let _turn = if wait {
+            self.flushing.lock().await
+        } else {
+            match self.flushing.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => return,
+            }
+        };
+        for outcome in self.written.flush(ctx.store).await {
+            let (key, error) = match outcome {
+                Outcome::HeldBy(record, other) => {
+                    let LinkRecord {
+                        key, write, base, ..
+                    } = record;
+                    match self.held_by(ctx, &write.link, &base, other).await {
+                        Ok(()) => continue,
+                        Err(error) => (key, error),
+                    }
+                }
+                Outcome::Failed(key, error) => (key, EntityError::Store(error)),
+            };
+            self.state().summary.retryable |= error.is_retryable();
+            self.record_failure_of(ctx, key, &error.to_string());
+        }
+    }
+
+    /// Another tenant's row holds the userid `link` names (JeecgBoot keeps one row per
+    /// userid): warns once, and keeps the link in the snapshot's base.
+    async fn held_by(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        link: &Link,
+        base: &UserBase,
+        other: TenantId,
+    ) -> Result<(), EntityError> {
+        // Said once: the base remembers whose row holds the userid.
+        if base.link_held_by != Some(other) {
+            let reason = format!(
+                "sys_third_account already links DingTalk userid {} for tenant {other} (JeecgBoot keeps one row per userid); that row is left alone and tenant {}'s link is kept in dingsync's snapshot",
+                link.userid, ctx.tenant
+            );
+            tracing::warn!(event = "sync.entity.warning", tenant = ctx.tenant, entity = entity::USER, key = %link.user_id, reason = %reason, "entity synced with a warning");
+            self.state()
+                .summary
+                .warnings
+                .push((entity::USER.into(), link.user_id.clone(), reason));
+        }
+        let held = UserBase {
+            link_held_by: Some(other),
+            ..base.clone()
+        };
+        ctx.store
+            .put_snapshot(
+                ctx.tenant,
+                entity::USER,
+                &link.user_id,
+                &link.userid,
+                &json(&held),
+            )
+            .await?;
         Ok(())
     }
 }

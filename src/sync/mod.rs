@@ -15,5 +15,6 @@ pub mod pull_run;
 pub mod read;
 pub mod remote_users;
 pub mod run;
+mod written;
 
 pub use model::*;
