@@ -654,11 +654,15 @@ async fn main() {
         .unwrap_or(0.0)
         / 1000.0;
     let mut rows = 0;
+    // Every row the pull writes: users, departments, memberships, tenant rows, links and
+    // the sync bases (snapshots), each written in the writer's transactions.
     for table in [
         "sys_user",
         "sys_depart",
         "sys_user_depart",
+        "sys_user_tenant",
         "sys_third_account",
+        "dingsync_snapshot",
     ] {
         rows += count(&pull_store, table).await;
     }

@@ -132,9 +132,14 @@ pub fn dingtalk_refusal(error: &str) -> bool {
 pub async fn users_links(store: &Store, tenant: TenantId, ids: &[&str]) -> StoreResult<LocalView> {
     let mut links = Vec::new();
     let mut snapshots = Vec::new();
+    // The two reads at once, on two connections: a re-push waits for them slice by slice.
     for part in ids.chunks(IN_LIST) {
-        links.extend(store.links_of(tenant, part).await?);
-        snapshots.extend(store.snapshots_of(tenant, entity::USER, part).await?);
+        let (l, s) = tokio::try_join!(
+            store.links_of(tenant, part),
+            store.snapshots_of(tenant, entity::USER, part)
+        )?;
+        links.extend(l);
+        snapshots.extend(s);
     }
     Ok(LocalView {
         tenant,
@@ -156,8 +161,10 @@ pub async fn add_claimers(
 ) -> StoreResult<()> {
     for part in twins.chunks(IN_LIST) {
         let userids: Vec<&str> = part.iter().map(|p| p.userid.as_str()).collect();
-        let links = store.links_to(tenant, &userids).await?;
-        let snapshots = store.snapshots_to(tenant, entity::USER, &userids).await?;
+        let (links, snapshots) = tokio::try_join!(
+            store.links_to(tenant, &userids),
+            store.snapshots_to(tenant, entity::USER, &userids)
+        )?;
         let mut ids: Vec<&str> = links.iter().map(|l| l.user_id.as_str()).collect();
         ids.extend(snapshots.iter().map(|s| s.local_id.as_str()));
         let keys: Vec<String> = part
@@ -222,8 +229,10 @@ pub async fn pull_candidates(
     people: &[crate::dingtalk::types::DtUser],
 ) -> StoreResult<LocalView> {
     let userids: Vec<&str> = people.iter().map(|p| p.userid.as_str()).collect();
-    let mut links = store.links_to(tenant, &userids).await?;
-    let linked_snapshots = store.snapshots_to(tenant, entity::USER, &userids).await?;
+    let (mut links, linked_snapshots) = tokio::try_join!(
+        store.links_to(tenant, &userids),
+        store.snapshots_to(tenant, entity::USER, &userids)
+    )?;
     let nonempty = |get: fn(&crate::dingtalk::types::DtUser) -> &str| -> Vec<&str> {
         people.iter().map(get).filter(|v| !v.is_empty()).collect()
     };
