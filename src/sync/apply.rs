@@ -1258,7 +1258,7 @@ impl Run {
                 Outcome::HeldBy(record, other) => {
                     let LinkRecord {
                         key, write, base, ..
-                    } = record;
+                    } = *record;
                     match self.held_by(ctx, &write.link, &base, other).await {
                         Ok(()) => continue,
                         Err(error) => (key, error),

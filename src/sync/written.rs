@@ -32,7 +32,7 @@ pub(super) struct LinkRecord {
 /// What became of a record that was not simply written.
 pub(super) enum Outcome {
     /// Another tenant's row holds the userid: the link lives in the snapshot.
-    HeldBy(LinkRecord, i64),
+    HeldBy(Box<LinkRecord>, i64),
     /// Not written.
     Failed(Key, StoreError),
 }
@@ -105,7 +105,9 @@ impl Written {
         for (record, answer) in links.into_iter().zip(answers) {
             match answer {
                 Ok(LinkSaved::Written) => {}
-                Ok(LinkSaved::HeldBy(other)) => outcomes.push(Outcome::HeldBy(record, other)),
+                Ok(LinkSaved::HeldBy(other)) => {
+                    outcomes.push(Outcome::HeldBy(Box::new(record), other));
+                }
                 Err(error) => outcomes.push(Outcome::Failed(record.key, error)),
             }
         }
