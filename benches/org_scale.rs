@@ -14,7 +14,9 @@
 //!   CPU over IDLE_SECS.
 //!
 //! Run: `cargo bench --bench org_scale` (env USERS=10000 DEPTS=1000 QPS=200 EDITS=1000
-//! RATE=50 IDLE_SECS=30; STOP_AFTER=B1, B2 or B3 ends there; DAEMON_LOG=path keeps B3's daemon log). Under `cargo test` it runs 300 users / 30 departments, 30 edits
+//! RATE=50 IDLE_SECS=30; STOP_AFTER=B1, B2 or B3 ends there; DAEMON_LOG=path keeps B3's daemon
+//! log; PROFILE_PULL="heaptrack -o file" runs B4 under a profiler). Under `cargo test` it runs
+//! 300 users / 30 departments, 30 edits
 //! and asserts the goals that do not depend on the machine's speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -135,7 +137,20 @@ fn spawn_peak_sampler(pid: u32) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>)
 }
 
 fn dingsync(config: &Path, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"));
+    let binary = env!("CARGO_BIN_EXE_dingsync");
+    // PROFILE_PULL="heaptrack -o /tmp/pull": `sync pull` runs under that command (a heap
+    // profile of B4; its figures are then the profiler's, not dingsync's).
+    let wrapper = std::env::var("PROFILE_PULL")
+        .ok()
+        .filter(|_| args == ["sync", "pull"]);
+    let mut command = match wrapper.as_deref().map(str::split_whitespace) {
+        Some(mut words) => {
+            let mut command = tokio::process::Command::new(words.next().unwrap_or(binary));
+            command.args(words).arg(binary);
+            command
+        }
+        None => tokio::process::Command::new(binary),
+    };
     command
         .args(args)
         .arg("--config")
