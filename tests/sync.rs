@@ -658,10 +658,11 @@ async fn pulled_rows(db: &TestDb) -> [i64; 6] {
 /// none of these writes is logged as a change — on every database.
 #[tokio::test]
 async fn a_batched_pull_isolates_the_row_that_clashes() {
-    let server = common::start_fast_sim().await;
-    seed_big_org(&server, 2000);
-    let client = common::client(&server, 1000);
     for db in common::initialised_dbs().await {
+        // DingTalk as seeded for each database (the test changes it).
+        let server = common::start_fast_sim().await;
+        seed_big_org(&server, 2000);
+        let client = common::client(&server, 1000);
         let name = db.name;
         db.plain
             .execute("INSERT INTO sys_user (id, username, realname, phone, email, status, del_flag) VALUES ('held', 'holder', '持有者', '13700000000', 'u0777@example.com', 1, 0)")
@@ -724,6 +725,59 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
             db.store.last_change_id().await.unwrap(),
             changes,
             "{name}: dingsync's own writes are not logged as changes"
+        );
+        // Every user renamed in DingTalk, and u0100 given the e-mail a user of another tenant
+        // has: the next pull updates 1,998 in batches (one transaction a slice) and reports
+        // u0100 alone.
+        db.plain
+            .execute("INSERT INTO sys_user (id, username, realname, phone, email, status, del_flag) VALUES ('held2', 'holder2', '持有者2', '13700000002', 'held2@example.com', 1, 0)")
+            .await
+            .unwrap();
+        let changes = db.store.last_change_id().await.unwrap();
+        for i in 0..2000 {
+            let mut fields = json!({ "userid": format!("u{i:04}"), "name": format!("改名{i}") });
+            if i == 100 {
+                fields["email"] = json!("held2@example.com");
+            }
+            server
+                .sim
+                .admin_call(APPKEY, "topapi/v2/user/update", fields)
+                .unwrap();
+        }
+        let again = run_sliced(
+            &db.store,
+            &client,
+            &config,
+            &config.tenants[0],
+            request,
+            None,
+            500,
+        )
+        .await
+        .unwrap();
+        let failed: BTreeSet<&str> = again.failures.iter().map(|f| f.1.as_str()).collect();
+        assert_eq!(
+            failed,
+            BTreeSet::from(["u0100", "u0777"]),
+            "{name}: {:?}",
+            again.failures
+        );
+        assert_eq!(again.updated, 1998, "{name}");
+        let renamed = db
+            .count("SELECT COUNT(*) FROM sys_user WHERE realname LIKE '改名%'")
+            .await;
+        assert_eq!(renamed, 1998, "{name}: u0100 is not half written");
+        let batched = db
+            .count("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM dingsync_snapshot WHERE entity = 'user' GROUP BY synced_at) t")
+            .await;
+        assert!(
+            batched >= 400,
+            "{name}: at most {batched} bases written together"
+        );
+        assert_eq!(
+            db.store.last_change_id().await.unwrap(),
+            changes,
+            "{name}: the updates are not logged as changes either"
         );
     }
 }

@@ -8,11 +8,12 @@
 use std::collections::HashSet;
 
 use crate::config::TenantId;
-use crate::jeecg::{password, Link, NewUser, THIRD_TYPE_DINGTALK};
+use crate::jeecg::{password, Link, NewUser, UserUpdate, THIRD_TYPE_DINGTALK};
 use crate::secret::Secret;
 
 use super::jeecg::{
-    new_id, placeholders, user_values, LinkSaved, SnapshotWrite, CREATED_BY, USER_INSERT, USER_ROW,
+    new_id, placeholders, user_update_statements, user_values, LinkSaved, SnapshotWrite,
+    CREATED_BY, USER_INSERT, USER_ROW,
 };
 use super::state::SNAPSHOT_INSERT;
 use super::{Store, StoreError, StoreResult};
@@ -325,8 +326,32 @@ impl Store {
     /// path decides between them). `Err` only when the transaction failed: nothing of it was
     /// written, and the caller retries row by row.
     pub async fn save_links_and_bases(&self, writes: &[LinkWrite]) -> StoreResult<Vec<LinkSaved>> {
+        let refs: Vec<&LinkWrite> = writes.iter().collect();
+        let mut statements = Vec::new();
+        let Some(answers) = self.link_statements(&mut statements, &refs).await? else {
+            let mut answers = Vec::with_capacity(writes.len());
+            for write in writes {
+                answers.push(
+                    self.save_link_and_base(&write.link, &write.realname, Some(&write.snapshot))
+                        .await?,
+                );
+            }
+            return Ok(answers);
+        };
+        self.write_marked(statements).await?;
+        Ok(answers)
+    }
+
+    /// Pushes the statements of `writes` (see [`Store::save_links_and_bases`]); what each
+    /// will have done, or `None` when they cannot go in one batch (a userid or a user twice,
+    /// several tenants).
+    async fn link_statements(
+        &self,
+        statements: &mut Vec<(String, Vec<Option<String>>)>,
+        writes: &[&LinkWrite],
+    ) -> StoreResult<Option<Vec<LinkSaved>>> {
         let Some(first) = writes.first() else {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
         let tenant = first.link.tenant_id;
         let userids: Vec<&str> = writes.iter().map(|w| w.link.userid.as_str()).collect();
@@ -337,14 +362,7 @@ impl Store {
             || !distinct(&user_ids)
             || writes.iter().any(|w| w.link.tenant_id != tenant)
         {
-            let mut answers = Vec::with_capacity(writes.len());
-            for write in writes {
-                answers.push(
-                    self.save_link_and_base(&write.link, &write.realname, Some(&write.snapshot))
-                        .await?,
-                );
-            }
-            return Ok(answers);
+            return Ok(None);
         }
         let holders = self.link_rows("third_user_id", &userids).await?;
         let owned = self.link_rows("sys_user_id", &user_ids).await?;
@@ -353,7 +371,6 @@ impl Store {
         let update = "UPDATE sys_third_account SET sys_user_id = ?, third_user_id = ?, \
              third_user_uuid = COALESCE(NULLIF(?, ''), third_user_uuid), realname = COALESCE(NULLIF(?, ''), realname), \
              update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?";
-        let mut statements = Vec::new();
         let mut inserts: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
         let mut answers = Vec::with_capacity(writes.len());
         for write in writes {
@@ -402,16 +419,15 @@ impl Store {
             });
         }
         chunked(
-            &mut statements,
+            statements,
             "INSERT INTO sys_third_account (id, sys_user_id, status, del_flag, realname, tenant_id, third_user_uuid, \
              third_user_id, create_by, create_time, third_type) VALUES",
             inserts.0,
             inserts.1,
         );
         let snapshots: Vec<&SnapshotWrite> = writes.iter().map(|w| &w.snapshot).collect();
-        self.snapshot_statements(&mut statements, &snapshots);
-        self.write_marked(statements).await?;
-        Ok(answers)
+        self.snapshot_statements(statements, &snapshots);
+        Ok(Some(answers))
     }
 
     /// Records where local departments are in DingTalk — each `sys_depart.ding_identifier`
@@ -486,5 +502,160 @@ impl Store {
         for (sql, _) in &mut statements[first..] {
             sql.push_str(self.snapshot_upsert());
         }
+    }
+}
+
+/// One local user a pull changes: its fields and memberships, then its link with its base,
+/// or its base alone.
+#[derive(Clone, Debug)]
+pub struct UserChange {
+    /// `sys_user.id`.
+    pub id: String,
+    /// The columns to set.
+    pub fields: UserUpdate,
+    /// Departments (local ids) to add it to.
+    pub add_depts: Vec<String>,
+    /// Departments (local ids) to take it out of.
+    pub remove_depts: Vec<String>,
+    /// What records the change.
+    pub record: ChangeRecord,
+}
+
+/// What records a [`UserChange`].
+#[derive(Clone, Debug)]
+pub enum ChangeRecord {
+    /// The link, with the snapshot.
+    Link(LinkWrite),
+    /// The snapshot alone (the link row is there).
+    Base(SnapshotWrite),
+}
+
+/// The columns a pull may set that JeecgBoot keeps unique.
+const UPDATED_UNIQUE: [&str; 3] = ["phone", "email", "work_no"];
+
+fn updated_value<'a>(change: &'a UserChange, column: &str) -> Option<&'a str> {
+    match column {
+        "phone" => change.fields.phone.as_deref(),
+        "email" => change.fields.email.as_deref(),
+        _ => change.fields.work_no.as_deref(),
+    }
+}
+
+impl Store {
+    /// A pull's updates of local users in one marked transaction: the values they set on a
+    /// unique column checked against the other users in one query per column; then each
+    /// user's statements ([`Store::update_user_fields`]) and its link
+    /// ([`Store::save_links_and_bases`]) or base. A user setting a value another user holds
+    /// (or an earlier user of the batch sets) is answered with the clash alone and not
+    /// written. `None` when the links cannot go in one batch; `Err` when the transaction
+    /// failed (nothing written): the caller then goes one by one.
+    pub async fn update_linked_users(
+        &self,
+        changes: &[UserChange],
+    ) -> StoreResult<Option<Vec<StoreResult<LinkSaved>>>> {
+        let mut clashes: Vec<Option<StoreError>> = changes.iter().map(|_| None).collect();
+        for column in UPDATED_UNIQUE {
+            let values: Vec<&str> = changes
+                .iter()
+                .filter_map(|c| updated_value(c, column))
+                .collect();
+            let held = self.holders(column, &values).await?;
+            let mut set_here = HashSet::new();
+            for (change, clash) in changes.iter().zip(clashes.iter_mut()) {
+                let Some(value) = updated_value(change, column).filter(|_| clash.is_none()) else {
+                    continue;
+                };
+                let key = self.unique_key(value);
+                let other = held
+                    .get(&key)
+                    .is_some_and(|ids| ids.iter().any(|id| *id != change.id));
+                if other || !set_here.insert(key) {
+                    *clash = Some(StoreError::UniqueClash {
+                        table: "sys_user",
+                        column,
+                        value: value.to_string(),
+                    });
+                }
+            }
+        }
+        let taken: Vec<&UserChange> = changes
+            .iter()
+            .zip(&clashes)
+            .filter(|(_, clash)| clash.is_none())
+            .map(|(change, _)| change)
+            .collect();
+        let mut statements = Vec::new();
+        for c in &taken {
+            statements.extend(user_update_statements(
+                &c.id,
+                &c.fields,
+                &c.add_depts,
+                &c.remove_depts,
+            ));
+        }
+        let links: Vec<&LinkWrite> = taken
+            .iter()
+            .filter_map(|c| match &c.record {
+                ChangeRecord::Link(link) => Some(link),
+                ChangeRecord::Base(_) => None,
+            })
+            .collect();
+        let Some(saved) = self.link_statements(&mut statements, &links).await? else {
+            return Ok(None);
+        };
+        let bases: Vec<&SnapshotWrite> = taken
+            .iter()
+            .filter_map(|c| match &c.record {
+                ChangeRecord::Base(base) => Some(base),
+                ChangeRecord::Link(_) => None,
+            })
+            .collect();
+        self.snapshot_statements(&mut statements, &bases);
+        if !statements.is_empty() {
+            self.write_marked(statements).await?;
+        }
+        let mut saved = saved.into_iter();
+        Ok(Some(
+            changes
+                .iter()
+                .zip(clashes)
+                .map(|(change, clash)| match (clash, &change.record) {
+                    (Some(clash), _) => Err(clash),
+                    (None, ChangeRecord::Link(_)) => Ok(saved.next().unwrap_or(LinkSaved::Written)),
+                    (None, ChangeRecord::Base(_)) => Ok(LinkSaved::Written),
+                })
+                .collect(),
+        ))
+    }
+
+    /// The users holding each of `values` in `column` of `sys_user`: (value as
+    /// [`Store::unique_key`], id).
+    async fn holders(
+        &self,
+        column: &str,
+        values: &[&str],
+    ) -> StoreResult<std::collections::HashMap<String, Vec<String>>> {
+        let mut found: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        for part in values.chunks(IN_LIST) {
+            let text = format!(
+                "SELECT {column}, id FROM sys_user WHERE {column} IN ({})",
+                placeholders(part.len())
+            );
+            let sql = self.sql(&text);
+            let rows: Vec<(Option<String>, String)> = crate::on_pool!(self, |pool| {
+                let mut query = sqlx::query_as(&sql).persistent(false);
+                for value in part {
+                    query = query.bind(*value);
+                }
+                query.fetch_all(pool).await?
+            });
+            for (value, id) in rows {
+                if let Some(value) = value {
+                    found.entry(self.unique_key(&value)).or_default().push(id);
+                }
+            }
+        }
+        Ok(found)
     }
 }

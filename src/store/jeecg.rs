@@ -1064,31 +1064,7 @@ impl Store {
                 });
             }
         }
-        let mut statements = Vec::new();
-        let columns = [
-            ("realname", &fields.realname),
-            ("phone", &fields.phone),
-            ("email", &fields.email),
-            ("telephone", &fields.telephone),
-            ("work_no", &fields.work_no),
-        ];
-        for (column, value) in columns {
-            if let Some(value) = value {
-                statements.push((format!("UPDATE sys_user SET {column} = ?, update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?"), vec![Some(value.clone()), Some(CREATED_BY.into()), Some(id.to_string())]));
-            }
-        }
-        for dept in add_depts {
-            statements.push((
-                "INSERT INTO sys_user_depart (ID, user_id, dep_id) SELECT ?, ?, ? FROM sys_user WHERE id = ? AND NOT EXISTS (SELECT 1 FROM sys_user_depart WHERE user_id = ? AND dep_id = ?)".into(),
-                vec![Some(new_id()), Some(id.to_string()), Some(dept.clone()), Some(id.to_string()), Some(id.to_string()), Some(dept.clone())],
-            ));
-        }
-        for dept in remove_depts {
-            statements.push((
-                "DELETE FROM sys_user_depart WHERE user_id = ? AND dep_id = ?".into(),
-                vec![Some(id.to_string()), Some(dept.clone())],
-            ));
-        }
+        let statements = user_update_statements(id, fields, add_depts, remove_depts);
         if statements.is_empty() {
             return Ok(());
         }
@@ -1130,6 +1106,42 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// The statements that set `fields` of user `id` (each column given) and add and remove its
+/// memberships: [`Store::update_user_fields`] and a pull's batch of updates.
+pub(super) fn user_update_statements(
+    id: &str,
+    fields: &UserUpdate,
+    add_depts: &[String],
+    remove_depts: &[String],
+) -> Vec<(String, Vec<Option<String>>)> {
+    let mut statements = Vec::new();
+    let columns = [
+        ("realname", &fields.realname),
+        ("phone", &fields.phone),
+        ("email", &fields.email),
+        ("telephone", &fields.telephone),
+        ("work_no", &fields.work_no),
+    ];
+    for (column, value) in columns {
+        if let Some(value) = value {
+            statements.push((format!("UPDATE sys_user SET {column} = ?, update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?"), vec![Some(value.clone()), Some(CREATED_BY.into()), Some(id.to_string())]));
+        }
+    }
+    for dept in add_depts {
+        statements.push((
+                "INSERT INTO sys_user_depart (ID, user_id, dep_id) SELECT ?, ?, ? FROM sys_user WHERE id = ? AND NOT EXISTS (SELECT 1 FROM sys_user_depart WHERE user_id = ? AND dep_id = ?)".into(),
+                vec![Some(new_id()), Some(id.to_string()), Some(dept.clone()), Some(id.to_string()), Some(id.to_string()), Some(dept.clone())],
+            ));
+    }
+    for dept in remove_depts {
+        statements.push((
+            "DELETE FROM sys_user_depart WHERE user_id = ? AND dep_id = ?".into(),
+            vec![Some(id.to_string()), Some(dept.clone())],
+        ));
+    }
+    statements
 }
 
 #[cfg(test)]

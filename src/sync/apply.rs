@@ -14,7 +14,7 @@ use crate::dingtalk::types::{DeptCreate, DeptUpdate, UserCreate, UserUpdate};
 use crate::dingtalk::{DingTalkClient, DingTalkError, ErrorKind};
 use crate::jeecg::{Link, NewDept, NewUser};
 use crate::secret::Secret;
-use crate::store::batch::{Inserted, LinkWrite, NewLinkedUser};
+use crate::store::batch::{ChangeRecord, Inserted, LinkWrite, NewLinkedUser, UserChange};
 use crate::store::jeecg::{LinkSaved, SnapshotWrite};
 use crate::store::{Store, StoreError};
 
@@ -114,6 +114,17 @@ async fn record_dept(
             base: json(base),
         })
         .await
+}
+
+/// The columns a pull sets on a local user.
+fn columns_of(fields: &LocalUserFields) -> crate::jeecg::UserUpdate {
+    crate::jeecg::UserUpdate {
+        realname: fields.realname.clone(),
+        phone: fields.phone.clone(),
+        email: fields.email.clone(),
+        telephone: fields.telephone.clone(),
+        work_no: fields.work_no.clone(),
+    }
 }
 
 /// A base as the snapshot keeps it.
@@ -269,6 +280,12 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
         if creates > 1 {
             run.create_local_users(ctx, &rest[..creates], &tick).await;
             rest = &rest[creates..];
+            continue;
+        }
+        let updates = leading(rest, |op| matches!(op, Op::UpdateLocalUser { .. }));
+        if updates > 1 {
+            run.update_local_users(ctx, &rest[..updates], &tick).await;
+            rest = &rest[updates..];
             continue;
         }
         let placed = leading(rest, |op| matches!(op, Op::CreateLocalDept { .. }));
@@ -1031,6 +1048,107 @@ impl Run {
         }
     }
 
+    /// A pull's updates of local users (a run of `UpdateLocalUser` ops) in one transaction
+    /// (`Store::update_linked_users`): a user setting a value another user holds fails
+    /// alone; when the batch cannot be written, its users go one by one.
+    async fn update_local_users(&self, ctx: &ApplyCtx<'_>, ops: &[Op], tick: &(dyn Fn() + Sync)) {
+        let failed = |op: &&Op| self.state().failed.contains(&entity_of(op));
+        let ops: Vec<&Op> = ops.iter().filter(|op| !failed(op)).collect();
+        let changes: Vec<UserChange> = ops
+            .iter()
+            .filter_map(|op| self.user_change(ctx, op))
+            .collect();
+        let answers = match ctx.store.update_linked_users(&changes).await {
+            Ok(Some(answers)) if answers.len() == ops.len() => answers,
+            outcome => {
+                if let Err(error) = outcome {
+                    tracing::warn!(event = "sync.batch.failed", tenant = ctx.tenant, users = ops.len(), error = %error, "a batch failed; its users go one by one");
+                }
+                for op in ops {
+                    self.step(ctx, op).await;
+                    tick();
+                }
+                return;
+            }
+        };
+        for ((op, change), answer) in ops.into_iter().zip(&changes).zip(answers) {
+            let Op::UpdateLocalUser {
+                fields,
+                merge,
+                base,
+                ..
+            } = op
+            else {
+                continue;
+            };
+            let held = match (answer, &change.record) {
+                (Ok(LinkSaved::HeldBy(other)), ChangeRecord::Link(write)) => {
+                    self.held_by(ctx, &write.link, base, other).await
+                }
+                (Ok(_), _) => Ok(()),
+                (Err(error), _) => Err(error.into()),
+            };
+            match held {
+                Ok(()) => {
+                    if !fields.is_empty() {
+                        self.state().summary.updated += 1;
+                    }
+                    let (kind, key) = entity_of(op);
+                    conflicts(ctx, &kind, &key, merge);
+                }
+                Err(error) => {
+                    self.state().summary.retryable |= error.is_retryable();
+                    self.record_failure(ctx, op, &error.to_string());
+                }
+            }
+            tick();
+        }
+    }
+
+    /// What an `UpdateLocalUser` op writes, for a batch.
+    fn user_change(&self, ctx: &ApplyCtx<'_>, op: &Op) -> Option<UserChange> {
+        let Op::UpdateLocalUser {
+            local_id,
+            userid,
+            unionid,
+            fields,
+            link,
+            base,
+            ..
+        } = op
+        else {
+            return None;
+        };
+        let snapshot = SnapshotWrite {
+            tenant: ctx.tenant,
+            entity: entity::USER,
+            local_id: local_id.clone(),
+            ding_id: userid.clone(),
+            base: json(base),
+        };
+        let record = if *link {
+            ChangeRecord::Link(LinkWrite {
+                link: Link {
+                    user_id: local_id.clone(),
+                    userid: userid.clone(),
+                    unionid: unionid.clone(),
+                    tenant_id: ctx.tenant,
+                },
+                realname: fields.realname.clone().unwrap_or_default(),
+                snapshot,
+            })
+        } else {
+            ChangeRecord::Base(snapshot)
+        };
+        Some(UserChange {
+            id: local_id.clone(),
+            fields: columns_of(fields),
+            add_depts: self.local_depts(&fields.add_depts),
+            remove_depts: fields.remove_depts.clone(),
+            record,
+        })
+    }
+
     fn local_depts(&self, refs: &[LocalRef]) -> Vec<String> {
         refs.iter()
             .filter_map(|r| self.resolve_local(r).ok().flatten())
@@ -1043,17 +1161,10 @@ impl Run {
         local_id: &str,
         fields: &LocalUserFields,
     ) -> Result<(), EntityError> {
-        let update = crate::jeecg::UserUpdate {
-            realname: fields.realname.clone(),
-            phone: fields.phone.clone(),
-            email: fields.email.clone(),
-            telephone: fields.telephone.clone(),
-            work_no: fields.work_no.clone(),
-        };
         store
             .update_user_fields(
                 local_id,
-                &update,
+                &columns_of(fields),
                 &self.local_depts(&fields.add_depts),
                 &fields.remove_depts,
             )

@@ -372,6 +372,25 @@ async fn remote_users(
     Ok(builder.finish())
 }
 
+/// The userids met so far, as 128 bits of two keyed hashes each: a set of 100,000 userid
+/// `String`s held 6.5 MiB, this 2.2 MiB (two userids meet by chance about once in 10^29
+/// pairs).
+#[derive(Default)]
+struct Seen {
+    keys: (std::hash::RandomState, std::hash::RandomState),
+    set: HashSet<u128>,
+}
+
+impl Seen {
+    /// Whether `userid` is met for the first time.
+    fn first(&mut self, userid: &str) -> bool {
+        use std::hash::BuildHasher;
+        let high = u128::from(self.keys.0.hash_one(userid)) << 64;
+        self.set
+            .insert(high | u128::from(self.keys.1.hash_one(userid)))
+    }
+}
+
 /// The members of each department id that arrives on `ids`, each user once: a department's
 /// users not seen before are sent down `fresh` as its pages arrive. While `fresh` is full no
 /// new department is started (users wait in DingTalk, not in memory), but the pages already
@@ -385,7 +404,7 @@ async fn send_users(
 ) -> Result<(), DingTalkError> {
     let mut running = futures_util::stream::FuturesOrdered::new();
     let mut backlog: std::collections::VecDeque<Vec<DtUser>> = std::collections::VecDeque::new();
-    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen = Seen::default();
     let mut ids_open = true;
     while ids_open || !running.is_empty() || !backlog.is_empty() {
         tokio::select! {
@@ -396,7 +415,7 @@ async fn send_users(
             Some(members) = running.next(), if !running.is_empty() => {
                 let new: Vec<DtUser> = members?
                     .into_iter()
-                    .filter(|u| seen.insert(u.userid.clone()))
+                    .filter(|u| seen.first(&u.userid))
                     .collect();
                 if !new.is_empty() {
                     backlog.push_back(new);
