@@ -98,8 +98,11 @@ enum Users<'a> {
     One(&'a str),
     /// A slice in id order: after this id, at most this many.
     After(Option<&'a str>, usize),
-    /// Those whose column holds one of the values.
-    Matching(&'a [(&'static str, Vec<&'a str>)]),
+    /// Those whose column holds one of the values, but for the ids in the set.
+    Matching(
+        &'a [(&'static str, Vec<&'a str>)],
+        &'a std::collections::HashSet<String>,
+    ),
 }
 
 /// The head of an INSERT of `sys_user` rows as JeecgBoot writes them (active, not deleted,
@@ -300,13 +303,16 @@ impl Store {
 
     /// The users of `tenant` whose column holds one of the values given for it (`columns`:
     /// `("phone", [...])`, ...): the local users a slice of DingTalk users can match or clash
-    /// with. Columns are named by the caller, never by input.
+    /// with. Columns are named by the caller, never by input. Users whose id is in `known`
+    /// (the caller has them) are left out, their memberships and positions not read again.
     pub async fn users_matching(
         &self,
         tenant: TenantId,
         columns: &[(&'static str, Vec<&str>)],
+        known: &std::collections::HashSet<String>,
     ) -> StoreResult<Vec<LocalUser>> {
-        self.users_where(tenant, Users::Matching(columns)).await
+        self.users_where(tenant, Users::Matching(columns, known))
+            .await
     }
 
     async fn users_where(&self, tenant: TenantId, which: Users<'_>) -> StoreResult<Vec<LocalUser>> {
@@ -333,7 +339,7 @@ impl Store {
                 }
                 users_sql.push_str(&format!(" ORDER BY u.id LIMIT {limit}"));
             }
-            Users::Matching(columns) => {
+            Users::Matching(columns, _) => {
                 let parts: Vec<String> = columns
                     .iter()
                     .filter(|(_, values)| !values.is_empty())
@@ -370,7 +376,14 @@ impl Store {
             }
             query.fetch_all(pool).await?
         });
-        // Memberships and positions of exactly these users (of every user for `All`).
+        let rows: Vec<Row> = match which {
+            Users::Matching(_, known) if !known.is_empty() => {
+                rows.into_iter().filter(|r| !known.contains(&r.0)).collect()
+            }
+            _ => rows,
+        };
+        // Memberships and positions of exactly these users (of every user for `All`), read
+        // at once on two connections.
         let ids: Vec<&str> = match which {
             Users::All => Vec::new(),
             _ if rows.is_empty() => return Ok(Vec::new()),
@@ -403,10 +416,7 @@ impl Store {
                 members = members.bind(*id);
                 positions = positions.bind(*id);
             }
-            (
-                members.fetch_all(pool).await?,
-                positions.fetch_all(pool).await?,
-            )
+            tokio::try_join!(members.fetch_all(pool), positions.fetch_all(pool))?
         });
         let mut departs: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (user, dept) in members {

@@ -180,17 +180,14 @@ pub async fn add_claimers(
         phones.sort_unstable();
         phones.dedup();
         let columns = [("id", ids), ("phone", phones), ("username", userids)];
-        let found = store.users_matching(tenant, &columns).await?;
         let known: HashSet<String> = view
             .users
             .iter()
             .chain(&view.claimers)
             .map(|u| u.id.clone())
             .collect();
-        let fresh: Vec<_> = found
-            .into_iter()
-            .filter(|u| !known.contains(&u.id))
-            .collect();
+        // Usually the slice's own users: left out by the query, not read twice.
+        let fresh = store.users_matching(tenant, &columns, &known).await?;
         let fresh_ids: Vec<&str> = fresh.iter().map(|u| u.id.as_str()).collect();
         let more = users_links(store, tenant, &fresh_ids).await?;
         view.links.extend(more.links);
@@ -254,7 +251,9 @@ pub async fn pull_candidates(
         ("email", nonempty(|p| &p.email)),
         ("work_no", nonempty(|p| &p.job_number)),
     ];
-    let users = store.users_matching(tenant, &columns).await?;
+    let users = store
+        .users_matching(tenant, &columns, &HashSet::new())
+        .await?;
     // A matched user linked to another DingTalk user is refused: their links too; and the
     // bases of all of them.
     let known: HashSet<&str> = links.iter().map(|l| l.user_id.as_str()).collect();
