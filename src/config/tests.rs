@@ -245,3 +245,27 @@ fn database_url_backends() {
     }
     assert!(DatabaseUrl::parse("redis://h").is_err());
 }
+
+#[test]
+fn the_pool_defaults_to_two_connections_on_sqlite_and_five_on_servers() {
+    let pool = |url: &str, extra: &str| {
+        let text = format!(
+            "[database]\nurl = \"{url}\"\n{extra}[[tenant]]\nid = 0\nagent_id = 1\nclient_id = \"k\"\nclient_secret = \"{SECRET}\"\n"
+        );
+        let config = load_text(&text, &options(&[])).unwrap().config;
+        Some(config.database.pool_size.get())
+    };
+    assert_eq!(pool("sqlite:x.db", ""), Some(2));
+    assert_eq!(pool("postgres://u@h/db", ""), Some(5));
+    assert_eq!(pool("mysql://u@h/db", ""), Some(5));
+    assert_eq!(pool("sqlite:x.db", "pool_size = 4\n"), Some(4));
+    // A bad pool size is listed with a missing URL.
+    let keys = problem_keys(
+        load_text(
+            &format!("[database]\npool_size = 0\n[[tenant]]\nid = 0\nagent_id = 1\nclient_id = \"k\"\nclient_secret = \"{SECRET}\"\n"),
+            &options(&[]),
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(keys, ["database.pool_size", "database.url"]);
+}
