@@ -21,3 +21,6 @@ pub mod secret;
 pub mod sim;
 pub mod store;
 pub mod sync;
+
+#[cfg(test)]
+mod docs_tests;

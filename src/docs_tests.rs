@@ -1,0 +1,81 @@
+//! The documents hold to the code: every event the code emits has its row in the log table
+//! of README.md and README.zh-CN.md, and ARCHITECTURE.md's code fences are balanced (an
+//! unclosed fence renders the rest of the file as one block).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.map(|e| e.path()).unwrap_or_default();
+        if path.is_dir() {
+            rust_files(&path, into);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push(path);
+        }
+    }
+}
+
+/// The `event = "..."` names in `src/`.
+fn emitted() -> BTreeSet<String> {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut events = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for (at, _) in text.match_indices("event = \"") {
+            let rest = &text[at + "event = \"".len()..];
+            let name = rest.split('"').next().unwrap_or_default();
+            let event_like = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.';
+            if name.starts_with(|c: char| c.is_ascii_lowercase()) && name.chars().all(event_like) {
+                events.insert(name.to_string());
+            }
+        }
+    }
+    events
+}
+
+/// The first column of the table under `header` in `file`.
+fn table(file: &str, header: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(root().join(file)).unwrap_or_default();
+    let start = text
+        .find(header)
+        .unwrap_or_else(|| panic!("{file}: no table headed {header:?}"));
+    text[start..]
+        .lines()
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .filter_map(|line| line.split('`').nth(1))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_emitted_event_is_in_both_readmes_log_tables() {
+    let events = emitted();
+    assert!(events.len() > 50, "found only {events:?}");
+    for (file, header) in [
+        ("README.md", "| event | level | fields | when |"),
+        ("README.zh-CN.md", "| event | 级别 | 字段 | 何时 |"),
+    ] {
+        let listed = table(file, header);
+        let missing: Vec<&String> = events.difference(&listed).collect();
+        assert!(missing.is_empty(), "{file}: events missing from the log table: {missing:?}");
+        let stale: Vec<&String> = listed.difference(&events).collect();
+        assert!(stale.is_empty(), "{file}: the log table lists events nothing emits: {stale:?}");
+    }
+}
+
+#[test]
+fn architectures_code_fences_are_balanced() {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap_or_default();
+    let fences = text
+        .lines()
+        .filter(|line| line.trim_start().starts_with("```"))
+        .count();
+    assert!(fences > 0 && fences % 2 == 0, "{fences} fences in ARCHITECTURE.md");
+}
