@@ -30,7 +30,8 @@ fn emitted() -> BTreeSet<String> {
         for (at, _) in text.match_indices("event = \"") {
             let rest = &text[at + "event = \"".len()..];
             let name = rest.split('"').next().unwrap_or_default();
-            let event_like = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.';
+            let event_like =
+                |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.';
             if name.starts_with(|c: char| c.is_ascii_lowercase()) && name.chars().all(event_like) {
                 events.insert(name.to_string());
             }
@@ -64,9 +65,15 @@ fn every_emitted_event_is_in_both_readmes_log_tables() {
     ] {
         let listed = table(file, header);
         let missing: Vec<&String> = events.difference(&listed).collect();
-        assert!(missing.is_empty(), "{file}: events missing from the log table: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{file}: events missing from the log table: {missing:?}"
+        );
         let stale: Vec<&String> = listed.difference(&events).collect();
-        assert!(stale.is_empty(), "{file}: the log table lists events nothing emits: {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "{file}: the log table lists events nothing emits: {stale:?}"
+        );
     }
 }
 
@@ -77,5 +84,8 @@ fn architectures_code_fences_are_balanced() {
         .lines()
         .filter(|line| line.trim_start().starts_with("```"))
         .count();
-    assert!(fences > 0 && fences % 2 == 0, "{fences} fences in ARCHITECTURE.md");
+    assert!(
+        fences > 0 && fences % 2 == 0,
+        "{fences} fences in ARCHITECTURE.md"
+    );
 }

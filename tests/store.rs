@@ -1200,3 +1200,86 @@ async fn one_dingtalk_department_is_created_locally_once() {
         );
     }
 }
+
+/// A batch of link records decides each row as the single-row path would, one after the
+/// other: user a's link moves from userid X to Z while user b is linked to X in the same
+/// batch — a keeps its row (now Z), b gets a row of its own (X), both with their bases; a
+/// userid held by another tenant's row is answered `HeldBy` and that row left alone.
+#[tokio::test]
+async fn a_batch_of_links_writes_what_one_by_one_would() {
+    use dingsync::store::batch::LinkWrite;
+    use dingsync::store::jeecg::{LinkSaved, SnapshotWrite};
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        db.plain
+            .execute("INSERT INTO sys_third_account (id, sys_user_id, third_user_id, third_type, tenant_id, del_flag, status) VALUES \
+                      ('r1', 'a', 'X', 'dingtalk', 0, 0, 1), ('r2', 'other', 'H', 'dingtalk', 9, 0, 1)")
+            .await
+            .unwrap();
+        let write = |user: &str, userid: &str| LinkWrite {
+            link: Link {
+                user_id: user.into(),
+                userid: userid.into(),
+                unionid: None,
+                tenant_id: 5,
+            },
+            realname: user.to_uppercase(),
+            snapshot: SnapshotWrite {
+                tenant: 5,
+                entity: "user",
+                local_id: user.into(),
+                ding_id: userid.into(),
+                base: "{}".into(),
+            },
+        };
+        // In tenant 0, which owns every row.
+        let writes: Vec<LinkWrite> = [("a", "Z"), ("b", "X"), ("c", "H")]
+            .iter()
+            .map(|(u, x)| {
+                let mut w = write(u, x);
+                w.link.tenant_id = 0;
+                w.snapshot.tenant = 0;
+                w
+            })
+            .collect();
+        let saved = db.store.save_links_and_bases(&writes).await.unwrap();
+        assert_eq!(
+            saved,
+            [LinkSaved::Written, LinkSaved::Written, LinkSaved::Written],
+            "{name}: tenant 0 owns every row"
+        );
+        let rows: Vec<(String, String)> = dingsync::on_pool!(db.plain, |pool| sqlx::query_as(
+            "SELECT sys_user_id, third_user_id FROM sys_third_account ORDER BY sys_user_id"
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap());
+        let pairs: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(pairs, [("a", "Z"), ("b", "X"), ("c", "H")], "{name}");
+        assert_eq!(
+            count(
+                &db.plain,
+                "SELECT COUNT(*) FROM dingsync_snapshot WHERE entity = 'user'"
+            )
+            .await,
+            3,
+            "{name}"
+        );
+        // In tenant 7, a userid another tenant's row holds is answered HeldBy, that row kept.
+        let held = db
+            .store
+            .save_links_and_bases(&[write("d", "X"), write("e", "Q")].map(|mut w| {
+                w.link.tenant_id = 7;
+                w.snapshot.tenant = 7;
+                w
+            }))
+            .await
+            .unwrap();
+        assert_eq!(held, [LinkSaved::HeldBy(0), LinkSaved::Written], "{name}");
+        assert_eq!(
+            count(&db.plain, "SELECT COUNT(*) FROM sys_third_account WHERE sys_user_id = 'b' AND third_user_id = 'X'").await,
+            1,
+            "{name}: the holding row is left alone"
+        );
+    }
+}

@@ -726,7 +726,7 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
             changes,
             "{name}: dingsync's own writes are not logged as changes"
         );
-        // Every user renamed in DingTalk, and u0100 given the e-mail a user of another tenant
+        // Every user renamed in DingTalk, and u0100 given the e-mail a user outside tenant 1001
         // has: the next pull updates 1,998 in batches (one transaction a slice) and reports
         // u0100 alone.
         db.plain
@@ -742,6 +742,27 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
             server
                 .sim
                 .admin_call(APPKEY, "topapi/v2/user/update", fields)
+                .unwrap();
+        }
+        // And ten new users among them.
+        let dept = server
+            .sim
+            .admin_call(
+                APPKEY,
+                "topapi/v2/department/listsub",
+                json!({ "dept_id": 1 }),
+            )
+            .unwrap()["result"][0]["dept_id"]
+            .clone();
+        for i in 0..10 {
+            server
+                .sim
+                .admin_call(
+                    APPKEY,
+                    "topapi/v2/user/create",
+                    json!({ "userid": format!("u0{i}50n"), "name": format!("新人{i}"),
+                            "mobile": format!("1360000000{i}"), "dept_id_list": dept.to_string() }),
+                )
                 .unwrap();
         }
         let again = run_sliced(
@@ -762,7 +783,7 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
             "{name}: {:?}",
             again.failures
         );
-        assert_eq!(again.updated, 1998, "{name}");
+        assert_eq!((again.updated, again.created), (1998, 10), "{name}");
         let renamed = db
             .count("SELECT COUNT(*) FROM sys_user WHERE realname LIKE '改名%'")
             .await;
@@ -995,6 +1016,11 @@ async fn a_push_records_links_in_batches_and_isolates_the_row_that_fails() {
         let changes = db.store.last_change_id().await.unwrap();
         let summary = run(&db, &server, &client, Direction::Push).await;
         assert_eq!(summary.failed, 1, "{name}: {:?}", summary.failures);
+        assert_eq!(
+            summary.created,
+            USERS - 1,
+            "{name}: the refused user counts as failed, not also as created"
+        );
         let (_, key, reason) = &summary.failures[0];
         assert!(
             key == "p0123" && reason.contains("refused by a test trigger"),
@@ -1057,5 +1083,91 @@ async fn a_push_records_links_in_batches_and_isolates_the_row_that_fails() {
             "{name}"
         );
         assert_eq!(server.sim.write_calls(APPKEY), 0, "{name}");
+    }
+}
+
+/// `dingsync sync push` killed (SIGKILL) once its first batch of records is committed, when
+/// DingTalk already has users whose links were not yet written: the next push adopts them
+/// (their userids exist) and converges with every user once in DingTalk, linked once, with
+/// its base.
+#[tokio::test]
+async fn a_push_killed_between_its_calls_and_their_records_converges() {
+    const USERS: i64 = 1500;
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        let server = common::start_fast_sim().await;
+        let client = common::client(&server, 1000);
+        let rows: Vec<String> = (0..USERS)
+            .map(|i| format!("('k{i:04}', 'kill{i:04}', '杀{i}', '137{i:08}', 1, 0)"))
+            .collect();
+        db.plain
+            .execute(&format!(
+                "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
+                rows.join(", ")
+            ))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dingsync.toml");
+        common::write_config(
+            &path,
+            &db.url,
+            &server.url,
+            1000,
+            "[daemon]\nlease_ttl = \"1s\"\n",
+        );
+        let push = || {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+                .args(["sync", "push", "all", "--config", path.to_str().unwrap()])
+                .env_remove("DINGSYNC_CONFIG")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        };
+        let linked = "SELECT COUNT(*) FROM sys_third_account WHERE third_type = 'dingtalk'";
+        let mut first = push();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if db.count(linked).await > 0 {
+                first.start_kill().unwrap();
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: nothing linked"
+            );
+            assert!(first.try_wait().unwrap().is_none(), "{name}: push ended");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        first.wait().await.unwrap();
+        let created = client.user_count(false).await.unwrap();
+        let at_kill = db.count(linked).await;
+        assert!(
+            at_kill < USERS,
+            "{name}: killed after every link was written"
+        );
+        println!("{name}: killed with {created} DingTalk users and {at_kill} link rows");
+        let status = push().wait().await.unwrap();
+        assert!(status.success(), "{name}: second push {status}");
+        assert_eq!(
+            client.user_count(false).await.unwrap(),
+            USERS as u64,
+            "{name}"
+        );
+        assert_eq!(
+            db.count(linked).await,
+            USERS,
+            "{name}: after a kill at {at_kill} links, {created} DingTalk users"
+        );
+        let twice = "SELECT COUNT(*) FROM (SELECT third_user_id FROM sys_third_account GROUP BY third_user_id HAVING COUNT(*) > 1) d";
+        assert_eq!(db.count(twice).await, 0, "{name}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM dingsync_snapshot WHERE entity = 'user'")
+                .await,
+            USERS,
+            "{name}"
+        );
     }
 }

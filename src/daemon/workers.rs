@@ -125,15 +125,19 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
         config: &runtime.config,
         tenant,
     };
-    // A long job keeps its lease: renewed every third of it while the job runs.
+    // A long job keeps its lease: renewed every third of it while the job runs; a renewal
+    // the database could not take (busy, a connection not free in time) is tried again at
+    // the next third, and only a lease found gone ends the renewing.
     let renew = {
         let (store, owner, id) = (shared.store.clone(), owner.to_string(), job.id);
         let lease = runtime.config.daemon.lease_ttl;
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
-                if !matches!(store.renew_job(id, &owner, lease).await, Ok(true)) {
-                    return;
+                match store.renew_job(id, &owner, lease).await {
+                    Ok(true) => {}
+                    Err(error) if error.is_retryable() => {}
+                    Ok(false) | Err(_) => return,
                 }
             }
         })

@@ -5,7 +5,7 @@
 //! one bad row never costs the others; a batch that fails as a whole is retried row by row
 //! by the caller.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::config::TenantId;
 use crate::jeecg::{password, Link, NewUser, UserUpdate, THIRD_TYPE_DINGTALK};
@@ -317,6 +317,16 @@ pub struct LinkWrite {
 /// `third_user_id`, tenant.
 type LinkRow = (String, Option<String>, Option<String>, i64);
 
+/// Where one link write of a batch goes.
+enum Target {
+    /// Nowhere: another tenant's row holds the userid.
+    Held(TenantId),
+    /// Into this existing row.
+    Row(String),
+    /// Into a new row.
+    New,
+}
+
 impl Store {
     /// [`Store::save_link_and_base`] for many users of one tenant in one marked transaction:
     /// the rows that already hold each userid, or belong to each user, looked up in one query
@@ -344,7 +354,7 @@ impl Store {
 
     /// Pushes the statements of `writes` (see [`Store::save_links_and_bases`]); what each
     /// will have done, or `None` when they cannot go in one batch (a userid or a user twice,
-    /// several tenants).
+    /// several tenants, one row two writes would look at).
     async fn link_statements(
         &self,
         statements: &mut Vec<(String, Vec<Option<String>>)>,
@@ -366,29 +376,19 @@ impl Store {
         }
         let holders = self.link_rows("third_user_id", &userids).await?;
         let owned = self.link_rows("sys_user_id", &user_ids).await?;
-        // Tenant 0 stands alone and owns every row, whatever its tenant_id says.
-        let ours = |row_tenant: i64| tenant == 0 || row_tenant == tenant;
+        let Some(targets) = self.link_targets(tenant, writes, &holders, &owned) else {
+            return Ok(None);
+        };
         let update = "UPDATE sys_third_account SET sys_user_id = ?, third_user_id = ?, \
              third_user_uuid = COALESCE(NULLIF(?, ''), third_user_uuid), realname = COALESCE(NULLIF(?, ''), realname), \
              update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?";
         let mut inserts: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
         let mut answers = Vec::with_capacity(writes.len());
-        for write in writes {
+        for (write, target) in writes.iter().zip(targets) {
             let link = &write.link;
-            let holding = |row: &&LinkRow| row.2.as_deref() == Some(link.userid.as_str());
-            let other = holders.iter().filter(holding).find(|r| !ours(r.3));
-            let row = holders
-                .iter()
-                .filter(holding)
-                .find(|r| ours(r.3))
-                .or_else(|| {
-                    owned.iter().find(|r| {
-                        r.1.as_deref() == Some(link.user_id.as_str()) && r.3 == link.tenant_id
-                    })
-                });
-            answers.push(match (row, other) {
-                (_, Some(other)) => LinkSaved::HeldBy(other.3),
-                (Some(row), None) => {
+            answers.push(match target {
+                Target::Held(other) => LinkSaved::HeldBy(other),
+                Target::Row(row) => {
                     statements.push((
                         update.to_string(),
                         vec![
@@ -397,12 +397,12 @@ impl Store {
                             Some(link.unionid.clone().unwrap_or_default()),
                             Some(write.realname.clone()),
                             Some(CREATED_BY.into()),
-                            Some(row.0.clone()),
+                            Some(row),
                         ],
                     ));
                     LinkSaved::Written
                 }
-                (None, None) => {
+                Target::New => {
                     inserts.0.push(format!(
                         "(?, ?, 1, 0, ?, {tenant}, ?, ?, ?, CURRENT_TIMESTAMP, '{THIRD_TYPE_DINGTALK}')"
                     ));
@@ -428,6 +428,63 @@ impl Store {
         let snapshots: Vec<&SnapshotWrite> = writes.iter().map(|w| &w.snapshot).collect();
         self.snapshot_statements(statements, &snapshots);
         Ok(Some(answers))
+    }
+
+    /// Where each of `writes` goes, judged as [`Store::save_link_and_base`] judges one: from
+    /// the rows holding its userid (`holders`, compared as the database compares them) and
+    /// the rows of its user in its tenant (`owned`). `None` when two writes would look at one
+    /// row: the single-row path, deciding one after the other, may then choose differently.
+    fn link_targets(
+        &self,
+        tenant: TenantId,
+        writes: &[&LinkWrite],
+        holders: &[LinkRow],
+        owned: &[LinkRow],
+    ) -> Option<Vec<Target>> {
+        let mut holding: HashMap<String, Vec<&LinkRow>> = HashMap::new();
+        for row in holders {
+            if let Some(userid) = &row.2 {
+                holding
+                    .entry(self.unique_key(userid))
+                    .or_default()
+                    .push(row);
+            }
+        }
+        let mut of_user: HashMap<&str, Vec<&LinkRow>> = HashMap::new();
+        for row in owned {
+            if let Some(user) = &row.1 {
+                of_user.entry(user.as_str()).or_default().push(row);
+            }
+        }
+        // Tenant 0 stands alone and owns every row, whatever its tenant_id says.
+        let ours = |row_tenant: i64| tenant == 0 || row_tenant == tenant;
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut targets = Vec::with_capacity(writes.len());
+        for write in writes {
+            let link = &write.link;
+            let held = holding
+                .get(&self.unique_key(&link.userid))
+                .map_or(&[][..], Vec::as_slice);
+            let mine: Vec<&LinkRow> = of_user
+                .get(link.user_id.as_str())
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .copied()
+                .filter(|r| r.3 == link.tenant_id)
+                .collect();
+            let rows: HashSet<&str> = held.iter().chain(&mine).map(|r| r.0.as_str()).collect();
+            if rows.into_iter().any(|id| !seen.insert(id)) {
+                return None;
+            }
+            let other = held.iter().find(|r| !ours(r.3));
+            let row = held.iter().find(|r| ours(r.3)).or_else(|| mine.first());
+            targets.push(match (row, other) {
+                (_, Some(other)) => Target::Held(other.3),
+                (Some(row), None) => Target::Row(row.0.clone()),
+                (None, None) => Target::New,
+            });
+        }
+        Some(targets)
     }
 
     /// Records where local departments are in DingTalk — each `sys_depart.ding_identifier`

@@ -33,32 +33,26 @@ pub struct DeptRows {
 /// The `create_by` dingsync writes.
 pub(super) const CREATED_BY: &str = "dingsync";
 
-/// A new JeecgBoot-style id: a snowflake number, as JeecgBoot's own `ASSIGN_ID` makes them
-/// (milliseconds since its epoch, a node, a sequence; 19 digits until 2039). Ids made later
-/// sort later, so a batch's rows go to the end of each id index instead of to random
-/// pages across it: at 100,000 users, random ids dirtied a page of every index per row.
-/// The node is chosen at random per process, so two processes (or JeecgBoot) meet only
-/// in the same millisecond with the same node and sequence.
+/// A new JeecgBoot-style id: 32 hex characters, as JeecgBoot's UUID ids have, but ordered
+/// by time: the milliseconds and a per-process sequence (16 characters), then 64 random bits
+/// (16). Ids made later sort later, so a batch's rows go to the end of each id index
+/// instead of to random pages across it (at 100,000 users, random ids dirtied a page of
+/// every index per row); the random half keeps ids of two processes made in the same
+/// millisecond apart.
 pub fn new_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
-    /// JeecgBoot's (MyBatis-Plus's) epoch, 2010-11-04T01:42:54.657Z.
-    const EPOCH_MS: u64 = 1_288_834_974_657;
-    static NODE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    /// The last id's time and sequence, as `ms << 12 | sequence`.
+    /// The last id's time and sequence, as `ms << 20 | sequence`.
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let node = *NODE.get_or_init(|| rand::random::<u64>() & 0x3ff);
-    let now = u64::try_from(super::now_ms())
-        .unwrap_or(0)
-        .saturating_sub(EPOCH_MS);
-    // The next (ms, sequence) after the last one, never behind the clock: 4,096 ids a
+    let now = u64::try_from(super::now_ms()).unwrap_or(0) << 20;
+    // The next (ms, sequence) after the last one, never behind the clock: a million ids a
     // millisecond, then the next millisecond's.
+    let next = |last: u64| (last + 1).max(now);
     let stamp = LAST
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-            Some((last + 1).max(now << 12))
+            Some(next(last))
         })
-        .map_or(now << 12, |last| (last + 1).max(now << 12));
-    let (ms, sequence) = (stamp >> 12, stamp & 0xfff);
-    ((ms << 22) | (node << 12) | sequence).to_string()
+        .map_or(now, next);
+    format!("{stamp:016x}{:016x}", rand::random::<u64>())
 }
 
 /// A snapshot to write: an entity's DingTalk id and its sync base (JSON).
@@ -1159,17 +1153,18 @@ mod tests {
     use super::new_id;
 
     #[test]
-    fn ids_are_snowflake_numbers_that_sort_as_made() {
+    fn ids_are_32_hex_characters_that_sort_as_made() {
         let ids: Vec<String> = (0..20_000).map(|_| new_id()).collect();
-        assert!(ids
-            .iter()
-            .all(|id| id.len() == 19 && id.bytes().all(|b| b.is_ascii_digit())));
-        // 20,000 in a few milliseconds: the sequence carries into the next millisecond.
+        let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        assert!(ids.iter().all(|id| id.len() == 32 && id.bytes().all(hex)));
+        // Many in one millisecond: the sequence orders them.
         assert!(
             ids.windows(2).all(|w| w[0] < w[1]),
             "ids sort in the order made"
         );
-        // JeecgBoot's own ids of 2023 (its seed rows) sort before them.
-        assert!(ids[0].as_str() > "1714471285016895490");
+        // The time half: within a second of the clock.
+        let ms = u64::from_str_radix(&ids[0][..16], 16).unwrap_or(0) >> 20;
+        let now = u64::try_from(crate::store::now_ms()).unwrap_or(0);
+        assert!(now.abs_diff(ms) < 1_000, "{ms} vs {now}");
     }
 }

@@ -23,7 +23,7 @@ use super::model::{
     UserBase, UserFields, ROOT_DEPT,
 };
 use super::plan::Plan;
-use super::written::{LinkRecord, Outcome, Written};
+use super::written::{Counted, LinkRecord, Outcome, Written};
 
 /// What applying needs.
 pub struct ApplyCtx<'a> {
@@ -274,18 +274,16 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
     let (head, tail) = plan.ops.split_at(split);
     run.lanes(ctx, head, users, &total, &tick).await;
     let mut rest = tail;
+    if !tail.is_empty() && tail.iter().all(pulls_a_user) {
+        run.pull_users(ctx, tail, &tick).await;
+        rest = &[];
+    }
     while let Some(op) = rest.first() {
         // A pull's new users go in batches (one transaction each), the rest one by one.
         let creates = leading(rest, |op| matches!(op, Op::CreateLocalUser { .. }));
         if creates > 1 {
             run.create_local_users(ctx, &rest[..creates], &tick).await;
             rest = &rest[creates..];
-            continue;
-        }
-        let updates = leading(rest, |op| matches!(op, Op::UpdateLocalUser { .. }));
-        if updates > 1 {
-            run.update_local_users(ctx, &rest[..updates], &tick).await;
-            rest = &rest[updates..];
             continue;
         }
         let placed = leading(rest, |op| matches!(op, Op::CreateLocalDept { .. }));
@@ -335,6 +333,18 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
         .filter(|(_, n)| *n > 0)
         .collect::<BTreeMap<_, _>>();
     summary
+}
+
+/// Whether `op` belongs to a pull's slice of users: a write of a local user, or a warning,
+/// refusal or conflict about a user.
+fn pulls_a_user(op: &Op) -> bool {
+    match op {
+        Op::CreateLocalUser { .. } | Op::UpdateLocalUser { .. } => true,
+        Op::Fail { entity: e, .. } | Op::Warn { entity: e, .. } | Op::Merge { entity: e, .. } => {
+            e == entity::USER
+        }
+        _ => false,
+    }
 }
 
 /// How many of the first `ops` are of one kind (`is`): a run applied together.
@@ -708,8 +718,8 @@ impl Run {
                     parent: parent_id,
                     order: *order,
                 };
-                self.record_dept(ctx, local_id, dept_id, &base).await;
-                self.state().summary.created += 1;
+                self.record_dept(ctx, local_id, dept_id, &base, Counted::Created)
+                    .await;
             }
             Op::UpdateDept {
                 local_id,
@@ -735,15 +745,16 @@ impl Run {
                     parent: parent_id.unwrap_or(base.parent),
                     ..base.clone()
                 };
-                self.record_dept(ctx, local_id, *dept_id, &base).await;
-                self.state().summary.updated += 1;
+                self.record_dept(ctx, local_id, *dept_id, &base, Counted::Updated)
+                    .await;
             }
             Op::LinkDept {
                 local_id,
                 dept_id,
                 base,
             } => {
-                self.record_dept(ctx, local_id, *dept_id, base).await;
+                self.record_dept(ctx, local_id, *dept_id, base, Counted::Nothing)
+                    .await;
             }
             Op::MoveMembersOut { userid, keep } => {
                 let update = UserUpdate {
@@ -754,6 +765,8 @@ impl Run {
                 client.user_update(&update).await?;
             }
             Op::DeleteDept { dept_id, .. } => {
+                // A record of this run naming it is written first, not after its forgetting.
+                self.flush(ctx, true).await;
                 match client.dept_delete(*dept_id).await {
                     Ok(()) => {}
                     Err(error) if error.kind == ErrorKind::DeptNotFound => {}
@@ -807,9 +820,11 @@ impl Run {
                 if let Some(depts) = self.state().user_depts.remove(local_id) {
                     base.depts = sorted(depts);
                 }
-                self.record_link(ctx, link, realname.clone(), base).await;
+                self.record_link(ctx, link, realname.clone(), base, Counted::Nothing)
+                    .await;
             }
             Op::DeleteUser { local_id, userid } => {
+                self.flush(ctx, true).await;
                 match client.user_delete(userid).await {
                     Ok(()) => {}
                     Err(error) if error.kind == ErrorKind::UserNotFound => {}
@@ -1048,12 +1063,36 @@ impl Run {
         }
     }
 
+    /// A slice of a pull's users (no operation of one user waits for another's): its
+    /// refusals, warnings and conflicts first, then its updates in one batch (they may free a
+    /// value a new user takes), then its new users in another.
+    async fn pull_users(&self, ctx: &ApplyCtx<'_>, ops: &[Op], tick: &(dyn Fn() + Sync)) {
+        let (writes, notes): (Vec<&Op>, Vec<&Op>) = ops
+            .iter()
+            .partition(|op| matches!(op, Op::CreateLocalUser { .. } | Op::UpdateLocalUser { .. }));
+        for op in notes {
+            self.step(ctx, op).await;
+            tick();
+        }
+        let (updates, creates): (Vec<Op>, Vec<Op>) = writes
+            .into_iter()
+            .cloned()
+            .partition(|op| matches!(op, Op::UpdateLocalUser { .. }));
+        if !updates.is_empty() {
+            self.update_local_users(ctx, &updates, tick).await;
+        }
+        if !creates.is_empty() {
+            self.create_local_users(ctx, &creates, tick).await;
+        }
+    }
+
     /// A pull's updates of local users (a run of `UpdateLocalUser` ops) in one transaction
     /// (`Store::update_linked_users`): a user setting a value another user holds fails
     /// alone; when the batch cannot be written, its users go one by one.
     async fn update_local_users(&self, ctx: &ApplyCtx<'_>, ops: &[Op], tick: &(dyn Fn() + Sync)) {
         let failed = |op: &&Op| self.state().failed.contains(&entity_of(op));
-        let ops: Vec<&Op> = ops.iter().filter(|op| !failed(op)).collect();
+        let (skipped, ops): (Vec<&Op>, Vec<&Op>) = ops.iter().partition(failed);
+        skipped.iter().for_each(|_| tick());
         let changes: Vec<UserChange> = ops
             .iter()
             .filter_map(|op| self.user_change(ctx, op))
@@ -1197,15 +1236,15 @@ impl Run {
             email: fields.email.clone(),
             dept_id_list: depts,
         };
-        match ctx.client.user_create(&request).await {
-            Ok(_) => self.state().summary.created += 1,
+        let counted = match ctx.client.user_create(&request).await {
+            Ok(_) => Counted::Created,
             Err(error) if error.kind == ErrorKind::UserIdExists => {
                 // The userid exists (a create whose answer was lost, or a user outside the
                 // listed departments): it becomes an update.
                 ctx.client
                     .user_update(&self.user_update(userid, fields))
                     .await?;
-                self.state().summary.updated += 1;
+                Counted::Updated
             }
             Err(error) if error.kind == ErrorKind::MobileExists => {
                 return self
@@ -1213,7 +1252,7 @@ impl Run {
                     .await;
             }
             Err(error) => return Err(error.into()),
-        }
+        };
         let link = Link {
             user_id: local_id.to_string(),
             userid: userid.to_string(),
@@ -1225,7 +1264,7 @@ impl Run {
             ..base.clone()
         };
         let realname = fields.name.clone().unwrap_or_default();
-        self.record_link(ctx, link, realname, base).await;
+        self.record_link(ctx, link, realname, base, counted).await;
         Ok(())
     }
 
@@ -1276,10 +1315,9 @@ impl Run {
             tenant_id: ctx.tenant,
         };
         let realname = realname.unwrap_or_default().to_string();
-        self.record_link(ctx, link, realname, UserBase::of(&person))
+        self.record_link(ctx, link, realname, UserBase::of(&person), Counted::Updated)
             .await;
         tracing::info!(event = "sync.user.linked_by_mobile", tenant = ctx.tenant, user = %local_id, userid = %userid, "linked to the DingTalk user with the same mobile (the app cannot see mobiles in lists)");
-        self.state().summary.updated += 1;
         Ok(())
     }
 
@@ -1313,7 +1351,16 @@ impl Run {
 
     /// [`Run::save_link`] after a DingTalk call: kept for the next batch of records (see
     /// [`super::written`]), which is written now if it is due.
-    async fn record_link(&self, ctx: &ApplyCtx<'_>, link: Link, realname: String, base: UserBase) {
+    /// `counted`: the summary's count the entity takes (and gives back if its record fails).
+    async fn record_link(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        link: Link,
+        realname: String,
+        base: UserBase,
+        counted: Counted,
+    ) {
+        self.count(counted, 1);
         let snapshot = SnapshotWrite {
             tenant: ctx.tenant,
             entity: entity::USER,
@@ -1323,6 +1370,7 @@ impl Run {
         };
         let record = LinkRecord {
             key: (entity::USER.to_string(), link.user_id.clone()),
+            counted,
             write: LinkWrite {
                 link,
                 realname,
@@ -1336,7 +1384,15 @@ impl Run {
     }
 
     /// [`record_dept`] after a DingTalk call, kept for the next batch like [`Run::record_link`].
-    async fn record_dept(&self, ctx: &ApplyCtx<'_>, local_id: &str, dept_id: i64, base: &DeptBase) {
+    async fn record_dept(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        local_id: &str,
+        dept_id: i64,
+        base: &DeptBase,
+        counted: Counted,
+    ) {
+        self.count(counted, 1);
         let snapshot = SnapshotWrite {
             tenant: ctx.tenant,
             entity: entity::DEPT,
@@ -1344,10 +1400,11 @@ impl Run {
             ding_id: dept_id.to_string(),
             base: json(base),
         };
-        if self
-            .written
-            .dept((entity::DEPT.to_string(), local_id.to_string()), snapshot)
-        {
+        if self.written.dept(
+            (entity::DEPT.to_string(), local_id.to_string()),
+            counted,
+            snapshot,
+        ) {
             self.flush(ctx, false).await;
         }
     }
@@ -1365,20 +1422,34 @@ impl Run {
             }
         };
         for outcome in self.written.flush(ctx.store).await {
-            let (key, error) = match outcome {
+            let (key, counted, error) = match outcome {
                 Outcome::HeldBy(record, other) => {
                     let LinkRecord {
-                        key, write, base, ..
+                        key,
+                        counted,
+                        write,
+                        base,
                     } = *record;
                     match self.held_by(ctx, &write.link, &base, other).await {
                         Ok(()) => continue,
-                        Err(error) => (key, error),
+                        Err(error) => (key, counted, error),
                     }
                 }
-                Outcome::Failed(key, error) => (key, EntityError::Store(error)),
+                Outcome::Failed(key, counted, error) => (key, counted, EntityError::Store(error)),
             };
+            self.count(counted, -1);
             self.state().summary.retryable |= error.is_retryable();
             self.record_failure_of(ctx, key, &error.to_string());
+        }
+    }
+
+    /// Adds `n` to the summary's count `counted` names.
+    fn count(&self, counted: Counted, n: i64) {
+        let mut state = self.state();
+        match counted {
+            Counted::Nothing => {}
+            Counted::Created => state.summary.created += n,
+            Counted::Updated => state.summary.updated += n,
         }
     }
 

@@ -4,9 +4,10 @@
 //! multi-row statements per kind, instead of one transaction per entity.
 //!
 //! When the batch fails as a whole, its writes are made one by one, so one bad row costs
-//! only its entity. A crash between a call and the flush loses at most [`FLUSH_AT`] records;
-//! the next run adopts what DingTalk already has (a userid or department name that exists
-//! is taken over, not created twice).
+//! only its entity. A crash between a call and the flush loses the records not yet written
+//! (about [`FLUSH_AT`]; more when a flush was under way meanwhile, since records arriving
+//! then wait for the next); the next run adopts what DingTalk already has (a userid or
+//! department name that exists is taken over, not created twice).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -22,9 +23,19 @@ pub(super) const FLUSH_AT: usize = 100;
 /// The entity a record belongs to (kind, key), for its failure.
 pub(super) type Key = (String, String);
 
+/// Which count of the run's summary an entity took when its call succeeded: taken back
+/// when its record cannot be written, so that the entity is counted once, as failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Counted {
+    Nothing,
+    Created,
+    Updated,
+}
+
 /// A link and the base it was written with.
 pub(super) struct LinkRecord {
     pub key: Key,
+    pub counted: Counted,
     pub write: LinkWrite,
     pub base: UserBase,
 }
@@ -34,13 +45,13 @@ pub(super) enum Outcome {
     /// Another tenant's row holds the userid: the link lives in the snapshot.
     HeldBy(Box<LinkRecord>, i64),
     /// Not written.
-    Failed(Key, StoreError),
+    Failed(Key, Counted, StoreError),
 }
 
 #[derive(Default)]
 struct Pending {
     links: Vec<LinkRecord>,
-    depts: Vec<(Key, SnapshotWrite)>,
+    depts: Vec<(Key, Counted, SnapshotWrite)>,
 }
 
 /// The records of one run not written yet.
@@ -62,9 +73,9 @@ impl Written {
     }
 
     /// Keeps a department's record; whether a batch is due.
-    pub fn dept(&self, key: Key, snapshot: SnapshotWrite) -> bool {
+    pub fn dept(&self, key: Key, counted: Counted, snapshot: SnapshotWrite) -> bool {
         let mut pending = self.pending();
-        pending.depts.push((key, snapshot));
+        pending.depts.push((key, counted, snapshot));
         pending.links.len() + pending.depts.len() >= FLUSH_AT
     }
 
@@ -73,12 +84,12 @@ impl Written {
         let Pending { links, depts } = std::mem::take(&mut *self.pending());
         let mut outcomes = Vec::new();
         if !depts.is_empty() {
-            let snapshots: Vec<SnapshotWrite> = depts.iter().map(|(_, s)| s.clone()).collect();
+            let snapshots: Vec<SnapshotWrite> = depts.iter().map(|(_, _, s)| s.clone()).collect();
             if let Err(error) = store.link_depts(&snapshots).await {
                 tracing::debug!(error = %error, records = depts.len(), "batch of department records failed; written one by one");
-                for (key, snapshot) in depts {
+                for (key, counted, snapshot) in depts {
                     if let Err(error) = store.link_dept(&snapshot).await {
-                        outcomes.push(Outcome::Failed(key, error));
+                        outcomes.push(Outcome::Failed(key, counted, error));
                     }
                 }
             }
@@ -108,7 +119,7 @@ impl Written {
                 Ok(LinkSaved::HeldBy(other)) => {
                     outcomes.push(Outcome::HeldBy(Box::new(record), other));
                 }
-                Err(error) => outcomes.push(Outcome::Failed(record.key, error)),
+                Err(error) => outcomes.push(Outcome::Failed(record.key, record.counted, error)),
             }
         }
         outcomes
