@@ -1232,22 +1232,31 @@ async fn a_batch_of_links_writes_what_one_by_one_would() {
                 base: "{}".into(),
             },
         };
-        // In tenant 0, which owns every row.
-        let writes: Vec<LinkWrite> = [("a", "Z"), ("b", "X"), ("c", "H")]
-            .iter()
-            .map(|(u, x)| {
-                let mut w = write(u, x);
-                w.link.tenant_id = 0;
-                w.snapshot.tenant = 0;
-                w
-            })
-            .collect();
-        let saved = db.store.save_links_and_bases(&writes).await.unwrap();
-        assert_eq!(
-            saved,
-            [LinkSaved::Written, LinkSaved::Written, LinkSaved::Written],
-            "{name}: tenant 0 owns every row"
-        );
+        // In tenant 0, which owns every row: c takes over tenant 9's row of H and f gets a
+        // new one (in one batch); then a moves to Z while b takes X (row by row: both look
+        // at a's row).
+        let in_tenant_0 = |pairs: &[(&str, &str)]| -> Vec<LinkWrite> {
+            pairs
+                .iter()
+                .map(|(u, x)| {
+                    let mut w = write(u, x);
+                    w.link.tenant_id = 0;
+                    w.snapshot.tenant = 0;
+                    w
+                })
+                .collect()
+        };
+        for pairs in [[("c", "H"), ("f", "F")], [("a", "Z"), ("b", "X")]] {
+            let saved: Vec<LinkSaved> = db
+                .store
+                .save_links_and_bases(&in_tenant_0(&pairs))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(saved, [LinkSaved::Written; 2], "{name}: {pairs:?}");
+        }
         let rows: Vec<(String, String)> = dingsync::on_pool!(db.plain, |pool| sqlx::query_as(
             "SELECT sys_user_id, third_user_id FROM sys_third_account ORDER BY sys_user_id"
         )
@@ -1255,16 +1264,34 @@ async fn a_batch_of_links_writes_what_one_by_one_would() {
         .await
         .unwrap());
         let pairs: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        assert_eq!(pairs, [("a", "Z"), ("b", "X"), ("c", "H")], "{name}");
         assert_eq!(
-            count(
-                &db.plain,
-                "SELECT COUNT(*) FROM dingsync_snapshot WHERE entity = 'user'"
-            )
-            .await,
-            3,
+            pairs,
+            [("a", "Z"), ("b", "X"), ("c", "H"), ("f", "F")],
             "{name}"
         );
+        let bases = "SELECT COUNT(*) FROM dingsync_snapshot WHERE entity = 'user'";
+        assert_eq!(count(&db.plain, bases).await, 4, "{name}");
+        // A userid that differs from a row's only in case is that row's on MariaDB (its
+        // collation), another on SQLite and PostgreSQL: in a batch as one by one.
+        db.plain
+            .execute("INSERT INTO sys_third_account (id, sys_user_id, third_user_id, third_type, tenant_id, del_flag, status) VALUES ('r3', 'g', 'CASE', 'dingtalk', 0, 0, 1)")
+            .await
+            .unwrap();
+        let saved = db
+            .store
+            .save_links_and_bases(&in_tenant_0(&[("g2", "case"), ("h", "H2")]))
+            .await
+            .unwrap();
+        assert!(saved.iter().all(Result::is_ok), "{name}: {saved:?}");
+        let of = |user: &str| {
+            format!("SELECT COUNT(*) FROM sys_third_account WHERE sys_user_id = '{user}'")
+        };
+        assert_eq!(
+            count(&db.plain, &of("g")).await,
+            i64::from(name != "mariadb"),
+            "{name}"
+        );
+        assert_eq!(count(&db.plain, &of("g2")).await, 1, "{name}");
         // In tenant 7, a userid another tenant's row holds is answered HeldBy, that row kept.
         let held = db
             .store
@@ -1275,6 +1302,7 @@ async fn a_batch_of_links_writes_what_one_by_one_would() {
             }))
             .await
             .unwrap();
+        let held: Vec<LinkSaved> = held.into_iter().map(Result::unwrap).collect();
         assert_eq!(held, [LinkSaved::HeldBy(0), LinkSaved::Written], "{name}");
         assert_eq!(
             count(&db.plain, "SELECT COUNT(*) FROM sys_third_account WHERE sys_user_id = 'b' AND third_user_id = 'X'").await,

@@ -795,6 +795,16 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
             batched >= 400,
             "{name}: at most {batched} bases written together"
         );
+        // The first slice (userid order) holds new users among the renamed: its 494 updates
+        // are still one batch.
+        let first_slice = db
+            .count("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM dingsync_snapshot s JOIN sys_user u ON u.id = s.local_id \
+                    WHERE s.entity = 'user' AND u.realname LIKE '改名%' AND u.username < 'u0500' GROUP BY s.synced_at) t")
+            .await;
+        assert!(
+            first_slice >= 490,
+            "{name}: the first slice's updates in batches of {first_slice}"
+        );
         assert_eq!(
             db.store.last_change_id().await.unwrap(),
             changes,
@@ -1116,9 +1126,18 @@ async fn a_push_killed_between_its_calls_and_their_records_converges() {
             1000,
             "[daemon]\nlease_ttl = \"1s\"\n",
         );
+        // `--wait`: the dead run's lease (1 s) expires meanwhile.
         let push = || {
             tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
-                .args(["sync", "push", "all", "--config", path.to_str().unwrap()])
+                .args([
+                    "sync",
+                    "push",
+                    "all",
+                    "--wait",
+                    "30s",
+                    "--config",
+                    path.to_str().unwrap(),
+                ])
                 .env_remove("DINGSYNC_CONFIG")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -1145,11 +1164,18 @@ async fn a_push_killed_between_its_calls_and_their_records_converges() {
         let created = client.user_count(false).await.unwrap();
         let at_kill = db.count(linked).await;
         assert!(
+            created > at_kill as u64,
+            "{name}: the kill left no DingTalk user without its link ({created} users, {at_kill} links)"
+        );
+        assert!(
             at_kill < USERS,
             "{name}: killed after every link was written"
         );
         println!("{name}: killed with {created} DingTalk users and {at_kill} link rows");
-        let status = push().wait().await.unwrap();
+        let status = tokio::time::timeout(std::time::Duration::from_secs(120), push().wait())
+            .await
+            .expect("the second push ends")
+            .unwrap();
         assert!(status.success(), "{name}: second push {status}");
         assert_eq!(
             client.user_count(false).await.unwrap(),

@@ -132,12 +132,20 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
         let (store, owner, id) = (shared.store.clone(), owner.to_string(), job.id);
         let lease = runtime.config.daemon.lease_ttl;
         tokio::spawn(async move {
+            let mut wait = lease / 3;
             loop {
-                tokio::time::sleep(lease / 3).await;
+                tokio::time::sleep(wait).await;
                 match store.renew_job(id, &owner, lease).await {
-                    Ok(true) => {}
-                    Err(error) if error.is_retryable() => {}
-                    Ok(false) | Err(_) => return,
+                    Ok(true) => wait = lease / 3,
+                    Err(error) if error.is_retryable() => {
+                        wait = (lease / 10).min(Duration::from_secs(1));
+                        tracing::debug!(event = "job.renew_failed", job = id, error = %error, retry_in_ms = wait.as_millis() as u64, "cannot renew the job's lease; trying again");
+                    }
+                    Ok(false) => return,
+                    Err(error) => {
+                        tracing::warn!(event = "job.renew_failed", job = id, error = %error, "cannot renew the job's lease; another worker may take the job when it expires");
+                        return;
+                    }
                 }
             }
         })

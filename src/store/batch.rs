@@ -332,10 +332,14 @@ impl Store {
     /// the rows that already hold each userid, or belong to each user, looked up in one query
     /// per key; new link rows and every snapshot written by multi-row statements, the rare
     /// existing row updated in place. The answer for each write, in order. A batch naming a
-    /// userid or a user twice, or of several tenants, is written row by row (the single-row
-    /// path decides between them). `Err` only when the transaction failed: nothing of it was
-    /// written, and the caller retries row by row.
-    pub async fn save_links_and_bases(&self, writes: &[LinkWrite]) -> StoreResult<Vec<LinkSaved>> {
+    /// userid or a user twice, of several tenants, or with two writes looking at one row, is
+    /// written row by row (the single-row path decides between them), each with its own
+    /// answer. `Err` only when the batch's transaction failed: nothing of it was written, and
+    /// the caller goes row by row.
+    pub async fn save_links_and_bases(
+        &self,
+        writes: &[LinkWrite],
+    ) -> StoreResult<Vec<StoreResult<LinkSaved>>> {
         let refs: Vec<&LinkWrite> = writes.iter().collect();
         let mut statements = Vec::new();
         let Some(answers) = self.link_statements(&mut statements, &refs).await? else {
@@ -343,13 +347,13 @@ impl Store {
             for write in writes {
                 answers.push(
                     self.save_link_and_base(&write.link, &write.realname, Some(&write.snapshot))
-                        .await?,
+                        .await,
                 );
             }
             return Ok(answers);
         };
         self.write_marked(statements).await?;
-        Ok(answers)
+        Ok(answers.into_iter().map(Ok).collect())
     }
 
     /// Pushes the statements of `writes` (see [`Store::save_links_and_bases`]); what each
@@ -366,9 +370,12 @@ impl Store {
         let tenant = first.link.tenant_id;
         let userids: Vec<&str> = writes.iter().map(|w| w.link.userid.as_str()).collect();
         let user_ids: Vec<&str> = writes.iter().map(|w| w.link.user_id.as_str()).collect();
+        // Userids as the database compares them (two that differ only in case are one on
+        // MySQL).
+        let keys: HashSet<String> = userids.iter().map(|u| self.unique_key(u)).collect();
         let distinct =
             |values: &[&str]| values.iter().collect::<HashSet<_>>().len() == values.len();
-        if !distinct(&userids)
+        if keys.len() != userids.len()
             || !distinct(&user_ids)
             || writes.iter().any(|w| w.link.tenant_id != tenant)
         {

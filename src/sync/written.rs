@@ -99,7 +99,7 @@ impl Written {
         }
         let writes: Vec<LinkWrite> = links.iter().map(|r| r.write.clone()).collect();
         let answers = match store.save_links_and_bases(&writes).await {
-            Ok(saved) => saved.into_iter().map(Ok).collect(),
+            Ok(answers) => answers,
             Err(error) => {
                 tracing::debug!(error = %error, records = writes.len(), "batch of link records failed; written one by one");
                 let mut answers = Vec::with_capacity(writes.len());
