@@ -247,7 +247,7 @@ fn database_url_backends() {
 }
 
 #[test]
-fn the_pool_defaults_to_two_connections_on_sqlite_and_five_on_servers() {
+fn the_pool_defaults_to_three_connections_on_sqlite_and_five_on_servers() {
     let pool = |url: &str, extra: &str| {
         let text = format!(
             "[database]\nurl = \"{url}\"\n{extra}[[tenant]]\nid = 0\nagent_id = 1\nclient_id = \"k\"\nclient_secret = \"{SECRET}\"\n"
@@ -255,7 +255,7 @@ fn the_pool_defaults_to_two_connections_on_sqlite_and_five_on_servers() {
         let config = load_text(&text, &options(&[])).unwrap().config;
         Some(config.database.pool_size.get())
     };
-    assert_eq!(pool("sqlite:x.db", ""), Some(2));
+    assert_eq!(pool("sqlite:x.db", ""), Some(3));
     assert_eq!(pool("postgres://u@h/db", ""), Some(5));
     assert_eq!(pool("mysql://u@h/db", ""), Some(5));
     assert_eq!(pool("sqlite:x.db", "pool_size = 4\n"), Some(4));

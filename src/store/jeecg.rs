@@ -376,8 +376,7 @@ impl Store {
             }
             _ => rows,
         };
-        // Memberships and positions of exactly these users (of every user for `All`), read
-        // at once on two connections.
+        // Memberships and positions of exactly these users (of every user for `All`).
         let ids: Vec<&str> = match which {
             Users::All => Vec::new(),
             _ if rows.is_empty() => return Ok(Vec::new()),
@@ -410,7 +409,10 @@ impl Store {
                 members = members.bind(*id);
                 positions = positions.bind(*id);
             }
-            tokio::try_join!(members.fetch_all(pool), positions.fetch_all(pool))?
+            (
+                members.fetch_all(pool).await?,
+                positions.fetch_all(pool).await?,
+            )
         });
         let mut departs: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (user, dept) in members {
