@@ -983,6 +983,21 @@ async fn a_pull_killed_mid_batch_converges_when_run_again() {
     }
 }
 
+/// `n` local users as JeecgBoot writes them: ids `{prefix}0000`…, usernames `user_{prefix}0000`…,
+/// mobiles `{mobile}00000000`….
+async fn insert_users(db: &TestDb, n: i64, prefix: &str, mobile: &str) {
+    let rows: Vec<String> = (0..n)
+        .map(|i| format!("('{prefix}{i:04}', 'user_{prefix}{i:04}', '用户{prefix}{i}', '{mobile}{i:08}', 1, 0)"))
+        .collect();
+    db.plain
+        .execute(&format!(
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
+            rows.join(", ")
+        ))
+        .await
+        .unwrap();
+}
+
 /// A trigger that refuses the link row of local user `p0123`, in each dialect.
 fn refuse_one_link(db: &TestDb) -> Vec<&'static str> {
     match db.name {
@@ -1010,16 +1025,7 @@ async fn a_push_records_links_in_batches_and_isolates_the_row_that_fails() {
         let name = db.name;
         let server = common::start_fast_sim().await;
         let client = common::client(&server, 1000);
-        let rows: Vec<String> = (0..USERS)
-            .map(|i| format!("('p{i:04}', 'push{i:04}', '推送{i}', '138{i:08}', 1, 0)"))
-            .collect();
-        db.plain
-            .execute(&format!(
-                "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
-                rows.join(", ")
-            ))
-            .await
-            .unwrap();
+        insert_users(&db, USERS, "p", "138").await;
         for statement in refuse_one_link(&db) {
             db.plain.execute(statement).await.unwrap();
         }
@@ -1107,16 +1113,7 @@ async fn a_push_killed_between_its_calls_and_their_records_converges() {
         let name = db.name;
         let server = common::start_fast_sim().await;
         let client = common::client(&server, 1000);
-        let rows: Vec<String> = (0..USERS)
-            .map(|i| format!("('k{i:04}', 'kill{i:04}', '杀{i}', '137{i:08}', 1, 0)"))
-            .collect();
-        db.plain
-            .execute(&format!(
-                "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES {}",
-                rows.join(", ")
-            ))
-            .await
-            .unwrap();
+        insert_users(&db, USERS, "k", "137").await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dingsync.toml");
         common::write_config(

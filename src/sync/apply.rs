@@ -109,13 +109,7 @@ async fn record_dept(
     base: &DeptBase,
 ) -> Result<(), StoreError> {
     store
-        .link_dept(&SnapshotWrite {
-            tenant,
-            entity: entity::DEPT,
-            local_id: local_id.to_string(),
-            ding_id: dept_id.to_string(),
-            base: json(base),
-        })
+        .link_dept(&dept_snapshot(tenant, local_id, dept_id, base))
         .await
 }
 
@@ -127,6 +121,28 @@ fn columns_of(fields: &LocalUserFields) -> crate::jeecg::UserUpdate {
         email: fields.email.clone(),
         telephone: fields.telephone.clone(),
         work_no: fields.work_no.clone(),
+    }
+}
+
+/// A user's snapshot as its link names it, with `base`.
+fn user_snapshot(link: &Link, base: &UserBase) -> SnapshotWrite {
+    SnapshotWrite {
+        tenant: link.tenant_id,
+        entity: entity::USER,
+        local_id: link.user_id.clone(),
+        ding_id: link.userid.clone(),
+        base: json(base),
+    }
+}
+
+/// A department's snapshot: where local department `local_id` is in DingTalk, with `base`.
+fn dept_snapshot(tenant: TenantId, local_id: &str, dept_id: i64, base: &DeptBase) -> SnapshotWrite {
+    SnapshotWrite {
+        tenant,
+        entity: entity::DEPT,
+        local_id: local_id.to_string(),
+        ding_id: dept_id.to_string(),
+        base: json(base),
     }
 }
 
@@ -1171,21 +1187,16 @@ impl Run {
         else {
             return None;
         };
-        let snapshot = SnapshotWrite {
-            tenant: ctx.tenant,
-            entity: entity::USER,
-            local_id: local_id.clone(),
-            ding_id: userid.clone(),
-            base: json(base),
+        let row = Link {
+            user_id: local_id.clone(),
+            userid: userid.clone(),
+            unionid: unionid.clone(),
+            tenant_id: ctx.tenant,
         };
+        let snapshot = user_snapshot(&row, base);
         let record = if *link {
             ChangeRecord::Link(LinkWrite {
-                link: Link {
-                    user_id: local_id.clone(),
-                    userid: userid.clone(),
-                    unionid: unionid.clone(),
-                    tenant_id: ctx.tenant,
-                },
+                link: row,
                 realname: fields.realname.clone().unwrap_or_default(),
                 snapshot,
             })
@@ -1345,13 +1356,7 @@ impl Run {
         realname: &str,
         base: &UserBase,
     ) -> Result<(), EntityError> {
-        let snapshot = SnapshotWrite {
-            tenant: ctx.tenant,
-            entity: entity::USER,
-            local_id: link.user_id.clone(),
-            ding_id: link.userid.clone(),
-            base: json(base),
-        };
+        let snapshot = user_snapshot(link, base);
         let saved = ctx
             .store
             .save_link_and_base(link, realname, Some(&snapshot))
@@ -1374,13 +1379,7 @@ impl Run {
         counted: Counted,
     ) {
         self.count(counted, 1);
-        let snapshot = SnapshotWrite {
-            tenant: ctx.tenant,
-            entity: entity::USER,
-            local_id: link.user_id.clone(),
-            ding_id: link.userid.clone(),
-            base: json(&base),
-        };
+        let snapshot = user_snapshot(&link, &base);
         let record = LinkRecord {
             key: (entity::USER.to_string(), link.user_id.clone()),
             counted,
@@ -1406,13 +1405,7 @@ impl Run {
         counted: Counted,
     ) {
         self.count(counted, 1);
-        let snapshot = SnapshotWrite {
-            tenant: ctx.tenant,
-            entity: entity::DEPT,
-            local_id: local_id.to_string(),
-            ding_id: dept_id.to_string(),
-            base: json(base),
-        };
+        let snapshot = dept_snapshot(ctx.tenant, local_id, dept_id, base);
         if self.written.dept(
             (entity::DEPT.to_string(), local_id.to_string()),
             counted,
