@@ -160,8 +160,22 @@ pub async fn add_claimers(
         let userids: Vec<&str> = part.iter().map(|p| p.userid.as_str()).collect();
         let links = store.links_to(tenant, &userids).await?;
         let snapshots = store.snapshots_to(tenant, entity::USER, &userids).await?;
-        let mut ids: Vec<&str> = links.iter().map(|l| l.user_id.as_str()).collect();
-        ids.extend(snapshots.iter().map(|s| s.local_id.as_str()));
+        let known: HashSet<String> = view
+            .users
+            .iter()
+            .chain(&view.claimers)
+            .map(|u| u.id.clone())
+            .collect();
+        // The users linked to them that the view lacks (usually none: the slice's own), each
+        // once: a long list of ids is one PostgreSQL reads the whole table for.
+        let mut ids: Vec<&str> = links
+            .iter()
+            .map(|l| l.user_id.as_str())
+            .chain(snapshots.iter().map(|s| s.local_id.as_str()))
+            .filter(|id| !known.contains(*id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
         let keys: Vec<String> = part
             .iter()
             .map(|p| mobile_key(&p.mobile).into_owned())
@@ -175,12 +189,6 @@ pub async fn add_claimers(
         phones.sort_unstable();
         phones.dedup();
         let columns = [("id", ids), ("phone", phones), ("username", userids)];
-        let known: HashSet<String> = view
-            .users
-            .iter()
-            .chain(&view.claimers)
-            .map(|u| u.id.clone())
-            .collect();
         // Usually the slice's own users: left out by the query, not read twice.
         let fresh = store.users_matching(tenant, &columns, &known).await?;
         let fresh_ids: Vec<&str> = fresh.iter().map(|u| u.id.as_str()).collect();
@@ -237,6 +245,8 @@ pub async fn pull_candidates(
     phones.extend(keys.iter().map(String::as_str));
     let mut ids: Vec<&str> = links.iter().map(|l| l.user_id.as_str()).collect();
     ids.extend(linked_snapshots.iter().map(|s| s.local_id.as_str()));
+    ids.sort_unstable();
+    ids.dedup();
     let columns = [
         ("id", ids),
         ("phone", phones),
