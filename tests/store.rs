@@ -626,6 +626,25 @@ async fn mariadb_sessions_plan_in_lists_by_looking() {
     }
 }
 
+/// dingsync's PostgreSQL sessions cost a page read as SSDs and cached tables do: with the
+/// server's default (4) a pull's 1,000-key lookups read all of `sys_user` once it passed
+/// about 50,000 rows.
+#[tokio::test]
+async fn postgres_sessions_cost_page_reads_as_cached() {
+    let Some(db) = common::postgres_db().await else {
+        return;
+    };
+    for store in [&db.store, &db.plain] {
+        let cost: String = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
+            "SELECT current_setting('random_page_cost')"
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap());
+        assert_eq!(cost, "1.1");
+    }
+}
+
 #[tokio::test]
 async fn expired_leases_are_reclaimed() {
     for db in common::initialised_dbs().await {
