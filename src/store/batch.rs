@@ -281,6 +281,27 @@ impl Store {
     }
 }
 
+/// The tables a pull fills.
+const PULLED_TABLES: &str =
+    "sys_user, sys_user_depart, sys_user_tenant, sys_third_account, dingsync_snapshot";
+
+impl Store {
+    /// Refreshes PostgreSQL's planner statistics of the tables a pull fills (`ANALYZE`), as a
+    /// pull into an empty database grows them: planned from the statistics of the empty
+    /// tables, the lookups of each slice (links by userid, sync bases by DingTalk id) read
+    /// every row so far, 33 ms a query at 100,000 users. Elsewhere nothing to do: InnoDB
+    /// recounts a table once a tenth of it changed, SQLite plans from its indexes alone.
+    /// A role that may not analyze a table only gets a warning from the server.
+    pub async fn refresh_statistics(&self) -> StoreResult<()> {
+        if let super::Pools::Postgres(pool) = &self.pools {
+            sqlx::query(&format!("ANALYZE {PULLED_TABLES}"))
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// Pushes `INSERT … VALUES` statements of `tuples` (each with the same number of the
 /// `binds`, in order), as few as [`MAX_BINDS`] allows.
 fn chunked(

@@ -449,6 +449,10 @@ async fn plan_arrivals(
     Ok(())
 }
 
+/// Operations a pull writes before it first refreshes the database's statistics
+/// ([`Store::refresh_statistics`]); then each time it has doubled them.
+const STATISTICS_FROM: usize = 1000;
+
 /// Writes the slices arriving on `slices`, one at a time; progress counts from `done`
 /// operations against `known` more. Their summary, and the time spent writing.
 async fn write_slices(
@@ -460,6 +464,8 @@ async fn write_slices(
     let start = done;
     let mut written = Summary::default();
     let mut write_ms = 0;
+    // Operations written when the tables' statistics were last refreshed.
+    let mut analyzed = 0;
     while let Some(plan) = slices.recv().await {
         let offset = done;
         let total = start + known.load(std::sync::atomic::Ordering::Relaxed);
@@ -474,8 +480,17 @@ async fn write_slices(
         };
         let started = std::time::Instant::now();
         merge(&mut written, apply(&slice_ctx, &plan).await);
-        write_ms += started.elapsed().as_millis();
         done += plan.ops.len();
+        // Each time the pull has doubled what it wrote (from STATISTICS_FROM on), so that
+        // the next slices' lookups are planned for the tables as they now are.
+        if done - start >= (2 * analyzed).max(STATISTICS_FROM) {
+            analyzed = done - start;
+            if let Err(error) = ctx.store.refresh_statistics().await {
+                // Statistics only make reads faster: the pull goes on without them.
+                tracing::debug!(%error, "refreshing the planner's statistics failed");
+            }
+        }
+        write_ms += started.elapsed().as_millis();
     }
     (written, write_ms)
 }
