@@ -700,6 +700,29 @@ impl Store {
         &self,
         statements: Vec<(String, Vec<Option<String>>)>,
     ) -> StoreResult<()> {
+        if let super::Pools::Postgres(pool) = &self.pools {
+            // dingsync's PostgreSQL sessions carry the writer marker themselves.
+            let mut tx = pool.begin().await?;
+            for (sql, binds) in statements {
+                if let Some((sql, columns)) = super::unnest::unnest_insert(&sql, &binds) {
+                    let sql = self.sql(&sql);
+                    let mut query = sqlx::query(&sql);
+                    for column in columns {
+                        query = query.bind(column);
+                    }
+                    query.execute(&mut *tx).await?;
+                } else {
+                    let sql = self.sql(&sql);
+                    let mut query = sqlx::query(&sql).persistent(binds.len() <= 64);
+                    for bind in binds {
+                        query = query.bind(bind);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            return Ok(());
+        }
         let marks = self.writer_marks();
         let begin = self.begin_statement_for_writes();
         let statements: Vec<(String, Vec<Option<String>>)> = statements

@@ -14,6 +14,7 @@ pub mod messages;
 pub mod queue;
 pub mod schema;
 pub mod state;
+mod unnest;
 
 use std::borrow::Cow;
 use std::str::FromStr;
