@@ -645,6 +645,55 @@ async fn postgres_sessions_cost_page_reads_as_cached() {
     }
 }
 
+/// Who may claim DingTalk users: the users linked to them by a link row (of the tenant, or of
+/// any for tenant 0) or by a user snapshot of the tenant, each once.
+#[tokio::test]
+async fn claimer_ids_are_the_users_linked_by_row_or_snapshot() {
+    for db in common::initialised_dbs().await {
+        let (s, name) = (&db.store, db.name);
+        for (user, userid, tenant) in [("a", "da", 0), ("b", "db", 7), ("c", "dc", 7)] {
+            s.save_link(
+                &Link {
+                    user_id: user.into(),
+                    userid: userid.into(),
+                    unionid: None,
+                    tenant_id: tenant,
+                },
+                user,
+            )
+            .await
+            .unwrap();
+        }
+        // `a` also by its snapshot; `d` only by one; `e`'s snapshot is of another tenant.
+        s.put_snapshot(0, "user", "a", "da", "{}").await.unwrap();
+        s.put_snapshot(0, "user", "d", "dd", "{}").await.unwrap();
+        s.put_snapshot(7, "user", "e", "dd", "{}").await.unwrap();
+        s.put_snapshot(0, "dept", "f", "dd", "{}").await.unwrap();
+        let all = ["da", "db", "dc", "dd", "nobody"];
+        assert_eq!(
+            s.claimer_ids(0, &all).await.unwrap(),
+            ["a", "b", "c", "d"],
+            "{name}"
+        );
+        assert_eq!(
+            s.claimer_ids(7, &all).await.unwrap(),
+            ["b", "c", "e"],
+            "{name}"
+        );
+        assert!(s.claimer_ids(0, &[]).await.unwrap().is_empty(), "{name}");
+        // The statistics a pull refreshes: on PostgreSQL every table it fills is analyzed.
+        s.refresh_statistics().await.unwrap();
+        if name == "postgres" {
+            let analyzed = count(
+                s,
+                "SELECT COUNT(*) FROM pg_stat_user_tables WHERE relname IN ('sys_user', 'sys_user_depart', 'sys_user_tenant', 'sys_third_account', 'sys_depart', 'dingsync_snapshot') AND analyze_count > 0",
+            )
+            .await;
+            assert_eq!(analyzed, 6, "{name}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn expired_leases_are_reclaimed() {
     for db in common::initialised_dbs().await {

@@ -482,6 +482,52 @@ impl Store {
         self.links_by("third_user_id", tenant, userids).await
     }
 
+    /// The local ids linked to the DingTalk users `userids` in `tenant` (any tenant's link
+    /// rows for 0) by a link row or a user snapshot, each once: who may claim them. Ids only,
+    /// so that a slice's check of its twins does not read their links and sync bases again.
+    pub async fn claimer_ids(
+        &self,
+        tenant: TenantId,
+        userids: &[&str],
+    ) -> StoreResult<Vec<String>> {
+        if userids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = placeholders(userids.len());
+        let link_tenant = if tenant == 0 {
+            String::new()
+        } else {
+            format!(" AND tenant_id = {tenant}")
+        };
+        let links = self
+            .sql(&format!(
+            "SELECT sys_user_id FROM sys_third_account WHERE third_type = '{THIRD_TYPE_DINGTALK}' \
+             AND third_user_id IN ({list}){link_tenant} AND sys_user_id IS NOT NULL"
+        ))
+            .into_owned();
+        let snapshots = self
+            .sql(&format!(
+            "SELECT local_id FROM dingsync_snapshot WHERE tenant_id = {tenant} AND entity = '{}' \
+             AND ding_id IN ({list})",
+            crate::sync::model::entity::USER
+        ))
+            .into_owned();
+        let mut ids: Vec<String> = Vec::new();
+        for sql in [&links, &snapshots] {
+            let found: Vec<String> = crate::on_pool!(self, |pool| {
+                let mut query = sqlx::query_scalar(sql).persistent(false);
+                for userid in userids {
+                    query = query.bind(*userid);
+                }
+                query.fetch_all(pool).await?
+            });
+            ids.extend(found);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// Links of `tenant` (all for 0), of `user_ids` only unless empty (on our index).
     async fn links_where(&self, tenant: TenantId, user_ids: &[&str]) -> StoreResult<Vec<Link>> {
         self.links_by("sys_user_id", tenant, user_ids).await
@@ -706,7 +752,8 @@ impl Store {
             for (sql, binds) in statements {
                 if let Some((sql, columns)) = super::unnest::unnest_insert(&sql, &binds) {
                     let sql = self.sql(&sql);
-                    let mut query = sqlx::query(&sql);
+                    // Not kept prepared: a batch's text carries its own literals (a time).
+                    let mut query = sqlx::query(&sql).persistent(false);
                     for column in columns {
                         query = query.bind(column);
                     }

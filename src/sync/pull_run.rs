@@ -487,7 +487,7 @@ async fn write_slices(
             analyzed = done - start;
             if let Err(error) = ctx.store.refresh_statistics().await {
                 // Statistics only make reads faster: the pull goes on without them.
-                tracing::debug!(%error, "refreshing the planner's statistics failed");
+                tracing::debug!(event = "store.statistics_failed", tenant = ctx.tenant, error = %error, "refreshing the database's planner statistics failed; the pull goes on");
             }
         }
         write_ms += started.elapsed().as_millis();

@@ -158,24 +158,20 @@ pub async fn add_claimers(
 ) -> StoreResult<()> {
     for part in twins.chunks(IN_LIST) {
         let userids: Vec<&str> = part.iter().map(|p| p.userid.as_str()).collect();
-        let links = store.links_to(tenant, &userids).await?;
-        let snapshots = store.snapshots_to(tenant, entity::USER, &userids).await?;
+        let linked = store.claimer_ids(tenant, &userids).await?;
         let known: HashSet<String> = view
             .users
             .iter()
             .chain(&view.claimers)
             .map(|u| u.id.clone())
             .collect();
-        // The users linked to them that the view lacks (usually none: the slice's own), each
-        // once: a long list of ids is one PostgreSQL reads the whole table for.
-        let mut ids: Vec<&str> = links
+        // The users linked to them that the view lacks (usually none: the slice's own): a
+        // long list of ids is one PostgreSQL reads the whole table for.
+        let ids: Vec<&str> = linked
             .iter()
-            .map(|l| l.user_id.as_str())
-            .chain(snapshots.iter().map(|s| s.local_id.as_str()))
+            .map(String::as_str)
             .filter(|id| !known.contains(*id))
             .collect();
-        ids.sort_unstable();
-        ids.dedup();
         let keys: Vec<String> = part
             .iter()
             .map(|p| mobile_key(&p.mobile).into_owned())
