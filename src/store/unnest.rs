@@ -20,7 +20,7 @@ pub(super) fn unnest_insert(
     let row = &rows[..=rows.find(')')?];
     let inner = row.strip_prefix('(')?.strip_suffix(')')?;
     let per_row = inner.matches('?').count();
-    if per_row == 0 || inner.contains('(') || binds.len() % per_row != 0 {
+    if per_row == 0 || inner.contains('(') || !binds.len().is_multiple_of(per_row) {
         return None;
     }
     let count = binds.len() / per_row;
