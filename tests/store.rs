@@ -646,9 +646,10 @@ async fn postgres_sessions_cost_page_reads_as_cached() {
 }
 
 /// Who may claim DingTalk users: the users linked to them by a link row (of the tenant, or of
-/// any for tenant 0) or by a user snapshot of the tenant, each once.
+/// any for tenant 0) or by a user snapshot of the tenant, and the tenant's users holding their
+/// username or phone; each once.
 #[tokio::test]
-async fn claimer_ids_are_the_users_linked_by_row_or_snapshot() {
+async fn claimer_ids_are_the_users_linked_or_holding_a_username_or_phone() {
     for db in common::initialised_dbs().await {
         let (s, name) = (&db.store, db.name);
         for (user, userid, tenant) in [("a", "da", 0), ("b", "db", 7), ("c", "dc", 7)] {
@@ -669,18 +670,38 @@ async fn claimer_ids_are_the_users_linked_by_row_or_snapshot() {
         s.put_snapshot(0, "user", "d", "dd", "{}").await.unwrap();
         s.put_snapshot(7, "user", "e", "dd", "{}").await.unwrap();
         s.put_snapshot(0, "dept", "f", "dd", "{}").await.unwrap();
+        // `g` holds `dd`'s username and `h` a phone; only `h` is a member of tenant 7 (`i`'s
+        // membership is inactive).
+        for sql in [
+            "INSERT INTO sys_user (id, username, realname, phone) VALUES ('g', 'dd', 'G', NULL)",
+            "INSERT INTO sys_user (id, username, realname, phone) VALUES ('h', 'hh', 'H', '13800000001')",
+            "INSERT INTO sys_user (id, username, realname, phone) VALUES ('i', 'ii', 'I', '13800000002')",
+            "INSERT INTO sys_user_tenant (id, user_id, tenant_id, status) VALUES ('th', 'h', 7, '1')",
+            "INSERT INTO sys_user_tenant (id, user_id, tenant_id, status) VALUES ('ti', 'i', 7, '0')",
+        ] {
+            s.execute(sql).await.unwrap();
+        }
         let all = ["da", "db", "dc", "dd", "nobody"];
+        let phones = ["13800000001", "13800000002", "+86-13800000003"];
         assert_eq!(
-            s.claimer_ids(0, &all).await.unwrap(),
-            ["a", "b", "c", "d"],
+            s.claimer_ids(0, &all, &[]).await.unwrap(),
+            ["a", "b", "c", "d", "g"],
             "{name}"
         );
         assert_eq!(
-            s.claimer_ids(7, &all).await.unwrap(),
-            ["b", "c", "e"],
+            s.claimer_ids(0, &[], &phones).await.unwrap(),
+            ["h", "i"],
             "{name}"
         );
-        assert!(s.claimer_ids(0, &[]).await.unwrap().is_empty(), "{name}");
+        assert_eq!(
+            s.claimer_ids(7, &all, &phones).await.unwrap(),
+            ["b", "c", "e", "h"],
+            "{name}"
+        );
+        assert!(
+            s.claimer_ids(0, &[], &[]).await.unwrap().is_empty(),
+            "{name}"
+        );
         // The statistics a pull refreshes: on PostgreSQL every table it fills is analyzed.
         s.refresh_statistics().await.unwrap();
         if name == "postgres" {

@@ -92,11 +92,8 @@ enum Users<'a> {
     One(&'a str),
     /// A slice in id order: after this id, at most this many.
     After(Option<&'a str>, usize),
-    /// Those whose column holds one of the values, but for the ids in the set.
-    Matching(
-        &'a [(&'static str, Vec<&'a str>)],
-        &'a std::collections::HashSet<String>,
-    ),
+    /// Those whose column holds one of the values.
+    Matching(&'a [(&'static str, Vec<&'a str>)]),
 }
 
 /// The head of an INSERT of `sys_user` rows as JeecgBoot writes them (active, not deleted,
@@ -297,16 +294,13 @@ impl Store {
 
     /// The users of `tenant` whose column holds one of the values given for it (`columns`:
     /// `("phone", [...])`, ...): the local users a slice of DingTalk users can match or clash
-    /// with. Columns are named by the caller, never by input. Users whose id is in `known`
-    /// (the caller has them) are left out, their memberships and positions not read again.
+    /// with. Columns are named by the caller, never by input.
     pub async fn users_matching(
         &self,
         tenant: TenantId,
         columns: &[(&'static str, Vec<&str>)],
-        known: &std::collections::HashSet<String>,
     ) -> StoreResult<Vec<LocalUser>> {
-        self.users_where(tenant, Users::Matching(columns, known))
-            .await
+        self.users_where(tenant, Users::Matching(columns)).await
     }
 
     async fn users_where(&self, tenant: TenantId, which: Users<'_>) -> StoreResult<Vec<LocalUser>> {
@@ -334,7 +328,7 @@ impl Store {
                 format!("{head} WHERE u.id > ? ORDER BY u.id LIMIT {limit}")
             }
             Users::After(None, limit) => format!("{head} ORDER BY u.id LIMIT {limit}"),
-            Users::Matching(columns, _) => {
+            Users::Matching(columns) => {
                 // One indexed lookup per column, joined by UNION: PostgreSQL plans
                 // `a IN (...) OR b IN (...)` over a thousand values, or a join with their
                 // UNION, as a scan of the whole table (24 ms at 100,000 users, 4 ms this way).
@@ -374,12 +368,6 @@ impl Store {
             }
             query.fetch_all(pool).await?
         });
-        let rows: Vec<Row> = match which {
-            Users::Matching(_, known) if !known.is_empty() => {
-                rows.into_iter().filter(|r| !known.contains(&r.0)).collect()
-            }
-            _ => rows,
-        };
         // Memberships and positions of exactly these users (of every user for `All`).
         let ids: Vec<&str> = match which {
             Users::All => Vec::new(),
@@ -482,42 +470,71 @@ impl Store {
         self.links_by("third_user_id", tenant, userids).await
     }
 
-    /// The local ids linked to the DingTalk users `userids` in `tenant` (any tenant's link
-    /// rows for 0) by a link row or a user snapshot, each once: who may claim them. Ids only,
-    /// so that a slice's check of its twins does not read their links and sync bases again.
+    /// The local ids that may claim the DingTalk users `userids` (with `phones`, their
+    /// mobiles in both forms) in `tenant`, each once: linked to them by a link row (of the
+    /// tenant; of any for 0) or a user snapshot, or a user of the tenant whose phone is one
+    /// of `phones` or whose username is one of `userids`. Ids only, in one query: a push's
+    /// slice already holds nearly all of them, and reads only the others' rows.
     pub async fn claimer_ids(
         &self,
         tenant: TenantId,
         userids: &[&str],
+        phones: &[&str],
     ) -> StoreResult<Vec<String>> {
-        if userids.is_empty() {
+        if userids.is_empty() && phones.is_empty() {
             return Ok(Vec::new());
         }
-        let list = placeholders(userids.len());
         let link_tenant = if tenant == 0 {
             String::new()
         } else {
             format!(" AND tenant_id = {tenant}")
         };
-        let links = self
-            .sql(&format!(
-            "SELECT sys_user_id FROM sys_third_account WHERE third_type = '{THIRD_TYPE_DINGTALK}' \
-             AND third_user_id IN ({list}){link_tenant} AND sys_user_id IS NOT NULL"
-        ))
-            .into_owned();
-        let snapshots = self
-            .sql(&format!(
-            "SELECT local_id FROM dingsync_snapshot WHERE tenant_id = {tenant} AND entity = '{}' \
-             AND ding_id IN ({list})",
-            crate::sync::model::entity::USER
-        ))
-            .into_owned();
+        let member = if tenant == 0 {
+            String::new()
+        } else {
+            format!(" JOIN sys_user_tenant t ON t.user_id = u.id AND t.tenant_id = {tenant} AND t.status = '1'")
+        };
+        // Three statements, not one UNION: MariaDB refuses a UNION of columns whose
+        // collations differ (JeecgBoot's tables and ours may).
+        let mut statements: Vec<(String, Vec<&str>)> = Vec::new();
+        if !userids.is_empty() {
+            let list = placeholders(userids.len());
+            statements.push((
+                format!(
+                    "SELECT sys_user_id FROM sys_third_account WHERE third_type = '{THIRD_TYPE_DINGTALK}' \
+                     AND third_user_id IN ({list}){link_tenant} AND sys_user_id IS NOT NULL"
+                ),
+                userids.to_vec(),
+            ));
+            statements.push((
+                format!(
+                    "SELECT local_id FROM dingsync_snapshot WHERE tenant_id = {tenant} AND entity = '{}' \
+                     AND ding_id IN ({list})",
+                    crate::sync::model::entity::USER
+                ),
+                userids.to_vec(),
+            ));
+        }
+        // One indexed lookup per column, as in `users_where`.
+        let mut parts = Vec::new();
+        let mut binds: Vec<&str> = Vec::new();
+        for (column, values) in [("username", userids), ("phone", phones)] {
+            if !values.is_empty() {
+                parts.push(format!(
+                    "SELECT u.id FROM sys_user u{member} WHERE u.{column} IN ({})",
+                    placeholders(values.len())
+                ));
+                binds.extend(values.iter().copied());
+            }
+        }
+        statements.push((parts.join(" UNION "), binds));
         let mut ids: Vec<String> = Vec::new();
-        for sql in [&links, &snapshots] {
+        for (sql, binds) in &statements {
+            let sql = self.sql(sql);
             let found: Vec<String> = crate::on_pool!(self, |pool| {
-                let mut query = sqlx::query_scalar(sql).persistent(false);
-                for userid in userids {
-                    query = query.bind(*userid);
+                let mut query = sqlx::query_scalar(&sql).persistent(false);
+                for bind in binds {
+                    query = query.bind(*bind);
                 }
                 query.fetch_all(pool).await?
             });

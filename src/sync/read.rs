@@ -158,20 +158,6 @@ pub async fn add_claimers(
 ) -> StoreResult<()> {
     for part in twins.chunks(IN_LIST) {
         let userids: Vec<&str> = part.iter().map(|p| p.userid.as_str()).collect();
-        let linked = store.claimer_ids(tenant, &userids).await?;
-        let known: HashSet<String> = view
-            .users
-            .iter()
-            .chain(&view.claimers)
-            .map(|u| u.id.clone())
-            .collect();
-        // The users linked to them that the view lacks (usually none: the slice's own): a
-        // long list of ids is one PostgreSQL reads the whole table for.
-        let ids: Vec<&str> = linked
-            .iter()
-            .map(String::as_str)
-            .filter(|id| !known.contains(*id))
-            .collect();
         let keys: Vec<String> = part
             .iter()
             .map(|p| mobile_key(&p.mobile).into_owned())
@@ -184,9 +170,24 @@ pub async fn add_claimers(
             .collect();
         phones.sort_unstable();
         phones.dedup();
-        let columns = [("id", ids), ("phone", phones), ("username", userids)];
-        // Usually the slice's own users: left out by the query, not read twice.
-        let fresh = store.users_matching(tenant, &columns, &known).await?;
+        let claimers = store.claimer_ids(tenant, &userids, &phones).await?;
+        let known: HashSet<&str> = view
+            .users
+            .iter()
+            .chain(&view.claimers)
+            .map(|u| u.id.as_str())
+            .collect();
+        // Only the rows the view lacks (usually none: the slice's own users claim their
+        // twins): a long list of ids is one PostgreSQL reads the whole table for.
+        let ids: Vec<&str> = claimers
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !known.contains(*id))
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let fresh = store.users_matching(tenant, &[("id", ids)]).await?;
         let fresh_ids: Vec<&str> = fresh.iter().map(|u| u.id.as_str()).collect();
         let more = users_links(store, tenant, &fresh_ids).await?;
         view.links.extend(more.links);
@@ -250,9 +251,7 @@ pub async fn pull_candidates(
         ("email", nonempty(|p| &p.email)),
         ("work_no", nonempty(|p| &p.job_number)),
     ];
-    let users = store
-        .users_matching(tenant, &columns, &HashSet::new())
-        .await?;
+    let users = store.users_matching(tenant, &columns).await?;
     // A matched user linked to another DingTalk user is refused: their links too; and the
     // bases of all of them.
     let known: HashSet<&str> = links.iter().map(|l| l.user_id.as_str()).collect();

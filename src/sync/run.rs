@@ -243,9 +243,14 @@ pub async fn plan_run(
     match request.direction {
         Direction::Push => {
             let (mut push, mut plan) = start_push(store, client, config, tenant, request).await?;
-            while let Some((ops, _)) = push.next_slice(store).await? {
-                plan.ops.extend(ops);
-            }
+            let (sender, mut slices) = tokio::sync::mpsc::channel(1);
+            let collect = async {
+                while let Some((ops, _)) = slices.recv().await {
+                    plan.ops.extend(ops);
+                }
+            };
+            let (planned, ()) = tokio::join!(push.plan_users(store, sender), collect);
+            planned?;
             plan.considered += push.planner.considered;
             let tail = push.finish(store).await?;
             plan.ops.extend(tail.ops);
@@ -271,12 +276,10 @@ struct Push {
     planner: PushPlanner,
     remote: RemoteView,
     tenant: TenantId,
-    after: Option<String>,
+    /// Users a slice.
     slice: usize,
-    done: bool,
-    /// The next slice's users with their links and snapshots, read while the current
-    /// slice's claimers were.
-    prefetched: Option<LocalView>,
+    /// Whether the push plans users at all (scope and switch).
+    users: bool,
     /// Where the time went, in ms (`sync.run.finished`'s `phases`).
     phases: Phases,
 }
@@ -334,10 +337,8 @@ async fn start_push(
         planner,
         remote,
         tenant: tenant.id,
-        after: None,
         slice: USER_SLICE,
-        done: !(request.scope.users() && config.push.users),
-        prefetched: None,
+        users: request.scope.users() && config.push.users,
         phases: Phases {
             dingtalk,
             ..Phases::default()
@@ -347,46 +348,34 @@ async fn start_push(
 }
 
 impl Push {
-    /// The next slice of users planned: its operations and how many users it looked at.
-    async fn next_slice(&mut self, store: &Store) -> Result<Option<(Vec<Op>, usize)>, RunError> {
-        if self.done {
-            return Ok(None);
+    /// Plans the users a slice at a time and sends each slice's operations, with how many
+    /// users it looked at, to `out` once planned. The slices are read ahead of the planning
+    /// ([`read_slices`]). Stops early, without an error, when `out` is closed.
+    async fn plan_users(
+        &mut self,
+        store: &Store,
+        out: tokio::sync::mpsc::Sender<(Vec<Op>, usize)>,
+    ) -> Result<(), RunError> {
+        if !self.users {
+            return Ok(());
         }
-        let started = std::time::Instant::now();
-        let mut slice = match self.prefetched.take() {
-            Some(slice) => slice,
-            None => read::user_slice(store, self.tenant, self.after.as_deref(), self.slice).await?,
-        };
-        if slice.users.len() < self.slice {
-            self.done = true;
-        }
-        let Some(last) = slice.users.last() else {
-            return Ok(None);
-        };
-        self.after = Some(last.id.clone());
-        let twins = push_twins(&slice, &self.remote);
-        // The next slice (users after this one's, so untouched by its writes) is read
-        // meanwhile, on another connection.
-        let next = async {
-            if self.done {
-                return Ok(None);
+        let (views, mut slices) = tokio::sync::mpsc::channel(1);
+        let reading = read_slices(store, self.tenant, self.slice, &self.remote, views);
+        let (planner, remote, spent) = (&mut self.planner, &self.remote, &mut self.phases.plan);
+        let planning = async move {
+            while let Some(slice) = slices.recv().await {
+                let started = std::time::Instant::now();
+                let before = planner.considered;
+                let ops = planner.users(&slice, remote);
+                *spent += started.elapsed().as_millis();
+                if out.send((ops, planner.considered - before)).await.is_err() {
+                    break;
+                }
             }
-            read::user_slice(store, self.tenant, self.after.as_deref(), self.slice)
-                .await
-                .map(Some)
         };
-        let (claimers, next) = tokio::join!(
-            read::add_claimers(store, self.tenant, &mut slice, &twins),
-            next
-        );
-        claimers?;
-        self.prefetched = next?;
-        self.phases.local += started.elapsed().as_millis();
-        let started = std::time::Instant::now();
-        let before = self.planner.considered;
-        let ops = self.planner.users(&slice, &self.remote);
-        self.phases.plan += started.elapsed().as_millis();
-        Ok(Some((ops, self.planner.considered - before)))
+        let (read, ()) = tokio::join!(reading, planning);
+        self.phases.local += read?;
+        Ok(())
     }
 
     /// Member moves, department deletes and deletes of users gone for good.
@@ -407,6 +396,49 @@ impl Push {
         read::add_claimers(store, self.tenant, &mut claimers, &twins).await?;
         Ok(self.planner.finish(gone, &claimers, &self.remote))
     }
+}
+
+/// Reads `tenant`'s users `size` at a time, each slice with the local users that may claim
+/// its users' twins in `remote`, and sends it to `out` once whole. The next slice (users
+/// after this one's, so untouched by its writes) is read meanwhile, on another connection.
+/// Returns the time spent reading, in ms; stops early when `out` is closed.
+async fn read_slices(
+    store: &Store,
+    tenant: TenantId,
+    size: usize,
+    remote: &RemoteView,
+    out: tokio::sync::mpsc::Sender<LocalView>,
+) -> Result<u128, RunError> {
+    let started = std::time::Instant::now();
+    let mut next = Some(read::user_slice(store, tenant, None, size).await?);
+    let mut spent = started.elapsed().as_millis();
+    while let Some(mut slice) = next.take() {
+        let started = std::time::Instant::now();
+        let Some(last) = slice.users.last().map(|u| u.id.clone()) else {
+            break;
+        };
+        let more = slice.users.len() >= size;
+        let twins = push_twins(&slice, remote);
+        let following = async {
+            if !more {
+                return Ok(None);
+            }
+            read::user_slice(store, tenant, Some(&last), size)
+                .await
+                .map(Some)
+        };
+        let (claimers, following) = tokio::join!(
+            read::add_claimers(store, tenant, &mut slice, &twins),
+            following
+        );
+        claimers?;
+        next = following?;
+        spent += started.elapsed().as_millis();
+        if out.send(slice).await.is_err() {
+            break;
+        }
+    }
+    Ok(spent)
 }
 
 /// Plans and applies one run, recording it in `dingsync_run`. A push plans and applies its
@@ -463,12 +495,8 @@ pub async fn run_sliced(
             let run_id = store.start_run(tenant.id, &kind).await?;
             let (sender, slices) = tokio::sync::mpsc::channel(1);
             let planning = async {
-                while let Some(slice) = push.next_slice(store).await? {
-                    if sender.send(slice).await.is_err() {
-                        break;
-                    }
-                }
-                drop(sender);
+                // `sender` goes with the users' planning: the slices' apply ends with it.
+                push.plan_users(store, sender).await?;
                 let phases = push.phases;
                 push.finish(store).await.map(|tail| (tail, phases))
             };
