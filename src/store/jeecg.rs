@@ -132,6 +132,63 @@ pub(super) fn user_values(
 pub(crate) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
+
+/// The join that keeps the users `u` of `tenant` (active members; every user for 0).
+fn member_join(tenant: TenantId) -> String {
+    if tenant == 0 {
+        String::new()
+    } else {
+        format!(" JOIN sys_user_tenant t ON t.user_id = u.id AND t.tenant_id = {tenant} AND t.status = '1'")
+    }
+}
+
+/// [`Store::claimer_ids`]'s statements with their binds: link rows, user snapshots, users
+/// by username or phone. Three, not one `UNION`: MariaDB refuses a `UNION` of columns whose
+/// collations differ (JeecgBoot's tables and ours may).
+fn claimer_statements<'a>(
+    tenant: TenantId,
+    userids: &[&'a str],
+    phones: &[&'a str],
+) -> Vec<(String, Vec<&'a str>)> {
+    let mut statements = Vec::new();
+    if !userids.is_empty() {
+        let list = placeholders(userids.len());
+        let link_tenant = if tenant == 0 {
+            String::new()
+        } else {
+            format!(" AND tenant_id = {tenant}")
+        };
+        statements.push(format!(
+            "SELECT sys_user_id FROM sys_third_account WHERE third_type = '{THIRD_TYPE_DINGTALK}' \
+             AND third_user_id IN ({list}){link_tenant} AND sys_user_id IS NOT NULL"
+        ));
+        statements.push(format!(
+            "SELECT local_id FROM dingsync_snapshot WHERE tenant_id = {tenant} AND entity = '{}' \
+             AND ding_id IN ({list})",
+            crate::sync::model::entity::USER
+        ));
+    }
+    let mut statements: Vec<_> = statements
+        .into_iter()
+        .map(|sql| (sql, userids.to_vec()))
+        .collect();
+    // One indexed lookup per column, as in `users_where`.
+    let (mut parts, mut binds) = (Vec::new(), Vec::new());
+    for (column, values) in [("username", userids), ("phone", phones)] {
+        if !values.is_empty() {
+            parts.push(format!(
+                "SELECT u.id FROM sys_user u{} WHERE u.{column} IN ({})",
+                member_join(tenant),
+                placeholders(values.len())
+            ));
+            binds.extend_from_slice(values);
+        }
+    }
+    if !parts.is_empty() {
+        statements.push((parts.join(" UNION "), binds));
+    }
+    statements
+}
 /// An integer then three nullable text columns.
 /// `(tenant_id, agent_id, client_id, client_secret, status)` of `sys_third_app_config`.
 type AppConfigTuple = (i64, Option<String>, Option<String>, Option<String>, i64);
@@ -310,11 +367,7 @@ impl Store {
             "SELECT u.id, u.username, u.realname, u.phone, u.telephone, u.work_no, u.email, {status}, {del} FROM sys_user u{join}",
             status = self.int("u.status"),
             del = self.int("COALESCE(u.del_flag, 0)"),
-            join = if tenant == 0 {
-                String::new()
-            } else {
-                format!(" JOIN sys_user_tenant t ON t.user_id = u.id AND t.tenant_id = {tenant} AND t.status = '1'")
-            },
+            join = member_join(tenant),
         );
         let mut binds: Vec<&str> = Vec::new();
         let users_sql = match which {
@@ -473,67 +526,20 @@ impl Store {
     /// The local ids that may claim the DingTalk users `userids` (with `phones`, their
     /// mobiles in both forms) in `tenant`, each once: linked to them by a link row (of the
     /// tenant; of any for 0) or a user snapshot, or a user of the tenant whose phone is one
-    /// of `phones` or whose username is one of `userids`. Ids only, in one query: a push's
-    /// slice already holds nearly all of them, and reads only the others' rows.
+    /// of `phones` or whose username is one of `userids`. Ids only: a push's slice already
+    /// holds nearly all of them, and reads only the others' rows.
     pub async fn claimer_ids(
         &self,
         tenant: TenantId,
         userids: &[&str],
         phones: &[&str],
     ) -> StoreResult<Vec<String>> {
-        if userids.is_empty() && phones.is_empty() {
-            return Ok(Vec::new());
-        }
-        let link_tenant = if tenant == 0 {
-            String::new()
-        } else {
-            format!(" AND tenant_id = {tenant}")
-        };
-        let member = if tenant == 0 {
-            String::new()
-        } else {
-            format!(" JOIN sys_user_tenant t ON t.user_id = u.id AND t.tenant_id = {tenant} AND t.status = '1'")
-        };
-        // Three statements, not one UNION: MariaDB refuses a UNION of columns whose
-        // collations differ (JeecgBoot's tables and ours may).
-        let mut statements: Vec<(String, Vec<&str>)> = Vec::new();
-        if !userids.is_empty() {
-            let list = placeholders(userids.len());
-            statements.push((
-                format!(
-                    "SELECT sys_user_id FROM sys_third_account WHERE third_type = '{THIRD_TYPE_DINGTALK}' \
-                     AND third_user_id IN ({list}){link_tenant} AND sys_user_id IS NOT NULL"
-                ),
-                userids.to_vec(),
-            ));
-            statements.push((
-                format!(
-                    "SELECT local_id FROM dingsync_snapshot WHERE tenant_id = {tenant} AND entity = '{}' \
-                     AND ding_id IN ({list})",
-                    crate::sync::model::entity::USER
-                ),
-                userids.to_vec(),
-            ));
-        }
-        // One indexed lookup per column, as in `users_where`.
-        let mut parts = Vec::new();
-        let mut binds: Vec<&str> = Vec::new();
-        for (column, values) in [("username", userids), ("phone", phones)] {
-            if !values.is_empty() {
-                parts.push(format!(
-                    "SELECT u.id FROM sys_user u{member} WHERE u.{column} IN ({})",
-                    placeholders(values.len())
-                ));
-                binds.extend(values.iter().copied());
-            }
-        }
-        statements.push((parts.join(" UNION "), binds));
         let mut ids: Vec<String> = Vec::new();
-        for (sql, binds) in &statements {
-            let sql = self.sql(sql);
+        for (sql, binds) in claimer_statements(tenant, userids, phones) {
+            let sql = self.sql(&sql);
             let found: Vec<String> = crate::on_pool!(self, |pool| {
                 let mut query = sqlx::query_scalar(&sql).persistent(false);
-                for bind in binds {
+                for bind in &binds {
                     query = query.bind(*bind);
                 }
                 query.fetch_all(pool).await?
