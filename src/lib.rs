@@ -24,3 +24,5 @@ pub mod sync;
 
 #[cfg(test)]
 mod docs_tests;
+#[cfg(test)]
+mod house_tests;

@@ -1,0 +1,511 @@
+//! The house rules the code keeps (STYLE.md, "Small pieces"): no function in `src/` over
+//! [`MAX_LINES`] lines (tests and benchmarks: [`MAX_TEST_LINES`]), none with more than
+//! [`MAX_PARAMS`] parameters. Functions older than the rule are listed in [`OLDER_LINES`] and
+//! [`OLDER_PARAMS`] with their size when it came: they may shrink, never grow, and must leave
+//! the list once within the limit.
+//!
+//! A function's lines run from the line of its `fn` to its closing brace. Comments, string
+//! and character literals are blanked before braces and commas are counted.
+
+use std::path::{Path, PathBuf};
+
+/// Lines a function of `src/` may have.
+const MAX_LINES: usize = 60;
+/// Lines a test or benchmark function may have.
+const MAX_TEST_LINES: usize = 100;
+/// Parameters a function may take (`self` not counted).
+const MAX_PARAMS: usize = 5;
+
+/// `(file, function, lines)` over the limit before the rule: to be split (issue #18).
+const OLDER_LINES: &[(&str, &str, usize)] = &[
+    ("benches/daemon_latency.rs", "bench", 110),
+    ("benches/event_latency.rs", "bench", 111),
+    ("benches/org_scale.rs", "main", 225),
+    ("src/cli.rs", "tenant_lines", 69),
+    ("src/cli_daemon.rs", "status", 108),
+    ("src/cli_daemon.rs", "queue", 100),
+    ("src/cli_sync.rs", "sync", 77),
+    ("src/config/typed.rs", "build", 191),
+    ("src/config/typed.rs", "tenant_config", 76),
+    ("src/config.rs", "tls_of", 71),
+    ("src/daemon/events.rs", "reconcile", 88),
+    ("src/daemon/events.rs", "handle", 67),
+    ("src/daemon/mod.rs", "run", 83),
+    ("src/daemon/workers.rs", "run_job", 131),
+    ("src/demo.rs", "scenario", 209),
+    ("src/messages/mod.rs", "announce", 141),
+    ("src/messages/mod.rs", "outbox", 130),
+    ("src/metrics.rs", "new", 86),
+    ("src/store/batch.rs", "insert_linked_users", 80),
+    ("src/store/batch.rs", "batch_statements", 88),
+    ("src/store/batch.rs", "link_statements", 77),
+    ("src/store/batch.rs", "update_linked_users", 78),
+    ("src/store/jeecg.rs", "users_where", 132),
+    ("src/store/jeecg.rs", "save_link_and_base", 105),
+    ("src/store/jeecg.rs", "insert_department", 86),
+    ("src/store/mod.rs", "connect_url", 84),
+    ("src/store/queue.rs", "settle_once", 106),
+    ("src/store/schema.rs", "own_tables", 61),
+    ("src/store/schema.rs", "migration", 74),
+    ("src/store/schema.rs", "uninstall", 78),
+    ("src/store/state.rs", "changes_to_jobs_once", 101),
+    ("src/sync/apply.rs", "apply_with", 82),
+    ("src/sync/apply.rs", "lanes", 85),
+    ("src/sync/apply.rs", "step", 72),
+    ("src/sync/apply.rs", "execute", 259),
+    ("src/sync/plan/pull.rs", "departments", 90),
+    ("src/sync/plan/pull.rs", "merge_dept", 111),
+    ("src/sync/plan/pull.rs", "users_slice", 84),
+    ("src/sync/plan/pull.rs", "memberships", 77),
+    ("src/sync/plan/push_depts.rs", "plan", 119),
+    ("src/sync/plan/push_depts.rs", "update_or_link", 134),
+    ("src/sync/plan/push_users.rs", "update", 73),
+    ("src/sync/plan/scope_tests.rs", "cases", 218),
+    ("src/sync/pull_job.rs", "user_job", 65),
+    ("src/sync/run.rs", "run_sliced", 101),
+    (
+        "tests/coexist.rs",
+        "announcements_follow_jeecgboots_switch",
+        106,
+    ),
+    (
+        "tests/coexist.rs",
+        "jeecgboots_buttons_beside_the_daemon",
+        118,
+    ),
+    ("tests/daemon.rs", "daemon_converges", 163),
+    ("tests/daemon_process.rs", "reload_drain_and_restart", 127),
+    ("tests/dingtalk_client.rs", "every_endpoint_succeeds", 119),
+    (
+        "tests/dingtalk_client.rs",
+        "every_rule_answers_its_errcode_and_is_classified",
+        214,
+    ),
+    ("tests/events.rs", "console_changes_arrive", 163),
+    ("tests/messages.rs", "flow", 270),
+    ("tests/messages.rs", "message_cli_send_status_recall", 106),
+    (
+        "tests/metrics.rs",
+        "metrics_and_probes_of_a_running_daemon",
+        162,
+    ),
+    (
+        "tests/rulebook.rs",
+        "switches_hold_for_the_daemons_jobs",
+        148,
+    ),
+    (
+        "tests/rulebook.rs",
+        "a_refused_department_and_a_cycle_end_as_one_dead_job_each_and_nothing_loops",
+        130,
+    ),
+    ("tests/rulebook.rs", "two_tenants", 183),
+    ("tests/store.rs", "dingsyncs_own_writes_are_not_logged", 136),
+    (
+        "tests/store.rs",
+        "queue_dedupes_leases_backs_off_and_goes_dead",
+        162,
+    ),
+    (
+        "tests/store.rs",
+        "an_entity_has_one_dead_job_waits_are_bounded_and_dead_jobs_are_purged",
+        109,
+    ),
+    (
+        "tests/store.rs",
+        "a_batch_of_links_writes_what_one_by_one_would",
+        105,
+    ),
+    ("tests/sync.rs", "end_to_end", 283),
+    (
+        "tests/sync.rs",
+        "a_batched_pull_isolates_the_row_that_clashes",
+        162,
+    ),
+    ("tests/sync_base.rs", "base_scenarios", 120),
+];
+
+/// `(file, function, parameters)` over the limit before the rule.
+const OLDER_PARAMS: &[(&str, &str, usize)] = &[
+    ("src/config/layers.rs", "set_text", 6),
+    ("src/sim/stream/changes.rs", "event_of", 6),
+    ("src/store/queue.rs", "claim_mysql", 7),
+    ("src/store/state.rs", "gap_changes", 6),
+    ("src/sync/apply.rs", "create_user", 6),
+    ("src/sync/plan/pull.rs", "merge_dept", 6),
+    ("src/sync/plan/pull.rs", "note", 6),
+    ("src/sync/plan/push_depts.rs", "plan", 6),
+    ("src/sync/plan/push_depts.rs", "subtree", 7),
+    ("src/sync/plan/push_users.rs", "update", 6),
+    ("src/sync/plan/push_users.rs", "note", 6),
+    ("src/sync/pull_run.rs", "place_departments", 6),
+    ("src/sync/pull_run.rs", "plan_arrivals", 6),
+    ("src/sync/pull_run.rs", "apply_pull", 6),
+    ("src/sync/run.rs", "run_once", 6),
+    ("src/sync/run.rs", "run_sliced", 7),
+];
+
+/// One function found in a file.
+#[derive(Debug)]
+struct Function {
+    /// The file, relative to the crate's root.
+    file: String,
+    name: String,
+    lines: usize,
+    params: usize,
+    /// A test, a benchmark, or a helper of either.
+    test: bool,
+}
+
+/// `text` with comments, strings and character literals blanked (line breaks kept).
+fn code_only(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let blank = |out: &mut String, c: char| out.push(if c == '\n' { '\n' } else { ' ' });
+    while i < chars.len() {
+        let end = literal_end(&chars, i);
+        if end > i {
+            for &c in &chars[i..end] {
+                blank(&mut out, c);
+            }
+            i = end;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Where the comment or literal starting at `i` ends (`i` when none starts there).
+fn literal_end(chars: &[char], i: usize) -> usize {
+    let at = |k: usize| chars.get(k).copied().unwrap_or('\0');
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    match (at(i), at(i + 1)) {
+        ('/', '/') => (i..chars.len())
+            .find(|&k| at(k) == '\n')
+            .unwrap_or(chars.len()),
+        ('/', '*') => {
+            let mut depth = 0;
+            let mut k = i;
+            while k < chars.len() {
+                match (at(k), at(k + 1)) {
+                    ('/', '*') => (depth, k) = (depth + 1, k + 2),
+                    ('*', '/') => (depth, k) = (depth - 1, k + 2),
+                    _ => k += 1,
+                }
+                if depth == 0 {
+                    return k;
+                }
+            }
+            chars.len()
+        }
+        ('r', '"' | '#') if i == 0 || !ident(at(i - 1)) => {
+            let hashes = (i + 1..chars.len()).take_while(|&k| at(k) == '#').count();
+            if at(i + 1 + hashes) != '"' {
+                return i; // a raw identifier
+            }
+            let close: String = std::iter::once('"')
+                .chain("#".repeat(hashes).chars())
+                .collect();
+            let body: String = chars[i + 2 + hashes..].iter().collect();
+            body.find(&close).map_or(chars.len(), |at| {
+                i + 2 + hashes + body[..at].chars().count() + close.len()
+            })
+        }
+        ('"', _) => {
+            let mut k = i + 1;
+            while k < chars.len() && at(k) != '"' {
+                k += if at(k) == '\\' { 2 } else { 1 };
+            }
+            k + 1
+        }
+        ('\'', '\\') => (i + 2..chars.len())
+            .find(|&k| at(k) == '\'')
+            .map_or(i, |k| k + 1),
+        ('\'', _) if at(i + 2) == '\'' => i + 3,
+        _ => i,
+    }
+}
+
+/// The index of the bracket closing the one at `open` (`(`, `[`, `{`).
+fn closing(code: &[char], open: usize) -> Option<usize> {
+    let mut depth = 0i32;
+    for (k, &c) in code.iter().enumerate().skip(open) {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(k);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// How many parameters the list `code[open..=close]` names, `self` not counted.
+fn parameters(code: &[char], open: usize, close: usize) -> usize {
+    let mut parts = vec![String::new()];
+    let mut depth = 0i32;
+    for k in open + 1..close {
+        let c = code[k];
+        match c {
+            '(' | '[' | '{' | '<' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            '>' if code[k - 1] != '-' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(part) = parts.last_mut() {
+            part.push(c);
+        }
+    }
+    parts
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            let head = p.split(':').next().unwrap_or_default().replace('&', " ");
+            let words: Vec<&str> = head
+                .split_whitespace()
+                .filter(|w| *w != "mut" && !w.starts_with('\''))
+                .collect();
+            words != ["self"]
+        })
+        .count()
+}
+
+/// The brace ranges of `#[cfg(test)]` modules in `code`.
+fn test_modules(code: &[char]) -> Vec<(usize, usize)> {
+    let text: String = code.iter().collect();
+    let mut ranges = Vec::new();
+    for (at, _) in text.match_indices("#[cfg(test)]") {
+        let rest = &text[at..];
+        let Some(module) = rest.find("mod ") else {
+            continue;
+        };
+        let (Some(brace), Some(semi)) = (rest.find('{'), rest.find(';')) else {
+            continue;
+        };
+        if module < brace && brace < semi {
+            let open = text[..at + brace].chars().count();
+            if let Some(close) = closing(code, open) {
+                ranges.push((open, close));
+            }
+        }
+    }
+    ranges
+}
+
+/// The functions of one file (`file`: its path relative to the crate).
+fn functions(file: &str, text: &str) -> Vec<Function> {
+    let cleaned = code_only(text);
+    let code: Vec<char> = cleaned.chars().collect();
+    let line_of = |k: usize| code[..k].iter().filter(|&&c| c == '\n').count();
+    let lines: Vec<&str> = cleaned.lines().collect();
+    let test_file =
+        file.starts_with("tests/") || file.starts_with("benches/") || file.ends_with("tests.rs");
+    let modules = test_modules(&code);
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    let mut k = 0;
+    while k + 3 < code.len() {
+        let starts_fn = code[k] == 'f'
+            && code[k + 1] == 'n'
+            && code[k + 2].is_whitespace()
+            && (k == 0 || !ident(code[k - 1]));
+        if !starts_fn {
+            k += 1;
+            continue;
+        }
+        let name_start = (k + 2..code.len())
+            .find(|&j| !code[j].is_whitespace())
+            .unwrap_or(code.len());
+        let name: String = code[name_start..]
+            .iter()
+            .take_while(|&&c| ident(c))
+            .collect();
+        let Some(open) = (name_start..code.len()).find(|&j| code[j] == '(') else {
+            break;
+        };
+        let Some(close) = closing(&code, open) else {
+            break;
+        };
+        let Some(body) = (close..code.len()).find(|&j| code[j] == '{' || code[j] == ';') else {
+            break;
+        };
+        k += 2;
+        if name.is_empty() || code[body] == ';' {
+            continue;
+        }
+        let Some(end) = closing(&code, body) else {
+            break;
+        };
+        let line = line_of(k);
+        let attributes = lines[..line]
+            .iter()
+            .rev()
+            .take_while(|l| l.trim_start().starts_with("#[") || l.trim().is_empty());
+        let test = test_file
+            || modules.iter().any(|&(from, to)| from < k && k < to)
+            || attributes.into_iter().any(|l| l.contains("test"));
+        found.push(Function {
+            file: file.to_string(),
+            name,
+            lines: line_of(end) - line + 1,
+            params: parameters(&code, open, close),
+            test,
+        });
+    }
+    found
+}
+
+fn rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.map(|e| e.path()).unwrap_or_default();
+        if path.is_dir() {
+            rust_files(&path, into);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push(path);
+        }
+    }
+}
+
+/// Every function of `src/`, `tests/` and `benches/`.
+fn all_functions() -> Vec<Function> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "tests", "benches"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    files.sort();
+    let mut all = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let file = path
+            .strip_prefix(&root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/");
+        all.extend(functions(&file, &text));
+    }
+    all
+}
+
+/// What breaks a limit: functions over it and not listed, listed ones grown past their
+/// listing, and listed ones now within the limit (to be taken off the list).
+fn breaches(
+    all: &[Function],
+    measure: fn(&Function) -> (usize, usize),
+    older: &[(&str, &str, usize)],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for function in all {
+        let (size, limit) = measure(function);
+        let listed = older
+            .iter()
+            .find(|(file, name, _)| *file == function.file && *name == function.name);
+        match listed {
+            Some((_, _, was)) if size > *was => problems.push(format!(
+                "{} {}: {size}, grown past its listing ({was}; the limit is {limit})",
+                function.file, function.name
+            )),
+            None if size > limit => problems.push(format!(
+                "{} {}: {size} (the limit is {limit})",
+                function.file, function.name
+            )),
+            _ => {}
+        }
+    }
+    for (file, name, _) in older {
+        let worst = all
+            .iter()
+            .filter(|f| f.file == *file && f.name == *name)
+            .map(measure)
+            .max();
+        if worst.is_none_or(|(size, limit)| size <= limit) {
+            problems.push(format!(
+                "{file} {name}: within the limit now: take it off the list"
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn no_function_grows_past_the_line_limit() {
+    let lines = |f: &Function| (f.lines, if f.test { MAX_TEST_LINES } else { MAX_LINES });
+    let problems = breaches(&all_functions(), lines, OLDER_LINES);
+    assert!(
+        problems.is_empty(),
+        "functions too long:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn no_function_takes_more_than_five_parameters() {
+    let params = |f: &Function| (f.params, MAX_PARAMS);
+    let problems = breaches(&all_functions(), params, OLDER_PARAMS);
+    assert!(
+        problems.is_empty(),
+        "too many parameters:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_scanner_measures_functions_and_parameters() {
+    let text = "/// fn doc() {}\nfn one(a: u8, b: Vec<(u8, u8)>, f: impl Fn(u8) -> u8) {\n    let s = \"}\";\n    let c = '{';\n}\n\nimpl X {\n    pub async fn two<'a>(&'a mut self, x: &'a str) -> u8 { 1 }\n    fn decl(&self);\n}\n#[cfg(test)]\nmod tests {\n    fn helper(r: &str) { let _ = r#\"{\"#; }\n}\n";
+    let found = functions("src/x.rs", text);
+    let seen: Vec<(&str, usize, usize, bool)> = found
+        .iter()
+        .map(|f| (f.name.as_str(), f.lines, f.params, f.test))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("one", 4, 3, false),
+            ("two", 1, 1, false),
+            ("helper", 1, 1, true)
+        ]
+    );
+}
+
+#[test]
+fn a_listed_function_may_shrink_but_not_grow_and_leaves_the_list_within_the_limit() {
+    let function = |name: &str, lines| Function {
+        file: "src/x.rs".into(),
+        name: name.into(),
+        lines,
+        params: 0,
+        test: false,
+    };
+    let all = [
+        function("grown", 90),
+        function("shrunk", 70),
+        function("fits", 40),
+        function("new", 61),
+    ];
+    let older = [
+        ("src/x.rs", "grown", 80),
+        ("src/x.rs", "shrunk", 80),
+        ("src/x.rs", "fits", 80),
+    ];
+    let lines = |f: &Function| (f.lines, MAX_LINES);
+    assert_eq!(
+        breaches(&all, lines, &older),
+        [
+            "src/x.rs grown: 90, grown past its listing (80; the limit is 60)",
+            "src/x.rs new: 61 (the limit is 60)",
+            "src/x.rs fits: within the limit now: take it off the list",
+        ]
+    );
+}
