@@ -492,6 +492,73 @@ async fn one_failing_entity_is_recorded_and_the_rest_continue() {
     );
 }
 
+/// Two local users in different slices claim one DingTalk user: `alpha` by its mobile, `zhang`
+/// by its userid. The mobile is the stronger claim, so `alpha` is linked and `zhang` refused,
+/// whichever slice is read first and whether or not `alpha`'s link is written yet: the
+/// later slice sees `alpha` among its claimers by the twin's mobile, not only by a link.
+#[tokio::test]
+async fn a_claimer_in_another_slice_is_found_by_the_twins_mobile() {
+    for db in common::initialised_dbs().await {
+        let name = db.name;
+        let server = common::start_fast_sim().await;
+        let client = common::client(&server, 1000);
+        server
+            .sim
+            .admin_call(
+                APPKEY,
+                "topapi/v2/user/create",
+                json!({ "userid": "zhang", "name": "张三", "mobile": "13800000001", "dept_id_list": "1" }),
+            )
+            .unwrap();
+        db.plain
+            .execute(
+                "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES \
+                 ('u1', 'alpha', '张三', '13800000001', 1, 0), ('u2', 'zhang', '张三', NULL, 1, 0)",
+            )
+            .await
+            .unwrap();
+        let config = config(&db.url, &server.url);
+        let request = RunRequest {
+            direction: Direction::Push,
+            scope: Scope::Users,
+            dry_run: false,
+        };
+        // One user a slice: `zhang` is planned in the slice after `alpha`'s.
+        let summary = run_sliced(
+            &db.store,
+            &client,
+            &config,
+            &config.tenants[0],
+            request,
+            None,
+            1,
+        )
+        .await
+        .unwrap();
+        let failures: Vec<&str> = summary.failures.iter().map(|f| f.2.as_str()).collect();
+        assert_eq!(summary.failed, 1, "{name}: {failures:?}");
+        assert!(
+            failures[0].contains("already matched to local user alpha (by its phone)"),
+            "{name}: {failures:?}"
+        );
+        let links: Vec<(String, String)> = db
+            .store
+            .links(0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.user_id, l.userid))
+            .collect();
+        assert_eq!(links, [("u1".to_string(), "zhang".to_string())], "{name}");
+        let creates = server
+            .sim
+            .calls(APPKEY)
+            .get("topapi/v2/user/create")
+            .map_or(0, |c| c.calls);
+        assert_eq!(creates, 0, "{name}: nobody created");
+    }
+}
+
 #[tokio::test]
 async fn sync_and_plan_commands() {
     let db = common::sqlite_db().await;

@@ -226,7 +226,9 @@ impl RunLease {
 }
 
 /// Users read, planned and applied at a time: local users by a push, DingTalk users by a
-/// pull (a run holds about this many users, and two slices of operations, at once).
+/// pull. A push holds up to four slices of local users at once (one planned, one waiting in
+/// the channel, one with its claimers being read, the next one's users) and up to three of
+/// operations; a pull about two of each.
 pub const USER_SLICE: usize = 1000;
 
 /// Reads both sides and plans (a dry run: the whole plan is held and returned).
