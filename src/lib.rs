@@ -5,8 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
-mod cli_daemon;
-mod cli_sync;
 pub mod config;
 pub mod daemon;
 mod demo;

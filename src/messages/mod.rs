@@ -5,8 +5,6 @@
 //! sent is not sent again (a crash between a send and its record re-sends that one chunk at
 //! most once, and DingTalk drops identical content to the same user on the same day).
 
-pub mod cli;
-
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -8,8 +8,10 @@ use crate::config::{Loaded, TenantConfig, TenantId};
 use crate::dingtalk::api::MAX_MESSAGE_BYTES;
 use crate::dingtalk::types::Message;
 use crate::dingtalk::DingTalkClient;
-use crate::exit;
+use crate::messages::chunks;
 use crate::store::Store;
+
+use super::{connect, CliError};
 
 /// `dingsync message ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -132,31 +134,15 @@ fn pick(
 }
 
 /// Runs a `message` subcommand.
-pub async fn run(loaded: &Loaded, command: &MessageCommand) -> u8 {
+pub(super) async fn run(loaded: &Loaded, command: &MessageCommand) -> Result<(), CliError> {
     let prepared = match command {
-        MessageCommand::Send { body, .. } => message(body).map(Some),
-        _ => Ok(None),
+        MessageCommand::Send { body, .. } => Some(message(body).map_err(CliError::Usage)?),
+        _ => None,
     };
-    let prepared = match prepared {
-        Ok(message) => message,
-        Err(problem) => {
-            eprintln!("dingsync: {problem}");
-            return exit::USAGE;
-        }
-    };
-    let store = match Store::connect(&loaded.config.database).await {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!(
-                "dingsync: cannot reach the database {}: {error}",
-                loaded.config.database.url
-            );
-            return exit::UNAVAILABLE;
-        }
-    };
-    let code = execute(loaded, &store, command, prepared).await;
+    let store = connect(loaded).await?;
+    let result = execute(loaded, &store, command, prepared).await;
     store.close().await;
-    code
+    result
 }
 
 async fn execute(
@@ -164,26 +150,14 @@ async fn execute(
     store: &Store,
     command: &MessageCommand,
     prepared: Option<Message>,
-) -> u8 {
-    let tenants = match crate::sync::run::tenants(&loaded.config, store).await {
-        Ok(tenants) => tenants,
-        Err(error) => {
-            eprintln!("dingsync: {error}");
-            return crate::cli_daemon::tenants_failure(&error);
-        }
-    };
+) -> Result<(), CliError> {
+    let tenants = crate::sync::run::tenants(&loaded.config, store).await?;
     let wanted = match command {
         MessageCommand::Send { tenant, .. }
         | MessageCommand::Recall { tenant, .. }
         | MessageCommand::Status { tenant, .. } => *tenant,
     };
-    let (tenant, client) = match pick(loaded, &tenants, wanted) {
-        Ok(found) => found,
-        Err(problem) => {
-            eprintln!("dingsync: {problem}");
-            return exit::USAGE;
-        }
-    };
+    let (tenant, client) = pick(loaded, &tenants, wanted).map_err(CliError::Usage)?;
     let result = match (command, prepared) {
         (MessageCommand::Send { to, .. }, Some(message)) => {
             send(store, &client, tenant.id, to, &message).await
@@ -196,13 +170,7 @@ async fn execute(
         (MessageCommand::Status { task_id, .. }, _) => status(&client, *task_id).await,
         _ => Ok(()),
     };
-    match result {
-        Ok(()) => exit::OK,
-        Err(problem) => {
-            eprintln!("dingsync: {problem}");
-            exit::DATA_ERR
-        }
-    }
+    result.map_err(CliError::Refused)
 }
 
 async fn send(
@@ -240,7 +208,7 @@ async fn send(
             ));
         }
     }
-    for chunk in super::chunks(to.all, &userids, &[]) {
+    for chunk in chunks(to.all, &userids, &[]) {
         let task = client
             .send(&chunk, message)
             .await

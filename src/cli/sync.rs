@@ -5,11 +5,12 @@ use std::io::IsTerminal;
 
 use crate::config::{Loaded, TenantConfig, TenantId};
 use crate::dingtalk::DingTalkClient;
-use crate::exit;
 use crate::store::Store;
 use crate::sync::model::{Direction, Op, Scope, Summary};
 use crate::sync::plan::Plan;
 use crate::sync::run::{plan_run, run_once, switched_off, tenants, RunError, RunLease, RunRequest};
+
+use super::{connect, CliError};
 
 /// Arguments shared by `plan` and `sync`.
 #[derive(Debug, Clone, clap::Args)]
@@ -30,40 +31,22 @@ pub struct SyncArgs {
     pub wait: Option<std::time::Duration>,
 }
 
-fn run_error(tenant: TenantId, error: &RunError) -> u8 {
-    if let RunError::SwitchedOff(why) = error {
-        println!("tenant {tenant}: {why}; skipped");
-        return exit::OK;
-    }
-    tracing::error!(event = "sync.run.failed", tenant, error = %error, "sync run could not start");
-    eprintln!("dingsync: tenant {tenant}: {error}");
-    exit::UNAVAILABLE
-}
-
-async fn setup(loaded: &Loaded, only: Option<TenantId>) -> Result<(Store, Vec<TenantConfig>), u8> {
-    let store = Store::connect(&loaded.config.database)
-        .await
-        .map_err(|error| {
-            eprintln!(
-                "dingsync: cannot reach the database {}: {error}",
-                loaded.config.database.url
-            );
-            exit::UNAVAILABLE
-        })?;
-    let all = tenants(&loaded.config, &store).await.map_err(|error| {
-        eprintln!("dingsync: {error}");
-        crate::cli_daemon::tenants_failure(&error)
-    })?;
-    let chosen: Vec<TenantConfig> = all
+/// The database and the tenants to work (`only` one of them).
+async fn setup(
+    loaded: &Loaded,
+    only: Option<TenantId>,
+) -> Result<(Store, Vec<TenantConfig>), CliError> {
+    let store = connect(loaded).await?;
+    let chosen: Vec<TenantConfig> = tenants(&loaded.config, &store)
+        .await?
         .into_iter()
         .filter(|t| only.is_none_or(|id| t.id == id))
         .collect();
     if chosen.is_empty() {
-        eprintln!(
-            "dingsync: no such tenant configured: {}",
+        return Err(CliError::Usage(format!(
+            "no such tenant configured: {}",
             only.map_or("any".into(), |t| t.to_string())
-        );
-        return Err(exit::USAGE);
+        )));
     }
     Ok((store, chosen))
 }
@@ -154,11 +137,8 @@ fn print_plan(tenant: TenantId, plan: &Plan) {
 }
 
 /// `dingsync plan`.
-pub async fn plan(loaded: &Loaded, args: &SyncArgs, json: bool) -> u8 {
-    let (store, tenants) = match setup(loaded, args.tenant).await {
-        Ok(found) => found,
-        Err(code) => return code,
-    };
+pub(super) async fn plan(loaded: &Loaded, args: &SyncArgs, json: bool) -> Result<(), CliError> {
+    let (store, tenants) = setup(loaded, args.tenant).await?;
     let request = RunRequest {
         direction: args.direction,
         scope: args.scope,
@@ -166,15 +146,18 @@ pub async fn plan(loaded: &Loaded, args: &SyncArgs, json: bool) -> u8 {
     };
     let mut plans = Vec::new();
     for tenant in &tenants {
-        let Ok(client) = DingTalkClient::for_tenant(&loaded.config, tenant) else {
-            return exit::UNAVAILABLE;
-        };
+        let client = DingTalkClient::for_tenant(&loaded.config, tenant)?;
         match plan_run(&store, &client, &loaded.config, tenant, request).await {
             Ok(plan) => plans.push((tenant.id, plan)),
             Err(RunError::SwitchedOff(why)) => {
                 eprintln!("tenant {}: {why}; nothing planned", tenant.id)
             }
-            Err(error) => return run_error(tenant.id, &error),
+            Err(source) => {
+                return Err(CliError::Run {
+                    tenant: tenant.id,
+                    source,
+                })
+            }
         }
     }
     store.close().await;
@@ -189,7 +172,7 @@ pub async fn plan(loaded: &Loaded, args: &SyncArgs, json: bool) -> u8 {
             print_plan(*tenant, plan);
         }
     }
-    exit::OK
+    Ok(())
 }
 
 fn print_summary(tenant: TenantId, summary: &Summary) {
@@ -217,10 +200,10 @@ async fn run_lease(
     owner: &str,
     ttl: std::time::Duration,
     wait: std::time::Duration,
-) -> Result<RunLease, u8> {
-    let unavailable = |error: crate::store::StoreError| {
-        eprintln!("dingsync: tenant {tenant}: {error}");
-        exit::UNAVAILABLE
+) -> Result<RunLease, CliError> {
+    let unavailable = |error| CliError::Run {
+        tenant,
+        source: RunError::Store(error),
     };
     if let Some(lease) = RunLease::try_take(store, tenant, owner, ttl)
         .await
@@ -248,30 +231,64 @@ async fn run_lease(
         None => {
             let holder = holder(store).await;
             tracing::warn!(event = "sync.run.busy", tenant, holder = %holder, "another run of this tenant is still going");
-            eprintln!(
-                "dingsync: tenant {tenant}: another run is still going (run lease held by {holder}); waited {}; try again later",
-                humantime::format_duration(wait)
-            );
-            Err(exit::TEMPFAIL)
+            Err(CliError::Busy {
+                tenant,
+                holder,
+                waited: humantime::format_duration(wait).to_string(),
+            })
         }
     }
 }
 
-/// `dingsync sync`.
-pub async fn sync(loaded: &Loaded, args: &SyncArgs, dry_run: bool) -> u8 {
+/// `dingsync sync`: each tenant's run in turn, under its run lease; 65 when an entity failed.
+pub(super) async fn sync(loaded: &Loaded, args: &SyncArgs, dry_run: bool) -> Result<(), CliError> {
     if dry_run {
         return plan(loaded, args, false).await;
     }
-    let (store, tenants) = match setup(loaded, args.tenant).await {
-        Ok(found) => found,
-        Err(code) => return code,
-    };
-    let request = RunRequest {
-        direction: args.direction,
-        scope: args.scope,
-        dry_run: false,
-    };
-    let mut code = exit::OK;
+    let (store, tenants) = setup(loaded, args.tenant).await?;
+    // A run that cannot start is told at once and the next tenant goes on.
+    let (mut not_run, mut entities_failed) = (Vec::new(), false);
+    for tenant in &tenants {
+        if let Some(why) = switched_off(tenant, args.direction) {
+            println!("tenant {}: {why}; skipped", tenant.id);
+            continue;
+        }
+        match sync_tenant(loaded, &store, tenant, args).await {
+            Ok(summary) => entities_failed |= summary.failed > 0 || !summary.failures.is_empty(),
+            Err(CliError::Run {
+                source: RunError::SwitchedOff(why),
+                ..
+            }) => println!("tenant {}: {why}; skipped", tenant.id),
+            Err(error @ CliError::Run { .. }) => {
+                super::error::report(&error);
+                not_run.push(tenant.id);
+            }
+            Err(error) => {
+                store.close().await;
+                return Err(error);
+            }
+        }
+    }
+    store.close().await;
+    if !not_run.is_empty() {
+        return Err(CliError::NotRun(not_run));
+    }
+    if entities_failed {
+        return Err(CliError::Refused(
+            "some entities failed; each is listed above with its reason".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One tenant's run of `sync`, with a progress bar on a terminal; its summary printed.
+async fn sync_tenant(
+    loaded: &Loaded,
+    store: &Store,
+    tenant: &TenantConfig,
+    args: &SyncArgs,
+) -> Result<Summary, CliError> {
+    let client = DingTalkClient::for_tenant(&loaded.config, tenant)?;
     // The direction leads the holder's name: pull jobs give way to a full pull.
     let owner = format!(
         "{}:sync:{}",
@@ -279,59 +296,44 @@ pub async fn sync(loaded: &Loaded, args: &SyncArgs, dry_run: bool) -> u8 {
         std::process::id()
     );
     let ttl = loaded.config.daemon.lease_ttl;
-    let wait = args.wait.unwrap_or(ttl * 2);
-    for tenant in &tenants {
-        if let Some(why) = switched_off(tenant, args.direction) {
-            println!("tenant {}: {why}; skipped", tenant.id);
-            continue;
+    let lease = run_lease(store, tenant.id, &owner, ttl, args.wait.unwrap_or(ttl * 2)).await?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("tenant {}", tenant.id));
+        bar
+    });
+    let progress = |done: usize, total: usize| {
+        if let Some(bar) = &bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
         }
-        let Ok(client) = DingTalkClient::for_tenant(&loaded.config, tenant) else {
-            return exit::UNAVAILABLE;
-        };
-        let lease = match run_lease(&store, tenant.id, &owner, ttl, wait).await {
-            Ok(lease) => lease,
-            Err(code) => return code,
-        };
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {elapsed}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_message(format!("tenant {}", tenant.id));
-            bar
-        });
-        let progress = |done: usize, total: usize| {
-            if let Some(bar) = &bar {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            }
-        };
-        let result = run_once(
-            &store,
-            &client,
-            &loaded.config,
-            tenant,
-            request,
-            Some(&progress),
-        )
-        .await;
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        lease.release().await;
-        match result {
-            Ok(summary) => {
-                print_summary(tenant.id, &summary);
-                if summary.failed > 0 || !summary.failures.is_empty() {
-                    code = exit::DATA_ERR;
-                }
-            }
-            Err(error) => {
-                code = run_error(tenant.id, &error);
-            }
-        }
+    };
+    let request = RunRequest {
+        direction: args.direction,
+        scope: args.scope,
+        dry_run: false,
+    };
+    let result = run_once(
+        store,
+        &client,
+        &loaded.config,
+        tenant,
+        request,
+        Some(&progress),
+    )
+    .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
-    store.close().await;
-    code
+    lease.release().await;
+    let summary = result.map_err(|source| CliError::Run {
+        tenant: tenant.id,
+        source,
+    })?;
+    print_summary(tenant.id, &summary);
+    Ok(summary)
 }
