@@ -12,7 +12,7 @@ use dingsync::dingtalk::DingTalkClient;
 use dingsync::jeecg::password;
 use dingsync::sim::SimServer;
 use dingsync::sync::model::{Direction, Scope, Summary};
-use dingsync::sync::run::{plan_run, run_sliced, RunError, RunRequest};
+use dingsync::sync::run::{plan_run, run_sliced, RunCtx, RunError, RunRequest};
 use serde_json::json;
 
 fn config(db_url: &str, sim_url: &str) -> Config {
@@ -29,6 +29,20 @@ fn config(db_url: &str, sim_url: &str) -> Config {
     )
     .unwrap()
     .config
+}
+
+/// What a run of tenant 0 works with.
+fn ctx<'a>(
+    store: &'a dingsync::store::Store,
+    client: &'a DingTalkClient,
+    config: &'a Config,
+) -> RunCtx<'a> {
+    RunCtx {
+        store,
+        client,
+        config,
+        tenant: &config.tenants[0],
+    }
 }
 
 async fn run(
@@ -57,16 +71,7 @@ async fn run_scoped(
         dry_run: false,
     };
     // Two users a slice: every run crosses many slices, on every backend.
-    run_sliced(
-        &db.store,
-        client,
-        &config,
-        &config.tenants[0],
-        request,
-        None,
-        2,
-    )
-    .await
+    run_sliced(&ctx(&db.store, client, &config), request, None, 2).await
 }
 
 /// DingTalk's departments as paths of names ("A/B/C").
@@ -184,7 +189,7 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         scope: Scope::All,
         dry_run: true,
     };
-    let again = plan_run(&db.store, &client, &cfg, &cfg.tenants[0], request)
+    let again = plan_run(&ctx(&db.store, &client, &cfg), request)
         .await
         .unwrap();
     assert!(
@@ -524,17 +529,9 @@ async fn a_claimer_in_another_slice_is_found_by_the_twins_mobile() {
             dry_run: false,
         };
         // One user a slice: `zhang` is planned in the slice after `alpha`'s.
-        let summary = run_sliced(
-            &db.store,
-            &client,
-            &config,
-            &config.tenants[0],
-            request,
-            None,
-            1,
-        )
-        .await
-        .unwrap();
+        let summary = run_sliced(&ctx(&db.store, &client, &config), request, None, 1)
+            .await
+            .unwrap();
         let failures: Vec<&str> = summary.failures.iter().map(|f| f.2.as_str()).collect();
         assert_eq!(summary.failed, 1, "{name}: {failures:?}");
         assert!(
@@ -760,17 +757,9 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
             scope: Scope::All,
             dry_run: false,
         };
-        let summary = run_sliced(
-            &db.store,
-            &client,
-            &config,
-            &config.tenants[0],
-            request,
-            None,
-            500,
-        )
-        .await
-        .unwrap();
+        let summary = run_sliced(&ctx(&db.store, &client, &config), request, None, 500)
+            .await
+            .unwrap();
         assert_eq!(summary.failed, 1, "{name}: {:?}", summary.failures);
         let (_, key, reason) = &summary.failures[0];
         assert!(
@@ -839,17 +828,9 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
                 )
                 .unwrap();
         }
-        let again = run_sliced(
-            &db.store,
-            &client,
-            &config,
-            &config.tenants[0],
-            request,
-            None,
-            500,
-        )
-        .await
-        .unwrap();
+        let again = run_sliced(&ctx(&db.store, &client, &config), request, None, 500)
+            .await
+            .unwrap();
         let failed: BTreeSet<&str> = again.failures.iter().map(|f| f.1.as_str()).collect();
         assert_eq!(
             failed,

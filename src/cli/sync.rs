@@ -8,7 +8,9 @@ use crate::dingtalk::DingTalkClient;
 use crate::store::Store;
 use crate::sync::model::{Direction, Op, Scope, Summary};
 use crate::sync::plan::Plan;
-use crate::sync::run::{plan_run, run_once, switched_off, tenants, RunError, RunLease, RunRequest};
+use crate::sync::run::{
+    plan_run, run_once, switched_off, tenants, RunCtx, RunError, RunLease, RunRequest,
+};
 
 use super::{connect, CliError};
 
@@ -147,7 +149,13 @@ pub(super) async fn plan(loaded: &Loaded, args: &SyncArgs, json: bool) -> Result
     let mut plans = Vec::new();
     for tenant in &tenants {
         let client = DingTalkClient::for_tenant(&loaded.config, tenant)?;
-        match plan_run(&store, &client, &loaded.config, tenant, request).await {
+        let ctx = RunCtx {
+            store: &store,
+            client: &client,
+            config: &loaded.config,
+            tenant,
+        };
+        match plan_run(&ctx, request).await {
             Ok(plan) => plans.push((tenant.id, plan)),
             Err(RunError::SwitchedOff(why)) => {
                 eprintln!("tenant {}: {why}; nothing planned", tenant.id)
@@ -317,15 +325,13 @@ async fn sync_tenant(
         scope: args.scope,
         dry_run: false,
     };
-    let result = run_once(
+    let ctx = RunCtx {
         store,
-        &client,
-        &loaded.config,
+        client: &client,
+        config: &loaded.config,
         tenant,
-        request,
-        Some(&progress),
-    )
-    .await;
+    };
+    let result = run_once(&ctx, request, Some(&progress)).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

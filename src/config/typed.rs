@@ -57,6 +57,20 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// `value` as one of `choices` (none given: the first), or a problem naming them.
+    fn one_of<T: Copy>(&mut self, key: &str, value: Option<&str>, choices: &[(&str, T)]) -> T {
+        let default = choices[0].1;
+        let Some(value) = value else {
+            return default;
+        };
+        if let Some((_, chosen)) = choices.iter().find(|(name, _)| *name == value) {
+            return *chosen;
+        }
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        self.problem(key, format!("`{value}` is not one of {}", names.join(", ")));
+        default
+    }
+
     fn problem(&mut self, key: &str, message: impl Into<String>) {
         self.problems.push(Problem::new(key, message));
     }
@@ -185,65 +199,11 @@ pub(super) fn build(
     let tenants_from_database = raw.tenants_from_database.unwrap_or(false);
     let tenants = tenants(&mut check, raw.tenants, tenants_from_database);
     let pull = pull(&mut check, raw.pull);
-    let push = PushConfig {
-        users: raw.push.users.unwrap_or(true),
-        departments: raw.push.departments.unwrap_or(true),
-        delete_departments: raw.push.delete_departments.unwrap_or(true),
-        max_department_deletes: check.count(
-            "push.max_department_deletes",
-            raw.push.max_department_deletes,
-            DEFAULT_MAX_DEPARTMENT_DELETES,
-        ),
-        delete_users_on_hard_delete: raw.push.delete_users_on_hard_delete.unwrap_or(true),
-        reconcile_cron: check.cron(
-            "push.reconcile_cron",
-            raw.push.reconcile_cron,
-            DEFAULT_RECONCILE_CRON,
-        ),
-    };
-    let watch = WatchConfig {
-        poll_interval: check.duration_ms(
-            "watch.poll_interval",
-            raw.watch.poll_interval.as_deref(),
-            500,
-        ),
-        fallback_poll: check.duration_ms(
-            "watch.fallback_poll",
-            raw.watch.fallback_poll.as_deref(),
-            30_000,
-        ),
-    };
+    // Every section is checked before any is given up on: all problems are listed at once.
+    let push = push(&mut check, raw.push);
+    let watch = watch(&mut check, raw.watch);
     let daemon = daemon(&mut check, raw.daemon, warnings);
-    let queue = QueueConfig {
-        workers: check.nonzero("queue.workers", raw.queue.workers, DEFAULT_WORKERS),
-        max_attempts: check.nonzero(
-            "queue.max_attempts",
-            raw.queue.max_attempts,
-            DEFAULT_MAX_ATTEMPTS,
-        ),
-        backoff_base: check.duration(
-            "queue.backoff_base",
-            raw.queue.backoff_base.as_deref(),
-            DEFAULT_BACKOFF_BASE_SECS,
-        ),
-        backoff_cap: check.duration(
-            "queue.backoff_cap",
-            raw.queue.backoff_cap.as_deref(),
-            DEFAULT_BACKOFF_CAP_SECS,
-        ),
-        max_waits: check.nonzero("queue.max_waits", raw.queue.max_waits, DEFAULT_MAX_WAITS),
-        wait_cap: check.duration(
-            "queue.wait_cap",
-            raw.queue.wait_cap.as_deref(),
-            DEFAULT_WAIT_CAP_SECS,
-        ),
-    };
-    if queue.backoff_cap < queue.backoff_base {
-        check.problem(
-            "queue.backoff_cap",
-            "must not be shorter than queue.backoff_base",
-        );
-    }
+    let queue = queue(&mut check, raw.queue);
     let log = log(&mut check, raw.log);
     let pull_anywhere = tenants_from_database || tenants.iter().any(|t| t.pull.enabled);
     if pull_anywhere
@@ -251,37 +211,9 @@ pub(super) fn build(
             .as_ref()
             .is_some_and(|p| p.new_user_password.expose() == JEECG_DEFAULT_PASSWORD)
     {
-        warnings.push(
-            "pull.new_user_password is JeecgBoot's default 123456: users created by a pull get a weak \
-             password; set pull.new_user_password_file"
-                .to_string(),
-        );
+        warnings.push(WEAK_PASSWORD_WARNING.to_string());
     }
-    let announcement = AnnouncementConfig {
-        base_url: http_url(
-            &mut check,
-            "announcement.base_url",
-            raw.announcement.base_url.as_deref(),
-            DEFAULT_ANNOUNCEMENT_BASE_URL,
-        ),
-        max_age: check.duration(
-            "announcement.max_age",
-            raw.announcement.max_age.as_deref(),
-            DEFAULT_ANNOUNCEMENT_MAX_AGE_SECS,
-        ),
-        mode: match raw.announcement.mode.as_deref() {
-            None | Some("auto") => AnnouncementMode::Auto,
-            Some("always") => AnnouncementMode::Always,
-            Some("never") => AnnouncementMode::Never,
-            Some(other) => {
-                check.problem(
-                    "announcement.mode",
-                    format!("`{other}` is not one of auto, always, never"),
-                );
-                AnnouncementMode::Auto
-            }
-        },
-    };
+    let announcement = announcement(&mut check, raw.announcement);
     let tenant_defaults = TenantDefaults {
         push: Switch {
             enabled: raw.tenant_defaults.push.enabled.unwrap_or(true),
@@ -290,58 +222,9 @@ pub(super) fn build(
             enabled: raw.tenant_defaults.pull.enabled.unwrap_or(true),
         },
     };
-    let sync = SyncConfig {
-        conflict: match raw.sync.conflict.as_deref() {
-            None | Some("jeecgboot") => ConflictWinner::Jeecgboot,
-            Some("dingtalk") => ConflictWinner::Dingtalk,
-            Some(other) => {
-                check.problem(
-                    "sync.conflict",
-                    format!("`{other}` is not one of jeecgboot, dingtalk"),
-                );
-                ConflictWinner::Jeecgboot
-            }
-        },
-    };
-    let events = EventsConfig {
-        mode: match raw.events.mode.as_deref() {
-            None | Some("stream") => EventsMode::Stream,
-            Some("off") => EventsMode::Off,
-            Some(other) => {
-                check.problem(
-                    "events.mode",
-                    format!("`{other}` is not one of stream, off"),
-                );
-                EventsMode::Stream
-            }
-        },
-    };
-    let metrics = MetricsConfig {
-        listen: match raw.metrics.listen.as_deref().map(str::trim) {
-            None | Some("") | Some("off") => None,
-            Some(text) => {
-                match text.parse::<std::net::SocketAddr>() {
-                    Ok(address) => Some(address),
-                    Err(_) => {
-                        check.problem(
-                        "metrics.listen",
-                        format!("`{text}` is not an address and port, e.g. 127.0.0.1:9464 (or \"off\")"),
-                    );
-                        None
-                    }
-                }
-            }
-        },
-    };
-    let outbox = OutboxConfig {
-        enabled: raw.outbox.enabled.unwrap_or(true),
-        allow_to_all: raw.outbox.allow_to_all.unwrap_or(false),
-        max_recipients: check.nonzero(
-            "outbox.max_recipients",
-            raw.outbox.max_recipients,
-            DEFAULT_OUTBOX_MAX_RECIPIENTS,
-        ),
-    };
+    let (sync, events) = modes(&mut check, &raw.sync, &raw.events);
+    let metrics = metrics(&mut check, raw.metrics);
+    let outbox = outbox(&mut check, raw.outbox);
     Some(Config {
         tenants_from_database,
         allow_insecure_secret_files: check.allow_insecure_secret_files,
@@ -361,6 +244,150 @@ pub(super) fn build(
         events,
         metrics,
     })
+}
+
+/// The warning for a pull that would give new users JeecgBoot's default password.
+const WEAK_PASSWORD_WARNING: &str =
+    "pull.new_user_password is JeecgBoot's default 123456: users created by a pull get a weak \
+     password; set pull.new_user_password_file";
+
+/// `sync.conflict` and `events.mode`.
+fn modes(
+    check: &mut Checker<'_>,
+    sync: &super::raw::RawSync,
+    events: &super::raw::RawEvents,
+) -> (SyncConfig, EventsConfig) {
+    let conflict = check.one_of(
+        "sync.conflict",
+        sync.conflict.as_deref(),
+        &[
+            ("jeecgboot", ConflictWinner::Jeecgboot),
+            ("dingtalk", ConflictWinner::Dingtalk),
+        ],
+    );
+    let mode = check.one_of(
+        "events.mode",
+        events.mode.as_deref(),
+        &[("stream", EventsMode::Stream), ("off", EventsMode::Off)],
+    );
+    (SyncConfig { conflict }, EventsConfig { mode })
+}
+
+/// `[push]`.
+fn push(check: &mut Checker<'_>, raw: super::raw::RawPush) -> PushConfig {
+    PushConfig {
+        users: raw.users.unwrap_or(true),
+        departments: raw.departments.unwrap_or(true),
+        delete_departments: raw.delete_departments.unwrap_or(true),
+        max_department_deletes: check.count(
+            "push.max_department_deletes",
+            raw.max_department_deletes,
+            DEFAULT_MAX_DEPARTMENT_DELETES,
+        ),
+        delete_users_on_hard_delete: raw.delete_users_on_hard_delete.unwrap_or(true),
+        reconcile_cron: check.cron(
+            "push.reconcile_cron",
+            raw.reconcile_cron,
+            DEFAULT_RECONCILE_CRON,
+        ),
+    }
+}
+
+/// `[watch]`.
+fn watch(check: &mut Checker<'_>, raw: super::raw::RawWatch) -> WatchConfig {
+    WatchConfig {
+        poll_interval: check.duration_ms("watch.poll_interval", raw.poll_interval.as_deref(), 500),
+        fallback_poll: check.duration_ms(
+            "watch.fallback_poll",
+            raw.fallback_poll.as_deref(),
+            30_000,
+        ),
+    }
+}
+
+/// `[queue]`; the backoff's cap must not be shorter than its base.
+fn queue(check: &mut Checker<'_>, raw: super::raw::RawQueue) -> QueueConfig {
+    let queue = QueueConfig {
+        workers: check.nonzero("queue.workers", raw.workers, DEFAULT_WORKERS),
+        max_attempts: check.nonzero("queue.max_attempts", raw.max_attempts, DEFAULT_MAX_ATTEMPTS),
+        backoff_base: check.duration(
+            "queue.backoff_base",
+            raw.backoff_base.as_deref(),
+            DEFAULT_BACKOFF_BASE_SECS,
+        ),
+        backoff_cap: check.duration(
+            "queue.backoff_cap",
+            raw.backoff_cap.as_deref(),
+            DEFAULT_BACKOFF_CAP_SECS,
+        ),
+        max_waits: check.nonzero("queue.max_waits", raw.max_waits, DEFAULT_MAX_WAITS),
+        wait_cap: check.duration(
+            "queue.wait_cap",
+            raw.wait_cap.as_deref(),
+            DEFAULT_WAIT_CAP_SECS,
+        ),
+    };
+    if queue.backoff_cap < queue.backoff_base {
+        check.problem(
+            "queue.backoff_cap",
+            "must not be shorter than queue.backoff_base",
+        );
+    }
+    queue
+}
+
+/// `[announcement]`.
+fn announcement(check: &mut Checker<'_>, raw: super::raw::RawAnnouncement) -> AnnouncementConfig {
+    AnnouncementConfig {
+        base_url: http_url(
+            check,
+            "announcement.base_url",
+            raw.base_url.as_deref(),
+            DEFAULT_ANNOUNCEMENT_BASE_URL,
+        ),
+        max_age: check.duration(
+            "announcement.max_age",
+            raw.max_age.as_deref(),
+            DEFAULT_ANNOUNCEMENT_MAX_AGE_SECS,
+        ),
+        mode: check.one_of(
+            "announcement.mode",
+            raw.mode.as_deref(),
+            &[
+                ("auto", AnnouncementMode::Auto),
+                ("always", AnnouncementMode::Always),
+                ("never", AnnouncementMode::Never),
+            ],
+        ),
+    }
+}
+
+/// `[metrics]`: `listen` an address and port, or off.
+fn metrics(check: &mut Checker<'_>, raw: super::raw::RawMetrics) -> MetricsConfig {
+    let listen = match raw.listen.as_deref().map(str::trim) {
+        None | Some("") | Some("off") => None,
+        Some(text) => text.parse::<std::net::SocketAddr>().ok().or_else(|| {
+            check.problem(
+                "metrics.listen",
+                format!("`{text}` is not an address and port, e.g. 127.0.0.1:9464 (or \"off\")"),
+            );
+            None
+        }),
+    };
+    MetricsConfig { listen }
+}
+
+/// `[outbox]`.
+fn outbox(check: &mut Checker<'_>, raw: super::raw::RawOutbox) -> OutboxConfig {
+    OutboxConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        allow_to_all: raw.allow_to_all.unwrap_or(false),
+        max_recipients: check.nonzero(
+            "outbox.max_recipients",
+            raw.max_recipients,
+            DEFAULT_OUTBOX_MAX_RECIPIENTS,
+        ),
+    }
 }
 
 /// `[daemon]`; the time zone defaults to the system's (a warning when it cannot be told).

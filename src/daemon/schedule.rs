@@ -344,7 +344,13 @@ pub(super) async fn scheduled_run(shared: Arc<Shared>, tenant_id: TenantId, dire
             scope: Scope::All,
             dry_run: false,
         };
-        if let Err(error) = run_once(store, &client, &runtime.config, tenant, request, None).await {
+        let ctx = crate::sync::run::RunCtx {
+            store,
+            client: &client,
+            config: &runtime.config,
+            tenant,
+        };
+        if let Err(error) = run_once(&ctx, request, None).await {
             tracing::error!(event = "sync.run.failed", tenant = tenant_id, kind = %kind, error = %error, "scheduled run failed");
         }
     }

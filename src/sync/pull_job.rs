@@ -124,7 +124,13 @@ pub async fn pull_all(ctx: &JobCtx<'_>) -> JobOutcome {
         scope: Scope::All,
         dry_run: false,
     };
-    let result = run_once(ctx.store, ctx.client, ctx.config, ctx.tenant, request, None).await;
+    let run = super::run::RunCtx {
+        store: ctx.store,
+        client: ctx.client,
+        config: ctx.config,
+        tenant: ctx.tenant,
+    };
+    let result = run_once(&run, request, None).await;
     lease.release().await;
     match result {
         Ok(summary) => JobOutcome::Done(summary),

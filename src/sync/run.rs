@@ -3,11 +3,10 @@
 
 use crate::config::{Config, TenantConfig, TenantId};
 use crate::dingtalk::{DingTalkClient, DingTalkError};
-use crate::secret::Secret;
 use crate::store::state::RunCounts;
 use crate::store::{Store, StoreError};
 
-use super::apply::{apply, apply_streamed, ApplyCtx};
+use super::apply::{apply as apply_plan, apply_streamed, ApplyCtx};
 use super::model::{entity, Direction, LocalView, Op, RemoteView, Scope, Summary};
 use super::plan::{push_twins, Focus, Plan, PushPlanner, Rules};
 use super::read;
@@ -232,13 +231,13 @@ impl RunLease {
 pub const USER_SLICE: usize = 1000;
 
 /// Reads both sides and plans (a dry run: the whole plan is held and returned).
-pub async fn plan_run(
-    store: &Store,
-    client: &DingTalkClient,
-    config: &Config,
-    tenant: &TenantConfig,
-    request: RunRequest,
-) -> Result<Plan, RunError> {
+pub async fn plan_run(ctx: &RunCtx<'_>, request: RunRequest) -> Result<Plan, RunError> {
+    let RunCtx {
+        store,
+        client,
+        config,
+        tenant,
+    } = *ctx;
     if let Some(off) = switched_off(tenant, request.direction) {
         return Err(RunError::SwitchedOff(off));
     }
@@ -443,82 +442,70 @@ async fn read_slices(
     Ok(spent)
 }
 
+/// What a run works with: the database, the tenant's DingTalk client, the configuration and
+/// the tenant.
+#[derive(Clone, Copy)]
+pub struct RunCtx<'a> {
+    /// The database.
+    pub store: &'a Store,
+    /// The tenant's DingTalk app.
+    pub client: &'a DingTalkClient,
+    /// The configuration.
+    pub config: &'a Config,
+    /// The tenant.
+    pub tenant: &'a TenantConfig,
+}
+
+/// Called after each operation with (done, total).
+pub type Progress<'a> = Option<&'a (dyn Fn(usize, usize) + Sync)>;
+
 /// Plans and applies one run, recording it in `dingsync_run`. A push plans and applies its
 /// users a slice at a time ([`USER_SLICE`]), so that its memory does not grow with the
 /// organisation; a pull plans the whole run first.
 pub async fn run_once(
-    store: &Store,
-    client: &DingTalkClient,
-    config: &Config,
-    tenant: &TenantConfig,
+    ctx: &RunCtx<'_>,
     request: RunRequest,
-    progress: Option<&(dyn Fn(usize, usize) + Sync)>,
+    progress: Progress<'_>,
 ) -> Result<Summary, RunError> {
-    run_sliced(store, client, config, tenant, request, progress, USER_SLICE).await
+    run_sliced(ctx, request, progress, USER_SLICE).await
 }
 
 /// [`run_once`] with `slice` users a slice instead of [`USER_SLICE`] (tests use small ones).
 pub async fn run_sliced(
-    store: &Store,
-    client: &DingTalkClient,
-    config: &Config,
-    tenant: &TenantConfig,
+    ctx: &RunCtx<'_>,
     request: RunRequest,
-    progress: Option<&(dyn Fn(usize, usize) + Sync)>,
+    progress: Progress<'_>,
     slice: usize,
 ) -> Result<Summary, RunError> {
+    let RunCtx {
+        store,
+        client,
+        config,
+        tenant,
+    } = *ctx;
     if let Some(off) = switched_off(tenant, request.direction) {
         return Err(RunError::SwitchedOff(off));
     }
     let kind = format!("{:?}", request.direction).to_lowercase();
     tracing::info!(event = "sync.run.started", tenant = tenant.id, kind = %kind, scope = ?request.scope, dry_run = request.dry_run, "sync run started");
     let before = client.calls_by_route();
-    let run_started = std::time::Instant::now();
     if request.dry_run {
-        plan_run(store, client, config, tenant, request).await?;
+        plan_run(ctx, request).await?;
         return Ok(Summary::default());
     }
-    let password: &Secret = &config.pull.new_user_password;
-    let ctx = ApplyCtx {
+    let apply = ApplyCtx {
         client,
         store,
         tenant: tenant.id,
-        new_user_password: password,
+        new_user_password: &config.pull.new_user_password,
         progress,
         placed: None,
     };
     let (mut summary, refused, run_id) = match request.direction {
         Direction::Pull => {
-            super::pull_run::apply_pull(&ctx, config, tenant, request, &kind, slice).await?
+            super::pull_run::apply_pull(&apply, config, tenant, request, &kind, slice).await?
         }
-        Direction::Push => {
-            let (mut push, head) = start_push(store, client, config, tenant, request).await?;
-            push.slice = slice.max(1);
-            let run_id = store.start_run(tenant.id, &kind).await?;
-            let (sender, slices) = tokio::sync::mpsc::channel(1);
-            let planning = async {
-                // `sender` goes with the users' planning: the slices' apply ends with it.
-                push.plan_users(store, sender).await?;
-                let phases = push.phases;
-                push.finish(store).await.map(|tail| (tail, phases))
-            };
-            let (tail, mut summary) = tokio::join!(planning, apply_streamed(&ctx, &head, slices));
-            let tail = tail.map(|(tail, phases)| {
-                phases.record(&mut summary, run_started.elapsed());
-                tail
-            });
-            match tail {
-                Ok(tail) => {
-                    let rest = apply(&ctx, &tail).await;
-                    merge(&mut summary, rest);
-                    (summary, tail.refused_deletes, run_id)
-                }
-                Err(error) => {
-                    slices_stopped(&mut summary, &error);
-                    (summary, None, run_id)
-                }
-            }
-        }
+        Direction::Push => apply_push(ctx, &apply, request, slice).await?,
     };
     // Reads belong to the run too.
     summary.api_calls.clear();
@@ -528,6 +515,54 @@ pub async fn run_sliced(
             summary.api_calls.insert(route.to_string(), total);
         }
     }
+    finish_run(ctx, &kind, &summary, refused.as_deref(), run_id).await?;
+    Ok(summary)
+}
+
+/// A push: departments and user slices planned and applied as they come, then the tail
+/// (member moves, deletes). Its summary, the refused deletes, its run row.
+async fn apply_push(
+    ctx: &RunCtx<'_>,
+    apply: &ApplyCtx<'_>,
+    request: RunRequest,
+    slice: usize,
+) -> Result<(Summary, Option<String>, i64), RunError> {
+    let started = std::time::Instant::now();
+    let (store, tenant) = (ctx.store, ctx.tenant);
+    let (mut push, head) = start_push(store, ctx.client, ctx.config, tenant, request).await?;
+    push.slice = slice.max(1);
+    let run_id = store.start_run(tenant.id, "push").await?;
+    let (sender, slices) = tokio::sync::mpsc::channel(1);
+    let planning = async {
+        // `sender` goes with the users' planning: the slices' apply ends with it.
+        push.plan_users(store, sender).await?;
+        let phases = push.phases;
+        push.finish(store).await.map(|tail| (tail, phases))
+    };
+    let (tail, mut summary) = tokio::join!(planning, apply_streamed(apply, &head, slices));
+    match tail {
+        Ok((tail, phases)) => {
+            phases.record(&mut summary, started.elapsed());
+            let rest = apply_plan(apply, &tail).await;
+            merge(&mut summary, rest);
+            Ok((summary, tail.refused_deletes, run_id))
+        }
+        Err(error) => {
+            slices_stopped(&mut summary, &error);
+            Ok((summary, None, run_id))
+        }
+    }
+}
+
+/// Records the end of run `run_id` (its counts and calls), in metrics and the
+/// `sync.run.finished` event.
+async fn finish_run(
+    ctx: &RunCtx<'_>,
+    kind: &str,
+    summary: &Summary,
+    refused: Option<&str>,
+    run_id: i64,
+) -> Result<(), RunError> {
     let counts = RunCounts {
         created: summary.created,
         updated: summary.updated,
@@ -540,13 +575,14 @@ pub async fn run_sliced(
         .iter()
         .map(|(k, v)| (k.as_str(), *v))
         .collect();
-    let error = refused.as_deref();
-    store.finish_run(run_id, &counts, &calls, error).await?;
+    ctx.store
+        .finish_run(run_id, &counts, &calls, refused)
+        .await?;
     let total_calls: u64 = summary.api_calls.values().sum();
-    crate::metrics::metrics().entities(tenant.id, &kind, &summary);
+    crate::metrics::metrics().entities(ctx.tenant.id, kind, summary);
     tracing::info!(
         event = "sync.run.finished",
-        tenant = tenant.id,
+        tenant = ctx.tenant.id,
         kind = %kind,
         created = summary.created,
         updated = summary.updated,
@@ -557,7 +593,7 @@ pub async fn run_sliced(
         phases_ms = %serde_json::to_string(&summary.phases).unwrap_or_default(),
         "sync run finished"
     );
-    Ok(summary)
+    Ok(())
 }
 
 /// Notes that reading or planning the users' slices stopped on `error`: what was applied
