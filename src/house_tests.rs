@@ -26,7 +26,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/daemon/events.rs", "reconcile", 88),
     ("src/daemon/events.rs", "handle", 67),
     ("src/daemon/mod.rs", "run", 83),
-    ("src/daemon/workers.rs", "run_job", 131),
     ("src/messages/mod.rs", "announce", 141),
     ("src/messages/mod.rs", "outbox", 130),
     ("src/metrics.rs", "new", 86),

@@ -125,36 +125,32 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
         config: &runtime.config,
         tenant,
     };
-    // A long job keeps its lease: renewed every third of it while the job runs; a renewal
-    // the database could not take (busy, a connection not free in time) is tried again at
-    // the next third, and only a lease found gone ends the renewing.
-    let renew = {
-        let (store, owner, id) = (shared.store.clone(), owner.to_string(), job.id);
-        let lease = runtime.config.daemon.lease_ttl;
-        tokio::spawn(async move {
-            let mut wait = lease / 3;
-            loop {
-                tokio::time::sleep(wait).await;
-                match store.renew_job(id, &owner, lease).await {
-                    Ok(true) => wait = lease / 3,
-                    Err(error) if error.is_retryable() => {
-                        wait = (lease / 10).min(Duration::from_secs(1));
-                        tracing::debug!(event = "job.renew_failed", job = id, error = %error, retry_in_ms = wait.as_millis() as u64, "cannot renew the job's lease; trying again");
-                    }
-                    Ok(false) => return,
-                    Err(error) => {
-                        tracing::warn!(event = "job.renew_failed", job = id, error = %error, "cannot renew the job's lease; another worker may take the job when it expires");
-                        return;
-                    }
-                }
-            }
-        })
-    };
+    let renew = keep_lease(
+        &shared.store,
+        owner,
+        job.id,
+        runtime.config.daemon.lease_ttl,
+    );
     let outcome = execute(&ctx, &job.kind, &job.entity_key).await;
     renew.abort();
-    let store = &shared.store;
     record_metrics(&job, &outcome);
-    let recorded = match outcome {
+    let recorded = record(shared, owner, &job, outcome, started).await;
+    if let Err(error) = recorded {
+        // The lease expires and the job is reclaimed: nothing is lost.
+        shared.store_failed("recording a job's outcome", &error);
+        tracing::warn!(event = "job.record_failed", error = %error, "cannot record the job's outcome; it will be reclaimed");
+    }
+}
+
+/// Writes what became of `job`: done, looked at again later, waiting, retried or dead.
+async fn record(
+    shared: &Shared,
+    owner: &str,
+    job: &Job,
+    outcome: JobOutcome,
+    started: std::time::Instant,
+) -> Result<(), crate::store::StoreError> {
+    match outcome {
         JobOutcome::Done(summary) => {
             tracing::info!(
                 event = "job.done",
@@ -164,7 +160,7 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "job done"
             );
-            store.complete(job.id, owner).await.map(drop)
+            shared.store.complete(job.id, owner).await.map(drop)
         }
         JobOutcome::Poll { delay, reason } => {
             let policy = crate::store::queue::WaitPolicy {
@@ -173,64 +169,103 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
                 counted: false,
             };
             tracing::debug!(event = "job.polling", delay_ms = delay.as_millis() as u64, reason = %reason, "job looks again later");
-            store
+            shared
+                .store
                 .postpone(job.id, owner, delay, &reason, &policy)
                 .await
                 .map(drop)
         }
-        JobOutcome::Wait { delay, reason } => {
-            let queue = &runtime.config.queue;
-            let policy = crate::store::queue::WaitPolicy {
-                max_waits: queue.max_waits.get(),
-                cap: queue.wait_cap,
-                counted: true,
-            };
-            match store.postpone(job.id, owner, delay, &reason, &policy).await {
-                Ok(FailOutcome::Retry { run_at, .. }) => {
-                    tracing::info!(event = "job.waiting", delay_ms = (run_at - now_ms()).max(0), waits = job.waits + 1, reason = %reason, "job waits");
-                    Ok(())
+        JobOutcome::Wait { delay, reason } => wait(shared, owner, job, delay, &reason).await,
+        JobOutcome::Failed { permanent, reason } => {
+            let policy = shared.runtime().retry_policy();
+            let failed = shared
+                .store
+                .fail(job.id, owner, &reason, permanent, &policy)
+                .await;
+            failed.map(|outcome| settled(job, outcome, permanent, &reason))
+        }
+    }
+}
+
+/// Keeps a long job's lease: renewed every third of it while the job runs. A renewal the
+/// database could not take (busy, a connection not free in time) is tried again sooner; only
+/// a lease found gone ends the renewing. Aborted when the job ends.
+fn keep_lease(
+    store: &crate::store::Store,
+    owner: &str,
+    id: i64,
+    lease: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let (store, owner) = (store.clone(), owner.to_string());
+    tokio::spawn(async move {
+        let mut wait = lease / 3;
+        loop {
+            tokio::time::sleep(wait).await;
+            match store.renew_job(id, &owner, lease).await {
+                Ok(true) => wait = lease / 3,
+                Err(error) if error.is_retryable() => {
+                    wait = (lease / 10).min(Duration::from_secs(1));
+                    tracing::debug!(event = "job.renew_failed", job = id, error = %error, retry_in_ms = wait.as_millis() as u64, "cannot renew the job's lease; trying again");
                 }
-                Ok(FailOutcome::Dead { attempts }) => {
-                    crate::metrics::metrics().job_failed(job.tenant_id, &job.kind);
-                    tracing::error!(event = "job.dead", attempt = attempts, permanent = true, waits = job.waits, error = %reason, "job waited too long and is dead; `dingsync queue retry` after fixing the cause");
-                    Ok(())
+                Ok(false) => return,
+                Err(error) => {
+                    tracing::warn!(event = "job.renew_failed", job = id, error = %error, "cannot renew the job's lease; another worker may take the job when it expires");
+                    return;
                 }
-                Ok(FailOutcome::LeaseLost) => {
-                    tracing::warn!(
-                        event = "job.lease_lost",
-                        "the job's lease expired while it ran; another worker has it"
-                    );
-                    Ok(())
-                }
-                Err(error) => Err(error),
             }
         }
-        JobOutcome::Failed { permanent, reason } => match store
-            .fail(job.id, owner, &reason, permanent, &runtime.retry_policy())
-            .await
-        {
-            Ok(FailOutcome::Retry { run_at, attempts }) => {
-                tracing::warn!(event = "job.retry", attempt = attempts, delay_ms = (run_at - now_ms()).max(0), error = %reason, "job failed; will retry");
-                Ok(())
-            }
-            Ok(FailOutcome::Dead { attempts }) => {
-                crate::metrics::metrics().job_failed(job.tenant_id, &job.kind);
-                tracing::error!(event = "job.dead", attempt = attempts, permanent, error = %reason, "job is dead; `dingsync queue retry` after fixing the cause");
-                Ok(())
-            }
-            Ok(FailOutcome::LeaseLost) => {
-                tracing::warn!(
-                    event = "job.lease_lost",
-                    "the job's lease expired while it ran; another worker has it"
-                );
-                Ok(())
-            }
-            Err(error) => Err(error),
-        },
+    })
+}
+
+/// A job that waits for something else (bounded by `queue.max_waits`): postponed, or dead
+/// once it has waited too often.
+async fn wait(
+    shared: &Shared,
+    owner: &str,
+    job: &Job,
+    delay: Duration,
+    reason: &str,
+) -> Result<(), crate::store::StoreError> {
+    let queue = &shared.runtime().config.queue;
+    let policy = crate::store::queue::WaitPolicy {
+        max_waits: queue.max_waits.get(),
+        cap: queue.wait_cap,
+        counted: true,
     };
-    if let Err(error) = recorded {
-        // The lease expires and the job is reclaimed: nothing is lost.
-        shared.store_failed("recording a job's outcome", &error);
-        tracing::warn!(event = "job.record_failed", error = %error, "cannot record the job's outcome; it will be reclaimed");
+    match shared
+        .store
+        .postpone(job.id, owner, delay, reason, &policy)
+        .await?
+    {
+        FailOutcome::Retry { run_at, .. } => {
+            tracing::info!(event = "job.waiting", delay_ms = (run_at - now_ms()).max(0), waits = job.waits + 1, reason = %reason, "job waits");
+        }
+        FailOutcome::Dead { attempts } => {
+            crate::metrics::metrics().job_failed(job.tenant_id, &job.kind);
+            tracing::error!(event = "job.dead", attempt = attempts, permanent = true, waits = job.waits, error = %reason, "job waited too long and is dead; `dingsync queue retry` after fixing the cause");
+        }
+        FailOutcome::LeaseLost => lease_lost(),
     }
+    Ok(())
+}
+
+/// Logs what became of a failed job: retried later, or dead.
+fn settled(job: &Job, outcome: FailOutcome, permanent: bool, reason: &str) {
+    match outcome {
+        FailOutcome::Retry { run_at, attempts } => {
+            tracing::warn!(event = "job.retry", attempt = attempts, delay_ms = (run_at - now_ms()).max(0), error = %reason, "job failed; will retry");
+        }
+        FailOutcome::Dead { attempts } => {
+            crate::metrics::metrics().job_failed(job.tenant_id, &job.kind);
+            tracing::error!(event = "job.dead", attempt = attempts, permanent, error = %reason, "job is dead; `dingsync queue retry` after fixing the cause");
+        }
+        FailOutcome::LeaseLost => lease_lost(),
+    }
+}
+
+fn lease_lost() {
+    tracing::warn!(
+        event = "job.lease_lost",
+        "the job's lease expired while it ran; another worker has it"
+    );
 }
