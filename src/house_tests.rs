@@ -26,8 +26,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/daemon/events.rs", "reconcile", 88),
     ("src/daemon/events.rs", "handle", 67),
     ("src/daemon/mod.rs", "run", 83),
-    ("src/messages/mod.rs", "announce", 141),
-    ("src/messages/mod.rs", "outbox", 130),
     ("src/metrics.rs", "new", 86),
     ("src/store/batch.rs", "insert_linked_users", 80),
     ("src/store/batch.rs", "batch_statements", 88),

@@ -14,7 +14,7 @@ use crate::dingtalk::api::{MAX_SEND_DEPTS, MAX_SEND_USERIDS};
 use crate::dingtalk::types::{Message, Recipients};
 use crate::dingtalk::{DingTalkError, ErrorKind};
 use crate::job::{JobCtx, JobOutcome};
-use crate::store::messages::{Announcement, Delivery};
+use crate::store::messages::{Announcement, Delivery, OutboxRow};
 use crate::store::{now_ms, StoreError};
 use crate::sync::model::Summary;
 
@@ -506,98 +506,132 @@ async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
         .deliveries(ctx.tenant.id, SOURCE_ANNOUNCEMENT, id)
         .await?;
     let started = deliveries.iter().any(|d| d.chunk >= 0);
-    if !started {
-        // JeecgBoot sends (and recalls) this tenant's announcements itself, or nobody does:
-        // read when the announcement is first handled. One JeecgBoot already sent (its task
-        // id in dt_task_id, none of dingsync's) is never sent again, whatever the row says now.
-        let sender = senders(ctx.config, store, &[ctx.tenant.id])
-            .await?
-            .first()
-            .map_or(Sender::Dingsync, |(_, sender, _)| *sender);
-        let sent_by_jeecgboot = announcement
-            .dt_task_id
-            .as_deref()
-            .is_some_and(|t| !t.trim().is_empty());
-        if sender != Sender::Dingsync || sent_by_jeecgboot {
-            tracing::debug!(event = "announce.not_ours", tenant = ctx.tenant.id, id, sender = ?sender, sent_by_jeecgboot, "announcement left to its sender");
-            return Ok(JobOutcome::Done(Summary::default()));
-        }
+    // JeecgBoot sends (and recalls) this tenant's announcements itself, or nobody does: read
+    // when the announcement is first handled.
+    if !started && left_to_its_sender(ctx, &announcement, id).await? {
+        return Ok(JobOutcome::Done(Summary::default()));
     }
-    let max_age = ctx.config.announcement.max_age;
-    let age = announcement_age(
-        &announcement,
-        ctx.config.daemon.timezone,
-        chrono::Utc::now(),
-    );
     // Too old to send (a restored backup, an imported table), unless its sending began.
-    if let Some(age) = age.filter(|age| !started && *age > max_age) {
-        let reason = format!(
+    if let Some(reason) = too_old(ctx, &announcement).filter(|_| !started) {
+        return skip(ctx, id, "announce.skipped_stale", &reason).await;
+    }
+    let userids = match audience(ctx, &announcement, id).await? {
+        Audience::All => None,
+        Audience::Users(userids) => Some(userids),
+        Audience::Skip(reason) => return skip(ctx, id, "announce.skipped", &reason).await,
+    };
+    deliver_announcement(ctx, &announcement, id, userids.as_deref()).await
+}
+
+/// Whether another sender has this announcement: JeecgBoot (its `sys_third_app_config` row
+/// on), nobody (`announcement.mode = never`), or JeecgBoot already did (its task id in
+/// `dt_task_id`, none of dingsync's): then it is never sent by dingsync, whatever the row
+/// says now.
+async fn left_to_its_sender(
+    ctx: &JobCtx<'_>,
+    announcement: &Announcement,
+    id: &str,
+) -> Result<bool, MsgError> {
+    let sender = senders(ctx.config, ctx.store, &[ctx.tenant.id])
+        .await?
+        .first()
+        .map_or(Sender::Dingsync, |(_, sender, _)| *sender);
+    let sent_by_jeecgboot = announcement
+        .dt_task_id
+        .as_deref()
+        .is_some_and(|t| !t.trim().is_empty());
+    let theirs = sender != Sender::Dingsync || sent_by_jeecgboot;
+    if theirs {
+        tracing::debug!(event = "announce.not_ours", tenant = ctx.tenant.id, id, sender = ?sender, sent_by_jeecgboot, "announcement left to its sender");
+    }
+    Ok(theirs)
+}
+
+/// Why the announcement is too old to send (`announcement.max_age`), if it is.
+fn too_old(ctx: &JobCtx<'_>, announcement: &Announcement) -> Option<String> {
+    let max_age = ctx.config.announcement.max_age;
+    let age = announcement_age(announcement, ctx.config.daemon.timezone, chrono::Utc::now())?;
+    (age > max_age).then(|| {
+        format!(
             "sent {} ago, more than announcement.max_age = {}",
             humantime::format_duration(Duration::from_secs(age.as_secs())),
             humantime::format_duration(max_age)
-        );
-        return skip(ctx, id, "announce.skipped_stale", &reason).await;
-    }
-    let to_all = match announcement.msg_type.as_deref().map(str::trim) {
-        Some("ALL") => true,
-        Some("USER") => false,
+        )
+    })
+}
+
+/// Who an announcement goes to.
+enum Audience {
+    /// Everyone (`msg_type` ALL).
+    All,
+    /// These DingTalk userids (`msg_type` USER: its linked `user_ids`).
+    Users(Vec<String>),
+    /// Nobody, for this reason.
+    Skip(String),
+}
+
+/// The announcement's audience; recipients without a DingTalk link are left out (warned).
+async fn audience(
+    ctx: &JobCtx<'_>,
+    announcement: &Announcement,
+    id: &str,
+) -> Result<Audience, MsgError> {
+    match announcement.msg_type.as_deref().map(str::trim) {
+        Some("ALL") => return Ok(Audience::All),
+        Some("USER") => {}
         other => {
-            let reason = format!(
+            return Ok(Audience::Skip(format!(
                 "msg_type is {other:?}; only ALL (everyone) and USER (its user_ids) are sent"
-            );
-            return skip(ctx, id, "announce.skipped", &reason).await;
-        }
-    };
-    let mut userids = Vec::new();
-    if !to_all {
-        let wanted: Vec<String> = announcement
-            .user_ids
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        let links: HashMap<String, String> = store
-            .links(ctx.tenant.id)
-            .await?
-            .into_iter()
-            .map(|l| (l.user_id, l.userid))
-            .collect();
-        let mut unlinked = Vec::new();
-        for user in &wanted {
-            match links.get(user) {
-                Some(userid) if !userids.contains(userid) => userids.push(userid.clone()),
-                Some(_) => {}
-                None => unlinked.push(user.clone()),
-            }
-        }
-        if !unlinked.is_empty() {
-            let users = store.load_users(0).await?;
-            let names: Vec<String> = unlinked
-                .iter()
-                .map(|id| {
-                    users
-                        .iter()
-                        .find(|u| &u.id == id)
-                        .map_or(id.clone(), |u| u.username.clone())
-                })
-                .collect();
-            tracing::warn!(event = "announce.unlinked_recipients", tenant = ctx.tenant.id, id, count = names.len(), users = %names.join(","), "recipients without a DingTalk link are not sent to; the others are");
-        }
-        if userids.is_empty() {
-            return skip(
-                ctx,
-                id,
-                "announce.skipped",
-                "none of its user_ids is linked to DingTalk",
-            )
-            .await;
+            )))
         }
     }
-    let message = announcement_message(&announcement, &ctx.config.announcement.base_url);
-    let chunks = chunks(to_all, &userids, &[]);
+    let links: HashMap<String, String> = ctx
+        .store
+        .links(ctx.tenant.id)
+        .await?
+        .into_iter()
+        .map(|l| (l.user_id, l.userid))
+        .collect();
+    let (mut userids, mut unlinked) = (Vec::new(), Vec::new());
+    for user in split(announcement.user_ids.as_deref()) {
+        match links.get(&user) {
+            Some(userid) if !userids.contains(userid) => userids.push(userid.clone()),
+            Some(_) => {}
+            None => unlinked.push(user),
+        }
+    }
+    if !unlinked.is_empty() {
+        let users = ctx.store.load_users(0).await?;
+        let names: Vec<String> = unlinked
+            .iter()
+            .map(|id| {
+                users
+                    .iter()
+                    .find(|u| &u.id == id)
+                    .map_or(id.clone(), |u| u.username.clone())
+            })
+            .collect();
+        tracing::warn!(event = "announce.unlinked_recipients", tenant = ctx.tenant.id, id, count = names.len(), users = %names.join(","), "recipients without a DingTalk link are not sent to; the others are");
+    }
+    if userids.is_empty() {
+        return Ok(Audience::Skip(
+            "none of its user_ids is linked to DingTalk".into(),
+        ));
+    }
+    Ok(Audience::Users(userids))
+}
+
+/// Sends the announcement to `userids` (everyone when `None`) in chunks, records JeecgBoot's
+/// task id, and collects DingTalk's results.
+async fn deliver_announcement(
+    ctx: &JobCtx<'_>,
+    announcement: &Announcement,
+    id: &str,
+    userids: Option<&[String]>,
+) -> Result<JobOutcome, MsgError> {
+    let store = ctx.store;
+    let message = announcement_message(announcement, &ctx.config.announcement.base_url);
+    let chunks = chunks(userids.is_none(), userids.unwrap_or_default(), &[]);
     let Some(tasks) = send_chunks(ctx, SOURCE_ANNOUNCEMENT, id, &message, &chunks).await? else {
         // Revoked while sending: the next run recalls what went out.
         return Ok(JobOutcome::Poll {
@@ -611,14 +645,10 @@ async fn announce(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
     ) {
         store.set_announcement_task(id, *first).await?;
     }
-    if collect_results(
-        ctx,
-        &store
-            .deliveries(ctx.tenant.id, SOURCE_ANNOUNCEMENT, id)
-            .await?,
-    )
-    .await?
-    {
+    let deliveries = store
+        .deliveries(ctx.tenant.id, SOURCE_ANNOUNCEMENT, id)
+        .await?;
+    if collect_results(ctx, &deliveries).await? {
         return Ok(JobOutcome::Poll {
             delay: RESULT_WAIT,
             reason: "waiting for DingTalk to finish the send".into(),
@@ -652,108 +682,24 @@ async fn outbox(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
     if row.status != "pending" || !owns(ctx.tenant.id, row.tenant_id) {
         return Ok(JobOutcome::Done(Summary::default()));
     }
-    let guard = &ctx.config.outbox;
-    if !guard.enabled {
-        return fail_row(
-            ctx,
-            row.id,
-            "the outbox is switched off (outbox.enabled = false)",
-        )
-        .await;
-    }
-    if row.to_all == 1 && !guard.allow_to_all {
-        return fail_row(
-            ctx,
-            row.id,
-            "to_all is refused: a message to everyone needs outbox.allow_to_all = true",
-        )
-        .await;
-    }
-    let named = [&row.to_userids, &row.to_usernames, &row.to_dept_ids]
-        .iter()
-        .map(|list| split(list.as_deref()).len())
-        .sum::<usize>();
-    if named > guard.max_recipients.get() as usize {
-        return fail_row(
-            ctx,
-            row.id,
-            &format!(
-                "{named} recipients, more than outbox.max_recipients = {}",
-                guard.max_recipients
-            ),
-        )
-        .await;
-    }
-    let message = match serde_json::from_str(&row.message)
-        .map_err(|e| e.to_string())
-        .and_then(Message::from_json)
-    {
-        Ok(message) if message.encoded_len() <= crate::dingtalk::api::MAX_MESSAGE_BYTES => message,
-        Ok(message) => {
-            return fail_row(
-                ctx,
-                row.id,
-                &format!(
-                    "message is {} bytes; DingTalk allows 2048",
-                    message.encoded_len()
-                ),
-            )
-            .await
-        }
-        Err(error) => {
-            return fail_row(
-                ctx,
-                row.id,
-                &format!("message is not a DingTalk message: {error}"),
-            )
-            .await
-        }
+    let checked = refused(&ctx.config.outbox, &row).map_or_else(|| outbox_message(&row), Err);
+    let message = match checked {
+        Ok(message) => message,
+        Err(reason) => return fail_row(ctx, row.id, &reason).await,
     };
-    let mut userids = split(row.to_userids.as_deref());
-    let usernames = split(row.to_usernames.as_deref());
-    let mut unlinked = Vec::new();
-    if !usernames.is_empty() {
-        let users = store.load_users(0).await?;
-        let links: HashMap<String, String> = store
-            .links(ctx.tenant.id)
-            .await?
-            .into_iter()
-            .map(|l| (l.user_id, l.userid))
-            .collect();
-        for name in usernames {
-            match users
-                .iter()
-                .find(|u| u.username == name)
-                .and_then(|u| links.get(&u.id))
-            {
-                Some(userid) => userids.push(userid.clone()),
-                None => unlinked.push(name),
-            }
-        }
-    }
-    let dept_ids: Vec<i64> = match split(row.to_dept_ids.as_deref())
+    let (userids, unlinked) = outbox_userids(ctx, &row).await?;
+    let Ok(dept_ids) = split(row.to_dept_ids.as_deref())
         .iter()
         .map(|d| d.parse())
-        .collect()
-    {
-        Ok(ids) => ids,
-        Err(_) => {
-            return fail_row(
-                ctx,
-                row.id,
-                "to_dept_ids must be DingTalk department ids (numbers)",
-            )
-            .await
-        }
+        .collect::<Result<Vec<i64>, _>>()
+    else {
+        let reason = "to_dept_ids must be DingTalk department ids (numbers)";
+        return fail_row(ctx, row.id, reason).await;
     };
     let chunks = chunks(row.to_all == 1, &userids, &dept_ids);
     if chunks.is_empty() {
-        return fail_row(
-            ctx,
-            row.id,
-            &format!("no recipient (unlinked usernames: {})", unlinked.join(",")),
-        )
-        .await;
+        let reason = format!("no recipient (unlinked usernames: {})", unlinked.join(","));
+        return fail_row(ctx, row.id, &reason).await;
     }
     let source_id = row.id.to_string();
     let Some(tasks) = send_chunks(ctx, SOURCE_OUTBOX, &source_id, &message, &chunks).await? else {
@@ -770,6 +716,77 @@ async fn outbox(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
         .outbox_finish(row.id, "sent", &tasks.join(","), note.as_deref())
         .await?;
     Ok(JobOutcome::Done(Summary::default()))
+}
+
+/// Why the outbox's guards refuse `row`: switched off, to everyone without
+/// `outbox.allow_to_all`, more than `outbox.max_recipients` named.
+fn refused(guard: &crate::config::OutboxConfig, row: &OutboxRow) -> Option<String> {
+    if !guard.enabled {
+        return Some("the outbox is switched off (outbox.enabled = false)".into());
+    }
+    if row.to_all == 1 && !guard.allow_to_all {
+        return Some(
+            "to_all is refused: a message to everyone needs outbox.allow_to_all = true".into(),
+        );
+    }
+    let named = [&row.to_userids, &row.to_usernames, &row.to_dept_ids]
+        .iter()
+        .map(|list| split(list.as_deref()).len())
+        .sum::<usize>();
+    (named > guard.max_recipients.get() as usize).then(|| {
+        format!(
+            "{named} recipients, more than outbox.max_recipients = {}",
+            guard.max_recipients
+        )
+    })
+}
+
+/// The row's message, if DingTalk would take it.
+fn outbox_message(row: &OutboxRow) -> Result<Message, String> {
+    let message = serde_json::from_str(&row.message)
+        .map_err(|e| e.to_string())
+        .and_then(Message::from_json)
+        .map_err(|error| format!("message is not a DingTalk message: {error}"))?;
+    if message.encoded_len() > crate::dingtalk::api::MAX_MESSAGE_BYTES {
+        return Err(format!(
+            "message is {} bytes; DingTalk allows 2048",
+            message.encoded_len()
+        ));
+    }
+    Ok(message)
+}
+
+/// The row's DingTalk userids, its usernames resolved through their links; and the
+/// usernames without a link.
+async fn outbox_userids(
+    ctx: &JobCtx<'_>,
+    row: &OutboxRow,
+) -> Result<(Vec<String>, Vec<String>), MsgError> {
+    let mut userids = split(row.to_userids.as_deref());
+    let usernames = split(row.to_usernames.as_deref());
+    let mut unlinked = Vec::new();
+    if usernames.is_empty() {
+        return Ok((userids, unlinked));
+    }
+    let users = ctx.store.load_users(0).await?;
+    let links: HashMap<String, String> = ctx
+        .store
+        .links(ctx.tenant.id)
+        .await?
+        .into_iter()
+        .map(|l| (l.user_id, l.userid))
+        .collect();
+    for name in usernames {
+        match users
+            .iter()
+            .find(|u| u.username == name)
+            .and_then(|u| links.get(&u.id))
+        {
+            Some(userid) => userids.push(userid.clone()),
+            None => unlinked.push(name),
+        }
+    }
+    Ok((userids, unlinked))
 }
 
 async fn fail_row(ctx: &JobCtx<'_>, id: i64, error: &str) -> Result<JobOutcome, MsgError> {
