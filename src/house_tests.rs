@@ -31,7 +31,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/store/batch.rs", "batch_statements", 88),
     ("src/store/batch.rs", "link_statements", 77),
     ("src/store/batch.rs", "update_linked_users", 78),
-    ("src/store/jeecg.rs", "users_where", 132),
     ("src/store/jeecg.rs", "save_link_and_base", 105),
     ("src/store/jeecg.rs", "insert_department", 86),
     ("src/store/mod.rs", "connect_url", 84),

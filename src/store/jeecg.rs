@@ -83,6 +83,20 @@ pub enum LinkSaved {
 /// A row of four nullable text columns around one integer.
 type TextRow = (Option<String>, Option<String>, Option<String>, i64);
 
+/// A `sys_user` row as [`Store::users_where`] reads it: id, username, realname, phone,
+/// telephone, work_no, email, status, del_flag.
+type UserRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    i64,
+);
+
 /// Which users [`Store::users_where`] reads.
 #[derive(Clone, Copy)]
 enum Users<'a> {
@@ -361,6 +375,55 @@ impl Store {
     }
 
     async fn users_where(&self, tenant: TenantId, which: Users<'_>) -> StoreResult<Vec<LocalUser>> {
+        let mut binds: Vec<&str> = Vec::new();
+        let Some(users_sql) = self.users_sql(tenant, which, &mut binds) else {
+            return Ok(Vec::new());
+        };
+        let users_sql = self.sql(&users_sql);
+        let rows: Vec<UserRow> = crate::on_pool!(self, |pool| {
+            let mut query = sqlx::query_as::<_, UserRow>(&users_sql).persistent(false);
+            for bind in &binds {
+                query = query.bind(*bind);
+            }
+            query.fetch_all(pool).await?
+        });
+        // Memberships and positions of exactly these users (of every user for `All`).
+        let ids: Vec<&str> = match which {
+            Users::All => Vec::new(),
+            _ if rows.is_empty() => return Ok(Vec::new()),
+            _ => rows.iter().map(|r| r.0.as_str()).collect(),
+        };
+        let (mut departs, mut titles) = self.memberships_of(&ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, username, realname, phone, telephone, work_no, email, status, del_flag)| {
+                    LocalUser {
+                        depart_ids: departs.remove(&id).unwrap_or_default(),
+                        positions: titles.remove(&id).unwrap_or_default(),
+                        id,
+                        username: username.unwrap_or_default(),
+                        realname: realname.unwrap_or_default(),
+                        phone: blank_to_none(phone),
+                        telephone: blank_to_none(telephone),
+                        work_no: blank_to_none(work_no),
+                        email: blank_to_none(email),
+                        status,
+                        del_flag,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// The statement that reads `which` users of `tenant`, its binds pushed on `binds`;
+    /// `None` when it would match nobody.
+    fn users_sql<'a>(
+        &self,
+        tenant: TenantId,
+        which: Users<'a>,
+        binds: &mut Vec<&'a str>,
+    ) -> Option<String> {
         // The tenant is a number: written into the statement, so that each part of a UNION
         // can name it.
         let head = format!(
@@ -369,8 +432,7 @@ impl Store {
             del = self.int("COALESCE(u.del_flag, 0)"),
             join = member_join(tenant),
         );
-        let mut binds: Vec<&str> = Vec::new();
-        let users_sql = match which {
+        Some(match which {
             Users::All => format!("{head} ORDER BY u.username"),
             Users::One(id) => {
                 binds.push(id);
@@ -397,60 +459,45 @@ impl Store {
                     })
                     .collect();
                 if parts.is_empty() {
-                    return Ok(Vec::new());
+                    return None;
                 }
                 format!("{} ORDER BY 1", parts.join(" UNION "))
             }
-        };
-        type Row = (
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            i64,
-        );
-        let users_sql = self.sql(&users_sql);
-        let rows: Vec<Row> = crate::on_pool!(self, |pool| {
-            let mut query = sqlx::query_as::<_, Row>(&users_sql).persistent(false);
-            for bind in &binds {
-                query = query.bind(*bind);
-            }
-            query.fetch_all(pool).await?
-        });
-        // Memberships and positions of exactly these users (of every user for `All`).
-        let ids: Vec<&str> = match which {
-            Users::All => Vec::new(),
-            _ if rows.is_empty() => return Ok(Vec::new()),
-            _ => rows.iter().map(|r| r.0.as_str()).collect(),
-        };
-        let member_filter = if ids.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE user_id IN ({})", placeholders(ids.len()))
-        };
-        let members_sql = format!(
-            "SELECT user_id, dep_id FROM sys_user_depart{member_filter} ORDER BY user_id, dep_id"
-        );
-        let positions_sql = format!(
-            "SELECT up.user_id, p.name FROM sys_user_position up JOIN sys_position p ON p.id = up.position_id{} ORDER BY up.user_id, p.name",
+        })
+    }
+
+    /// The departments and position names of the users `ids` (of every user when empty),
+    /// by user id.
+    async fn memberships_of(
+        &self,
+        ids: &[&str],
+    ) -> StoreResult<(BTreeMap<String, Vec<String>>, BTreeMap<String, Vec<String>>)> {
+        let filter = |column: &str| {
             if ids.is_empty() {
                 String::new()
             } else {
-                format!(" WHERE up.user_id IN ({})", placeholders(ids.len()))
+                format!(" WHERE {column} IN ({})", placeholders(ids.len()))
             }
-        );
-        let (members_sql, positions_sql) = (self.sql(&members_sql), self.sql(&positions_sql));
+        };
+        let members_sql = self
+            .sql(&format!(
+                "SELECT user_id, dep_id FROM sys_user_depart{} ORDER BY user_id, dep_id",
+                filter("user_id")
+            ))
+            .into_owned();
+        let positions_sql = self
+            .sql(&format!(
+                "SELECT up.user_id, p.name FROM sys_user_position up JOIN sys_position p ON p.id = up.position_id{} ORDER BY up.user_id, p.name",
+                filter("up.user_id")
+            ))
+            .into_owned();
         let (members, positions) = crate::on_pool!(self, |pool| {
             let mut members = sqlx::query_as::<_, (Option<String>, Option<String>)>(&members_sql)
                 .persistent(false);
             let mut positions =
                 sqlx::query_as::<_, (Option<String>, Option<String>)>(&positions_sql)
                     .persistent(false);
-            for id in &ids {
+            for id in ids {
                 members = members.bind(*id);
                 positions = positions.bind(*id);
             }
@@ -471,26 +518,7 @@ impl Store {
                 titles.entry(user).or_default().push(name);
             }
         }
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, username, realname, phone, telephone, work_no, email, status, del_flag)| {
-                    LocalUser {
-                        depart_ids: departs.remove(&id).unwrap_or_default(),
-                        positions: titles.remove(&id).unwrap_or_default(),
-                        id,
-                        username: username.unwrap_or_default(),
-                        realname: realname.unwrap_or_default(),
-                        phone: blank_to_none(phone),
-                        telephone: blank_to_none(telephone),
-                        work_no: blank_to_none(work_no),
-                        email: blank_to_none(email),
-                        status,
-                        del_flag,
-                    }
-                },
-            )
-            .collect())
+        Ok((departs, titles))
     }
 
     /// DingTalk links of `tenant` (all tenants for 0).
