@@ -47,7 +47,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/sync/plan/pull.rs", "users_slice", 84),
     ("src/sync/plan/pull.rs", "memberships", 77),
     ("src/sync/plan/push_depts.rs", "plan", 119),
-    ("src/sync/plan/push_depts.rs", "update_or_link", 134),
     ("src/sync/plan/push_users.rs", "update", 73),
     ("src/sync/plan/scope_tests.rs", "cases", 218),
     ("src/sync/pull_job.rs", "user_job", 65),

@@ -239,95 +239,25 @@ fn update_or_link(
     parent: &DeptRef,
     policy: &Policy,
 ) -> Vec<Op> {
-    let snapshot = local
+    let old = local
         .dept_snapshots
         .get(&dept.id)
-        .filter(|s| s.ding_id == current.dept_id.to_string());
-    let old = snapshot.and_then(|s| s.dept_base());
+        .filter(|s| s.ding_id == current.dept_id.to_string())
+        .and_then(|s| s.dept_base());
     let mut base = old.clone().unwrap_or(DeptBase {
         name: current.name.clone(),
         parent: current.parent_id,
         order: dept.order,
     });
     let mut merge = Vec::new();
-    let mut note =
-        |field: &str, l: String, r: String, b: Option<String>, v: Verdict, action: &str| {
-            merge.push(FieldMerge {
-                field: field.into(),
-                jeecgboot: l,
-                dingtalk: r,
-                base: b,
-                changed: v.changed,
-                action: action.into(),
-                resolves_conflict: v.conflict() && action == "push",
-            });
-        };
-    let mut name = None;
-    match judge(
-        dept.name.as_str(),
-        current.name.as_str(),
-        old.as_ref().map(|b| b.name.as_str()),
+    let name = settle_name(dept, current, old.as_ref(), policy, (&mut base, &mut merge));
+    let moved = settle_parent(
+        parent,
+        current,
+        old.as_ref(),
         policy,
-    ) {
-        None => base.name = dept.name.clone(),
-        Some(v) if v.push() => {
-            name = Some(dept.name.clone());
-            base.name = dept.name.clone();
-            note(
-                "name",
-                dept.name.clone(),
-                current.name.clone(),
-                old.as_ref().map(|b| b.name.clone()),
-                v,
-                "push",
-            );
-        }
-        Some(v) => note(
-            "name",
-            dept.name.clone(),
-            current.name.clone(),
-            old.as_ref().map(|b| b.name.clone()),
-            v,
-            "left for the pull",
-        ),
-    }
-    let mut moved = None;
-    let wanted = match parent {
-        DeptRef::Ding(id) => Some(*id),
-        DeptRef::Local(_) => None,
-    };
-    let verdict = match wanted {
-        Some(id) => judge(
-            &id,
-            &current.parent_id,
-            old.as_ref().map(|b| &b.parent),
-            policy,
-        ),
-        None => judge(&0, &current.parent_id, None, policy),
-    };
-    match verdict {
-        None => base.parent = current.parent_id,
-        Some(v) if v.push() => {
-            moved = Some(parent.clone());
-            base.parent = wanted.unwrap_or(0);
-            note(
-                "parent",
-                format!("{parent:?}"),
-                current.parent_id.to_string(),
-                old.as_ref().map(|b| b.parent.to_string()),
-                v,
-                "push",
-            );
-        }
-        Some(v) => note(
-            "parent",
-            format!("{parent:?}"),
-            current.parent_id.to_string(),
-            old.as_ref().map(|b| b.parent.to_string()),
-            v,
-            "left for the pull",
-        ),
-    }
+        (&mut base, &mut merge),
+    );
     // The order: JeecgBoot's only (DingTalk's listing does not show it), sent when it
     // changed since the base. Without a base (synced before bases) it is taken as agreed.
     let order = old
@@ -335,7 +265,6 @@ fn update_or_link(
         .is_some_and(|b| b.order != dept.order)
         .then_some(dept.order);
     base.order = dept.order;
-    let linked = dept.ding_identifier == Some(current.dept_id);
     if name.is_some() || moved.is_some() || order.is_some() {
         return vec![Op::UpdateDept {
             local_id: dept.id.clone(),
@@ -348,6 +277,18 @@ fn update_or_link(
             merge,
         }];
     }
+    in_place(dept, current.dept_id, old.as_ref(), base, merge)
+}
+
+/// A department DingTalk has as it should be: its merge notes, and its link and base
+/// recorded when they changed, without a call.
+fn in_place(
+    dept: &LocalDept,
+    dept_id: i64,
+    old: Option<&DeptBase>,
+    base: DeptBase,
+    merge: Vec<FieldMerge>,
+) -> Vec<Op> {
     let mut ops = Vec::new();
     if !merge.is_empty() {
         ops.push(Op::Merge {
@@ -356,15 +297,85 @@ fn update_or_link(
             fields: merge,
         });
     }
-    // In place: at most record the link and base, without a call.
-    if !linked || old.as_ref() != Some(&base) {
+    let linked = dept.ding_identifier == Some(dept_id);
+    if !linked || old != Some(&base) {
         ops.push(Op::LinkDept {
             local_id: dept.id.clone(),
-            dept_id: current.dept_id,
+            dept_id,
             base,
         });
     }
     ops
+}
+
+/// Notes the verdict on one field (`values`: JeecgBoot's, DingTalk's) in `merge`; whether
+/// JeecgBoot's value is to be pushed (else it is left for the pull).
+fn noted(
+    merge: &mut Vec<FieldMerge>,
+    field: &str,
+    [jeecgboot, dingtalk]: [String; 2],
+    base: Option<String>,
+    verdict: Verdict,
+) -> bool {
+    let push = verdict.push();
+    merge.push(FieldMerge {
+        field: field.into(),
+        jeecgboot,
+        dingtalk,
+        base,
+        changed: verdict.changed,
+        action: if push { "push" } else { "left for the pull" }.into(),
+        resolves_conflict: verdict.conflict() && push,
+    });
+    push
+}
+
+/// The name to send, if JeecgBoot's is to be pushed; the base's name follows.
+fn settle_name(
+    dept: &LocalDept,
+    current: &RemoteDept,
+    old: Option<&DeptBase>,
+    policy: &Policy,
+    (base, merge): (&mut DeptBase, &mut Vec<FieldMerge>),
+) -> Option<String> {
+    let was = old.map(|b| b.name.as_str());
+    let Some(verdict) = judge(dept.name.as_str(), current.name.as_str(), was, policy) else {
+        base.name = dept.name.clone();
+        return None;
+    };
+    let values = [dept.name.clone(), current.name.clone()];
+    noted(merge, "name", values, was.map(str::to_string), verdict).then(|| {
+        base.name = dept.name.clone();
+        dept.name.clone()
+    })
+}
+
+/// The parent to move the department under, if it is to move; the base's parent follows.
+fn settle_parent(
+    parent: &DeptRef,
+    current: &RemoteDept,
+    old: Option<&DeptBase>,
+    policy: &Policy,
+    (base, merge): (&mut DeptBase, &mut Vec<FieldMerge>),
+) -> Option<DeptRef> {
+    let wanted = match parent {
+        DeptRef::Ding(id) => Some(*id),
+        DeptRef::Local(_) => None,
+    };
+    let verdict = match wanted {
+        Some(id) => judge(&id, &current.parent_id, old.map(|b| &b.parent), policy),
+        None => judge(&0, &current.parent_id, None, policy),
+    };
+    let Some(verdict) = verdict else {
+        base.parent = current.parent_id;
+        return None;
+    };
+    let values = [format!("{parent:?}"), current.parent_id.to_string()];
+    let was = old.map(|b| b.parent.to_string());
+    noted(merge, "parent", values, was, verdict).then(|| {
+        base.parent = wanted.unwrap_or(0);
+        parent.clone()
+    })
 }
 
 /// Moves must not run before the new parent exists: refusals and creates first, then updates
