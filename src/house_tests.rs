@@ -46,7 +46,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/sync/plan/pull.rs", "merge_dept", 111),
     ("src/sync/plan/pull.rs", "users_slice", 84),
     ("src/sync/plan/pull.rs", "memberships", 77),
-    ("src/sync/plan/push_depts.rs", "plan", 119),
     ("src/sync/plan/push_users.rs", "update", 73),
     ("src/sync/plan/scope_tests.rs", "cases", 218),
     ("src/sync/pull_job.rs", "user_job", 65),
@@ -114,13 +113,13 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
 
 /// `(file, function, parameters)` over the limit before the rule.
 const OLDER_PARAMS: &[(&str, &str, usize)] = &[
+    ("src/sync/plan/push_depts.rs", "plan", 6),
     ("src/config/layers.rs", "set_text", 6),
     ("src/sim/stream/changes.rs", "event_of", 6),
     ("src/store/queue.rs", "claim_mysql", 7),
     ("src/store/state.rs", "gap_changes", 6),
     ("src/sync/plan/pull.rs", "merge_dept", 6),
     ("src/sync/plan/pull.rs", "note", 6),
-    ("src/sync/plan/push_depts.rs", "plan", 6),
     ("src/sync/plan/push_depts.rs", "subtree", 7),
     ("src/sync/plan/push_users.rs", "update", 6),
     ("src/sync/plan/push_users.rs", "note", 6),

@@ -118,114 +118,143 @@ pub(super) fn plan(
     let config = &rules.push;
     let tree = DeptTree::new(&local.depts, &local.dead_depts);
     let remote = Remote::new(remote);
-    let (mut map, mut owner) = known_links(&tree, local, &remote);
-    let mut ops = Vec::new();
-    let mut fallback = HashMap::new();
+    let (map, owner) = known_links(&tree, local, &remote);
+    let mut placing = Placing {
+        map,
+        owner,
+        ops: Vec::new(),
+        fallback: HashMap::new(),
+    };
     for dept in tree.order() {
         let id = dept.id.as_str();
         let in_focus = focus.dept(id);
-        let parent = match tree.parent(id) {
-            None => DeptRef::Ding(ROOT_DEPT),
-            // Parents come first, so theirs is known.
-            Some(p) => map.get(p).cloned().unwrap_or(DeptRef::Ding(ROOT_DEPT)),
-        };
+        // Parents come first, so theirs is known.
+        let parent = tree
+            .parent(id)
+            .and_then(|p| placing.map.get(p).cloned())
+            .unwrap_or(DeptRef::Ding(ROOT_DEPT));
         if let Some(reason) = tree.refusal(id) {
-            if in_focus {
-                ops.push(Op::Fail {
-                    entity: entity::DEPT.into(),
-                    key: id.to_string(),
-                    reason: reason.to_string(),
-                });
-            }
-            if !map.contains_key(id) {
-                map.insert(id.to_string(), parent);
-                fallback.insert(id.to_string(), reason.to_string());
-            }
+            placing.refuse(id, parent, reason, in_focus);
             continue;
         }
-        let parent_id = match &parent {
-            DeptRef::Ding(p) => *p,
-            DeptRef::Local(_) => 0,
-        };
-        let base = DeptBase {
-            name: dept.name.clone(),
-            parent: parent_id,
-            order: dept.order,
-        };
-        match map.get(id).cloned() {
+        match placing.map.get(id).cloned() {
             Some(DeptRef::Ding(ding)) => {
                 if let Some(current) = remote.get(ding).filter(|_| in_focus) {
-                    ops.extend(update_or_link(
-                        local,
-                        dept,
-                        current,
-                        &parent,
-                        &rules.policy.depts(),
-                    ));
+                    let policy = rules.policy.depts();
+                    let ops = update_or_link(local, dept, current, &parent, &policy);
+                    placing.ops.extend(ops);
                 }
             }
-            _ if !config.departments => {
-                // Departments are not pushed: one DingTalk lacks stays missing, and its
-                // users go to its nearest pushed parent (as for a refused one).
-                map.insert(id.to_string(), parent);
-                fallback.insert(
-                    id.to_string(),
-                    "departments are not pushed ([push] departments = false)".to_string(),
-                );
-            }
-            _ => {
-                // Adopt a DingTalk department of the same name under the same parent that no
-                // other local department holds (made by hand, or by a create whose answer
-                // was lost); else create it.
-                let adopt = match &parent {
-                    DeptRef::Ding(parent_id) => remote.view.depts.iter().find(|r| {
-                        r.parent_id == *parent_id
-                            && r.name == dept.name
-                            && !owner.contains_key(&r.dept_id)
-                    }),
-                    DeptRef::Local(_) => None,
-                };
-                match adopt {
-                    Some(found) => {
-                        owner.insert(found.dept_id, id.to_string());
-                        map.insert(id.to_string(), DeptRef::Ding(found.dept_id));
-                        if in_focus {
-                            ops.push(Op::UpdateDept {
-                                local_id: id.to_string(),
-                                dept_id: found.dept_id,
-                                name: None,
-                                parent: None,
-                                order: Some(dept.order),
-                                source_identifier: Some(id.to_string()),
-                                base,
-                                merge: Vec::new(),
-                            });
-                        }
-                    }
-                    None => {
-                        map.insert(id.to_string(), DeptRef::Local(id.to_string()));
-                        if in_focus {
-                            ops.push(Op::CreateDept {
-                                local_id: id.to_string(),
-                                name: dept.name.clone(),
-                                parent,
-                                order: dept.order,
-                            });
-                        }
-                    }
-                }
-            }
+            // Departments are not pushed: one DingTalk lacks stays missing, and its users go
+            // to its nearest pushed parent (as for a refused one).
+            _ if !config.departments => placing.fall_back(
+                id,
+                parent,
+                "departments are not pushed ([push] departments = false)",
+            ),
+            _ => placing.adopt_or_create(&remote, dept, parent, in_focus),
         }
     }
-    sort_ops(&mut ops, &remote);
-    let gone = Deletes::plan(&tree, local, &remote, &owner, focus, config);
+    sort_ops(&mut placing.ops, &remote);
+    let gone = Deletes::plan(&tree, local, &remote, &placing.owner, focus, config);
     DeptPlan {
-        ops,
-        map,
-        fallback,
+        ops: placing.ops,
+        map: placing.map,
+        fallback: placing.fallback,
         deletes: gone.deletes,
         refusal: gone.refusal,
         blocked: gone.blocked,
+    }
+}
+
+/// The departments' plan as it is built, parents first.
+struct Placing {
+    /// Each local department's place in DingTalk.
+    map: HashMap<String, DeptRef>,
+    /// DingTalk department -> the local department holding it.
+    owner: HashMap<i64, String>,
+    ops: Vec<Op>,
+    /// Departments DingTalk lacks and will not get, with the reason.
+    fallback: HashMap<String, String>,
+}
+
+impl Placing {
+    /// Department `id` is one DingTalk would refuse: failed (when in focus), its users
+    /// placed under `parent` unless it is linked already.
+    fn refuse(&mut self, id: &str, parent: DeptRef, reason: &str, in_focus: bool) {
+        if in_focus {
+            self.ops.push(Op::Fail {
+                entity: entity::DEPT.into(),
+                key: id.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+        if !self.map.contains_key(id) {
+            self.fall_back(id, parent, reason);
+        }
+    }
+
+    /// Department `id` is not pushed: its users go to `parent`, for `reason`.
+    fn fall_back(&mut self, id: &str, parent: DeptRef, reason: &str) {
+        self.map.insert(id.to_string(), parent);
+        self.fallback.insert(id.to_string(), reason.to_string());
+    }
+
+    /// A department DingTalk lacks: adopts a DingTalk department of the same name under the
+    /// same parent that no other local department holds (made by hand, or by a create whose
+    /// answer was lost); else creates it.
+    fn adopt_or_create(
+        &mut self,
+        remote: &Remote<'_>,
+        dept: &LocalDept,
+        parent: DeptRef,
+        in_focus: bool,
+    ) {
+        let id = dept.id.as_str();
+        let adopt = match &parent {
+            DeptRef::Ding(parent_id) => remote.view.depts.iter().find(|r| {
+                r.parent_id == *parent_id
+                    && r.name == dept.name
+                    && !self.owner.contains_key(&r.dept_id)
+            }),
+            DeptRef::Local(_) => None,
+        };
+        let Some(found) = adopt else {
+            self.map
+                .insert(id.to_string(), DeptRef::Local(id.to_string()));
+            if in_focus {
+                self.ops.push(Op::CreateDept {
+                    local_id: id.to_string(),
+                    name: dept.name.clone(),
+                    parent,
+                    order: dept.order,
+                });
+            }
+            return;
+        };
+        self.owner.insert(found.dept_id, id.to_string());
+        self.map
+            .insert(id.to_string(), DeptRef::Ding(found.dept_id));
+        if in_focus {
+            let parent_id = match &parent {
+                DeptRef::Ding(p) => *p,
+                DeptRef::Local(_) => 0,
+            };
+            self.ops.push(Op::UpdateDept {
+                local_id: id.to_string(),
+                dept_id: found.dept_id,
+                name: None,
+                parent: None,
+                order: Some(dept.order),
+                source_identifier: Some(id.to_string()),
+                base: DeptBase {
+                    name: dept.name.clone(),
+                    parent: parent_id,
+                    order: dept.order,
+                },
+                merge: Vec::new(),
+            });
+        }
     }
 }
 
