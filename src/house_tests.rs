@@ -118,8 +118,6 @@ const OLDER_PARAMS: &[(&str, &str, usize)] = &[
     ("src/sim/stream/changes.rs", "event_of", 6),
     ("src/store/queue.rs", "claim_mysql", 7),
     ("src/store/state.rs", "gap_changes", 6),
-    ("src/sync/plan/pull.rs", "merge_dept", 6),
-    ("src/sync/plan/pull.rs", "note", 6),
     ("src/sync/plan/push_depts.rs", "subtree", 7),
     ("src/sync/plan/push_users.rs", "update", 6),
     ("src/sync/plan/push_users.rs", "note", 6),

@@ -197,7 +197,7 @@ fn departments(
             Some(found) => {
                 taken.insert(found.id.as_str());
                 map.insert(dept.dept_id, LocalRef::Local(found.id.clone()));
-                ops.extend(merge_dept(local, &locals, found, dept, parent, policy));
+                ops.extend(merge_dept(local, &locals, (found, dept), parent, policy));
             }
             None if locals.removed.contains_key(&dept.dept_id) => {
                 // Deleted locally for good before the push removed its twin: stays deleted.
@@ -252,8 +252,7 @@ fn warn_dept(key: &str, reason: String) -> Op {
 fn merge_dept(
     local: &LocalView,
     locals: &LocalDepts<'_>,
-    found: &LocalDept,
-    dept: &RemoteDept,
+    (found, dept): (&LocalDept, &RemoteDept),
     parent: LocalRef,
     policy: &Policy,
 ) -> Vec<Op> {
@@ -276,59 +275,35 @@ fn merge_dept(
     // pull keeps the base's, so a local reorder not pushed yet stays pending.
     base.order = old.as_ref().map_or(found.order, |b| b.order);
     let mut merge = Vec::new();
-    let mut name = found.name.clone();
-    match judge(
-        found.name.as_str(),
-        dept.name.as_str(),
-        old.as_ref().map(|b| b.name.as_str()),
-        policy,
-    ) {
-        None => base.name = dept.name.clone(),
-        Some(v) => {
-            let take = v.pull();
-            if take {
-                name = dept.name.clone();
-                base.name = dept.name.clone();
-            }
-            merge.push(note(
-                "name",
-                &found.name,
-                &dept.name,
-                old.as_ref().map(|b| b.name.clone()),
-                v,
-                take,
-            ));
-        }
-    }
-    let local_parent = locals.parent_ding(&found.id);
+    let name = pull_name((found, dept), old.as_ref(), policy, (&mut base, &mut merge));
     let current = match locals.placement.get(&found.id).cloned().flatten() {
         Some(id) => LocalRef::Local(id),
         None => LocalRef::Top,
     };
-    let mut new_parent = current.clone();
-    match judge(
-        &local_parent,
-        &dept.parent_id,
-        old.as_ref().map(|b| &b.parent),
-        policy,
-    ) {
-        None => base.parent = dept.parent_id,
+    let local_parent = locals.parent_ding(&found.id);
+    let was = old.as_ref().map(|b| &b.parent);
+    let new_parent = match judge(&local_parent, &dept.parent_id, was, policy) {
+        None => {
+            base.parent = dept.parent_id;
+            current.clone()
+        }
         Some(v) => {
-            let take = v.pull();
-            if take {
-                new_parent = parent;
-                base.parent = dept.parent_id;
-            }
+            let values = [local_parent.to_string(), dept.parent_id.to_string()];
             merge.push(note(
                 "parent",
-                &local_parent.to_string(),
-                &dept.parent_id.to_string(),
-                old.as_ref().map(|b| b.parent.to_string()),
+                values,
+                was.map(ToString::to_string),
                 v,
-                take,
+                v.pull(),
             ));
+            if v.pull() {
+                base.parent = dept.parent_id;
+                parent
+            } else {
+                current.clone()
+            }
         }
-    }
+    };
     if name != found.name || new_parent != current {
         return vec![Op::UpdateLocalDept {
             local_id: found.id.clone(),
@@ -341,6 +316,50 @@ fn merge_dept(
             merge,
         }];
     }
+    // A base only inferred (a link from before schema v5) is written down now, so that the
+    // next change on either side is told from the other.
+    let record = !linked || old.as_ref() != Some(&base) || !stored;
+    kept_in_place(found, dept.dept_id, base, merge, record)
+}
+
+/// The name the local department is to have: DingTalk's when the merge takes it (the base's
+/// name follows), else its own.
+fn pull_name(
+    (found, dept): (&LocalDept, &RemoteDept),
+    old: Option<&DeptBase>,
+    policy: &Policy,
+    (base, merge): (&mut DeptBase, &mut Vec<FieldMerge>),
+) -> String {
+    let was = old.map(|b| b.name.as_str());
+    let Some(verdict) = judge(found.name.as_str(), dept.name.as_str(), was, policy) else {
+        base.name = dept.name.clone();
+        return found.name.clone();
+    };
+    let values = [found.name.clone(), dept.name.clone()];
+    merge.push(note(
+        "name",
+        values,
+        was.map(str::to_string),
+        verdict,
+        verdict.pull(),
+    ));
+    if verdict.pull() {
+        base.name = dept.name.clone();
+        dept.name.clone()
+    } else {
+        found.name.clone()
+    }
+}
+
+/// A local department that stays as it is: its merge notes, and its link and base when
+/// `record`.
+fn kept_in_place(
+    found: &LocalDept,
+    dept_id: i64,
+    base: DeptBase,
+    merge: Vec<FieldMerge>,
+    record: bool,
+) -> Vec<Op> {
     let mut ops = Vec::new();
     if !merge.is_empty() {
         ops.push(Op::Merge {
@@ -349,12 +368,10 @@ fn merge_dept(
             fields: merge,
         });
     }
-    // A base only inferred (a link from before schema v5) is written down now, so that the
-    // next change on either side is told from the other.
-    if !linked || old.as_ref() != Some(&base) || !stored {
+    if record {
         ops.push(Op::LinkDept {
             local_id: found.id.clone(),
-            dept_id: dept.dept_id,
+            dept_id,
             base,
         });
     }
@@ -364,16 +381,15 @@ fn merge_dept(
 /// A field a pull looked at: written here (`pull`) or left for the push.
 fn note(
     field: &str,
-    local: &str,
-    remote: &str,
+    [jeecgboot, dingtalk]: [String; 2],
     base: Option<String>,
     verdict: Verdict,
     taken: bool,
 ) -> FieldMerge {
     FieldMerge {
         field: field.into(),
-        jeecgboot: local.into(),
-        dingtalk: remote.into(),
+        jeecgboot,
+        dingtalk,
         base,
         changed: verdict.changed,
         action: if taken { "pull" } else { "left for the push" }.into(),
@@ -721,7 +737,13 @@ impl UserPull<'_> {
             } else if verdict.pull() && was.is_none() {
                 set_base_text(base, field, remote);
             }
-            merge.push(note(field, local, remote, was, verdict, take));
+            merge.push(note(
+                field,
+                [local.into(), remote.into()],
+                was,
+                verdict,
+                take,
+            ));
         }
     }
 
@@ -842,10 +864,10 @@ impl UserPull<'_> {
             }
             base.depts = sorted(person.dept_id_list.clone());
         }
+        let values = [show(&local), show(&remote)];
         merge.push(note(
             "depts",
-            &show(&local),
-            &show(&remote),
+            values,
             was.as_deref().map(show),
             verdict,
             take,
