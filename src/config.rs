@@ -268,25 +268,35 @@ impl DatabaseUrl {
 /// The TLS mode and CA a URL names, checked against the driver's modes (sqlx's: MySQL's
 /// `ssl-mode` / `ssl-ca`, PostgreSQL's `sslmode` / `sslrootcert`, as libpq and MySQL's
 /// client name them).
-fn tls_of(url: &Url, backend: Backend) -> Result<String, String> {
-    let (mode_keys, ca_keys, modes, default): (&[&str], &[&str], &[&str], &str) = match backend {
-        Backend::Sqlite => return Ok("none (a file)".into()),
-        Backend::MySql => (
-            &["ssl-mode", "sslmode"],
-            &["ssl-ca", "sslca"],
-            &[
+/// A backend's TLS settings in the URL: the keys naming the mode and the CA, the modes, the
+/// default mode.
+struct TlsKeys {
+    mode: &'static [&'static str],
+    ca: &'static [&'static str],
+    modes: &'static [&'static str],
+    default: &'static str,
+}
+
+/// The TLS keys of a server backend (`None` for SQLite, a file).
+fn tls_keys(backend: Backend) -> Option<TlsKeys> {
+    match backend {
+        Backend::Sqlite => None,
+        Backend::MySql => Some(TlsKeys {
+            mode: &["ssl-mode", "sslmode"],
+            ca: &["ssl-ca", "sslca"],
+            modes: &[
                 "disabled",
                 "preferred",
                 "required",
                 "verify_ca",
                 "verify_identity",
             ],
-            "preferred",
-        ),
-        Backend::Postgres => (
-            &["sslmode", "ssl-mode"],
-            &["sslrootcert", "ssl-root-cert", "ssl-ca"],
-            &[
+            default: "preferred",
+        }),
+        Backend::Postgres => Some(TlsKeys {
+            mode: &["sslmode", "ssl-mode"],
+            ca: &["sslrootcert", "ssl-root-cert", "ssl-ca"],
+            modes: &[
                 "disable",
                 "allow",
                 "prefer",
@@ -294,29 +304,36 @@ fn tls_of(url: &Url, backend: Backend) -> Result<String, String> {
                 "verify-ca",
                 "verify-full",
             ],
-            "prefer",
-        ),
+            default: "prefer",
+        }),
+    }
+}
+
+fn tls_of(url: &Url, backend: Backend) -> Result<String, String> {
+    let Some(keys) = tls_keys(backend) else {
+        return Ok("none (a file)".into());
     };
     // The driver takes the last of repeated keys: so does this.
-    let find = |keys: &[&str]| {
+    let find = |names: &[&str]| {
         url.query_pairs()
-            .filter(|(k, _)| keys.contains(&k.as_ref()))
+            .filter(|(k, _)| names.contains(&k.as_ref()))
             .last()
             .map(|(_, v)| v.into_owned())
     };
-    let ca = find(ca_keys);
-    let Some(mode) = find(mode_keys) else {
+    let ca = find(keys.ca);
+    let Some(mode) = find(keys.mode) else {
         return Ok(format!(
-            "{default} (the default: TLS when the server offers it, its certificate not verified{})",
+            "{} (the default: TLS when the server offers it, its certificate not verified{})",
+            keys.default,
             ca.map(|ca| format!("; CA {ca}")).unwrap_or_default()
         ));
     };
     let lower = mode.to_ascii_lowercase();
-    if !modes.contains(&lower.as_str()) {
+    if !keys.modes.contains(&lower.as_str()) {
         return Err(format!(
             "{} = `{mode}` is not one of {}",
-            mode_keys[0],
-            modes.join(", ")
+            keys.mode[0],
+            keys.modes.join(", ")
         ));
     }
     // sqlx trusts the named CA besides the bundled Mozilla roots; without a host-name check
@@ -325,16 +342,16 @@ fn tls_of(url: &Url, backend: Backend) -> Result<String, String> {
         Some(ca) => format!("CA {ca} and the bundled Mozilla roots"),
         None => "CA: the bundled Mozilla roots".to_string(),
     };
+    let full = if backend == Backend::MySql {
+        "VERIFY_IDENTITY"
+    } else {
+        "verify-full"
+    };
     Ok(match lower.as_str() {
         "verify_identity" | "verify-full" => format!("{lower} ({roots}; host name checked)"),
-        "verify_ca" | "verify-ca" => format!(
-            "{lower} ({roots}; host name NOT checked: prefer {})",
-            if backend == Backend::MySql {
-                "VERIFY_IDENTITY"
-            } else {
-                "verify-full"
-            }
-        ),
+        "verify_ca" | "verify-ca" => {
+            format!("{lower} ({roots}; host name NOT checked: prefer {full})")
+        }
         "allow" => "allow (sqlx does not use TLS in this mode)".to_string(),
         _ => lower,
     })
