@@ -561,40 +561,8 @@ pub fn tenant_zero_beside_others(ids: &[i64]) -> Option<String> {
 }
 
 fn tenant_config(check: &mut Checker<'_>, key: &str, raw: RawTenant) -> Option<TenantConfig> {
-    let id = match raw.id {
-        Some(id) if id >= 0 => Some(id),
-        Some(id) => {
-            check.problem(
-                &format!("{key}.id"),
-                format!("must be 0 or more (JeecgBoot tenant_id), got {id}"),
-            );
-            None
-        }
-        None => {
-            check.problem(
-                &format!("{key}.id"),
-                "missing; JeecgBoot's tenant_id, 0 for a single-tenant installation",
-            );
-            None
-        }
-    };
-    let agent_id = match raw.agent_id {
-        Some(agent) if agent > 0 => Some(agent),
-        Some(agent) => {
-            check.problem(
-                &format!("{key}.agent_id"),
-                format!("must be a positive AgentId, got {agent}"),
-            );
-            None
-        }
-        None => {
-            check.problem(
-                &format!("{key}.agent_id"),
-                "missing; the app's AgentId from the DingTalk console",
-            );
-            None
-        }
-    };
+    let id = tenant_id(check, key, raw.id);
+    let agent_id = agent_id(check, key, raw.agent_id);
     let client_id = match raw.client_id {
         Some(client) if !client.trim().is_empty() => Some(client),
         _ => {
@@ -605,23 +573,7 @@ fn tenant_config(check: &mut Checker<'_>, key: &str, raw: RawTenant) -> Option<T
             None
         }
     };
-    let secret_key = format!("{key}.client_secret");
-    let client_secret = check.secret(&secret_key, raw.client_secret, raw.client_secret_file);
-    if client_secret.is_none()
-        && !check
-            .problems
-            .iter()
-            .any(|p| p.key.starts_with(&secret_key))
-    {
-        let hint = match id {
-            Some(id) => format!(" or DINGSYNC_TENANT_{id}_CLIENT_SECRET"),
-            None => String::new(),
-        };
-        check.problem(
-            &secret_key,
-            format!("missing; the app's AppSecret: set client_secret_file{hint}"),
-        );
-    }
+    let client_secret = client_secret(check, key, (raw.client_secret, raw.client_secret_file), id);
     Some(TenantConfig {
         id: id?,
         agent_id: agent_id?,
@@ -635,6 +587,55 @@ fn tenant_config(check: &mut Checker<'_>, key: &str, raw: RawTenant) -> Option<T
         },
         source: super::TenantSource::File,
     })
+}
+
+/// A tenant's `id`: JeecgBoot's tenant_id, 0 or more.
+fn tenant_id(check: &mut Checker<'_>, key: &str, raw: Option<i64>) -> Option<i64> {
+    let problem = match raw {
+        Some(id) if id >= 0 => return Some(id),
+        Some(id) => format!("must be 0 or more (JeecgBoot tenant_id), got {id}"),
+        None => "missing; JeecgBoot's tenant_id, 0 for a single-tenant installation".into(),
+    };
+    check.problem(&format!("{key}.id"), problem);
+    None
+}
+
+/// A tenant's `agent_id`: the app's AgentId, positive.
+fn agent_id(check: &mut Checker<'_>, key: &str, raw: Option<i64>) -> Option<i64> {
+    let problem = match raw {
+        Some(agent) if agent > 0 => return Some(agent),
+        Some(agent) => format!("must be a positive AgentId, got {agent}"),
+        None => "missing; the app's AgentId from the DingTalk console".into(),
+    };
+    check.problem(&format!("{key}.agent_id"), problem);
+    None
+}
+
+/// A tenant's AppSecret, from `client_secret` or `client_secret_file` (`raw`); when neither
+/// gives one and no problem says why, a problem naming where it can come from.
+fn client_secret(
+    check: &mut Checker<'_>,
+    key: &str,
+    (secret, file): (Option<String>, Option<std::path::PathBuf>),
+    id: Option<i64>,
+) -> Option<Secret> {
+    let secret_key = format!("{key}.client_secret");
+    let client_secret = check.secret(&secret_key, secret, file);
+    let told = check
+        .problems
+        .iter()
+        .any(|p| p.key.starts_with(&secret_key));
+    if client_secret.is_none() && !told {
+        let hint = match id {
+            Some(id) => format!(" or DINGSYNC_TENANT_{id}_CLIENT_SECRET"),
+            None => String::new(),
+        };
+        check.problem(
+            &secret_key,
+            format!("missing; the app's AppSecret: set client_secret_file{hint}"),
+        );
+    }
+    client_secret
 }
 
 fn pull(check: &mut Checker<'_>, raw: RawPull) -> Option<PullConfig> {
