@@ -40,7 +40,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/sync/apply/mod.rs", "apply_with", 82),
     ("src/sync/apply/mod.rs", "lanes", 85),
     ("src/sync/apply/mod.rs", "step", 72),
-    ("src/sync/plan/pull.rs", "departments", 90),
     ("src/sync/plan/pull.rs", "merge_dept", 111),
     ("src/sync/plan/pull.rs", "users_slice", 84),
     ("src/sync/plan/pull.rs", "memberships", 77),

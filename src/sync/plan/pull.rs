@@ -143,49 +143,16 @@ fn departments(
     let mut taken: HashSet<&str> = HashSet::new();
     let mut ops = Vec::new();
     for dept in ordered {
-        if gone.contains(&dept.parent_id) {
-            gone.insert(dept.dept_id);
-            ops.push(warn_dept(&dept.dept_id.to_string(), format!("DingTalk department {} ({}) is under a department deleted locally; not created", dept.dept_id, dept.name)));
-            continue;
-        }
-        let parent = if dept.parent_id == ROOT_DEPT {
-            LocalRef::Top
-        } else {
-            match map.get(&dept.parent_id) {
-                Some(parent) => parent.clone(),
-                // A job reads only the departments it needs: a parent it did not read stands
-                // where a local department links it (as a push job trusts links).
-                None if remote.partial => match locals.by_ding.get(&dept.parent_id) {
-                    Some(parent) if parent.is_deleted() => {
-                        gone.insert(dept.dept_id);
-                        ops.push(warn_dept(&dept.dept_id.to_string(), format!("DingTalk department {} ({}) is under a department deleted locally; not created", dept.dept_id, dept.name)));
-                        continue;
-                    }
-                    Some(parent) => LocalRef::Local(parent.id.clone()),
-                    None => continue,
-                },
-                None => continue, // outside the walked tree
+        let parent = match placed_under(dept, &map, &gone, &locals, remote) {
+            Under::Parent(parent) => parent,
+            Under::Gone => {
+                gone.insert(dept.dept_id);
+                ops.push(warn_dept(&dept.dept_id.to_string(), format!("DingTalk department {} ({}) is under a department deleted locally; not created", dept.dept_id, dept.name)));
+                continue;
             }
+            Under::Unknown => continue,
         };
-        // A local department found by the key the push gave DingTalk, unless it is linked
-        // to a department DingTalk still has (in a job's view: one not known to be gone).
-        let free = |linked: i64| {
-            if remote.partial {
-                remote.absent.contains(&linked)
-            } else {
-                !remote_ids.contains(&linked)
-            }
-        };
-        let by_source = dept
-            .source_identifier
-            .as_deref()
-            .and_then(|s| locals.by_id.get(s))
-            .filter(|l| l.ding_identifier.is_none_or(free));
-        let matched = locals
-            .by_ding
-            .get(&dept.dept_id)
-            .or(by_source)
-            .copied()
+        let matched = matching_local(dept, &locals, remote, &remote_ids)
             .filter(|l| !taken.contains(l.id.as_str()));
         match matched {
             Some(found) if found.is_deleted() => {
@@ -216,6 +183,69 @@ fn departments(
         }
     }
     (ops, map)
+}
+
+/// Where a DingTalk department goes locally, as its parent tells.
+enum Under {
+    /// Under this local department (or at the top).
+    Parent(LocalRef),
+    /// Under a department deleted locally: nowhere.
+    Gone,
+    /// Outside what was read: left alone.
+    Unknown,
+}
+
+/// Where `dept` goes, its parent placed before it (`map`) or gone (`gone`).
+fn placed_under(
+    dept: &RemoteDept,
+    map: &HashMap<i64, LocalRef>,
+    gone: &HashSet<i64>,
+    locals: &LocalDepts<'_>,
+    remote: &RemoteView,
+) -> Under {
+    if gone.contains(&dept.parent_id) {
+        return Under::Gone;
+    }
+    if dept.parent_id == ROOT_DEPT {
+        return Under::Parent(LocalRef::Top);
+    }
+    if let Some(parent) = map.get(&dept.parent_id) {
+        return Under::Parent(parent.clone());
+    }
+    if !remote.partial {
+        return Under::Unknown; // outside the walked tree
+    }
+    // A job reads only the departments it needs: a parent it did not read stands where a
+    // local department links it (as a push job trusts links).
+    match locals.by_ding.get(&dept.parent_id) {
+        Some(parent) if parent.is_deleted() => Under::Gone,
+        Some(parent) => Under::Parent(LocalRef::Local(parent.id.clone())),
+        None => Under::Unknown,
+    }
+}
+
+/// The local department of `dept`: linked to it, or found by the key the push gave DingTalk
+/// (`source_identifier`) unless linked to a department DingTalk still has (in a job's view:
+/// one not known to be gone).
+fn matching_local<'a>(
+    dept: &RemoteDept,
+    locals: &LocalDepts<'a>,
+    remote: &RemoteView,
+    remote_ids: &HashSet<i64>,
+) -> Option<&'a LocalDept> {
+    let free = |linked: i64| {
+        if remote.partial {
+            remote.absent.contains(&linked)
+        } else {
+            !remote_ids.contains(&linked)
+        }
+    };
+    let by_source = dept
+        .source_identifier
+        .as_deref()
+        .and_then(|s| locals.by_id.get(s))
+        .filter(|l| l.ding_identifier.is_none_or(free));
+    locals.by_ding.get(&dept.dept_id).or(by_source).copied()
 }
 
 /// A job's department map for the DingTalk users `people`: every live local department
