@@ -294,28 +294,10 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
         .unwrap_or(plan.ops.len());
     let (head, tail) = plan.ops.split_at(split);
     run.lanes(ctx, head, users, &total, &tick).await;
-    let mut rest = tail;
     if !tail.is_empty() && tail.iter().all(pulls_a_user) {
         run.pull_users(ctx, tail, &tick).await;
-        rest = &[];
-    }
-    while let Some(op) = rest.first() {
-        // A pull's new users go in batches (one transaction each), the rest one by one.
-        let creates = leading(rest, |op| matches!(op, Op::CreateLocalUser { .. }));
-        if creates > 1 {
-            run.create_local_users(ctx, &rest[..creates], &tick).await;
-            rest = &rest[creates..];
-            continue;
-        }
-        let placed = leading(rest, |op| matches!(op, Op::CreateLocalDept { .. }));
-        if placed > 1 {
-            run.create_local_depts(ctx, &rest[..placed], &tick).await;
-            rest = &rest[placed..];
-            continue;
-        }
-        run.step(ctx, op).await;
-        tick();
-        rest = &rest[1..];
+    } else {
+        run.in_order(ctx, tail, &tick).await;
     }
     // Renames that met a sibling's name are tried once more, after the renames that free it.
     let deferred = std::mem::take(&mut run.state().deferred);
@@ -325,26 +307,7 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
         }
     }
     run.flush(ctx, true).await;
-    // Updated users no record followed (none is planned without one; should it be).
-    let unrecorded = std::mem::take(&mut run.state().updated_users).len();
-    run.state().summary.updated += i64::try_from(unrecorded).unwrap_or(0);
-    let mut summary = std::mem::take(&mut run.state().summary);
-    if let Some(reason) = &plan.refused_deletes {
-        tracing::error!(event = "sync.delete_refused", tenant = ctx.tenant, reason = %reason, "department deletion refused by the guard");
-        summary
-            .failures
-            .push((entity::DEPT.into(), "*".into(), reason.clone()));
-    }
-    let touched = plan
-        .ops
-        .iter()
-        .filter(|op| touches(op))
-        .map(entity_of)
-        .collect::<HashSet<_>>()
-        .len()
-        + run.streamed_touched.load(Ordering::Relaxed);
-    let considered = plan.considered + run.streamed_considered.load(Ordering::Relaxed);
-    summary.skipped = i64::try_from(considered.saturating_sub(touched)).unwrap_or(0);
+    let mut summary = run.summary(ctx, plan);
     let after = ctx.client.calls_by_route();
     summary.api_calls = after
         .iter()
@@ -357,6 +320,25 @@ async fn apply_with(ctx: &ApplyCtx<'_>, plan: &Plan, users: Option<UserSlices>) 
         .filter(|(_, n)| *n > 0)
         .collect::<BTreeMap<_, _>>();
     summary
+}
+
+/// The department lane's ops in plan order, which of them creates each local department
+/// (its 1-based place in the lane), and the user lane's ops.
+fn by_lane(ops: &[Op]) -> (Vec<&Op>, HashMap<String, usize>, Vec<Op>) {
+    let mut dept_ops: Vec<&Op> = Vec::new();
+    let mut provider: HashMap<String, usize> = HashMap::new();
+    let mut user_ops: Vec<Op> = Vec::new();
+    for op in ops {
+        if entity_of(op).0 == entity::DEPT {
+            if let Op::CreateDept { local_id, .. } = op {
+                provider.insert(local_id.clone(), dept_ops.len() + 1);
+            }
+            dept_ops.push(op);
+        } else {
+            user_ops.push(op.clone());
+        }
+    }
+    (dept_ops, provider, user_ops)
 }
 
 /// Whether `op` belongs to a pull's slice of users: a write of a local user, or a warning,
@@ -441,6 +423,55 @@ fn user_groups(ops: Vec<Op>, provider: &HashMap<String, usize>) -> Vec<Group> {
 }
 
 impl Run {
+    /// Applies `ops` in order: a pull's new users and new departments in batches (one
+    /// transaction each), the rest one by one.
+    async fn in_order(&self, ctx: &ApplyCtx<'_>, ops: &[Op], tick: &(dyn Fn() + Sync)) {
+        let mut rest = ops;
+        while let Some(op) = rest.first() {
+            let creates = leading(rest, |op| matches!(op, Op::CreateLocalUser { .. }));
+            if creates > 1 {
+                self.create_local_users(ctx, &rest[..creates], tick).await;
+                rest = &rest[creates..];
+                continue;
+            }
+            let placed = leading(rest, |op| matches!(op, Op::CreateLocalDept { .. }));
+            if placed > 1 {
+                self.create_local_depts(ctx, &rest[..placed], tick).await;
+                rest = &rest[placed..];
+                continue;
+            }
+            self.step(ctx, op).await;
+            tick();
+            rest = &rest[1..];
+        }
+    }
+
+    /// What the run did: its counts (updated users no record followed included), the
+    /// refused deletes, and the users and departments it looked at and left alone.
+    fn summary(&self, ctx: &ApplyCtx<'_>, plan: &Plan) -> Summary {
+        // Updated users no record followed (none is planned without one; should it be).
+        let unrecorded = std::mem::take(&mut self.state().updated_users).len();
+        self.state().summary.updated += i64::try_from(unrecorded).unwrap_or(0);
+        let mut summary = std::mem::take(&mut self.state().summary);
+        if let Some(reason) = &plan.refused_deletes {
+            tracing::error!(event = "sync.delete_refused", tenant = ctx.tenant, reason = %reason, "department deletion refused by the guard");
+            summary
+                .failures
+                .push((entity::DEPT.into(), "*".into(), reason.clone()));
+        }
+        let touched = plan
+            .ops
+            .iter()
+            .filter(|op| touches(op))
+            .map(entity_of)
+            .collect::<HashSet<_>>()
+            .len()
+            + self.streamed_touched.load(Ordering::Relaxed);
+        let considered = plan.considered + self.streamed_considered.load(Ordering::Relaxed);
+        summary.skipped = i64::try_from(considered.saturating_sub(touched)).unwrap_or(0);
+        summary
+    }
+
     fn state(&self) -> MutexGuard<'_, RunState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -455,19 +486,7 @@ impl Run {
         total: &AtomicUsize,
         tick: &(dyn Fn() + Sync),
     ) {
-        let mut dept_ops: Vec<&Op> = Vec::new();
-        let mut provider: HashMap<String, usize> = HashMap::new();
-        let mut user_ops: Vec<Op> = Vec::new();
-        for op in ops {
-            if entity_of(op).0 == entity::DEPT {
-                if let Op::CreateDept { local_id, .. } = op {
-                    provider.insert(local_id.clone(), dept_ops.len() + 1);
-                }
-                dept_ops.push(op);
-            } else {
-                user_ops.push(op.clone());
-            }
-        }
+        let (dept_ops, provider, user_ops) = by_lane(ops);
         let mut queue: VecDeque<Group> = user_groups(user_ops, &provider).into();
         let (settled, watch) = tokio::sync::watch::channel(0usize);
         let departments = async move {
@@ -516,13 +535,7 @@ impl Run {
                     slice = recv(slices) => match slice {
                         Some((ops, considered)) => {
                             total.fetch_add(ops.len(), Ordering::Relaxed);
-                            self.streamed_considered.fetch_add(considered, Ordering::Relaxed);
-                            let groups = user_groups(ops, &provider);
-                            self.streamed_touched.fetch_add(
-                                groups.iter().filter(|(_, g)| g.iter().any(touches)).count(),
-                                Ordering::Relaxed,
-                            );
-                            queue.extend(groups);
+                            queue.extend(self.streamed(ops, considered, &provider));
                         }
                         None => more = None,
                     },
@@ -531,6 +544,21 @@ impl Run {
             }
         };
         tokio::join!(departments, users);
+    }
+
+    /// A slice of users streamed in: grouped per user, counted as considered and touched.
+    fn streamed(
+        &self,
+        ops: Vec<Op>,
+        considered: usize,
+        provider: &HashMap<String, usize>,
+    ) -> Vec<Group> {
+        self.streamed_considered
+            .fetch_add(considered, Ordering::Relaxed);
+        let groups = user_groups(ops, provider);
+        let touched = groups.iter().filter(|(_, g)| g.iter().any(touches)).count();
+        self.streamed_touched.fetch_add(touched, Ordering::Relaxed);
+        groups
     }
 
     /// One user's operations, in order, once the department lane has settled `ready` ops.
@@ -552,48 +580,7 @@ impl Run {
 
     async fn step(&self, ctx: &ApplyCtx<'_>, op: &Op) {
         let key = entity_of(op);
-        match op {
-            Op::Fail {
-                entity,
-                key: k,
-                reason,
-            } => {
-                self.state().failed.insert(key);
-                self.state().summary.failed += 1;
-                self.state()
-                    .summary
-                    .failures
-                    .push((entity.clone(), k.clone(), reason.clone()));
-                tracing::warn!(event = "sync.entity.failed", tenant = ctx.tenant, entity = %entity, key = %k, reason = %reason, "entity cannot be synced");
-                return;
-            }
-            Op::Warn {
-                entity,
-                key: k,
-                reason,
-            } => {
-                // A warning about an entity whose write failed is said again at its retry.
-                if self.state().failed.contains(&key) {
-                    return;
-                }
-                self.state()
-                    .summary
-                    .warnings
-                    .push((entity.clone(), k.clone(), reason.clone()));
-                tracing::warn!(event = "sync.entity.warning", tenant = ctx.tenant, entity = %entity, key = %k, reason = %reason, "entity synced with a warning");
-                return;
-            }
-            Op::Merge {
-                entity,
-                key: k,
-                fields,
-            } => {
-                conflicts(ctx, entity, k, fields);
-                return;
-            }
-            _ => {}
-        }
-        if self.state().failed.contains(&key) {
+        if self.reported(ctx, op, &key) || self.state().failed.contains(&key) {
             return;
         }
         match self.execute(ctx, op).await {
@@ -621,6 +608,46 @@ impl Run {
                 self.record_failure(ctx, op, &error.to_string());
             }
         }
+    }
+
+    /// Reports a refusal, a warning or a merge (ops that only tell); whether `op` was one.
+    fn reported(&self, ctx: &ApplyCtx<'_>, op: &Op, key: &(String, String)) -> bool {
+        match op {
+            Op::Fail {
+                entity,
+                key: k,
+                reason,
+            } => {
+                self.state().failed.insert(key.clone());
+                self.state().summary.failed += 1;
+                self.state()
+                    .summary
+                    .failures
+                    .push((entity.clone(), k.clone(), reason.clone()));
+                tracing::warn!(event = "sync.entity.failed", tenant = ctx.tenant, entity = %entity, key = %k, reason = %reason, "entity cannot be synced");
+            }
+            Op::Warn {
+                entity,
+                key: k,
+                reason,
+            } => {
+                // A warning about an entity whose write failed is said again at its retry.
+                if !self.state().failed.contains(key) {
+                    self.state()
+                        .summary
+                        .warnings
+                        .push((entity.clone(), k.clone(), reason.clone()));
+                    tracing::warn!(event = "sync.entity.warning", tenant = ctx.tenant, entity = %entity, key = %k, reason = %reason, "entity synced with a warning");
+                }
+            }
+            Op::Merge {
+                entity,
+                key: k,
+                fields,
+            } => conflicts(ctx, entity, k, fields),
+            _ => return false,
+        }
+        true
     }
 
     fn record_failure(&self, ctx: &ApplyCtx<'_>, op: &Op, reason: &str) {
