@@ -33,7 +33,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/store/jeecg.rs", "insert_department", 86),
     ("src/store/mod.rs", "connect_url", 84),
     ("src/store/queue.rs", "settle_once", 106),
-    ("src/store/schema.rs", "own_tables", 61),
     ("src/store/schema.rs", "migration", 74),
     ("src/store/schema.rs", "uninstall", 78),
     ("src/store/state.rs", "changes_to_jobs_once", 101),

@@ -65,13 +65,31 @@ fn autoinc(backend: Backend) -> &'static str {
 
 /// `CREATE TABLE` statements of version 1.
 fn own_tables(backend: Backend) -> Vec<String> {
-    let id = autoinc(backend);
     let engine = if backend == Backend::MySql {
         " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
     } else {
         ""
     };
-    let tables = [
+    let mut statements: Vec<String> = table_bodies(autoinc(backend))
+        .iter()
+        .map(|body| format!("CREATE TABLE IF NOT EXISTS {body}{engine}"))
+        .collect();
+    let index = |name: &str, on: &str| match backend {
+        Backend::MySql => format!("CREATE INDEX {name} ON {on}"),
+        _ => format!("CREATE INDEX IF NOT EXISTS {name} ON {on}"),
+    };
+    statements.push(index("dingsync_job_due", "dingsync_job (state, run_at)"));
+    statements.push(index(
+        "dingsync_change_time",
+        "dingsync_change (changed_at)",
+    ));
+    statements
+}
+
+/// dingsync's tables as first created (`id`: the dialect's auto-increment key); migrations
+/// add to them.
+fn table_bodies(id: &str) -> [String; 9] {
+    [
         "dingsync_meta (name VARCHAR(64) NOT NULL PRIMARY KEY, value VARCHAR(255) NOT NULL)".to_string(),
         format!(
             "dingsync_change (id {id}, table_name VARCHAR(64) NOT NULL, row_key VARCHAR(64) NOT NULL, \
@@ -109,21 +127,7 @@ fn own_tables(backend: Backend) -> Vec<String> {
         "dingsync_lease (name VARCHAR(128) NOT NULL PRIMARY KEY, owner VARCHAR(64) NOT NULL, expires_at BIGINT NOT NULL)"
             .to_string(),
         "dingsync_writer (marker BIGINT NOT NULL PRIMARY KEY)".to_string(),
-    ];
-    let mut statements: Vec<String> = tables
-        .iter()
-        .map(|body| format!("CREATE TABLE IF NOT EXISTS {body}{engine}"))
-        .collect();
-    let index = |name: &str, on: &str| match backend {
-        Backend::MySql => format!("CREATE INDEX {name} ON {on}"),
-        _ => format!("CREATE INDEX IF NOT EXISTS {name} ON {on}"),
-    };
-    statements.push(index("dingsync_job_due", "dingsync_job (state, run_at)"));
-    statements.push(index(
-        "dingsync_change_time",
-        "dingsync_change (changed_at)",
-    ));
-    statements
+    ]
 }
 
 fn now_expr(backend: Backend) -> &'static str {
