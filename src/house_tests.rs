@@ -42,7 +42,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/sync/plan/pull.rs", "memberships", 77),
     ("src/sync/plan/push_users.rs", "update", 73),
     ("src/sync/plan/scope_tests.rs", "cases", 218),
-    ("src/sync/pull_job.rs", "user_job", 65),
     (
         "tests/coexist.rs",
         "announcements_follow_jeecgboots_switch",

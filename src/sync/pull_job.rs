@@ -168,22 +168,7 @@ async fn user_job(ctx: &JobCtx<'_>, userid: &str) -> Result<JobOutcome, JobError
         return gone(ctx, entity::USER, userid, &twins).await;
     };
     let local = read::pull_candidates(store, tenant, std::slice::from_ref(&person)).await?;
-    // The departments that matter: DingTalk's of the person, the local ones of whoever it
-    // may be, and those of their bases.
-    let ids: Vec<String> = local
-        .users
-        .iter()
-        .flat_map(|u| u.depart_ids.iter().cloned())
-        .collect();
-    let mut dings = person.dept_id_list.clone();
-    dings.extend(
-        local
-            .user_snapshots
-            .values()
-            .filter_map(|s| s.user_base())
-            .flat_map(|b| b.depts),
-    );
-    let tree = read::dept_view_around(store, tenant, &ids, &dings).await?;
+    let tree = depts_around(ctx, &local, &person).await?;
     let (map, unknown) = linked_depts(&tree, std::slice::from_ref(&person));
     if !unknown.is_empty() {
         let created = depts_to_create(ctx, &unknown).await?;
@@ -205,6 +190,29 @@ async fn user_job(ctx: &JobCtx<'_>, userid: &str) -> Result<JobOutcome, JobError
         considered: 1,
     };
     run_plan(ctx, &plan).await
+}
+
+/// The departments a user job judges by: DingTalk's of the person, the local ones of whoever
+/// it may be, and those of their bases.
+async fn depts_around(
+    ctx: &JobCtx<'_>,
+    local: &super::model::LocalView,
+    person: &DtUser,
+) -> Result<super::model::LocalView, JobError> {
+    let ids: Vec<String> = local
+        .users
+        .iter()
+        .flat_map(|u| u.depart_ids.iter().cloned())
+        .collect();
+    let mut dings = person.dept_id_list.clone();
+    dings.extend(
+        local
+            .user_snapshots
+            .values()
+            .filter_map(|s| s.user_base())
+            .flat_map(|b| b.depts),
+    );
+    Ok(read::dept_view_around(ctx.store, ctx.tenant.id, &ids, &dings).await?)
 }
 
 /// The DingTalk departments among `unknown` that the pull planner would create or link
