@@ -236,14 +236,7 @@ async fn handle(
     } else {
         event.event_id.as_str()
     };
-    let again = counters
-        .later
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .remove(id);
-    if again {
-        counters.redelivered.fetch_add(1, Ordering::Relaxed);
-    }
+    counters.was_later(id);
     // DingTalk expects an answer within about 3 s: a database that takes longer gets a LATER.
     let stored = tokio::time::timeout(
         STORE_WITHIN,
@@ -270,17 +263,38 @@ async fn handle(
         }
         Err(error) => {
             shared.store_failed("storing an event", &error);
-            let mut later = counters
-                .later
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if later.len() >= LATER_KEPT {
-                later.clear();
-            }
-            later.insert(id.to_string());
+            counters.answered_later(id);
             metrics.event(tenant, &event.event_type, "later");
             tracing::warn!(event = "events.later", tenant, event_type = %event.event_type, event_id = %id, error = %error, "cannot store the event; answered LATER, DingTalk delivers it again");
             EventAck::Later
         }
+    }
+}
+
+impl Counters {
+    /// Remembers that event `id` was answered LATER, so that its redelivery is counted (at
+    /// most [`LATER_KEPT`] remembered).
+    fn answered_later(&self, id: &str) {
+        let mut later = self
+            .later
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if later.len() >= LATER_KEPT {
+            later.clear();
+        }
+        later.insert(id.to_string());
+    }
+
+    /// Whether event `id` was answered LATER before (it is forgotten now).
+    fn was_later(&self, id: &str) -> bool {
+        let again = self
+            .later
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        if again {
+            self.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        again
     }
 }
