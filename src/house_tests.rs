@@ -111,8 +111,6 @@ const OLDER_PARAMS: &[(&str, &str, usize)] = &[
     ("src/store/queue.rs", "claim_mysql", 7),
     ("src/store/state.rs", "gap_changes", 6),
     ("src/sync/plan/push_depts.rs", "subtree", 7),
-    ("src/sync/plan/push_users.rs", "update", 6),
-    ("src/sync/plan/push_users.rs", "note", 6),
     ("src/sync/pull_run.rs", "place_departments", 6),
     ("src/sync/pull_run.rs", "plan_arrivals", 6),
     ("src/sync/pull_run.rs", "apply_pull", 6),

@@ -227,6 +227,24 @@ pub(super) struct Claims {
     pub final_depts: HashMap<String, Vec<DeptRef>>,
 }
 
+impl Claims {
+    /// For a user now in a department about to be deleted: the departments it will have
+    /// after this plan (`sent`, else the ones it has), for the member moves.
+    fn note_final_depts(&mut self, found: &DtUser, sent: Option<&Vec<DeptRef>>) {
+        if !found.dept_id_list.iter().any(|d| self.doomed.contains(d)) {
+            return;
+        }
+        let depts = sent.cloned().unwrap_or_else(|| {
+            found
+                .dept_id_list
+                .iter()
+                .map(|d| DeptRef::Ding(*d))
+                .collect()
+        });
+        self.final_depts.insert(found.userid.clone(), depts);
+    }
+}
+
 /// What the department plan and the tenant tell the user plan.
 pub(super) struct Depts<'a> {
     /// Every pushed local department -> its place in DingTalk.
@@ -294,7 +312,7 @@ pub(super) fn plan_slice(
             ));
             continue;
         }
-        ops.extend(update(local, &links, user, &found, depts, claims));
+        ops.extend(update(local, &links, (user, &found), depts, claims));
     }
     ops
 }
@@ -355,8 +373,7 @@ fn create(user: &LocalUser, map: &HashMap<String, DeptRef>) -> Op {
 fn update(
     local: &LocalView,
     links: &Links<'_>,
-    user: &LocalUser,
-    found: &DtUser,
+    (user, found): (&LocalUser, &DtUser),
     depts: &Depts<'_>,
     claims: &mut Claims,
 ) -> Vec<Op> {
@@ -379,18 +396,7 @@ fn update(
         fields_merged,
         ..
     } = merge;
-    if found.dept_id_list.iter().any(|d| claims.doomed.contains(d)) {
-        claims.final_depts.insert(
-            found.userid.clone(),
-            fields.depts.clone().unwrap_or_else(|| {
-                found
-                    .dept_id_list
-                    .iter()
-                    .map(|d| DeptRef::Ding(*d))
-                    .collect()
-            }),
-        );
-    }
+    claims.note_final_depts(found, fields.depts.as_ref());
     let updating = !fields.is_empty();
     if updating {
         ops.push(Op::UpdateUser {
@@ -450,11 +456,9 @@ impl<'a> UserMerge<'a> {
     fn note(
         &mut self,
         field: &str,
-        local: &str,
-        remote: &str,
+        [local, remote]: [&str; 2],
         base: Option<&str>,
-        verdict: Verdict,
-        action: &str,
+        (verdict, action): (Verdict, &str),
     ) {
         // As `plan` shows them: mobiles masked, as the pull's are.
         let shown = |value: &str| {
@@ -519,7 +523,7 @@ impl<'a> UserMerge<'a> {
             } else {
                 "left for the pull"
             };
-            self.note(field, local, remote, old.as_deref(), verdict, action);
+            self.note(field, [local, remote], old.as_deref(), (verdict, action));
         }
     }
 
@@ -539,24 +543,12 @@ impl<'a> UserMerge<'a> {
             return None;
         };
         if !verdict.push() {
-            self.note(
-                "mobile",
-                local,
-                &found.mobile,
-                old.as_deref(),
-                verdict,
-                "left for the pull",
-            );
+            let action = (verdict, "left for the pull");
+            self.note("mobile", [local, &found.mobile], old.as_deref(), action);
             return None;
         }
-        self.note(
-            "mobile",
-            local,
-            &found.mobile,
-            old.as_deref(),
-            verdict,
-            "kept: DingTalk cannot change a mobile",
-        );
+        let action = (verdict, "kept: DingTalk cannot change a mobile");
+        self.note("mobile", [local, &found.mobile], old.as_deref(), action);
         if old.is_none() {
             // DingTalk's number is the one agreed: a pull sees JeecgBoot's as its change.
             self.base.mobile = found.mobile.clone();
@@ -609,13 +601,13 @@ impl<'a> UserMerge<'a> {
         } else {
             "left for the pull"
         };
+        let remote_text = show(&remote);
+        let was = old.as_deref().map(show);
         self.note(
             "depts",
-            &local_text,
-            &show(&remote),
-            old.as_deref().map(show).as_deref(),
-            verdict,
-            action,
+            [&local_text, &remote_text],
+            was.as_deref(),
+            (verdict, action),
         );
     }
 }
