@@ -120,14 +120,9 @@ fn reconcile(
     let stale: Vec<TenantId> = running
         .iter()
         .filter(|(id, connection)| {
-            !wanted.get(id).is_some_and(|t| {
-                connection.identity
-                    == (
-                        t.client_id.clone(),
-                        t.client_secret.expose().to_string(),
-                        api.to_string(),
-                    )
-            })
+            !wanted
+                .get(id)
+                .is_some_and(|t| connection.identity == identity(t, &api))
         })
         .map(|(id, _)| *id)
         .collect();
@@ -144,40 +139,46 @@ fn reconcile(
         }
     }
     for (id, tenant) in wanted {
-        if running.contains_key(&id) {
-            continue;
+        if !running.contains_key(&id) {
+            running.insert(id, connect(shared, tenant, &api));
         }
-        let stop = shared.shutdown.child_token();
-        let stats = Arc::new(StreamStats::default());
-        let counters = Arc::new(Counters::default());
-        let options = StreamOptions::new(
-            api.clone(),
-            tenant.client_id.clone(),
-            tenant.client_secret.clone(),
-            id,
-        );
-        let handler = handler(Arc::clone(shared), id, Arc::clone(&counters));
-        tokio::spawn(stream::run(
-            options,
-            handler,
-            Arc::clone(&stats),
-            stop.clone(),
-        ));
-        running.insert(
-            id,
-            Running {
-                identity: (
-                    tenant.client_id.clone(),
-                    tenant.client_secret.expose().to_string(),
-                    api.to_string(),
-                ),
-                stop,
-                stats,
-                counters,
-            },
-        );
     }
     closed
+}
+
+/// What a tenant's connection is made with: its app's credentials and DingTalk's address.
+fn identity(tenant: &TenantConfig, api: &url::Url) -> (String, String, String) {
+    (
+        tenant.client_id.clone(),
+        tenant.client_secret.expose().to_string(),
+        api.to_string(),
+    )
+}
+
+/// Opens `tenant`'s Stream connection (a task until its token is cancelled).
+fn connect(shared: &Arc<Shared>, tenant: &TenantConfig, api: &url::Url) -> Running {
+    let stop = shared.shutdown.child_token();
+    let stats = Arc::new(StreamStats::default());
+    let counters = Arc::new(Counters::default());
+    let options = StreamOptions::new(
+        api.clone(),
+        tenant.client_id.clone(),
+        tenant.client_secret.clone(),
+        tenant.id,
+    );
+    let handler = handler(Arc::clone(shared), tenant.id, Arc::clone(&counters));
+    tokio::spawn(stream::run(
+        options,
+        handler,
+        Arc::clone(&stats),
+        stop.clone(),
+    ));
+    Running {
+        identity: identity(tenant, api),
+        stop,
+        stats,
+        counters,
+    }
 }
 
 /// A connection's counters as `dingsync status` shows them (`open`: still wanted).
