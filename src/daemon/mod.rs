@@ -202,38 +202,9 @@ pub async fn run(
     shutdown: CancellationToken,
     reload: Reload,
 ) -> Result<(), DaemonError> {
-    let store = Store::connect(&config.database).await?;
-    let version = store.schema_version().await?;
-    if version != SCHEMA_VERSION {
-        return Err(DaemonError::NotInitialised {
-            found: version,
-            needed: SCHEMA_VERSION,
-        });
-    }
-    let runtime = Runtime::build(config, &store).await?;
-    let shared = Arc::new(Shared {
-        store,
-        runtime: RwLock::new(Arc::new(runtime)),
-        owned: RwLock::new(Vec::new()),
-        renewed: std::sync::Mutex::new(HashMap::new()),
-        wake_reader: Notify::new(),
-        wake_workers: Notify::new(),
-        wake_streams: Notify::new(),
-        tenants_changed: Notify::new(),
-        tokens_tried: std::sync::atomic::AtomicBool::new(false),
-        instance: instance_name(),
-        shutdown: shutdown.clone(),
-        store_outage: std::sync::Mutex::new(None),
-    });
+    let shared = start(config, &shutdown).await?;
     let rt = shared.runtime();
-    let http = match rt.config.metrics.listen {
-        Some(address) => Some(
-            http::start(Arc::clone(&shared), address)
-                .await
-                .map_err(|error| DaemonError::Listen { address, error })?,
-        ),
-        None => None,
-    };
+    let http = serve_metrics(&shared, rt.config.metrics.listen).await?;
     tracing::info!(event = "daemon.started", instance = %shared.instance, tenants = ?rt.tenants.iter().map(|t| t.id).collect::<Vec<_>>(), workers = rt.config.queue.workers.get(), "daemon started");
     let ids: Vec<TenantId> = rt.tenants.iter().map(|t| t.id).collect();
     crate::messages::log_senders(&rt.config, &shared.store, &ids).await;
@@ -279,6 +250,47 @@ pub async fn run(
     shared.store.close().await;
     tracing::info!(event = "shutdown.complete", "shutdown complete");
     Ok(())
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listen`, when set.
+async fn serve_metrics(
+    shared: &Arc<Shared>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+    let Some(address) = listen else {
+        return Ok(None);
+    };
+    let server = http::start(Arc::clone(shared), address)
+        .await
+        .map_err(|error| DaemonError::Listen { address, error })?;
+    Ok(Some(server))
+}
+
+/// Connects, checks the schema is this dingsync's, and builds what the daemon's tasks share.
+async fn start(config: Config, shutdown: &CancellationToken) -> Result<Arc<Shared>, DaemonError> {
+    let store = Store::connect(&config.database).await?;
+    let version = store.schema_version().await?;
+    if version != SCHEMA_VERSION {
+        return Err(DaemonError::NotInitialised {
+            found: version,
+            needed: SCHEMA_VERSION,
+        });
+    }
+    let runtime = Runtime::build(config, &store).await?;
+    Ok(Arc::new(Shared {
+        store,
+        runtime: RwLock::new(Arc::new(runtime)),
+        owned: RwLock::new(Vec::new()),
+        renewed: std::sync::Mutex::new(HashMap::new()),
+        wake_reader: Notify::new(),
+        wake_workers: Notify::new(),
+        wake_streams: Notify::new(),
+        tenants_changed: Notify::new(),
+        tokens_tried: std::sync::atomic::AtomicBool::new(false),
+        instance: instance_name(),
+        shutdown: shutdown.clone(),
+        store_outage: std::sync::Mutex::new(None),
+    }))
 }
 
 /// READY=1 once the first token of each tenant was tried (a tenant with bad credentials is
