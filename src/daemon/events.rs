@@ -120,9 +120,9 @@ fn reconcile(
     let stale: Vec<TenantId> = running
         .iter()
         .filter(|(id, connection)| {
-            !wanted
+            wanted
                 .get(id)
-                .is_some_and(|t| connection.identity == identity(t, &api))
+                .is_none_or(|t| connection.identity != identity(t, &api))
         })
         .map(|(id, _)| *id)
         .collect();
@@ -139,9 +139,9 @@ fn reconcile(
         }
     }
     for (id, tenant) in wanted {
-        if !running.contains_key(&id) {
-            running.insert(id, connect(shared, tenant, &api));
-        }
+        running
+            .entry(id)
+            .or_insert_with(|| connect(shared, tenant, &api));
     }
     closed
 }
