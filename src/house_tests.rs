@@ -33,11 +33,11 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/store/schema.rs", "migration", 74),
     ("src/store/schema.rs", "uninstall", 78),
     ("src/store/state.rs", "changes_to_jobs_once", 101),
-    ("src/sync/apply/mod.rs", "lanes", 85),
-    ("src/sync/plan/pull.rs", "merge_dept", 111),
+    ("src/sync/apply/mod.rs", "lanes", 67),
+    ("src/sync/plan/pull.rs", "merge_dept", 72),
     ("src/sync/plan/pull.rs", "users_slice", 84),
     ("src/sync/plan/pull.rs", "memberships", 77),
-    ("src/sync/plan/push_users.rs", "update", 73),
+    ("src/sync/plan/push_users.rs", "update", 61),
     ("src/sync/plan/scope_tests.rs", "cases", 218),
     (
         "tests/coexist.rs",
@@ -96,7 +96,7 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     (
         "tests/sync.rs",
         "a_batched_pull_isolates_the_row_that_clashes",
-        162,
+        146,
     ),
     ("tests/sync_base.rs", "base_scenarios", 120),
 ];
