@@ -7,7 +7,7 @@
 //! A function's lines run from the line of its `fn` to its closing brace. Comments, string
 //! and character literals are blanked before braces and commas are counted.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Lines a function of `src/` may have.
 const MAX_LINES: usize = 60;
@@ -336,23 +336,12 @@ fn functions(file: &str, text: &str) -> Vec<Function> {
     found
 }
 
-fn rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.map(|e| e.path()).unwrap_or_default();
-        if path.is_dir() {
-            rust_files(&path, into);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            into.push(path);
-        }
-    }
-}
-
 /// Every function of `src/`, `tests/` and `benches/`.
 fn all_functions() -> Vec<Function> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
     for dir in ["src", "tests", "benches"] {
-        rust_files(&root.join(dir), &mut files);
+        crate::docs_tests::rust_files(&root.join(dir), &mut files);
     }
     files.sort();
     let mut all = Vec::new();

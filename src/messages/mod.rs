@@ -560,6 +560,12 @@ fn too_old(ctx: &JobCtx<'_>, announcement: &Announcement) -> Option<String> {
     })
 }
 
+/// The tenant's DingTalk userids by local user id (its link rows).
+async fn linked_userids(ctx: &JobCtx<'_>) -> Result<HashMap<String, String>, MsgError> {
+    let links = ctx.store.links(ctx.tenant.id).await?;
+    Ok(links.into_iter().map(|l| (l.user_id, l.userid)).collect())
+}
+
 /// Who an announcement goes to.
 enum Audience {
     /// Everyone (`msg_type` ALL).
@@ -585,13 +591,7 @@ async fn audience(
             )))
         }
     }
-    let links: HashMap<String, String> = ctx
-        .store
-        .links(ctx.tenant.id)
-        .await?
-        .into_iter()
-        .map(|l| (l.user_id, l.userid))
-        .collect();
+    let links = linked_userids(ctx).await?;
     let (mut userids, mut unlinked) = (Vec::new(), Vec::new());
     for user in split(announcement.user_ids.as_deref()) {
         match links.get(&user) {
@@ -769,13 +769,7 @@ async fn outbox_userids(
         return Ok((userids, unlinked));
     }
     let users = ctx.store.load_users(0).await?;
-    let links: HashMap<String, String> = ctx
-        .store
-        .links(ctx.tenant.id)
-        .await?
-        .into_iter()
-        .map(|l| (l.user_id, l.userid))
-        .collect();
+    let links = linked_userids(ctx).await?;
     for name in usernames {
         match users
             .iter()
