@@ -310,30 +310,14 @@ fn merge_dept(
         Some(id) => LocalRef::Local(id),
         None => LocalRef::Top,
     };
-    let local_parent = locals.parent_ding(&found.id);
-    let was = old.as_ref().map(|b| &b.parent);
-    let new_parent = match judge(&local_parent, &dept.parent_id, was, policy) {
-        None => {
-            base.parent = dept.parent_id;
-            current.clone()
-        }
-        Some(v) => {
-            let values = [local_parent.to_string(), dept.parent_id.to_string()];
-            merge.push(note(
-                "parent",
-                values,
-                was.map(ToString::to_string),
-                v,
-                v.pull(),
-            ));
-            if v.pull() {
-                base.parent = dept.parent_id;
-                parent
-            } else {
-                current.clone()
-            }
-        }
-    };
+    let pulled = pull_parent(
+        locals,
+        (found, dept),
+        old.as_ref(),
+        policy,
+        (&mut base, &mut merge),
+    );
+    let new_parent = if pulled { parent } else { current.clone() };
     if name != found.name || new_parent != current {
         return vec![Op::UpdateLocalDept {
             local_id: found.id.clone(),
@@ -379,6 +363,36 @@ fn pull_name(
     } else {
         found.name.clone()
     }
+}
+
+/// Whether the local department moves to DingTalk's parent (the merge takes it; the base's
+/// parent follows whenever DingTalk's is agreed or taken).
+fn pull_parent(
+    locals: &LocalDepts<'_>,
+    (found, dept): (&LocalDept, &RemoteDept),
+    old: Option<&DeptBase>,
+    policy: &Policy,
+    (base, merge): (&mut DeptBase, &mut Vec<FieldMerge>),
+) -> bool {
+    let local_parent = locals.parent_ding(&found.id);
+    let was = old.map(|b| &b.parent);
+    let Some(verdict) = judge(&local_parent, &dept.parent_id, was, policy) else {
+        base.parent = dept.parent_id;
+        return false;
+    };
+    let values = [local_parent.to_string(), dept.parent_id.to_string()];
+    let taken = verdict.pull();
+    merge.push(note(
+        "parent",
+        values,
+        was.map(ToString::to_string),
+        verdict,
+        taken,
+    ));
+    if taken {
+        base.parent = dept.parent_id;
+    }
+    taken
 }
 
 /// A local department that stays as it is: its merge notes, and its link and base when

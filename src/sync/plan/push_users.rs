@@ -418,18 +418,23 @@ fn update(
         links.row(&user.id) != Some(found.userid.as_str()) && new_base.link_held_by.is_none();
     let stale = row_missing || base.as_ref() != Some(&new_base);
     if updating || stale {
-        ops.push(Op::LinkUser {
-            local_id: user.id.clone(),
-            userid: found.userid.clone(),
-            unionid: Some(found.unionid.clone()).filter(|u| !u.is_empty()),
-            realname: user.realname.clone(),
-            base: new_base,
-        });
+        ops.push(link_user(user, found, new_base));
     }
     if let Some(warning) = mobile_warning {
         ops.push(warn(&user.id, warning));
     }
     ops
+}
+
+/// The record of `user`'s link to `found`, with the base.
+fn link_user(user: &LocalUser, found: &DtUser, base: UserBase) -> Op {
+    Op::LinkUser {
+        local_id: user.id.clone(),
+        userid: found.userid.clone(),
+        unionid: Some(found.unionid.clone()).filter(|u| !u.is_empty()),
+        realname: user.realname.clone(),
+        base,
+    }
 }
 
 /// A push's merge of one user: the fields to send, the base once done, and what it did with
