@@ -21,7 +21,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("benches/daemon_latency.rs", "bench", 110),
     ("benches/event_latency.rs", "bench", 111),
     ("benches/org_scale.rs", "main", 225),
-    ("src/metrics.rs", "new", 86),
     ("src/store/batch.rs", "insert_linked_users", 80),
     ("src/store/batch.rs", "batch_statements", 88),
     ("src/store/batch.rs", "link_statements", 77),

@@ -143,91 +143,50 @@ fn registered<M: prometheus_client::registry::Metric + Clone>(
     metric
 }
 
+/// A metric family (one metric per label set), registered as `name`.
+fn family<F: prometheus_client::registry::Metric + Clone + Default>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> F {
+    registered(registry, name, help, F::default())
+}
+
 impl Metrics {
     fn new() -> Self {
         let mut r = Registry::default();
-        let up = registered(
-            &mut r,
-            "dingsync_up",
-            "1 while the daemon runs",
-            Gauge::default(),
-        );
-        let database_up = registered(
-            &mut r,
-            "dingsync_database_up",
-            "1 when the database answered the last scrape",
-            Gauge::default(),
-        );
-        let queue_jobs = registered(
-            &mut r,
-            "dingsync_queue_jobs",
-            "Jobs in the retry queue, by tenant, kind and state",
-            Family::default(),
-        );
-        let oldest_pending = registered(
-            &mut r,
-            "dingsync_queue_oldest_pending_seconds",
-            "Age of the oldest pending job of the tenant (0 when none)",
-            Family::default(),
-        );
         // Counters are exposed with `_total` appended.
-        let calls = registered(
-            &mut r,
-            "dingsync_dingtalk_calls",
-            "DingTalk API calls by tenant, route and outcome (ok, failed, throttled)",
-            Family::default(),
-        );
-        let latency = registered(
-            &mut r,
-            "dingsync_change_to_dingtalk_seconds",
-            "Time from a local commit to its change applied in DingTalk (push jobs)",
-            Histogram::new([
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-            ]),
-        );
-        let changelog_lag = registered(
-            &mut r,
-            "dingsync_changelog_lag_rows",
-            "Change-log rows the daemon has not read yet",
-            Gauge::default(),
-        );
-        let last_success = registered(
-            &mut r,
-            "dingsync_run_last_success_timestamp_seconds",
-            "Unix time of the tenant's last run of this kind that finished without failures",
-            Family::default(),
-        );
-        let entities = registered(
-            &mut r,
-            "dingsync_run_entities",
-            "Entities handled by runs and jobs, by tenant, kind and outcome",
-            Family::default(),
-        );
-        let owned = registered(
-            &mut r,
-            "dingsync_tenant_owned",
-            "1 when this instance owns the tenant (runs its jobs and schedules)",
-            Family::default(),
-        );
-        let events = registered(
-            &mut r,
-            "dingsync_events",
-            "DingTalk Stream events by tenant, type and outcome (stored, duplicate, ignored, later)",
-            Family::default(),
-        );
+        let latency_buckets = [
+            0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ];
         Self {
+            up: registered(&mut r, "dingsync_up", "1 while the daemon runs", Gauge::default()),
+            database_up: registered(
+                &mut r,
+                "dingsync_database_up",
+                "1 when the database answered the last scrape",
+                Gauge::default(),
+            ),
+            queue_jobs: family(&mut r, "dingsync_queue_jobs", "Jobs in the retry queue, by tenant, kind and state"),
+            oldest_pending: family(&mut r, "dingsync_queue_oldest_pending_seconds", "Age of the oldest pending job of the tenant (0 when none)"),
+            calls: family(&mut r, "dingsync_dingtalk_calls", "DingTalk API calls by tenant, route and outcome (ok, failed, throttled)"),
+            latency: registered(
+                &mut r,
+                "dingsync_change_to_dingtalk_seconds",
+                "Time from a local commit to its change applied in DingTalk (push jobs)",
+                Histogram::new(latency_buckets),
+            ),
+            changelog_lag: registered(
+                &mut r,
+                "dingsync_changelog_lag_rows",
+                "Change-log rows the daemon has not read yet",
+                Gauge::default(),
+            ),
+            last_success: family(&mut r, "dingsync_run_last_success_timestamp_seconds", "Unix time of the tenant's last run of this kind that finished without failures"),
+            entities: family(&mut r, "dingsync_run_entities", "Entities handled by runs and jobs, by tenant, kind and outcome"),
+            owned: family(&mut r, "dingsync_tenant_owned", "1 when this instance owns the tenant (runs its jobs and schedules)"),
+            events: family(&mut r, "dingsync_events", "DingTalk Stream events by tenant, type and outcome (stored, duplicate, ignored, later)"),
             registry: r,
-            up,
-            database_up,
-            queue_jobs,
-            oldest_pending,
-            calls,
-            latency,
-            changelog_lag,
-            last_success,
-            entities,
-            owned,
-            events,
         }
     }
 
