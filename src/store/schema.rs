@@ -581,6 +581,18 @@ impl Store {
     /// Drops dingsync's triggers, trigger functions and tables. JeecgBoot's rows are not
     /// touched.
     pub async fn uninstall(&self) -> StoreResult<()> {
+        self.drop_change_triggers().await?;
+        self.drop_version_triggers().await?;
+        self.drop_link_index().await?;
+        for table in OWN_TABLES.iter().rev() {
+            self.execute(&format!("DROP TABLE IF EXISTS {table}"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The change-log triggers (and PostgreSQL's functions) on JeecgBoot's tables.
+    async fn drop_change_triggers(&self) -> StoreResult<()> {
         for (table, _, _, _) in LOGGED_TABLES {
             let exists = self.table_exists(table).await?;
             let statements = match self.backend() {
@@ -602,7 +614,11 @@ impl Store {
                 self.execute(&statement).await?;
             }
         }
-        // The department tree's version triggers (those on dingsync_snapshot go with it).
+        Ok(())
+    }
+
+    /// The department tree's version triggers (those on `dingsync_snapshot` go with it).
+    async fn drop_version_triggers(&self) -> StoreResult<()> {
         let sys_depart = self.table_exists("sys_depart").await?;
         let statements = match self.backend() {
             Backend::Postgres => {
@@ -635,26 +651,28 @@ impl Store {
         for statement in statements {
             self.execute(&statement).await?;
         }
-        if self.table_exists("sys_third_account").await? {
-            let drop = match self.backend() {
-                Backend::MySql => {
-                    let sql = "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = 'sys_third_account' AND index_name = ?";
-                    let sql = self.sql(sql);
-                    let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
-                        .bind(LINK_INDEX)
-                        .fetch_one(pool)
-                        .await?);
-                    (count > 0).then(|| format!("DROP INDEX {LINK_INDEX} ON sys_third_account"))
-                }
-                _ => Some(format!("DROP INDEX IF EXISTS {LINK_INDEX}")),
-            };
-            if let Some(statement) = drop {
-                self.execute(&statement).await?;
-            }
+        Ok(())
+    }
+
+    /// dingsync's index on `sys_third_account`.
+    async fn drop_link_index(&self) -> StoreResult<()> {
+        if !self.table_exists("sys_third_account").await? {
+            return Ok(());
         }
-        for table in OWN_TABLES.iter().rev() {
-            self.execute(&format!("DROP TABLE IF EXISTS {table}"))
-                .await?;
+        let drop = match self.backend() {
+            Backend::MySql => {
+                let sql = "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = 'sys_third_account' AND index_name = ?";
+                let sql = self.sql(sql);
+                let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+                    .bind(LINK_INDEX)
+                    .fetch_one(pool)
+                    .await?);
+                (count > 0).then(|| format!("DROP INDEX {LINK_INDEX} ON sys_third_account"))
+            }
+            _ => Some(format!("DROP INDEX IF EXISTS {LINK_INDEX}")),
+        };
+        if let Some(statement) = drop {
+            self.execute(&statement).await?;
         }
         Ok(())
     }
