@@ -13,7 +13,7 @@ use crate::job::{execute, JobCtx, JobOutcome};
 use crate::store::now_ms;
 use crate::store::queue::{FailOutcome, Job};
 
-use super::Shared;
+use super::{Runtime, Shared};
 
 /// Idle workers look for due jobs at least this often (jobs retried later become due).
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -134,7 +134,7 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
     let outcome = execute(&ctx, &job.kind, &job.entity_key).await;
     renew.abort();
     record_metrics(&job, &outcome);
-    let recorded = record(shared, owner, &job, outcome, started).await;
+    let recorded = record((shared, &runtime), owner, &job, outcome, started).await;
     if let Err(error) = recorded {
         // The lease expires and the job is reclaimed: nothing is lost.
         shared.store_failed("recording a job's outcome", &error);
@@ -142,9 +142,10 @@ async fn run_job(shared: &Shared, owner: &str, job: Job) {
     }
 }
 
-/// Writes what became of `job`: done, looked at again later, waiting, retried or dead.
+/// Writes what became of `job`: done, looked at again later, waiting, retried or dead, by
+/// the policies of the configuration it ran under (`runtime`).
 async fn record(
-    shared: &Shared,
+    (shared, runtime): (&Shared, &Runtime),
     owner: &str,
     job: &Job,
     outcome: JobOutcome,
@@ -175,9 +176,11 @@ async fn record(
                 .await
                 .map(drop)
         }
-        JobOutcome::Wait { delay, reason } => wait(shared, owner, job, delay, &reason).await,
+        JobOutcome::Wait { delay, reason } => {
+            wait((shared, runtime), owner, job, delay, &reason).await
+        }
         JobOutcome::Failed { permanent, reason } => {
-            let policy = shared.runtime().retry_policy();
+            let policy = runtime.retry_policy();
             let failed = shared
                 .store
                 .fail(job.id, owner, &reason, permanent, &policy)
@@ -220,13 +223,13 @@ fn keep_lease(
 /// A job that waits for something else (bounded by `queue.max_waits`): postponed, or dead
 /// once it has waited too often.
 async fn wait(
-    shared: &Shared,
+    (shared, runtime): (&Shared, &Runtime),
     owner: &str,
     job: &Job,
     delay: Duration,
     reason: &str,
 ) -> Result<(), crate::store::StoreError> {
-    let queue = &shared.runtime().config.queue;
+    let queue = &runtime.config.queue;
     let policy = crate::store::queue::WaitPolicy {
         max_waits: queue.max_waits.get(),
         cap: queue.wait_cap,
