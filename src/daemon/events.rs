@@ -237,7 +237,7 @@ async fn handle(
     } else {
         event.event_id.as_str()
     };
-    counters.was_later(id);
+    counters.count_redelivery(id);
     // DingTalk expects an answer within about 3 s: a database that takes longer gets a LATER.
     let stored = tokio::time::timeout(
         STORE_WITHIN,
@@ -286,8 +286,8 @@ impl Counters {
         later.insert(id.to_string());
     }
 
-    /// Whether event `id` was answered LATER before (it is forgotten now).
-    fn was_later(&self, id: &str) -> bool {
+    /// Counts event `id` as redelivered when it was answered LATER before (and forgets it).
+    fn count_redelivery(&self, id: &str) {
         let again = self
             .later
             .lock()
@@ -296,6 +296,5 @@ impl Counters {
         if again {
             self.redelivered.fetch_add(1, Ordering::Relaxed);
         }
-        again
     }
 }
