@@ -99,12 +99,12 @@ async fn announcements_follow_jeecgboots_switch(db: TestDb) {
     )
     .await;
     exec(&db, &[&publish("a2", 0)]).await;
-    common::eventually(&format!("{name}: a2 sent by dingsync"), 20, || {
+    common::holds(&format!("{name}: a2 sent by dingsync"), 20, || {
         calls(&server, APPKEY, SEND) == 1
     })
     .await;
     exec(&db, &[&revoke("a2")]).await;
-    common::eventually(&format!("{name}: a2 recalled by dingsync"), 20, || {
+    common::holds(&format!("{name}: a2 recalled by dingsync"), 20, || {
         calls(&server, APPKEY, RECALL) == 1
     })
     .await;
@@ -112,7 +112,7 @@ async fn announcements_follow_jeecgboots_switch(db: TestDb) {
     // Sent by dingsync, then JeecgBoot's row switched on: the revoke still recalls what
     // dingsync sent (JeecgBoot recalls only its own).
     exec(&db, &[&publish("a4", 0)]).await;
-    common::eventually(&format!("{name}: a4 sent by dingsync"), 20, || {
+    common::holds(&format!("{name}: a4 sent by dingsync"), 20, || {
         calls(&server, APPKEY, SEND) == 2
     })
     .await;
@@ -122,7 +122,7 @@ async fn announcements_follow_jeecgboots_switch(db: TestDb) {
     )
     .await;
     exec(&db, &[&revoke("a4")]).await;
-    common::eventually(&format!("{name}: a4 recalled by dingsync"), 20, || {
+    common::holds(&format!("{name}: a4 recalled by dingsync"), 20, || {
         calls(&server, APPKEY, RECALL) == 2
     })
     .await;
@@ -162,7 +162,7 @@ async fn announcements_follow_jeecgboots_switch(db: TestDb) {
         .wait_for_with("config.warning", "arrives twice")
         .await;
     exec(&db, &[&publish("a3", 0)]).await;
-    common::eventually(&format!("{name}: a3 sent with always"), 20, || {
+    common::holds(&format!("{name}: a3 sent with always"), 20, || {
         calls(&server, APPKEY, SEND) == 3
     })
     .await;
@@ -213,7 +213,7 @@ async fn a_tenant_added_in_jeecgboot_is_served_without_restart(db: TestDb) {
     daemon.wait_for_with("config.warning", "placeholder").await;
     // The disabled row is a tenant: dingsync sends its announcements.
     exec(&db, &[&publish("t1a", 1001)]).await;
-    common::eventually(&format!("{name}: tenant 1001 served"), 20, || {
+    common::holds(&format!("{name}: tenant 1001 served"), 20, || {
         calls(&server, APPKEY, SEND) == 1
     })
     .await;
@@ -222,7 +222,7 @@ async fn a_tenant_added_in_jeecgboot_is_served_without_restart(db: TestDb) {
     exec(&db, &["INSERT INTO sys_third_app_config (id, tenant_id, agent_id, client_id, client_secret, third_type, status) VALUES ('t2', 1002, '1002000', 'app1002', 'secret1002', 'dingtalk', 0)"]).await;
     daemon.wait_for("config.reloaded", 1).await;
     exec(&db, &[&publish("t2a", 1002)]).await;
-    common::eventually(&format!("{name}: tenant 1002 served"), 20, || {
+    common::holds(&format!("{name}: tenant 1002 served"), 20, || {
         calls(&server, "app1002", SEND) == 1
     })
     .await;

@@ -50,58 +50,44 @@ fn user_depts(server: &SimServer, userid: &str) -> Option<Vec<String>> {
 
 /// Polls (20 s at most) until at least `n` jobs are dead; returns the dead jobs.
 async fn dead_jobs(store: &dingsync::store::Store, n: usize, name: &str) -> Vec<Job> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let dead = store
-            .list_jobs(&JobFilter {
-                state: Some(state::DEAD.into()),
-                ..JobFilter::default()
-            })
-            .await
-            .unwrap()
-            .into_iter()
-            // Pushes only: a scheduled pull's jobs are not this test's.
-            .filter(|j| j.kind == "user" || j.kind == "dept")
-            .collect::<Vec<_>>();
-        if dead.len() >= n {
-            return dead;
-        }
-        if tokio::time::Instant::now() >= deadline {
+    common::eventually(
+        &format!("{name}: {n} dead jobs"),
+        Duration::from_secs(20),
+        async || {
             let all = store.list_jobs(&JobFilter::default()).await.unwrap();
-            panic!(
-                "{name}: {} dead jobs, waited for {n}; jobs: {all:?}",
-                dead.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+            let dead: Vec<Job> = all
+                .iter()
+                // Pushes only: a scheduled pull's jobs are not this test's.
+                .filter(|j| j.state == state::DEAD && (j.kind == "user" || j.kind == "dept"))
+                .cloned()
+                .collect();
+            if dead.len() >= n {
+                Ok(dead)
+            } else {
+                Err(format!("{} dead; jobs: {all:?}", dead.len()))
+            }
+        },
+    )
+    .await
 }
 
-/// Polls (20 s at most) until no department job is pending or running.
-async fn settled_depts(store: &dingsync::store::Store, name: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut busy = 0;
-        for s in [state::PENDING, state::RUNNING] {
-            busy += store
-                .list_jobs(&JobFilter {
-                    state: Some(s.into()),
-                    kind: Some("dept".into()),
-                    ..JobFilter::default()
+/// Waits (20 s at most) until no job of `kind` is pending or running.
+async fn settled(store: &dingsync::store::Store, kind: &str, name: &str) {
+    common::eventually(
+        &format!("{name}: {kind} jobs settled"),
+        Duration::from_secs(20),
+        async || {
+            let all = store.list_jobs(&JobFilter::default()).await.unwrap();
+            let busy: Vec<&Job> = all
+                .iter()
+                .filter(|j| {
+                    j.kind == kind && [state::PENDING, state::RUNNING].contains(&j.state.as_str())
                 })
-                .await
-                .unwrap()
-                .len();
-        }
-        if busy == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: department jobs still busy"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+                .collect();
+            common::done_or(busy.is_empty(), busy)
+        },
+    )
+    .await;
 }
 
 fn dept_names(server: &SimServer) -> Vec<String> {
@@ -118,7 +104,7 @@ async fn daemon_converges(db: TestDb) {
     let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
 
     // The rows inserted before the daemon started are in the change log: they arrive.
-    common::eventually(&format!("{name}: lihua in 研发部"), 20, || {
+    common::holds(&format!("{name}: lihua in 研发部"), 20, || {
         user_depts(&server, "lihua") == Some(vec!["研发部".into()])
     })
     .await;
@@ -129,7 +115,7 @@ async fn daemon_converges(db: TestDb) {
         .execute("INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m2', 'u2', 'c1')")
         .await
         .unwrap();
-    common::eventually(&format!("{name}: wangfang created"), 20, || {
+    common::holds(&format!("{name}: wangfang created"), 20, || {
         user_depts(&server, "wangfang") == Some(vec!["星河科技".into()])
     })
     .await;
@@ -137,7 +123,7 @@ async fn daemon_converges(db: TestDb) {
         .execute("UPDATE sys_depart SET depart_name = '研发中心' WHERE id = 'c1d1'")
         .await
         .unwrap();
-    common::eventually(&format!("{name}: department renamed"), 20, || {
+    common::holds(&format!("{name}: department renamed"), 20, || {
         user_depts(&server, "lihua") == Some(vec!["研发中心".into()])
     })
     .await;
@@ -155,7 +141,7 @@ async fn daemon_converges(db: TestDb) {
         .execute("UPDATE sys_user SET realname = '李华华' WHERE id = 'u1'")
         .await
         .unwrap();
-    common::eventually(&format!("{name}: rename after faults"), 20, || {
+    common::holds(&format!("{name}: rename after faults"), 20, || {
         server.sim.app(APPKEY).unwrap().org.users["lihua"].name == "李华华"
     })
     .await;
@@ -180,7 +166,7 @@ async fn daemon_converges(db: TestDb) {
         )
         .unwrap();
     assert!(store.retry_dead(dead.id).await.unwrap());
-    common::eventually(&format!("{name}: zhaolei after queue retry"), 20, || {
+    common::holds(&format!("{name}: zhaolei after queue retry"), 20, || {
         user_depts(&server, "zhaolei").is_some()
     })
     .await;
@@ -194,7 +180,7 @@ async fn daemon_converges(db: TestDb) {
         .execute("DELETE FROM sys_user WHERE id = 'u2'")
         .await
         .unwrap();
-    common::eventually(&format!("{name}: wangfang deleted"), 20, || {
+    common::holds(&format!("{name}: wangfang deleted"), 20, || {
         user_depts(&server, "wangfang").is_none()
     })
     .await;
@@ -207,7 +193,7 @@ async fn daemon_converges(db: TestDb) {
         .execute("INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m3', 'u1', 'c1d2')")
         .await
         .unwrap();
-    common::eventually(&format!("{name}: lihua in two departments"), 20, || {
+    common::holds(&format!("{name}: lihua in two departments"), 20, || {
         user_depts(&server, "lihua") == Some(vec!["研发中心".into(), "市场部".into()])
             && dept_names(&server).contains(&"财务部".to_string())
     })
@@ -220,14 +206,14 @@ async fn daemon_converges(db: TestDb) {
         .execute("DELETE FROM sys_depart WHERE id = 'c1d2'")
         .await
         .unwrap();
-    common::eventually(&format!("{name}: 市场部 deleted"), 20, || {
+    common::holds(&format!("{name}: 市场部 deleted"), 20, || {
         !dept_names(&server).contains(&"市场部".to_string())
             && user_depts(&server, "lihua") == Some(vec!["研发中心".into()])
     })
     .await;
     // The guard counts the synced departments whose local row is gone: wait until 市场部's
     // job has also dropped its link (DingTalk's delete lands before the local commit).
-    settled_depts(&db.store, name).await;
+    settled(&db.store, "dept", name).await;
 
     // Two at once, over push.max_department_deletes = 1: the guard refuses both jobs (dead,
     // with the count), and DingTalk keeps them.
@@ -320,7 +306,7 @@ async fn scheduled_pull_brings_console_changes_and_does_not_echo() {
     config.events.mode = dingsync::config::EventsMode::Off;
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
-    common::eventually("lihua pushed", 20, || {
+    common::holds("lihua pushed", 20, || {
         user_depts(&server, "lihua").is_some()
     })
     .await;
@@ -329,21 +315,15 @@ async fn scheduled_pull_brings_console_changes_and_does_not_echo() {
         .admin_call(APPKEY, "topapi/v2/user/create", serde_json::json!({ "userid": "console", "name": "控制台", "mobile": "13700000000", "dept_id_list": "1" }))
         .unwrap();
     let store = db.store.clone();
-    let mut pulled = false;
-    for _ in 0..400 {
-        if store
-            .load_users(0)
-            .await
-            .unwrap()
-            .iter()
-            .any(|u| u.username == "console")
-        {
-            pulled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(pulled, "the scheduled pull brought the console's user");
+    common::eventually(
+        "the scheduled pull brought the console's user",
+        Duration::from_secs(10),
+        async || {
+            let users = store.load_users(0).await.unwrap();
+            common::done_or(users.iter().any(|u| u.username == "console"), users.len())
+        },
+    )
+    .await;
     // The pulled user is dingsync's own write: no job, no DingTalk write for it.
     server.sim.reset_calls();
     let runs_before: i64 = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
@@ -352,16 +332,16 @@ async fn scheduled_pull_brings_console_changes_and_does_not_echo() {
     .fetch_one(pool)
     .await
     .unwrap());
-    let mut runs_after = runs_before;
-    while runs_after < runs_before + 2 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        runs_after = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
+    common::eventually("two more pulls", Duration::from_secs(20), async || {
+        let runs_after: i64 = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
             "SELECT COUNT(*) FROM dingsync_run WHERE kind = 'pull'"
         )
         .fetch_one(pool)
         .await
         .unwrap());
-    }
+        common::done_or(runs_after >= runs_before + 2, runs_after)
+    })
+    .await;
     assert_eq!(
         server.sim.write_calls(APPKEY),
         0,
@@ -393,12 +373,13 @@ async fn a_job_slower_than_its_lease_is_not_run_twice() {
     ));
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
-    common::eventually("lihua created", 20, || {
+    common::holds("lihua created", 20, || {
         user_depts(&server, "lihua").is_some()
     })
     .await;
-    // Give a reclaimed duplicate every chance to show: two more maintenance periods.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A reclaimed duplicate would be a job pending or running until its own run (and its
+    // getbymobile) is over: wait until none is.
+    settled(&db.store, "user", "lease").await;
     // Each run of the user's job asks getbymobile once: one run only.
     let runs = server.sim.calls(APPKEY)["topapi/v2/user/getbymobile"].calls;
     assert_eq!(runs, 1, "the lease was renewed while the job ran");

@@ -40,7 +40,7 @@ async fn reload_drain_and_restart() {
     let daemon = Daemon::start(&path);
     daemon.wait_for("daemon.started", 1).await;
     db.plain.execute(&insert(1)).await.unwrap();
-    common::eventually("proc1", 20, || has(1)).await;
+    common::holds("proc1", 20, || has(1)).await;
 
     // SIGHUP reloads; so does an edit of the file.
     daemon.signal("HUP");
@@ -57,7 +57,7 @@ async fn reload_drain_and_restart() {
         .iter()
         .any(|l| l.contains("config.rejected") && l.contains("queue.workers")));
     db.plain.execute(&insert(2)).await.unwrap();
-    common::eventually("proc2 with the old configuration", 20, || has(2)).await;
+    common::holds("proc2 with the old configuration", 20, || has(2)).await;
 
     // A tenant added by an edit is worked at once (its own DingTalk app); the next edit goes
     // back. (Tenant 0 owns every row and stands alone, so the edit swaps it for tenant 7.)
@@ -70,7 +70,7 @@ async fn reload_drain_and_restart() {
         .execute("INSERT INTO sys_user_tenant (id, user_id, tenant_id, status) VALUES ('t9', 'p9', 7, '1')")
         .await
         .unwrap();
-    common::eventually("proc9 in the added tenant's app", 20, || {
+    common::holds("proc9 in the added tenant's app", 20, || {
         common::has_user(&server, "tenant7app", "proc9")
     })
     .await;
@@ -90,7 +90,7 @@ async fn reload_drain_and_restart() {
     // Changes made while it was down are picked up from the cursor; nothing is done twice.
     db.plain.execute(&insert(3)).await.unwrap();
     let restarted = Daemon::start(&path);
-    common::eventually("proc3..proc8 after restart", 20, || (3..9).all(has)).await;
+    common::holds("proc3..proc8 after restart", 20, || (3..9).all(has)).await;
     let creates = server.sim.calls(APPKEY)["topapi/v2/user/create"];
     assert_eq!(
         (creates.calls, creates.failed),
@@ -174,7 +174,7 @@ async fn two_processes_on_postgres_share_the_work_once() {
         ]
     });
     db.plain.execute(&insert).await.unwrap();
-    common::eventually("20 users created", 20, || {
+    common::holds("20 users created", 20, || {
         server.sim.app(APPKEY).unwrap().org.users.len() == 20
     })
     .await;
@@ -205,7 +205,7 @@ async fn two_processes_on_postgres_share_the_work_once() {
     let took = killed.elapsed();
     eprintln!("two processes: the survivor took the tenant {took:?} after the SIGKILL");
     assert!(took < Duration::from_secs(4), "taken over after {took:?}");
-    common::eventually("the survivor pushes the late user", 20, || {
+    common::holds("the survivor pushes the late user", 20, || {
         common::has_user(&server, APPKEY, "late")
     })
     .await;

@@ -115,7 +115,7 @@ async fn restart_mid_run(db: TestDb, service: &str, script: &str) {
 
     let mut daemon = Daemon::start(&path);
     daemon.wait_for("daemon.started", 1).await;
-    common::eventually("the push under way", 30, || users() >= 30).await;
+    common::holds("the push under way", 30, || users() >= 30).await;
     let at_crash = users();
     let mut outage = Outage::begin(script, service);
     let down = Instant::now();
@@ -126,7 +126,7 @@ async fn restart_mid_run(db: TestDb, service: &str, script: &str) {
     execute_retrying(&db, &insert_users(USERS, USERS + LATER)).await;
     daemon.wait_for("store.available", 1).await;
     let back = Instant::now();
-    common::eventually(
+    common::holds(
         &format!("{service}: all {} users in DingTalk", USERS + LATER),
         60,
         || users() == USERS + LATER,

@@ -115,7 +115,7 @@ async fn a_fault_storm_converges_with_no_dead_job() {
             }
         })
     };
-    common::eventually("the org in DingTalk despite the storm", 60, || {
+    common::holds("the org in DingTalk despite the storm", 60, || {
         converged(&server, users, depts)
     })
     .await;
@@ -195,7 +195,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         kills += 1;
     }
     let mut child = start();
-    common::eventually("the org after the kills", 120, || {
+    common::holds("the org after the kills", 120, || {
         converged(&server, users, depts)
     })
     .await;
@@ -268,7 +268,7 @@ async fn bad_rows_go_dead_with_reasons_and_the_rest_sync() {
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
     // The 20 good users arrive (the DingTalk user holding the mobile stays, matched by mobile).
-    common::eventually("the good users", 30, || {
+    common::holds("the good users", 30, || {
         (0..20).all(|u| common::has_user(&server, APPKEY, &format!("user{u}")))
     })
     .await;

@@ -93,7 +93,7 @@ async fn flow(db: TestDb) {
     let config = config(&db, &server);
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
-    common::eventually(&format!("{name}: users pushed"), 30, || {
+    common::holds(&format!("{name}: users pushed"), 30, || {
         server.sim.app(APPKEY).unwrap().org.users.len() >= 253
     })
     .await;
@@ -121,7 +121,7 @@ async fn flow(db: TestDb) {
         .execute("UPDATE sys_announcement SET send_status = '1' WHERE id = 'all1'")
         .await
         .unwrap();
-    common::eventually(&format!("{name}: card to all"), 30, || {
+    common::holds(&format!("{name}: card to all"), 30, || {
         tasks(&server)
             .iter()
             .any(|t| t.msg["action_card"]["title"] == "全员通知")
@@ -169,7 +169,7 @@ async fn flow(db: TestDb) {
             .filter(|t| t.msg["action_card"]["title"] == "部分通知")
             .collect::<Vec<_>>()
     };
-    common::eventually(&format!("{name}: 3 chunks"), 30, || chunked().len() == 3).await;
+    common::holds(&format!("{name}: 3 chunks"), 30, || chunked().len() == 3).await;
     let mut sizes: Vec<usize> = chunked().iter().map(|t| t.delivered.len()).collect();
     sizes.sort_unstable();
     assert_eq!(sizes, vec![50, 100, 100], "{name}");
@@ -204,7 +204,7 @@ async fn flow(db: TestDb) {
         .execute("UPDATE sys_announcement SET send_status = '2' WHERE id = 'usr1'")
         .await
         .unwrap();
-    common::eventually(&format!("{name}: all chunks recalled"), 30, || {
+    common::holds(&format!("{name}: all chunks recalled"), 30, || {
         chunked().iter().all(|t| t.recalled)
     })
     .await;
@@ -224,7 +224,7 @@ async fn flow(db: TestDb) {
         FaultAction::Http { status: 502 },
     ));
     db.plain.execute("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, user_ids, send_status, del_flag, tenant_id) VALUES ('flt1', '故障通知', 'x', 'USER', 'm1,m2,', '1', '0', 0)").await.unwrap();
-    common::eventually(&format!("{name}: sent through faults"), 30, || {
+    common::holds(&format!("{name}: sent through faults"), 30, || {
         tasks(&server)
             .iter()
             .any(|t| t.msg["action_card"]["title"] == "故障通知")
@@ -242,7 +242,7 @@ async fn flow(db: TestDb) {
 
     // Revoked after 25 h: recall_expired, not a retry loop.
     db.plain.execute("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, user_ids, send_status, del_flag, tenant_id) VALUES ('old1', '旧通知', 'x', 'USER', 'm3,', '1', '0', 0)").await.unwrap();
-    common::eventually(&format!("{name}: old sent"), 30, || {
+    common::holds(&format!("{name}: old sent"), 30, || {
         tasks(&server)
             .iter()
             .any(|t| t.msg["action_card"]["title"] == "旧通知")

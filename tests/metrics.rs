@@ -75,7 +75,7 @@ async fn metrics_and_probes_of_a_running_daemon() {
         .execute("INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'c1'), ('m2', 'u2', 'c1'), ('m3', 'u3', 'c1')")
         .await
         .unwrap();
-    common::eventually("three users in DingTalk", 20, || {
+    common::holds("three users in DingTalk", 20, || {
         (1..=3).all(|n| common::has_user(&server, APPKEY, &format!("user{n}")))
     })
     .await;

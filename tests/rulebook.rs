@@ -30,20 +30,16 @@ async fn jobs(store: &Store, state: Option<&str>) -> Vec<dingsync::store::queue:
 /// Waits (30 s at most) until no job is pending or running: the work the changes asked for
 /// is known to be done.
 async fn queue_idle(store: &Store, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut busy = jobs(store, Some(state::PENDING)).await;
-        busy.extend(jobs(store, Some(state::RUNNING)).await);
-        if busy.is_empty() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {} jobs still pending or running: {busy:?}",
-            busy.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually(
+        &format!("{what}: no job pending or running"),
+        Duration::from_secs(30),
+        async || {
+            let mut busy = jobs(store, Some(state::PENDING)).await;
+            busy.extend(jobs(store, Some(state::RUNNING)).await);
+            common::done_or(busy.is_empty(), busy)
+        },
+    )
+    .await;
 }
 
 /// Waits (30 s at most) until every address-book event the simulator made is acknowledged
@@ -51,30 +47,47 @@ async fn queue_idle(store: &Store, what: &str) {
 /// whose pull jobs run after them.
 async fn events_and_queue_idle(store: &Store, server: &SimServer, what: &str) {
     queue_idle(store, what).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while let Some(stats) = server.sim.stream_stats(APPKEY) {
-        if stats.acked >= stats.events {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: events not acknowledged: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually(
+        &format!("{what}: every event acknowledged"),
+        Duration::from_secs(30),
+        async || {
+            let stats = server.sim.stream_stats(APPKEY);
+            common::done_or(stats.as_ref().is_none_or(|s| s.acked >= s.events), stats)
+        },
+    )
+    .await;
     queue_idle(store, what).await;
 }
 
 /// Waits (30 s at most) until the change-log reader has turned every change into jobs.
 async fn changes_read(store: &Store, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while store.change_cursor().await.unwrap() < store.last_change_id().await.unwrap() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: changes not read"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually(
+        &format!("{what}: every change read"),
+        Duration::from_secs(30),
+        async || {
+            let (read, last) = (store.change_cursor().await, store.last_change_id().await);
+            common::done_or(
+                read.as_ref().unwrap() >= last.as_ref().unwrap(),
+                (read, last),
+            )
+        },
+    )
+    .await;
+}
+
+/// DingTalk department writes (create, update, delete) answered so far.
+fn department_writes(server: &SimServer) -> u64 {
+    server
+        .sim
+        .calls(APPKEY)
+        .iter()
+        .filter(|(path, _)| {
+            ["create", "update", "delete"]
+                .iter()
+                .any(|write| **path == format!("topapi/v2/department/{write}"))
+        })
+        .map(|(_, c)| c.calls)
+        .sum()
 }
 
 async fn exec(db: &TestDb, statements: &[&str]) {
@@ -158,7 +171,7 @@ async fn switches_hold_for_the_daemons_jobs() {
         ],
     )
     .await;
-    common::eventually("研发中心 pushed", 20, || {
+    common::holds("研发中心 pushed", 20, || {
         dept_names(&server, APPKEY).contains(&"研发中心".to_string())
     })
     .await;
@@ -198,7 +211,7 @@ async fn switches_hold_for_the_daemons_jobs() {
         ],
     )
     .await;
-    common::eventually(
+    common::holds(
         "zhaolei in 研发中心 (its department is not pushed)",
         20,
         || {
@@ -290,11 +303,11 @@ async fn a_refused_department_and_a_cycle_end_as_one_dead_job_each_and_nothing_l
                 .collect(),
         )
     };
-    common::eventually("the member of 研发-前端 placed in 研发", 20, || {
+    common::holds("the member of 研发-前端 placed in 研发", 20, || {
         depts_of("qianduan") == Some(vec!["研发".into()])
     })
     .await;
-    common::eventually("the member of the cycle placed at the root", 20, || {
+    common::holds("the member of the cycle placed at the root", 20, || {
         depts_of("huan").is_some()
     })
     .await;
@@ -319,34 +332,45 @@ async fn a_refused_department_and_a_cycle_end_as_one_dead_job_each_and_nothing_l
         .unwrap()
         .iter()
         .any(|l| l.contains("sync.entity.warning") && l.contains("qianduan") && l.contains("fe")));
-    // Flat: no job, no DingTalk call, for 10 s.
-    let before = (
-        jobs(&db.store, None).await.len(),
-        server
-            .sim
-            .calls(APPKEY)
-            .values()
-            .map(|c| c.calls)
-            .sum::<u64>(),
+    // Flat: nothing comes back. A marker change then goes the whole way after them (change
+    // log, job, DingTalk, its event, the pull job); once it is done, whatever a loop had queued
+    // for the dead departments would have left a job or a department call.
+    let before = (jobs(&db.store, None).await, department_writes(&server));
+    exec(
+        &db,
+        &["UPDATE sys_user SET realname = '环二' WHERE id = 'u2'"],
+    )
+    .await;
+    common::holds("the marker pushed", 20, || {
+        server.sim.app(APPKEY).unwrap().org.users["huan"].name == "环二"
+    })
+    .await;
+    changes_read(&db.store, "marker").await;
+    events_and_queue_idle(&db.store, &server, "marker").await;
+    let after = jobs(&db.store, None).await;
+    let of_depts = |all: &[dingsync::store::queue::Job]| -> Vec<dingsync::store::queue::Job> {
+        let mut of: Vec<_> = all
+            .iter()
+            .filter(|j| ["fe", "p", "q"].contains(&j.entity_key.as_str()))
+            .cloned()
+            .collect();
+        of.sort_by_key(|j| j.id);
+        of
+    };
+    assert_eq!(
+        of_depts(&before.0),
+        of_depts(&after),
+        "the dead departments' jobs"
     );
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let after = (
-        jobs(&db.store, None).await.len(),
-        server
-            .sim
-            .calls(APPKEY)
-            .values()
-            .map(|c| c.calls)
-            .sum::<u64>(),
-    );
-    assert_eq!(before, after, "(jobs, DingTalk calls) over 10 s");
+    assert!(after.len() > before.0.len(), "the marker made a job");
+    assert_eq!(department_writes(&server), before.1, "department calls");
     // The row changes: a new attempt supersedes the dead job, and it pushes.
     exec(
         &db,
         &["UPDATE sys_depart SET depart_name = '研发前端' WHERE id = 'fe'"],
     )
     .await;
-    common::eventually("研发前端 pushed and its member moved in", 20, || {
+    common::holds("研发前端 pushed and its member moved in", 20, || {
         depts_of("qianduan") == Some(vec!["研发前端".into()])
     })
     .await;
@@ -364,7 +388,7 @@ async fn a_refused_department_and_a_cycle_end_as_one_dead_job_each_and_nothing_l
         &["UPDATE sys_depart SET parent_id = '' WHERE id = 'p'"],
     )
     .await;
-    common::eventually("the cycle fixed: 乙 under 甲, huan in 甲", 20, || {
+    common::holds("the cycle fixed: 乙 under 甲, huan in 甲", 20, || {
         let org = server.sim.app(APPKEY).unwrap().org;
         let by_name = |name: &str| {
             org.depts
@@ -515,7 +539,7 @@ async fn two_tenants(db: TestDb) {
         ids.sort();
         ids
     };
-    common::eventually(
+    common::holds(
         &format!("{name}: each tenant's users in its app"),
         20,
         || users("app1000") == vec!["both", "yi"] && users("app1002") == vec!["both", "er"],
@@ -550,7 +574,7 @@ async fn two_tenants(db: TestDb) {
             .get("topapi/message/corpconversation/asyncsend_v2")
             .map_or(0, |c| c.calls)
     };
-    common::eventually(
+    common::holds(
         &format!("{name}: announcements and outbox rows sent"),
         20,
         || sends("app1000") == 2 && sends("app1002") == 2,
@@ -738,6 +762,19 @@ fn start_daemon(
     (shutdown, daemon)
 }
 
+/// Waits (20 s at most) until outbox row `id` is no longer pending.
+async fn outbox_settled(store: &Store, id: i64) {
+    common::eventually(
+        &format!("outbox row {id} settled"),
+        Duration::from_secs(20),
+        async || {
+            let (status, error) = outbox_row(store, id).await;
+            common::done_or(status != "pending", (status, error))
+        },
+    )
+    .await;
+}
+
 async fn outbox_row(store: &Store, id: i64) -> (String, Option<String>) {
     dingsync::on_pool!(store, |pool| sqlx::query_as(
         &store.sql("SELECT status, error FROM dingsync_outbox WHERE id = ?")
@@ -762,14 +799,7 @@ async fn the_outbox_guard_refuses_what_it_is_told_to() {
     .await;
     let (shutdown, daemon) = start_daemon(&db, &server, "[outbox]\nmax_recipients = 2\n");
     let store = db.store.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while outbox_row(&store, 3).await.0 == "pending" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "outbox row 3 not delivered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    outbox_settled(&store, 3).await;
     queue_idle(&store, "outbox").await;
     let (status, error) = outbox_row(&store, 1).await;
     assert_eq!(status, "failed");
@@ -789,13 +819,7 @@ async fn the_outbox_guard_refuses_what_it_is_told_to() {
     // Switched off: every row fails with that reason, nothing is sent.
     exec(&db, &[&format!("INSERT INTO dingsync_outbox (tenant_id, to_userids, to_all, message, status) VALUES (0, 'a', 0, '{text}', 'pending')")]).await;
     let (shutdown, daemon) = start_daemon(&db, &server, "[outbox]\nenabled = false\n");
-    while outbox_row(&store, 4).await.0 == "pending" {
-        assert!(
-            tokio::time::Instant::now() < deadline + Duration::from_secs(20),
-            "outbox row 4 untouched"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    outbox_settled(&store, 4).await;
     let (status, error) = outbox_row(&store, 4).await;
     assert_eq!(status, "failed");
     assert!(error.unwrap().contains("outbox.enabled = false"));
@@ -834,19 +858,18 @@ async fn a_job_that_waits_too_often_is_dead_with_the_reason() {
     ])
     .await;
     let store = db.store.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let dead = loop {
-        let dead = jobs(&store, Some(state::DEAD)).await;
-        if let Some(job) = dead.into_iter().find(|j| j.entity_key == "u1") {
-            break job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the user's job never gave up: {:?}",
-            jobs(&store, None).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let dead = common::eventually(
+        "the user's job gives up",
+        Duration::from_secs(20),
+        async || {
+            let all = jobs(&store, None).await;
+            all.iter()
+                .find(|j| j.entity_key == "u1" && j.state == state::DEAD)
+                .cloned()
+                .ok_or_else(|| format!("{all:?}"))
+        },
+    )
+    .await;
     let reason = dead.last_error.unwrap();
     assert!(
         reason.contains("d1") && reason.contains("gave up after 2 waits"),
@@ -888,26 +911,20 @@ async fn a_department_another_one_holds_is_not_adopted_when_dingtalk_refuses_the
     // department of that name belongs to a: not adopted; the job retries.
     exec(&db, &["INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('b', '', '同名', 2, '1', 'A02', '0')"]).await;
     let store = db.store.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let b = jobs(&store, None)
-            .await
-            .into_iter()
-            .find(|j| j.entity_key == "b");
-        if b.as_ref()
-            .and_then(|j| j.last_error.as_deref())
-            .is_some_and(|e| e.contains("belongs to local department a"))
-        {
-            assert_ne!(b.unwrap().state, "dead", "retried, not dead");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no refusal: {:?}",
-            jobs(&store, None).await
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let b = common::eventually("b's job refused", Duration::from_secs(20), async || {
+        let all = jobs(&store, None).await;
+        all.iter()
+            .find(|j| {
+                j.entity_key == "b"
+                    && j.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("belongs to local department a"))
+            })
+            .cloned()
+            .ok_or_else(|| format!("{all:?}"))
+    })
+    .await;
+    assert_ne!(b.state, "dead", "retried, not dead");
     let source = |id: i64| {
         server
             .sim
@@ -929,7 +946,7 @@ async fn a_department_another_one_holds_is_not_adopted_when_dingtalk_refuses_the
         &["UPDATE sys_depart SET depart_order = 3 WHERE id = 'a'"],
     )
     .await;
-    common::eventually("同名 created for b, 改名 for a", 20, || {
+    common::holds("同名 created for b, 改名 for a", 20, || {
         let names = dept_names(&server, APPKEY);
         names.contains(&"改名".to_string()) && names.contains(&"同名".to_string())
     })

@@ -285,7 +285,7 @@ async fn email_while_dingtalk_fails(
             .get("topapi/v2/user/update")
             .map_or(0, |c| c.calls)
     };
-    common::eventually(&format!("{name}: the job tried, and failed"), 20, || {
+    common::holds(&format!("{name}: the job tried, and failed"), 20, || {
         updates() >= 3
     })
     .await;
@@ -297,7 +297,7 @@ async fn email_while_dingtalk_fails(
     );
     assert_ne!(ding(server, ub).email, "new-mail@example.com", "{name}");
     server.sim.clear_faults();
-    common::eventually(&format!("{name}: the queue pushed the e-mail"), 20, || {
+    common::holds(&format!("{name}: the queue pushed the e-mail"), 20, || {
         ding(server, ub).email == "new-mail@example.com"
     })
     .await;

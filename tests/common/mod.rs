@@ -302,14 +302,46 @@ pub fn write_config(path: &std::path::Path, db_url: &str, sim_url: &str, qps: u3
     std::fs::write(path, config_text(db_url, sim_url, qps, extra)).unwrap();
 }
 
-/// Polls `check` until it holds, at most `seconds`; returns as soon as it holds.
-pub async fn eventually<F: Fn() -> bool>(what: &str, seconds: u64, check: F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while !check() {
+/// How often [`eventually`] polls.
+const POLL: Duration = Duration::from_millis(25);
+
+/// Polls the async `check` every 25 ms until it returns `Ok`, for at most `within`, and
+/// returns its value. `Err` says what the check saw instead; on the deadline the test fails
+/// with `what` and the last of those. Every wait in the tests is one of these: none without
+/// a deadline, none a fixed sleep.
+pub async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let seen = match check().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
+            "timed out after {within:?} waiting for: {what}; last seen: {seen}"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`eventually`] for a check of memory (the simulator's organisation, a log): polls `check`
+/// until it holds, for at most `seconds`.
+pub async fn holds<F: Fn() -> bool>(what: &str, seconds: u64, check: F) {
+    eventually(what, Duration::from_secs(seconds), async || {
+        check().then_some(()).ok_or_else(|| "not yet".to_string())
+    })
+    .await
+}
+
+/// `Ok(())` when `done`, else `Err` with `seen` (what [`eventually`]'s check saw).
+pub fn done_or(done: bool, seen: impl std::fmt::Debug) -> Result<(), String> {
+    if done {
+        Ok(())
+    } else {
+        Err(format!("{seen:?}"))
     }
 }

@@ -15,7 +15,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `dingsync run --config <config> --log-format json`.
+    /// Starts `dingsync run --config <config> --log-format json` (tests and benchmarks alike).
     pub fn start(config: &std::path::Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dingsync"))
             .args([
@@ -41,6 +41,13 @@ impl Daemon {
         Self { child, lines }
     }
 
+    /// [`Daemon::start`], then waits (20 s at most) until it logged `daemon.started`.
+    pub async fn started(config: &std::path::Path) -> Self {
+        let daemon = Self::start(config);
+        daemon.wait_for("daemon.started", 1).await;
+        daemon
+    }
+
     /// How many log lines carry `event`.
     pub fn count(&self, event: &str) -> usize {
         let needle = format!("\"event\":\"{event}\"");
@@ -54,48 +61,45 @@ impl Daemon {
 
     /// Waits (20 s at most) until `event` was logged `times` times.
     pub async fn wait_for(&self, event: &str, times: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while self.count(event) < times {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {event} in:\n{}",
-                self.lines.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        self.eventually(&format!("{event} logged {times} times"), 20, || {
+            self.count(event) >= times
+        })
+        .await;
     }
 
     /// Waits (20 s at most) until a line with `event` also contains `text`.
     pub async fn wait_for_with(&self, event: &str, text: &str) {
         let needle = format!("\"event\":\"{event}\"");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !self
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(&needle) && l.contains(text))
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {event} with {text} in:\n{}",
-                self.lines.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        self.eventually(&format!("{event} with {text}"), 20, || {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(&needle) && l.contains(text))
+        })
+        .await;
     }
 
-    /// Waits (`seconds` at most) until `check` holds; on a timeout the panic shows the log.
+    /// Waits (`seconds` at most) until `check` holds; on a timeout the failure shows the log.
     pub async fn eventually<F: Fn() -> bool>(&self, what: &str, seconds: u64, check: F) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-        while !check() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for: {what}; the daemon's log:\n{}",
-                self.lines.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        super::eventually(what, Duration::from_secs(seconds), async || {
+            if check() {
+                Ok(())
+            } else {
+                Err(format!("the daemon's log:\n{}", self.log()))
+            }
+        })
+        .await
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the daemon is running")
     }
 
     /// The address logged as `metrics.listening` (`[metrics] listen`, port 0 resolved).
