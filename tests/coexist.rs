@@ -36,22 +36,18 @@ fn calls(server: &SimServer, appkey: &str, path: &str) -> u64 {
 
 /// Waits (20 s at most) until `n` announcement jobs are done and none is pending or running.
 async fn announce_jobs_done(db: &TestDb, n: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let done = db
-            .count("SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND state = 'done'")
-            .await;
-        let busy = db.count("SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND state IN ('pending', 'running')").await;
-        if done >= n && busy == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}: {done} announcement jobs done, {busy} busy; waited for {n}",
-            db.name
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::eventually(
+        &format!("{}: {n} announcement jobs done, none busy", db.name),
+        Duration::from_secs(20),
+        async || {
+            let done = db
+                .count("SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND state = 'done'")
+                .await;
+            let busy = db.count("SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND state IN ('pending', 'running')").await;
+            common::done_or(done >= n && busy == 0, format!("{done} done, {busy} busy"))
+        },
+    )
+    .await;
 }
 
 fn publish(id: &str, tenant: i64) -> String {
@@ -132,11 +128,11 @@ async fn announcements_follow_jeecgboots_switch(db: TestDb) {
         "UPDATE sys_third_app_config SET status = 0 WHERE id = 'jb0'",
         "INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, send_status, del_flag, tenant_id, dt_task_id) VALUES ('a5', '通知a5', '内容', 'ALL', '1', '0', 0, '990001')",
     ]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while db.count("SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND entity_key = 'a5' AND state = 'done'").await == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "{name}: a5's job not done");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::eventually(&format!("{name}: a5's job done"), Duration::from_secs(20), async || {
+        let done = db.count("SELECT COUNT(*) FROM dingsync_job WHERE kind = 'announce' AND entity_key = 'a5' AND state = 'done'").await;
+        common::done_or(done > 0, done)
+    })
+    .await;
     assert_eq!(
         calls(&server, APPKEY, SEND),
         2,
@@ -252,30 +248,30 @@ async fn a_tenant_added_in_jeecgboot_is_served_without_restart_on_mariadb_real_d
 
 /// Waits (30 s at most) until the change log is read and no push job is pending or running.
 async fn settled(db: &TestDb, daemon: &Daemon) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let unread =
-            db.store.last_change_id().await.unwrap() - db.store.change_cursor().await.unwrap();
-        let busy = db
-            .count("SELECT COUNT(*) FROM dingsync_job WHERE state IN ('pending', 'running')")
-            .await;
-        if unread == 0 && busy == 0 {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
+    common::eventually(
+        &format!("{}: changes read, no job busy", db.name),
+        Duration::from_secs(30),
+        async || {
+            let unread =
+                db.store.last_change_id().await.unwrap() - db.store.change_cursor().await.unwrap();
+            let busy = db
+                .count("SELECT COUNT(*) FROM dingsync_job WHERE state IN ('pending', 'running')")
+                .await;
+            if unread == 0 && busy == 0 {
+                return Ok(());
+            }
             let jobs = db
                 .store
                 .list_jobs(&dingsync::store::queue::JobFilter::default())
                 .await
                 .unwrap();
-            let log = daemon.lines.lock().unwrap().join("\n");
-            panic!(
-                "{}: {unread} changes unread, {busy} jobs busy: {jobs:?}\n{log}",
-                db.name
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+            Err(format!(
+                "{unread} changes unread, {busy} jobs busy: {jobs:?}\n{}",
+                daemon.log()
+            ))
+        },
+    )
+    .await;
 }
 
 /// JeecgBoot's "同步到钉钉" and "同步到本地" clicked while the daemon runs, replayed as the rows

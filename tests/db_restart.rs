@@ -84,17 +84,18 @@ fn insert_users(from: usize, to: usize) -> String {
 /// The database may still be refusing connections for a moment after the restart script
 /// returns (MariaDB's crash recovery); a write is retried for up to 30 s.
 async fn execute_retrying(db: &TestDb, sql: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match db.plain.execute(sql).await {
-            Ok(_) => return,
-            Err(error) if Instant::now() < deadline => {
-                println!("write after restart not yet accepted: {error}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(error) => panic!("the database did not come back: {error}"),
-        }
-    }
+    common::eventually(
+        "the database back and accepting a write",
+        Duration::from_secs(30),
+        async || {
+            db.plain
+                .execute(sql)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
 }
 
 async fn restart_mid_run(db: TestDb, service: &str, script: &str) {
@@ -141,15 +142,19 @@ async fn restart_mid_run(db: TestDb, service: &str, script: &str) {
         "{service}: each store.unavailable ends with store.available"
     );
     // Idle: nothing pending, running or dead.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stats = loop {
-        let stats = db.store.queue_stats(0).await.unwrap();
-        if stats.pending == 0 && stats.running == 0 {
-            break stats;
-        }
-        assert!(Instant::now() < deadline, "{service}: queue not idle");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let stats = common::eventually(
+        &format!("{service}: queue idle"),
+        Duration::from_secs(30),
+        async || {
+            let stats = db.store.queue_stats(0).await.unwrap();
+            if stats.pending == 0 && stats.running == 0 {
+                Ok(stats)
+            } else {
+                Err(format!("{stats:?}"))
+            }
+        },
+    )
+    .await;
     assert_eq!(stats.dead, 0, "{service}: no dead jobs");
     let last: i64 = dingsync::on_pool!(db.store, |pool| sqlx::query_scalar::<_, i64>(
         "SELECT MAX(id) FROM dingsync_change"
@@ -233,15 +238,11 @@ async fn events_while_postgres_is_down() {
     let mut daemon = Daemon::start(&path);
     daemon.wait_for("events.connected", 1).await;
     let readyz = format!("http://{}/readyz", daemon.metrics_address());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(&readyz).await.0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "not ready: {:?}",
-            http_get(&readyz).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually("ready", Duration::from_secs(20), async || {
+        let (status, body) = http_get(&readyz).await;
+        common::done_or(status == 200, (status, body))
+    })
+    .await;
     let mut outage = Outage::begin(&script, "postgres");
     // Not ready while the database is down, and says why.
     let (status, reason) = http_get(&readyz).await;
@@ -264,31 +265,28 @@ async fn events_while_postgres_is_down() {
         "nothing acked SUCCESS while down: {stats:?}"
     );
     outage.end();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let found = db
-            .plain
-            .execute("SELECT 1 FROM sys_user WHERE username = 'downuser'")
-            .await;
-        let rows: i64 = match found {
-            Ok(_) => dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM sys_user WHERE username = 'downuser'"
-            )
-            .fetch_one(pool)
-            .await
-            .unwrap_or(0)),
-            Err(_) => 0,
-        };
-        if rows == 1 {
-            break;
-        }
-        assert!(rows <= 1, "one local row");
-        assert!(
-            Instant::now() < deadline,
-            "the event was not applied after the database came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually(
+        "the event applied after the database came back",
+        Duration::from_secs(60),
+        async || {
+            let found = db
+                .plain
+                .execute("SELECT 1 FROM sys_user WHERE username = 'downuser'")
+                .await;
+            let rows: i64 = match found {
+                Ok(_) => dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM sys_user WHERE username = 'downuser'"
+                )
+                .fetch_one(pool)
+                .await
+                .unwrap_or(0)),
+                Err(_) => 0,
+            };
+            assert!(rows <= 1, "one local row");
+            common::done_or(rows == 1, rows)
+        },
+    )
+    .await;
     let stats = server.sim.stream_stats(APPKEY).unwrap();
     assert!(stats.redelivered >= 1 && stats.acked >= 1, "{stats:?}");
     assert_eq!(http_get(&readyz).await.0, 200, "ready again");

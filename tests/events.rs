@@ -78,18 +78,16 @@ async fn scalar(db: &TestDb, sql: &str) -> Option<String> {
 /// Polls `sql` until it gives `want`, at most `seconds`; returns how long it took.
 async fn until(db: &TestDb, sql: &str, want: &str, seconds: u64) -> Duration {
     let started = Instant::now();
-    loop {
-        if scalar(db, sql).await.as_deref() == Some(want) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(seconds),
-            "{}: {sql} never gave {want:?} (last {:?})",
-            db.name,
-            scalar(db, sql).await
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::eventually(
+        &format!("{}: {sql} gives {want:?}", db.name),
+        Duration::from_secs(seconds),
+        async || {
+            let seen = scalar(db, sql).await;
+            common::done_or(seen.as_deref() == Some(want), seen)
+        },
+    )
+    .await;
+    started.elapsed()
 }
 
 fn console(server: &SimServer, path: &str, body: serde_json::Value) -> serde_json::Value {
@@ -115,26 +113,26 @@ async fn pulls_done(daemon: &Daemon, kind: &str, key: &str, times: usize) -> Vec
             && l.contains(&format!("\"job.kind\":\"{kind}\""))
             && l.contains(&format!("\"key\":\"{key}\""))
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let lines: Vec<String> = daemon
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| wanted(l))
-            .cloned()
-            .collect();
-        if lines.len() >= times {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {times} job.done of {kind} {key} in:\n{}",
-            daemon.lines.lock().unwrap().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::eventually(
+        &format!("{times} job.done of {kind} {key}"),
+        Duration::from_secs(20),
+        async || {
+            let lines: Vec<String> = daemon
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| wanted(l))
+                .cloned()
+                .collect();
+            if lines.len() >= times {
+                Ok(lines)
+            } else {
+                Err(format!("the daemon's log:\n{}", daemon.log()))
+            }
+        },
+    )
+    .await
 }
 
 async fn console_changes_arrive(db: TestDb) {
@@ -280,24 +278,29 @@ async fn console_changes_arrive(db: TestDb) {
     );
 
     // `status` shows the connection and its counters.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
-            .args(["status", "--json", "--config", s.config.to_str().unwrap()])
-            .env_remove("DINGSYNC_CONFIG")
-            .output()
-            .await
-            .unwrap();
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let stream = &status["tenants"][0]["events"]["stream"];
-        if stream["connected"] == true && stream["deduplicated"].as_u64() >= Some(1) {
-            assert!(stream["stored"].as_u64().unwrap() >= 5, "{stream}");
-            assert!(stream["reconnects"].as_u64().unwrap() >= 1, "{stream}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{name}: status shows {stream}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let stream = common::eventually(
+        &format!("{name}: status shows the connection"),
+        Duration::from_secs(10),
+        async || {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+                .args(["status", "--json", "--config", s.config.to_str().unwrap()])
+                .env_remove("DINGSYNC_CONFIG")
+                .output()
+                .await
+                .unwrap();
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let stream = status["tenants"][0]["events"]["stream"].clone();
+            let shown = stream["connected"] == true && stream["deduplicated"].as_u64() >= Some(1);
+            if shown {
+                Ok(stream)
+            } else {
+                Err(stream.to_string())
+            }
+        },
+    )
+    .await;
+    assert!(stream["stored"].as_u64().unwrap() >= 5, "{stream}");
+    assert!(stream["reconnects"].as_u64().unwrap() >= 1, "{stream}");
     assert_eq!(daemon.stop().await, Some(0));
 }
 
@@ -392,10 +395,10 @@ async fn two_instances_apply_each_event_once() {
             .count()
     };
     // The log line follows the commit: wait for the last one, then count.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while created(&first) + created(&second) < 20 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::holds("20 users created by pull jobs", 20, || {
+        created(&first) + created(&second) >= 20
+    })
+    .await;
     assert_eq!(
         created(&first) + created(&second),
         20,

@@ -60,6 +60,24 @@ async fn org(db: &TestDb, users: usize, depts: usize) {
     }
 }
 
+/// Waits (`seconds` at most) until every job is done; fails at once on a dead one.
+async fn settled_with_none_dead(store: &dingsync::store::Store, seconds: u64) {
+    common::eventually("every job done", Duration::from_secs(seconds), async || {
+        let jobs = store
+            .list_jobs(&JobFilter {
+                limit: Some(100_000),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        let dead: Vec<_> = jobs.iter().filter(|j| j.state == state::DEAD).collect();
+        assert!(dead.is_empty(), "dead jobs: {dead:?}");
+        let open = jobs.iter().filter(|j| j.state != state::DONE).count();
+        common::done_or(open == 0, format!("{open} jobs pending or running"))
+    })
+    .await;
+}
+
 fn converged(server: &SimServer, users: usize, depts: usize) -> bool {
     let org = server.sim.app(APPKEY).unwrap().org;
     org.users.len() == users && org.depts.len() == depts + 1
@@ -121,33 +139,8 @@ async fn a_fault_storm_converges_with_no_dead_job() {
     .await;
     storm.abort();
     server.sim.clear_faults();
-    let store = db.store.clone();
     // Nothing dead, nothing pending or running once the queue settles.
-    let mut open = usize::MAX;
-    for _ in 0..400 {
-        let jobs = store
-            .list_jobs(&JobFilter {
-                limit: Some(10_000),
-                ..JobFilter::default()
-            })
-            .await
-            .unwrap();
-        let dead = jobs.iter().filter(|j| j.state == state::DEAD).count();
-        assert_eq!(
-            dead,
-            0,
-            "dead jobs: {:?}",
-            jobs.iter()
-                .filter(|j| j.state == state::DEAD)
-                .collect::<Vec<_>>()
-        );
-        open = jobs.iter().filter(|j| j.state != state::DONE).count();
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(open, 0);
+    settled_with_none_dead(&db.store, 10).await;
     let calls = server.sim.calls(APPKEY);
     let faulted: u64 = calls.values().map(|c| c.faulted).sum();
     let throttled: u64 = calls.values().map(|c| c.throttled).sum();
@@ -209,28 +202,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     assert_eq!(names.len(), depts + 1, "no department duplicated");
     let expected: BTreeSet<String> = (0..users).map(|u| format!("user{u}")).collect();
     assert_eq!(org.users.keys().cloned().collect::<BTreeSet<_>>(), expected);
-    let store = db.store.clone();
-    let mut open = usize::MAX;
-    for _ in 0..800 {
-        let jobs = store
-            .list_jobs(&JobFilter {
-                limit: Some(100_000),
-                ..JobFilter::default()
-            })
-            .await
-            .unwrap();
-        assert!(
-            jobs.iter().all(|j| j.state != state::DEAD),
-            "dead: {:?}",
-            jobs.iter().find(|j| j.state == state::DEAD)
-        );
-        open = jobs.iter().filter(|j| j.state != state::DONE).count();
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(open, 0, "no job left pending or running");
+    settled_with_none_dead(&db.store, 20).await;
     let creates = server.sim.calls(APPKEY)["topapi/v2/user/create"];
     println!("kill -9 x{kills}: {users} users / {depts} departments converged; user/create calls {} ({} answered 60102 after a lost answer)", creates.calls, creates.failed);
     child.kill().await.unwrap();
@@ -273,9 +245,8 @@ async fn bad_rows_go_dead_with_reasons_and_the_rest_sync() {
     })
     .await;
     let store = db.store.clone();
-    let mut dead = Vec::new();
-    for _ in 0..800 {
-        dead = store
+    let dead = common::eventually("two dead jobs", Duration::from_secs(20), async || {
+        let dead = store
             .list_jobs(&JobFilter {
                 state: Some(state::DEAD.into()),
                 ..JobFilter::default()
@@ -283,10 +254,12 @@ async fn bad_rows_go_dead_with_reasons_and_the_rest_sync() {
             .await
             .unwrap();
         if dead.len() >= 2 {
-            break;
+            Ok(dead)
+        } else {
+            Err(format!("{dead:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await;
     let reasons: std::collections::BTreeMap<String, String> = dead
         .iter()
         .map(|j| {

@@ -81,30 +81,34 @@ async fn metrics_and_probes_of_a_running_daemon() {
     .await;
 
     // Every family, with what happened: jobs done, calls by route, latency observed.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    let (text, found) = loop {
-        let (status, text) = http_get(&format!("{base}/metrics")).await;
-        assert_eq!(status, 200);
-        let found = samples(&text);
-        let created = found
-            .get("dingsync_run_entities_total{tenant=\"0\",kind=\"user\",outcome=\"created\"}")
-            .copied()
-            .unwrap_or(0.0);
-        let stored = found.keys().any(|k| {
-            k.starts_with(
-                "dingsync_events_total{tenant=\"0\",type=\"user_add_org\",outcome=\"stored\"",
-            )
-        });
-        let done = found
-            .get("dingsync_queue_jobs{tenant=\"0\",kind=\"user\",state=\"done\"}")
-            .copied()
-            .unwrap_or(0.0);
-        if created >= 3.0 && done >= 3.0 && stored {
-            break (text, found);
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{text}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let (text, found) = common::eventually(
+        "jobs done, calls and events counted",
+        std::time::Duration::from_secs(20),
+        async || {
+            let (status, text) = http_get(&format!("{base}/metrics")).await;
+            assert_eq!(status, 200);
+            let found = samples(&text);
+            let created = found
+                .get("dingsync_run_entities_total{tenant=\"0\",kind=\"user\",outcome=\"created\"}")
+                .copied()
+                .unwrap_or(0.0);
+            let stored = found.keys().any(|k| {
+                k.starts_with(
+                    "dingsync_events_total{tenant=\"0\",type=\"user_add_org\",outcome=\"stored\"",
+                )
+            });
+            let done = found
+                .get("dingsync_queue_jobs{tenant=\"0\",kind=\"user\",state=\"done\"}")
+                .copied()
+                .unwrap_or(0.0);
+            if created >= 3.0 && done >= 3.0 && stored {
+                Ok((text, found))
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
     for name in dingsync::metrics::NAMES {
         assert!(
             text.lines().any(|l| l.starts_with(name)),
@@ -165,23 +169,24 @@ async fn metrics_and_probes_of_a_running_daemon() {
         .execute("UPDATE sys_user SET realname = '用户一' WHERE id = 'u1'")
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (status, body) = http_get(&format!("{base}/readyz")).await;
-        if status == 503 {
-            assert!(
-                body.contains("tenant 0") && body.contains("40089"),
-                "{body}"
-            );
-            assert!(!body.contains("reset-by-an-admin"), "{body}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still {status}: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let body = common::eventually(
+        "not ready, saying why",
+        std::time::Duration::from_secs(30),
+        async || {
+            let (status, body) = http_get(&format!("{base}/readyz")).await;
+            if status == 503 {
+                Ok(body)
+            } else {
+                Err(format!("still {status}: {body}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        body.contains("tenant 0") && body.contains("40089"),
+        "{body}"
+    );
+    assert!(!body.contains("reset-by-an-admin"), "{body}");
     assert_eq!(http_get(&format!("{base}/healthz")).await.0, 200);
     let after = samples(&http_get(&format!("{base}/metrics")).await.1);
     assert!(

@@ -69,17 +69,10 @@ fn client_options(server: &SimServer, secret: &str) -> StreamOptions {
 
 /// Waits until `probe` gives a value, checking every 10 ms, failing after [`DEADLINE`].
 async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::eventually_every(what, DEADLINE, Duration::from_millis(10), async || {
+        probe().ok_or_else(|| "not yet".to_string())
+    })
+    .await
 }
 
 /// Waits until the simulator's Stream counters satisfy `check`.
@@ -629,8 +622,10 @@ async fn a_silent_connection_is_detected_and_replaced() {
     options.keepalive = Duration::from_millis(150);
     let mut client = Client::succeeding(options);
     client.until("connected", |s| s.connected).await;
-    // An idle but healthy connection answers the WebSocket pings and stays.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // An idle but healthy connection stays: three keepalive pings answered, still one
+    // connection.
+    let pinged = sim_until(&server, "three keepalive pings", |s| s.websocket_pings >= 3).await;
+    assert_eq!(pinged.connections_opened, 1);
     assert_eq!(client.stats.snapshot().connects, 1);
 
     assert_eq!(server.sim.stream_zombie(APPKEY), 1);

@@ -1003,20 +1003,18 @@ async fn a_pull_killed_mid_batch_converges_when_run_again() {
         };
         let mut first = pull();
         // Killed as soon as the first batch is committed.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        let at_kill = loop {
-            let users = pulled_rows(&db).await[0];
-            if users > 0 {
-                first.start_kill().unwrap();
-                break users;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name}: no user pulled"
-            );
-            assert!(first.try_wait().unwrap().is_none(), "{name}: pull ended");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        };
+        let at_kill = common::eventually_every(
+            &format!("{name}: a user pulled"),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(5),
+            async || {
+                let users = pulled_rows(&db).await[0];
+                assert!(first.try_wait().unwrap().is_none(), "{name}: pull ended");
+                common::done_or(users > 0, users).map(|()| users)
+            },
+        )
+        .await;
+        first.start_kill().unwrap();
         first.wait().await.unwrap();
         let after_kill = pulled_rows(&db).await;
         assert!(
@@ -1199,19 +1197,18 @@ async fn a_push_killed_between_its_calls_and_their_records_converges() {
         };
         let linked = "SELECT COUNT(*) FROM sys_third_account WHERE third_type = 'dingtalk'";
         let mut first = push();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            if db.count(linked).await > 0 {
-                first.start_kill().unwrap();
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name}: nothing linked"
-            );
-            assert!(first.try_wait().unwrap().is_none(), "{name}: push ended");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        common::eventually_every(
+            &format!("{name}: a user linked"),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(5),
+            async || {
+                let links = db.count(linked).await;
+                assert!(first.try_wait().unwrap().is_none(), "{name}: push ended");
+                common::done_or(links > 0, links)
+            },
+        )
+        .await;
+        first.start_kill().unwrap();
         first.wait().await.unwrap();
         let created = client.user_count(false).await.unwrap();
         let at_kill = db.count(linked).await;

@@ -76,6 +76,8 @@ pub struct StreamSimStats {
     pub pings_sent: u64,
     /// Ping acks echoing the ping's data.
     pub pongs: u64,
+    /// WebSocket pings received from clients (their keepalive), each answered with a pong.
+    pub websocket_pings: u64,
     /// Tickets issued by `connections/open`.
     pub tickets_issued: u64,
     /// Tickets refused at `/connect` (used or expired; unknown ones are not the app's).
@@ -239,6 +241,11 @@ impl Simulator {
         self.with_stream(appkey, |stream| {
             stream.on_client_frame(text, Instant::now())
         });
+    }
+
+    /// A client's WebSocket ping on a connection of `appkey` (the socket answers it).
+    fn stream_websocket_ping(&self, appkey: &str) {
+        self.with_stream(appkey, hub::AppStream::on_websocket_ping);
     }
 
     /// The next SYSTEM ping for a connection of `appkey` (`None`: the app is gone).

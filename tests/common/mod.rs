@@ -312,6 +312,17 @@ const POLL: Duration = Duration::from_millis(25);
 pub async fn eventually<T>(
     what: &str,
     within: Duration,
+    check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    eventually_every(what, within, POLL, check).await
+}
+
+/// [`eventually`], polling every `every` (a test that must act the moment something
+/// happens, such as a kill right after the first commit).
+pub async fn eventually_every<T>(
+    what: &str,
+    within: Duration,
+    every: Duration,
     mut check: impl AsyncFnMut() -> Result<T, String>,
 ) -> T {
     let deadline = tokio::time::Instant::now() + within;
@@ -324,7 +335,7 @@ pub async fn eventually<T>(
             tokio::time::Instant::now() < deadline,
             "timed out after {within:?} waiting for: {what}; last seen: {seen}"
         );
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -385,6 +385,11 @@ impl AppStream {
         self.deliver_due(now);
     }
 
+    /// A client's WebSocket ping (its keepalive), counted.
+    pub(in crate::sim) fn on_websocket_ping(&mut self) {
+        self.counters.websocket_pings += 1;
+    }
+
     /// A SYSTEM ping for a live connection, remembered until its echo.
     pub(in crate::sim) fn ping_frame(&mut self) -> String {
         // Unanswered pings of dead clients must not pile up.

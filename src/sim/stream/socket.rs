@@ -91,6 +91,10 @@ async fn serve(sim: Simulator, mut attached: Attached, mut socket: WebSocket) {
                     sim.stream_client_frame(&attached.appkey, text.as_str());
                     Next::Continue
                 }
+                Some(Ok(Message::Ping(_))) => {
+                    sim.stream_websocket_ping(&attached.appkey);
+                    Next::Continue
+                }
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Next::Close,
                 Some(Ok(_)) => Next::Continue,
             },
