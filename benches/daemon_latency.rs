@@ -9,6 +9,9 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::process::{cpu_seconds, peak_rss_kib, Daemon};
 use dingsync::config::DatabaseUrl;
 use dingsync::sim::{SimOptions, SimServer, Simulator};
 use dingsync::store::Store;
@@ -18,30 +21,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn proc_stat(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, rss_kb)
 }
 
 async fn fresh_db(kind: &str, dir: &std::path::Path) -> Option<(String, Store)> {
@@ -111,14 +90,8 @@ async fn bench(kind: &str, changes: u64, rate: u64, qps: u64, idle: u64) -> Opti
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env_remove("DINGSYNC_CONFIG")
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
+    let mut daemon = Daemon::start(&config);
+    let pid = daemon.pid();
     let seen = |name: &str, value: &str| {
         server
             .sim
@@ -129,9 +102,10 @@ async fn bench(kind: &str, changes: u64, rate: u64, qps: u64, idle: u64) -> Opti
             .get(name)
             .is_some_and(|u| u.name == value)
     };
-    while !(0..users).all(|u| seen(&format!("bench{u}"), "v0")) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::holds("every user pushed", 120, || {
+        (0..users).all(|u| seen(&format!("bench{u}"), "v0"))
+    })
+    .await;
     let mut latencies = Vec::new();
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let mut outstanding: Vec<(String, String, Instant)> = Vec::new();
@@ -177,10 +151,10 @@ async fn bench(kind: &str, changes: u64, rate: u64, qps: u64, idle: u64) -> Opti
         .get("topapi/v2/user/update")
         .map_or(0, |c| c.calls);
     latencies.sort();
-    let (cpu_before, _) = proc_stat(pid);
+    let cpu_before = cpu_seconds(pid);
     tokio::time::sleep(Duration::from_secs(idle)).await;
-    let (cpu_after, peak_rss_kb) = proc_stat(pid);
-    let _ = child.kill().await;
+    let (cpu_after, peak_rss_kb) = (cpu_seconds(pid), peak_rss_kib(pid));
+    let _ = daemon.child.kill().await;
     server.stop().await;
     Some(format!(
         "| {kind} | {changes} | {} | {writes} | {:.0} ms | {:.0} ms | {:.0} ms | {:.2}% | {:.1} MiB |",

@@ -10,6 +10,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::process::{cpu_seconds, peak_rss_kib, Daemon};
 use dingsync::config::DatabaseUrl;
 use dingsync::sim::{SimOptions, SimServer, Simulator};
 use dingsync::store::Store;
@@ -26,28 +29,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// (CPU seconds, peak RSS KiB) of a live process.
-fn proc_stat(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    ((tick(11) + tick(12)) / 100.0, rss)
-}
-
 async fn fresh_db(kind: &str, dir: &std::path::Path) -> Option<(String, Store)> {
     let url = match kind {
         "sqlite" => format!("sqlite:{}", dir.join("bench.db").display()),
@@ -132,32 +113,19 @@ async fn bench(kind: &str, edits: u64, rate: u64, qps: u64, idle: u64) -> Option
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env_remove("DINGSYNC_CONFIG")
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
+    let mut daemon = Daemon::start(&config);
+    let pid = daemon.pid();
     // Ready: every user pushed, and the Stream connection open.
-    let started = Instant::now();
-    loop {
+    common::holds(&format!("{kind}: ready"), 120, || {
         let org = server.sim.app(APP).unwrap().org;
         let pushed = (0..USERS).all(|u| org.users.contains_key(&format!("event{u}")));
         let connected = server
             .sim
             .stream_stats(APP)
             .is_some_and(|s| s.live_connections == 1);
-        if pushed && connected {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{kind}: not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        pushed && connected
+    })
+    .await;
     server.sim.reset_calls();
     let mut latencies = Vec::new();
     let period = Duration::from_secs_f64(1.0 / rate as f64);
@@ -198,10 +166,10 @@ async fn bench(kind: &str, edits: u64, rate: u64, qps: u64, idle: u64) -> Option
     latencies.sort();
     let writes = server.sim.write_calls(APP);
     let stream = server.sim.stream_stats(APP).unwrap();
-    let (cpu_before, _) = proc_stat(pid);
+    let cpu_before = cpu_seconds(pid);
     tokio::time::sleep(Duration::from_secs(idle)).await;
-    let (cpu_after, peak_rss_kb) = proc_stat(pid);
-    let _ = child.kill().await;
+    let (cpu_after, peak_rss_kb) = (cpu_seconds(pid), peak_rss_kib(pid));
+    let _ = daemon.child.kill().await;
     server.stop().await;
     Some(format!(
         "| {kind} | {edits} | {} | {} / {} | {writes} | {:.0} ms | {:.0} ms | {:.0} ms | {:.2}% | {:.1} MiB |",

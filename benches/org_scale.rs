@@ -30,7 +30,10 @@ use dingsync::config::DatabaseUrl;
 use dingsync::sim::{CallCount, SimOptions, SimServer, Simulator, WRITE_PATHS};
 use dingsync::store::Store;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::process::{cpu_seconds, peak_rss_kib, Daemon};
 
 const APP: &str = "bench";
 
@@ -96,39 +99,13 @@ async fn generate(store: &Store, users: usize, depts: usize) {
 }
 
 /// Peak resident set (VmHWM) of a live process, KiB; 0 once it is gone.
-fn vm_hwm(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU seconds (user + system) a live process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn spawn_peak_sampler(pid: u32) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = tokio::spawn({
         let peak = peak.clone();
         async move {
             loop {
-                peak.fetch_max(vm_hwm(pid), Ordering::Relaxed);
+                peak.fetch_max(peak_rss_kib(pid), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -389,50 +366,49 @@ fn dt_name(sim: &Simulator, userid: &str) -> Option<String> {
         .and_then(|v| v["result"]["name"].as_str().map(str::to_string))
 }
 
-struct Daemon {
-    child: tokio::process::Child,
-    pid: u32,
-    peak: Arc<AtomicU64>,
-    sampler: tokio::task::JoinHandle<()>,
+/// What B3 and B5's idle measured of the daemon.
+struct DaemonRun {
+    /// user/update calls.
+    updates: u64,
+    /// Commit -> DingTalk latencies, sorted.
+    latencies: Vec<Duration>,
+    /// CPU % over the idle seconds.
+    idle_cpu: f64,
+    /// Peak RSS, KiB.
+    peak_kib: u64,
 }
 
-async fn start_daemon(config: &Path) -> Daemon {
-    let mut child = dingsync(config, &["run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the daemon exited before it started");
-        if line.contains("daemon.started") {
-            break;
-        }
-    }
-    // Keep draining the log so the daemon never blocks on a full pipe (DAEMON_LOG=path keeps
-    // it, to see where a job's time goes).
-    let mut keep = std::env::var("DAEMON_LOG")
-        .ok()
-        .and_then(|path| std::fs::File::create(path).ok());
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(file) = keep.as_mut() {
-                use std::io::Write;
-                let _ = writeln!(file, "{line}");
-            }
-        }
-    });
+/// Starts the daemon on `config`, runs `edits` (B3) against it, then measures its CPU over
+/// `idle` seconds (B5), and stops it.
+async fn with_daemon(
+    config: &Path,
+    edits: impl std::future::Future<Output = (u64, Vec<Duration>)>,
+    idle: usize,
+) -> DaemonRun {
+    let mut daemon = Daemon::started(config).await;
+    let pid = daemon.pid();
     let (peak, sampler) = spawn_peak_sampler(pid);
-    Daemon {
-        child,
-        pid,
-        peak,
-        sampler,
+    let (updates, latencies) = edits.await;
+    println!(
+        "B3: {updates} user/update calls, p50 {:.0} ms, p99 {:.0} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    let cpu_before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(idle as u64)).await;
+    let idle_cpu = (cpu_seconds(pid) - cpu_before) / idle as f64 * 100.0;
+    let peak_kib = peak.load(Ordering::Relaxed).max(peak_rss_kib(pid));
+    sampler.abort();
+    // DAEMON_LOG=path keeps the daemon's log, to see where a job's time went.
+    if let Ok(path) = std::env::var("DAEMON_LOG") {
+        std::fs::write(path, daemon.log()).unwrap();
+    }
+    let _ = daemon.child.kill().await;
+    DaemonRun {
+        updates,
+        latencies,
+        idle_cpu,
+        peak_kib,
     }
 }
 
@@ -629,19 +605,13 @@ async fn main() {
     }
     // B3 + B5 idle
     let daemon_config = write_config(dir.path(), "run.toml", &db, &server.url, qps);
-    let mut daemon = start_daemon(&daemon_config).await;
-    let (updates, latencies) = edits(&sim, &store, users, edit_count, rate).await;
-    println!(
-        "B3: {updates} user/update calls, p50 {:.0} ms, p99 {:.0} ms",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99)
-    );
-    let cpu_before = cpu_seconds(daemon.pid);
-    tokio::time::sleep(Duration::from_secs(idle as u64)).await;
-    let idle_cpu = (cpu_seconds(daemon.pid) - cpu_before) / idle as f64 * 100.0;
-    let daemon_peak = daemon.peak.load(Ordering::Relaxed).max(vm_hwm(daemon.pid));
-    daemon.sampler.abort();
-    let _ = daemon.child.kill().await;
+    let edited = edits(&sim, &store, users, edit_count, rate);
+    let DaemonRun {
+        updates,
+        latencies,
+        idle_cpu,
+        peak_kib: daemon_peak,
+    } = with_daemon(&daemon_config, edited, idle).await;
     if std::env::var("STOP_AFTER").as_deref() == Ok("B3") {
         server.stop().await;
         return;

@@ -135,6 +135,34 @@ async fn pulls_done(daemon: &Daemon, kind: &str, key: &str, times: usize) -> Vec
     .await
 }
 
+/// Waits (10 s at most) until `dingsync status` shows the tenant's Stream connection with a
+/// duplicate dropped, five events stored and a reconnect.
+async fn status_shows_the_connection(config: &std::path::Path, name: &str) {
+    let stream = common::eventually(
+        &format!("{name}: status shows the connection"),
+        Duration::from_secs(10),
+        async || {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+                .args(["status", "--json", "--config", config.to_str().unwrap()])
+                .env_remove("DINGSYNC_CONFIG")
+                .output()
+                .await
+                .unwrap();
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let stream = status["tenants"][0]["events"]["stream"].clone();
+            let shown = stream["connected"] == true && stream["deduplicated"].as_u64() >= Some(1);
+            if shown {
+                Ok(stream)
+            } else {
+                Err(stream.to_string())
+            }
+        },
+    )
+    .await;
+    assert!(stream["stored"].as_u64().unwrap() >= 5, "{stream}");
+    assert!(stream["reconnects"].as_u64().unwrap() >= 1, "{stream}");
+}
+
 async fn console_changes_arrive(db: TestDb) {
     let name = db.name;
     let s = setup(db, "").await;
@@ -278,29 +306,7 @@ async fn console_changes_arrive(db: TestDb) {
     );
 
     // `status` shows the connection and its counters.
-    let stream = common::eventually(
-        &format!("{name}: status shows the connection"),
-        Duration::from_secs(10),
-        async || {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
-                .args(["status", "--json", "--config", s.config.to_str().unwrap()])
-                .env_remove("DINGSYNC_CONFIG")
-                .output()
-                .await
-                .unwrap();
-            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let stream = status["tenants"][0]["events"]["stream"].clone();
-            let shown = stream["connected"] == true && stream["deduplicated"].as_u64() >= Some(1);
-            if shown {
-                Ok(stream)
-            } else {
-                Err(stream.to_string())
-            }
-        },
-    )
-    .await;
-    assert!(stream["stored"].as_u64().unwrap() >= 5, "{stream}");
-    assert!(stream["reconnects"].as_u64().unwrap() >= 1, "{stream}");
+    status_shows_the_connection(&s.config, name).await;
     assert_eq!(daemon.stop().await, Some(0));
 }
 

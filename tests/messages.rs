@@ -70,6 +70,32 @@ async fn scalar(db: &TestDb, sql: &str) -> Option<String> {
     .unwrap())
 }
 
+/// Waits (20 s at most) until no job is pending or running.
+async fn no_job_in_flight(store: &dingsync::store::Store, name: &str) {
+    common::eventually(
+        &format!("{name}: no job pending or running"),
+        Duration::from_secs(20),
+        async || {
+            let stats = store.queue_stats(0).await.unwrap();
+            common::done_or(stats.pending == 0 && stats.running == 0, stats)
+        },
+    )
+    .await;
+}
+
+/// Waits (10 s at most) until announcement `id`'s (first) delivery is in `state`.
+async fn delivery_state_is(store: &dingsync::store::Store, id: &str, state: &str, name: &str) {
+    common::eventually(
+        &format!("{name}: {id}'s delivery {state}"),
+        Duration::from_secs(10),
+        async || {
+            let deliveries = store.deliveries(0, "announcement", id).await.unwrap();
+            common::done_or(deliveries[0].state == state, deliveries)
+        },
+    )
+    .await;
+}
+
 async fn flow(db: TestDb) {
     let name = db.name;
     let logs = captured_logs();
@@ -98,17 +124,16 @@ async fn flow(db: TestDb) {
     })
     .await;
     let store = db.store.clone();
-    while store
-        .links(0)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|l| l.user_id.starts_with('m'))
-        .count()
-        < 253
-    {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::eventually(
+        &format!("{name}: 253 links"),
+        Duration::from_secs(30),
+        async || {
+            let links = store.links(0).await.unwrap();
+            let ours = links.iter().filter(|l| l.user_id.starts_with('m')).count();
+            common::done_or(ours >= 253, ours)
+        },
+    )
+    .await;
     // Three of them lose their link: they are named, not silently dropped.
     db.plain
         .execute("DELETE FROM sys_third_account WHERE sys_user_id IN ('m250', 'm251', 'm252')")
@@ -139,21 +164,22 @@ async fn flow(db: TestDb) {
         card.msg["action_card"]["single_url"],
         "https://oa.example.com/jeecg-boot/sys/annountCement/show/all1"
     );
-    let mut task_id = None;
-    for _ in 0..400 {
-        task_id = scalar(
-            &db,
-            "SELECT dt_task_id FROM sys_announcement WHERE id = 'all1'",
-        )
-        .await;
-        if task_id.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let task_id = common::eventually(
+        &format!("{name}: all1's task id recorded"),
+        Duration::from_secs(10),
+        async || {
+            scalar(
+                &db,
+                "SELECT dt_task_id FROM sys_announcement WHERE id = 'all1'",
+            )
+            .await
+            .ok_or_else(|| "none yet".to_string())
+        },
+    )
+    .await;
     assert_eq!(
         task_id,
-        Some(card.task_id.to_string()),
+        card.task_id.to_string(),
         "{name}: dt_task_id as JeecgBoot expects"
     );
 
@@ -183,21 +209,16 @@ async fn flow(db: TestDb) {
         "{name}: {unlinked}"
     );
     // Results are collected for chunks of ≤ 100 named recipients.
-    let mut results = 0;
-    for _ in 0..400 {
-        results = store
-            .deliveries(0, "announcement", "usr1")
-            .await
-            .unwrap()
-            .iter()
-            .filter(|d| d.result.is_some())
-            .count();
-        if results == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(results, 3, "{name}: send results recorded");
+    common::eventually(
+        &format!("{name}: send results recorded"),
+        Duration::from_secs(10),
+        async || {
+            let deliveries = store.deliveries(0, "announcement", "usr1").await.unwrap();
+            let results = deliveries.iter().filter(|d| d.result.is_some()).count();
+            common::done_or(results == 3, deliveries)
+        },
+    )
+    .await;
 
     // Revoke: every chunk recalled.
     db.plain
@@ -230,7 +251,8 @@ async fn flow(db: TestDb) {
             .any(|t| t.msg["action_card"]["title"] == "故障通知")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // let any duplicate show (there must be none)
+    // A duplicate chunk would be sent by a job still pending or running: none is left.
+    no_job_in_flight(&store, name).await;
     assert_eq!(
         tasks(&server)
             .iter()
@@ -250,33 +272,16 @@ async fn flow(db: TestDb) {
     .await;
     // DingTalk shows the task before the worker records it: wait for the delivery row too,
     // or the revoke below meets it still `sending`.
-    let mut recorded = false;
-    for _ in 0..400 {
-        recorded = store.deliveries(0, "announcement", "old1").await.unwrap()[0].state == "sent";
-        if recorded {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(recorded, "{name}: old1's delivery recorded as sent");
+    delivery_state_is(&store, "old1", "sent", name).await;
     server.sim.advance_clock(Duration::from_secs(25 * 3600));
     server.sim.reset_calls();
     db.plain
         .execute("UPDATE sys_announcement SET send_status = '2' WHERE id = 'old1'")
         .await
         .unwrap();
-    let mut state = String::new();
-    for _ in 0..400 {
-        state = store.deliveries(0, "announcement", "old1").await.unwrap()[0]
-            .state
-            .clone();
-        if state != "sent" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(state, "recall_expired", "{name}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    delivery_state_is(&store, "old1", "recall_expired", name).await;
+    // A loop would keep the revoke's job pending or running: none is left.
+    no_job_in_flight(&store, name).await;
     let recalls = server
         .sim
         .calls(APPKEY)
@@ -309,19 +314,25 @@ async fn flow(db: TestDb) {
             .unwrap()
             .rows_affected());
     }
-    let mut rows: Vec<(String, Option<String>, Option<String>)> = Vec::new();
-    for _ in 0..800 {
-        rows = dingsync::on_pool!(db.plain, |pool| sqlx::query_as(
-            "SELECT status, task_ids, error FROM dingsync_outbox ORDER BY id"
-        )
-        .fetch_all(pool)
-        .await
-        .unwrap());
-        if rows.iter().all(|(status, _, _)| status != "pending") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let rows: Vec<(String, Option<String>, Option<String>)> = common::eventually(
+        &format!("{name}: every outbox row settled"),
+        Duration::from_secs(20),
+        async || {
+            let rows: Vec<(String, Option<String>, Option<String>)> =
+                dingsync::on_pool!(db.plain, |pool| sqlx::query_as(
+                    "SELECT status, task_ids, error FROM dingsync_outbox ORDER BY id"
+                )
+                .fetch_all(pool)
+                .await
+                .unwrap());
+            if rows.iter().all(|(status, _, _)| status != "pending") {
+                Ok(rows)
+            } else {
+                Err(format!("{rows:?}"))
+            }
+        },
+    )
+    .await;
     let statuses: Vec<&str> = rows.iter().map(|(s, _, _)| s.as_str()).collect();
     assert_eq!(
         statuses,

@@ -29,6 +29,36 @@ fn sample(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {key} in {samples:#?}"))
 }
 
+/// Waits (20 s at most) until `base`/metrics counts three users created and done and an
+/// event stored; the text and its samples.
+async fn counted(base: &str) -> (String, BTreeMap<String, f64>) {
+    common::eventually(
+        "jobs done, calls and events counted",
+        std::time::Duration::from_secs(20),
+        async || {
+            let (status, text) = http_get(&format!("{base}/metrics")).await;
+            assert_eq!(status, 200);
+            let found = samples(&text);
+            let count = |key: &str| found.get(key).copied().unwrap_or(0.0);
+            let created = count(
+                "dingsync_run_entities_total{tenant=\"0\",kind=\"user\",outcome=\"created\"}",
+            );
+            let stored = found.keys().any(|k| {
+                k.starts_with(
+                    "dingsync_events_total{tenant=\"0\",type=\"user_add_org\",outcome=\"stored\"",
+                )
+            });
+            let done = count("dingsync_queue_jobs{tenant=\"0\",kind=\"user\",state=\"done\"}");
+            if created >= 3.0 && done >= 3.0 && stored {
+                Ok((text, found))
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn metrics_and_probes_of_a_running_daemon() {
     let db = common::sqlite_db().await;
@@ -81,34 +111,7 @@ async fn metrics_and_probes_of_a_running_daemon() {
     .await;
 
     // Every family, with what happened: jobs done, calls by route, latency observed.
-    let (text, found) = common::eventually(
-        "jobs done, calls and events counted",
-        std::time::Duration::from_secs(20),
-        async || {
-            let (status, text) = http_get(&format!("{base}/metrics")).await;
-            assert_eq!(status, 200);
-            let found = samples(&text);
-            let created = found
-                .get("dingsync_run_entities_total{tenant=\"0\",kind=\"user\",outcome=\"created\"}")
-                .copied()
-                .unwrap_or(0.0);
-            let stored = found.keys().any(|k| {
-                k.starts_with(
-                    "dingsync_events_total{tenant=\"0\",type=\"user_add_org\",outcome=\"stored\"",
-                )
-            });
-            let done = found
-                .get("dingsync_queue_jobs{tenant=\"0\",kind=\"user\",state=\"done\"}")
-                .copied()
-                .unwrap_or(0.0);
-            if created >= 3.0 && done >= 3.0 && stored {
-                Ok((text, found))
-            } else {
-                Err(text)
-            }
-        },
-    )
-    .await;
+    let (text, found) = counted(&base).await;
     for name in dingsync::metrics::NAMES {
         assert!(
             text.lines().any(|l| l.starts_with(name)),

@@ -1,4 +1,6 @@
-//! `dingsync run` as a child process with its JSON log captured.
+//! `dingsync run` as a child process with its JSON log captured, and what /proc says of a
+//! process: the one daemon harness of the tests and the benchmarks (which include this
+//! module with `#[path]`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -142,4 +144,31 @@ impl Daemon {
 pub async fn http_get(url: &str) -> (u16, String) {
     let response = reqwest::get(url).await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// CPU seconds (user + system) the live process `pid` has used, from /proc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The peak resident set (VmHWM) of the live process `pid`, in KiB (0 once it is gone).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
