@@ -33,7 +33,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/sync/apply/mod.rs", "lanes", 67),
     ("src/sync/plan/pull.rs", "users_slice", 84),
     ("src/sync/plan/pull.rs", "memberships", 77),
-    ("src/sync/plan/scope_tests.rs", "cases", 218),
     (
         "tests/coexist.rs",
         "announcements_follow_jeecgboots_switch",
@@ -46,12 +45,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ),
     ("tests/daemon.rs", "daemon_converges", 163),
     ("tests/daemon_process.rs", "reload_drain_and_restart", 127),
-    ("tests/dingtalk_client.rs", "every_endpoint_succeeds", 119),
-    (
-        "tests/dingtalk_client.rs",
-        "every_rule_answers_its_errcode_and_is_classified",
-        214,
-    ),
     ("tests/events.rs", "console_changes_arrive", 163),
     ("tests/messages.rs", "flow", 270),
     ("tests/messages.rs", "message_cli_send_status_recall", 106),

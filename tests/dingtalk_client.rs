@@ -44,10 +44,8 @@ fn calls_on(server: &dingsync::sim::SimServer, path: &str) -> dingsync::sim::Cal
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn every_endpoint_succeeds() {
-    let server = start_sim(unthrottled()).await;
-    let dt = client(&server, 1000);
+/// Two departments made, read, listed and one moved: (研发部, 质量组 under the root).
+async fn departments_succeed(dt: &DingTalkClient) -> (i64, i64) {
     let rd = dt
         .dept_create(&DeptCreate {
             name: "研发部".into(),
@@ -86,7 +84,12 @@ async fn every_endpoint_succeeds() {
     .await
     .unwrap();
     assert_eq!(dt.dept_get(qa).await.unwrap().parent_id, Some(1));
+    (rd, qa)
+}
 
+/// 150 users made in `rd`, one updated into `qa` too, then read, listed (100 a page),
+/// found by mobile and counted.
+async fn users_succeed(dt: &DingTalkClient, server: &dingsync::sim::SimServer, rd: i64, qa: i64) {
     for n in 0..150 {
         dt.user_create(&user(&format!("u{n:03}"), &format!("138{n:08}"), rd))
             .await
@@ -107,7 +110,7 @@ async fn every_endpoint_succeeds() {
     let members = dt.user_list_all(rd).await.unwrap();
     assert_eq!(members.len(), 150);
     assert_eq!(
-        calls_on(&server, "topapi/v2/user/list").calls,
+        calls_on(server, "topapi/v2/user/list").calls,
         2,
         "100 a page"
     );
@@ -119,7 +122,11 @@ async fn every_endpoint_succeeds() {
     assert_eq!(dt.user_by_mobile("13999999999").await.unwrap(), None);
     assert_eq!(dt.user_count(false).await.unwrap(), 150);
     assert_eq!(dt.user_count(true).await.unwrap(), 0);
+}
 
+/// A work notice sent (with its progress and results, and the same one again refused for
+/// the day), and one to everybody recalled.
+async fn messages_succeed(dt: &DingTalkClient, server: &dingsync::sim::SimServer) {
     let to = Recipients {
         userids: vec!["u001".into(), "ghost".into()],
         ..Recipients::default()
@@ -146,7 +153,15 @@ async fn every_endpoint_succeeds() {
         .unwrap();
     dt.recall(all).await.unwrap();
     assert!(server.sim.app(APPKEY).unwrap().notifications.tasks[&all].recalled);
+}
 
+#[tokio::test]
+async fn every_endpoint_succeeds() {
+    let server = start_sim(unthrottled()).await;
+    let dt = client(&server, 1000);
+    let (rd, qa) = departments_succeed(&dt).await;
+    users_succeed(&dt, &server, rd, qa).await;
+    messages_succeed(&dt, &server).await;
     dt.user_update(&UserUpdate {
         userid: "u000".into(),
         dept_id_list: Some(vec![rd]),
@@ -217,11 +232,18 @@ async fn raw(
     (error.kind, error.errcode)
 }
 
-#[tokio::test]
-async fn every_rule_answers_its_errcode_and_is_classified() {
-    use ErrorKind::*;
-    let server = start_sim(unthrottled()).await;
-    let dt = client(&server, 1000);
+const CREATE: &str = "topapi/v2/user/create";
+const UPDATE: &str = "topapi/v2/user/update";
+const DCREATE: &str = "topapi/v2/department/create";
+const DUPDATE: &str = "topapi/v2/department/update";
+const DDELETE: &str = "topapi/v2/department/delete";
+
+/// A refused call: the route, its body, the kind and errcode it must answer.
+type RuleCase = (&'static str, serde_json::Value, ErrorKind, i64);
+
+/// The organisation the rule cases run against: departments A and B (under A), and user
+/// zhangsan in A with an e-mail and an extension. Returns (A, B).
+async fn rule_org(dt: &DingTalkClient) -> (i64, i64) {
     let dept = dt
         .dept_create(&DeptCreate {
             name: "A".into(),
@@ -242,13 +264,14 @@ async fn every_rule_answers_its_errcode_and_is_classified() {
     first.email = Some("z@example.com".into());
     first.telephone = Some("8001".into());
     dt.user_create(&first).await.unwrap();
-    const CREATE: &str = "topapi/v2/user/create";
-    const UPDATE: &str = "topapi/v2/user/update";
-    const DCREATE: &str = "topapi/v2/department/create";
-    const DUPDATE: &str = "topapi/v2/department/update";
-    const DDELETE: &str = "topapi/v2/department/delete";
+    (dept, child)
+}
+
+/// Rule cases of user/create, with `dept` a department that exists.
+fn create_rule_cases(dept: i64) -> Vec<RuleCase> {
+    use ErrorKind::*;
     let base = |userid: &str, mobile: &str| json!({ "userid": userid, "name": "X", "mobile": mobile, "dept_id_list": dept.to_string() });
-    let cases: Vec<(&'static str, serde_json::Value, ErrorKind, i64)> = vec![
+    vec![
         (
             CREATE,
             json!({ "userid": "x", "mobile": "13800000009", "dept_id_list": "1" }),
@@ -311,6 +334,13 @@ async fn every_rule_answers_its_errcode_and_is_classified() {
             Validation,
             40035,
         ),
+    ]
+}
+
+/// Rule cases of the other user routes and of the department routes (`child` under `dept`).
+fn other_rule_cases(dept: i64, child: i64) -> Vec<RuleCase> {
+    use ErrorKind::*;
+    vec![
         (
             UPDATE,
             json!({ "userid": "zhangsan", "mobile": "13900000000" }),
@@ -386,6 +416,13 @@ async fn every_rule_answers_its_errcode_and_is_classified() {
         (DDELETE, json!({ "dept_id": 1 }), RootProtected, 60007),
         (DDELETE, json!({ "dept_id": dept }), DeptHasChildren, 60006),
         (DDELETE, json!({ "dept_id": 999 }), DeptNotFound, 60003),
+    ]
+}
+
+/// Rule cases of work notices.
+fn message_rule_cases() -> Vec<RuleCase> {
+    use ErrorKind::*;
+    vec![
         (
             "topapi/message/corpconversation/asyncsend_v2",
             json!({ "agent_id": 1, "msg": {"msgtype": "text", "text": {"content": "x"}}, "to_all_user": true }),
@@ -410,7 +447,18 @@ async fn every_rule_answers_its_errcode_and_is_classified() {
             Validation,
             400002,
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn every_rule_answers_its_errcode_and_is_classified() {
+    use ErrorKind::*;
+    let server = start_sim(unthrottled()).await;
+    let dt = client(&server, 1000);
+    let (dept, child) = rule_org(&dt).await;
+    let mut cases = create_rule_cases(dept);
+    cases.extend(other_rule_cases(dept, child));
+    cases.extend(message_rule_cases());
     for (route, body, kind, errcode) in cases {
         let got = raw(&dt, route, body.clone()).await;
         assert_eq!(got, (kind, Some(errcode)), "{route} {body}");

@@ -39,6 +39,14 @@ fn named(mut u: DtUser, name: &str) -> DtUser {
 }
 
 fn cases() -> Vec<Case> {
+    let mut cases = department_cases();
+    cases.extend(refused_department_cases());
+    cases.extend(people_cases());
+    cases
+}
+
+/// Departments: creates, renames, moves, adoption.
+fn department_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     // Creates, parents first, and a user in the new department.
     cases.push(Case {
@@ -90,6 +98,12 @@ fn cases() -> Vec<Case> {
             "create same under Ding(20)",
         ],
     });
+    cases
+}
+
+/// Departments refused: names DingTalk refuses, cycles, sibling clashes, dead jobs.
+fn refused_department_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
     // A name DingTalk refuses (60009): one refusal; its member goes to the parent.
     cases.push(Case {
         name: "a name DingTalk refuses",
@@ -166,6 +180,12 @@ fn cases() -> Vec<Case> {
         remote: RemoteView::default(),
         expect: vec!["fail d", "warn indead", "create user indead"],
     });
+    cases
+}
+
+/// People: identity by claim, hard deletes, and departments removed around them.
+fn people_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
     // Identity: link, mobile, username; a username whose mobile is another person's; a
     // DingTalk user two local users reach (the stronger claim wins); no phone.
     let mut people = view(
