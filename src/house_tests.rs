@@ -45,25 +45,8 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ),
     ("tests/daemon.rs", "daemon_converges", 163),
     ("tests/daemon_process.rs", "reload_drain_and_restart", 127),
-    ("tests/events.rs", "console_changes_arrive", 163),
     ("tests/messages.rs", "flow", 270),
     ("tests/messages.rs", "message_cli_send_status_recall", 106),
-    (
-        "tests/metrics.rs",
-        "metrics_and_probes_of_a_running_daemon",
-        162,
-    ),
-    (
-        "tests/rulebook.rs",
-        "switches_hold_for_the_daemons_jobs",
-        148,
-    ),
-    (
-        "tests/rulebook.rs",
-        "a_refused_department_and_a_cycle_end_as_one_dead_job_each_and_nothing_loops",
-        130,
-    ),
-    ("tests/rulebook.rs", "two_tenants", 183),
     ("tests/store.rs", "dingsyncs_own_writes_are_not_logged", 136),
     (
         "tests/store.rs",

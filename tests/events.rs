@@ -163,35 +163,10 @@ async fn status_shows_the_connection(config: &std::path::Path, name: &str) {
     assert!(stream["reconnects"].as_u64().unwrap() >= 1, "{stream}");
 }
 
-async fn console_changes_arrive(db: TestDb) {
-    let name = db.name;
-    let s = setup(db, "").await;
+/// A department renamed in the console is renamed locally; one created then removed there is
+/// created locally, then kept and reported (a pull never deletes locally).
+async fn console_departments_arrive(s: &Setup, daemon: &Daemon, rd: i64, name: &str) {
     let (db, server) = (&s.db, &s.server);
-    let mut daemon = Daemon::start(&s.config);
-    daemon.wait_for("events.connected", 1).await;
-    let rd = ding_of(db, "c1d1").await;
-
-    // A user created in the console: in sys_user, linked, in its department, within 1 s.
-    console(
-        server,
-        "topapi/v2/user/create",
-        json!({ "userid": "wangwu", "name": "王五", "mobile": "13900000077", "dept_id_list": rd.to_string() }),
-    );
-    let took = until(
-        db,
-        "SELECT u.username FROM sys_user u JOIN sys_third_account t ON t.sys_user_id = u.id \
-         JOIN sys_user_depart m ON m.user_id = u.id WHERE t.third_user_id = 'wangwu' AND m.dep_id = 'c1d1'",
-        "wangwu",
-        10,
-    )
-    .await;
-    println!("{name}: console create -> sys_user with link and membership: {took:?}");
-    assert!(
-        took < Duration::from_secs(1),
-        "{name}: took {took:?}, not within a second"
-    );
-
-    // A department renamed in the console is renamed locally.
     console(
         server,
         "topapi/v2/department/update",
@@ -237,16 +212,19 @@ async fn console_changes_arrive(db: TestDb) {
         Some(temp_id),
         "{name}: kept locally"
     );
+}
 
-    // A local edit: the daemon pushes it, DingTalk's event comes back, and its pull writes
-    // nothing, locally or in DingTalk.
+/// A local edit: the daemon pushes it, DingTalk's event comes back, and its pull writes
+/// nothing, locally or in DingTalk.
+async fn a_local_edit_does_not_echo(s: &Setup, daemon: &Daemon, name: &str) {
+    let (db, server) = (&s.db, &s.server);
     server.sim.reset_calls();
     let echoes = daemon.count("job.done");
     db.plain
         .execute("UPDATE sys_user SET realname = '李华华' WHERE id = 'u1'")
         .await
         .unwrap();
-    let done = pulls_done(&daemon, "pull_user", "lihua", 1).await;
+    let done = pulls_done(daemon, "pull_user", "lihua", 1).await;
     assert!(daemon.count("job.done") > echoes);
     assert_eq!(
         server.sim.app(APPKEY).unwrap().org.users["lihua"].name,
@@ -266,6 +244,38 @@ async fn console_changes_arrive(db: TestDb) {
         "{name}: only the push's update: {:?}",
         server.sim.calls(APPKEY)
     );
+}
+
+async fn console_changes_arrive(db: TestDb) {
+    let name = db.name;
+    let s = setup(db, "").await;
+    let (db, server) = (&s.db, &s.server);
+    let mut daemon = Daemon::start(&s.config);
+    daemon.wait_for("events.connected", 1).await;
+    let rd = ding_of(db, "c1d1").await;
+
+    // A user created in the console: in sys_user, linked, in its department, within 1 s.
+    console(
+        server,
+        "topapi/v2/user/create",
+        json!({ "userid": "wangwu", "name": "王五", "mobile": "13900000077", "dept_id_list": rd.to_string() }),
+    );
+    let took = until(
+        db,
+        "SELECT u.username FROM sys_user u JOIN sys_third_account t ON t.sys_user_id = u.id \
+         JOIN sys_user_depart m ON m.user_id = u.id WHERE t.third_user_id = 'wangwu' AND m.dep_id = 'c1d1'",
+        "wangwu",
+        10,
+    )
+    .await;
+    println!("{name}: console create -> sys_user with link and membership: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "{name}: took {took:?}, not within a second"
+    );
+
+    console_departments_arrive(&s, &daemon, rd, name).await;
+    a_local_edit_does_not_echo(&s, &daemon, name).await;
 
     // The connection dropped: reopened, and the next console change still arrives.
     assert!(server.sim.stream_drop(APPKEY) >= 1);

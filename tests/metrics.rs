@@ -59,6 +59,96 @@ async fn counted(base: &str) -> (String, BTreeMap<String, f64>) {
     .await
 }
 
+/// Every family is there, with what three pushed users left: calls by route, latency
+/// observed, lag, last success, ownership; no secret, mobile or name in a label.
+fn every_family_says_what_happened(text: &str, found: &BTreeMap<String, f64>) {
+    for name in dingsync::metrics::NAMES {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{text}"
+        );
+    }
+    assert_eq!(sample(found, "dingsync_up"), 1.0);
+    assert_eq!(sample(found, "dingsync_database_up"), 1.0);
+    assert_eq!(
+        sample(
+            found,
+            "dingsync_dingtalk_calls_total{tenant=\"0\",route=\"topapi/v2/user/create\",outcome=\"ok\"}"
+        ),
+        3.0
+    );
+    // Lookups that find no one (getbymobile before a create) are answers, not failures.
+    assert!(
+        !text.contains("outcome=\"failed\""),
+        "no call failed: {text}"
+    );
+    let observed = sample(found, "dingsync_change_to_dingtalk_seconds_count");
+    let total = sample(found, "dingsync_change_to_dingtalk_seconds_sum");
+    assert!(
+        observed >= 3.0 && total / observed < 5.0,
+        "3 pushes, each within seconds: {observed} observations, {total} s"
+    );
+    assert_eq!(sample(found, "dingsync_changelog_lag_rows"), 0.0);
+    let pushed_at = sample(
+        found,
+        "dingsync_run_last_success_timestamp_seconds{tenant=\"0\",kind=\"push\"}",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 300.0..=now + 1.0).contains(&pushed_at),
+        "{pushed_at}"
+    );
+    assert_eq!(sample(found, "dingsync_tenant_owned{tenant=\"0\"}"), 1.0);
+    assert!(sample(found, "dingsync_queue_oldest_pending_seconds{tenant=\"0\"}") >= 0.0);
+    // No secret, mobile or name in any label.
+    for secret in [common::APPSECRET, "13800000001", "用户1", "user1"] {
+        assert!(!text.contains(secret), "{secret} in the metrics");
+    }
+}
+
+/// The AppSecret reset in DingTalk's console: the next job cannot get a token, and
+/// `/readyz` says so (without the secret) while `/healthz` stays up.
+async fn a_reset_secret_makes_it_unready(
+    db: &common::TestDb,
+    server: &dingsync::sim::SimServer,
+    base: &str,
+) {
+    assert!(server.sim.reset_secret(APPKEY, "reset-by-an-admin"));
+    db.plain
+        .execute("UPDATE sys_user SET realname = '用户一' WHERE id = 'u1'")
+        .await
+        .unwrap();
+    let body = common::eventually(
+        "not ready, saying why",
+        std::time::Duration::from_secs(30),
+        async || {
+            let (status, body) = http_get(&format!("{base}/readyz")).await;
+            if status == 503 {
+                Ok(body)
+            } else {
+                Err(format!("still {status}: {body}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        body.contains("tenant 0") && body.contains("40089"),
+        "{body}"
+    );
+    assert!(!body.contains("reset-by-an-admin"), "{body}");
+    assert_eq!(http_get(&format!("{base}/healthz")).await.0, 200);
+    let after = samples(&http_get(&format!("{base}/metrics")).await.1);
+    assert!(
+        sample(
+            &after,
+            "dingsync_dingtalk_calls_total{tenant=\"0\",route=\"gettoken\",outcome=\"failed\"}"
+        ) >= 1.0
+    );
+}
+
 #[tokio::test]
 async fn metrics_and_probes_of_a_running_daemon() {
     let db = common::sqlite_db().await;
@@ -112,91 +202,11 @@ async fn metrics_and_probes_of_a_running_daemon() {
 
     // Every family, with what happened: jobs done, calls by route, latency observed.
     let (text, found) = counted(&base).await;
-    for name in dingsync::metrics::NAMES {
-        assert!(
-            text.lines().any(|l| l.starts_with(name)),
-            "{name} missing:\n{text}"
-        );
-    }
-    assert_eq!(sample(&found, "dingsync_up"), 1.0);
-    assert_eq!(sample(&found, "dingsync_database_up"), 1.0);
-    assert_eq!(
-        sample(
-            &found,
-            "dingsync_dingtalk_calls_total{tenant=\"0\",route=\"topapi/v2/user/create\",outcome=\"ok\"}"
-        ),
-        3.0
-    );
-    // Lookups that find no one (getbymobile before a create) are answers, not failures.
-    assert!(
-        !text.contains("outcome=\"failed\""),
-        "no call failed: {text}"
-    );
-    let observed = sample(&found, "dingsync_change_to_dingtalk_seconds_count");
-    let total = sample(&found, "dingsync_change_to_dingtalk_seconds_sum");
-    assert!(
-        observed >= 3.0 && total / observed < 5.0,
-        "3 pushes, each within seconds: {observed} observations, {total} s"
-    );
-    assert_eq!(sample(&found, "dingsync_changelog_lag_rows"), 0.0);
-    let pushed_at = sample(
-        &found,
-        "dingsync_run_last_success_timestamp_seconds{tenant=\"0\",kind=\"push\"}",
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    assert!(
-        (now - 300.0..=now + 1.0).contains(&pushed_at),
-        "{pushed_at}"
-    );
-    assert_eq!(sample(&found, "dingsync_tenant_owned{tenant=\"0\"}"), 1.0);
-    assert!(
-        sample(
-            &found,
-            "dingsync_queue_oldest_pending_seconds{tenant=\"0\"}"
-        ) >= 0.0
-    );
-    // No secret, mobile or name in any label.
-    for secret in [common::APPSECRET, "13800000001", "用户1", "user1"] {
-        assert!(!text.contains(secret), "{secret} in the metrics");
-    }
+    every_family_says_what_happened(&text, &found);
 
     assert_eq!(http_get(&format!("{base}/healthz")).await.0, 200);
     assert_eq!(http_get(&format!("{base}/readyz")).await.0, 200);
 
-    // The AppSecret reset in DingTalk's console: the next job cannot get a token.
-    assert!(server.sim.reset_secret(APPKEY, "reset-by-an-admin"));
-    db.plain
-        .execute("UPDATE sys_user SET realname = '用户一' WHERE id = 'u1'")
-        .await
-        .unwrap();
-    let body = common::eventually(
-        "not ready, saying why",
-        std::time::Duration::from_secs(30),
-        async || {
-            let (status, body) = http_get(&format!("{base}/readyz")).await;
-            if status == 503 {
-                Ok(body)
-            } else {
-                Err(format!("still {status}: {body}"))
-            }
-        },
-    )
-    .await;
-    assert!(
-        body.contains("tenant 0") && body.contains("40089"),
-        "{body}"
-    );
-    assert!(!body.contains("reset-by-an-admin"), "{body}");
-    assert_eq!(http_get(&format!("{base}/healthz")).await.0, 200);
-    let after = samples(&http_get(&format!("{base}/metrics")).await.1);
-    assert!(
-        sample(
-            &after,
-            "dingsync_dingtalk_calls_total{tenant=\"0\",route=\"gettoken\",outcome=\"failed\"}"
-        ) >= 1.0
-    );
+    a_reset_secret_makes_it_unready(&db, &server, &base).await;
     assert_eq!(daemon.stop().await, Some(0));
 }

@@ -111,6 +111,38 @@ async fn nothing_comes_back_for(db: &TestDb, server: &SimServer, keys: &[&str]) 
     assert_eq!(department_writes(server), writes, "department calls");
 }
 
+/// The names of `userid`'s departments in DingTalk ("root" for 1); `None` when not there.
+fn depts_of(server: &SimServer, userid: &str) -> Option<Vec<String>> {
+    let org = server.sim.app(APPKEY).unwrap().org;
+    let user = org.users.get(userid)?;
+    Some(
+        user.dept_id_list
+            .iter()
+            .map(|d| {
+                org.depts
+                    .get(d)
+                    .map_or("root".to_string(), |x| x.name.clone())
+            })
+            .collect(),
+    )
+}
+
+/// 研发 with 研发-前端 under it (a name DingTalk refuses), the cycle 甲 <-> 乙, and a member
+/// in each of 研发-前端 and 甲.
+async fn seed_refusals(db: &TestDb) {
+    exec(
+        db,
+        &[
+            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES \
+             ('rd', '', '研发', 1, '1', 'A01', '0'), ('fe', 'rd', '研发-前端', 1, '2', 'A01A01', '0'), \
+             ('p', 'q', '甲', 2, '2', 'A02', '0'), ('q', 'p', '乙', 3, '2', 'A03', '0')",
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u1', 'qianduan', '前端', '13800000011', 1, 0), ('u2', 'huan', '环', '13800000012', 1, 0)",
+            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'fe'), ('m2', 'u2', 'p')",
+        ],
+    )
+    .await;
+}
+
 /// DingTalk department writes (create, update, delete) answered so far.
 fn department_writes(server: &SimServer) -> u64 {
     server
@@ -149,6 +181,142 @@ fn dept_names(server: &dingsync::sim::SimServer, appkey: &str) -> Vec<String> {
     names
 }
 
+/// A daemon running with switches the test rewrites.
+struct Switches<'a> {
+    db: &'a TestDb,
+    server: &'a SimServer,
+    path: &'a std::path::Path,
+    daemon: &'a Daemon,
+}
+
+impl Switches<'_> {
+    /// The configuration with `tenant_extra` in the tenant's table and `extra` after it.
+    fn text(db: &TestDb, server: &SimServer, tenant_extra: &str, extra: &str) -> String {
+        format!(
+            "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n[[tenant]]\nid = 0\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n{tenant_extra}\n{extra}",
+            db.url, server.url, common::AGENT_ID, common::APPSECRET
+        )
+    }
+
+    /// [`Switches::text`] for this daemon's database and simulator.
+    fn config(&self, tenant_extra: &str, extra: &str) -> String {
+        Self::text(self.db, self.server, tenant_extra, extra)
+    }
+}
+
+/// Push on, users off: departments are pushed, users are not.
+async fn users_off_pushes_departments_only(sw: &Switches<'_>) {
+    std::fs::write(
+        sw.path,
+        sw.config("push.enabled = true", "[push]\nusers = false\n"),
+    )
+    .unwrap();
+    sw.daemon.wait_for("config.reloaded", 1).await;
+    exec(
+        sw.db,
+        &[
+            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('c3', '', '研发中心', 3, '1', 'A03', '0')",
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u2', 'wangfang', '王芳', '13800000002', 1, 0)",
+            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m2', 'u2', 'c3')",
+        ],
+    )
+    .await;
+    common::holds("研发中心 pushed", 20, || {
+        dept_names(sw.server, APPKEY).contains(&"研发中心".to_string())
+    })
+    .await;
+    changes_read(&sw.db.store, "users off").await;
+    queue_idle(&sw.db.store, "users off").await;
+    let calls = sw.server.sim.calls(APPKEY);
+    let user_writes: u64 = [
+        "topapi/v2/user/create",
+        "topapi/v2/user/update",
+        "topapi/v2/user/delete",
+    ]
+    .iter()
+    .filter_map(|p| calls.get(*p))
+    .map(|c| c.calls)
+    .sum();
+    assert_eq!(user_writes, 0, "users off: {calls:?}");
+    assert!(sw.server.sim.app(APPKEY).unwrap().org.users.is_empty());
+}
+
+/// Users on, departments off, no deletes: a user whose department DingTalk lacks goes to the
+/// nearest department it has (with a warning), nothing waits; a deleted department and a
+/// user deleted for good stay in DingTalk.
+async fn departments_and_deletes_off(sw: &Switches<'_>) {
+    // Users on, departments off, no deletes: a user whose department DingTalk lacks goes to
+    // the nearest department it has (with a warning), nothing waits; a deleted department
+    // and a user deleted for good stay in DingTalk.
+    std::fs::write(
+        sw.path,
+        sw.config(
+            "push.enabled = true",
+            "[push]\ndepartments = false\ndelete_departments = false\ndelete_users_on_hard_delete = false\n",
+        ),
+    )
+    .unwrap();
+    sw.daemon.wait_for("config.reloaded", 2).await;
+    exec(
+        sw.db,
+        &[
+            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('c3a', 'c3', '前端组', 1, '2', 'A03A01', '0')",
+            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u3', 'zhaolei', '赵磊', '13800000003', 1, 0)",
+            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m3', 'u3', 'c3a')",
+        ],
+    )
+    .await;
+    common::holds(
+        "zhaolei in 研发中心 (its department is not pushed)",
+        20,
+        || {
+            let org = sw.server.sim.app(APPKEY).unwrap().org;
+            org.users.get("zhaolei").is_some_and(|u| {
+                u.dept_id_list
+                    .iter()
+                    .filter_map(|d| org.depts.get(d))
+                    .map(|d| d.name.as_str())
+                    .eq(["研发中心"])
+            })
+        },
+    )
+    .await;
+    assert!(!dept_names(sw.server, APPKEY).contains(&"前端组".to_string()));
+    assert!(sw
+        .daemon
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("sync.entity.warning")
+            && l.contains("zhaolei")
+            && l.contains("departments = false")));
+    sw.server.sim.reset_calls();
+    // The user first: a job that saw its memberships gone before the user would rightly
+    // move it to the root.
+    exec(
+        sw.db,
+        &[
+            "DELETE FROM sys_user WHERE id = 'u3'",
+            "DELETE FROM sys_user_depart WHERE user_id = 'u3'",
+            "DELETE FROM sys_depart WHERE id = 'c3a'",
+        ],
+    )
+    .await;
+    changes_read(&sw.db.store, "deletes off").await;
+    events_and_queue_idle(&sw.db.store, sw.server, "deletes off").await;
+    assert_eq!(
+        sw.server.sim.write_calls(APPKEY),
+        0,
+        "deletes off: {:?}",
+        sw.server.sim.calls(APPKEY)
+    );
+    assert!(
+        jobs(&sw.db.store, Some(state::DEAD)).await.is_empty(),
+        "nothing dead, nothing waited out"
+    );
+}
+
 #[tokio::test]
 async fn switches_hold_for_the_daemons_jobs() {
     let db = common::sqlite_db().await;
@@ -156,13 +324,8 @@ async fn switches_hold_for_the_daemons_jobs() {
     let server = common::start_fast_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dingsync.toml");
-    let with_tenant = |tenant_extra: &str, extra: &str| {
-        format!(
-            "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n[[tenant]]\nid = 0\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n{tenant_extra}\n{extra}",
-            db.url, server.url, common::AGENT_ID, common::APPSECRET
-        )
-    };
-    std::fs::write(&path, with_tenant("push.enabled = false", "")).unwrap();
+    let config = |tenant_extra: &str| Switches::text(&db, &server, tenant_extra, "");
+    std::fs::write(&path, config("push.enabled = false")).unwrap();
     exec(&db, &["INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('c1', '', '星河科技', 1, '1', 'A01', '0')"]).await;
     let daemon = Daemon::start(&path);
     daemon.wait_for("daemon.started", 1).await;
@@ -191,110 +354,14 @@ async fn switches_hold_for_the_daemons_jobs() {
         server.sim.calls(APPKEY)
     );
 
-    // Push on, users off: departments are pushed, users are not.
-    std::fs::write(
-        &path,
-        with_tenant("push.enabled = true", "[push]\nusers = false\n"),
-    )
-    .unwrap();
-    daemon.wait_for("config.reloaded", 1).await;
-    exec(
-        &db,
-        &[
-            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('c3', '', '研发中心', 3, '1', 'A03', '0')",
-            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u2', 'wangfang', '王芳', '13800000002', 1, 0)",
-            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m2', 'u2', 'c3')",
-        ],
-    )
-    .await;
-    common::holds("研发中心 pushed", 20, || {
-        dept_names(&server, APPKEY).contains(&"研发中心".to_string())
-    })
-    .await;
-    changes_read(&db.store, "users off").await;
-    queue_idle(&db.store, "users off").await;
-    let calls = server.sim.calls(APPKEY);
-    let user_writes: u64 = [
-        "topapi/v2/user/create",
-        "topapi/v2/user/update",
-        "topapi/v2/user/delete",
-    ]
-    .iter()
-    .filter_map(|p| calls.get(*p))
-    .map(|c| c.calls)
-    .sum();
-    assert_eq!(user_writes, 0, "users off: {calls:?}");
-    assert!(server.sim.app(APPKEY).unwrap().org.users.is_empty());
-
-    // Users on, departments off, no deletes: a user whose department DingTalk lacks goes to
-    // the nearest department it has (with a warning), nothing waits; a deleted department
-    // and a user deleted for good stay in DingTalk.
-    std::fs::write(
-        &path,
-        with_tenant(
-            "push.enabled = true",
-            "[push]\ndepartments = false\ndelete_departments = false\ndelete_users_on_hard_delete = false\n",
-        ),
-    )
-    .unwrap();
-    daemon.wait_for("config.reloaded", 2).await;
-    exec(
-        &db,
-        &[
-            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES ('c3a', 'c3', '前端组', 1, '2', 'A03A01', '0')",
-            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u3', 'zhaolei', '赵磊', '13800000003', 1, 0)",
-            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m3', 'u3', 'c3a')",
-        ],
-    )
-    .await;
-    common::holds(
-        "zhaolei in 研发中心 (its department is not pushed)",
-        20,
-        || {
-            let org = server.sim.app(APPKEY).unwrap().org;
-            org.users.get("zhaolei").is_some_and(|u| {
-                u.dept_id_list
-                    .iter()
-                    .filter_map(|d| org.depts.get(d))
-                    .map(|d| d.name.as_str())
-                    .eq(["研发中心"])
-            })
-        },
-    )
-    .await;
-    assert!(!dept_names(&server, APPKEY).contains(&"前端组".to_string()));
-    assert!(daemon
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("sync.entity.warning")
-            && l.contains("zhaolei")
-            && l.contains("departments = false")));
-    server.sim.reset_calls();
-    // The user first: a job that saw its memberships gone before the user would rightly
-    // move it to the root.
-    exec(
-        &db,
-        &[
-            "DELETE FROM sys_user WHERE id = 'u3'",
-            "DELETE FROM sys_user_depart WHERE user_id = 'u3'",
-            "DELETE FROM sys_depart WHERE id = 'c3a'",
-        ],
-    )
-    .await;
-    changes_read(&db.store, "deletes off").await;
-    events_and_queue_idle(&db.store, &server, "deletes off").await;
-    assert_eq!(
-        server.sim.write_calls(APPKEY),
-        0,
-        "deletes off: {:?}",
-        server.sim.calls(APPKEY)
-    );
-    assert!(
-        jobs(&db.store, Some(state::DEAD)).await.is_empty(),
-        "nothing dead, nothing waited out"
-    );
+    let sw = Switches {
+        db: &db,
+        server: &server,
+        path: &path,
+        daemon: &daemon,
+    };
+    users_off_pushes_departments_only(&sw).await;
+    departments_and_deletes_off(&sw).await;
     let mut daemon = daemon;
     assert_eq!(daemon.stop().await, Some(0));
 }
@@ -313,32 +380,9 @@ async fn a_refused_department_and_a_cycle_end_as_one_dead_job_each_and_nothing_l
         1000,
         "[queue]\nbackoff_base = \"100ms\"\nbackoff_cap = \"500ms\"\n",
     );
-    exec(
-        &db,
-        &[
-            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES \
-             ('rd', '', '研发', 1, '1', 'A01', '0'), ('fe', 'rd', '研发-前端', 1, '2', 'A01A01', '0'), \
-             ('p', 'q', '甲', 2, '2', 'A02', '0'), ('q', 'p', '乙', 3, '2', 'A03', '0')",
-            "INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u1', 'qianduan', '前端', '13800000011', 1, 0), ('u2', 'huan', '环', '13800000012', 1, 0)",
-            "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'fe'), ('m2', 'u2', 'p')",
-        ],
-    )
-    .await;
+    seed_refusals(&db).await;
     let daemon = Daemon::start(&path);
-    let depts_of = |userid: &str| -> Option<Vec<String>> {
-        let org = server.sim.app(APPKEY).unwrap().org;
-        let user = org.users.get(userid)?;
-        Some(
-            user.dept_id_list
-                .iter()
-                .map(|d| {
-                    org.depts
-                        .get(d)
-                        .map_or("root".to_string(), |x| x.name.clone())
-                })
-                .collect(),
-        )
-    };
+    let depts_of = |userid: &str| depts_of(&server, userid);
     common::holds("the member of 研发-前端 placed in 研发", 20, || {
         depts_of("qianduan") == Some(vec!["研发".into()])
     })
@@ -490,19 +534,11 @@ async fn tenants_from_the_database_keep_the_tenant_rule_and_skip_placeholders() 
 /// Two tenants, two DingTalk apps, one database: each tenant's users, departments,
 /// announcements and outbox rows reach only its own app; a link row of another tenant is
 /// left alone; an old announcement is skipped, a fresh one sent.
-async fn two_tenants(db: TestDb) {
-    let name = db.name;
-    db.store.init(true).await.unwrap();
-    let server = common::start_fast_sim().await;
-    server.sim.add_app("app1000", "secret1000", 1_000_000);
-    server.sim.add_app("app1002", "secret1002", 1_002_000);
-    let (ago, now) = match name {
-        "mariadb" => ("NOW() - INTERVAL 400 DAY", "NOW()"),
-        "postgres" => ("LOCALTIMESTAMP - INTERVAL '400 days'", "LOCALTIMESTAMP"),
-        _ => ("datetime('now', '-400 days')", "datetime('now')"),
-    };
+/// Departments 一部 (tenant 1000) and 二部 (1002); users yi (1000), er (1002) and both (the
+/// two), which tenant 1002 already links (JeecgBoot's row, with its own values).
+async fn seed_two_tenants(db: &TestDb) {
     exec(
-        &db,
+        db,
         &[
             "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag, tenant_id) VALUES \
              ('d1', '', '一部', 1, '1', 'A01', '0', 1000), ('d2', '', '二部', 2, '1', 'A02', '0', 1002)",
@@ -516,52 +552,36 @@ async fn two_tenants(db: TestDb) {
         ],
     )
     .await;
+}
+
+/// The two tenants' configuration, each with its own app.
+fn two_tenant_config(db: &TestDb, server: &SimServer) -> dingsync::config::Config {
     let config_text = format!(
         "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n[queue]\nworkers = 2\n[watch]\npoll_interval = \"100ms\"\n[outbox]\nallow_to_all = true\n\
          [[tenant]]\nid = 1000\nagent_id = 1000000\nclient_id = \"app1000\"\nclient_secret = \"secret1000\"\n\
          [[tenant]]\nid = 1002\nagent_id = 1002000\nclient_id = \"app1002\"\nclient_secret = \"secret1002\"\n",
         db.url, server.url
     );
-    let config = dingsync::config::load_str(
+    dingsync::config::load_str(
         &config_text,
         std::path::Path::new("t.toml"),
         &Default::default(),
     )
     .unwrap()
-    .config;
-    let shutdown = CancellationToken::new();
-    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
-    let users = |app: &str| -> Vec<String> {
-        let mut ids: Vec<String> = server
-            .sim
-            .app(app)
-            .unwrap()
-            .org
-            .users
-            .keys()
-            .cloned()
-            .collect();
-        ids.sort();
-        ids
+    .config
+}
+
+/// Each tenant's announcement and outbox row go to its own app; an old announcement and a
+/// typeless one are not sent, and are recorded as such.
+async fn announcements_go_to_their_tenant(db: &TestDb, server: &SimServer) {
+    let name = db.name;
+    let (ago, now) = match name {
+        "mariadb" => ("NOW() - INTERVAL 400 DAY", "NOW()"),
+        "postgres" => ("LOCALTIMESTAMP - INTERVAL '400 days'", "LOCALTIMESTAMP"),
+        _ => ("datetime('now', '-400 days')", "datetime('now')"),
     };
-    common::holds(
-        &format!("{name}: each tenant's users in its app"),
-        20,
-        || users("app1000") == vec!["both", "yi"] && users("app1002") == vec!["both", "er"],
-    )
-    .await;
-    assert!(
-        dept_names(&server, "app1000").contains(&"一部".to_string())
-            && !dept_names(&server, "app1000").contains(&"二部".to_string()),
-        "{name}"
-    );
-    assert!(
-        dept_names(&server, "app1002").contains(&"二部".to_string())
-            && !dept_names(&server, "app1002").contains(&"一部".to_string()),
-        "{name}"
-    );
     exec(
-        &db,
+        db,
         &[
             &format!("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, send_status, del_flag, tenant_id, send_time) VALUES ('n1', '一部通知', 'x', 'ALL', '1', '0', 1000, {now})"),
             &format!("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, send_status, del_flag, tenant_id, send_time) VALUES ('n2', '二部通知', 'y', 'ALL', '1', '0', 1002, {now})"),
@@ -614,8 +634,12 @@ async fn two_tenants(db: TestDb) {
             .is_empty(),
         "{name}: n1 is tenant 1000's"
     );
-    // Link rows: per tenant; tenant 1002's row kept its values; 'both' in tenant 1000 has no
-    // row (the userid is taken by tenant 1002's row) but a snapshot.
+}
+
+/// Link rows are per tenant: tenant 1002's row kept its values; 'both' in tenant 1000 has no
+/// row (the userid is taken by tenant 1002's row) but a snapshot.
+async fn links_are_per_tenant(db: &TestDb) {
+    let name = db.name;
     type LinkRow = (
         Option<String>,
         Option<String>,
@@ -656,6 +680,49 @@ async fn two_tenants(db: TestDb) {
     );
     let snapshot = db.store.snapshot_of(1000, "user", "u3").await.unwrap();
     assert_eq!(snapshot.map(|s| s.ding_id), Some("both".into()), "{name}");
+}
+
+async fn two_tenants(db: TestDb) {
+    let name = db.name;
+    db.store.init(true).await.unwrap();
+    let server = common::start_fast_sim().await;
+    server.sim.add_app("app1000", "secret1000", 1_000_000);
+    server.sim.add_app("app1002", "secret1002", 1_002_000);
+    seed_two_tenants(&db).await;
+    let config = two_tenant_config(&db, &server);
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
+    let users = |app: &str| -> Vec<String> {
+        let mut ids: Vec<String> = server
+            .sim
+            .app(app)
+            .unwrap()
+            .org
+            .users
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    };
+    common::holds(
+        &format!("{name}: each tenant's users in its app"),
+        20,
+        || users("app1000") == vec!["both", "yi"] && users("app1002") == vec!["both", "er"],
+    )
+    .await;
+    assert!(
+        dept_names(&server, "app1000").contains(&"一部".to_string())
+            && !dept_names(&server, "app1000").contains(&"二部".to_string()),
+        "{name}"
+    );
+    assert!(
+        dept_names(&server, "app1002").contains(&"二部".to_string())
+            && !dept_names(&server, "app1002").contains(&"一部".to_string()),
+        "{name}"
+    );
+    announcements_go_to_their_tenant(&db, &server).await;
+    links_are_per_tenant(&db).await;
     // Nothing repeats: a second look at the queue after more changes writes nothing new.
     server.sim.reset_calls();
     exec(
