@@ -61,6 +61,61 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Users the benchmark renames, one after the other.
+const USERS: u64 = 100;
+
+/// `changes` renames of the users, committed at `rate`/s; the latency of each, from its
+/// commit until DingTalk shows it (a rename overtaken by the next one of its user counts
+/// only once, the later).
+async fn changes_at_rate(
+    store: &Store,
+    server: &SimServer,
+    changes: u64,
+    rate: u64,
+    kind: &str,
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut outstanding: Vec<(String, String, Instant)> = Vec::new();
+    let started = Instant::now();
+    let mut next = Instant::now();
+    let mut n = 0;
+    while n < changes || !outstanding.is_empty() {
+        if n < changes && Instant::now() >= next {
+            let user = n % USERS;
+            let value = format!("v{}", n + 1);
+            let sql = store
+                .sql("UPDATE sys_user SET realname = ? WHERE id = ?")
+                .into_owned();
+            dingsync::on_pool!(store, |pool| sqlx::query(&sql)
+                .bind(&value)
+                .bind(format!("b{user}"))
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected());
+            outstanding.retain(|(name, _, _)| *name != format!("bench{user}"));
+            outstanding.push((format!("bench{user}"), value, Instant::now()));
+            n += 1;
+            next += period;
+        }
+        let org = server.sim.app("bench").unwrap().org;
+        outstanding.retain(|(name, value, at)| {
+            let done = org.users.get(name).is_some_and(|u| &u.name == value);
+            if done {
+                latencies.push(at.elapsed());
+            }
+            !done
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{kind}: did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    latencies
+}
+
 async fn bench(kind: &str, changes: u64, rate: u64, qps: u64, idle: u64) -> Option<String> {
     let dir = tempfile::tempdir().unwrap();
     let (url, store) = fresh_db(kind, dir.path()).await?;
@@ -70,8 +125,7 @@ async fn bench(kind: &str, changes: u64, rate: u64, qps: u64, idle: u64) -> Opti
     });
     sim.add_app("bench", "bench-secret", 1);
     let server = SimServer::start(sim, "127.0.0.1:0").await.unwrap();
-    let users = 100u64;
-    let rows: Vec<String> = (0..users)
+    let rows: Vec<String> = (0..USERS)
         .map(|u| format!("('b{u}', 'bench{u}', 'v0', '1370000{u:04}', 1, 0)"))
         .collect();
     store
@@ -103,48 +157,10 @@ async fn bench(kind: &str, changes: u64, rate: u64, qps: u64, idle: u64) -> Opti
             .is_some_and(|u| u.name == value)
     };
     common::holds("every user pushed", 120, || {
-        (0..users).all(|u| seen(&format!("bench{u}"), "v0"))
+        (0..USERS).all(|u| seen(&format!("bench{u}"), "v0"))
     })
     .await;
-    let mut latencies = Vec::new();
-    let period = Duration::from_secs_f64(1.0 / rate as f64);
-    let mut outstanding: Vec<(String, String, Instant)> = Vec::new();
-    let started = Instant::now();
-    let mut next = Instant::now();
-    let mut n = 0;
-    while n < changes || !outstanding.is_empty() {
-        if n < changes && Instant::now() >= next {
-            let user = n % users;
-            let value = format!("v{}", n + 1);
-            let sql = store
-                .sql("UPDATE sys_user SET realname = ? WHERE id = ?")
-                .into_owned();
-            dingsync::on_pool!(store, |pool| sqlx::query(&sql)
-                .bind(&value)
-                .bind(format!("b{user}"))
-                .execute(pool)
-                .await
-                .unwrap()
-                .rows_affected());
-            outstanding.retain(|(name, _, _)| *name != format!("bench{user}"));
-            outstanding.push((format!("bench{user}"), value, Instant::now()));
-            n += 1;
-            next += period;
-        }
-        let org = server.sim.app("bench").unwrap().org;
-        outstanding.retain(|(name, value, at)| {
-            let done = org.users.get(name).is_some_and(|u| &u.name == value);
-            if done {
-                latencies.push(at.elapsed());
-            }
-            !done
-        });
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "{kind}: did not converge"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let mut latencies = changes_at_rate(&store, &server, changes, rate, kind).await;
     let writes = server
         .sim
         .calls("bench")

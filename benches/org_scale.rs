@@ -521,6 +521,211 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
+/// What B4 measured: the pull's run, the member pages it had to read, the rows it wrote
+/// and how long its writer wrote (s).
+struct PullRun {
+    run: CliRun,
+    pages: u64,
+    rows: i64,
+    write_s: f64,
+}
+
+/// B4: `dingsync sync pull` of the simulator's organisation into an empty database.
+async fn b4(sim: &Simulator, dir: &Path, sim_url: &str, qps: usize) -> PullRun {
+    let pull_db = fresh_db(dir, "empty").await;
+    let pull_store = open(&pull_db).await;
+    pull_store.init(true).await.unwrap();
+    let pull_config = write_config(dir, "pull.toml", &pull_db, sim_url, qps);
+    let pages = member_pages(sim);
+    let pull = cli(sim, &pull_config, &["sync", "pull"]).await;
+    println!(
+        "B4: {:.1} s (bound {:.1} s, ratio {:.3}), peak RSS {}, phases {}, calls by path: {}",
+        pull.wall,
+        pull.bound(qps),
+        pull.wall / pull.bound(qps),
+        mib(pull.peak_kib),
+        pull.phases,
+        pull.by_path()
+    );
+    let write_s = serde_json::from_str::<serde_json::Value>(&pull.phases)
+        .ok()
+        .and_then(|p| p["write"].as_f64())
+        .unwrap_or(0.0)
+        / 1000.0;
+    let mut rows = 0;
+    // Every row the pull writes: users, departments, memberships, tenant rows, links and
+    // the sync bases (snapshots), each written in the writer's transactions.
+    for table in [
+        "sys_user",
+        "sys_depart",
+        "sys_user_depart",
+        "sys_user_tenant",
+        "sys_third_account",
+        "dingsync_snapshot",
+    ] {
+        rows += count(&pull_store, table).await;
+    }
+    pull_store.close().await;
+
+    PullRun {
+        run: pull,
+        pages,
+        rows,
+        write_s,
+    }
+}
+
+/// Everything the benchmark measured, for the table and the goals.
+struct Results {
+    /// (users, departments, edits, idle seconds).
+    sizes: (u64, u64, usize, usize),
+    qps: usize,
+    b1_ratio: f64,
+    /// The fewest calls B1 can make.
+    minimum: u64,
+    first: CliRun,
+    again: CliRun,
+    daemon: DaemonRun,
+    pull: PullRun,
+}
+
+/// Prints the README's table of the run, beside the model of JeecgBoot's buttons.
+fn print_table(r: &Results) {
+    let Results {
+        sizes: (u, d, edit_count, idle),
+        qps,
+        b1_ratio,
+        minimum,
+        first,
+        again,
+        daemon:
+            DaemonRun {
+                updates,
+                latencies,
+                idle_cpu,
+                peak_kib: daemon_peak,
+            },
+        pull:
+            PullRun {
+                run: pull,
+                pages,
+                rows,
+                write_s,
+            },
+    } = r;
+    let (u, d, qps, pages, rows, daemon_peak) = (*u, *d, *qps, *pages, *rows, *daemon_peak);
+    let b1_model = model::first_push(u, d);
+    let b2_model = model::re_push(u, d);
+    let b4_model = model::pull(d, pages);
+    let pull_reads = pull.total() - pull.writes() - pull.on("gettoken");
+    println!();
+    println!("| | dingsync (measured) | goal | JeecgBoot buttons (model) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| B1 first push: calls | {} ({} writes) | minimum {minimum} | {} ({} writes) |",
+        first.total(),
+        first.writes(),
+        b1_model.reads + b1_model.writes,
+        b1_model.writes
+    );
+    println!(
+        "| B1 wall time / bound | {:.1} s / {:.1} s = **{b1_ratio:.3}** | ≤ 1.1 | serial, unthrottled: 90018s at any L |",
+        first.wall,
+        first.bound(qps)
+    );
+    println!("| B1 throttled answers | {} | 0 | — |", first.throttled());
+    println!(
+        "| B2 re-push, nothing changed: writes / reads | {} / {} ({:.1} s) | 0 writes | {} / {} |",
+        again.writes(),
+        again.total() - again.writes(),
+        again.wall,
+        b2_model.writes,
+        b2_model.reads
+    );
+    println!(
+        "| B3 {edit_count} edits with the daemon: writes | {updates} | {edit_count} | {} per click (a full re-push) |",
+        b2_model.writes
+    );
+    println!(
+        "| B3 latency commit -> DingTalk p50 / p99 / max | {:.0} / {:.0} / {:.0} ms | p99 < 1 s | until someone clicks |",
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        percentile(latencies, 1.0)
+    );
+    println!(
+        "| B4 pull into an empty database: reads | {pull_reads} | departments + root + member pages = {} | {} |",
+        d + 1 + pages,
+        b4_model.reads
+    );
+    println!(
+        "| B4 writes (source_identifier write-back) | {} | one per new department | {} |",
+        pull.writes(),
+        b4_model.writes
+    );
+    println!(
+        "| B4 wall / bound | {:.1} s / {:.1} s = **{:.3}** | ≤ 1.3 (10k), ≤ 1.5 (100k) | serial |",
+        pull.wall,
+        pull.bound(qps),
+        pull.wall / pull.bound(qps)
+    );
+    println!(
+        "| B4 local rows written: over the run / over the writing | {rows} rows: {:.0} rows/s / {:.0} rows/s ({:.1} s writing) | ≥ 20,000 rows/s (SQLite, PostgreSQL), ≥ 10,000 (MariaDB) | — |",
+        rows as f64 / pull.wall,
+        rows as f64 / write_s.max(0.001),
+        write_s
+    );
+    println!(
+        "| B2 wall / bound; phases (ms) | {:.1} s / {:.1} s = **{:.3}**; {} | ≤ 1.3 | — |",
+        again.wall,
+        again.bound(qps),
+        again.wall / again.bound(qps),
+        again.phases
+    );
+    println!(
+        "| B5 peak RSS: sync push / re-push / daemon / pull | {} / {} / {} / {} | < 64 MiB | — |",
+        mib(first.peak_kib),
+        mib(again.peak_kib),
+        mib(daemon_peak),
+        mib(pull.peak_kib)
+    );
+    println!("| B5 daemon idle CPU over {idle} s | {idle_cpu:.2}% | — | — |");
+}
+
+/// The goals that do not depend on the machine's speed.
+fn assert_goals(r: &Results) {
+    let (u, d, edit_count, _) = r.sizes;
+    let (first, again, pull) = (&r.first, &r.again, &r.pull.run);
+    let updates = r.daemon.updates;
+    let pull_reads = pull.total() - pull.writes() - pull.on("gettoken");
+    let pages = r.pull.pages;
+    assert_eq!(first.throttled(), 0, "B1 met 90018");
+    assert_eq!(first.on("topapi/v2/user/create"), u, "B1 user creates");
+    assert_eq!(
+        first.on("topapi/v2/department/create"),
+        d,
+        "B1 department creates"
+    );
+    assert_eq!(again.writes(), 0, "B2 wrote");
+    assert_eq!(updates, edit_count as u64, "B3 writes");
+    assert_eq!(pull_reads, d + 1 + pages, "B4 reads");
+}
+
+/// A fresh `db` initialised and filled with the generated organisation; says what it holds.
+async fn generated(db: &str, users: usize, depts: usize, qps: usize) -> Store {
+    let store = open(db).await;
+    store.init(true).await.unwrap();
+    let t = Instant::now();
+    generate(&store, users, depts).await;
+    let memberships = users + users.div_ceil(3);
+    println!(
+        "org: {users} users, {depts} departments, about {memberships} memberships (generated in {:.1} s); limit L = {qps}/s per path; {}{}; dingsync as a process",
+        t.elapsed().as_secs_f64(),
+        std::env::var("DB").unwrap_or_else(|_| "sqlite".into()),
+        server_memory(&store).await
+    );
+    store
+}
+
 #[tokio::main]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -551,17 +756,7 @@ async fn main() {
         &server.url,
         env_usize("SETUP_QPS", qps),
     );
-    let store = open(&db).await;
-    store.init(true).await.unwrap();
-    let t = Instant::now();
-    generate(&store, users, depts).await;
-    let memberships = users + users.div_ceil(3);
-    println!(
-        "org: {users} users, {depts} departments, about {memberships} memberships (generated in {:.1} s); limit L = {qps}/s per path; {}{}; dingsync as a process",
-        t.elapsed().as_secs_f64(),
-        std::env::var("DB").unwrap_or_else(|_| "sqlite".into()),
-        server_memory(&store).await
-    );
+    let store = generated(&db, users, depts, qps).await;
     let (u, d) = (users as u64, depts as u64);
 
     // B1 (SETUP_QPS, when set, speeds it up for runs that look at the later phases; its
@@ -606,138 +801,24 @@ async fn main() {
     // B3 + B5 idle
     let daemon_config = write_config(dir.path(), "run.toml", &db, &server.url, qps);
     let edited = edits(&sim, &store, users, edit_count, rate);
-    let DaemonRun {
-        updates,
-        latencies,
-        idle_cpu,
-        peak_kib: daemon_peak,
-    } = with_daemon(&daemon_config, edited, idle).await;
+    let daemon = with_daemon(&daemon_config, edited, idle).await;
     if std::env::var("STOP_AFTER").as_deref() == Ok("B3") {
         server.stop().await;
         return;
     }
     store.close().await;
-    // B4
-    let pull_db = fresh_db(dir.path(), "empty").await;
-    let pull_store = open(&pull_db).await;
-    pull_store.init(true).await.unwrap();
-    let pull_config = write_config(dir.path(), "pull.toml", &pull_db, &server.url, qps);
-    let pages = member_pages(&sim);
-    let pull = cli(&sim, &pull_config, &["sync", "pull"]).await;
-    println!(
-        "B4: {:.1} s (bound {:.1} s, ratio {:.3}), peak RSS {}, phases {}, calls by path: {}",
-        pull.wall,
-        pull.bound(qps),
-        pull.wall / pull.bound(qps),
-        mib(pull.peak_kib),
-        pull.phases,
-        pull.by_path()
-    );
-    let write_s = serde_json::from_str::<serde_json::Value>(&pull.phases)
-        .ok()
-        .and_then(|p| p["write"].as_f64())
-        .unwrap_or(0.0)
-        / 1000.0;
-    let mut rows = 0;
-    // Every row the pull writes: users, departments, memberships, tenant rows, links and
-    // the sync bases (snapshots), each written in the writer's transactions.
-    for table in [
-        "sys_user",
-        "sys_depart",
-        "sys_user_depart",
-        "sys_user_tenant",
-        "sys_third_account",
-        "dingsync_snapshot",
-    ] {
-        rows += count(&pull_store, table).await;
-    }
-    pull_store.close().await;
-
-    let b1_model = model::first_push(u, d);
-    let b2_model = model::re_push(u, d);
-    let b4_model = model::pull(d, pages);
-    let pull_reads = pull.total() - pull.writes() - pull.on("gettoken");
-    println!();
-    println!("| | dingsync (measured) | goal | JeecgBoot buttons (model) |");
-    println!("|---|---|---|---|");
-    println!(
-        "| B1 first push: calls | {} ({} writes) | minimum {minimum} | {} ({} writes) |",
-        first.total(),
-        first.writes(),
-        b1_model.reads + b1_model.writes,
-        b1_model.writes
-    );
-    println!(
-        "| B1 wall time / bound | {:.1} s / {:.1} s = **{b1_ratio:.3}** | ≤ 1.1 | serial, unthrottled: 90018s at any L |",
-        first.wall,
-        first.bound(qps)
-    );
-    println!("| B1 throttled answers | {} | 0 | — |", first.throttled());
-    println!(
-        "| B2 re-push, nothing changed: writes / reads | {} / {} ({:.1} s) | 0 writes | {} / {} |",
-        again.writes(),
-        again.total() - again.writes(),
-        again.wall,
-        b2_model.writes,
-        b2_model.reads
-    );
-    println!(
-        "| B3 {edit_count} edits with the daemon: writes | {updates} | {edit_count} | {} per click (a full re-push) |",
-        b2_model.writes
-    );
-    println!(
-        "| B3 latency commit -> DingTalk p50 / p99 / max | {:.0} / {:.0} / {:.0} ms | p99 < 1 s | until someone clicks |",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 1.0)
-    );
-    println!(
-        "| B4 pull into an empty database: reads | {pull_reads} | departments + root + member pages = {} | {} |",
-        d + 1 + pages,
-        b4_model.reads
-    );
-    println!(
-        "| B4 writes (source_identifier write-back) | {} | one per new department | {} |",
-        pull.writes(),
-        b4_model.writes
-    );
-    println!(
-        "| B4 wall / bound | {:.1} s / {:.1} s = **{:.3}** | ≤ 1.3 (10k), ≤ 1.5 (100k) | serial |",
-        pull.wall,
-        pull.bound(qps),
-        pull.wall / pull.bound(qps)
-    );
-    println!(
-        "| B4 local rows written: over the run / over the writing | {rows} rows: {:.0} rows/s / {:.0} rows/s ({:.1} s writing) | ≥ 20,000 rows/s (SQLite, PostgreSQL), ≥ 10,000 (MariaDB) | — |",
-        rows as f64 / pull.wall,
-        rows as f64 / write_s.max(0.001),
-        write_s
-    );
-    println!(
-        "| B2 wall / bound; phases (ms) | {:.1} s / {:.1} s = **{:.3}**; {} | ≤ 1.3 | — |",
-        again.wall,
-        again.bound(qps),
-        again.wall / again.bound(qps),
-        again.phases
-    );
-    println!(
-        "| B5 peak RSS: sync push / re-push / daemon / pull | {} / {} / {} / {} | < 64 MiB | — |",
-        mib(first.peak_kib),
-        mib(again.peak_kib),
-        mib(daemon_peak),
-        mib(pull.peak_kib)
-    );
-    println!("| B5 daemon idle CPU over {idle} s | {idle_cpu:.2}% | — | — |");
-
-    assert_eq!(first.throttled(), 0, "B1 met 90018");
-    assert_eq!(first.on("topapi/v2/user/create"), u, "B1 user creates");
-    assert_eq!(
-        first.on("topapi/v2/department/create"),
-        d,
-        "B1 department creates"
-    );
-    assert_eq!(again.writes(), 0, "B2 wrote");
-    assert_eq!(updates, edit_count as u64, "B3 writes");
-    assert_eq!(pull_reads, d + 1 + pages, "B4 reads");
+    let pull = b4(&sim, dir.path(), &server.url, qps).await;
+    let results = Results {
+        sizes: (u, d, edit_count, idle),
+        qps,
+        b1_ratio,
+        minimum,
+        first,
+        again,
+        daemon,
+        pull,
+    };
+    print_table(&results);
+    assert_goals(&results);
     server.stop().await;
 }
