@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub(crate) mod around;
+pub mod contact;
 pub mod job;
 pub mod model;
 pub mod plan;

@@ -13,7 +13,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::dingtalk::types::DtUser;
 
-use super::model::mobile_key;
+use super::contact::mobile_key;
 
 /// Text fields in packing order.
 const FIELDS: usize = 8;
