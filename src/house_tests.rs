@@ -71,22 +71,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
         130,
     ),
     ("tests/rulebook.rs", "two_tenants", 183),
-    ("tests/store.rs", "dingsyncs_own_writes_are_not_logged", 136),
-    (
-        "tests/store.rs",
-        "queue_dedupes_leases_backs_off_and_goes_dead",
-        162,
-    ),
-    (
-        "tests/store.rs",
-        "an_entity_has_one_dead_job_waits_are_bounded_and_dead_jobs_are_purged",
-        109,
-    ),
-    (
-        "tests/store.rs",
-        "a_batch_of_links_writes_what_one_by_one_would",
-        105,
-    ),
     ("tests/sync.rs", "end_to_end", 283),
     (
         "tests/sync.rs",
