@@ -71,12 +71,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
         130,
     ),
     ("tests/rulebook.rs", "two_tenants", 183),
-    ("tests/sync.rs", "end_to_end", 283),
-    (
-        "tests/sync.rs",
-        "a_batched_pull_isolates_the_row_that_clashes",
-        146,
-    ),
     ("tests/sync_base.rs", "base_scenarios", 120),
 ];
 
