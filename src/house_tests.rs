@@ -53,8 +53,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
         214,
     ),
     ("tests/events.rs", "console_changes_arrive", 163),
-    ("tests/messages.rs", "flow", 270),
-    ("tests/messages.rs", "message_cli_send_status_recall", 106),
     (
         "tests/metrics.rs",
         "metrics_and_probes_of_a_running_daemon",
