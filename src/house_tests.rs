@@ -34,7 +34,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/sync/plan/pull.rs", "users_slice", 84),
     ("src/sync/plan/pull.rs", "memberships", 77),
     ("src/sync/plan/scope_tests.rs", "cases", 218),
-    ("tests/daemon_process.rs", "reload_drain_and_restart", 127),
     ("tests/dingtalk_client.rs", "every_endpoint_succeeds", 119),
     (
         "tests/dingtalk_client.rs",
