@@ -31,43 +31,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/sync/apply/mod.rs", "lanes", 67),
     ("src/sync/plan/pull.rs", "users_slice", 84),
     ("src/sync/plan/pull.rs", "memberships", 77),
-    (
-        "tests/coexist.rs",
-        "announcements_follow_jeecgboots_switch",
-        106,
-    ),
-    (
-        "tests/coexist.rs",
-        "jeecgboots_buttons_beside_the_daemon",
-        118,
-    ),
-    ("tests/daemon.rs", "daemon_converges", 163),
-    ("tests/daemon_process.rs", "reload_drain_and_restart", 127),
-    ("tests/messages.rs", "flow", 270),
-    ("tests/messages.rs", "message_cli_send_status_recall", 106),
-    ("tests/store.rs", "dingsyncs_own_writes_are_not_logged", 136),
-    (
-        "tests/store.rs",
-        "queue_dedupes_leases_backs_off_and_goes_dead",
-        162,
-    ),
-    (
-        "tests/store.rs",
-        "an_entity_has_one_dead_job_waits_are_bounded_and_dead_jobs_are_purged",
-        109,
-    ),
-    (
-        "tests/store.rs",
-        "a_batch_of_links_writes_what_one_by_one_would",
-        105,
-    ),
-    ("tests/sync.rs", "end_to_end", 283),
-    (
-        "tests/sync.rs",
-        "a_batched_pull_isolates_the_row_that_clashes",
-        146,
-    ),
-    ("tests/sync_base.rs", "base_scenarios", 120),
 ];
 
 /// `(file, function, parameters)` over the limit before the rule.

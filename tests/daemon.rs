@@ -95,28 +95,16 @@ fn dept_names(server: &SimServer) -> Vec<String> {
     org.depts.values().map(|d| d.name.clone()).collect()
 }
 
-async fn daemon_converges(db: TestDb) {
+/// A new user, a renamed department: each reaches DingTalk by itself.
+async fn a_new_user_and_a_renamed_department_arrive(db: &TestDb, server: &SimServer) {
     let name = db.name;
-    seed(&db).await;
-    let server = common::start_fast_sim().await;
-    let config = config(&db, &server);
-    let shutdown = CancellationToken::new();
-    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
-
-    // The rows inserted before the daemon started are in the change log: they arrive.
-    common::holds(&format!("{name}: lihua in 研发部"), 20, || {
-        user_depts(&server, "lihua") == Some(vec!["研发部".into()])
-    })
-    .await;
-
-    // A new user, a renamed department, a deleted user: each reaches DingTalk by itself.
     db.plain.execute("INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('u2', 'wangfang', '王芳', '13800000002', 1, 0)").await.unwrap();
     db.plain
         .execute("INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m2', 'u2', 'c1')")
         .await
         .unwrap();
     common::holds(&format!("{name}: wangfang created"), 20, || {
-        user_depts(&server, "wangfang") == Some(vec!["星河科技".into()])
+        user_depts(server, "wangfang") == Some(vec!["星河科技".into()])
     })
     .await;
     db.plain
@@ -124,11 +112,14 @@ async fn daemon_converges(db: TestDb) {
         .await
         .unwrap();
     common::holds(&format!("{name}: department renamed"), 20, || {
-        user_depts(&server, "lihua") == Some(vec!["研发中心".into()])
+        user_depts(server, "lihua") == Some(vec!["研发中心".into()])
     })
     .await;
+}
 
-    // Transient faults are retried until the change lands.
+/// Transient faults are retried until the change lands.
+async fn transient_faults_are_retried(db: &TestDb, server: &SimServer) {
+    let name = db.name;
     server.sim.inject(FaultRule::next(
         "topapi/v2/user/update",
         6,
@@ -145,8 +136,11 @@ async fn daemon_converges(db: TestDb) {
         server.sim.app(APPKEY).unwrap().org.users["lihua"].name == "李华华"
     })
     .await;
+}
 
-    // A permanent error goes dead with its reason; fixed, `queue retry` recovers it.
+/// A permanent error goes dead with its reason; fixed, `queue retry` recovers it.
+async fn a_permanent_error_goes_dead_and_queue_retry_recovers_it(db: &TestDb, server: &SimServer) {
+    let name = db.name;
     server.sim.admin_call(APPKEY, "topapi/v2/user/create", serde_json::json!({ "userid": "other", "name": "O", "mobile": "13900000009", "email": "taken@example.com", "dept_id_list": "1" })).unwrap();
     db.plain.execute("INSERT INTO sys_user (id, username, realname, phone, email, status, del_flag) VALUES ('u3', 'zhaolei', '赵磊', '13800000003', 'taken@example.com', 1, 0)").await.unwrap();
     let store = db.store.clone();
@@ -167,11 +161,14 @@ async fn daemon_converges(db: TestDb) {
         .unwrap();
     assert!(store.retry_dead(dead.id).await.unwrap());
     common::holds(&format!("{name}: zhaolei after queue retry"), 20, || {
-        user_depts(&server, "zhaolei").is_some()
+        user_depts(server, "zhaolei").is_some()
     })
     .await;
+}
 
-    // A user deleted for good is deleted in DingTalk.
+/// A user deleted for good is deleted in DingTalk.
+async fn a_deleted_user_is_deleted_in_dingtalk(db: &TestDb, server: &SimServer) {
+    let name = db.name;
     db.plain
         .execute("DELETE FROM sys_user_depart WHERE user_id = 'u2'")
         .await
@@ -181,12 +178,15 @@ async fn daemon_converges(db: TestDb) {
         .await
         .unwrap();
     common::holds(&format!("{name}: wangfang deleted"), 20, || {
-        user_depts(&server, "wangfang").is_none()
+        user_depts(server, "wangfang").is_none()
     })
     .await;
+}
 
-    // A department deleted with its members' rows: its member keeps their other
-    // department, and the department goes from DingTalk.
+/// A department deleted with its members' rows: its member keeps their other department,
+/// and the department goes from DingTalk.
+async fn a_deleted_department_goes_and_its_member_stays(db: &TestDb, server: &SimServer) {
+    let name = db.name;
     db.plain.execute("INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES \
          ('c1d2', 'c1', '市场部', 2, '2', 'A01A02', '0'), ('c1d3', 'c1', '财务部', 3, '2', 'A01A03', '0')").await.unwrap();
     db.plain
@@ -194,8 +194,8 @@ async fn daemon_converges(db: TestDb) {
         .await
         .unwrap();
     common::holds(&format!("{name}: lihua in two departments"), 20, || {
-        user_depts(&server, "lihua") == Some(vec!["研发中心".into(), "市场部".into()])
-            && dept_names(&server).contains(&"财务部".to_string())
+        user_depts(server, "lihua") == Some(vec!["研发中心".into(), "市场部".into()])
+            && dept_names(server).contains(&"财务部".to_string())
     })
     .await;
     db.plain
@@ -207,21 +207,24 @@ async fn daemon_converges(db: TestDb) {
         .await
         .unwrap();
     common::holds(&format!("{name}: 市场部 deleted"), 20, || {
-        !dept_names(&server).contains(&"市场部".to_string())
-            && user_depts(&server, "lihua") == Some(vec!["研发中心".into()])
+        !dept_names(server).contains(&"市场部".to_string())
+            && user_depts(server, "lihua") == Some(vec!["研发中心".into()])
     })
     .await;
     // The guard counts the synced departments whose local row is gone: wait until 市场部's
     // job has also dropped its link (DingTalk's delete lands before the local commit).
     settled(&db.store, "dept", name).await;
+}
 
-    // Two at once, over push.max_department_deletes = 1: the guard refuses both jobs (dead,
-    // with the count), and DingTalk keeps them.
+/// Two at once, over push.max_department_deletes = 1: the guard refuses both jobs (dead,
+/// with the count), and DingTalk keeps them.
+async fn the_guard_refuses_two_deletes_at_once(db: &TestDb, server: &SimServer) {
+    let name = db.name;
     db.plain
         .execute("DELETE FROM sys_depart WHERE id IN ('c1d1', 'c1d3')")
         .await
         .unwrap();
-    let refused = dead_jobs(&store, 2, name).await;
+    let refused = dead_jobs(&db.store, 2, name).await;
     assert_eq!(refused.len(), 2, "{name}: {refused:?}");
     for job in &refused {
         let error = job.last_error.as_deref().unwrap_or_default();
@@ -230,11 +233,34 @@ async fn daemon_converges(db: TestDb) {
             "{name}: {error}"
         );
     }
-    let depts = dept_names(&server);
+    let depts = dept_names(server);
     assert!(
         depts.contains(&"研发中心".to_string()) && depts.contains(&"财务部".to_string()),
         "{name}: {depts:?}"
     );
+}
+
+async fn daemon_converges(db: TestDb) {
+    let name = db.name;
+    seed(&db).await;
+    let server = common::start_fast_sim().await;
+    let config = config(&db, &server);
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
+
+    // The rows inserted before the daemon started are in the change log: they arrive.
+    common::holds(&format!("{name}: lihua in 研发部"), 20, || {
+        user_depts(&server, "lihua") == Some(vec!["研发部".into()])
+    })
+    .await;
+
+    // A new user, a renamed department, a deleted user: each reaches DingTalk by itself.
+    a_new_user_and_a_renamed_department_arrive(&db, &server).await;
+    transient_faults_are_retried(&db, &server).await;
+    a_permanent_error_goes_dead_and_queue_retry_recovers_it(&db, &server).await;
+    a_deleted_user_is_deleted_in_dingtalk(&db, &server).await;
+    a_deleted_department_goes_and_its_member_stays(&db, &server).await;
+    the_guard_refuses_two_deletes_at_once(&db, &server).await;
 
     // Nothing left running; shutdown drains and returns.
     shutdown.cancel();

@@ -7,48 +7,57 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::APPKEY;
+use common::{TestDb, APPKEY};
+use dingsync::sim::SimServer;
 
 use common::process::Daemon;
 
-#[tokio::test]
-async fn reload_drain_and_restart() {
-    let db = common::sqlite_db().await;
-    db.store.init(true).await.unwrap();
-    let server = common::start_fast_sim().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("dingsync.toml");
-    let write_config = |workers: u32| {
+/// What [`reload_drain_and_restart`]'s daemon runs beside: the database, the simulator and
+/// its configuration file.
+struct Setting {
+    db: TestDb,
+    server: SimServer,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Setting {
+    /// Writes the configuration file with tenant 0 and `workers` queue workers.
+    fn write_config(&self, workers: u32) {
         common::write_config(
-            &path,
-            &db.url,
-            &server.url,
+            &self.path,
+            &self.db.url,
+            &self.server.url,
             1000,
             // Pushes only: an event arriving at the last stop would leave a pull job
             // pending, and the end of this test counts the queue (events: tests/events.rs).
             &format!("[queue]\nworkers = {workers}\n[events]\nmode = \"off\"\n"),
         )
-    };
-    write_config(2);
-    let insert = |n: u32| {
-        format!("INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('p{n}', 'proc{n}', 'P{n}', '1330000000{n}', 1, 0)")
-    };
-    let has = |n: u32| common::has_user(&server, APPKEY, &format!("proc{n}"));
+    }
 
-    let daemon = Daemon::start(&path);
-    daemon.wait_for("daemon.started", 1).await;
-    db.plain.execute(&insert(1)).await.unwrap();
-    common::holds("proc1", 20, || has(1)).await;
+    /// Whether DingTalk (the test app) has user proc`n`.
+    fn has(&self, n: u32) -> bool {
+        common::has_user(&self.server, APPKEY, &format!("proc{n}"))
+    }
+}
 
-    // SIGHUP reloads; so does an edit of the file.
+/// The INSERT of the active user proc`n` (id p`n`).
+fn insert(n: u32) -> String {
+    format!("INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('p{n}', 'proc{n}', 'P{n}', '1330000000{n}', 1, 0)")
+}
+
+/// SIGHUP reloads; so does an edit of the file. An invalid edit is rejected with its
+/// problems, and the old configuration keeps working.
+async fn signals_and_edits_reload(s: &Setting, daemon: &Daemon) {
     daemon.signal("HUP");
     daemon.wait_for("config.reloaded", 1).await;
-    write_config(3);
+    s.write_config(3);
     daemon.wait_for("config.reloaded", 2).await;
     // An invalid edit is rejected with its problems, and the old configuration keeps working.
-    std::fs::write(&path, "[queue]\nworkers = \"many\"\n").unwrap();
+    std::fs::write(&s.path, "[queue]\nworkers = \"many\"\n").unwrap();
     daemon.wait_for("config.rejected", 1).await;
     assert!(daemon
         .lines
@@ -56,13 +65,16 @@ async fn reload_drain_and_restart() {
         .unwrap()
         .iter()
         .any(|l| l.contains("config.rejected") && l.contains("queue.workers")));
-    db.plain.execute(&insert(2)).await.unwrap();
-    common::holds("proc2 with the old configuration", 20, || has(2)).await;
+    s.db.plain.execute(&insert(2)).await.unwrap();
+    common::holds("proc2 with the old configuration", 20, || s.has(2)).await;
+}
 
-    // A tenant added by an edit is worked at once (its own DingTalk app); the next edit goes
-    // back. (Tenant 0 owns every row and stands alone, so the edit swaps it for tenant 7.)
+/// A tenant added by an edit is worked at once (its own DingTalk app); the next edit goes
+/// back. (Tenant 0 owns every row and stands alone, so the edit swaps it for tenant 7.)
+async fn a_tenant_added_by_an_edit_is_worked_at_once(s: &Setting, daemon: &Daemon) {
+    let (db, server) = (&s.db, &s.server);
     server.sim.add_app("tenant7app", "tenant7secret", 7_000_007);
-    std::fs::write(&path, format!("[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n[queue]\nworkers = 2\n\
+    std::fs::write(&s.path, format!("[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n[queue]\nworkers = 2\n\
         [[tenant]]\nid = 7\nagent_id = 7000007\nclient_id = \"tenant7app\"\nclient_secret = \"tenant7secret\"\n", db.url, server.url)).unwrap();
     daemon.wait_for_with("config.reloaded", "[7]").await;
     db.plain.execute(&insert(9)).await.unwrap();
@@ -71,27 +83,32 @@ async fn reload_drain_and_restart() {
         .await
         .unwrap();
     common::holds("proc9 in the added tenant's app", 20, || {
-        common::has_user(&server, "tenant7app", "proc9")
+        common::has_user(server, "tenant7app", "proc9")
     })
     .await;
     let reloads = daemon.count("config.reloaded");
-    write_config(2);
+    s.write_config(2);
     daemon.wait_for("config.reloaded", reloads + 1).await;
+}
 
-    // SIGTERM in the middle of work drains and exits 0; what it did not finish is done after
-    // the restart.
+/// SIGTERM in the middle of work drains and exits 0; what it did not finish is done after
+/// the restart, with the changes made while it was down, from the cursor: nothing twice.
+async fn a_drained_daemon_restarts_from_the_cursor(s: &Setting, mut daemon: Daemon) {
+    let db = &s.db;
     for n in 4..9 {
         db.plain.execute(&insert(n)).await.unwrap();
     }
-    let mut daemon = daemon;
     assert_eq!(daemon.stop().await, Some(0));
     assert_eq!(daemon.count("shutdown.complete"), 1);
 
     // Changes made while it was down are picked up from the cursor; nothing is done twice.
     db.plain.execute(&insert(3)).await.unwrap();
-    let restarted = Daemon::start(&path);
-    common::holds("proc3..proc8 after restart", 20, || (3..9).all(has)).await;
-    let creates = server.sim.calls(APPKEY)["topapi/v2/user/create"];
+    let restarted = Daemon::start(&s.path);
+    common::holds("proc3..proc8 after restart", 20, || {
+        (3..9).all(|n| s.has(n))
+    })
+    .await;
+    let creates = s.server.sim.calls(APPKEY)["topapi/v2/user/create"];
     assert_eq!(
         (creates.calls, creates.failed),
         (8, 0),
@@ -99,18 +116,22 @@ async fn reload_drain_and_restart() {
     );
     let mut restarted = restarted;
     assert_eq!(restarted.stop().await, Some(0));
+}
 
-    // The operator's view.
-    let cli = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--config", path.to_str().unwrap()]);
-        std::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
-            .args(&all)
-            .env_remove("DINGSYNC_CONFIG")
-            .output()
-            .unwrap()
-    };
-    let status = cli(&["status", "--json"]);
+/// `dingsync <args> --config <path>`, blocking.
+fn cli(path: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend(["--config", path.to_str().unwrap()]);
+    std::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+        .args(&all)
+        .env_remove("DINGSYNC_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// The operator's view of the stopped daemon's database (config file `path`).
+fn the_operators_view(path: &Path) {
+    let status = cli(path, &["status", "--json"]);
     assert_eq!(
         status.status.code(),
         Some(0),
@@ -125,21 +146,59 @@ async fn reload_drain_and_restart() {
         serde_json::Value::Null,
         "leases released on shutdown"
     );
-    let text = cli(&["status"]);
+    let text = cli(path, &["status"]);
     assert!(
         String::from_utf8_lossy(&text.stdout)
             .contains("tenant 0 (file; push on, pull on): owner none; jobs pending 0"),
         "{}",
         String::from_utf8_lossy(&text.stdout)
     );
-    let list = cli(&["queue", "list", "--dead", "--json"]);
+    let list = cli(path, &["queue", "list", "--dead", "--json"]);
     assert_eq!(list.status.code(), Some(0));
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&list.stdout).unwrap(),
         serde_json::json!([])
     );
-    assert_eq!(cli(&["queue", "retry", "424242"]).status.code(), Some(65));
-    assert_eq!(cli(&["queue", "drop", "424242"]).status.code(), Some(65));
+    assert_eq!(
+        cli(path, &["queue", "retry", "424242"]).status.code(),
+        Some(65)
+    );
+    assert_eq!(
+        cli(path, &["queue", "drop", "424242"]).status.code(),
+        Some(65)
+    );
+}
+
+#[tokio::test]
+async fn reload_drain_and_restart() {
+    let db = common::sqlite_db().await;
+    db.store.init(true).await.unwrap();
+    let server = common::start_fast_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dingsync.toml");
+    let s = Setting {
+        db,
+        server,
+        path,
+        _dir: dir,
+    };
+    s.write_config(2);
+
+    let daemon = Daemon::start(&s.path);
+    daemon.wait_for("daemon.started", 1).await;
+    s.db.plain.execute(&insert(1)).await.unwrap();
+    common::holds("proc1", 20, || s.has(1)).await;
+
+    // SIGHUP reloads; so does an edit of the file.
+    signals_and_edits_reload(&s, &daemon).await;
+    a_tenant_added_by_an_edit_is_worked_at_once(&s, &daemon).await;
+
+    // SIGTERM in the middle of work drains and exits 0; what it did not finish is done after
+    // the restart.
+    a_drained_daemon_restarts_from_the_cursor(&s, daemon).await;
+
+    // The operator's view.
+    the_operators_view(&s.path);
 }
 
 #[tokio::test]

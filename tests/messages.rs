@@ -96,29 +96,10 @@ async fn delivery_state_is(store: &dingsync::store::Store, id: &str, state: &str
     .await;
 }
 
-async fn flow(db: TestDb) {
+/// Waits until the daemon pushed the 253 recipients and linked them; then three of them
+/// lose their link.
+async fn recipients_pushed_and_three_unlinked(db: &TestDb, server: &SimServer) {
     let name = db.name;
-    let logs = captured_logs();
-    let recipients = common::insert_users_sql(0..253, |n| {
-        [
-            format!("m{n}"),
-            format!("msg{n}"),
-            format!("收件人{n}"),
-            format!("1350001{n:04}"),
-        ]
-    });
-    db.plain.execute(&recipients).await.unwrap();
-    // Tokens live longer than the 25 simulated hours this test skips.
-    let long_tokens = Duration::from_secs(10 * 24 * 3600);
-    let server = common::start_sim(SimOptions {
-        qps_per_path: 1000,
-        token_ttl: long_tokens,
-        ..SimOptions::default()
-    })
-    .await;
-    let config = config(&db, &server);
-    let shutdown = CancellationToken::new();
-    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
     common::holds(&format!("{name}: users pushed"), 30, || {
         server.sim.app(APPKEY).unwrap().org.users.len() >= 253
     })
@@ -139,20 +120,23 @@ async fn flow(db: TestDb) {
         .execute("DELETE FROM sys_third_account WHERE sys_user_id IN ('m250', 'm251', 'm252')")
         .await
         .unwrap();
+}
 
-    // An announcement to everyone: one action card to all, dt_task_id set.
+/// An announcement to everyone: one action card to all, dt_task_id set.
+async fn an_announcement_to_all(db: &TestDb, server: &SimServer) {
+    let name = db.name;
     db.plain.execute("INSERT INTO sys_announcement (id, titile, msg_content, msg_abstract, msg_type, send_status, del_flag, tenant_id) VALUES ('all1', '全员通知', '<p>正文</p>', '明天放假', 'ALL', '0', '0', 0)").await.unwrap();
     db.plain
         .execute("UPDATE sys_announcement SET send_status = '1' WHERE id = 'all1'")
         .await
         .unwrap();
     common::holds(&format!("{name}: card to all"), 30, || {
-        tasks(&server)
+        tasks(server)
             .iter()
             .any(|t| t.msg["action_card"]["title"] == "全员通知")
     })
     .await;
-    let card = tasks(&server)
+    let card = tasks(server)
         .into_iter()
         .find(|t| t.msg["action_card"]["title"] == "全员通知")
         .unwrap();
@@ -169,7 +153,7 @@ async fn flow(db: TestDb) {
         Duration::from_secs(10),
         async || {
             scalar(
-                &db,
+                db,
                 "SELECT dt_task_id FROM sys_announcement WHERE id = 'all1'",
             )
             .await
@@ -182,21 +166,34 @@ async fn flow(db: TestDb) {
         card.task_id.to_string(),
         "{name}: dt_task_id as JeecgBoot expects"
     );
+}
 
-    // To 250 linked + 3 unlinked users: 3 chunks, 250 recipients.
+/// The tasks of announcement usr1 (部分通知): its chunks.
+fn chunks(server: &SimServer) -> Vec<dingsync::sim::messages::Task> {
+    tasks(server)
+        .into_iter()
+        .filter(|t| t.msg["action_card"]["title"] == "部分通知")
+        .collect::<Vec<_>>()
+}
+
+/// To 250 linked + 3 unlinked users: 3 chunks, 250 recipients; the unlinked are named in
+/// the log (`logs`), and results are collected.
+async fn an_announcement_to_users_in_chunks(
+    db: &TestDb,
+    server: &SimServer,
+    logs: &std::sync::Mutex<Vec<u8>>,
+) {
+    let name = db.name;
     let ids: Vec<String> = (0..253).map(|n| format!("m{n}")).collect();
     db.plain
         .execute(&format!("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, user_ids, send_status, del_flag, tenant_id) VALUES ('usr1', '部分通知', '请查收', 'USER', '{},', '1', '0', 0)", ids.join(",")))
         .await
         .unwrap();
-    let chunked = || {
-        tasks(&server)
-            .into_iter()
-            .filter(|t| t.msg["action_card"]["title"] == "部分通知")
-            .collect::<Vec<_>>()
-    };
-    common::holds(&format!("{name}: 3 chunks"), 30, || chunked().len() == 3).await;
-    let mut sizes: Vec<usize> = chunked().iter().map(|t| t.delivered.len()).collect();
+    common::holds(&format!("{name}: 3 chunks"), 30, || {
+        chunks(server).len() == 3
+    })
+    .await;
+    let mut sizes: Vec<usize> = chunks(server).iter().map(|t| t.delivered.len()).collect();
     sizes.sort_unstable();
     assert_eq!(sizes, vec![50, 100, 100], "{name}");
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
@@ -209,6 +206,7 @@ async fn flow(db: TestDb) {
         "{name}: {unlinked}"
     );
     // Results are collected for chunks of ≤ 100 named recipients.
+    let store = &db.store;
     common::eventually(
         &format!("{name}: send results recorded"),
         Duration::from_secs(10),
@@ -219,18 +217,24 @@ async fn flow(db: TestDb) {
         },
     )
     .await;
+}
 
-    // Revoke: every chunk recalled.
+/// Revoke: every chunk recalled.
+async fn a_revoke_recalls_every_chunk(db: &TestDb, server: &SimServer) {
+    let name = db.name;
     db.plain
         .execute("UPDATE sys_announcement SET send_status = '2' WHERE id = 'usr1'")
         .await
         .unwrap();
     common::holds(&format!("{name}: all chunks recalled"), 30, || {
-        chunked().iter().all(|t| t.recalled)
+        chunks(server).iter().all(|t| t.recalled)
     })
     .await;
+}
 
-    // Sent with faults on the way: retried, and no chunk twice.
+/// Sent with faults on the way: retried, and no chunk twice.
+async fn faults_are_retried_and_no_chunk_is_sent_twice(db: &TestDb, server: &SimServer) {
+    let name = db.name;
     server.sim.inject(FaultRule::next(
         "topapi/message/corpconversation/asyncsend_v2",
         2,
@@ -246,50 +250,56 @@ async fn flow(db: TestDb) {
     ));
     db.plain.execute("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, user_ids, send_status, del_flag, tenant_id) VALUES ('flt1', '故障通知', 'x', 'USER', 'm1,m2,', '1', '0', 0)").await.unwrap();
     common::holds(&format!("{name}: sent through faults"), 30, || {
-        tasks(&server)
+        tasks(server)
             .iter()
             .any(|t| t.msg["action_card"]["title"] == "故障通知")
     })
     .await;
     // A duplicate chunk would be sent by a job still pending or running: none is left.
-    no_job_in_flight(&store, name).await;
+    no_job_in_flight(&db.store, name).await;
     assert_eq!(
-        tasks(&server)
+        tasks(server)
             .iter()
             .filter(|t| t.msg["action_card"]["title"] == "故障通知")
             .count(),
         1,
         "{name}: no duplicate chunk"
     );
+}
 
-    // Revoked after 25 h: recall_expired, not a retry loop.
+/// Revoked after 25 h: recall_expired, not a retry loop.
+async fn a_revoke_after_25_hours_is_recall_expired(db: &TestDb, server: &SimServer) {
+    let (name, store) = (db.name, &db.store);
     db.plain.execute("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, user_ids, send_status, del_flag, tenant_id) VALUES ('old1', '旧通知', 'x', 'USER', 'm3,', '1', '0', 0)").await.unwrap();
     common::holds(&format!("{name}: old sent"), 30, || {
-        tasks(&server)
+        tasks(server)
             .iter()
             .any(|t| t.msg["action_card"]["title"] == "旧通知")
     })
     .await;
     // DingTalk shows the task before the worker records it: wait for the delivery row too,
     // or the revoke below meets it still `sending`.
-    delivery_state_is(&store, "old1", "sent", name).await;
+    delivery_state_is(store, "old1", "sent", name).await;
     server.sim.advance_clock(Duration::from_secs(25 * 3600));
     server.sim.reset_calls();
     db.plain
         .execute("UPDATE sys_announcement SET send_status = '2' WHERE id = 'old1'")
         .await
         .unwrap();
-    delivery_state_is(&store, "old1", "recall_expired", name).await;
+    delivery_state_is(store, "old1", "recall_expired", name).await;
     // A loop would keep the revoke's job pending or running: none is left.
-    no_job_in_flight(&store, name).await;
+    no_job_in_flight(store, name).await;
     let recalls = server
         .sim
         .calls(APPKEY)
         .get("topapi/message/corpconversation/recall")
         .map_or(0, |c| c.calls);
     assert_eq!(recalls, 1, "{name}: tried once, not in a loop");
+}
 
-    // The outbox: one row per message type, and a bad row failed with its reason.
+/// The outbox: one row per message type, and a bad row failed with its reason.
+async fn the_outbox_sends_each_type_and_fails_a_bad_row(db: &TestDb) {
+    let name = db.name;
     let messages = [
         r#"{"msgtype":"text","text":{"content":"outbox text"}}"#,
         r##"{"msgtype":"markdown","markdown":{"title":"T","text":"# outbox md"}}"##,
@@ -348,6 +358,37 @@ async fn flow(db: TestDb) {
         "{name}: {:?}",
         rows[5]
     );
+}
+
+async fn flow(db: TestDb) {
+    let logs = captured_logs();
+    let recipients = common::insert_users_sql(0..253, |n| {
+        [
+            format!("m{n}"),
+            format!("msg{n}"),
+            format!("收件人{n}"),
+            format!("1350001{n:04}"),
+        ]
+    });
+    db.plain.execute(&recipients).await.unwrap();
+    // Tokens live longer than the 25 simulated hours this test skips.
+    let long_tokens = Duration::from_secs(10 * 24 * 3600);
+    let server = common::start_sim(SimOptions {
+        qps_per_path: 1000,
+        token_ttl: long_tokens,
+        ..SimOptions::default()
+    })
+    .await;
+    let config = config(&db, &server);
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(config.clone(), shutdown.clone(), Reload::none(&config)));
+    recipients_pushed_and_three_unlinked(&db, &server).await;
+    an_announcement_to_all(&db, &server).await;
+    an_announcement_to_users_in_chunks(&db, &server, logs).await;
+    a_revoke_recalls_every_chunk(&db, &server).await;
+    faults_are_retried_and_no_chunk_is_sent_twice(&db, &server).await;
+    a_revoke_after_25_hours_is_recall_expired(&db, &server).await;
+    the_outbox_sends_each_type_and_fails_a_bad_row(&db).await;
     shutdown.cancel();
     daemon.await.unwrap().unwrap();
 }
@@ -368,12 +409,13 @@ async fn announcements_and_outbox_on_mariadb_real_dump() {
     flow(db).await;
 }
 
-// Multi-threaded: the CLI runs as a blocking child process while the simulator serves it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn message_cli_send_status_recall() {
-    let db = common::sqlite_db().await;
-    db.store.init(true).await.unwrap();
-    let server = common::start_sim(SimOptions::default()).await;
+/// alice in the database linked to dt_a in DingTalk, and a configuration file for them in
+/// `dir`: its path.
+async fn alice_linked_to_dt_a(
+    db: &TestDb,
+    server: &SimServer,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
     server.sim.admin_call(APPKEY, "topapi/v2/user/create", serde_json::json!({ "userid": "dt_a", "name": "A", "mobile": "13300000001", "dept_id_list": "1" })).unwrap();
     db.plain.execute("INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('a', 'alice', 'A', '13300000001', 1, 0)").await.unwrap();
     db.store
@@ -388,8 +430,7 @@ async fn message_cli_send_status_recall() {
         )
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("dingsync.toml");
+    let path = dir.join("dingsync.toml");
     std::fs::write(
         &path,
         format!(
@@ -401,55 +442,41 @@ async fn message_cli_send_status_recall() {
         ),
     )
     .unwrap();
-    let cli = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--config", path.to_str().unwrap()]);
-        std::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
-            .args(&all)
-            .env_remove("DINGSYNC_CONFIG")
-            .output()
-            .unwrap()
-    };
-    let sent = cli(&["message", "send", "--to", "alice", "--text", "测试消息"]);
-    assert_eq!(
-        sent.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    let task = String::from_utf8_lossy(&sent.stdout).trim().to_string();
-    let status = cli(&["message", "status", &task]);
-    assert!(
-        String::from_utf8_lossy(&status.stdout).contains("unread 1: dt_a"),
-        "{}",
-        String::from_utf8_lossy(&status.stdout)
-    );
-    assert_eq!(cli(&["message", "recall", &task]).status.code(), Some(0));
-    assert!(server
-        .sim
-        .app(APPKEY)
+    path
+}
+
+/// `dingsync <args> --config <path>`, blocking.
+fn cli(path: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend(["--config", path.to_str().unwrap()]);
+    std::process::Command::new(env!("CARGO_BIN_EXE_dingsync"))
+        .args(&all)
+        .env_remove("DINGSYNC_CONFIG")
+        .output()
         .unwrap()
-        .notifications
-        .tasks
-        .values()
-        .all(|t| t.recalled));
-    // Limits are checked before any call, naming the limit.
+}
+
+/// Limits are checked before any call, naming the limit; an unlinked recipient is refused.
+fn limits_are_checked_before_any_call(path: &std::path::Path, server: &SimServer) {
     let calls = server
         .sim
         .calls(APPKEY)
         .values()
         .map(|c| c.calls)
         .sum::<u64>();
-    let long = cli(&[
-        "message",
-        "send",
-        "--all",
-        "--action-card",
-        "T",
-        "M",
-        "这个按钮的标题实在是太长了超过二十个字符了吧",
-        "https://e.x",
-    ]);
+    let long = cli(
+        path,
+        &[
+            "message",
+            "send",
+            "--all",
+            "--action-card",
+            "T",
+            "M",
+            "这个按钮的标题实在是太长了超过二十个字符了吧",
+            "https://e.x",
+        ],
+    );
     assert_eq!(long.status.code(), Some(64));
     assert!(
         String::from_utf8_lossy(&long.stderr)
@@ -457,13 +484,16 @@ async fn message_cli_send_status_recall() {
         "{}",
         String::from_utf8_lossy(&long.stderr)
     );
-    let big = cli(&["message", "send", "--all", "--text", &"字".repeat(1000)]);
+    let big = cli(
+        path,
+        &["message", "send", "--all", "--text", &"字".repeat(1000)],
+    );
     assert!(
         String::from_utf8_lossy(&big.stderr).contains("DingTalk allows 2048"),
         "{}",
         String::from_utf8_lossy(&big.stderr)
     );
-    let unlinked = cli(&["message", "send", "--to", "nobody", "--text", "x"]);
+    let unlinked = cli(path, &["message", "send", "--to", "nobody", "--text", "x"]);
     assert_eq!(unlinked.status.code(), Some(65));
     assert_eq!(
         server
@@ -475,4 +505,45 @@ async fn message_cli_send_status_recall() {
         calls,
         "no call for a refused message"
     );
+}
+
+// Multi-threaded: the CLI runs as a blocking child process while the simulator serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_cli_send_status_recall() {
+    let db = common::sqlite_db().await;
+    db.store.init(true).await.unwrap();
+    let server = common::start_sim(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = alice_linked_to_dt_a(&db, &server, dir.path()).await;
+    let sent = cli(
+        &path,
+        &["message", "send", "--to", "alice", "--text", "测试消息"],
+    );
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let task = String::from_utf8_lossy(&sent.stdout).trim().to_string();
+    let status = cli(&path, &["message", "status", &task]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("unread 1: dt_a"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    assert_eq!(
+        cli(&path, &["message", "recall", &task]).status.code(),
+        Some(0)
+    );
+    assert!(server
+        .sim
+        .app(APPKEY)
+        .unwrap()
+        .notifications
+        .tasks
+        .values()
+        .all(|t| t.recalled));
+    // Limits are checked before any call, naming the limit.
+    limits_are_checked_before_any_call(&path, &server);
 }

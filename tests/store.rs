@@ -11,7 +11,9 @@ use std::time::Duration;
 use common::TestDb;
 use dingsync::jeecg::{password, Link, NewDept, NewUser};
 use dingsync::secret::Secret;
-use dingsync::store::queue::{state, FailOutcome, JobFilter, RetryPolicy};
+use dingsync::store::batch::LinkWrite;
+use dingsync::store::jeecg::{LinkSaved, SnapshotWrite};
+use dingsync::store::queue::{state, FailOutcome, Job, JobFilter, RetryPolicy, WaitPolicy};
 use dingsync::store::state::Change;
 use dingsync::store::{now_ms, Store, StoreError};
 
@@ -249,67 +251,143 @@ async fn postgres_trigger_raises_notify() {
     );
 }
 
+/// dingsync's writes of a small org as it pulls one: two departments (the child coded under
+/// the top), a user of tenant 3 with its link, the top's DingTalk id, the child renamed and
+/// moved to the top. The top's and the child's ids.
+async fn dingsync_writes_an_org(db: &TestDb) -> (String, String) {
+    let name = db.name;
+    let top = db
+        .store
+        .insert_department(&NewDept {
+            name: "总部".into(),
+            ding_identifier: 101,
+            ..NewDept::default()
+        })
+        .await
+        .unwrap();
+    let child = db
+        .store
+        .insert_department(&NewDept {
+            name: "研发部".into(),
+            parent_id: Some(top.id.clone()),
+            ding_identifier: 102,
+            ..NewDept::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (top.org_code.as_str(), child.org_code.as_str()),
+        ("A01", "A01A01"),
+        "{name}"
+    );
+    let user = NewUser {
+        username: "wangwu".into(),
+        realname: "王五".into(),
+        phone: Some("13900000001".into()),
+        depart_ids: vec![child.id.clone()],
+        tenant_id: 3,
+        ..NewUser::default()
+    };
+    let id = db
+        .store
+        .insert_user(&user, &Secret::new("123456"))
+        .await
+        .unwrap();
+    db.store
+        .save_link(
+            &Link {
+                user_id: id.clone(),
+                userid: "wangwu".into(),
+                unionid: Some("un1".into()),
+                tenant_id: 3,
+            },
+            "王五",
+        )
+        .await
+        .unwrap();
+    db.store
+        .set_ding_identifier(&top.id, Some(555))
+        .await
+        .unwrap();
+    db.store
+        .update_department(&child.id, "研发中心", None, 5)
+        .await
+        .unwrap();
+    (top.id, child.id)
+}
+
+/// What [`dingsync_writes_an_org`] wrote reads back as JeecgBoot has it.
+async fn the_org_reads_back_as_jeecgboot_has_it(db: &TestDb, top: &str, child: &str) {
+    let name = db.name;
+    let users = db.store.load_users(3).await.unwrap();
+    assert_eq!(users.len(), 1, "{name}: tied to tenant 3");
+    assert_eq!(users[0].depart_ids, vec![child.to_string()], "{name}");
+    assert!(db.store.load_users(4).await.unwrap().is_empty(), "{name}");
+    let (hash, salt) = db.store.password_of("wangwu").await.unwrap().unwrap();
+    assert!(
+        password::verify("wangwu", "123456", &salt, &hash),
+        "{name}: JeecgBoot's login accepts it"
+    );
+    let depts = db.store.load_departments(0).await.unwrap();
+    let moved = depts.iter().find(|d| d.id == child).unwrap();
+    assert_eq!(
+        (
+            moved.name.as_str(),
+            moved.parent_id.as_deref(),
+            moved.org_code.as_str()
+        ),
+        ("研发中心", None, "A02"),
+        "{name}: moved to top, recoded"
+    );
+    assert_eq!(
+        depts.iter().find(|d| d.id == top).unwrap().ding_identifier,
+        Some(555),
+        "{name}"
+    );
+    let links = db.store.links(3).await.unwrap();
+    assert_eq!(
+        (links.len(), links[0].userid.as_str()),
+        (1, "wangwu"),
+        "{name}"
+    );
+}
+
+/// A clash on a unique key (wangwu's phone) is a typed error naming the key, and writes
+/// nothing.
+async fn a_unique_clash_is_a_typed_error_and_writes_nothing(db: &TestDb) {
+    let name = db.name;
+    let clash = NewUser {
+        username: "other".into(),
+        phone: Some("13900000001".into()),
+        ..NewUser::default()
+    };
+    let error = db
+        .store
+        .insert_user(&clash, &Secret::new("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::UniqueClash {
+                column: "phone",
+                ..
+            }
+        ),
+        "{name}: {error}"
+    );
+    assert_eq!(
+        count(&db.plain, "SELECT COUNT(*) FROM sys_user").await,
+        1,
+        "{name}"
+    );
+}
+
 #[tokio::test]
 async fn dingsyncs_own_writes_are_not_logged() {
     for db in common::initialised_dbs().await {
         let name = db.name;
-        let top = db
-            .store
-            .insert_department(&NewDept {
-                name: "总部".into(),
-                ding_identifier: 101,
-                ..NewDept::default()
-            })
-            .await
-            .unwrap();
-        let child = db
-            .store
-            .insert_department(&NewDept {
-                name: "研发部".into(),
-                parent_id: Some(top.id.clone()),
-                ding_identifier: 102,
-                ..NewDept::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            (top.org_code.as_str(), child.org_code.as_str()),
-            ("A01", "A01A01"),
-            "{name}"
-        );
-        let user = NewUser {
-            username: "wangwu".into(),
-            realname: "王五".into(),
-            phone: Some("13900000001".into()),
-            depart_ids: vec![child.id.clone()],
-            tenant_id: 3,
-            ..NewUser::default()
-        };
-        let id = db
-            .store
-            .insert_user(&user, &Secret::new("123456"))
-            .await
-            .unwrap();
-        db.store
-            .save_link(
-                &Link {
-                    user_id: id.clone(),
-                    userid: "wangwu".into(),
-                    unionid: Some("un1".into()),
-                    tenant_id: 3,
-                },
-                "王五",
-            )
-            .await
-            .unwrap();
-        db.store
-            .set_ding_identifier(&top.id, Some(555))
-            .await
-            .unwrap();
-        db.store
-            .update_department(&child.id, "研发中心", None, 5)
-            .await
-            .unwrap();
+        let (top, child) = dingsync_writes_an_org(&db).await;
         assert!(
             changes(&db).await.is_empty(),
             "{name}: dingsync's writes echoed: {:?}",
@@ -323,67 +401,9 @@ async fn dingsyncs_own_writes_are_not_logged() {
         assert_eq!(changes(&db).await.len(), 1, "{name}");
 
         // What was written reads back as JeecgBoot has it.
-        let users = db.store.load_users(3).await.unwrap();
-        assert_eq!(users.len(), 1, "{name}: tied to tenant 3");
-        assert_eq!(users[0].depart_ids, vec![child.id.clone()], "{name}");
-        assert!(db.store.load_users(4).await.unwrap().is_empty(), "{name}");
-        let (hash, salt) = db.store.password_of("wangwu").await.unwrap().unwrap();
-        assert!(
-            password::verify("wangwu", "123456", &salt, &hash),
-            "{name}: JeecgBoot's login accepts it"
-        );
-        let depts = db.store.load_departments(0).await.unwrap();
-        let moved = depts.iter().find(|d| d.id == child.id).unwrap();
-        assert_eq!(
-            (
-                moved.name.as_str(),
-                moved.parent_id.as_deref(),
-                moved.org_code.as_str()
-            ),
-            ("研发中心", None, "A02"),
-            "{name}: moved to top, recoded"
-        );
-        assert_eq!(
-            depts
-                .iter()
-                .find(|d| d.id == top.id)
-                .unwrap()
-                .ding_identifier,
-            Some(555),
-            "{name}"
-        );
-        let links = db.store.links(3).await.unwrap();
-        assert_eq!(
-            (links.len(), links[0].userid.as_str()),
-            (1, "wangwu"),
-            "{name}"
-        );
+        the_org_reads_back_as_jeecgboot_has_it(&db, &top, &child).await;
         // A clash on a unique key is a typed error naming the key, and writes nothing.
-        let clash = NewUser {
-            username: "other".into(),
-            phone: Some("13900000001".into()),
-            ..NewUser::default()
-        };
-        let error = db
-            .store
-            .insert_user(&clash, &Secret::new("x"))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                error,
-                StoreError::UniqueClash {
-                    column: "phone",
-                    ..
-                }
-            ),
-            "{name}: {error}"
-        );
-        assert_eq!(
-            count(&db.plain, "SELECT COUNT(*) FROM sys_user").await,
-            1,
-            "{name}"
-        );
+        a_unique_clash_is_a_typed_error_and_writes_nothing(&db).await;
     }
 }
 
@@ -395,167 +415,189 @@ fn policy() -> RetryPolicy {
     }
 }
 
+/// Four enqueues of two entities coalesce into two pending jobs, u1's at its earliest due
+/// time.
+async fn enqueues_coalesce(s: &Store, name: &str, now: i64) {
+    s.enqueue(0, "user", "u1", now + 5_000).await.unwrap();
+    s.enqueue(0, "user", "u1", now - 1_000).await.unwrap();
+    s.enqueue(0, "user", "u1", now + 9_000).await.unwrap();
+    s.enqueue(0, "user", "later", now + 60_000).await.unwrap();
+    let pending = s
+        .list_jobs(&JobFilter {
+            state: Some(state::PENDING.into()),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 2, "{name}: coalesced");
+    assert_eq!(
+        pending[0].run_at,
+        now - 1_000,
+        "{name}: earliest due time kept"
+    );
+}
+
+/// Only the due job (u1) is claimed, leased to w1; a change while it runs gives a new
+/// pending job, and w2 cannot complete w1's lease. The claimed job.
+async fn only_the_due_job_is_claimed(s: &Store, name: &str, now: i64) -> Job {
+    let mut claimed = s
+        .claim("w1", 10, Duration::from_secs(30), None)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "{name}: only due jobs");
+    let job = claimed.remove(0);
+    assert_eq!(
+        (
+            job.entity_key.as_str(),
+            job.state.as_str(),
+            job.lease_owner.as_deref()
+        ),
+        ("u1", "running", Some("w1")),
+        "{name}"
+    );
+    // A change while it runs gives a new pending job rather than being lost.
+    s.enqueue(0, "user", "u1", now + 20_000).await.unwrap();
+    assert!(
+        !s.complete(job.id, "w2").await.unwrap(),
+        "{name}: not w2's lease"
+    );
+    job
+}
+
+/// Failure: back to pending after a backoff within the ceiling, merged with the newer
+/// pending job (earliest due time wins). The merged job's id.
+async fn a_failure_backs_off_and_merges(s: &Store, name: &str, job: &Job) -> i64 {
+    let before = now_ms();
+    let FailOutcome::Retry { run_at, attempts } = s
+        .fail(job.id, "w1", "errcode -1", false, &policy())
+        .await
+        .unwrap()
+    else {
+        panic!("{name}")
+    };
+    assert_eq!(attempts, 1, "{name}");
+    assert!(
+        run_at >= before && run_at <= now_ms() + 10_000,
+        "{name}: within base"
+    );
+    let pending = s
+        .list_jobs(&JobFilter {
+            state: Some(state::PENDING.into()),
+            kind: Some("user".into()),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.iter().filter(|j| j.entity_key == "u1").count(),
+        1,
+        "{name}: merged"
+    );
+    assert_eq!(
+        pending
+            .iter()
+            .find(|j| j.entity_key == "u1")
+            .unwrap()
+            .last_error
+            .as_deref(),
+        Some("errcode -1"),
+        "{name}"
+    );
+    pending.iter().find(|j| j.entity_key == "u1").unwrap().id
+}
+
+/// Spent attempts -> dead with the reason; permanent -> dead at once. The dead dept job.
+async fn spent_and_permanent_failures_go_dead(s: &Store, name: &str, u1: i64, now: i64) -> Job {
+    let mut outcome = FailOutcome::LeaseLost;
+    for _ in 0..2 {
+        force_due(s, u1).await;
+        let job = s
+            .claim("w1", 1, Duration::from_secs(30), Some(&[0]))
+            .await
+            .unwrap()
+            .remove(0);
+        outcome = s
+            .fail(job.id, "w1", "still busy", false, &policy())
+            .await
+            .unwrap();
+    }
+    assert_eq!(outcome, FailOutcome::Dead { attempts: 3 }, "{name}");
+    s.enqueue(0, "dept", "d1", now).await.unwrap();
+    let dept = s
+        .claim("w1", 1, Duration::from_secs(30), None)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        s.fail(dept.id, "w1", "60021 name exists", true, &policy())
+            .await
+            .unwrap(),
+        FailOutcome::Dead { attempts: 1 },
+        "{name}"
+    );
+    let dead = s
+        .list_jobs(&JobFilter {
+            state: Some(state::DEAD.into()),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 2, "{name}");
+    assert_eq!(
+        dead.iter()
+            .find(|j| j.kind == "dept")
+            .unwrap()
+            .last_error
+            .as_deref(),
+        Some("60021 name exists"),
+        "{name}"
+    );
+    dept
+}
+
+/// Retry dead (the dept job, then all the rest), drop, tenant filter.
+async fn dead_jobs_are_retried_and_dropped(s: &Store, name: &str, dept: &Job) {
+    assert!(s.retry_dead(dept.id).await.unwrap(), "{name}");
+    let revived = s
+        .claim("w1", 5, Duration::from_secs(30), Some(&[0]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (revived.len(), revived[0].attempts),
+        (1, 0),
+        "{name}: due now, attempts reset"
+    );
+    assert!(s.complete(revived[0].id, "w1").await.unwrap(), "{name}");
+    assert!(
+        s.claim("w1", 5, Duration::from_secs(30), Some(&[9]))
+            .await
+            .unwrap()
+            .is_empty(),
+        "{name}"
+    );
+    assert_eq!(s.retry_all_dead(None).await.unwrap(), 1, "{name}");
+    let later = s
+        .list_jobs(&JobFilter {
+            kind: Some("user".into()),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    let later = later.iter().find(|j| j.entity_key == "later").unwrap().id;
+    assert!(s.drop_job(later).await.unwrap(), "{name}");
+    assert!(!s.drop_job(later).await.unwrap(), "{name}");
+}
+
 #[tokio::test]
 async fn queue_dedupes_leases_backs_off_and_goes_dead() {
     for db in common::initialised_dbs().await {
         let (s, name) = (&db.store, db.name);
         let now = now_ms();
-        s.enqueue(0, "user", "u1", now + 5_000).await.unwrap();
-        s.enqueue(0, "user", "u1", now - 1_000).await.unwrap();
-        s.enqueue(0, "user", "u1", now + 9_000).await.unwrap();
-        s.enqueue(0, "user", "later", now + 60_000).await.unwrap();
-        let pending = s
-            .list_jobs(&JobFilter {
-                state: Some(state::PENDING.into()),
-                ..JobFilter::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(pending.len(), 2, "{name}: coalesced");
-        assert_eq!(
-            pending[0].run_at,
-            now - 1_000,
-            "{name}: earliest due time kept"
-        );
-
-        let claimed = s
-            .claim("w1", 10, Duration::from_secs(30), None)
-            .await
-            .unwrap();
-        assert_eq!(claimed.len(), 1, "{name}: only due jobs");
-        let job = &claimed[0];
-        assert_eq!(
-            (
-                job.entity_key.as_str(),
-                job.state.as_str(),
-                job.lease_owner.as_deref()
-            ),
-            ("u1", "running", Some("w1")),
-            "{name}"
-        );
-        // A change while it runs gives a new pending job rather than being lost.
-        s.enqueue(0, "user", "u1", now + 20_000).await.unwrap();
-        assert!(
-            !s.complete(job.id, "w2").await.unwrap(),
-            "{name}: not w2's lease"
-        );
-
-        // Failure: back to pending after a backoff within the ceiling, merged with the newer
-        // pending job (earliest due time wins).
-        let before = now_ms();
-        let FailOutcome::Retry { run_at, attempts } = s
-            .fail(job.id, "w1", "errcode -1", false, &policy())
-            .await
-            .unwrap()
-        else {
-            panic!("{name}")
-        };
-        assert_eq!(attempts, 1, "{name}");
-        assert!(
-            run_at >= before && run_at <= now_ms() + 10_000,
-            "{name}: within base"
-        );
-        let pending = s
-            .list_jobs(&JobFilter {
-                state: Some(state::PENDING.into()),
-                kind: Some("user".into()),
-                ..JobFilter::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            pending.iter().filter(|j| j.entity_key == "u1").count(),
-            1,
-            "{name}: merged"
-        );
-        assert_eq!(
-            pending
-                .iter()
-                .find(|j| j.entity_key == "u1")
-                .unwrap()
-                .last_error
-                .as_deref(),
-            Some("errcode -1"),
-            "{name}"
-        );
-
-        // Spent attempts -> dead with the reason; permanent -> dead at once.
-        let u1 = pending.iter().find(|j| j.entity_key == "u1").unwrap().id;
-        let mut outcome = FailOutcome::LeaseLost;
-        for _ in 0..2 {
-            force_due(s, u1).await;
-            let job = s
-                .claim("w1", 1, Duration::from_secs(30), Some(&[0]))
-                .await
-                .unwrap()
-                .remove(0);
-            outcome = s
-                .fail(job.id, "w1", "still busy", false, &policy())
-                .await
-                .unwrap();
-        }
-        assert_eq!(outcome, FailOutcome::Dead { attempts: 3 }, "{name}");
-        s.enqueue(0, "dept", "d1", now).await.unwrap();
-        let dept = s
-            .claim("w1", 1, Duration::from_secs(30), None)
-            .await
-            .unwrap()
-            .remove(0);
-        assert_eq!(
-            s.fail(dept.id, "w1", "60021 name exists", true, &policy())
-                .await
-                .unwrap(),
-            FailOutcome::Dead { attempts: 1 },
-            "{name}"
-        );
-        let dead = s
-            .list_jobs(&JobFilter {
-                state: Some(state::DEAD.into()),
-                ..JobFilter::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(dead.len(), 2, "{name}");
-        assert_eq!(
-            dead.iter()
-                .find(|j| j.kind == "dept")
-                .unwrap()
-                .last_error
-                .as_deref(),
-            Some("60021 name exists"),
-            "{name}"
-        );
-
-        // Retry dead, drop, tenant filter.
-        assert!(s.retry_dead(dept.id).await.unwrap(), "{name}");
-        let revived = s
-            .claim("w1", 5, Duration::from_secs(30), Some(&[0]))
-            .await
-            .unwrap();
-        assert_eq!(
-            (revived.len(), revived[0].attempts),
-            (1, 0),
-            "{name}: due now, attempts reset"
-        );
-        assert!(s.complete(revived[0].id, "w1").await.unwrap(), "{name}");
-        assert!(
-            s.claim("w1", 5, Duration::from_secs(30), Some(&[9]))
-                .await
-                .unwrap()
-                .is_empty(),
-            "{name}"
-        );
-        assert_eq!(s.retry_all_dead(None).await.unwrap(), 1, "{name}");
-        let later = s
-            .list_jobs(&JobFilter {
-                kind: Some("user".into()),
-                ..JobFilter::default()
-            })
-            .await
-            .unwrap();
-        let later = later.iter().find(|j| j.entity_key == "later").unwrap().id;
-        assert!(s.drop_job(later).await.unwrap(), "{name}");
-        assert!(!s.drop_job(later).await.unwrap(), "{name}");
+        enqueues_coalesce(s, name, now).await;
+        let job = only_the_due_job_is_claimed(s, name, now).await;
+        let u1 = a_failure_backs_off_and_merges(s, name, &job).await;
+        let dept = spent_and_permanent_failures_go_dead(s, name, u1, now).await;
+        dead_jobs_are_retried_and_dropped(s, name, &dept).await;
     }
 }
 
@@ -1072,9 +1114,115 @@ async fn a_change_committed_late_behind_the_cursor_is_not_lost() {
     }
 }
 
+/// The dead jobs.
+async fn dead_jobs(s: &Store) -> Vec<Job> {
+    s.list_jobs(&JobFilter {
+        state: Some(state::DEAD.into()),
+        ..JobFilter::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A job that waits is looked at again; after max_waits waits it is dead, with the reason
+/// and the count.
+async fn waits_end_in_a_dead_job(s: &Store, name: &str, waits: &WaitPolicy) {
+    assert!(s.enqueue(0, "user", "w1", now_ms()).await.unwrap());
+    for round in 0..3 {
+        let job = s
+            .claim("w", 1, Duration::from_secs(30), None)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap_or_else(|| panic!("{name}: round {round}"));
+        let outcome = s
+            .postpone(
+                job.id,
+                "w",
+                Duration::from_millis(1),
+                "department d1 is not in DingTalk yet",
+                waits,
+            )
+            .await
+            .unwrap();
+        match round {
+            0 | 1 => assert!(
+                matches!(outcome, FailOutcome::Retry { .. }),
+                "{name}: {outcome:?}"
+            ),
+            _ => assert!(
+                matches!(outcome, FailOutcome::Dead { .. }),
+                "{name}: {outcome:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let gone = dead_jobs(s).await;
+    assert_eq!(gone.len(), 1, "{name}");
+    assert_eq!(gone[0].waits, 2, "{name}");
+    assert!(
+        gone[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("gave up after 2 waits"),
+        "{name}"
+    );
+}
+
+/// A job's own enqueue leaves a dead entity alone (no loop); a change of its row supersedes
+/// the dead job: still one job, pending again.
+async fn a_change_of_its_row_supersedes_the_dead_job(db: &TestDb) {
+    let (s, name) = (&db.store, db.name);
+    assert!(
+        !s.enqueue(0, "user", "w1", now_ms()).await.unwrap(),
+        "{name}"
+    );
+    db.plain
+        .execute("INSERT INTO sys_user (id, username, realname, status, del_flag) VALUES ('w1', 'waiter', 'W', 1, 0)")
+        .await
+        .unwrap();
+    s.changes_to_jobs(
+        100,
+        &[0],
+        dingsync::job::job_rows,
+        dingsync::store::state::GapRules {
+            hold_ms: 0,
+            keep_ms: 60_000,
+        },
+    )
+    .await
+    .unwrap();
+    let all = s.list_jobs(&JobFilter::default()).await.unwrap();
+    let w1: Vec<_> = all.iter().filter(|j| j.entity_key == "w1").collect();
+    assert_eq!(w1.len(), 1, "{name}: {all:?}");
+    assert_eq!(w1[0].state, "pending", "{name}");
+    assert!(s.dead_keys(0, "user").await.unwrap().is_empty(), "{name}");
+}
+
+/// Dead jobs are purged after the retention, like done ones.
+async fn dead_jobs_are_purged(s: &Store, name: &str) {
+    let job = s
+        .claim("w", 1, Duration::from_secs(30), None)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    s.fail(job.id, "w", "errcode 60009 refused", true, &policy())
+        .await
+        .unwrap();
+    assert_eq!(dead_jobs(s).await.len(), 1, "{name}");
+    assert_eq!(
+        s.purge_finished(now_ms() - 60_000).await.unwrap(),
+        0,
+        "{name}: too young"
+    );
+    assert_eq!(s.purge_finished(now_ms() + 1).await.unwrap(), 1, "{name}");
+    assert!(dead_jobs(s).await.is_empty(), "{name}");
+}
+
 #[tokio::test]
 async fn an_entity_has_one_dead_job_waits_are_bounded_and_dead_jobs_are_purged() {
-    use dingsync::store::queue::WaitPolicy;
     let waits = WaitPolicy {
         max_waits: 2,
         cap: Duration::from_millis(1),
@@ -1082,104 +1230,9 @@ async fn an_entity_has_one_dead_job_waits_are_bounded_and_dead_jobs_are_purged()
     };
     for db in common::initialised_dbs().await {
         let (s, name) = (&db.store, db.name);
-        let dead = |s: &Store| {
-            let s = s.clone();
-            async move {
-                s.list_jobs(&JobFilter {
-                    state: Some(state::DEAD.into()),
-                    ..JobFilter::default()
-                })
-                .await
-                .unwrap()
-            }
-        };
-        // A job that waits is looked at again; after max_waits waits it is dead, with the
-        // reason and the count.
-        assert!(s.enqueue(0, "user", "w1", now_ms()).await.unwrap());
-        for round in 0..3 {
-            let job = s
-                .claim("w", 1, Duration::from_secs(30), None)
-                .await
-                .unwrap()
-                .pop()
-                .unwrap_or_else(|| panic!("{name}: round {round}"));
-            let outcome = s
-                .postpone(
-                    job.id,
-                    "w",
-                    Duration::from_millis(1),
-                    "department d1 is not in DingTalk yet",
-                    &waits,
-                )
-                .await
-                .unwrap();
-            match round {
-                0 | 1 => assert!(
-                    matches!(outcome, FailOutcome::Retry { .. }),
-                    "{name}: {outcome:?}"
-                ),
-                _ => assert!(
-                    matches!(outcome, FailOutcome::Dead { .. }),
-                    "{name}: {outcome:?}"
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let gone = dead(s).await;
-        assert_eq!(gone.len(), 1, "{name}");
-        assert_eq!(gone[0].waits, 2, "{name}");
-        assert!(
-            gone[0]
-                .last_error
-                .as_deref()
-                .unwrap()
-                .contains("gave up after 2 waits"),
-            "{name}"
-        );
-        // A job's own enqueue leaves a dead entity alone (no loop); a change of its row
-        // supersedes the dead job: still one job, pending again.
-        assert!(
-            !s.enqueue(0, "user", "w1", now_ms()).await.unwrap(),
-            "{name}"
-        );
-        db.plain
-            .execute("INSERT INTO sys_user (id, username, realname, status, del_flag) VALUES ('w1', 'waiter', 'W', 1, 0)")
-            .await
-            .unwrap();
-        s.changes_to_jobs(
-            100,
-            &[0],
-            dingsync::job::job_rows,
-            dingsync::store::state::GapRules {
-                hold_ms: 0,
-                keep_ms: 60_000,
-            },
-        )
-        .await
-        .unwrap();
-        let all = s.list_jobs(&JobFilter::default()).await.unwrap();
-        let w1: Vec<_> = all.iter().filter(|j| j.entity_key == "w1").collect();
-        assert_eq!(w1.len(), 1, "{name}: {all:?}");
-        assert_eq!(w1[0].state, "pending", "{name}");
-        assert!(s.dead_keys(0, "user").await.unwrap().is_empty(), "{name}");
-        // Dead jobs are purged after the retention, like done ones.
-        let job = s
-            .claim("w", 1, Duration::from_secs(30), None)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
-        s.fail(job.id, "w", "errcode 60009 refused", true, &policy())
-            .await
-            .unwrap();
-        assert_eq!(dead(s).await.len(), 1, "{name}");
-        assert_eq!(
-            s.purge_finished(now_ms() - 60_000).await.unwrap(),
-            0,
-            "{name}: too young"
-        );
-        assert_eq!(s.purge_finished(now_ms() + 1).await.unwrap(), 1, "{name}");
-        assert!(dead(s).await.is_empty(), "{name}");
+        waits_end_in_a_dead_job(s, name, &waits).await;
+        a_change_of_its_row_supersedes_the_dead_job(&db).await;
+        dead_jobs_are_purged(s, name).await;
     }
 }
 
@@ -1290,113 +1343,129 @@ async fn one_dingtalk_department_is_created_locally_once() {
     }
 }
 
+/// A link record of `user` to `userid` with its base, in tenant 5.
+fn link_write(user: &str, userid: &str) -> LinkWrite {
+    LinkWrite {
+        link: Link {
+            user_id: user.into(),
+            userid: userid.into(),
+            unionid: None,
+            tenant_id: 5,
+        },
+        realname: user.to_uppercase(),
+        snapshot: SnapshotWrite {
+            tenant: 5,
+            entity: "user",
+            local_id: user.into(),
+            ding_id: userid.into(),
+            base: "{}".into(),
+        },
+    }
+}
+
+/// Link records of `(user, userid)` pairs in tenant 0, which owns every row.
+fn in_tenant_0(pairs: &[(&str, &str)]) -> Vec<LinkWrite> {
+    pairs
+        .iter()
+        .map(|(u, x)| {
+            let mut w = link_write(u, x);
+            w.link.tenant_id = 0;
+            w.snapshot.tenant = 0;
+            w
+        })
+        .collect()
+}
+
+/// In tenant 0, which owns every row: c takes over tenant 9's row of H and f gets a new one
+/// (in one batch); then a moves to Z while b takes X (row by row: both look at a's row).
+async fn a_batch_moves_takes_over_and_adds_rows(db: &TestDb) {
+    let name = db.name;
+    db.plain
+        .execute("INSERT INTO sys_third_account (id, sys_user_id, third_user_id, third_type, tenant_id, del_flag, status) VALUES \
+                  ('r1', 'a', 'X', 'dingtalk', 0, 0, 1), ('r2', 'other', 'H', 'dingtalk', 9, 0, 1)")
+        .await
+        .unwrap();
+    for pairs in [[("c", "H"), ("f", "F")], [("a", "Z"), ("b", "X")]] {
+        let saved: Vec<LinkSaved> = db
+            .store
+            .save_links_and_bases(&in_tenant_0(&pairs))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(saved, [LinkSaved::Written; 2], "{name}: {pairs:?}");
+    }
+    let rows: Vec<(String, String)> = dingsync::on_pool!(db.plain, |pool| sqlx::query_as(
+        "SELECT sys_user_id, third_user_id FROM sys_third_account ORDER BY sys_user_id"
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap());
+    let pairs: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(
+        pairs,
+        [("a", "Z"), ("b", "X"), ("c", "H"), ("f", "F")],
+        "{name}"
+    );
+    let bases = "SELECT COUNT(*) FROM dingsync_snapshot WHERE entity = 'user'";
+    assert_eq!(count(&db.plain, bases).await, 4, "{name}");
+}
+
+/// A userid that differs from a row's only in case is that row's on MariaDB (its
+/// collation), another on SQLite and PostgreSQL: in a batch as one by one.
+async fn a_userid_differing_in_case_as_one_by_one(db: &TestDb) {
+    let name = db.name;
+    db.plain
+        .execute("INSERT INTO sys_third_account (id, sys_user_id, third_user_id, third_type, tenant_id, del_flag, status) VALUES ('r3', 'g', 'CASE', 'dingtalk', 0, 0, 1)")
+        .await
+        .unwrap();
+    let saved = db
+        .store
+        .save_links_and_bases(&in_tenant_0(&[("g2", "case"), ("h", "H2")]))
+        .await
+        .unwrap();
+    assert!(saved.iter().all(Result::is_ok), "{name}: {saved:?}");
+    let of =
+        |user: &str| format!("SELECT COUNT(*) FROM sys_third_account WHERE sys_user_id = '{user}'");
+    assert_eq!(
+        count(&db.plain, &of("g")).await,
+        i64::from(name != "mariadb"),
+        "{name}"
+    );
+    assert_eq!(count(&db.plain, &of("g2")).await, 1, "{name}");
+}
+
+/// In tenant 7, a userid another tenant's row holds is answered HeldBy, that row kept.
+async fn a_userid_held_by_another_tenant_is_answered_held_by(db: &TestDb) {
+    let name = db.name;
+    let held = db
+        .store
+        .save_links_and_bases(&[link_write("d", "X"), link_write("e", "Q")].map(|mut w| {
+            w.link.tenant_id = 7;
+            w.snapshot.tenant = 7;
+            w
+        }))
+        .await
+        .unwrap();
+    let held: Vec<LinkSaved> = held.into_iter().map(Result::unwrap).collect();
+    assert_eq!(held, [LinkSaved::HeldBy(0), LinkSaved::Written], "{name}");
+    assert_eq!(
+        count(&db.plain, "SELECT COUNT(*) FROM sys_third_account WHERE sys_user_id = 'b' AND third_user_id = 'X'").await,
+        1,
+        "{name}: the holding row is left alone"
+    );
+}
+
 /// A batch of link records decides each row as the single-row path would, one after the
 /// other: user a's link moves from userid X to Z while user b is linked to X in the same
 /// batch — a keeps its row (now Z), b gets a row of its own (X), both with their bases; a
 /// userid held by another tenant's row is answered `HeldBy` and that row left alone.
 #[tokio::test]
 async fn a_batch_of_links_writes_what_one_by_one_would() {
-    use dingsync::store::batch::LinkWrite;
-    use dingsync::store::jeecg::{LinkSaved, SnapshotWrite};
     for db in common::initialised_dbs().await {
-        let name = db.name;
-        db.plain
-            .execute("INSERT INTO sys_third_account (id, sys_user_id, third_user_id, third_type, tenant_id, del_flag, status) VALUES \
-                      ('r1', 'a', 'X', 'dingtalk', 0, 0, 1), ('r2', 'other', 'H', 'dingtalk', 9, 0, 1)")
-            .await
-            .unwrap();
-        let write = |user: &str, userid: &str| LinkWrite {
-            link: Link {
-                user_id: user.into(),
-                userid: userid.into(),
-                unionid: None,
-                tenant_id: 5,
-            },
-            realname: user.to_uppercase(),
-            snapshot: SnapshotWrite {
-                tenant: 5,
-                entity: "user",
-                local_id: user.into(),
-                ding_id: userid.into(),
-                base: "{}".into(),
-            },
-        };
-        // In tenant 0, which owns every row: c takes over tenant 9's row of H and f gets a
-        // new one (in one batch); then a moves to Z while b takes X (row by row: both look
-        // at a's row).
-        let in_tenant_0 = |pairs: &[(&str, &str)]| -> Vec<LinkWrite> {
-            pairs
-                .iter()
-                .map(|(u, x)| {
-                    let mut w = write(u, x);
-                    w.link.tenant_id = 0;
-                    w.snapshot.tenant = 0;
-                    w
-                })
-                .collect()
-        };
-        for pairs in [[("c", "H"), ("f", "F")], [("a", "Z"), ("b", "X")]] {
-            let saved: Vec<LinkSaved> = db
-                .store
-                .save_links_and_bases(&in_tenant_0(&pairs))
-                .await
-                .unwrap()
-                .into_iter()
-                .map(Result::unwrap)
-                .collect();
-            assert_eq!(saved, [LinkSaved::Written; 2], "{name}: {pairs:?}");
-        }
-        let rows: Vec<(String, String)> = dingsync::on_pool!(db.plain, |pool| sqlx::query_as(
-            "SELECT sys_user_id, third_user_id FROM sys_third_account ORDER BY sys_user_id"
-        )
-        .fetch_all(pool)
-        .await
-        .unwrap());
-        let pairs: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        assert_eq!(
-            pairs,
-            [("a", "Z"), ("b", "X"), ("c", "H"), ("f", "F")],
-            "{name}"
-        );
-        let bases = "SELECT COUNT(*) FROM dingsync_snapshot WHERE entity = 'user'";
-        assert_eq!(count(&db.plain, bases).await, 4, "{name}");
-        // A userid that differs from a row's only in case is that row's on MariaDB (its
-        // collation), another on SQLite and PostgreSQL: in a batch as one by one.
-        db.plain
-            .execute("INSERT INTO sys_third_account (id, sys_user_id, third_user_id, third_type, tenant_id, del_flag, status) VALUES ('r3', 'g', 'CASE', 'dingtalk', 0, 0, 1)")
-            .await
-            .unwrap();
-        let saved = db
-            .store
-            .save_links_and_bases(&in_tenant_0(&[("g2", "case"), ("h", "H2")]))
-            .await
-            .unwrap();
-        assert!(saved.iter().all(Result::is_ok), "{name}: {saved:?}");
-        let of = |user: &str| {
-            format!("SELECT COUNT(*) FROM sys_third_account WHERE sys_user_id = '{user}'")
-        };
-        assert_eq!(
-            count(&db.plain, &of("g")).await,
-            i64::from(name != "mariadb"),
-            "{name}"
-        );
-        assert_eq!(count(&db.plain, &of("g2")).await, 1, "{name}");
-        // In tenant 7, a userid another tenant's row holds is answered HeldBy, that row kept.
-        let held = db
-            .store
-            .save_links_and_bases(&[write("d", "X"), write("e", "Q")].map(|mut w| {
-                w.link.tenant_id = 7;
-                w.snapshot.tenant = 7;
-                w
-            }))
-            .await
-            .unwrap();
-        let held: Vec<LinkSaved> = held.into_iter().map(Result::unwrap).collect();
-        assert_eq!(held, [LinkSaved::HeldBy(0), LinkSaved::Written], "{name}");
-        assert_eq!(
-            count(&db.plain, "SELECT COUNT(*) FROM sys_third_account WHERE sys_user_id = 'b' AND third_user_id = 'X'").await,
-            1,
-            "{name}: the holding row is left alone"
-        );
+        a_batch_moves_takes_over_and_adds_rows(&db).await;
+        a_userid_differing_in_case_as_one_by_one(&db).await;
+        a_userid_held_by_another_tenant_is_answered_held_by(&db).await;
     }
 }

@@ -140,20 +140,35 @@ async fn seed_sample(db: &TestDb) {
     }
 }
 
-async fn end_to_end(db: TestDb, expected_users: &[&str]) {
-    let name = db.name;
-    let server = common::start_fast_sim().await;
-    let client = common::client(&server, 1000);
+/// What the steps of [`end_to_end`] work with: the database, the simulator, a client of it.
+struct E2e<'a> {
+    db: &'a TestDb,
+    server: &'a SimServer,
+    client: &'a DingTalkClient,
+}
 
-    // 1. First push: every pushable department with its parents, every user with departments.
-    let first = run(&db, &server, &client, Direction::Push).await;
+impl E2e<'_> {
+    /// A run of every entity (tenant 0) in `direction`.
+    async fn run(&self, direction: Direction) -> Summary {
+        run(self.db, self.server, self.client, direction).await
+    }
+}
+
+/// First push: every pushable department with its parents, every user with departments.
+/// DingTalk's organisation after it.
+async fn the_first_push_creates_everything(
+    t: &E2e<'_>,
+    expected_users: &[&str],
+) -> dingsync::sim::org::Org {
+    let (db, server, name) = (t.db, t.server, t.db.name);
+    let first = t.run(Direction::Push).await;
     assert_eq!(first.failed, 0, "{name}: {:?}", first.failures);
     println!(
         "{name}: first push: {} calls {:?}",
         first.api_calls.values().sum::<u64>(),
         first.api_calls
     );
-    assert_eq!(remote_paths(&server), local_paths(&db).await, "{name}");
+    assert_eq!(remote_paths(server), local_paths(db).await, "{name}");
     let org = server.sim.app(APPKEY).unwrap().org;
     let users: BTreeSet<&str> = org.users.keys().map(String::as_str).collect();
     assert_eq!(users, expected_users.iter().copied().collect(), "{name}");
@@ -163,10 +178,14 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         expected_users.len(),
         "{name}: every pushed user has its sys_third_account row"
     );
+    org
+}
 
-    // 2. Nothing changed: no DingTalk write.
+/// Nothing changed: no DingTalk write, nor any local bookkeeping.
+async fn a_second_push_writes_nothing(t: &E2e<'_>) {
+    let (db, server, client, name) = (t.db, t.server, t.client, t.db.name);
     server.sim.reset_calls();
-    let second = run(&db, &server, &client, Direction::Push).await;
+    let second = t.run(Direction::Push).await;
     assert_eq!(
         server.sim.write_calls(APPKEY),
         0,
@@ -189,7 +208,7 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         scope: Scope::All,
         dry_run: true,
     };
-    let again = plan_run(&ctx(&db.store, &client, &cfg), request)
+    let again = plan_run(&ctx(&db.store, client, &cfg), request)
         .await
         .unwrap();
     assert!(
@@ -197,8 +216,12 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         "{name}: a third push still plans {:?}",
         again.ops
     );
+}
 
-    // 3. Changes made in DingTalk's console are pulled; the pull does not echo back.
+/// DingTalk's console renames a top department of `org`, creates 钉钉新部门 below it with
+/// two users (dt_newbie, and dt_zhou, whom the database has as zhouxin). 钉钉新部门's id.
+async fn console_changes(t: &E2e<'_>, org: &dingsync::sim::org::Org) -> i64 {
+    let server = t.server;
     let some_dept = *org
         .depts
         .keys()
@@ -221,7 +244,7 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         json!({ "userid": "dt_newbie", "name": "新人", "mobile": "13711112222", "email": "newbie@example.com", "dept_id_list": new_dept.to_string() }),
     );
     // A local user DingTalk shows with the mainland prefix (`+86-…`): the same person.
-    db.plain
+    t.db.plain
         .execute("INSERT INTO sys_user (id, username, realname, phone, status, del_flag) VALUES ('zhou', 'zhouxin', '周新', '13522223333', 1, 0)")
         .await
         .unwrap();
@@ -229,7 +252,14 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         "topapi/v2/user/create",
         json!({ "userid": "dt_zhou", "name": "周新", "mobile": "+86-13522223333", "dept_id_list": new_dept.to_string() }),
     );
-    let pulled = run(&db, &server, &client, Direction::Pull).await;
+    new_dept
+}
+
+/// The pull after [`console_changes`] matches dt_zhou to zhouxin by phone, keeping
+/// JeecgBoot's number.
+async fn the_pull_matches_by_phone(t: &E2e<'_>) {
+    let (db, name) = (t.db, t.db.name);
+    let pulled = t.run(Direction::Pull).await;
     assert_eq!(pulled.failed, 0, "{name}: {:?}", pulled.failures);
     let zhou: Vec<_> = db
         .store
@@ -254,9 +284,15 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         Some("dt_zhou".to_string()),
         "{name}"
     );
+}
+
+/// After the pull, local matches DingTalk: the new user can log in, and the new department
+/// `new_dept` has its local id written back.
+async fn the_pulled_changes_are_local(t: &E2e<'_>, new_dept: i64) {
+    let (db, server, name) = (t.db, t.server, t.db.name);
     assert_eq!(
-        remote_paths(&server),
-        local_paths(&db).await,
+        remote_paths(server),
+        local_paths(db).await,
         "{name}: local matches DingTalk after the pull"
     );
     let newbie = db
@@ -293,17 +329,11 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         Some(created.id.as_str()),
         "{name}: the new local id written back"
     );
-    server.sim.reset_calls();
-    let echo = run(&db, &server, &client, Direction::Push).await;
-    assert_eq!(
-        server.sim.write_calls(APPKEY),
-        0,
-        "{name}: push after pull wrote {:?} ({:?})",
-        server.sim.calls(APPKEY),
-        echo
-    );
+}
 
-    // 4. A local subtree with members deleted: members moved out, deepest first, others kept.
+/// A local subtree with members deleted: members moved out, deepest first, others kept.
+async fn a_deleted_subtree_moves_its_members_out(t: &E2e<'_>) {
+    let (db, server, name) = (t.db, t.server, t.db.name);
     let depts = db.store.load_departments(0).await.unwrap();
     let victim = depts
         .iter()
@@ -340,7 +370,7 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         .filter(|u| u.dept_id_list.iter().any(|d| doomed.contains(d)))
         .map(|u| u.userid.clone())
         .collect();
-    let deleted = run(&db, &server, &client, Direction::Push).await;
+    let deleted = t.run(Direction::Push).await;
     assert_eq!(deleted.failed, 0, "{name}: {:?}", deleted.failures);
     assert_eq!(deleted.deleted as usize, doomed.len(), "{name}");
     let org = server.sim.app(APPKEY).unwrap().org;
@@ -357,7 +387,7 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
             user.dept_id_list
         );
     }
-    assert_eq!(remote_paths(&server), local_paths(&db).await, "{name}");
+    assert_eq!(remote_paths(server), local_paths(db).await, "{name}");
     // Their snapshots go too (the daemon's deletion guard counts the ones left).
     let left: Vec<String> = db
         .store
@@ -372,15 +402,18 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         left.is_empty(),
         "{name}: snapshots of deleted departments: {left:?}"
     );
+}
 
-    // 5. A user deleted from the database for good is deleted in DingTalk (found through
-    // its link row and snapshot, not in any slice of local users); the others stay.
+/// A user deleted from the database for good is deleted in DingTalk (found through
+/// its link row and snapshot, not in any slice of local users); the others stay.
+async fn a_user_deleted_for_good_is_deleted_in_dingtalk(t: &E2e<'_>, expected_users: &[&str]) {
+    let (db, server, name) = (t.db, t.server, t.db.name);
     let gone = expected_users[0];
     db.plain
         .execute(&format!("DELETE FROM sys_user WHERE username = '{gone}'"))
         .await
         .unwrap();
-    let removed = run(&db, &server, &client, Direction::Push).await;
+    let removed = t.run(Direction::Push).await;
     assert_eq!(removed.failed, 0, "{name}: {:?}", removed.failures);
     assert_eq!(removed.deleted, 1, "{name}");
     let org = server.sim.app(APPKEY).unwrap().org;
@@ -392,18 +425,21 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         "{name}: the others stay"
     );
     server.sim.reset_calls();
-    let settled = run(&db, &server, &client, Direction::Push).await;
+    let settled = t.run(Direction::Push).await;
     assert_eq!(
         (settled.deleted, server.sim.write_calls(APPKEY)),
         (0, 0),
         "{name}: deleted once"
     );
+}
 
-    // 6. All local departments wiped: the guard refuses, DingTalk is untouched.
-    let before = remote_paths(&server);
+/// All local departments wiped: the guard refuses, DingTalk is untouched.
+async fn wiping_every_department_is_refused(t: &E2e<'_>) {
+    let (db, server, name) = (t.db, t.server, t.db.name);
+    let before = remote_paths(server);
     db.plain.execute("DELETE FROM sys_depart").await.unwrap();
     server.sim.reset_calls();
-    let refused = run(&db, &server, &client, Direction::Push).await;
+    let refused = t.run(Direction::Push).await;
     assert!(
         refused
             .failures
@@ -412,7 +448,7 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         "{name}: {:?}",
         refused.failures
     );
-    assert_eq!(remote_paths(&server), before, "{name}: nothing deleted");
+    assert_eq!(remote_paths(server), before, "{name}: nothing deleted");
     assert_eq!(
         server
             .sim
@@ -422,6 +458,46 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
         0,
         "{name}"
     );
+}
+
+async fn end_to_end(db: TestDb, expected_users: &[&str]) {
+    let name = db.name;
+    let server = common::start_fast_sim().await;
+    let client = common::client(&server, 1000);
+    let t = E2e {
+        db: &db,
+        server: &server,
+        client: &client,
+    };
+
+    // 1. First push: every pushable department with its parents, every user with departments.
+    let org = the_first_push_creates_everything(&t, expected_users).await;
+
+    // 2. Nothing changed: no DingTalk write.
+    a_second_push_writes_nothing(&t).await;
+
+    // 3. Changes made in DingTalk's console are pulled; the pull does not echo back.
+    let new_dept = console_changes(&t, &org).await;
+    the_pull_matches_by_phone(&t).await;
+    the_pulled_changes_are_local(&t, new_dept).await;
+    server.sim.reset_calls();
+    let echo = t.run(Direction::Push).await;
+    assert_eq!(
+        server.sim.write_calls(APPKEY),
+        0,
+        "{name}: push after pull wrote {:?} ({:?})",
+        server.sim.calls(APPKEY),
+        echo
+    );
+
+    // 4. A local subtree with members deleted: members moved out, deepest first, others kept.
+    a_deleted_subtree_moves_its_members_out(&t).await;
+
+    // 5. A user deleted from the database for good is deleted in DingTalk; the others stay.
+    a_user_deleted_for_good_is_deleted_in_dingtalk(&t, expected_users).await;
+
+    // 6. All local departments wiped: the guard refuses, DingTalk is untouched.
+    wiping_every_department_is_refused(&t).await;
 }
 
 #[tokio::test]
@@ -715,6 +791,162 @@ async fn pulled_rows(db: &TestDb) -> [i64; 6] {
     counts
 }
 
+/// A configuration of tenant 1001 (the test app) for `db` and `server`.
+fn tenant_1001_config(db: &TestDb, server: &SimServer) -> Config {
+    let text = format!(
+        "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n\
+         [[tenant]]\nid = 1001\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n",
+        db.url,
+        server.url,
+        common::AGENT_ID,
+        common::APPSECRET
+    );
+    dingsync::config::load_str(
+        &text,
+        std::path::Path::new("test.toml"),
+        &LoadOptions::default(),
+    )
+    .unwrap()
+    .config
+}
+
+/// A pull of every entity, for real.
+const PULL_ALL: RunRequest = RunRequest {
+    direction: Direction::Pull,
+    scope: Scope::All,
+    dry_run: false,
+};
+
+/// The first pull (after a user of tenant 1002 was given u0777's e-mail, last change
+/// `changes`) reports u0777 alone, pulls the 1,999 others with all their rows, and logs
+/// none of it as a change.
+async fn the_first_pull_reports_the_clash_alone(
+    db: &TestDb,
+    client: &DingTalkClient,
+    config: &Config,
+    changes: i64,
+) {
+    let name = db.name;
+    let summary = run_sliced(&ctx(&db.store, client, config), PULL_ALL, None, 500)
+        .await
+        .unwrap();
+    assert_eq!(summary.failed, 1, "{name}: {:?}", summary.failures);
+    let (_, key, reason) = &summary.failures[0];
+    assert!(
+        key == "u0777" && reason.contains("email"),
+        "{name}: {:?}",
+        summary.failures
+    );
+    // 1,999 pulled beside the holder, each linked, in its department and in the tenant once.
+    assert_eq!(pulled_rows(db).await, [2000, 1999, 1999, 0, 0, 0], "{name}");
+    let tenant_rows = db
+        .count("SELECT COUNT(*) FROM sys_user_tenant WHERE tenant_id = 1001")
+        .await;
+    assert_eq!(tenant_rows, 1999, "{name}");
+    if name == "postgres" {
+        // Refreshed as the pull filled them (autovacuum's own runs are counted apart).
+        let analyzed = db
+            .count("SELECT COUNT(*) FROM pg_stat_user_tables WHERE relname IN ('sys_user', 'sys_third_account', 'dingsync_snapshot') AND analyze_count > 0")
+            .await;
+        assert_eq!(analyzed, 3, "{name}: the pulled tables' statistics");
+    }
+    assert_eq!(
+        db.store.last_change_id().await.unwrap(),
+        changes,
+        "{name}: dingsync's own writes are not logged as changes"
+    );
+}
+
+/// Every user renamed in DingTalk, u0100 given the e-mail of a user outside tenant 1001
+/// (held2, inserted first), and ten new users among them. The last change after held2.
+async fn every_user_renamed_and_ten_new(db: &TestDb, server: &SimServer) -> i64 {
+    db.plain
+        .execute("INSERT INTO sys_user (id, username, realname, phone, email, status, del_flag) VALUES ('held2', 'holder2', '持有者2', '13700000002', 'held2@example.com', 1, 0)")
+        .await
+        .unwrap();
+    let changes = db.store.last_change_id().await.unwrap();
+    for i in 0..2000 {
+        let mut fields = json!({ "userid": format!("u{i:04}"), "name": format!("改名{i}") });
+        if i == 100 {
+            fields["email"] = json!("held2@example.com");
+        }
+        server
+            .sim
+            .admin_call(APPKEY, "topapi/v2/user/update", fields)
+            .unwrap();
+    }
+    // And ten new users among them.
+    let dept = server
+        .sim
+        .admin_call(
+            APPKEY,
+            "topapi/v2/department/listsub",
+            json!({ "dept_id": 1 }),
+        )
+        .unwrap()["result"][0]["dept_id"]
+        .clone();
+    for i in 0..10 {
+        server
+            .sim
+            .admin_call(
+                APPKEY,
+                "topapi/v2/user/create",
+                json!({ "userid": format!("u0{i}50n"), "name": format!("新人{i}"),
+                        "mobile": format!("1360000000{i}"), "dept_id_list": dept.to_string() }),
+            )
+            .unwrap();
+    }
+    changes
+}
+
+/// The next pull updates 1,998 in batches (one transaction a slice), creates the ten, and
+/// reports u0100 (and u0777 still) alone, logging none of it as a change after `changes`.
+async fn the_next_pull_updates_in_batches(
+    db: &TestDb,
+    client: &DingTalkClient,
+    config: &Config,
+    changes: i64,
+) {
+    let name = db.name;
+    let again = run_sliced(&ctx(&db.store, client, config), PULL_ALL, None, 500)
+        .await
+        .unwrap();
+    let failed: BTreeSet<&str> = again.failures.iter().map(|f| f.1.as_str()).collect();
+    assert_eq!(
+        failed,
+        BTreeSet::from(["u0100", "u0777"]),
+        "{name}: {:?}",
+        again.failures
+    );
+    assert_eq!((again.updated, again.created), (1998, 10), "{name}");
+    let renamed = db
+        .count("SELECT COUNT(*) FROM sys_user WHERE realname LIKE '改名%'")
+        .await;
+    assert_eq!(renamed, 1998, "{name}: u0100 is not half written");
+    let batched = db
+        .count("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM dingsync_snapshot WHERE entity = 'user' GROUP BY synced_at) t")
+        .await;
+    assert!(
+        batched >= 400,
+        "{name}: at most {batched} bases written together"
+    );
+    // The first slice (userid order) holds new users among the renamed: its 494 updates
+    // are still one batch.
+    let first_slice = db
+        .count("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM dingsync_snapshot s JOIN sys_user u ON u.id = s.local_id \
+                WHERE s.entity = 'user' AND u.realname LIKE '改名%' AND u.username < 'u0500' GROUP BY s.synced_at) t")
+        .await;
+    assert!(
+        first_slice >= 490,
+        "{name}: the first slice's updates in batches of {first_slice}"
+    );
+    assert_eq!(
+        db.store.last_change_id().await.unwrap(),
+        changes,
+        "{name}: the updates are not logged as changes either"
+    );
+}
+
 /// A pull of 2,000 users in slices of 500 (each slice one batch) into tenant 1001 where one
 /// DingTalk user's e-mail is already held by a user of another tenant — which the planner,
 /// reading tenant 1001's users, cannot see, so the batch's own check must find it: that one
@@ -727,7 +959,6 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
         let server = common::start_fast_sim().await;
         seed_big_org(&server, 2000);
         let client = common::client(&server, 1000);
-        let name = db.name;
         db.plain
             .execute("INSERT INTO sys_user (id, username, realname, phone, email, status, del_flag) VALUES ('held', 'holder', '持有者', '13700000000', 'u0777@example.com', 1, 0)")
             .await
@@ -737,134 +968,13 @@ async fn a_batched_pull_isolates_the_row_that_clashes() {
             .await
             .unwrap();
         let changes = db.store.last_change_id().await.unwrap();
-        let text = format!(
-            "[database]\nurl = \"{}\"\n[dingtalk]\nbase_url = \"{}\"\nqps_per_api = 1000\n\
-             [[tenant]]\nid = 1001\nagent_id = {}\nclient_id = \"{APPKEY}\"\nclient_secret = \"{}\"\n",
-            db.url,
-            server.url,
-            common::AGENT_ID,
-            common::APPSECRET
-        );
-        let config = dingsync::config::load_str(
-            &text,
-            std::path::Path::new("test.toml"),
-            &LoadOptions::default(),
-        )
-        .unwrap()
-        .config;
-        let request = RunRequest {
-            direction: Direction::Pull,
-            scope: Scope::All,
-            dry_run: false,
-        };
-        let summary = run_sliced(&ctx(&db.store, &client, &config), request, None, 500)
-            .await
-            .unwrap();
-        assert_eq!(summary.failed, 1, "{name}: {:?}", summary.failures);
-        let (_, key, reason) = &summary.failures[0];
-        assert!(
-            key == "u0777" && reason.contains("email"),
-            "{name}: {:?}",
-            summary.failures
-        );
-        // 1,999 pulled beside the holder, each linked, in its department and in the tenant once.
-        assert_eq!(
-            pulled_rows(&db).await,
-            [2000, 1999, 1999, 0, 0, 0],
-            "{name}"
-        );
-        let tenant_rows = db
-            .count("SELECT COUNT(*) FROM sys_user_tenant WHERE tenant_id = 1001")
-            .await;
-        assert_eq!(tenant_rows, 1999, "{name}");
-        if name == "postgres" {
-            // Refreshed as the pull filled them (autovacuum's own runs are counted apart).
-            let analyzed = db
-                .count("SELECT COUNT(*) FROM pg_stat_user_tables WHERE relname IN ('sys_user', 'sys_third_account', 'dingsync_snapshot') AND analyze_count > 0")
-                .await;
-            assert_eq!(analyzed, 3, "{name}: the pulled tables' statistics");
-        }
-        assert_eq!(
-            db.store.last_change_id().await.unwrap(),
-            changes,
-            "{name}: dingsync's own writes are not logged as changes"
-        );
+        let config = tenant_1001_config(&db, &server);
+        the_first_pull_reports_the_clash_alone(&db, &client, &config, changes).await;
         // Every user renamed in DingTalk, and u0100 given the e-mail a user outside tenant 1001
         // has: the next pull updates 1,998 in batches (one transaction a slice) and reports
         // u0100 alone.
-        db.plain
-            .execute("INSERT INTO sys_user (id, username, realname, phone, email, status, del_flag) VALUES ('held2', 'holder2', '持有者2', '13700000002', 'held2@example.com', 1, 0)")
-            .await
-            .unwrap();
-        let changes = db.store.last_change_id().await.unwrap();
-        for i in 0..2000 {
-            let mut fields = json!({ "userid": format!("u{i:04}"), "name": format!("改名{i}") });
-            if i == 100 {
-                fields["email"] = json!("held2@example.com");
-            }
-            server
-                .sim
-                .admin_call(APPKEY, "topapi/v2/user/update", fields)
-                .unwrap();
-        }
-        // And ten new users among them.
-        let dept = server
-            .sim
-            .admin_call(
-                APPKEY,
-                "topapi/v2/department/listsub",
-                json!({ "dept_id": 1 }),
-            )
-            .unwrap()["result"][0]["dept_id"]
-            .clone();
-        for i in 0..10 {
-            server
-                .sim
-                .admin_call(
-                    APPKEY,
-                    "topapi/v2/user/create",
-                    json!({ "userid": format!("u0{i}50n"), "name": format!("新人{i}"),
-                            "mobile": format!("1360000000{i}"), "dept_id_list": dept.to_string() }),
-                )
-                .unwrap();
-        }
-        let again = run_sliced(&ctx(&db.store, &client, &config), request, None, 500)
-            .await
-            .unwrap();
-        let failed: BTreeSet<&str> = again.failures.iter().map(|f| f.1.as_str()).collect();
-        assert_eq!(
-            failed,
-            BTreeSet::from(["u0100", "u0777"]),
-            "{name}: {:?}",
-            again.failures
-        );
-        assert_eq!((again.updated, again.created), (1998, 10), "{name}");
-        let renamed = db
-            .count("SELECT COUNT(*) FROM sys_user WHERE realname LIKE '改名%'")
-            .await;
-        assert_eq!(renamed, 1998, "{name}: u0100 is not half written");
-        let batched = db
-            .count("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM dingsync_snapshot WHERE entity = 'user' GROUP BY synced_at) t")
-            .await;
-        assert!(
-            batched >= 400,
-            "{name}: at most {batched} bases written together"
-        );
-        // The first slice (userid order) holds new users among the renamed: its 494 updates
-        // are still one batch.
-        let first_slice = db
-            .count("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM dingsync_snapshot s JOIN sys_user u ON u.id = s.local_id \
-                    WHERE s.entity = 'user' AND u.realname LIKE '改名%' AND u.username < 'u0500' GROUP BY s.synced_at) t")
-            .await;
-        assert!(
-            first_slice >= 490,
-            "{name}: the first slice's updates in batches of {first_slice}"
-        );
-        assert_eq!(
-            db.store.last_change_id().await.unwrap(),
-            changes,
-            "{name}: the updates are not logged as changes either"
-        );
+        let changes = every_user_renamed_and_ten_new(&db, &server).await;
+        the_next_pull_updates_in_batches(&db, &client, &config, changes).await;
     }
 }
 

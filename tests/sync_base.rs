@@ -136,9 +136,37 @@ async fn base_scenarios(db: TestDb, a: &str, b: &str) {
     sync(&cfg.plain, "push", name).await;
     let (ua, ub) = (userid(&db, a).await, userid(&db, b).await);
 
-    // A phone changed locally: DingTalk cannot take it; said once; the pull keeps it.
-    let old_mobile = ding(&server, &ua).mobile;
-    set_local(&db, a, "phone", "13912345678").await;
+    a_local_phone_dingtalk_cannot_take_is_kept(&db, &server, &cfg, a, &ua).await;
+    a_console_rename_is_pulled_home(&db, &server, &cfg, b, &ub).await;
+
+    // The tenant's pull off: JeecgBoot is the master, the push restores its value.
+    console(
+        &server,
+        "topapi/v2/user/update",
+        json!({ "userid": ub, "name": "钉钉再改" }),
+    );
+    sync(&cfg.pull_off, "push", name).await;
+    assert_eq!(ding(&server, &ub).name, "控制台改名", "{name}: restored");
+
+    a_conflict_goes_to_jeecgboot(&db, &server, &cfg, b, &ub).await;
+    a_conflict_goes_to_dingtalk(&db, &server, &cfg, b, &ub).await;
+
+    email_while_dingtalk_fails(&db, &server, &cfg, b, &ub).await;
+    hidden_mobiles(&db, &server, &cfg).await;
+}
+
+/// A phone changed locally (user `a`, DingTalk's `ua`): DingTalk cannot take it; said once;
+/// the pull keeps it.
+async fn a_local_phone_dingtalk_cannot_take_is_kept(
+    db: &TestDb,
+    server: &SimServer,
+    cfg: &Configs,
+    a: &str,
+    ua: &str,
+) {
+    let name = db.name;
+    let old_mobile = ding(server, ua).mobile;
+    set_local(db, a, "phone", "13912345678").await;
     let first = sync(&cfg.plain, "push", name).await;
     assert_eq!(
         first.count("sync.entity.warning", "40022"),
@@ -154,48 +182,54 @@ async fn base_scenarios(db: TestDb, a: &str, b: &str) {
     assert_eq!(second.count("sync.entity.warning", "40022"), 0, "{name}");
     sync(&cfg.plain, "pull", name).await;
     assert_eq!(
-        local(&db, a, "phone").await.as_deref(),
+        local(db, a, "phone").await.as_deref(),
         Some("13912345678"),
         "{name}: the pull kept the local phone"
     );
-    assert_eq!(ding(&server, &ua).mobile, old_mobile, "{name}");
+    assert_eq!(ding(server, ua).mobile, old_mobile, "{name}");
+}
 
-    // A console rename: the push leaves it, the pull brings it home, nothing echoes.
+/// A console rename (of `ub`, local `b`): the push leaves it, the pull brings it home,
+/// nothing echoes.
+async fn a_console_rename_is_pulled_home(
+    db: &TestDb,
+    server: &SimServer,
+    cfg: &Configs,
+    b: &str,
+    ub: &str,
+) {
+    let name = db.name;
     console(
-        &server,
+        server,
         "topapi/v2/user/update",
         json!({ "userid": ub, "name": "控制台改名" }),
     );
     sync(&cfg.plain, "push", name).await;
-    assert_eq!(
-        ding(&server, &ub).name,
-        "控制台改名",
-        "{name}: push kept it"
-    );
+    assert_eq!(ding(server, ub).name, "控制台改名", "{name}: push kept it");
     sync(&cfg.plain, "pull", name).await;
     assert_eq!(
-        local(&db, b, "realname").await.as_deref(),
+        local(db, b, "realname").await.as_deref(),
         Some("控制台改名"),
         "{name}"
     );
     server.sim.reset_calls();
     sync(&cfg.plain, "push", name).await;
     assert_eq!(server.sim.write_calls(APPKEY), 0, "{name}: no echo");
+}
 
-    // The tenant's pull off: JeecgBoot is the master, the push restores its value.
+/// A conflict, JeecgBoot's side configured (the default): the plan shows it, the push
+/// applies it and says so once; the pull then has nothing to say.
+async fn a_conflict_goes_to_jeecgboot(
+    db: &TestDb,
+    server: &SimServer,
+    cfg: &Configs,
+    b: &str,
+    ub: &str,
+) {
+    let name = db.name;
+    set_local(db, b, "realname", "本地名").await;
     console(
-        &server,
-        "topapi/v2/user/update",
-        json!({ "userid": ub, "name": "钉钉再改" }),
-    );
-    sync(&cfg.pull_off, "push", name).await;
-    assert_eq!(ding(&server, &ub).name, "控制台改名", "{name}: restored");
-
-    // A conflict, JeecgBoot's side configured (the default): the plan shows it, the push
-    // applies it and says so once; the pull then has nothing to say.
-    set_local(&db, b, "realname", "本地名").await;
-    console(
-        &server,
+        server,
         "topapi/v2/user/update",
         json!({ "userid": ub, "name": "钉钉名" }),
     );
@@ -206,7 +240,7 @@ async fn base_scenarios(db: TestDb, a: &str, b: &str) {
         plan.stdout
     );
     let push = sync(&cfg.plain, "push", name).await;
-    assert_eq!(ding(&server, &ub).name, "本地名", "{name}");
+    assert_eq!(ding(server, ub).name, "本地名", "{name}");
     assert_eq!(
         push.count("sync.conflict", "\"winner\":\"jeecgboot\""),
         1,
@@ -216,19 +250,29 @@ async fn base_scenarios(db: TestDb, a: &str, b: &str) {
     let pull = sync(&cfg.plain, "pull", name).await;
     assert_eq!(pull.count("sync.conflict", ""), 0, "{name}");
     assert_eq!(
-        local(&db, b, "realname").await.as_deref(),
+        local(db, b, "realname").await.as_deref(),
         Some("本地名"),
         "{name}"
     );
-    // DingTalk's side configured: the push leaves it, the pull applies it, once.
-    set_local(&db, b, "realname", "本地二").await;
+}
+
+/// DingTalk's side configured: the push leaves a conflict, the pull applies it, once.
+async fn a_conflict_goes_to_dingtalk(
+    db: &TestDb,
+    server: &SimServer,
+    cfg: &Configs,
+    b: &str,
+    ub: &str,
+) {
+    let name = db.name;
+    set_local(db, b, "realname", "本地二").await;
     console(
-        &server,
+        server,
         "topapi/v2/user/update",
         json!({ "userid": ub, "name": "钉钉二" }),
     );
     let push = sync(&cfg.dingtalk_wins, "push", name).await;
-    assert_eq!(ding(&server, &ub).name, "钉钉二", "{name}");
+    assert_eq!(ding(server, ub).name, "钉钉二", "{name}");
     assert_eq!(push.count("sync.conflict", ""), 0, "{name}");
     let pull = sync(&cfg.dingtalk_wins, "pull", name).await;
     assert_eq!(
@@ -238,16 +282,13 @@ async fn base_scenarios(db: TestDb, a: &str, b: &str) {
         pull.stderr
     );
     assert_eq!(
-        local(&db, b, "realname").await.as_deref(),
+        local(db, b, "realname").await.as_deref(),
         Some("钉钉二"),
         "{name}"
     );
     server.sim.reset_calls();
     sync(&cfg.dingtalk_wins, "push", name).await;
     assert_eq!(server.sim.write_calls(APPKEY), 0, "{name}");
-
-    email_while_dingtalk_fails(&db, &server, &cfg, b, &ub).await;
-    hidden_mobiles(&db, &server, &cfg).await;
 }
 
 /// An e-mail changed locally while DingTalk fails every update: the daemon's job keeps
