@@ -1129,12 +1129,16 @@ async fn dead_jobs(s: &Store) -> Vec<Job> {
 async fn waits_end_in_a_dead_job(s: &Store, name: &str, waits: &WaitPolicy) {
     assert!(s.enqueue(0, "user", "w1", now_ms()).await.unwrap());
     for round in 0..3 {
-        let job = s
-            .claim("w", 1, Duration::from_secs(30), None)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap_or_else(|| panic!("{name}: round {round}"));
+        // Due again 1 ms after each postponement.
+        let job = common::eventually(
+            &format!("{name}: round {round}: w1 due"),
+            Duration::from_secs(5),
+            async || {
+                let claimed = s.claim("w", 1, Duration::from_secs(30), None).await;
+                claimed.unwrap().pop().ok_or_else(|| "not due".to_string())
+            },
+        )
+        .await;
         let outcome = s
             .postpone(
                 job.id,
@@ -1155,7 +1159,6 @@ async fn waits_end_in_a_dead_job(s: &Store, name: &str, waits: &WaitPolicy) {
                 "{name}: {outcome:?}"
             ),
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let gone = dead_jobs(s).await;
     assert_eq!(gone.len(), 1, "{name}");

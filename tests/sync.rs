@@ -931,7 +931,7 @@ async fn the_next_pull_updates_in_batches(
         "{name}: at most {batched} bases written together"
     );
     // The first slice (userid order) holds new users among the renamed: its 494 updates
-    // are still one batch.
+    // are still written together (490 or more of them share one synced_at).
     let first_slice = db
         .count("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM dingsync_snapshot s JOIN sys_user u ON u.id = s.local_id \
                 WHERE s.entity = 'user' AND u.realname LIKE '改名%' AND u.username < 'u0500' GROUP BY s.synced_at) t")
