@@ -15,6 +15,7 @@ pub mod job;
 pub mod logging;
 pub mod messages;
 pub mod metrics;
+pub mod sample;
 pub mod secret;
 pub mod sim;
 pub mod store;

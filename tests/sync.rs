@@ -118,26 +118,10 @@ async fn local_paths(db: &TestDb) -> BTreeSet<String> {
         .collect()
 }
 
+/// The sample organisation `dingsync demo` shows (`dingsync::sample`), in a new database.
 async fn seed_sample(db: &TestDb) {
     db.store.init(true).await.unwrap();
-    for statement in [
-        "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_code, del_flag) VALUES \
-         ('c1', '', '星河科技', 1, '1', 'A01', '0'), ('c1d1', 'c1', '研发部', 1, '2', 'A01A01', '0'), \
-         ('c1d2', 'c1', '财务部', 2, '2', 'A01A02', '0'), ('c1d1p', 'c1d1', '研发经理', 0, '3', 'A01A01A01', '0'), \
-         ('c2', '', '云帆咨询', 2, '1', 'A02', '0'), ('c2d1', 'c2', '研发部', 1, '2', 'A02A01', '0'), \
-         ('c2d1t', 'c2d1', '测试组', 1, '2', 'A02A01A01', '0'), ('gone', 'c2', '旧部门', 3, '2', 'A02A02', '1')",
-        "INSERT INTO sys_user (id, username, realname, phone, email, work_no, status, del_flag) VALUES \
-         ('u1', 'lihua', '李华', '13800000001', 'lihua@example.com', 'E001', 1, 0), \
-         ('u2', 'wangfang', '王芳', '13800000002', NULL, 'E002', 2, 0), \
-         ('u3', 'zhaolei', '赵磊', '13800000003', NULL, NULL, 1, 0), \
-         ('u4', 'chenjing', '陈静', '13800000004', NULL, NULL, 1, 1)",
-        "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('m1', 'u1', 'c1d1'), ('m2', 'u1', 'c2d1'), \
-         ('m3', 'u1', 'c2d1t'), ('m4', 'u2', 'c1d2'), ('m5', 'u3', 'c1d1p')",
-        "INSERT INTO sys_position (id, code, name) VALUES ('p1', 'dev', '工程师')",
-        "INSERT INTO sys_user_position (id, user_id, position_id) VALUES ('up1', 'u1', 'p1')",
-    ] {
-        db.plain.execute(statement).await.unwrap();
-    }
+    dingsync::sample::load(&db.plain).await.unwrap();
 }
 
 /// What the steps of [`end_to_end`] work with: the database, the simulator, a client of it.
@@ -504,7 +488,7 @@ async fn end_to_end(db: TestDb, expected_users: &[&str]) {
 async fn sqlite_sample_org_end_to_end() {
     let db = common::sqlite_db().await;
     seed_sample(&db).await;
-    end_to_end(db, &["lihua", "wangfang", "zhaolei"]).await;
+    end_to_end(db, dingsync::sample::PUSHED_USERS).await;
 }
 
 #[tokio::test]
@@ -522,7 +506,7 @@ async fn postgres_sample_org_end_to_end() {
         return;
     };
     seed_sample(&db).await;
-    end_to_end(db, &["lihua", "wangfang", "zhaolei"]).await;
+    end_to_end(db, dingsync::sample::PUSHED_USERS).await;
 }
 
 #[tokio::test]
@@ -547,14 +531,15 @@ async fn one_failing_entity_is_recorded_and_the_rest_continue() {
         "{:?}",
         summary.failures
     );
+    let users = dingsync::sample::PUSHED_USERS.len();
     assert_eq!(
-        summary.created,
-        6 + 2,
-        "6 departments and the 2 other users"
+        summary.created as usize,
+        dingsync::sample::PUSHED_DEPARTMENTS + users - 1,
+        "every department and the other users"
     );
     assert_eq!(
         db.store.links(0).await.unwrap().len(),
-        2,
+        users - 1,
         "no link row for the failed user"
     );
     // The run row holds the same counts.
@@ -564,7 +549,7 @@ async fn one_failing_entity_is_recorded_and_the_rest_continue() {
     .fetch_one(pool)
     .await
     .unwrap());
-    assert_eq!((row.0, row.1), (8, 1));
+    assert_eq!((row.0, row.1), (summary.created, 1));
     let again = run(&db, &server, &client, Direction::Push).await;
     assert_eq!(
         (again.created, again.failed),
@@ -657,7 +642,10 @@ async fn sync_and_plan_commands() {
         String::from_utf8_lossy(&plan.stderr)
     );
     let json: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
-    assert_eq!(json[0]["plan"]["ops"].as_array().unwrap().len(), 6 + 3);
+    assert_eq!(
+        json[0]["plan"]["ops"].as_array().unwrap().len(),
+        dingsync::sample::PUSHED_DEPARTMENTS + dingsync::sample::PUSHED_USERS.len()
+    );
     assert_eq!(server.sim.write_calls(APPKEY), 0, "plan changes nothing");
 
     server.sim.inject(dingsync::sim::FaultRule::next(
