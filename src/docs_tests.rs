@@ -1,6 +1,6 @@
 //! The documents hold to the code: every event the code emits has its row in the log table
-//! of README.md and README.zh-CN.md, and ARCHITECTURE.md's code fences are balanced (an
-//! unclosed fence renders the rest of the file as one block).
+//! of README.md and README.zh-CN.md, ARCHITECTURE.md's code fences are balanced (an unclosed
+//! fence renders the rest of the file as one block), and every file it names is in the tree.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -88,5 +88,52 @@ fn architectures_code_fences_are_balanced() {
     assert!(
         fences > 0 && fences % 2 == 0,
         "{fences} fences in ARCHITECTURE.md"
+    );
+}
+
+/// The file names ARCHITECTURE.md gives in backticks (`store/queue.rs`, `model.rs`,
+/// `tests/common/`), each as written.
+fn named_files(text: &str) -> BTreeSet<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        // Not URL paths (`/_sim/`) or templates.
+        .filter(|token| !token.starts_with('/') && !token.contains([' ', '{', ':']))
+        .filter(|token| token.ends_with(".rs") || token.ends_with('/'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether `name` (a path from the root, from `src/`, or a bare file name found anywhere in
+/// `src/`, `tests/` or `benches/`) is in the tree.
+fn in_tree(name: &str, files: &[PathBuf]) -> bool {
+    let root = root();
+    let trimmed = name.trim_end_matches('/');
+    if root.join(trimmed).exists() || root.join("src").join(trimmed).exists() {
+        return true;
+    }
+    // A path given below its section's folder (`plan/pull.rs` under `src/sync/`).
+    let tail = format!("/{trimmed}");
+    files.iter().any(|f| {
+        f.to_string_lossy().ends_with(&tail)
+            || f.parent()
+                .is_some_and(|p| p.to_string_lossy().ends_with(&tail))
+    })
+}
+
+#[test]
+fn architecture_names_only_files_that_exist() {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap_or_default();
+    let mut files = Vec::new();
+    for dir in ["src", "tests", "benches"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    let missing: Vec<String> = named_files(&text)
+        .into_iter()
+        .filter(|name| !in_tree(name, &files))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names files the tree does not have: {missing:?}"
     );
 }
