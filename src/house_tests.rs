@@ -29,7 +29,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/store/jeecg.rs", "insert_department", 86),
     ("src/store/mod.rs", "connect_url", 84),
     ("src/store/queue.rs", "settle_once", 106),
-    ("src/store/schema.rs", "migration", 74),
     ("src/store/state.rs", "changes_to_jobs_once", 101),
     ("src/sync/apply/mod.rs", "lanes", 67),
     ("src/sync/plan/pull.rs", "users_slice", 84),
