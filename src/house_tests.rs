@@ -27,7 +27,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/store/batch.rs", "update_linked_users", 78),
     ("src/store/jeecg.rs", "save_link_and_base", 105),
     ("src/store/jeecg.rs", "insert_department", 86),
-    ("src/store/mod.rs", "connect_url", 84),
     ("src/store/queue.rs", "settle_once", 106),
     ("src/store/state.rs", "changes_to_jobs_once", 101),
     ("src/sync/apply/mod.rs", "lanes", 67),

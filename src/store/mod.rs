@@ -186,6 +186,79 @@ pub fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A SQLite pool of `max` connections (the marker is a row there, not a session setting).
+async fn sqlite_pool(url: &DatabaseUrl, max: u32) -> StoreResult<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url.expose())?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // With WAL, NORMAL survives a process crash; only power loss may drop the
+        // last commits. FULL would fsync every transaction.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10));
+    Ok(SqlitePoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A file cannot drop a connection; the ping before each statement
+        // would only add a round trip to sqlx's SQLite worker thread.
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await?)
+}
+
+/// A MariaDB/MySQL pool of `max` connections; `as_dingsync` sets the writer marker on each.
+async fn mysql_pool(url: &DatabaseUrl, max: u32, as_dingsync: bool) -> StoreResult<MySqlPool> {
+    let options = MySqlConnectOptions::from_str(&url.expose().replacen("mariadb:", "mysql:", 1))?;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT);
+    let pool = pool.after_connect(move |conn, _| {
+        Box::pin(async move {
+            // An IN list of more than `eq_range_index_dive_limit` values (200 by
+            // default; a slice's lists hold up to 500) is planned from index
+            // statistics, and MariaDB then read a whole `third_type` or tenant
+            // prefix instead of the listed keys (38 ms a query at 100k users):
+            // always look. A server without the variable is still used.
+            if let Err(error) = conn
+                .execute("SET SESSION eq_range_index_dive_limit = 0")
+                .await
+            {
+                tracing::debug!(error = %error, "eq_range_index_dive_limit not set");
+            }
+            if !as_dingsync {
+                return Ok(());
+            }
+            // A lock wait fails fast (retryable 1205) rather than holding a
+            // worker for InnoDB's default 50 s.
+            conn.execute("SET @dingsync_writer = 1, SESSION innodb_lock_wait_timeout = 5")
+                .await
+                .map(drop)
+        })
+    });
+    Ok(pool.connect_with(options).await?)
+}
+
+/// A PostgreSQL pool of `max` connections; `as_dingsync` sets the writer marker on each.
+async fn postgres_pool(url: &DatabaseUrl, max: u32, as_dingsync: bool) -> StoreResult<PgPool> {
+    // dingsync's queries look rows up by key, a few hundred keys at a time, in
+    // tables the server keeps in memory. PostgreSQL's default random_page_cost (4,
+    // for spinning disks) made it read all of sys_user for a list of 1,000 phones
+    // once the table passed about 50,000 rows (40 ms, against 14 ms through the
+    // index); 1.1 is the usual value for SSDs and cached data. It is set for
+    // dingsync's own sessions only.
+    let options =
+        PgConnectOptions::from_str(url.expose())?.options([("random_page_cost", RANDOM_PAGE_COST)]);
+    let options = if as_dingsync {
+        options.options([("dingsync.writer", "on")])
+    } else {
+        options
+    };
+    Ok(PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await?)
+}
+
 impl Store {
     /// Connects as dingsync. On MariaDB/MySQL and PostgreSQL every connection carries the
     /// session marker the change-log triggers respect, so dingsync's own writes are not
@@ -198,80 +271,9 @@ impl Store {
     pub async fn connect_url(url: &DatabaseUrl, max: u32, as_dingsync: bool) -> StoreResult<Self> {
         let backend = url.backend();
         let pools = match backend {
-            Backend::Sqlite => {
-                let options = SqliteConnectOptions::from_str(url.expose())?
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    // With WAL, NORMAL survives a process crash; only power loss may drop the
-                    // last commits. FULL would fsync every transaction.
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10));
-                Pools::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(max)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        // A file cannot drop a connection; the ping before each statement
-                        // would only add a round trip to sqlx's SQLite worker thread.
-                        .test_before_acquire(false)
-                        .connect_with(options)
-                        .await?,
-                )
-            }
-            Backend::MySql => {
-                let options =
-                    MySqlConnectOptions::from_str(&url.expose().replacen("mariadb:", "mysql:", 1))?;
-                let pool = MySqlPoolOptions::new()
-                    .max_connections(max)
-                    .acquire_timeout(ACQUIRE_TIMEOUT);
-                let pool = pool.after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        // An IN list of more than `eq_range_index_dive_limit` values (200 by
-                        // default; a slice's lists hold up to 500) is planned from index
-                        // statistics, and MariaDB then read a whole `third_type` or tenant
-                        // prefix instead of the listed keys (38 ms a query at 100k users):
-                        // always look. A server without the variable is still used.
-                        if let Err(error) = conn
-                            .execute("SET SESSION eq_range_index_dive_limit = 0")
-                            .await
-                        {
-                            tracing::debug!(error = %error, "eq_range_index_dive_limit not set");
-                        }
-                        if !as_dingsync {
-                            return Ok(());
-                        }
-                        // A lock wait fails fast (retryable 1205) rather than holding a
-                        // worker for InnoDB's default 50 s.
-                        conn.execute(
-                            "SET @dingsync_writer = 1, SESSION innodb_lock_wait_timeout = 5",
-                        )
-                        .await
-                        .map(drop)
-                    })
-                });
-                Pools::MySql(pool.connect_with(options).await?)
-            }
-            Backend::Postgres => {
-                // dingsync's queries look rows up by key, a few hundred keys at a time, in
-                // tables the server keeps in memory. PostgreSQL's default random_page_cost (4,
-                // for spinning disks) made it read all of sys_user for a list of 1,000 phones
-                // once the table passed about 50,000 rows (40 ms, against 14 ms through the
-                // index); 1.1 is the usual value for SSDs and cached data. It is set for
-                // dingsync's own sessions only.
-                let options = PgConnectOptions::from_str(url.expose())?
-                    .options([("random_page_cost", RANDOM_PAGE_COST)]);
-                let options = if as_dingsync {
-                    options.options([("dingsync.writer", "on")])
-                } else {
-                    options
-                };
-                Pools::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(max)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .connect_with(options)
-                        .await?,
-                )
-            }
+            Backend::Sqlite => Pools::Sqlite(sqlite_pool(url, max).await?),
+            Backend::MySql => Pools::MySql(mysql_pool(url, max, as_dingsync).await?),
+            Backend::Postgres => Pools::Postgres(postgres_pool(url, max, as_dingsync).await?),
         };
         Ok(Self {
             pools,
