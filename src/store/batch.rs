@@ -115,6 +115,26 @@ impl Store {
         users: &[NewLinkedUser],
         password_plain: &Secret,
     ) -> StoreResult<Vec<Inserted>> {
+        let mut taken = self.taken_keys(users).await?;
+        let held = self.held_links(tenant, users).await?;
+        let mut answers = Vec::with_capacity(users.len());
+        let mut rows: Vec<(&NewLinkedUser, String)> = Vec::new();
+        for linked in users {
+            let answer = self.admit(linked, &held, &mut taken);
+            if let Inserted::Id(id) = &answer {
+                rows.push((linked, id.clone()));
+            }
+            answers.push(answer);
+        }
+        if !rows.is_empty() {
+            self.write_marked(self.batch_statements(tenant, &rows, password_plain))
+                .await?;
+        }
+        Ok(answers)
+    }
+
+    /// The values of each of [`UNIQUE`]'s columns among `users` that other users hold.
+    async fn taken_keys(&self, users: &[NewLinkedUser]) -> StoreResult<Vec<HashSet<String>>> {
         let mut taken: Vec<HashSet<String>> = Vec::new();
         for column in UNIQUE {
             let values: Vec<&str> = users
@@ -123,6 +143,16 @@ impl Store {
                 .collect();
             taken.push(self.present("sys_user", column, "", &values).await?);
         }
+        Ok(taken)
+    }
+
+    /// The DingTalk userids of `users` that link rows hold, and (the link rows' other unique
+    /// key: `(third_user_uuid, third_type, tenant_id)`) the unionids the tenant's rows hold.
+    async fn held_links(
+        &self,
+        tenant: TenantId,
+        users: &[NewLinkedUser],
+    ) -> StoreResult<(HashSet<String>, HashSet<String>)> {
         let userids: Vec<&str> = users.iter().map(|u| u.userid.as_str()).collect();
         let held = self
             .present(
@@ -132,7 +162,6 @@ impl Store {
                 &userids,
             )
             .await?;
-        // The link rows' other unique key: (third_user_uuid, third_type, tenant_id).
         let unionids: Vec<&str> = users
             .iter()
             .filter_map(|u| u.unionid.as_deref())
@@ -149,45 +178,44 @@ impl Store {
                 &unionids,
             )
             .await?;
-        let mut answers = Vec::with_capacity(users.len());
-        let mut rows: Vec<(&NewLinkedUser, String)> = Vec::new();
-        for linked in users {
-            let unionid_held = linked
-                .unionid
-                .as_deref()
-                .is_some_and(|u| !u.is_empty() && held_unionids.contains(&self.unique_key(u)));
-            if held.contains(&self.unique_key(&linked.userid)) || unionid_held {
-                answers.push(Inserted::Alone);
-                continue;
-            }
-            let clash = UNIQUE.iter().zip(&taken).find_map(|(column, taken)| {
-                let value = unique_value(&linked.user, column)?;
-                taken
-                    .contains(&self.unique_key(value))
-                    .then(|| StoreError::UniqueClash {
-                        table: "sys_user",
-                        column,
-                        value: value.to_string(),
-                    })
-            });
-            if let Some(clash) = clash {
-                answers.push(Inserted::Clash(clash));
-                continue;
-            }
-            for (column, taken) in UNIQUE.iter().zip(taken.iter_mut()) {
-                if let Some(value) = unique_value(&linked.user, column) {
-                    taken.insert(self.unique_key(value));
-                }
-            }
-            let id = new_id();
-            answers.push(Inserted::Id(id.clone()));
-            rows.push((linked, id));
+        Ok((held, held_unionids))
+    }
+
+    /// What becomes of `linked` in its batch: left alone when a link row holds its userid
+    /// or unionid (`held`), a clash when a unique value of it is `taken`, else a new id (and
+    /// its values taken from now on).
+    fn admit(
+        &self,
+        linked: &NewLinkedUser,
+        (held, held_unionids): &(HashSet<String>, HashSet<String>),
+        taken: &mut [HashSet<String>],
+    ) -> Inserted {
+        let unionid_held = linked
+            .unionid
+            .as_deref()
+            .is_some_and(|u| !u.is_empty() && held_unionids.contains(&self.unique_key(u)));
+        if held.contains(&self.unique_key(&linked.userid)) || unionid_held {
+            return Inserted::Alone;
         }
-        if !rows.is_empty() {
-            self.write_marked(self.batch_statements(tenant, &rows, password_plain))
-                .await?;
+        let clash = UNIQUE.iter().zip(taken.iter()).find_map(|(column, taken)| {
+            let value = unique_value(&linked.user, column)?;
+            taken
+                .contains(&self.unique_key(value))
+                .then(|| StoreError::UniqueClash {
+                    table: "sys_user",
+                    column,
+                    value: value.to_string(),
+                })
+        });
+        if let Some(clash) = clash {
+            return Inserted::Clash(clash);
         }
-        Ok(answers)
+        for (column, taken) in UNIQUE.iter().zip(taken.iter_mut()) {
+            if let Some(value) = unique_value(&linked.user, column) {
+                taken.insert(self.unique_key(value));
+            }
+        }
+        Inserted::Id(new_id())
     }
 
     /// The multi-row statements of a batch (ids chosen, unique keys checked).
@@ -197,87 +225,128 @@ impl Store {
         rows: &[(&NewLinkedUser, String)],
         password_plain: &Secret,
     ) -> Vec<(String, Vec<Option<String>>)> {
-        // A few users created together with one initial password share a salt, so the
-        // rounds of the hash run once per group (SALT_GROUP).
-        let hashed: Vec<(String, String)> = rows
-            .chunks(SALT_GROUP)
-            .flat_map(|group| {
-                let salt = password::new_salt();
-                let derived = password::Derived::new(password_plain.expose(), &salt);
-                group
-                    .iter()
-                    .map(|(linked, _)| (derived.hash(&linked.user.username), salt.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let mut hashes = hashed.into_iter();
+        let mut hashes = hashed_passwords(rows, password_plain).into_iter();
         let now = super::now_ms();
-        let mut users: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
-        let mut members: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
-        let mut tenants: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
-        let mut links: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
-        let mut snapshots: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
+        let mut batch = BatchRows::default();
         for (linked, id) in rows {
-            let user = &linked.user;
             let (hash, salt) = hashes.next().unwrap_or_default();
-            users.0.push(USER_ROW.into());
-            users.1.extend(user_values(id, user, hash, salt));
-            let mut depts: Vec<&String> = user.depart_ids.iter().collect();
-            depts.sort();
-            depts.dedup();
-            for dept in depts {
-                members.0.push("(?, ?, ?)".into());
-                members
-                    .1
-                    .extend([Some(new_id()), Some(id.clone()), Some(dept.clone())]);
-            }
-            if tenant != 0 {
-                tenants
-                    .0
-                    .push(format!("(?, ?, {tenant}, '1', ?, CURRENT_TIMESTAMP)"));
-                tenants
-                    .1
-                    .extend([Some(new_id()), Some(id.clone()), Some(CREATED_BY.into())]);
-            }
-            links.0.push(format!(
-                "(?, ?, 1, 0, ?, {tenant}, ?, ?, ?, CURRENT_TIMESTAMP, '{THIRD_TYPE_DINGTALK}')"
-            ));
-            links.1.extend([
-                Some(new_id()),
-                Some(id.clone()),
-                Some(user.realname.clone()),
-                linked.unionid.clone(),
-                Some(linked.userid.clone()),
-                Some(CREATED_BY.into()),
-            ]);
-            snapshots
-                .0
-                .push(format!("({tenant}, 'user', ?, ?, ?, {now}, ?)"));
-            snapshots.1.extend([
-                Some(id.clone()),
-                Some(linked.userid.clone()),
-                Some(crate::sync::model::content_hash(&[&linked.base])),
-                Some(linked.base.clone()),
-            ]);
+            batch.push_user(tenant, linked, id, hash, salt);
+            batch.push_link(tenant, linked, id, now);
         }
         let mut statements = Vec::new();
         for (head, (tuples, binds)) in [
-            (USER_INSERT, users),
-            ("INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES", members),
+            (USER_INSERT, batch.users),
+            ("INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES", batch.members),
             (
                 "INSERT INTO sys_user_tenant (id, user_id, tenant_id, status, create_by, create_time) VALUES",
-                tenants,
+                batch.tenants,
             ),
             (
                 "INSERT INTO sys_third_account (id, sys_user_id, status, del_flag, realname, tenant_id, third_user_uuid, \
                  third_user_id, create_by, create_time, third_type) VALUES",
-                links,
+                batch.links,
             ),
-            (SNAPSHOT_INSERT, snapshots),
+            (SNAPSHOT_INSERT, batch.snapshots),
         ] {
             chunked(&mut statements, head, tuples, binds);
         }
         statements
+    }
+}
+
+/// `(hash, salt)` of each of `rows`' initial password, in order. A few users created
+/// together with one initial password share a salt, so the rounds of the hash run once per
+/// group ([`SALT_GROUP`]).
+fn hashed_passwords(
+    rows: &[(&NewLinkedUser, String)],
+    password_plain: &Secret,
+) -> Vec<(String, String)> {
+    rows.chunks(SALT_GROUP)
+        .flat_map(|group| {
+            let salt = password::new_salt();
+            let derived = password::Derived::new(password_plain.expose(), &salt);
+            group
+                .iter()
+                .map(|(linked, _)| (derived.hash(&linked.user.username), salt.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The tuples of one multi-row `INSERT … VALUES` and their bound values, in order.
+type Rows = (Vec<String>, Vec<Option<String>>);
+
+/// The rows of a batch of new users, one [`Rows`] per table.
+#[derive(Default)]
+struct BatchRows {
+    /// `sys_user`.
+    users: Rows,
+    /// `sys_user_depart`.
+    members: Rows,
+    /// `sys_user_tenant`.
+    tenants: Rows,
+    /// `sys_third_account`.
+    links: Rows,
+    /// `dingsync_snapshot`.
+    snapshots: Rows,
+}
+
+impl BatchRows {
+    /// The user `id`'s `sys_user` row, its memberships and (tenant not 0) its tenant row.
+    fn push_user(
+        &mut self,
+        tenant: TenantId,
+        linked: &NewLinkedUser,
+        id: &str,
+        hash: String,
+        salt: String,
+    ) {
+        let user = &linked.user;
+        self.users.0.push(USER_ROW.into());
+        self.users.1.extend(user_values(id, user, hash, salt));
+        let mut depts: Vec<&String> = user.depart_ids.iter().collect();
+        depts.sort();
+        depts.dedup();
+        for dept in depts {
+            self.members.0.push("(?, ?, ?)".into());
+            self.members
+                .1
+                .extend([Some(new_id()), Some(id.to_string()), Some(dept.clone())]);
+        }
+        if tenant != 0 {
+            self.tenants
+                .0
+                .push(format!("(?, ?, {tenant}, '1', ?, CURRENT_TIMESTAMP)"));
+            self.tenants.1.extend([
+                Some(new_id()),
+                Some(id.to_string()),
+                Some(CREATED_BY.into()),
+            ]);
+        }
+    }
+
+    /// The user `id`'s link row and its snapshot (with its base, synced `now`).
+    fn push_link(&mut self, tenant: TenantId, linked: &NewLinkedUser, id: &str, now: i64) {
+        self.links.0.push(format!(
+            "(?, ?, 1, 0, ?, {tenant}, ?, ?, ?, CURRENT_TIMESTAMP, '{THIRD_TYPE_DINGTALK}')"
+        ));
+        self.links.1.extend([
+            Some(new_id()),
+            Some(id.to_string()),
+            Some(linked.user.realname.clone()),
+            linked.unionid.clone(),
+            Some(linked.userid.clone()),
+            Some(CREATED_BY.into()),
+        ]);
+        self.snapshots
+            .0
+            .push(format!("({tenant}, 'user', ?, ?, ?, {now}, ?)"));
+        self.snapshots.1.extend([
+            Some(id.to_string()),
+            Some(linked.userid.clone()),
+            Some(crate::sync::model::content_hash(&[&linked.base])),
+            Some(linked.base.clone()),
+        ]);
     }
 }
 
@@ -370,6 +439,52 @@ enum Target {
     New,
 }
 
+/// Where `write` goes in its batch: the statement updating its `Target::Row` pushed onto
+/// `statements`, or its new row onto `inserts`; what it will have done.
+fn place_link(
+    statements: &mut Vec<(String, Vec<Option<String>>)>,
+    inserts: &mut Rows,
+    tenant: TenantId,
+    write: &LinkWrite,
+    target: Target,
+) -> LinkSaved {
+    let link = &write.link;
+    match target {
+        Target::Held(other) => LinkSaved::HeldBy(other),
+        Target::Row(row) => {
+            let update = "UPDATE sys_third_account SET sys_user_id = ?, third_user_id = ?, \
+                 third_user_uuid = COALESCE(NULLIF(?, ''), third_user_uuid), realname = COALESCE(NULLIF(?, ''), realname), \
+                 update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?";
+            statements.push((
+                update.to_string(),
+                vec![
+                    Some(link.user_id.clone()),
+                    Some(link.userid.clone()),
+                    Some(link.unionid.clone().unwrap_or_default()),
+                    Some(write.realname.clone()),
+                    Some(CREATED_BY.into()),
+                    Some(row),
+                ],
+            ));
+            LinkSaved::Written
+        }
+        Target::New => {
+            inserts.0.push(format!(
+                "(?, ?, 1, 0, ?, {tenant}, ?, ?, ?, CURRENT_TIMESTAMP, '{THIRD_TYPE_DINGTALK}')"
+            ));
+            inserts.1.extend([
+                Some(new_id()),
+                Some(link.user_id.clone()),
+                Some(write.realname.clone()),
+                link.unionid.clone().filter(|u| !u.is_empty()),
+                Some(link.userid.clone()),
+                Some(CREATED_BY.into()),
+            ]);
+            LinkSaved::Written
+        }
+    }
+}
+
 impl Store {
     /// [`Store::save_link_and_base`] for many users of one tenant in one marked transaction:
     /// the rows that already hold each userid, or belong to each user, looked up in one query
@@ -413,15 +528,7 @@ impl Store {
         let tenant = first.link.tenant_id;
         let userids: Vec<&str> = writes.iter().map(|w| w.link.userid.as_str()).collect();
         let user_ids: Vec<&str> = writes.iter().map(|w| w.link.user_id.as_str()).collect();
-        // Userids as the database compares them (two that differ only in case are one on
-        // MySQL).
-        let keys: HashSet<String> = userids.iter().map(|u| self.unique_key(u)).collect();
-        let distinct =
-            |values: &[&str]| values.iter().collect::<HashSet<_>>().len() == values.len();
-        if keys.len() != userids.len()
-            || !distinct(&user_ids)
-            || writes.iter().any(|w| w.link.tenant_id != tenant)
-        {
+        if !self.one_batch(tenant, writes, &userids, &user_ids) {
             return Ok(None);
         }
         let holders = self.link_rows("third_user_id", &userids).await?;
@@ -429,45 +536,12 @@ impl Store {
         let Some(targets) = self.link_targets(tenant, writes, &holders, &owned) else {
             return Ok(None);
         };
-        let update = "UPDATE sys_third_account SET sys_user_id = ?, third_user_id = ?, \
-             third_user_uuid = COALESCE(NULLIF(?, ''), third_user_uuid), realname = COALESCE(NULLIF(?, ''), realname), \
-             update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?";
-        let mut inserts: (Vec<String>, Vec<Option<String>>) = (Vec::new(), Vec::new());
-        let mut answers = Vec::with_capacity(writes.len());
-        for (write, target) in writes.iter().zip(targets) {
-            let link = &write.link;
-            answers.push(match target {
-                Target::Held(other) => LinkSaved::HeldBy(other),
-                Target::Row(row) => {
-                    statements.push((
-                        update.to_string(),
-                        vec![
-                            Some(link.user_id.clone()),
-                            Some(link.userid.clone()),
-                            Some(link.unionid.clone().unwrap_or_default()),
-                            Some(write.realname.clone()),
-                            Some(CREATED_BY.into()),
-                            Some(row),
-                        ],
-                    ));
-                    LinkSaved::Written
-                }
-                Target::New => {
-                    inserts.0.push(format!(
-                        "(?, ?, 1, 0, ?, {tenant}, ?, ?, ?, CURRENT_TIMESTAMP, '{THIRD_TYPE_DINGTALK}')"
-                    ));
-                    inserts.1.extend([
-                        Some(new_id()),
-                        Some(link.user_id.clone()),
-                        Some(write.realname.clone()),
-                        link.unionid.clone().filter(|u| !u.is_empty()),
-                        Some(link.userid.clone()),
-                        Some(CREATED_BY.into()),
-                    ]);
-                    LinkSaved::Written
-                }
-            });
-        }
+        let mut inserts = Rows::default();
+        let answers = writes
+            .iter()
+            .zip(targets)
+            .map(|(write, target)| place_link(statements, &mut inserts, tenant, write, target))
+            .collect();
         chunked(
             statements,
             "INSERT INTO sys_third_account (id, sys_user_id, status, del_flag, realname, tenant_id, third_user_uuid, \
@@ -478,6 +552,24 @@ impl Store {
         let snapshots: Vec<&SnapshotWrite> = writes.iter().map(|w| &w.snapshot).collect();
         self.snapshot_statements(statements, &snapshots);
         Ok(Some(answers))
+    }
+
+    /// Whether `writes` (their `userids` and `user_ids`) can go in one batch: no userid (as
+    /// the database compares them: two that differ only in case are one on MySQL) or user
+    /// twice, and all of `tenant`.
+    fn one_batch(
+        &self,
+        tenant: TenantId,
+        writes: &[&LinkWrite],
+        userids: &[&str],
+        user_ids: &[&str],
+    ) -> bool {
+        let keys: HashSet<String> = userids.iter().map(|u| self.unique_key(u)).collect();
+        let distinct =
+            |values: &[&str]| values.iter().collect::<HashSet<_>>().len() == values.len();
+        keys.len() == userids.len()
+            && distinct(user_ids)
+            && writes.iter().all(|w| w.link.tenant_id == tenant)
     }
 
     /// Where each of `writes` goes, judged as [`Store::save_link_and_base`] judges one: from
@@ -660,31 +752,7 @@ impl Store {
         &self,
         changes: &[UserChange],
     ) -> StoreResult<Option<Vec<StoreResult<LinkSaved>>>> {
-        let mut clashes: Vec<Option<StoreError>> = changes.iter().map(|_| None).collect();
-        for column in UPDATED_UNIQUE {
-            let values: Vec<&str> = changes
-                .iter()
-                .filter_map(|c| updated_value(c, column))
-                .collect();
-            let held = self.holders(column, &values).await?;
-            let mut set_here = HashSet::new();
-            for (change, clash) in changes.iter().zip(clashes.iter_mut()) {
-                let Some(value) = updated_value(change, column).filter(|_| clash.is_none()) else {
-                    continue;
-                };
-                let key = self.unique_key(value);
-                let other = held
-                    .get(&key)
-                    .is_some_and(|ids| ids.iter().any(|id| *id != change.id));
-                if other || !set_here.insert(key) {
-                    *clash = Some(StoreError::UniqueClash {
-                        table: "sys_user",
-                        column,
-                        value: value.to_string(),
-                    });
-                }
-            }
-        }
+        let clashes = self.update_clashes(changes).await?;
         let taken: Vec<&UserChange> = changes
             .iter()
             .zip(&clashes)
@@ -733,6 +801,37 @@ impl Store {
                 })
                 .collect(),
         ))
+    }
+
+    /// For each of `changes`, the first unique value it sets that another user holds (or an
+    /// earlier change of the batch sets), checked in one query per column.
+    async fn update_clashes(&self, changes: &[UserChange]) -> StoreResult<Vec<Option<StoreError>>> {
+        let mut clashes: Vec<Option<StoreError>> = changes.iter().map(|_| None).collect();
+        for column in UPDATED_UNIQUE {
+            let values: Vec<&str> = changes
+                .iter()
+                .filter_map(|c| updated_value(c, column))
+                .collect();
+            let held = self.holders(column, &values).await?;
+            let mut set_here = HashSet::new();
+            for (change, clash) in changes.iter().zip(clashes.iter_mut()) {
+                let Some(value) = updated_value(change, column).filter(|_| clash.is_none()) else {
+                    continue;
+                };
+                let key = self.unique_key(value);
+                let other = held
+                    .get(&key)
+                    .is_some_and(|ids| ids.iter().any(|id| *id != change.id));
+                if other || !set_here.insert(key) {
+                    *clash = Some(StoreError::UniqueClash {
+                        table: "sys_user",
+                        column,
+                        value: value.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(clashes)
     }
 
     /// The users holding each of `values` in `column` of `sys_user`: (value as
