@@ -16,6 +16,7 @@ use crate::jeecg::{
 use crate::secret::Secret;
 
 use super::state::Snapshot;
+use super::tx::{Arg, Tx};
 use super::{Store, StoreError, StoreResult};
 
 /// A tenant's departments (posts and deleted ones included) and their snapshots, as one read
@@ -649,8 +650,36 @@ impl Store {
         realname: &str,
         snapshot: Option<&SnapshotWrite>,
     ) -> StoreResult<LinkSaved> {
-        let put_snapshot = self.put_snapshot_sql();
-        // Each lookup on an index (an OR of them would scan the table).
+        let mut tx = self.begin_marked().await?;
+        let (row, other) = self.link_row_of(&mut tx, link).await?;
+        let saved = match (row, other) {
+            // Another tenant's row holds the userid: moving ours onto it would break the
+            // unique key, and that row is not ours to change.
+            (_, Some(tenant)) => LinkSaved::HeldBy(tenant),
+            (Some(id), None) => {
+                self.update_link_row(&mut tx, link, realname, &id).await?;
+                LinkSaved::Written
+            }
+            (None, None) => {
+                self.insert_link_row(&mut tx, link, realname).await?;
+                LinkSaved::Written
+            }
+        };
+        if let Some(snapshot) = snapshot {
+            self.put_snapshot_in(&mut tx, snapshot).await?;
+        }
+        self.commit_marked(tx).await?;
+        Ok(saved)
+    }
+
+    /// The tenant's row for `link`'s DingTalk userid, else the tenant's row of its user; and
+    /// the tenant of another tenant's row holding the userid, if one does. Each lookup on an
+    /// index (an OR of them would scan the table).
+    async fn link_row_of(
+        &self,
+        tx: &mut Tx,
+        link: &Link,
+    ) -> StoreResult<(Option<String>, Option<i64>)> {
         let by_userid = format!(
             "SELECT id, {} FROM sys_third_account WHERE third_type = ? AND third_user_id = ?",
             self.int("COALESCE(tenant_id, 0)")
@@ -659,94 +688,111 @@ impl Store {
         let by_user = self.sql(
             "SELECT id FROM sys_third_account WHERE sys_user_id = ? AND third_type = ? AND COALESCE(tenant_id, 0) = ?",
         );
+        let holders: Vec<(String, i64)> = tx
+            .fetch_all(
+                &by_userid,
+                &[Arg::Text(THIRD_TYPE_DINGTALK), Arg::Text(&link.userid)],
+            )
+            .await?;
+        // Tenant 0 stands alone and owns every row, whatever its tenant_id says.
+        let ours = |tenant: i64| link.tenant_id == 0 || tenant == link.tenant_id;
+        let mut row = holders
+            .iter()
+            .find(|(_, tenant)| ours(*tenant))
+            .map(|(id, _)| id.clone());
+        if row.is_none() {
+            let args = [
+                Arg::Text(&link.user_id),
+                Arg::Text(THIRD_TYPE_DINGTALK),
+                Arg::Int(link.tenant_id),
+            ];
+            row = tx.fetch_optional_scalar(&by_user, &args).await?;
+        }
+        let other = holders
+            .iter()
+            .find(|(_, tenant)| !ours(*tenant))
+            .map(|(_, tenant)| *tenant);
+        Ok((row, other))
+    }
+
+    /// Moves the link row `id` onto `link`, never blanking a column JeecgBoot filled.
+    async fn update_link_row(
+        &self,
+        tx: &mut Tx,
+        link: &Link,
+        realname: &str,
+        id: &str,
+    ) -> StoreResult<()> {
         let update = self.sql(
             "UPDATE sys_third_account SET sys_user_id = ?, third_user_id = ?, \
              third_user_uuid = COALESCE(NULLIF(?, ''), third_user_uuid), realname = COALESCE(NULLIF(?, ''), realname), \
              update_by = ?, update_time = CURRENT_TIMESTAMP WHERE id = ?",
         );
+        let args = [
+            Arg::Text(&link.user_id),
+            Arg::Text(&link.userid),
+            Arg::Text(link.unionid.as_deref().unwrap_or_default()),
+            Arg::Text(realname),
+            Arg::Text(CREATED_BY),
+            Arg::Text(id),
+        ];
+        tx.execute(&update, &args).await?;
+        Ok(())
+    }
+
+    /// Inserts a link row for `link`.
+    async fn insert_link_row(&self, tx: &mut Tx, link: &Link, realname: &str) -> StoreResult<()> {
         let insert = self.sql(
             "INSERT INTO sys_third_account (id, sys_user_id, status, del_flag, realname, tenant_id, third_user_uuid, third_user_id, \
              create_by, create_time, third_type) VALUES (?, ?, 1, 0, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP, ?)",
         );
-        let marks = self.writer_marks();
-        let begin = self.begin_statement_for_writes();
-        crate::on_pool!(self, |pool| {
-            let mut tx = pool.begin_with(begin).await?;
-            if let Some((mark, _)) = marks {
-                sqlx::query(mark).execute(&mut *tx).await?;
-            }
-            let holders: Vec<(String, i64)> = sqlx::query_as(&by_userid)
-                .bind(THIRD_TYPE_DINGTALK)
-                .bind(&link.userid)
-                .fetch_all(&mut *tx)
-                .await?;
-            // Tenant 0 stands alone and owns every row, whatever its tenant_id says.
-            let ours = |tenant: i64| link.tenant_id == 0 || tenant == link.tenant_id;
-            let mut row = holders
-                .iter()
-                .find(|(_, tenant)| ours(*tenant))
-                .map(|(id, _)| id.clone());
-            if row.is_none() {
-                row = sqlx::query_scalar::<_, String>(&by_user)
-                    .bind(&link.user_id)
-                    .bind(THIRD_TYPE_DINGTALK)
-                    .bind(link.tenant_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            }
-            let other = holders
-                .iter()
-                .find(|(_, tenant)| !ours(*tenant))
-                .map(|(_, tenant)| *tenant);
-            let saved = match (row, other) {
-                // Another tenant's row holds the userid: moving ours onto it would break the
-                // unique key, and that row is not ours to change.
-                (_, Some(tenant)) => LinkSaved::HeldBy(tenant),
-                (Some(id), None) => {
-                    sqlx::query(&update)
-                        .bind(&link.user_id)
-                        .bind(&link.userid)
-                        .bind(link.unionid.as_deref().unwrap_or_default())
-                        .bind(realname)
-                        .bind(CREATED_BY)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    LinkSaved::Written
-                }
-                (None, None) => {
-                    sqlx::query(&insert)
-                        .bind(new_id())
-                        .bind(&link.user_id)
-                        .bind(realname)
-                        .bind(link.tenant_id)
-                        .bind(link.unionid.as_deref())
-                        .bind(&link.userid)
-                        .bind(CREATED_BY)
-                        .bind(THIRD_TYPE_DINGTALK)
-                        .execute(&mut *tx)
-                        .await?;
-                    LinkSaved::Written
-                }
-            };
-            if let Some(snap) = snapshot {
-                sqlx::query(&put_snapshot)
-                    .bind(snap.tenant)
-                    .bind(snap.entity)
-                    .bind(&snap.local_id)
-                    .bind(&snap.ding_id)
-                    .bind(crate::sync::model::content_hash(&[&snap.base]))
-                    .bind(super::now_ms())
-                    .bind(&snap.base)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some((_, unmark)) = marks {
-                sqlx::query(unmark).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(saved)
-        })
+        let id = new_id();
+        let args = [
+            Arg::Text(&id),
+            Arg::Text(&link.user_id),
+            Arg::Text(realname),
+            Arg::Int(link.tenant_id),
+            Arg::OptText(link.unionid.as_deref()),
+            Arg::Text(&link.userid),
+            Arg::Text(CREATED_BY),
+            Arg::Text(THIRD_TYPE_DINGTALK),
+        ];
+        tx.execute(&insert, &args).await?;
+        Ok(())
+    }
+
+    /// Writes `snapshot` (with its base) in `tx`.
+    async fn put_snapshot_in(&self, tx: &mut Tx, snapshot: &SnapshotWrite) -> StoreResult<()> {
+        let hash = crate::sync::model::content_hash(&[&snapshot.base]);
+        let args = [
+            Arg::Int(snapshot.tenant),
+            Arg::Text(snapshot.entity),
+            Arg::Text(&snapshot.local_id),
+            Arg::Text(&snapshot.ding_id),
+            Arg::Text(&hash),
+            Arg::Int(super::now_ms()),
+            Arg::Text(&snapshot.base),
+        ];
+        tx.execute(&self.put_snapshot_sql(), &args).await?;
+        Ok(())
+    }
+
+    /// Opens a transaction for writes marked as dingsync's (SQLite's marker row; elsewhere
+    /// the session carries the marker).
+    async fn begin_marked(&self) -> StoreResult<Tx> {
+        let mut tx = self.begin_tx(self.begin_statement_for_writes()).await?;
+        if let Some((mark, _)) = self.writer_marks() {
+            tx.execute(mark, &[]).await?;
+        }
+        Ok(tx)
+    }
+
+    /// Takes the marker away (SQLite) and commits a transaction of [`Store::begin_marked`].
+    async fn commit_marked(&self, mut tx: Tx) -> StoreResult<()> {
+        if let Some((_, unmark)) = self.writer_marks() {
+            tx.execute(unmark, &[]).await?;
+        }
+        tx.commit().await
     }
 
     /// Records where a local department is in DingTalk — `sys_depart.ding_identifier` and its
@@ -969,65 +1015,7 @@ impl Store {
             ding_identifier: Some(new.ding_identifier),
             tenant_id: new.tenant_id,
         };
-        let level = (dept.org_code.len() / orgcode::LEVEL_LEN).to_string();
-        let sql = format!(
-            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_type, org_code, status, del_flag, \
-             ding_identifier, create_by, create_time, tenant_id, iz_leaf) VALUES (?, ?, ?, {order}, ?, ?, ?, '1', '0', ?, ?, CURRENT_TIMESTAMP, {tenant}, 1)",
-            order = dept.order,
-            tenant = dept.tenant_id,
-        );
-        let binds = vec![
-            Some(dept.id.clone()),
-            Some(dept.parent_id.clone().unwrap_or_default()),
-            Some(dept.name.clone()),
-            Some(dept.org_category.clone()),
-            Some(level),
-            Some(dept.org_code.clone()),
-            Some(new.ding_identifier.to_string()),
-            Some(CREATED_BY.to_string()),
-        ];
-        // Another run or job may be creating the same DingTalk department: the version row
-        // is locked first (the triggers bump it anyway), so the check and the insert of two
-        // creators do not interleave; the second finds the first's row and takes it.
-        let lock = "UPDATE dingsync_version SET version = version + 1 WHERE name = 'depts'";
-        let existing = self.sql(
-            "SELECT id FROM sys_depart WHERE ding_identifier = ? AND COALESCE(del_flag, '0') <> '1'",
-        );
-        let insert = self.sql(&sql);
-        let leaf = self.sql("UPDATE sys_depart SET iz_leaf = 0 WHERE id = ?");
-        let marks = self.writer_marks();
-        let begin = self.begin_statement_for_writes();
-        let ding = new.ding_identifier.to_string();
-        let found: Option<String> = crate::on_pool!(self, |pool| {
-            let mut tx = pool.begin_with(begin).await?;
-            if let Some((mark, _)) = marks {
-                sqlx::query(mark).execute(&mut *tx).await?;
-            }
-            sqlx::query(lock).execute(&mut *tx).await?;
-            let found: Option<String> = sqlx::query_scalar(&existing)
-                .bind(&ding)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if found.is_none() {
-                let mut query = sqlx::query(&insert);
-                for bind in &binds {
-                    query = query.bind(bind.clone());
-                }
-                query.execute(&mut *tx).await?;
-                if let Some(parent) = parent {
-                    sqlx::query(&leaf)
-                        .bind(&parent.id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            if let Some((_, unmark)) = marks {
-                sqlx::query(unmark).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            found
-        });
-        match found {
+        match self.insert_department_row(&dept, parent).await? {
             Some(id) => Ok(self
                 .departments_by_id(0, std::slice::from_ref(&id))
                 .await?
@@ -1036,6 +1024,60 @@ impl Store {
                 .unwrap_or(dept)),
             None => Ok(dept),
         }
+    }
+
+    /// Inserts `dept` under `parent` (no longer a leaf) in one marked transaction, unless a
+    /// live department already holds its DingTalk id: then that one's id. Another run or job
+    /// may be creating the same DingTalk department: the version row is locked first (the
+    /// triggers bump it anyway), so the check and the insert of two creators do not
+    /// interleave; the second finds the first's row and takes it.
+    async fn insert_department_row(
+        &self,
+        dept: &LocalDept,
+        parent: Option<&LocalDept>,
+    ) -> StoreResult<Option<String>> {
+        let lock = "UPDATE dingsync_version SET version = version + 1 WHERE name = 'depts'";
+        let existing = self.sql(
+            "SELECT id FROM sys_depart WHERE ding_identifier = ? AND COALESCE(del_flag, '0') <> '1'",
+        );
+        let leaf = self.sql("UPDATE sys_depart SET iz_leaf = 0 WHERE id = ?");
+        let ding = dept.ding_identifier.unwrap_or_default().to_string();
+        let mut tx = self.begin_marked().await?;
+        tx.execute(lock, &[]).await?;
+        let found: Option<String> = tx
+            .fetch_optional_scalar(&existing, &[Arg::Text(&ding)])
+            .await?;
+        if found.is_none() {
+            self.insert_dept_in(&mut tx, dept, &ding).await?;
+            if let Some(parent) = parent {
+                tx.execute(&leaf, &[Arg::Text(&parent.id)]).await?;
+            }
+        }
+        self.commit_marked(tx).await?;
+        Ok(found)
+    }
+
+    /// The `sys_depart` insert of `dept` (DingTalk id `ding`) in `tx`.
+    async fn insert_dept_in(&self, tx: &mut Tx, dept: &LocalDept, ding: &str) -> StoreResult<()> {
+        let level = (dept.org_code.len() / orgcode::LEVEL_LEN).to_string();
+        let sql = format!(
+            "INSERT INTO sys_depart (id, parent_id, depart_name, depart_order, org_category, org_type, org_code, status, del_flag, \
+             ding_identifier, create_by, create_time, tenant_id, iz_leaf) VALUES (?, ?, ?, {order}, ?, ?, ?, '1', '0', ?, ?, CURRENT_TIMESTAMP, {tenant}, 1)",
+            order = dept.order,
+            tenant = dept.tenant_id,
+        );
+        let args = [
+            Arg::OptText(Some(&dept.id)),
+            Arg::OptText(Some(dept.parent_id.as_deref().unwrap_or_default())),
+            Arg::OptText(Some(&dept.name)),
+            Arg::OptText(Some(&dept.org_category)),
+            Arg::OptText(Some(&level)),
+            Arg::OptText(Some(&dept.org_code)),
+            Arg::OptText(Some(ding)),
+            Arg::OptText(Some(CREATED_BY)),
+        ];
+        tx.execute(&self.sql(&sql), &args).await?;
+        Ok(())
     }
 
     /// Renames / moves / reorders a department; a move gives it and its whole subtree new

@@ -4,7 +4,8 @@
 //! backend it is, with `?` placeholders rewritten to `$n` for PostgreSQL. Own tables use
 //! portable types (BIGINT epoch milliseconds, VARCHAR, TEXT). Sub-modules: `schema` (init,
 //! triggers, uninstall), `jeecg_ddl` (JeecgBoot's tables for new databases), `queue` (the
-//! retry queue), `state` (changes, leases, snapshots, runs), `jeecg` (JeecgBoot rows).
+//! retry queue), `state` (changes, leases, snapshots, runs), `jeecg` (JeecgBoot rows), `tx`
+//! (one transaction on whichever backend, for writes split into steps).
 
 pub mod batch;
 pub mod events;
@@ -14,6 +15,7 @@ pub mod messages;
 pub mod queue;
 pub mod schema;
 pub mod state;
+mod tx;
 mod unnest;
 
 use std::borrow::Cow;

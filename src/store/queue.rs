@@ -11,6 +11,7 @@ use rand::Rng;
 
 use crate::config::{Backend, TenantId};
 
+use super::tx::{Arg, Tx};
 use super::{again_on_conflict, ms, now_ms, Store, StoreResult};
 
 /// A job's state.
@@ -110,6 +111,43 @@ enum Settle {
         waits: i64,
         run_at: i64,
     },
+}
+
+/// The running job [`Store::settle`] ends, as its transaction read it.
+struct Settling<'a> {
+    /// The job's id.
+    id: i64,
+    /// The lease owner that ends it.
+    owner: &'a str,
+    /// Its tenant.
+    tenant_id: TenantId,
+    /// Its kind.
+    kind: &'a str,
+    /// Its entity key.
+    key: &'a str,
+    /// The note to keep as its last error.
+    note: &'a str,
+    /// The time of the settling (ms).
+    now: i64,
+}
+
+/// A claim as [`Store::claim`] prepared it.
+#[derive(Clone, Copy)]
+struct Claiming<'a> {
+    /// The query of the due job ids (binds: now, the tenants, the limit).
+    due: &'a str,
+    /// The update's `SET` clause (binds: owner, lease end, now).
+    set: &'a str,
+    /// The claimer.
+    owner: &'a str,
+    /// The lease's end (ms).
+    lease_until: i64,
+    /// The time of the claim (ms).
+    now: i64,
+    /// Jobs at most.
+    limit: i64,
+    /// Only these tenants' jobs (empty: any).
+    tenants: &'a [TenantId],
 }
 
 /// How long jobs may wait for something (a department DingTalk lacks yet).
@@ -300,13 +338,33 @@ impl Store {
              AND NOT EXISTS (SELECT 1 FROM dingsync_job r WHERE r.state = 'running' AND r.entity_key = j.entity_key \
              AND r.kind = j.kind AND r.tenant_id = j.tenant_id) ORDER BY j.run_at, j.id LIMIT ?"
         );
-        let set = "SET state = 'running', pending_key = NULL, lease_owner = ?, lease_until = ?, updated_at = ?";
-        let lease_until = now + ms(lease);
+        let claiming = Claiming {
+            due: &due,
+            set: "SET state = 'running', pending_key = NULL, lease_owner = ?, lease_until = ?, updated_at = ?",
+            owner,
+            lease_until: now + ms(lease),
+            now,
+            limit,
+            tenants: tenant_ids,
+        };
         if self.backend() == Backend::MySql {
-            return self
-                .claim_mysql(&due, set, owner, lease_until, now, limit, tenant_ids)
-                .await;
+            return self.claim_mysql(&claiming).await;
         }
+        self.claim_returning(&claiming).await
+    }
+
+    /// [`Store::claim`] as one `UPDATE … RETURNING` (SQLite, and PostgreSQL with the due jobs
+    /// locked `SKIP LOCKED`).
+    async fn claim_returning(&self, claiming: &Claiming<'_>) -> StoreResult<Vec<Job>> {
+        let Claiming {
+            due,
+            set,
+            owner,
+            lease_until,
+            now,
+            limit,
+            tenants,
+        } = *claiming;
         let lock = if self.backend() == Backend::Postgres {
             " FOR UPDATE SKIP LOCKED"
         } else {
@@ -321,7 +379,7 @@ impl Store {
                 .bind(lease_until)
                 .bind(now)
                 .bind(now);
-            for tenant in tenant_ids {
+            for tenant in tenants {
                 query = query.bind(*tenant);
             }
             query.bind(limit).fetch_all(pool).await?
@@ -330,17 +388,18 @@ impl Store {
         Ok(jobs)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn claim_mysql(
-        &self,
-        due: &str,
-        set: &str,
-        owner: &str,
-        lease_until: i64,
-        now: i64,
-        limit: i64,
-        tenants: &[TenantId],
-    ) -> StoreResult<Vec<Job>> {
+    /// [`Store::claim`] on MariaDB/MySQL, which has no `RETURNING` on `UPDATE`: the due jobs
+    /// locked `SKIP LOCKED`, updated, then read, in one transaction.
+    async fn claim_mysql(&self, claiming: &Claiming<'_>) -> StoreResult<Vec<Job>> {
+        let Claiming {
+            due,
+            set,
+            owner,
+            lease_until,
+            now,
+            limit,
+            tenants,
+        } = *claiming;
         let Pools::MySql(pool) = &self.pools else {
             unreachable!("called for MySQL only")
         };
@@ -516,104 +575,123 @@ impl Store {
         decide: &(dyn Fn(i64, i64) -> (Settle, &'n str) + Sync),
     ) -> StoreResult<Option<Settle>> {
         let select = self.sql("SELECT tenant_id, kind, entity_key, attempts, waits FROM dingsync_job WHERE id = ? AND state = 'running' AND lease_owner = ?");
-        let other = self.pending_of_key("id, run_at");
+        let now = now_ms();
+        let mut tx = self.begin_tx(self.begin_statement()).await?;
+        let row: Option<(i64, String, String, i64, i64)> = tx
+            .fetch_optional(&select, &[Arg::Int(id), Arg::Text(owner)])
+            .await?;
+        let Some((tenant_id, kind, key, attempts, waits)) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let (settle, note) = decide(attempts, waits);
+        let job = Settling {
+            id,
+            owner,
+            tenant_id,
+            kind: &kind,
+            key: &key,
+            note,
+            now,
+        };
+        let settled = match settle {
+            Settle::Dead { attempts, waits } => {
+                self.settle_dead(&mut tx, &job, attempts, waits).await?
+            }
+            Settle::Pending {
+                attempts,
+                waits,
+                run_at,
+            } => {
+                self.settle_pending(&mut tx, &job, (attempts, waits), run_at)
+                    .await?
+            }
+        };
+        let Some(settled) = settled else {
+            // Reclaimed meanwhile: not this owner's any more (rolled back).
+            return Ok(None);
+        };
+        tx.commit().await?;
+        Ok(Some(settled))
+    }
+
+    /// `job` dead, the older dead job of its entity deleted (one dead job per entity: its
+    /// latest); `None` when the job is no longer `job.owner`'s.
+    async fn settle_dead(
+        &self,
+        tx: &mut Tx,
+        job: &Settling<'_>,
+        attempts: i64,
+        waits: i64,
+    ) -> StoreResult<Option<Settle>> {
         let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
         let dead = self.sql(
             "UPDATE dingsync_job SET state = 'dead', attempts = ?, waits = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? \
              WHERE id = ? AND state = 'running' AND lease_owner = ?",
         );
         let dead_of = self.sql("SELECT id FROM dingsync_job WHERE state = 'dead' AND tenant_id = ? AND kind = ? AND entity_key = ? AND id <> ?");
+        let entity = [
+            Arg::Int(job.tenant_id),
+            Arg::Text(job.kind),
+            Arg::Text(job.key),
+            Arg::Int(job.id),
+        ];
+        let older: Vec<i64> = tx.fetch_scalars(&dead_of, &entity).await?;
+        for old in older {
+            tx.execute(&delete, &[Arg::Int(old)]).await?;
+        }
+        let args = [
+            Arg::Int(attempts),
+            Arg::Int(waits),
+            Arg::Text(job.note),
+            Arg::Int(job.now),
+            Arg::Int(job.id),
+            Arg::Text(job.owner),
+        ];
+        let updated = tx.execute(&dead, &args).await?;
+        Ok((updated > 0).then_some(Settle::Dead { attempts, waits }))
+    }
+
+    /// `job` pending again at `run_at` with `(attempts, waits)`, a pending job of its entity
+    /// merged into it (the earliest due time wins); `None` when the job is no longer
+    /// `job.owner`'s.
+    async fn settle_pending(
+        &self,
+        tx: &mut Tx,
+        job: &Settling<'_>,
+        (attempts, waits): (i64, i64),
+        mut run_at: i64,
+    ) -> StoreResult<Option<Settle>> {
+        let other = self.pending_of_key("id, run_at");
+        let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
         let pending_sql = self.sql(
             "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = ?, waits = ?, last_error = ?, run_at = ?, \
              lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ?",
         );
-        let now = now_ms();
-        let begin = self.begin_statement();
-        crate::on_pool!(self, |pool| {
-            let mut tx = pool.begin_with(begin).await?;
-            let row: Option<(i64, String, String, i64, i64)> = sqlx::query_as(&select)
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some((tenant_id, kind, key, attempts, waits)) = row else {
-                tx.commit().await?;
-                return Ok(None);
-            };
-            let (settle, note) = decide(attempts, waits);
-            let settled = match settle {
-                Settle::Dead { attempts, waits } => {
-                    // One dead job per entity: its latest.
-                    let older: Vec<i64> = sqlx::query_scalar(&dead_of)
-                        .bind(tenant_id)
-                        .bind(&kind)
-                        .bind(&key)
-                        .bind(id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    for old in older {
-                        sqlx::query(&delete).bind(old).execute(&mut *tx).await?;
-                    }
-                    let updated = sqlx::query(&dead)
-                        .bind(attempts)
-                        .bind(waits)
-                        .bind(note)
-                        .bind(now)
-                        .bind(id)
-                        .bind(owner)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if updated == 0 {
-                        // Reclaimed meanwhile: not this owner's any more (rolled back).
-                        return Ok(None);
-                    }
-                    Settle::Dead { attempts, waits }
-                }
-                Settle::Pending {
-                    attempts,
-                    waits,
-                    mut run_at,
-                } => {
-                    let pending = pending_key(tenant_id, &kind, &key);
-                    let existing: Option<(i64, i64)> = sqlx::query_as(&other)
-                        .bind(&pending)
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some((other_id, other_run_at)) = existing {
-                        run_at = run_at.min(other_run_at);
-                        sqlx::query(&delete)
-                            .bind(other_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    let updated = sqlx::query(&pending_sql)
-                        .bind(&pending)
-                        .bind(attempts)
-                        .bind(waits)
-                        .bind(note)
-                        .bind(run_at)
-                        .bind(now)
-                        .bind(id)
-                        .bind(owner)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if updated == 0 {
-                        // Reclaimed meanwhile: not this owner's any more (rolled back).
-                        return Ok(None);
-                    }
-                    Settle::Pending {
-                        attempts,
-                        waits,
-                        run_at,
-                    }
-                }
-            };
-            tx.commit().await?;
-            Ok(Some(settled))
-        })
+        let pending = pending_key(job.tenant_id, job.kind, job.key);
+        let existing: Option<(i64, i64)> = tx
+            .fetch_optional(&other, &[Arg::Text(&pending), Arg::Int(job.id)])
+            .await?;
+        if let Some((other_id, other_run_at)) = existing {
+            run_at = run_at.min(other_run_at);
+            tx.execute(&delete, &[Arg::Int(other_id)]).await?;
+        }
+        let args = [
+            Arg::Text(&pending),
+            Arg::Int(attempts),
+            Arg::Int(waits),
+            Arg::Text(job.note),
+            Arg::Int(run_at),
+            Arg::Int(job.now),
+            Arg::Int(job.id),
+            Arg::Text(job.owner),
+        ];
+        let updated = tx.execute(&pending_sql, &args).await?;
+        Ok((updated > 0).then_some(Settle::Pending {
+            attempts,
+            waits,
+            run_at,
+        }))
     }
 
     /// Renews the lease of a running job.

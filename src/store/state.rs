@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::config::{Backend, TenantId};
 
+use super::tx::{Arg, Tx};
 use super::{ms, now_ms, Store, StoreResult};
 
 /// A `dingsync_change` row written by a trigger.
@@ -460,17 +461,9 @@ fn cursor_run(start: i64, rows: &[Change], now: i64, hold_ms: i64) -> usize {
 /// A passed gap in change ids: `(lo, hi, since)`, ids `lo..=hi`, recorded at `since` (ms).
 type Gap = (i64, i64, i64);
 
-/// The gap ranges to rewrite: `known` gaps (lo, hi, since) to delete (expired, or partly
-/// filled by `late` rows), and the ranges to insert (what is left of those, and the new
-/// gaps the cursor passes over in `passed`, which follow the cursor `start`).
-fn gap_changes(
-    known: &[Gap],
-    late: &[Change],
-    start: i64,
-    passed: &[Change],
-    now: i64,
-    keep_ms: i64,
-) -> (Vec<i64>, Vec<Gap>) {
+/// The known gaps to rewrite: `known` gaps (lo, hi, since) to delete (expired, or partly
+/// filled by `late` rows), and the ranges to insert (what is left of those).
+fn rewritten_gaps(known: &[Gap], late: &[Change], now: i64, keep_ms: i64) -> (Vec<i64>, Vec<Gap>) {
     let (mut deleted, mut added) = (Vec::new(), Vec::new());
     for &(lo, hi, since) in known {
         let filled: Vec<i64> = late
@@ -497,6 +490,13 @@ fn gap_changes(
             added.push((from, hi, since));
         }
     }
+    (deleted, added)
+}
+
+/// The new gaps the cursor passes over in `passed` (which follow the cursor `start`),
+/// recorded `now`.
+fn passed_gaps(start: i64, passed: &[Change], now: i64) -> Vec<Gap> {
+    let mut added = Vec::new();
     let mut cursor = start;
     for change in passed {
         if change.id > cursor + 1 {
@@ -504,7 +504,32 @@ fn gap_changes(
         }
         cursor = change.id;
     }
-    (deleted, added)
+    added
+}
+
+/// What [`Store::changes_to_jobs`] reads first.
+struct ChangeRead {
+    /// The cursor.
+    start: i64,
+    /// The gaps watched.
+    known: Vec<Gap>,
+    /// Rows committed into them late.
+    late: Vec<Change>,
+    /// Rows after the cursor.
+    rows: Vec<Change>,
+}
+
+/// What turns a change row into jobs: the tenants served, the rule, the dead jobs (which a
+/// change of their entity supersedes) and the time.
+struct ChangeJobs<'a> {
+    /// The tenants served.
+    tenants: &'a [TenantId],
+    /// The jobs a change asks for.
+    job_for: JobFor,
+    /// `(id, tenant, kind, key)` of the dead jobs.
+    dead: &'a [(i64, i64, String, String)],
+    /// The time of the call (ms).
+    now: i64,
 }
 
 /// The change-log cursor's name in `dingsync_meta`.
@@ -573,99 +598,133 @@ impl Store {
         job_for: JobFor,
         gaps: GapRules,
     ) -> StoreResult<ChangeBatch> {
+        let now = now_ms();
+        let mut tx = self.begin_tx(self.begin_statement()).await?;
+        let read = self.read_changes(&mut tx, limit).await?;
+        let ahead = cursor_run(read.start, &read.rows, now, gaps.hold_ms);
+        let passed = &read.rows[..ahead];
+        let (rewritten, mut added) = rewritten_gaps(&read.known, &read.late, now, gaps.keep_ms);
+        added.extend(passed_gaps(read.start, passed, now));
+        // Dead jobs are few: read once, matched here.
+        let dead: Vec<(i64, i64, String, String)> = if read.rows.is_empty() && read.late.is_empty()
+        {
+            Vec::new()
+        } else {
+            tx.fetch_all(self.dead_jobs_sql(), &[]).await?
+        };
+        let jobs = ChangeJobs {
+            tenants,
+            job_for,
+            dead: &dead,
+            now,
+        };
+        for change in read.late.iter().chain(passed) {
+            self.enqueue_change(&mut tx, &jobs, change).await?;
+        }
+        self.rewrite_gaps(&mut tx, rewritten, added).await?;
+        if let Some(last) = passed.last() {
+            self.save_cursor(&mut tx, last.id).await?;
+        }
+        tx.commit().await?;
+        Ok(ChangeBatch {
+            consumed: read.late.len() + ahead,
+            held_back: ahead < read.rows.len(),
+        })
+    }
+
+    /// The cursor, the known gaps, the rows committed into them late (none without gaps) and
+    /// up to `limit` rows after the cursor, in `tx`.
+    async fn read_changes(&self, tx: &mut Tx, limit: i64) -> StoreResult<ChangeRead> {
         let cursor_sql = self.sql("SELECT value FROM dingsync_meta WHERE name = ?");
         let rows_sql = self.sql("SELECT id, table_name, row_key, op, tenant_id, changed_at FROM dingsync_change WHERE id > ? ORDER BY id LIMIT ?");
         let gaps_sql = "SELECT lo, hi, since FROM dingsync_change_gap ORDER BY lo";
         let late_sql = self.sql("SELECT c.id, c.table_name, c.row_key, c.op, c.tenant_id, c.changed_at FROM dingsync_change c JOIN dingsync_change_gap g ON c.id BETWEEN g.lo AND g.hi ORDER BY c.id LIMIT ?");
+        let cursor: Option<String> = tx
+            .fetch_optional_scalar(&cursor_sql, &[Arg::Text(CURSOR)])
+            .await?;
+        let start: i64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let known: Vec<Gap> = tx.fetch_all(gaps_sql, &[]).await?;
+        let late: Vec<Change> = if known.is_empty() {
+            Vec::new()
+        } else {
+            tx.fetch_all(&late_sql, &[Arg::Int(limit)]).await?
+        };
+        let rows: Vec<Change> = tx
+            .fetch_all(&rows_sql, &[Arg::Int(start), Arg::Int(limit)])
+            .await?;
+        Ok(ChangeRead {
+            start,
+            known,
+            late,
+            rows,
+        })
+    }
+
+    /// Enqueues the jobs `change` asks for in `tx`; a dead job of an entity is superseded
+    /// (deleted) first, as the row changed.
+    async fn enqueue_change(
+        &self,
+        tx: &mut Tx,
+        jobs: &ChangeJobs<'_>,
+        change: &Change,
+    ) -> StoreResult<()> {
+        let enqueue = self.enqueue_sql();
+        let delete_job = self.delete_job_sql();
+        let now = jobs.now;
+        for (tenant, kind, key) in (jobs.job_for)(change, jobs.tenants) {
+            for (id, ..) in jobs
+                .dead
+                .iter()
+                .filter(|(_, t, k, e)| *t == tenant && k == kind && *e == key)
+            {
+                tx.execute(&delete_job, &[Arg::Int(*id)]).await?;
+            }
+            let pending = super::queue::pending_key(tenant, kind, &key);
+            // created_at: the commit (the change's time), for the latency metric.
+            let args = [
+                Arg::Int(tenant),
+                Arg::Text(kind),
+                Arg::Text(&key),
+                Arg::Text(&pending),
+                Arg::Int(now),
+                Arg::Int(change.changed_at.min(now)),
+                Arg::Int(now),
+            ];
+            tx.execute(&enqueue, &args).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the gaps starting at `rewritten`, then inserts `added`, in `tx`.
+    async fn rewrite_gaps(
+        &self,
+        tx: &mut Tx,
+        rewritten: Vec<i64>,
+        added: Vec<Gap>,
+    ) -> StoreResult<()> {
         let gap_delete = self.sql("DELETE FROM dingsync_change_gap WHERE lo = ?");
         let gap_insert =
             self.sql("INSERT INTO dingsync_change_gap (lo, hi, since) VALUES (?, ?, ?)");
-        let enqueue = self.enqueue_sql();
-        let dead_sql = self.dead_jobs_sql();
-        let delete_job = self.delete_job_sql();
+        for lo in rewritten {
+            tx.execute(&gap_delete, &[Arg::Int(lo)]).await?;
+        }
+        for (lo, hi, since) in added {
+            let args = [Arg::Int(lo), Arg::Int(hi), Arg::Int(since)];
+            tx.execute(&gap_insert, &args).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the change-log cursor to `last` in `tx`.
+    async fn save_cursor(&self, tx: &mut Tx, last: i64) -> StoreResult<()> {
         let save = self.sql(match self.backend() {
             crate::config::Backend::MySql => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)",
             _ => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         });
-        let begin = self.begin_statement();
-        let now = now_ms();
-        crate::on_pool!(self, |pool| {
-            let mut tx = pool.begin_with(begin).await?;
-            let cursor: Option<String> = sqlx::query_scalar(&cursor_sql)
-                .bind(CURSOR)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let start: i64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
-            let known: Vec<Gap> = sqlx::query_as(gaps_sql).fetch_all(&mut *tx).await?;
-            let late: Vec<Change> = if known.is_empty() {
-                Vec::new()
-            } else {
-                sqlx::query_as(&late_sql)
-                    .bind(limit)
-                    .fetch_all(&mut *tx)
-                    .await?
-            };
-            let rows: Vec<Change> = sqlx::query_as(&rows_sql)
-                .bind(start)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-            let ahead = cursor_run(start, &rows, now, gaps.hold_ms);
-            let (rewritten, added) =
-                gap_changes(&known, &late, start, &rows[..ahead], now, gaps.keep_ms);
-            // Dead jobs are few: read once, matched here.
-            let dead: Vec<(i64, i64, String, String)> = if rows.is_empty() && late.is_empty() {
-                Vec::new()
-            } else {
-                sqlx::query_as(dead_sql).fetch_all(&mut *tx).await?
-            };
-            for change in late.iter().chain(&rows[..ahead]) {
-                for (tenant, kind, key) in job_for(change, tenants) {
-                    // The row changed: a dead job of the entity is superseded by this one.
-                    for (id, ..) in dead
-                        .iter()
-                        .filter(|(_, t, k, e)| *t == tenant && k == kind && *e == key)
-                    {
-                        sqlx::query(&delete_job).bind(*id).execute(&mut *tx).await?;
-                    }
-                    let pending = super::queue::pending_key(tenant, kind, &key);
-                    // created_at: the commit (the change's time), for the latency metric.
-                    sqlx::query(&enqueue)
-                        .bind(tenant)
-                        .bind(kind)
-                        .bind(&key)
-                        .bind(&pending)
-                        .bind(now)
-                        .bind(change.changed_at.min(now))
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            for lo in rewritten {
-                sqlx::query(&gap_delete).bind(lo).execute(&mut *tx).await?;
-            }
-            for (lo, hi, since) in added {
-                sqlx::query(&gap_insert)
-                    .bind(lo)
-                    .bind(hi)
-                    .bind(since)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(last) = rows[..ahead].last() {
-                sqlx::query(&save)
-                    .bind(CURSOR)
-                    .bind(last.id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(ChangeBatch {
-                consumed: late.len() + ahead,
-                held_back: ahead < rows.len(),
-            })
-        })
+        let last = last.to_string();
+        tx.execute(&save, &[Arg::Text(CURSOR), Arg::Text(&last)])
+            .await?;
+        Ok(())
     }
 
     /// Whether `user_id` belongs to `tenant` (tenant 0 owns everyone).
@@ -723,7 +782,7 @@ pub struct RunRow {
 
 #[cfg(test)]
 mod tests {
-    use super::{cursor_run, gap_changes, Change};
+    use super::{cursor_run, passed_gaps, rewritten_gaps, Change};
 
     fn change(id: i64, changed_at: i64) -> Change {
         Change {
@@ -748,17 +807,18 @@ mod tests {
     fn gaps_are_recorded_split_by_late_rows_and_dropped_when_old() {
         let now = 10_000;
         // New gaps behind the rows the cursor passes: 2 and 4..=5.
-        let (deleted, added) = gap_changes(&[], &[], 1, &[change(3, 0), change(6, 0)], now, 500);
-        assert!(deleted.is_empty());
+        let (deleted, added) = rewritten_gaps(&[], &[], now, 500);
+        assert!(deleted.is_empty() && added.is_empty());
+        let added = passed_gaps(1, &[change(3, 0), change(6, 0)], now);
         assert_eq!(added, vec![(2, 2, now), (4, 5, now)]);
         // A late row splits its gap; a gap it fills whole goes; others stay.
         let known = [(2, 2, 9_900), (4, 9, 9_900), (20, 30, 9_900)];
-        let (deleted, added) =
-            gap_changes(&known, &[change(2, 0), change(7, 0)], 40, &[], now, 500);
+        let (deleted, added) = rewritten_gaps(&known, &[change(2, 0), change(7, 0)], now, 500);
         assert_eq!(deleted, vec![2, 4]);
         assert_eq!(added, vec![(4, 6, 9_900), (8, 9, 9_900)]);
+        assert!(passed_gaps(40, &[], now).is_empty());
         // Watched long enough: dropped (a rolled-back insert).
-        let (deleted, added) = gap_changes(&[(4, 9, 1_000)], &[], 40, &[], now, 500);
+        let (deleted, added) = rewritten_gaps(&[(4, 9, 1_000)], &[], now, 500);
         assert_eq!((deleted, added), (vec![4], vec![]));
     }
 }
