@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::TestDb;
 use dingsync::jeecg::{password, Link, NewDept, NewUser};
 use dingsync::secret::Secret;
+use dingsync::store::changes::Change;
 use dingsync::store::queue::{state, FailOutcome, JobFilter, RetryPolicy};
-use dingsync::store::state::Change;
 use dingsync::store::{now_ms, Store, StoreError};
 
 async fn changes(db: &TestDb) -> Vec<(String, String, String)> {
@@ -887,7 +887,7 @@ async fn snapshots_runs_and_app_configs() {
         assert!(s.snapshots(0, "user").await.unwrap().is_empty(), "{name}");
 
         let run = s.start_run(0, "push").await.unwrap();
-        let counts = dingsync::store::state::RunCounts {
+        let counts = dingsync::store::runs::RunCounts {
             created: 3,
             failed: 1,
             ..Default::default()
@@ -1022,7 +1022,7 @@ async fn an_entity_with_a_running_job_is_not_claimed_twice() {
 /// which has passed the gap it left. It is still read (the gap is watched), once.
 #[tokio::test]
 async fn a_change_committed_late_behind_the_cursor_is_not_lost() {
-    use dingsync::store::state::GapRules;
+    use dingsync::store::changes::GapRules;
     let gaps = GapRules {
         hold_ms: 0,
         keep_ms: 3_600_000,
@@ -1150,7 +1150,7 @@ async fn an_entity_has_one_dead_job_waits_are_bounded_and_dead_jobs_are_purged()
             100,
             &[0],
             dingsync::job::job_rows,
-            dingsync::store::state::GapRules {
+            dingsync::store::changes::GapRules {
                 hold_ms: 0,
                 keep_ms: 60_000,
             },
@@ -1190,7 +1190,7 @@ async fn an_entity_has_one_dead_job_waits_are_bounded_and_dead_jobs_are_purged()
 async fn the_department_tree_is_read_again_after_any_write_to_it() {
     for db in common::initialised_dbs().await {
         let name = db.name;
-        let ptr = |rows: &std::sync::Arc<dingsync::store::jeecg::DeptRows>| {
+        let ptr = |rows: &std::sync::Arc<dingsync::store::departments::DeptRows>| {
             std::sync::Arc::as_ptr(rows) as usize
         };
         let first = db.store.dept_rows(0).await.unwrap();
@@ -1297,7 +1297,7 @@ async fn one_dingtalk_department_is_created_locally_once() {
 #[tokio::test]
 async fn a_batch_of_links_writes_what_one_by_one_would() {
     use dingsync::store::batch::LinkWrite;
-    use dingsync::store::jeecg::{LinkSaved, SnapshotWrite};
+    use dingsync::store::{links::LinkSaved, snapshots::SnapshotWrite};
     for db in common::initialised_dbs().await {
         let name = db.name;
         db.plain

@@ -11,11 +11,10 @@ use crate::config::TenantId;
 use crate::jeecg::{password, Link, NewUser, UserUpdate, THIRD_TYPE_DINGTALK};
 use crate::secret::Secret;
 
-use super::jeecg::{
-    new_id, placeholders, user_update_statements, user_values, LinkSaved, SnapshotWrite,
-    CREATED_BY, USER_INSERT, USER_ROW,
-};
-use super::state::SNAPSHOT_INSERT;
+use super::links::LinkSaved;
+use super::snapshots::{SnapshotWrite, SNAPSHOT_INSERT};
+use super::user_writes::{user_update_statements, user_values, USER_INSERT, USER_ROW};
+use super::write::{new_id, placeholders, CREATED_BY};
 use super::{Store, StoreError, StoreResult};
 
 /// Bound values per multi-row statement (well under every dialect's limit: SQLite 32,766,

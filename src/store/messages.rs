@@ -1,6 +1,6 @@
-//! Rows of the message side: JeecgBoot's `sys_announcement`, dingsync's `dingsync_delivery`
-//! (one row per chunk sent, recorded before the send and completed after) and
-//! `dingsync_outbox` (messages queued by other programs).
+//! Rows of the message side: JeecgBoot's `sys_announcement` (read, and its `dt_task_id`
+//! set), dingsync's `dingsync_delivery` (one row per chunk sent, recorded before the send and
+//! completed after) and `dingsync_outbox` (messages queued by other programs).
 
 use serde::Serialize;
 
@@ -236,5 +236,21 @@ impl Store {
             .await?
             .rows_affected());
         Ok(())
+    }
+}
+
+impl Store {
+    /// Sets `sys_announcement.dt_task_id`.
+    pub async fn set_announcement_task(
+        &self,
+        announcement_id: &str,
+        task_id: i64,
+    ) -> StoreResult<()> {
+        let sql = "UPDATE sys_announcement SET dt_task_id = ? WHERE id = ?".to_string();
+        self.write_marked(vec![(
+            sql,
+            vec![Some(task_id.to_string()), Some(announcement_id.to_string())],
+        )])
+        .await
     }
 }

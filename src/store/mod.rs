@@ -2,21 +2,33 @@
 //!
 //! [`Store`] holds one native sqlx pool; [`on_pool!`] runs the same statement on whichever
 //! backend it is, with `?` placeholders rewritten to `$n` for PostgreSQL. Own tables use
-//! portable types (BIGINT epoch milliseconds, VARCHAR, TEXT). Sub-modules: `schema` (init,
-//! triggers, uninstall), `jeecg_ddl` (JeecgBoot's tables for new databases), `queue` (the
-//! retry queue), `state` (changes, leases, snapshots, runs), `jeecg` (JeecgBoot rows), `tx`
-//! (one transaction on whichever backend, for writes split into steps).
+//! portable types (BIGINT epoch milliseconds, VARCHAR, TEXT). Sub-modules, one per concept:
+//! `schema` (init, triggers, uninstall), `jeecg_ddl` (JeecgBoot's tables for new databases),
+//! `queue` (the retry queue), `changes` (the change log's read side and its gaps), `leases`,
+//! `snapshots` (and the sync base), `runs`, `events` (Stream events), JeecgBoot's rows
+//! (`users` read, `user_writes`, `links`, `departments`, `apps`, `messages`: announcements,
+//! deliveries, the outbox), `batch` (a push's records and a pull's users in multi-row
+//! statements), `write` (new ids and dingsync's marked writes), `tx` (one transaction on
+//! whichever backend, for writes split into steps) and `unnest` (PostgreSQL's array inserts).
 
+pub mod apps;
 pub mod batch;
+pub mod changes;
+pub mod departments;
 pub mod events;
-pub mod jeecg;
 pub mod jeecg_ddl;
+pub mod leases;
+pub mod links;
 pub mod messages;
 pub mod queue;
+pub mod runs;
 pub mod schema;
-pub mod state;
+pub mod snapshots;
 mod tx;
 mod unnest;
+pub mod user_writes;
+pub mod users;
+mod write;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -160,7 +172,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Each tenant's department tree as last read, with the version it was read at.
 type Trees = std::sync::Arc<
     std::sync::Mutex<
-        std::collections::HashMap<crate::config::TenantId, (i64, std::sync::Arc<jeecg::DeptRows>)>,
+        std::collections::HashMap<
+            crate::config::TenantId,
+            (i64, std::sync::Arc<departments::DeptRows>),
+        >,
     >,
 >;
 
@@ -181,6 +196,12 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A JeecgBoot text column read as absent when it is blank (JeecgBoot writes `''` as often
+/// as NULL).
+fn blank_to_none(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
 }
 
 /// A duration in milliseconds, saturating.
@@ -264,7 +285,7 @@ async fn postgres_pool(url: &DatabaseUrl, max: u32, as_dingsync: bool) -> StoreR
 impl Store {
     /// Connects as dingsync. On MariaDB/MySQL and PostgreSQL every connection carries the
     /// session marker the change-log triggers respect, so dingsync's own writes are not
-    /// logged as local changes (SQLite uses a marker row instead, see `jeecg`).
+    /// logged as local changes (SQLite uses a marker row instead, see `write`).
     pub async fn connect(config: &DatabaseConfig) -> StoreResult<Self> {
         Self::connect_url(&config.url, config.pool_size.get(), true).await
     }
