@@ -346,21 +346,19 @@ async fn scheduled_pull_brings_console_changes_and_does_not_echo() {
     assert!(pulled, "the scheduled pull brought the console's user");
     // The pulled user is dingsync's own write: no job, no DingTalk write for it.
     server.sim.reset_calls();
-    let runs_before: i64 = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM dingsync_run WHERE kind = 'pull'"
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap());
+    let runs_before: i64 = store
+        .fetch_value("SELECT COUNT(*) FROM dingsync_run WHERE kind = 'pull'", &[])
+        .await
+        .unwrap()
+        .unwrap();
     let mut runs_after = runs_before;
     while runs_after < runs_before + 2 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        runs_after = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM dingsync_run WHERE kind = 'pull'"
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap());
+        runs_after = store
+            .fetch_value("SELECT COUNT(*) FROM dingsync_run WHERE kind = 'pull'", &[])
+            .await
+            .unwrap()
+            .unwrap();
     }
     assert_eq!(
         server.sim.write_calls(APPKEY),

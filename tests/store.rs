@@ -13,6 +13,7 @@ use dingsync::jeecg::{password, Link, NewDept, NewUser};
 use dingsync::secret::Secret;
 use dingsync::store::changes::Change;
 use dingsync::store::queue::{state, FailOutcome, JobFilter, RetryPolicy};
+use dingsync::store::raw::Arg;
 use dingsync::store::{now_ms, Store, StoreError};
 
 async fn changes(db: &TestDb) -> Vec<(String, String, String)> {
@@ -26,10 +27,7 @@ async fn changes(db: &TestDb) -> Vec<(String, String, String)> {
 }
 
 async fn count(store: &Store, sql: &str) -> i64 {
-    dingsync::on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap())
+    store.fetch_value::<i64>(sql, &[]).await.unwrap().unwrap()
 }
 
 #[tokio::test]
@@ -79,12 +77,7 @@ async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
                 _ => format!("SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND index_name = '{index}'"),
             };
             let store = db.store.clone();
-            async move {
-                dingsync::on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(&sql)
-                    .fetch_one(pool)
-                    .await
-                    .unwrap())
-            }
+            async move { store.fetch_value::<i64>(&sql, &[]).await.unwrap().unwrap() }
         };
         // JeecgBoot's own indexes come with its tables (tenant and membership reads use them).
         for index in ["idx_sut_tenant_id", "idx_sud_user_id", "idx_sd_parent_id"] {
@@ -563,12 +556,7 @@ async fn force_due(store: &Store, id: i64) {
     let sql = store
         .sql("UPDATE dingsync_job SET run_at = 0 WHERE id = ?")
         .into_owned();
-    dingsync::on_pool!(store, |pool| sqlx::query(&sql)
-        .bind(id)
-        .execute(pool)
-        .await
-        .unwrap()
-        .rows_affected());
+    store.execute_with(&sql, &[Arg::Int(id)]).await.unwrap();
 }
 
 /// A failed job goes back to pending while the change log enqueues its entity again: the two
@@ -616,12 +604,14 @@ async fn mariadb_sessions_plan_in_lists_by_looking() {
         return;
     };
     for store in [&db.store, &db.plain] {
-        let limit: i64 = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
-            "SELECT CAST(@@SESSION.eq_range_index_dive_limit AS SIGNED)"
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap());
+        let limit: i64 = store
+            .fetch_value(
+                "SELECT CAST(@@SESSION.eq_range_index_dive_limit AS SIGNED)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(limit, 0);
     }
 }
@@ -635,12 +625,11 @@ async fn postgres_sessions_cost_page_reads_as_cached() {
         return;
     };
     for store in [&db.store, &db.plain] {
-        let cost: String = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
-            "SELECT current_setting('random_page_cost')"
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap());
+        let cost: String = store
+            .fetch_value("SELECT current_setting('random_page_cost')", &[])
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(cost, "1.1");
     }
 }
@@ -1046,14 +1035,12 @@ async fn a_change_committed_late_behind_the_cursor_is_not_lost() {
         } else {
             assert_eq!(read().await.unwrap().consumed, 0, "{name}");
             let late = user("late");
-            dingsync::on_pool!(db.plain, |pool| {
-                let mut slow = pool.begin().await.unwrap();
-                sqlx::query(&late).execute(&mut *slow).await.unwrap();
-                // A later transaction commits first; the reader passes the gap.
-                db.plain.execute(&user("early")).await.unwrap();
-                assert_eq!(read().await.unwrap().consumed, 1, "{name}");
-                slow.commit().await.unwrap();
-            });
+            let mut slow = db.plain.begin_raw().await.unwrap();
+            slow.execute(&late).await.unwrap();
+            // A later transaction commits first; the reader passes the gap.
+            db.plain.execute(&user("early")).await.unwrap();
+            assert_eq!(read().await.unwrap().consumed, 1, "{name}");
+            slow.commit().await.unwrap();
         }
         assert_eq!(read().await.unwrap().consumed, 1, "{name}: the late row");
         assert_eq!(read().await.unwrap().consumed, 0, "{name}: read once");
@@ -1346,12 +1333,8 @@ async fn a_batch_of_links_writes_what_one_by_one_would() {
                 .collect();
             assert_eq!(saved, [LinkSaved::Written; 2], "{name}: {pairs:?}");
         }
-        let rows: Vec<(String, String)> = dingsync::on_pool!(db.plain, |pool| sqlx::query_as(
-            "SELECT sys_user_id, third_user_id FROM sys_third_account ORDER BY sys_user_id"
-        )
-        .fetch_all(pool)
-        .await
-        .unwrap());
+        let links = "SELECT sys_user_id, third_user_id FROM sys_third_account ORDER BY sys_user_id";
+        let rows: Vec<(String, String)> = db.plain.fetch_rows(links, &[]).await.unwrap();
         let pairs: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         assert_eq!(
             pairs,

@@ -18,7 +18,7 @@ impl Store {
             status = self.int("COALESCE(status, 1)"),
         );
         let sql = self.sql(&sql);
-        let rows: Vec<AppConfigTuple> = crate::on_pool!(self, |pool| sqlx::query_as(&sql)
+        let rows: Vec<AppConfigTuple> = crate::store::on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(THIRD_TYPE_DINGTALK)
             .fetch_all(pool)
             .await?);

@@ -94,7 +94,7 @@ impl Store {
             let sql = self.sql(&text);
             // Planned afresh each time: a plan cached while the table was small (PostgreSQL's
             // generic plan of a prepared statement) would go on scanning it as it grows.
-            let rows: Vec<Option<String>> = crate::on_pool!(self, |pool| {
+            let rows: Vec<Option<String>> = crate::store::on_pool!(self, |pool| {
                 let mut query = sqlx::query_scalar(&sql).persistent(false);
                 for value in part {
                     query = query.bind(*value);
@@ -655,7 +655,7 @@ impl Store {
                 placeholders(part.len())
             );
             let sql = self.sql(&text);
-            let rows: Vec<LinkRow> = crate::on_pool!(self, |pool| {
+            let rows: Vec<LinkRow> = crate::store::on_pool!(self, |pool| {
                 let mut query = sqlx::query_as(&sql).persistent(false);
                 for value in part {
                     query = query.bind(*value);
@@ -848,7 +848,7 @@ impl Store {
                 placeholders(part.len())
             );
             let sql = self.sql(&text);
-            let rows: Vec<(Option<String>, String)> = crate::on_pool!(self, |pool| {
+            let rows: Vec<(Option<String>, String)> = crate::store::on_pool!(self, |pool| {
                 let mut query = sqlx::query_as(&sql).persistent(false);
                 for value in part {
                     query = query.bind(*value);

@@ -143,9 +143,10 @@ impl Store {
         let sql = self.sql(
             "SELECT id, table_name, row_key, op, tenant_id, changed_at FROM dingsync_change WHERE id > ? ORDER BY id LIMIT ?",
         );
-        Ok(crate::on_pool!(self, |pool| sqlx::query_as::<_, Change>(
-            &sql
-        )
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_as::<
+            _,
+            Change,
+        >(&sql)
         .bind(after)
         .bind(limit)
         .fetch_all(pool)
@@ -155,7 +156,7 @@ impl Store {
     /// Deletes change rows older than `before` (epoch ms) that the cursor has passed.
     pub async fn purge_changes(&self, before: i64, cursor: i64) -> StoreResult<u64> {
         let sql = self.sql("DELETE FROM dingsync_change WHERE changed_at < ? AND id <= ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(before)
             .bind(cursor)
             .execute(pool)
@@ -175,7 +176,7 @@ impl Store {
     /// The highest change id (0 when empty).
     pub async fn last_change_id(&self) -> StoreResult<i64> {
         let sql = "SELECT COALESCE(MAX(id), 0) FROM dingsync_change";
-        Ok(crate::on_pool!(self, |pool| sqlx::query_scalar(sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_scalar(sql)
             .fetch_one(pool)
             .await?))
     }
@@ -332,6 +333,34 @@ impl Store {
         tx.execute(&save, &[Arg::Text(CURSOR), Arg::Text(&last)])
             .await?;
         Ok(())
+    }
+}
+
+/// PostgreSQL's notifications of committed changes: LISTEN on the triggers' channel
+/// ([`super::schema::NOTIFY_CHANNEL`]), on a connection of its own.
+pub struct ChangeNotifications(sqlx::postgres::PgListener);
+
+impl ChangeNotifications {
+    /// Waits for the next notification: `Ok(true)`; `Ok(false)` when the connection was lost
+    /// (the next call reconnects and listens again; notifications sent meanwhile are gone).
+    pub async fn next(&mut self) -> Result<bool, sqlx::Error> {
+        Ok(self.0.try_recv().await?.is_some())
+    }
+}
+
+impl Store {
+    /// Listens for notifications of committed changes: `None` where the database sends none
+    /// (SQLite, MariaDB/MySQL). The error is sqlx's, as the listener reports it.
+    pub async fn listen_for_changes(&self) -> Option<Result<ChangeNotifications, sqlx::Error>> {
+        let super::Pools::Postgres(pool) = &self.pools else {
+            return None;
+        };
+        let listen = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+            listener.listen(super::schema::NOTIFY_CHANNEL).await?;
+            Ok(ChangeNotifications(listener))
+        };
+        Some(listen.await)
     }
 }
 

@@ -41,7 +41,7 @@ impl Store {
     /// simply read again next time.
     pub async fn dept_rows(&self, tenant: TenantId) -> StoreResult<Arc<DeptRows>> {
         let sql = "SELECT version FROM dingsync_version WHERE name = 'depts'";
-        let version: Option<i64> = crate::on_pool!(self, |pool| sqlx::query_scalar(sql)
+        let version: Option<i64> = crate::store::on_pool!(self, |pool| sqlx::query_scalar(sql)
             .fetch_optional(pool)
             .await?);
         let cached = |version: i64| {
@@ -117,7 +117,7 @@ impl Store {
             Option<String>,
             i64,
         );
-        let rows: Vec<Row> = crate::on_pool!(self, |pool| {
+        let rows: Vec<Row> = crate::store::on_pool!(self, |pool| {
             let mut query = sqlx::query_as::<_, Row>(&sql);
             if tenant != 0 {
                 query = query.bind(tenant);
@@ -149,10 +149,12 @@ impl Store {
     pub async fn members_of(&self, dept_id: &str) -> StoreResult<Vec<String>> {
         let sql = self
             .sql("SELECT user_id FROM sys_user_depart WHERE dep_id = ? AND user_id IS NOT NULL");
-        Ok(crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
-            .bind(dept_id)
-            .fetch_all(pool)
-            .await?))
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_scalar(
+            &sql
+        )
+        .bind(dept_id)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// The local department of `tenant` (any for 0) linked to DingTalk department `ding_id`
@@ -168,7 +170,7 @@ impl Store {
         );
         let by_row = self.sql(&by_row);
         let ding = ding_id.to_string();
-        let row: Option<String> = crate::on_pool!(self, |pool| {
+        let row: Option<String> = crate::store::on_pool!(self, |pool| {
             let mut query = sqlx::query_scalar::<_, String>(&by_row).bind(&ding);
             if tenant != 0 {
                 query = query.bind(tenant);
@@ -226,7 +228,7 @@ impl Store {
         );
         let pattern = format!("{prefix}%");
         let length = i64::try_from(prefix.len() + orgcode::LEVEL_LEN).unwrap_or(i64::MAX);
-        let rows: Vec<(String, Option<String>)> = crate::on_pool!(self, |pool| {
+        let rows: Vec<(String, Option<String>)> = crate::store::on_pool!(self, |pool| {
             sqlx::query_as(&sql)
                 .bind(&pattern)
                 .bind(length)

@@ -18,7 +18,7 @@ impl Store {
         let take = self.sql("UPDATE dingsync_lease SET owner = ?, expires_at = ? WHERE name = ? AND (owner = ? OR expires_at < ?)");
         let now = now_ms();
         let until = now + ms(ttl);
-        let taken = crate::on_pool!(self, |pool| {
+        let taken = crate::store::on_pool!(self, |pool| {
             let inserted = sqlx::query(&insert)
                 .bind(name)
                 .bind(owner)
@@ -44,7 +44,7 @@ impl Store {
     /// Gives the lease up, if `owner` holds it.
     pub async fn release_lease(&self, name: &str, owner: &str) -> StoreResult<bool> {
         let sql = self.sql("DELETE FROM dingsync_lease WHERE name = ? AND owner = ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(name)
             .bind(owner)
             .execute(pool)
@@ -57,7 +57,7 @@ impl Store {
     pub async fn release_leases_of(&self, owner: &str) -> StoreResult<u64> {
         // Its runs' leases too: their owners are `<owner>/<run>`.
         let sql = self.sql("DELETE FROM dingsync_lease WHERE owner = ? OR owner LIKE ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(owner)
             .bind(format!("{owner}/%"))
             .execute(pool)
@@ -68,17 +68,19 @@ impl Store {
     /// The holder of a lease that has not expired.
     pub async fn lease_holder(&self, name: &str) -> StoreResult<Option<String>> {
         let sql = self.sql("SELECT owner FROM dingsync_lease WHERE name = ? AND expires_at >= ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
-            .bind(name)
-            .bind(now_ms())
-            .fetch_optional(pool)
-            .await?))
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_scalar(
+            &sql
+        )
+        .bind(name)
+        .bind(now_ms())
+        .fetch_optional(pool)
+        .await?))
     }
 
     /// Deletes leases that expired before `before` (epoch ms).
     pub async fn purge_leases(&self, before: i64) -> StoreResult<u64> {
         let sql = self.sql("DELETE FROM dingsync_lease WHERE expires_at < ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(before)
             .execute(pool)
             .await?

@@ -82,7 +82,7 @@ impl Store {
             t = self.int("COALESCE(tenant_id, 0)")
         );
         let sql = self.sql(&sql);
-        let rows: Vec<TextRow> = crate::on_pool!(self, |pool| {
+        let rows: Vec<TextRow> = crate::store::on_pool!(self, |pool| {
             let mut query = sqlx::query_as(&sql)
                 .persistent(false)
                 .bind(THIRD_TYPE_DINGTALK);

@@ -1,6 +1,6 @@
 //! The store: every SQL statement dingsync runs, for SQLite, MariaDB/MySQL and PostgreSQL.
 //!
-//! [`Store`] holds one native sqlx pool; [`on_pool!`] runs the same statement on whichever
+//! [`Store`] holds one native sqlx pool; `on_pool!` runs the same statement on whichever
 //! backend it is, with `?` placeholders rewritten to `$n` for PostgreSQL. Own tables use
 //! portable types (BIGINT epoch milliseconds, VARCHAR, TEXT). Sub-modules, one per concept:
 //! `schema` (init, triggers, uninstall), `jeecg_ddl` (JeecgBoot's tables for new databases),
@@ -9,7 +9,9 @@
 //! (`users` read, `user_writes`, `links`, `departments`, `apps`, `messages`: announcements,
 //! deliveries, the outbox), `batch` (a push's records and a pull's users in multi-row
 //! statements), `write` (new ids and dingsync's marked writes), `tx` (one transaction on
-//! whichever backend, for writes split into steps) and `unnest` (PostgreSQL's array inserts).
+//! whichever backend, for writes split into steps), `unnest` (PostgreSQL's array inserts)
+//! and `raw` (raw SQL for tests, benchmarks and tools). The pools are private and `on_pool!`
+//! crate-private: code outside `store/` runs no SQL of its own.
 
 pub mod apps;
 pub mod batch;
@@ -21,6 +23,7 @@ pub mod leases;
 pub mod links;
 pub mod messages;
 pub mod queue;
+pub mod raw;
 pub mod runs;
 pub mod schema;
 pub mod snapshots;
@@ -141,7 +144,7 @@ where
 
 /// The native pool of one backend.
 #[derive(Clone, Debug)]
-pub enum Pools {
+pub(crate) enum Pools {
     /// SQLite.
     Sqlite(SqlitePool),
     /// MariaDB / MySQL.
@@ -150,8 +153,9 @@ pub enum Pools {
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to the store's native pool, whatever its backend.
-#[macro_export]
+/// Runs `$body` with `$pool` bound to the store's native pool, whatever its backend. Private
+/// to the crate (and the pools to the store): SQL outside `store/` goes through a named store
+/// method, or, in tests and tools, through `raw`.
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.pools {
@@ -161,6 +165,7 @@ macro_rules! on_pool {
         }
     };
 }
+pub(crate) use on_pool;
 
 /// PostgreSQL's `random_page_cost` for dingsync's sessions (see [`Store::connect_url`]).
 const RANDOM_PAGE_COST: &str = "1.1";
@@ -182,8 +187,8 @@ type Trees = std::sync::Arc<
 /// The database: JeecgBoot's tables and dingsync's own.
 #[derive(Clone, Debug)]
 pub struct Store {
-    /// The pool.
-    pub pools: Pools,
+    /// The pool (private: SQL goes through the store's methods).
+    pools: Pools,
     backend: Backend,
     /// Each tenant's department tree as last read, with the version it was read at (see
     /// [`Store::dept_rows`]); shared by the clones of this store.

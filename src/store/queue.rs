@@ -275,7 +275,7 @@ impl Store {
         let sql = self.enqueue_sql();
         let now = now_ms();
         let pending = pending_key(tenant_id, kind, key);
-        crate::on_pool!(self, |pool| {
+        crate::store::on_pool!(self, |pool| {
             let dead: i64 = sqlx::query_scalar(&dead)
                 .bind(tenant_id)
                 .bind(kind)
@@ -306,7 +306,7 @@ impl Store {
         kind: &str,
     ) -> StoreResult<Vec<(String, Option<String>)>> {
         let sql = self.sql("SELECT entity_key, last_error FROM dingsync_job WHERE state = 'dead' AND tenant_id = ? AND kind = ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query_as(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(tenant_id)
             .bind(kind)
             .fetch_all(pool)
@@ -373,7 +373,7 @@ impl Store {
         let sql =
             format!("UPDATE dingsync_job {set} WHERE id IN ({due}{lock}) RETURNING {JOB_COLUMNS}");
         let sql = self.sql(&sql);
-        let mut jobs: Vec<Job> = crate::on_pool!(self, |pool| {
+        let mut jobs: Vec<Job> = crate::store::on_pool!(self, |pool| {
             let mut query = sqlx::query_as::<_, Job>(&sql)
                 .bind(owner)
                 .bind(lease_until)
@@ -444,7 +444,7 @@ impl Store {
             in_list(tenants.len())
         );
         let sql = self.sql(&text);
-        Ok(crate::on_pool!(self, |pool| {
+        Ok(crate::store::on_pool!(self, |pool| {
             let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql);
             for tenant in tenants {
                 query = query.bind(*tenant);
@@ -459,7 +459,7 @@ impl Store {
             "UPDATE dingsync_job SET state = 'done', lease_owner = NULL, lease_until = NULL, last_error = NULL, updated_at = ? \
              WHERE id = ? AND state = 'running' AND lease_owner = ?",
         );
-        let done = crate::on_pool!(self, |pool| sqlx::query(&sql)
+        let done = crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(now_ms())
             .bind(id)
             .bind(owner)
@@ -698,7 +698,7 @@ impl Store {
     pub async fn renew_job(&self, id: i64, owner: &str, lease: Duration) -> StoreResult<bool> {
         let sql = self.sql("UPDATE dingsync_job SET lease_until = ? WHERE id = ? AND state = 'running' AND lease_owner = ?");
         let until = now_ms() + ms(lease);
-        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(until)
             .bind(id)
             .bind(owner)
@@ -722,7 +722,7 @@ impl Store {
         }
         sql.push_str(" ORDER BY run_at, id LIMIT ?");
         let sql = self.sql(&sql);
-        Ok(crate::on_pool!(self, |pool| {
+        Ok(crate::store::on_pool!(self, |pool| {
             let mut query = sqlx::query_as::<_, Job>(&sql);
             if let Some(state) = &filter.state {
                 query = query.bind(state.clone());
@@ -758,7 +758,7 @@ impl Store {
         );
         let now = now_ms();
         let begin = self.begin_statement();
-        crate::on_pool!(self, |pool| {
+        crate::store::on_pool!(self, |pool| {
             let mut tx = pool.begin_with(begin).await?;
             let row: Option<(i64, String, String)> = sqlx::query_as(&select)
                 .bind(id)
@@ -810,7 +810,7 @@ impl Store {
     /// Deletes a job that is not running; `false` when there is none (or it is running).
     pub async fn drop_job(&self, id: i64) -> StoreResult<bool> {
         let sql = self.sql("DELETE FROM dingsync_job WHERE id = ? AND state <> 'running'");
-        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(id)
             .execute(pool)
             .await?
@@ -837,7 +837,7 @@ impl Store {
         );
         let now = now_ms();
         let begin = self.begin_statement();
-        crate::on_pool!(self, |pool| {
+        crate::store::on_pool!(self, |pool| {
             let mut tx = pool.begin_with(begin).await?;
             let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(&expired)
                 .bind(now)
@@ -878,7 +878,7 @@ impl Store {
     pub async fn purge_finished(&self, before: i64) -> StoreResult<u64> {
         let sql =
             self.sql("DELETE FROM dingsync_job WHERE state IN ('done', 'dead') AND updated_at < ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(before)
             .execute(pool)
             .await?
@@ -934,7 +934,7 @@ impl Store {
             "SELECT tenant_id, kind, state, COUNT(*) FROM dingsync_job GROUP BY tenant_id, kind, state";
         let oldest = "SELECT tenant_id, MIN(created_at) FROM dingsync_job WHERE state = 'pending' GROUP BY tenant_id";
         let (counts, oldest): (JobCounts, Vec<(TenantId, Option<i64>)>) =
-            crate::on_pool!(self, |pool| (
+            crate::store::on_pool!(self, |pool| (
                 sqlx::query_as(counts).fetch_all(pool).await?,
                 sqlx::query_as(oldest).fetch_all(pool).await?
             ));
@@ -952,7 +952,7 @@ impl Store {
         let counts = self.sql("SELECT state, COUNT(*), MIN(run_at) FROM dingsync_job WHERE tenant_id = ? GROUP BY state");
         let error = self.sql("SELECT last_error FROM dingsync_job WHERE tenant_id = ? AND last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1");
         let (rows, last_error): (Vec<StateCount>, Option<Option<String>>) =
-            crate::on_pool!(self, |pool| (
+            crate::store::on_pool!(self, |pool| (
                 sqlx::query_as(&counts).bind(tenant).fetch_all(pool).await?,
                 sqlx::query_scalar(&error)
                     .bind(tenant)

@@ -58,7 +58,7 @@ impl Store {
             }
             _ => {
                 let sql = self.sql("INSERT INTO dingsync_run (tenant_id, kind, started_at) VALUES (?, ?, ?) RETURNING id");
-                crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+                crate::store::on_pool!(self, |pool| sqlx::query_scalar(&sql)
                     .bind(tenant_id)
                     .bind(kind)
                     .bind(now)
@@ -82,7 +82,7 @@ impl Store {
              api_calls = ?, error = ? WHERE id = ?",
         );
         let calls = serde_json::to_string(calls).unwrap_or_default();
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(now_ms())
             .bind(counts.created)
             .bind(counts.updated)
@@ -104,7 +104,7 @@ impl Store {
         let sql = "SELECT tenant_id, kind, MAX(finished_at) FROM dingsync_run \
                    WHERE finished_at IS NOT NULL AND failed = 0 AND error IS NULL GROUP BY tenant_id, kind";
         let rows: Vec<(TenantId, String, Option<i64>)> =
-            crate::on_pool!(self, |pool| sqlx::query_as(sql).fetch_all(pool).await?);
+            crate::store::on_pool!(self, |pool| sqlx::query_as(sql).fetch_all(pool).await?);
         Ok(rows
             .into_iter()
             .filter_map(|(tenant, kind, at)| Some((tenant, kind, at?)))
@@ -118,9 +118,10 @@ impl Store {
             "SELECT r.kind, r.finished_at, r.created, r.updated, r.deleted, r.failed, r.error FROM dingsync_run r \
              WHERE r.tenant_id = ? AND r.id = (SELECT MAX(x.id) FROM dingsync_run x WHERE x.tenant_id = r.tenant_id AND x.kind = r.kind AND x.finished_at IS NOT NULL) ORDER BY r.kind",
         );
-        Ok(crate::on_pool!(self, |pool| sqlx::query_as::<_, RunRow>(
-            &sql
-        )
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_as::<
+            _,
+            RunRow,
+        >(&sql)
         .bind(tenant)
         .fetch_all(pool)
         .await?))

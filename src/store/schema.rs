@@ -442,7 +442,7 @@ impl Store {
             Backend::Postgres => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?",
         };
         let sql = self.sql(sql);
-        let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+        let count: i64 = crate::store::on_pool!(self, |pool| sqlx::query_scalar(&sql)
             .bind(table)
             .fetch_one(pool)
             .await?);
@@ -455,7 +455,7 @@ impl Store {
             return Ok(0);
         }
         let sql = "SELECT value FROM dingsync_meta WHERE name = 'schema_version'";
-        let value: Option<String> = crate::on_pool!(self, |pool| sqlx::query_scalar(sql)
+        let value: Option<String> = crate::store::on_pool!(self, |pool| sqlx::query_scalar(sql)
             .fetch_optional(pool)
             .await?);
         Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
@@ -516,7 +516,7 @@ impl Store {
                 self.set_meta("schema_version", &version.to_string()).await
             }
             _ => {
-                crate::on_pool!(self, |pool| {
+                crate::store::on_pool!(self, |pool| {
                     let mut tx = pool.begin().await?;
                     for statement in &statements {
                         sqlx::raw_sql(statement).execute(&mut *tx).await?;
@@ -560,7 +560,7 @@ impl Store {
             _ => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         };
         let sql = self.sql(sql);
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(name)
             .bind(value)
             .execute(pool)
@@ -572,10 +572,12 @@ impl Store {
     /// Reads a `dingsync_meta` value.
     pub async fn meta(&self, name: &str) -> StoreResult<Option<String>> {
         let sql = self.sql("SELECT value FROM dingsync_meta WHERE name = ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
-            .bind(name)
-            .fetch_optional(pool)
-            .await?))
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_scalar(
+            &sql
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
     }
 
     /// Names of dingsync's triggers present in the database.
@@ -585,7 +587,7 @@ impl Store {
             Backend::MySql => "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = DATABASE() AND trigger_name LIKE 'dingsync%' ORDER BY trigger_name",
             Backend::Postgres => "SELECT event_object_table || '.' || trigger_name || '.' || event_manipulation FROM information_schema.triggers WHERE trigger_name LIKE 'dingsync%' ORDER BY 1",
         };
-        Ok(crate::on_pool!(self, |pool| {
+        Ok(crate::store::on_pool!(self, |pool| {
             sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await?
         }))
     }
@@ -675,7 +677,7 @@ impl Store {
             Backend::MySql => {
                 let sql = "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = 'sys_third_account' AND index_name = ?";
                 let sql = self.sql(sql);
-                let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+                let count: i64 = crate::store::on_pool!(self, |pool| sqlx::query_scalar(&sql)
                     .bind(LINK_INDEX)
                     .fetch_one(pool)
                     .await?);

@@ -57,7 +57,7 @@ impl Store {
         base: &str,
     ) -> StoreResult<()> {
         let sql = self.put_snapshot_sql();
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(tenant_id)
             .bind(entity)
             .bind(local_id)
@@ -120,9 +120,10 @@ impl Store {
         let sql = self.sql(
             "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at, base FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ?",
         );
-        Ok(crate::on_pool!(self, |pool| sqlx::query_as::<_, Snapshot>(
-            &sql
-        )
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_as::<
+            _,
+            Snapshot,
+        >(&sql)
         .bind(tenant_id)
         .bind(entity)
         .fetch_all(pool)
@@ -144,7 +145,7 @@ impl Store {
             super::write::placeholders(local_ids.len())
         );
         let sql = self.sql(&sql);
-        Ok(crate::on_pool!(self, |pool| {
+        Ok(crate::store::on_pool!(self, |pool| {
             let mut query = sqlx::query_as::<_, Snapshot>(&sql)
                 .persistent(false)
                 .bind(tenant_id)
@@ -172,7 +173,7 @@ impl Store {
             super::write::placeholders(ding_ids.len())
         );
         let sql = self.sql(&sql);
-        Ok(crate::on_pool!(self, |pool| {
+        Ok(crate::store::on_pool!(self, |pool| {
             let mut query = sqlx::query_as::<_, Snapshot>(&sql)
                 .persistent(false)
                 .bind(tenant_id)
@@ -193,7 +194,7 @@ impl Store {
         );
         let snapshots = "SELECT s.local_id, s.ding_id FROM dingsync_snapshot s WHERE s.tenant_id = ? AND s.entity = 'user' AND NOT EXISTS (SELECT 1 FROM sys_user u WHERE u.id = s.local_id)";
         let (links, snapshots) = (self.sql(&links), self.sql(snapshots));
-        Ok(crate::on_pool!(self, |pool| {
+        Ok(crate::store::on_pool!(self, |pool| {
             let mut query = sqlx::query_as::<_, (String, String)>(&links)
                 .bind(crate::jeecg::THIRD_TYPE_DINGTALK);
             if tenant_id != 0 {
@@ -220,9 +221,10 @@ impl Store {
         let sql = self.sql(
             "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at, base FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND local_id = ?",
         );
-        Ok(crate::on_pool!(self, |pool| sqlx::query_as::<_, Snapshot>(
-            &sql
-        )
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_as::<
+            _,
+            Snapshot,
+        >(&sql)
         .bind(tenant_id)
         .bind(entity)
         .bind(local_id)
@@ -263,7 +265,7 @@ impl Store {
             "DELETE FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND {column} = ?"
         );
         let sql = self.sql(&text);
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(tenant_id)
             .bind(entity)
             .bind(value)

@@ -16,7 +16,7 @@ use super::{Pools, Store, StoreResult};
 
 /// A value bound to a statement of a [`Tx`].
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Arg<'a> {
+pub enum Arg<'a> {
     /// Text (bound as `&str`).
     Text(&'a str),
     /// Text or NULL (bound as `Option<&str>`).
@@ -60,9 +60,10 @@ macro_rules! bound {
         query
     }};
 }
+pub(super) use bound;
 
 /// A row type every backend can decode.
-pub(super) trait AnyRow:
+pub trait AnyRow:
     Send
     + Unpin
     + for<'r> FromRow<'r, SqliteRow>

@@ -108,7 +108,7 @@ impl Store {
             Option<String>,
             Option<String>,
         );
-        let rows: Vec<Row> = crate::on_pool!(self, |pool| {
+        let rows: Vec<Row> = crate::store::on_pool!(self, |pool| {
             let mut query = sqlx::query_as::<_, Row>(&sql);
             for (_, value) in &present {
                 query = query.bind(*value);
@@ -188,7 +188,7 @@ impl Store {
             let Some(value) = value else { continue };
             let text = format!("SELECT COUNT(*) FROM sys_user WHERE {column} = ? AND id <> ?");
             let sql = self.sql(&text);
-            let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+            let count: i64 = crate::store::on_pool!(self, |pool| sqlx::query_scalar(&sql)
                 .bind(value)
                 .bind(id)
                 .fetch_one(pool)
@@ -212,7 +212,7 @@ impl Store {
     pub async fn password_of(&self, username: &str) -> StoreResult<Option<(String, String)>> {
         let sql = self.sql("SELECT password, salt FROM sys_user WHERE username = ?");
         let row: Option<(Option<String>, Option<String>)> =
-            crate::on_pool!(self, |pool| sqlx::query_as(&sql)
+            crate::store::on_pool!(self, |pool| sqlx::query_as(&sql)
                 .bind(username)
                 .fetch_optional(pool)
                 .await?);

@@ -138,7 +138,7 @@ impl Store {
             return Ok(Vec::new());
         };
         let users_sql = self.sql(&users_sql);
-        let rows: Vec<UserRow> = crate::on_pool!(self, |pool| {
+        let rows: Vec<UserRow> = crate::store::on_pool!(self, |pool| {
             let mut query = sqlx::query_as::<_, UserRow>(&users_sql).persistent(false);
             for bind in &binds {
                 query = query.bind(*bind);
@@ -249,7 +249,7 @@ impl Store {
                 filter("up.user_id")
             ))
             .into_owned();
-        let (members, positions) = crate::on_pool!(self, |pool| {
+        let (members, positions) = crate::store::on_pool!(self, |pool| {
             let mut members = sqlx::query_as::<_, (Option<String>, Option<String>)>(&members_sql)
                 .persistent(false);
             let mut positions =
@@ -293,7 +293,7 @@ impl Store {
         let mut ids: Vec<String> = Vec::new();
         for (sql, binds) in claimer_statements(tenant, userids, phones) {
             let sql = self.sql(&sql);
-            let found: Vec<String> = crate::on_pool!(self, |pool| {
+            let found: Vec<String> = crate::store::on_pool!(self, |pool| {
                 let mut query = sqlx::query_scalar(&sql).persistent(false);
                 for bind in &binds {
                     query = query.bind(*bind);
@@ -317,7 +317,7 @@ impl Store {
             self.int("tenant_id")
         );
         let sql = self.sql(&sql);
-        let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+        let count: i64 = crate::store::on_pool!(self, |pool| sqlx::query_scalar(&sql)
             .bind(user_id)
             .bind(tenant)
             .fetch_one(pool)

@@ -94,7 +94,7 @@ impl Store {
             .into_iter()
             .map(|(sql, binds)| (self.sql(&sql).into_owned(), binds))
             .collect();
-        crate::on_pool!(self, |pool| {
+        crate::store::on_pool!(self, |pool| {
             let mut tx = pool.begin_with(begin).await?;
             if let Some((mark, _)) = marks {
                 sqlx::query(mark).execute(&mut *tx).await?;
