@@ -7,11 +7,12 @@
 //! `queue` (the retry queue), `changes` (the change log's read side and its gaps), `leases`,
 //! `snapshots` (and the sync base), `runs`, `events` (Stream events), JeecgBoot's rows
 //! (`users` read, `user_writes`, `links`, `departments`, `apps`, `messages`: announcements,
-//! deliveries, the outbox), `batch` (a push's records and a pull's users in multi-row
-//! statements), `write` (new ids and dingsync's marked writes), `tx` (one transaction on
-//! whichever backend, for writes split into steps), `unnest` (PostgreSQL's array inserts)
-//! and `raw` (raw SQL for tests, benchmarks and tools). The pools are private and `on_pool!`
-//! crate-private: code outside `store/` runs no SQL of its own.
+//! deliveries, the outbox), batches of multi-row statements (`batch`: a pull's new users;
+//! `link_batch`: a push's records; `update_batch`: a pull's updated users; their types
+//! imported through `batch`), `write` (new ids and dingsync's marked writes), `tx` (one
+//! transaction on whichever backend, for writes split into steps), `unnest` (PostgreSQL's
+//! array inserts) and `raw` (raw SQL for tests, benchmarks and tools). The pools are private
+//! and `on_pool!` crate-private: code outside `store/` runs no SQL of its own.
 
 pub mod apps;
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod departments;
 pub mod events;
 pub mod jeecg_ddl;
 pub mod leases;
+mod link_batch;
 pub mod links;
 pub mod messages;
 pub mod queue;
@@ -29,6 +31,7 @@ pub mod schema;
 pub mod snapshots;
 mod tx;
 mod unnest;
+mod update_batch;
 pub mod user_writes;
 pub mod users;
 mod write;
