@@ -4,7 +4,9 @@
 //! backend it is, with `?` placeholders rewritten to `$n` for PostgreSQL. Own tables use
 //! portable types (BIGINT epoch milliseconds, VARCHAR, TEXT). Sub-modules, one per concept:
 //! `schema` (init, triggers, uninstall), `jeecg_ddl` (JeecgBoot's tables for new databases),
-//! `queue` (the retry queue), `changes` (the change log's read side and its gaps), `leases`,
+//! `queue` (the retry queue; with `claims`, `settle` (a claimed job's end) and `queue_admin`
+//! (the operators' view)),
+//! `changes` (the change log's read side and its gaps), `leases`,
 //! `snapshots` (and the sync base), `runs`, `events` (Stream events), JeecgBoot's rows
 //! (`users` read, `user_writes`, `links`, `departments`, `apps`, `messages`: announcements,
 //! deliveries, the outbox), batches of multi-row statements (`batch`: a pull's new users;
@@ -17,6 +19,7 @@
 pub mod apps;
 pub mod batch;
 pub mod changes;
+mod claims;
 pub mod departments;
 pub mod events;
 pub mod jeecg_ddl;
@@ -25,9 +28,11 @@ mod link_batch;
 pub mod links;
 pub mod messages;
 pub mod queue;
+mod queue_admin;
 pub mod raw;
 pub mod runs;
 pub mod schema;
+mod settle;
 pub mod snapshots;
 mod tx;
 mod unnest;

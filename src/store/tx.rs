@@ -14,7 +14,7 @@ use sqlx::{FromRow, MySql, Postgres, Sqlite, Transaction};
 
 use super::{Pools, Store, StoreResult};
 
-/// A value bound to a statement of a [`Tx`].
+/// A value bound to a statement (of a transaction split into steps, or of `raw`).
 #[derive(Clone, Copy, Debug)]
 pub enum Arg<'a> {
     /// Text (bound as `&str`).
