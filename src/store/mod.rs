@@ -4,17 +4,17 @@
 //! backend it is, with `?` placeholders rewritten to `$n` for PostgreSQL. Own tables use
 //! portable types (BIGINT epoch milliseconds, VARCHAR, TEXT). Sub-modules, one per concept:
 //! `schema` (init, triggers, uninstall), `jeecg_ddl` (JeecgBoot's tables for new databases),
-//! `queue` (the retry queue; with `claims`, `settle` (a claimed job's end) and `queue_admin`
-//! (the operators' view)),
-//! `changes` (the change log's read side and its gaps), `leases`,
+//! the retry queue (`queue`; `claims`; `settle`, a claimed job's end; `queue_admin`, the
+//! operators' view), `changes` (the change log's read side and its gaps), `leases`,
 //! `snapshots` (and the sync base), `runs`, `events` (Stream events), JeecgBoot's rows
 //! (`users` read, `user_writes`, `links`, `departments`, `apps`, `messages`: announcements,
 //! deliveries, the outbox), batches of multi-row statements (`batch`: a pull's new users;
 //! `link_batch`: a push's records; `update_batch`: a pull's updated users; their types
 //! imported through `batch`), `write` (new ids and dingsync's marked writes), `tx` (one
 //! transaction on whichever backend, for writes split into steps), `unnest` (PostgreSQL's
-//! array inserts) and `raw` (raw SQL for tests, benchmarks and tools). The pools are private
-//! and `on_pool!` crate-private: code outside `store/` runs no SQL of its own.
+//! array inserts), `sample` (the demo's sample organisation, a fixture) and `raw` (raw SQL
+//! for tests, benchmarks and tools). The pools are private and `on_pool!` crate-private:
+//! code outside `store/` reaches the database only through the store.
 
 pub mod apps;
 pub mod batch;
@@ -31,6 +31,7 @@ pub mod queue;
 mod queue_admin;
 pub mod raw;
 pub mod runs;
+mod sample;
 pub mod schema;
 mod settle;
 pub mod snapshots;
