@@ -14,6 +14,7 @@ mod common;
 use common::process::{cpu_seconds, peak_rss_kib, Daemon};
 use dingsync::config::DatabaseUrl;
 use dingsync::sim::{SimOptions, SimServer, Simulator};
+use dingsync::store::raw::Arg;
 use dingsync::store::Store;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -87,13 +88,11 @@ async fn changes_at_rate(
             let sql = store
                 .sql("UPDATE sys_user SET realname = ? WHERE id = ?")
                 .into_owned();
-            dingsync::on_pool!(store, |pool| sqlx::query(&sql)
-                .bind(&value)
-                .bind(format!("b{user}"))
-                .execute(pool)
+            let id = format!("b{user}");
+            store
+                .execute_with(&sql, &[Arg::Text(&value), Arg::Text(&id)])
                 .await
-                .unwrap()
-                .rows_affected());
+                .unwrap();
             outstanding.retain(|(name, _, _)| *name != format!("bench{user}"));
             outstanding.push((format!("bench{user}"), value, Instant::now()));
             n += 1;

@@ -15,6 +15,7 @@ mod common;
 use common::process::{cpu_seconds, peak_rss_kib, Daemon};
 use dingsync::config::DatabaseUrl;
 use dingsync::sim::{SimOptions, SimServer, Simulator};
+use dingsync::store::raw::Arg;
 use dingsync::store::Store;
 use serde_json::json;
 
@@ -73,13 +74,8 @@ async fn realnames(store: &Store, usernames: &[String]) -> HashMap<String, Strin
             "SELECT username, realname FROM sys_user WHERE username IN ({marks})"
         ))
         .into_owned();
-    let rows: Vec<(String, Option<String>)> = dingsync::on_pool!(store, |pool| {
-        let mut query = sqlx::query_as(&sql);
-        for name in usernames {
-            query = query.bind(name);
-        }
-        query.fetch_all(pool).await.unwrap()
-    });
+    let args: Vec<Arg> = usernames.iter().map(|name| Arg::Text(name)).collect();
+    let rows: Vec<(String, Option<String>)> = store.fetch_rows(&sql, &args).await.unwrap();
     rows.into_iter()
         .map(|(u, r)| (u, r.unwrap_or_default()))
         .collect()

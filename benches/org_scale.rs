@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use dingsync::config::DatabaseUrl;
 use dingsync::sim::{CallCount, SimOptions, SimServer, Simulator, WRITE_PATHS};
+use dingsync::store::raw::Arg;
 use dingsync::store::Store;
 use serde_json::json;
 
@@ -303,10 +304,7 @@ async fn server_memory(store: &Store) -> String {
         ),
         dingsync::config::Backend::Sqlite => return String::new(),
     };
-    let mib: String = dingsync::on_pool!(store, |pool| sqlx::query_scalar(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap());
+    let mib: String = store.fetch_value(sql, &[]).await.unwrap().unwrap();
     format!(" ({name} {mib} MiB)")
 }
 
@@ -428,13 +426,10 @@ async fn edits(
     let set = |id: String, value: String| {
         let sql = sql.clone();
         async move {
-            dingsync::on_pool!(store, |pool| sqlx::query(&sql)
-                .bind(&value)
-                .bind(&id)
-                .execute(pool)
+            store
+                .execute_with(&sql, &[Arg::Text(&value), Arg::Text(&id)])
                 .await
-                .unwrap()
-                .rows_affected());
+                .unwrap();
         }
     };
     set("u0".into(), "probe".into()).await;
@@ -511,10 +506,7 @@ fn member_pages(sim: &Simulator) -> u64 {
 
 async fn count(store: &Store, table: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) FROM {table}");
-    dingsync::on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(&sql)
-        .fetch_one(pool)
-        .await
-        .unwrap())
+    store.fetch_value::<i64>(&sql, &[]).await.unwrap().unwrap()
 }
 
 fn mib(kib: u64) -> String {

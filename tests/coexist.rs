@@ -370,13 +370,11 @@ async fn the_sync_to_local_button(db: &TestDb) {
         "INSERT INTO sys_user_depart (ID, user_id, dep_id) VALUES ('jbm1', 'jb1', 'c1')",
         "INSERT INTO sys_third_account (id, sys_user_id, status, del_flag, realname, third_user_uuid, third_user_id, third_type, tenant_id) VALUES ('jbl1', 'jb1', 1, 0, '王五', 'wangwu', 'wangwu', 'dingtalk', 0)",
     ];
-    dingsync::on_pool!(db.plain, |pool| {
-        let mut tx = pool.begin().await.unwrap();
-        for statement in statements {
-            sqlx::query(statement).execute(&mut *tx).await.unwrap();
-        }
-        tx.commit().await.unwrap();
-    });
+    let mut tx = db.plain.begin_raw().await.unwrap();
+    for statement in statements {
+        tx.execute(statement).await.unwrap();
+    }
+    tx.commit().await.unwrap();
 }
 
 /// A re-push writes nothing; a pull inserts no second wangwu and no second link (`dingsync

@@ -352,19 +352,16 @@ async fn scheduled_pull_brings_console_changes_and_does_not_echo() {
     .await;
     // The pulled user is dingsync's own write: no job, no DingTalk write for it.
     server.sim.reset_calls();
-    let runs_before: i64 = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM dingsync_run WHERE kind = 'pull'"
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap());
+    let pull_runs = async || -> i64 {
+        store
+            .fetch_value("SELECT COUNT(*) FROM dingsync_run WHERE kind = 'pull'", &[])
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let runs_before = pull_runs().await;
     common::eventually("two more pulls", Duration::from_secs(20), async || {
-        let runs_after: i64 = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM dingsync_run WHERE kind = 'pull'"
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap());
+        let runs_after = pull_runs().await;
         common::done_or(runs_after >= runs_before + 2, runs_after)
     })
     .await;

@@ -273,13 +273,14 @@ async fn two_processes_on_postgres_share_the_work_once() {
 
     // Pull runs: a few, never two in one tick.
     let ticks = || async {
-        let started: Vec<i64> = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
-            "SELECT started_at FROM dingsync_run WHERE kind = 'pull' ORDER BY started_at"
-        )
-        .fetch_all(pool)
-        .await
-        .unwrap());
-        started
+        let started: Vec<(i64,)> = store
+            .fetch_rows(
+                "SELECT started_at FROM dingsync_run WHERE kind = 'pull' ORDER BY started_at",
+                &[],
+            )
+            .await
+            .unwrap();
+        started.into_iter().map(|(at,)| at).collect::<Vec<i64>>()
     };
     let started = common::eventually("four pull runs", Duration::from_secs(20), async || {
         let started = ticks().await;

@@ -156,12 +156,12 @@ async fn restart_mid_run(db: TestDb, service: &str, script: &str) {
     )
     .await;
     assert_eq!(stats.dead, 0, "{service}: no dead jobs");
-    let last: i64 = dingsync::on_pool!(db.store, |pool| sqlx::query_scalar::<_, i64>(
-        "SELECT MAX(id) FROM dingsync_change"
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap());
+    let last: i64 = db
+        .store
+        .fetch_value("SELECT MAX(id) FROM dingsync_change", &[])
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         db.store.change_cursor().await.unwrap(),
         last,
@@ -274,12 +274,16 @@ async fn events_while_postgres_is_down() {
                 .execute("SELECT 1 FROM sys_user WHERE username = 'downuser'")
                 .await;
             let rows: i64 = match found {
-                Ok(_) => dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, i64>(
-                    "SELECT COUNT(*) FROM sys_user WHERE username = 'downuser'"
-                )
-                .fetch_one(pool)
-                .await
-                .unwrap_or(0)),
+                Ok(_) => db
+                    .plain
+                    .fetch_value::<i64>(
+                        "SELECT COUNT(*) FROM sys_user WHERE username = 'downuser'",
+                        &[],
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0),
                 Err(_) => 0,
             };
             assert!(rows <= 1, "one local row");

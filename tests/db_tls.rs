@@ -21,19 +21,21 @@ async fn dingsync(config: &std::path::Path, args: &[&str]) -> std::process::Outp
 /// Whether the store's session is encrypted, as the server sees it.
 async fn encrypted(db: &common::TestDb) -> bool {
     match db.name {
-        "postgres" => dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, bool>(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap()),
-        _ => dingsync::on_pool!(db.plain, |pool| sqlx::query_as::<_, (String, String)>(
-            "SHOW SESSION STATUS LIKE 'Ssl_cipher'"
-        )
-        .fetch_one(pool)
-        .await
-        .map(|(_, cipher)| !cipher.is_empty())
-        .unwrap()),
+        "postgres" => db
+            .plain
+            .fetch_value::<bool>(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .unwrap(),
+        _ => db
+            .plain
+            .fetch_rows::<(String, String)>("SHOW SESSION STATUS LIKE 'Ssl_cipher'", &[])
+            .await
+            .map(|rows| !rows[0].1.is_empty())
+            .unwrap(),
     }
 }
 

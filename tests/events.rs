@@ -69,10 +69,7 @@ async fn setup(db: TestDb, extra: &str) -> Setup {
 }
 
 async fn scalar(db: &TestDb, sql: &str) -> Option<String> {
-    dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, String>(sql)
-        .fetch_optional(pool)
-        .await
-        .unwrap())
+    db.plain.fetch_value::<String>(sql, &[]).await.unwrap()
 }
 
 /// Polls `sql` until it gives `want`, at most `seconds`; returns how long it took.

@@ -10,6 +10,7 @@ use common::{TestDb, APPKEY};
 use dingsync::config::Config;
 use dingsync::daemon::{run, Reload};
 use dingsync::sim::{FaultAction, FaultRule, SimOptions, SimServer};
+use dingsync::store::raw::Arg;
 use tokio_util::sync::CancellationToken;
 
 /// Log lines of this test binary (a global subscriber writing JSON into a buffer).
@@ -62,12 +63,11 @@ fn tasks(server: &SimServer) -> Vec<dingsync::sim::messages::Task> {
 }
 
 async fn scalar(db: &TestDb, sql: &str) -> Option<String> {
-    dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, Option<String>>(
-        sql
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap())
+    db.plain
+        .fetch_value::<Option<String>>(sql, &[])
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// Waits (20 s at most) until no job is pending or running.
@@ -316,25 +316,23 @@ async fn the_outbox_sends_each_type_and_fails_a_bad_row(db: &TestDb) {
         };
         let who = if n % 2 == 0 { "msg5,msg6" } else { "msg7" };
         let sql = db.plain.sql(&format!("INSERT INTO dingsync_outbox (tenant_id, {to}, to_all, message, status) VALUES (0, ?, 0, ?, 'pending')")).into_owned();
-        dingsync::on_pool!(db.plain, |pool| sqlx::query(&sql)
-            .bind(who)
-            .bind(*message)
-            .execute(pool)
+        db.plain
+            .execute_with(&sql, &[Arg::Text(who), Arg::Text(message)])
             .await
-            .unwrap()
-            .rows_affected());
+            .unwrap();
     }
     let rows: Vec<(String, Option<String>, Option<String>)> = common::eventually(
         &format!("{name}: every outbox row settled"),
         Duration::from_secs(20),
         async || {
-            let rows: Vec<(String, Option<String>, Option<String>)> =
-                dingsync::on_pool!(db.plain, |pool| sqlx::query_as(
-                    "SELECT status, task_ids, error FROM dingsync_outbox ORDER BY id"
+            let rows: Vec<(String, Option<String>, Option<String>)> = db
+                .plain
+                .fetch_rows(
+                    "SELECT status, task_ids, error FROM dingsync_outbox ORDER BY id",
+                    &[],
                 )
-                .fetch_all(pool)
                 .await
-                .unwrap());
+                .unwrap();
             if rows.iter().all(|(status, _, _)| status != "pending") {
                 Ok(rows)
             } else {

@@ -13,6 +13,7 @@ use common::{TestDb, APPKEY};
 use dingsync::daemon::{run, Reload};
 use dingsync::sim::SimServer;
 use dingsync::store::queue::{state, Job, JobFilter};
+use dingsync::store::raw::Arg;
 use dingsync::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -647,15 +648,12 @@ async fn links_are_per_tenant(db: &TestDb) {
         Option<String>,
         i64,
     );
-    let links: Vec<LinkRow> = dingsync::on_pool!(db.store, |pool| {
-        sqlx::query_as(&format!(
+    let links: Vec<LinkRow> = db.store.fetch_rows(&format!(
         "SELECT sys_user_id, third_user_id, third_user_uuid, avatar, {} FROM sys_third_account ORDER BY sys_user_id, tenant_id",
         db.store.int("tenant_id")
-    ))
-    .fetch_all(pool)
+    ), &[])
     .await
-    .unwrap()
-    });
+    .unwrap();
     let both: Vec<&LinkRow> = links
         .iter()
         .filter(|l| l.0.as_deref() == Some("u3"))
@@ -848,13 +846,14 @@ async fn outbox_settled(store: &Store, id: i64) {
 }
 
 async fn outbox_row(store: &Store, id: i64) -> (String, Option<String>) {
-    dingsync::on_pool!(store, |pool| sqlx::query_as(
-        &store.sql("SELECT status, error FROM dingsync_outbox WHERE id = ?")
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await
-    .unwrap())
+    store
+        .fetch_rows(
+            &store.sql("SELECT status, error FROM dingsync_outbox WHERE id = ?"),
+            &[Arg::Int(id)],
+        )
+        .await
+        .unwrap()
+        .remove(0)
 }
 
 #[tokio::test]

@@ -12,9 +12,11 @@ use common::TestDb;
 use dingsync::jeecg::{password, Link, NewDept, NewUser};
 use dingsync::secret::Secret;
 use dingsync::store::batch::LinkWrite;
-use dingsync::store::jeecg::{LinkSaved, SnapshotWrite};
+use dingsync::store::changes::Change;
+use dingsync::store::links::LinkSaved;
 use dingsync::store::queue::{state, FailOutcome, Job, JobFilter, RetryPolicy, WaitPolicy};
-use dingsync::store::state::Change;
+use dingsync::store::raw::Arg;
+use dingsync::store::snapshots::SnapshotWrite;
 use dingsync::store::{now_ms, Store, StoreError};
 
 async fn changes(db: &TestDb) -> Vec<(String, String, String)> {
@@ -28,10 +30,7 @@ async fn changes(db: &TestDb) -> Vec<(String, String, String)> {
 }
 
 async fn count(store: &Store, sql: &str) -> i64 {
-    dingsync::on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap())
+    store.fetch_value::<i64>(sql, &[]).await.unwrap().unwrap()
 }
 
 #[tokio::test]
@@ -81,12 +80,7 @@ async fn init_is_idempotent_and_uninstall_leaves_jeecgboot_rows() {
                 _ => format!("SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND index_name = '{index}'"),
             };
             let store = db.store.clone();
-            async move {
-                dingsync::on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(&sql)
-                    .fetch_one(pool)
-                    .await
-                    .unwrap())
-            }
+            async move { store.fetch_value::<i64>(&sql, &[]).await.unwrap().unwrap() }
         };
         // JeecgBoot's own indexes come with its tables (tenant and membership reads use them).
         for index in ["idx_sut_tenant_id", "idx_sud_user_id", "idx_sd_parent_id"] {
@@ -605,12 +599,7 @@ async fn force_due(store: &Store, id: i64) {
     let sql = store
         .sql("UPDATE dingsync_job SET run_at = 0 WHERE id = ?")
         .into_owned();
-    dingsync::on_pool!(store, |pool| sqlx::query(&sql)
-        .bind(id)
-        .execute(pool)
-        .await
-        .unwrap()
-        .rows_affected());
+    store.execute_with(&sql, &[Arg::Int(id)]).await.unwrap();
 }
 
 /// A failed job goes back to pending while the change log enqueues its entity again: the two
@@ -658,12 +647,14 @@ async fn mariadb_sessions_plan_in_lists_by_looking() {
         return;
     };
     for store in [&db.store, &db.plain] {
-        let limit: i64 = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
-            "SELECT CAST(@@SESSION.eq_range_index_dive_limit AS SIGNED)"
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap());
+        let limit: i64 = store
+            .fetch_value(
+                "SELECT CAST(@@SESSION.eq_range_index_dive_limit AS SIGNED)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(limit, 0);
     }
 }
@@ -677,12 +668,11 @@ async fn postgres_sessions_cost_page_reads_as_cached() {
         return;
     };
     for store in [&db.store, &db.plain] {
-        let cost: String = dingsync::on_pool!(store, |pool| sqlx::query_scalar(
-            "SELECT current_setting('random_page_cost')"
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap());
+        let cost: String = store
+            .fetch_value("SELECT current_setting('random_page_cost')", &[])
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(cost, "1.1");
     }
 }
@@ -929,7 +919,7 @@ async fn snapshots_runs_and_app_configs() {
         assert!(s.snapshots(0, "user").await.unwrap().is_empty(), "{name}");
 
         let run = s.start_run(0, "push").await.unwrap();
-        let counts = dingsync::store::state::RunCounts {
+        let counts = dingsync::store::runs::RunCounts {
             created: 3,
             failed: 1,
             ..Default::default()
@@ -1064,7 +1054,7 @@ async fn an_entity_with_a_running_job_is_not_claimed_twice() {
 /// which has passed the gap it left. It is still read (the gap is watched), once.
 #[tokio::test]
 async fn a_change_committed_late_behind_the_cursor_is_not_lost() {
-    use dingsync::store::state::GapRules;
+    use dingsync::store::changes::GapRules;
     let gaps = GapRules {
         hold_ms: 0,
         keep_ms: 3_600_000,
@@ -1088,14 +1078,12 @@ async fn a_change_committed_late_behind_the_cursor_is_not_lost() {
         } else {
             assert_eq!(read().await.unwrap().consumed, 0, "{name}");
             let late = user("late");
-            dingsync::on_pool!(db.plain, |pool| {
-                let mut slow = pool.begin().await.unwrap();
-                sqlx::query(&late).execute(&mut *slow).await.unwrap();
-                // A later transaction commits first; the reader passes the gap.
-                db.plain.execute(&user("early")).await.unwrap();
-                assert_eq!(read().await.unwrap().consumed, 1, "{name}");
-                slow.commit().await.unwrap();
-            });
+            let mut slow = db.plain.begin_raw().await.unwrap();
+            slow.execute(&late).await.unwrap();
+            // A later transaction commits first; the reader passes the gap.
+            db.plain.execute(&user("early")).await.unwrap();
+            assert_eq!(read().await.unwrap().consumed, 1, "{name}");
+            slow.commit().await.unwrap();
         }
         assert_eq!(read().await.unwrap().consumed, 1, "{name}: the late row");
         assert_eq!(read().await.unwrap().consumed, 0, "{name}: read once");
@@ -1189,7 +1177,7 @@ async fn a_change_of_its_row_supersedes_the_dead_job(db: &TestDb) {
         100,
         &[0],
         dingsync::job::job_rows,
-        dingsync::store::state::GapRules {
+        dingsync::store::changes::GapRules {
             hold_ms: 0,
             keep_ms: 60_000,
         },
@@ -1246,7 +1234,7 @@ async fn an_entity_has_one_dead_job_waits_are_bounded_and_dead_jobs_are_purged()
 async fn the_department_tree_is_read_again_after_any_write_to_it() {
     for db in common::initialised_dbs().await {
         let name = db.name;
-        let ptr = |rows: &std::sync::Arc<dingsync::store::jeecg::DeptRows>| {
+        let ptr = |rows: &std::sync::Arc<dingsync::store::departments::DeptRows>| {
             std::sync::Arc::as_ptr(rows) as usize
         };
         let first = db.store.dept_rows(0).await.unwrap();
@@ -1399,12 +1387,14 @@ async fn a_batch_moves_takes_over_and_adds_rows(db: &TestDb) {
             .collect();
         assert_eq!(saved, [LinkSaved::Written; 2], "{name}: {pairs:?}");
     }
-    let rows: Vec<(String, String)> = dingsync::on_pool!(db.plain, |pool| sqlx::query_as(
-        "SELECT sys_user_id, third_user_id FROM sys_third_account ORDER BY sys_user_id"
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap());
+    let rows: Vec<(String, String)> = db
+        .plain
+        .fetch_rows(
+            "SELECT sys_user_id, third_user_id FROM sys_third_account ORDER BY sys_user_id",
+            &[],
+        )
+        .await
+        .unwrap();
     let pairs: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(
         pairs,

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use common::{TestDb, APPKEY};
 use dingsync::daemon::{run, Reload};
 use dingsync::sim::{FaultAction, FaultRule, SimServer};
+use dingsync::store::raw::Arg;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -64,11 +65,11 @@ async fn sync(config: &Path, direction: &str, what: &str) -> Output {
 async fn local(db: &TestDb, username: &str, column: &str) -> Option<String> {
     let text = format!("SELECT {column} FROM sys_user WHERE username = ?");
     let sql = db.store.sql(&text);
-    dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar(&sql)
-        .bind(username)
-        .fetch_one(pool)
+    db.plain
+        .fetch_value::<Option<String>>(&sql, &[Arg::Text(username)])
         .await
-        .unwrap())
+        .unwrap()
+        .unwrap()
 }
 
 async fn set_local(db: &TestDb, username: &str, column: &str, value: &str) {
@@ -95,12 +96,11 @@ fn console(server: &SimServer, path: &str, body: serde_json::Value) {
 }
 
 async fn local_users(db: &TestDb) -> i64 {
-    dingsync::on_pool!(db.plain, |pool| sqlx::query_scalar::<_, i64>(
-        "SELECT COUNT(*) FROM sys_user"
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap())
+    db.plain
+        .fetch_value::<i64>("SELECT COUNT(*) FROM sys_user", &[])
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 struct Configs {
@@ -435,26 +435,18 @@ async fn copy_links(from: &TestDb, to: &TestDb) {
         "SELECT id, sys_user_id, third_user_id, third_user_uuid, realname, {} FROM sys_third_account",
         from.store.int("tenant_id")
     );
-    let links: Vec<LinkRow> = dingsync::on_pool!(from.plain, |pool| sqlx::query_as(&links_sql)
-        .fetch_all(pool)
+    let links: Vec<LinkRow> = from.plain.fetch_rows(&links_sql, &[]).await.unwrap();
+    let depts: Vec<(String, Option<String>)> = from
+        .plain
+        .fetch_rows("SELECT id, ding_identifier FROM sys_depart", &[])
         .await
-        .unwrap());
-    let depts: Vec<(String, Option<String>)> = dingsync::on_pool!(from.plain, |pool| {
-        sqlx::query_as("SELECT id, ding_identifier FROM sys_depart")
-            .fetch_all(pool)
-            .await
-            .unwrap()
-    });
+        .unwrap();
     let snapshots_sql = format!(
         "SELECT {}, entity, local_id, ding_id, content_hash, {} FROM dingsync_snapshot",
         from.store.int("tenant_id"),
         from.store.int("synced_at")
     );
-    let snapshots: Vec<SnapshotRow> =
-        dingsync::on_pool!(from.plain, |pool| sqlx::query_as(&snapshots_sql)
-            .fetch_all(pool)
-            .await
-            .unwrap());
+    let snapshots: Vec<SnapshotRow> = from.plain.fetch_rows(&snapshots_sql, &[]).await.unwrap();
     assert!(!links.is_empty() && !snapshots.is_empty());
     let insert_link = to.store.sql(
         "INSERT INTO sys_third_account (id, sys_user_id, third_user_id, third_user_uuid, realname, tenant_id, status, del_flag, third_type) \
@@ -466,40 +458,35 @@ async fn copy_links(from: &TestDb, to: &TestDb) {
     let insert_snapshot = to.store.sql(
         "INSERT INTO dingsync_snapshot (tenant_id, entity, local_id, ding_id, content_hash, synced_at) VALUES (?, ?, ?, ?, ?, ?)",
     );
-    dingsync::on_pool!(to.plain, |pool| {
-        for l in &links {
-            sqlx::query(&insert_link)
-                .bind(&l.0)
-                .bind(&l.1)
-                .bind(&l.2)
-                .bind(&l.3)
-                .bind(&l.4)
-                .bind(l.5)
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-        for (id, ding) in &depts {
-            sqlx::query(&set_dept)
-                .bind(ding)
-                .bind(id)
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-        for s in &snapshots {
-            sqlx::query(&insert_snapshot)
-                .bind(s.0)
-                .bind(&s.1)
-                .bind(&s.2)
-                .bind(&s.3)
-                .bind(&s.4)
-                .bind(s.5)
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-    });
+    for l in &links {
+        let args = [
+            Arg::Text(&l.0),
+            Arg::Text(&l.1),
+            Arg::Text(&l.2),
+            Arg::OptText(l.3.as_deref()),
+            Arg::OptText(l.4.as_deref()),
+            Arg::Int(l.5),
+        ];
+        to.plain.execute_with(&insert_link, &args).await.unwrap();
+    }
+    for (id, ding) in &depts {
+        let args = [Arg::OptText(ding.as_deref()), Arg::Text(id)];
+        to.plain.execute_with(&set_dept, &args).await.unwrap();
+    }
+    for s in &snapshots {
+        let args = [
+            Arg::Int(s.0),
+            Arg::Text(&s.1),
+            Arg::Text(&s.2),
+            Arg::Text(&s.3),
+            Arg::Text(&s.4),
+            Arg::Int(s.5),
+        ];
+        to.plain
+            .execute_with(&insert_snapshot, &args)
+            .await
+            .unwrap();
+    }
 }
 
 /// A database of schema v4 with links and snapshots from a push: `dingsync init` takes it to

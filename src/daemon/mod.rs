@@ -68,7 +68,7 @@ impl From<crate::sync::run::TenantsError> for DaemonError {
 const CHANGE_BATCH: i64 = 500;
 /// Gaps in change ids: the reader waits 3 s at a fresh one (a transaction still committing),
 /// then passes it and watches it for an hour for rows a longer transaction commits late.
-const GAPS: crate::store::state::GapRules = crate::store::state::GapRules {
+const GAPS: crate::store::changes::GapRules = crate::store::changes::GapRules {
     hold_ms: 3_000,
     keep_ms: 3_600_000,
 };

@@ -10,7 +10,6 @@ use std::time::Duration;
 use notify::Watcher;
 
 use crate::config::Backend;
-use crate::store::Pools;
 
 use super::{Shared, CHANGE_BATCH, GAPS, STORE_RETRY_CAP};
 
@@ -19,13 +18,13 @@ pub(super) async fn watch(shared: Arc<Shared>) {
     let config = shared.runtime().config.clone();
     let fallback = tokio::time::interval(config.watch.fallback_poll);
     let poll = tokio::time::interval(config.watch.poll_interval);
-    let _file_watcher = match (&shared.store.pools, shared.store.backend()) {
-        (Pools::Sqlite(_), _) => sqlite_watcher(&shared, &config.database.url),
-        (Pools::Postgres(pool), _) => {
-            tokio::spawn(pg_listen(Arc::clone(&shared), pool.clone()));
+    let _file_watcher = match shared.store.backend() {
+        Backend::Sqlite => sqlite_watcher(&shared, &config.database.url),
+        Backend::Postgres => {
+            tokio::spawn(pg_listen(Arc::clone(&shared)));
             None
         }
-        _ => None,
+        Backend::MySql => None,
     };
     let polling = shared.store.backend() == Backend::MySql;
     tokio::pin!(fallback, poll);
@@ -75,36 +74,33 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
     (!rest.is_empty() && rest != ":memory:").then(|| PathBuf::from(rest))
 }
 
-async fn pg_listen(shared: Arc<Shared>, pool: sqlx::PgPool) {
+async fn pg_listen(shared: Arc<Shared>) {
     loop {
         let listener = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            listener
-                .listen(crate::store::schema::NOTIFY_CHANNEL)
-                .await?;
+            let Some(listening) = shared.store.listen_for_changes().await else {
+                return Ok::<(), sqlx::Error>(());
+            };
+            let mut notifications = listening?;
             // Whatever was committed before LISTEN took effect is read now.
             shared.wake_reader.notify_one();
             loop {
-                // Ok(None): the connection was lost (the next call reconnects and listens
+                // false: the connection was lost (the next call reconnects and listens
                 // again); notifications sent meanwhile are gone, so the reader looks itself.
-                match listener.try_recv().await? {
-                    Some(_) => shared.wake_reader.notify_one(),
-                    None => {
-                        tracing::warn!(
-                            event = "watch.reconnecting",
-                            "LISTEN connection lost; reconnecting, then reading the change log"
-                        );
-                        shared.wake_reader.notify_one();
-                    }
+                if !notifications.next().await? {
+                    tracing::warn!(
+                        event = "watch.reconnecting",
+                        "LISTEN connection lost; reconnecting, then reading the change log"
+                    );
                 }
+                shared.wake_reader.notify_one();
             }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
         };
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            result = listener => if let Err(error) = result {
-                tracing::warn!(event = "watch.failed", error = %error, "LISTEN failed; retrying (the fallback poll covers the gap)");
+            result = listener => match result {
+                // No notifications from this database: the polls cover it.
+                Ok(()) => return,
+                Err(error) => tracing::warn!(event = "watch.failed", error = %error, "LISTEN failed; retrying (the fallback poll covers the gap)"),
             },
         }
         tokio::select! {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::config::{Config, TenantConfig, TenantId};
 use crate::dingtalk::DingTalkClient;
-use crate::store::state::Change;
+use crate::store::changes::Change;
 use crate::store::Store;
 use crate::sync::model::Summary;
 

@@ -55,7 +55,7 @@ impl Store {
         let event_id: String = event_id.chars().take(EVENT_ID_MAX).collect();
         let event_type: String = event_type.chars().take(64).collect();
         let now = now_ms();
-        crate::on_pool!(self, |pool| {
+        crate::store::on_pool!(self, |pool| {
             let mut tx = pool.begin_with(begin).await?;
             let inserted = sqlx::query(&insert)
                 .bind(tenant)
@@ -99,7 +99,7 @@ impl Store {
     /// days.
     pub async fn purge_events(&self, before: i64) -> StoreResult<u64> {
         let sql = self.sql("DELETE FROM dingsync_event WHERE received_at < ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(before)
             .execute(pool)
             .await?
@@ -119,7 +119,7 @@ impl Store {
             _ => "INSERT INTO dingsync_stream (tenant_id, instance, state, updated_at) VALUES (?, ?, ?, ?) \
                   ON CONFLICT (tenant_id) DO UPDATE SET instance = excluded.instance, state = excluded.state, updated_at = excluded.updated_at",
         });
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(tenant)
             .bind(instance)
             .bind(state)
@@ -135,7 +135,7 @@ impl Store {
         let sql = self.sql(
             "SELECT tenant_id, instance, state, updated_at FROM dingsync_stream WHERE tenant_id = ?",
         );
-        Ok(crate::on_pool!(self, |pool| sqlx::query_as(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(tenant)
             .fetch_optional(pool)
             .await?))
@@ -150,7 +150,7 @@ impl Store {
         key: &str,
     ) -> StoreResult<Option<i64>> {
         let sql = self.sql("SELECT MIN(run_at) FROM dingsync_job WHERE tenant_id = ? AND kind = ? AND entity_key = ? AND state IN ('pending', 'running')");
-        Ok(crate::on_pool!(self, |pool| sqlx::query_scalar::<
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_scalar::<
             _,
             Option<i64>,
         >(&sql)

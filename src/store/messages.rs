@@ -1,6 +1,6 @@
-//! Rows of the message side: JeecgBoot's `sys_announcement`, dingsync's `dingsync_delivery`
-//! (one row per chunk sent, recorded before the send and completed after) and
-//! `dingsync_outbox` (messages queued by other programs).
+//! Rows of the message side: JeecgBoot's `sys_announcement` (read, and its `dt_task_id`
+//! set), dingsync's `dingsync_delivery` (one row per chunk sent, recorded before the send and
+//! completed after) and `dingsync_outbox` (messages queued by other programs).
 
 use serde::Serialize;
 
@@ -101,7 +101,7 @@ impl Store {
             create = self.text("create_time"),
         );
         let sql = self.sql(&sql);
-        Ok(crate::on_pool!(self, |pool| sqlx::query_as::<
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_as::<
             _,
             Announcement,
         >(&sql)
@@ -119,9 +119,10 @@ impl Store {
     ) -> StoreResult<Vec<Delivery>> {
         let text = format!("SELECT {DELIVERY_COLUMNS} FROM dingsync_delivery WHERE tenant_id = ? AND source = ? AND source_id = ? ORDER BY chunk");
         let sql = self.sql(&text);
-        Ok(crate::on_pool!(self, |pool| sqlx::query_as::<_, Delivery>(
-            &sql
-        )
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_as::<
+            _,
+            Delivery,
+        >(&sql)
         .bind(tenant)
         .bind(source)
         .bind(source_id)
@@ -144,7 +145,7 @@ impl Store {
         };
         let sql = self.sql(sql);
         let now = now_ms();
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(tenant)
             .bind(source)
             .bind(source_id)
@@ -162,7 +163,7 @@ impl Store {
     pub async fn delivery_sent(&self, id: i64, task_id: i64) -> StoreResult<()> {
         let sql = self.sql("UPDATE dingsync_delivery SET state = 'sent', task_id = ?, sent_at = ?, updated_at = ? WHERE id = ?");
         let now = now_ms();
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(task_id)
             .bind(now)
             .bind(now)
@@ -177,7 +178,7 @@ impl Store {
     pub async fn delivery_state(&self, id: i64, state: &str) -> StoreResult<()> {
         let sql = self.sql("UPDATE dingsync_delivery SET state = ?, recalled_at = CASE WHEN ? = 'recalled' THEN ? ELSE recalled_at END, updated_at = ? WHERE id = ?");
         let now = now_ms();
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(state)
             .bind(state)
             .bind(now)
@@ -192,7 +193,7 @@ impl Store {
     /// Stores a chunk's send result (JSON counts).
     pub async fn delivery_result(&self, id: i64, result: &str) -> StoreResult<()> {
         let sql = self.sql("UPDATE dingsync_delivery SET result = ?, updated_at = ? WHERE id = ?");
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(result)
             .bind(now_ms())
             .bind(id)
@@ -209,7 +210,7 @@ impl Store {
             to_all = self.int("to_all")
         );
         let sql = self.sql(&text);
-        Ok(crate::on_pool!(self, |pool| {
+        Ok(crate::store::on_pool!(self, |pool| {
             sqlx::query_as::<_, OutboxRow>(&sql)
                 .bind(id)
                 .fetch_optional(pool)
@@ -226,7 +227,7 @@ impl Store {
         error: Option<&str>,
     ) -> StoreResult<()> {
         let sql = self.sql("UPDATE dingsync_outbox SET status = ?, task_ids = ?, error = ?, updated_at = ? WHERE id = ?");
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(status)
             .bind(task_ids)
             .bind(error)
@@ -236,5 +237,21 @@ impl Store {
             .await?
             .rows_affected());
         Ok(())
+    }
+}
+
+impl Store {
+    /// Sets `sys_announcement.dt_task_id`.
+    pub async fn set_announcement_task(
+        &self,
+        announcement_id: &str,
+        task_id: i64,
+    ) -> StoreResult<()> {
+        let sql = "UPDATE sys_announcement SET dt_task_id = ? WHERE id = ?".to_string();
+        self.write_marked(vec![(
+            sql,
+            vec![Some(task_id.to_string()), Some(announcement_id.to_string())],
+        )])
+        .await
     }
 }

@@ -1,20 +1,45 @@
 //! The store: every SQL statement dingsync runs, for SQLite, MariaDB/MySQL and PostgreSQL.
 //!
-//! [`Store`] holds one native sqlx pool; [`on_pool!`] runs the same statement on whichever
+//! [`Store`] holds one native sqlx pool; `on_pool!` runs the same statement on whichever
 //! backend it is, with `?` placeholders rewritten to `$n` for PostgreSQL. Own tables use
-//! portable types (BIGINT epoch milliseconds, VARCHAR, TEXT). Sub-modules: `schema` (init,
-//! triggers, uninstall), `jeecg_ddl` (JeecgBoot's tables for new databases), `queue` (the
-//! retry queue), `state` (changes, leases, snapshots, runs), `jeecg` (JeecgBoot rows).
+//! portable types (BIGINT epoch milliseconds, VARCHAR, TEXT). Sub-modules, one per concept:
+//! `schema` (init, triggers, uninstall), `jeecg_ddl` (JeecgBoot's tables for new databases),
+//! the retry queue (`queue`; `claims`; `settle`, a claimed job's end; `queue_admin`, the
+//! operators' view), `changes` (the change log's read side and its gaps), `leases`,
+//! `snapshots` (and the sync base), `runs`, `events` (Stream events), JeecgBoot's rows
+//! (`users` read, `user_writes`, `links`, `departments`, `apps`, `messages`: announcements,
+//! deliveries, the outbox), batches of multi-row statements (`batch`: a pull's new users;
+//! `link_batch`: a push's records; `update_batch`: a pull's updated users; their types
+//! imported through `batch`), `write` (new ids and dingsync's marked writes), `tx` (one
+//! transaction on whichever backend, for writes split into steps), `unnest` (PostgreSQL's
+//! array inserts) and `raw` (raw SQL for tests, benchmarks and tools; the demo's sample
+//! organisation is `crate::sample`, loaded through `Store::execute`). The pools are private and `on_pool!` crate-private:
+//! code outside `store/` reaches the database only through the store.
 
+pub mod apps;
 pub mod batch;
+pub mod changes;
+mod claims;
+pub mod departments;
 pub mod events;
-pub mod jeecg;
 pub mod jeecg_ddl;
+pub mod leases;
+mod link_batch;
+pub mod links;
 pub mod messages;
 pub mod queue;
+mod queue_admin;
+pub mod raw;
+pub mod runs;
 pub mod schema;
-pub mod state;
+mod settle;
+pub mod snapshots;
+mod tx;
 mod unnest;
+mod update_batch;
+pub mod user_writes;
+pub mod users;
+mod write;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -127,7 +152,7 @@ where
 
 /// The native pool of one backend.
 #[derive(Clone, Debug)]
-pub enum Pools {
+pub(crate) enum Pools {
     /// SQLite.
     Sqlite(SqlitePool),
     /// MariaDB / MySQL.
@@ -136,8 +161,9 @@ pub enum Pools {
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to the store's native pool, whatever its backend.
-#[macro_export]
+/// Runs `$body` with `$pool` bound to the store's native pool, whatever its backend. Private
+/// to the crate (and the pools to the store): SQL outside `store/` goes through a named store
+/// method, or, in tests and tools, through `raw`.
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.pools {
@@ -147,6 +173,7 @@ macro_rules! on_pool {
         }
     };
 }
+pub(crate) use on_pool;
 
 /// PostgreSQL's `random_page_cost` for dingsync's sessions (see [`Store::connect_url`]).
 const RANDOM_PAGE_COST: &str = "1.1";
@@ -158,15 +185,18 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Each tenant's department tree as last read, with the version it was read at.
 type Trees = std::sync::Arc<
     std::sync::Mutex<
-        std::collections::HashMap<crate::config::TenantId, (i64, std::sync::Arc<jeecg::DeptRows>)>,
+        std::collections::HashMap<
+            crate::config::TenantId,
+            (i64, std::sync::Arc<departments::DeptRows>),
+        >,
     >,
 >;
 
 /// The database: JeecgBoot's tables and dingsync's own.
 #[derive(Clone, Debug)]
 pub struct Store {
-    /// The pool.
-    pub pools: Pools,
+    /// The pool (private: SQL goes through the store's methods).
+    pools: Pools,
     backend: Backend,
     /// Each tenant's department tree as last read, with the version it was read at (see
     /// [`Store::dept_rows`]); shared by the clones of this store.
@@ -181,15 +211,94 @@ pub fn now_ms() -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A JeecgBoot text column read as absent when it is blank (JeecgBoot writes `''` as often
+/// as NULL).
+fn blank_to_none(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
 /// A duration in milliseconds, saturating.
 pub fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A SQLite pool of `max` connections (the marker is a row there, not a session setting).
+async fn sqlite_pool(url: &DatabaseUrl, max: u32) -> StoreResult<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url.expose())?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // With WAL, NORMAL survives a process crash; only power loss may drop the
+        // last commits. FULL would fsync every transaction.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10));
+    Ok(SqlitePoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A file cannot drop a connection; the ping before each statement
+        // would only add a round trip to sqlx's SQLite worker thread.
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await?)
+}
+
+/// A MariaDB/MySQL pool of `max` connections; `as_dingsync` sets the writer marker on each.
+async fn mysql_pool(url: &DatabaseUrl, max: u32, as_dingsync: bool) -> StoreResult<MySqlPool> {
+    let options = MySqlConnectOptions::from_str(&url.expose().replacen("mariadb:", "mysql:", 1))?;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT);
+    let pool = pool.after_connect(move |conn, _| {
+        Box::pin(async move {
+            // An IN list of more than `eq_range_index_dive_limit` values (200 by
+            // default; a slice's lists hold up to 500) is planned from index
+            // statistics, and MariaDB then read a whole `third_type` or tenant
+            // prefix instead of the listed keys (38 ms a query at 100k users):
+            // always look. A server without the variable is still used.
+            if let Err(error) = conn
+                .execute("SET SESSION eq_range_index_dive_limit = 0")
+                .await
+            {
+                tracing::debug!(error = %error, "eq_range_index_dive_limit not set");
+            }
+            if !as_dingsync {
+                return Ok(());
+            }
+            // A lock wait fails fast (retryable 1205) rather than holding a
+            // worker for InnoDB's default 50 s.
+            conn.execute("SET @dingsync_writer = 1, SESSION innodb_lock_wait_timeout = 5")
+                .await
+                .map(drop)
+        })
+    });
+    Ok(pool.connect_with(options).await?)
+}
+
+/// A PostgreSQL pool of `max` connections; `as_dingsync` sets the writer marker on each.
+async fn postgres_pool(url: &DatabaseUrl, max: u32, as_dingsync: bool) -> StoreResult<PgPool> {
+    // dingsync's queries look rows up by key, a few hundred keys at a time, in
+    // tables the server keeps in memory. PostgreSQL's default random_page_cost (4,
+    // for spinning disks) made it read all of sys_user for a list of 1,000 phones
+    // once the table passed about 50,000 rows (40 ms, against 14 ms through the
+    // index); 1.1 is the usual value for SSDs and cached data. It is set for
+    // dingsync's own sessions only.
+    let options =
+        PgConnectOptions::from_str(url.expose())?.options([("random_page_cost", RANDOM_PAGE_COST)]);
+    let options = if as_dingsync {
+        options.options([("dingsync.writer", "on")])
+    } else {
+        options
+    };
+    Ok(PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await?)
+}
+
 impl Store {
     /// Connects as dingsync. On MariaDB/MySQL and PostgreSQL every connection carries the
     /// session marker the change-log triggers respect, so dingsync's own writes are not
-    /// logged as local changes (SQLite uses a marker row instead, see `jeecg`).
+    /// logged as local changes (SQLite uses a marker row instead, see `write`).
     pub async fn connect(config: &DatabaseConfig) -> StoreResult<Self> {
         Self::connect_url(&config.url, config.pool_size.get(), true).await
     }
@@ -198,80 +307,9 @@ impl Store {
     pub async fn connect_url(url: &DatabaseUrl, max: u32, as_dingsync: bool) -> StoreResult<Self> {
         let backend = url.backend();
         let pools = match backend {
-            Backend::Sqlite => {
-                let options = SqliteConnectOptions::from_str(url.expose())?
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    // With WAL, NORMAL survives a process crash; only power loss may drop the
-                    // last commits. FULL would fsync every transaction.
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10));
-                Pools::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(max)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        // A file cannot drop a connection; the ping before each statement
-                        // would only add a round trip to sqlx's SQLite worker thread.
-                        .test_before_acquire(false)
-                        .connect_with(options)
-                        .await?,
-                )
-            }
-            Backend::MySql => {
-                let options =
-                    MySqlConnectOptions::from_str(&url.expose().replacen("mariadb:", "mysql:", 1))?;
-                let pool = MySqlPoolOptions::new()
-                    .max_connections(max)
-                    .acquire_timeout(ACQUIRE_TIMEOUT);
-                let pool = pool.after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        // An IN list of more than `eq_range_index_dive_limit` values (200 by
-                        // default; a slice's lists hold up to 500) is planned from index
-                        // statistics, and MariaDB then read a whole `third_type` or tenant
-                        // prefix instead of the listed keys (38 ms a query at 100k users):
-                        // always look. A server without the variable is still used.
-                        if let Err(error) = conn
-                            .execute("SET SESSION eq_range_index_dive_limit = 0")
-                            .await
-                        {
-                            tracing::debug!(error = %error, "eq_range_index_dive_limit not set");
-                        }
-                        if !as_dingsync {
-                            return Ok(());
-                        }
-                        // A lock wait fails fast (retryable 1205) rather than holding a
-                        // worker for InnoDB's default 50 s.
-                        conn.execute(
-                            "SET @dingsync_writer = 1, SESSION innodb_lock_wait_timeout = 5",
-                        )
-                        .await
-                        .map(drop)
-                    })
-                });
-                Pools::MySql(pool.connect_with(options).await?)
-            }
-            Backend::Postgres => {
-                // dingsync's queries look rows up by key, a few hundred keys at a time, in
-                // tables the server keeps in memory. PostgreSQL's default random_page_cost (4,
-                // for spinning disks) made it read all of sys_user for a list of 1,000 phones
-                // once the table passed about 50,000 rows (40 ms, against 14 ms through the
-                // index); 1.1 is the usual value for SSDs and cached data. It is set for
-                // dingsync's own sessions only.
-                let options = PgConnectOptions::from_str(url.expose())?
-                    .options([("random_page_cost", RANDOM_PAGE_COST)]);
-                let options = if as_dingsync {
-                    options.options([("dingsync.writer", "on")])
-                } else {
-                    options
-                };
-                Pools::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(max)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .connect_with(options)
-                        .await?,
-                )
-            }
+            Backend::Sqlite => Pools::Sqlite(sqlite_pool(url, max).await?),
+            Backend::MySql => Pools::MySql(mysql_pool(url, max, as_dingsync).await?),
+            Backend::Postgres => Pools::Postgres(postgres_pool(url, max, as_dingsync).await?),
         };
         Ok(Self {
             pools,

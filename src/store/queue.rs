@@ -4,6 +4,9 @@
 //! (FOR UPDATE SKIP LOCKED on PostgreSQL and MariaDB/MySQL, one writer statement on SQLite);
 //! failures back off with full jitter, capped; permanent errors and spent attempts go dead
 //! with the reason. Every step is one statement or one transaction: a crash loses no job.
+//! Here: the types, `enqueue`, leases renewed and reclaimed, purges; claims are in `claims`,
+//! a claimed job's end in `settle`, the operators' view in `queue_admin` (its types
+//! re-exported here, the one path callers import them by).
 
 use std::time::Duration;
 
@@ -12,6 +15,8 @@ use rand::Rng;
 use crate::config::{Backend, TenantId};
 
 use super::{again_on_conflict, ms, now_ms, Store, StoreResult};
+
+pub use super::queue_admin::{JobCounts, JobFilter, QueueStats};
 
 /// A job's state.
 pub mod state {
@@ -52,7 +57,7 @@ pub struct Job {
     pub created_at: i64,
 }
 
-const JOB_COLUMNS: &str =
+pub(super) const JOB_COLUMNS: &str =
     "id, tenant_id, kind, entity_key, state, attempts, run_at, last_error, lease_owner, waits, created_at";
 
 /// Retry policy of failed jobs.
@@ -99,19 +104,6 @@ pub enum FailOutcome {
     LeaseLost,
 }
 
-/// How a running job ends when it does not complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Settle {
-    /// Dead after this many attempts and waits.
-    Dead { attempts: i64, waits: i64 },
-    /// Pending again, due then.
-    Pending {
-        attempts: i64,
-        waits: i64,
-        run_at: i64,
-    },
-}
-
 /// How long jobs may wait for something (a department DingTalk lacks yet).
 #[derive(Clone, Copy, Debug)]
 pub struct WaitPolicy {
@@ -123,27 +115,11 @@ pub struct WaitPolicy {
     pub counted: bool,
 }
 
-/// Which jobs to list.
-#[derive(Clone, Debug, Default)]
-pub struct JobFilter {
-    /// Only this state.
-    pub state: Option<String>,
-    /// Only this tenant.
-    pub tenant_id: Option<TenantId>,
-    /// Only this kind.
-    pub kind: Option<String>,
-    /// At most this many (default 100).
-    pub limit: Option<i64>,
-}
-
 pub(super) fn pending_key(tenant_id: TenantId, kind: &str, key: &str) -> String {
     format!("{tenant_id}:{kind}:{key}")
 }
 
-/// `(tenant, kind, state, jobs)` rows.
-pub type JobCounts = Vec<(TenantId, String, String, i64)>;
-
-fn in_list(count: usize) -> String {
+pub(super) fn in_list(count: usize) -> String {
     vec!["?"; count].join(", ")
 }
 
@@ -164,7 +140,7 @@ impl Store {
     /// `again_on_conflict` answers by running the transaction again. Every statement after
     /// it is conditional on the job's state, so a job that changed hands meanwhile is left
     /// alone (the transaction is rolled back).
-    fn pending_of_key(&self, columns: &str) -> String {
+    pub(super) fn pending_of_key(&self, columns: &str) -> String {
         let lock = if self.backend() == Backend::Sqlite {
             ""
         } else {
@@ -237,7 +213,7 @@ impl Store {
         let sql = self.enqueue_sql();
         let now = now_ms();
         let pending = pending_key(tenant_id, kind, key);
-        crate::on_pool!(self, |pool| {
+        crate::store::on_pool!(self, |pool| {
             let dead: i64 = sqlx::query_scalar(&dead)
                 .bind(tenant_id)
                 .bind(kind)
@@ -268,472 +244,21 @@ impl Store {
         kind: &str,
     ) -> StoreResult<Vec<(String, Option<String>)>> {
         let sql = self.sql("SELECT entity_key, last_error FROM dingsync_job WHERE state = 'dead' AND tenant_id = ? AND kind = ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query_as(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(tenant_id)
             .bind(kind)
             .fetch_all(pool)
             .await?))
     }
 
-    /// Claims up to `limit` due jobs for `owner` with a lease of `lease`; only `tenants` when
-    /// given. Two claimers never get the same job.
-    pub async fn claim(
-        &self,
-        owner: &str,
-        limit: i64,
-        lease: Duration,
-        tenants: Option<&[TenantId]>,
-    ) -> StoreResult<Vec<Job>> {
-        if tenants.is_some_and(<[TenantId]>::is_empty) {
-            return Ok(Vec::new());
-        }
-        let now = now_ms();
-        let tenant_filter = tenants.map_or(String::new(), |t| {
-            format!(" AND j.tenant_id IN ({})", in_list(t.len()))
-        });
-        let tenant_ids = tenants.unwrap_or(&[]);
-        // A job whose entity is still being worked on (by another worker or instance) waits:
-        // one entity's jobs never run at the same time (two sends of one announcement would
-        // both go out).
-        let due = format!(
-            "SELECT j.id FROM dingsync_job j WHERE j.state = 'pending' AND j.run_at <= ?{tenant_filter} \
-             AND NOT EXISTS (SELECT 1 FROM dingsync_job r WHERE r.state = 'running' AND r.entity_key = j.entity_key \
-             AND r.kind = j.kind AND r.tenant_id = j.tenant_id) ORDER BY j.run_at, j.id LIMIT ?"
-        );
-        let set = "SET state = 'running', pending_key = NULL, lease_owner = ?, lease_until = ?, updated_at = ?";
-        let lease_until = now + ms(lease);
-        if self.backend() == Backend::MySql {
-            return self
-                .claim_mysql(&due, set, owner, lease_until, now, limit, tenant_ids)
-                .await;
-        }
-        let lock = if self.backend() == Backend::Postgres {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let sql =
-            format!("UPDATE dingsync_job {set} WHERE id IN ({due}{lock}) RETURNING {JOB_COLUMNS}");
-        let sql = self.sql(&sql);
-        let mut jobs: Vec<Job> = crate::on_pool!(self, |pool| {
-            let mut query = sqlx::query_as::<_, Job>(&sql)
-                .bind(owner)
-                .bind(lease_until)
-                .bind(now)
-                .bind(now);
-            for tenant in tenant_ids {
-                query = query.bind(*tenant);
-            }
-            query.bind(limit).fetch_all(pool).await?
-        });
-        jobs.sort_by_key(|job| (job.run_at, job.id));
-        Ok(jobs)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn claim_mysql(
-        &self,
-        due: &str,
-        set: &str,
-        owner: &str,
-        lease_until: i64,
-        now: i64,
-        limit: i64,
-        tenants: &[TenantId],
-    ) -> StoreResult<Vec<Job>> {
-        let Pools::MySql(pool) = &self.pools else {
-            unreachable!("called for MySQL only")
-        };
-        let mut tx = pool.begin().await?;
-        let locked = format!("{due} FOR UPDATE SKIP LOCKED");
-        let mut query = sqlx::query_scalar::<_, i64>(&locked).bind(now);
-        for tenant in tenants {
-            query = query.bind(*tenant);
-        }
-        let ids = query.bind(limit).fetch_all(&mut *tx).await?;
-        if ids.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        let list = in_list(ids.len());
-        let update_sql = format!("UPDATE dingsync_job {set} WHERE id IN ({list})");
-        let select_sql = format!(
-            "SELECT {JOB_COLUMNS} FROM dingsync_job WHERE id IN ({list}) ORDER BY run_at, id"
-        );
-        let mut update = sqlx::query(&update_sql)
-            .bind(owner)
-            .bind(lease_until)
-            .bind(now);
-        let mut select = sqlx::query_as::<_, Job>(&select_sql);
-        for id in &ids {
-            update = update.bind(*id);
-            select = select.bind(*id);
-        }
-        update.execute(&mut *tx).await?;
-        let jobs = select.fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(jobs)
-    }
-
-    /// The due time of the next pending job of `tenants` (epoch ms), if any.
-    pub async fn next_due(&self, tenants: &[TenantId]) -> StoreResult<Option<i64>> {
-        if tenants.is_empty() {
-            return Ok(None);
-        }
-        let text = format!(
-            "SELECT MIN(run_at) FROM dingsync_job WHERE state = 'pending' AND tenant_id IN ({})",
-            in_list(tenants.len())
-        );
-        let sql = self.sql(&text);
-        Ok(crate::on_pool!(self, |pool| {
-            let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql);
-            for tenant in tenants {
-                query = query.bind(*tenant);
-            }
-            query.fetch_one(pool).await?
-        }))
-    }
-
-    /// Marks a running job done; `false` when the lease was no longer `owner`'s.
-    pub async fn complete(&self, id: i64, owner: &str) -> StoreResult<bool> {
-        let sql = self.sql(
-            "UPDATE dingsync_job SET state = 'done', lease_owner = NULL, lease_until = NULL, last_error = NULL, updated_at = ? \
-             WHERE id = ? AND state = 'running' AND lease_owner = ?",
-        );
-        let done = crate::on_pool!(self, |pool| sqlx::query(&sql)
-            .bind(now_ms())
-            .bind(id)
-            .bind(owner)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(done == 1)
-    }
-
-    /// Records a failure: pending again after a jittered backoff, or dead when `permanent`
-    /// or the attempts are spent. A pending job for the same entity that arrived meanwhile is
-    /// merged into this one (earliest due time wins).
-    pub async fn fail(
-        &self,
-        id: i64,
-        owner: &str,
-        error: &str,
-        permanent: bool,
-        policy: &RetryPolicy,
-    ) -> StoreResult<FailOutcome> {
-        let decide = |attempts: i64, waits: i64| {
-            let attempts = attempts + 1;
-            let settle = if permanent || attempts >= i64::from(policy.max_attempts) {
-                Settle::Dead { attempts, waits }
-            } else {
-                let delay = policy.delay(u32::try_from(attempts).unwrap_or(u32::MAX));
-                Settle::Pending {
-                    attempts,
-                    waits,
-                    run_at: now_ms() + ms(delay),
-                }
-            };
-            (settle, error)
-        };
-        Ok(match self.settle(id, owner, &decide).await? {
-            None => FailOutcome::LeaseLost,
-            Some(Settle::Dead { attempts, .. }) => FailOutcome::Dead { attempts },
-            Some(Settle::Pending {
-                attempts, run_at, ..
-            }) => FailOutcome::Retry { run_at, attempts },
-        })
-    }
-
-    /// Puts a running job back to pending without counting an attempt (it is waiting for
-    /// something, not failing): after `delay` doubled for each wait so far (at most
-    /// `policy.cap`), merged with a pending job for the same entity. A job that has waited
-    /// `policy.max_waits` times is dead with `note`: nothing waits forever.
-    pub async fn postpone(
-        &self,
-        id: i64,
-        owner: &str,
-        delay: Duration,
-        note: &str,
-        policy: &WaitPolicy,
-    ) -> StoreResult<FailOutcome> {
-        let decide = |attempts: i64, waits: i64| {
-            if !policy.counted {
-                return Settle::Pending {
-                    attempts,
-                    waits,
-                    run_at: now_ms() + ms(delay.min(policy.cap)),
-                };
-            }
-            if waits >= i64::from(policy.max_waits) {
-                return Settle::Dead { attempts, waits };
-            }
-            let exponent = u32::try_from(waits).unwrap_or(30).min(30);
-            let wait = delay.saturating_mul(1u32 << exponent).min(policy.cap);
-            Settle::Pending {
-                attempts,
-                waits: waits + 1,
-                run_at: now_ms() + ms(wait),
-            }
-        };
-        let gave_up = format!("{note} (gave up after {} waits)", policy.max_waits);
-        let settled = self
-            .settle(id, owner, &|attempts, waits| {
-                let settle = decide(attempts, waits);
-                let note = match settle {
-                    Settle::Dead { .. } => gave_up.as_str(),
-                    Settle::Pending { .. } => note,
-                };
-                (settle, note)
-            })
-            .await?;
-        Ok(match settled {
-            None => FailOutcome::LeaseLost,
-            Some(Settle::Dead { attempts, .. }) => FailOutcome::Dead { attempts },
-            Some(Settle::Pending {
-                attempts, run_at, ..
-            }) => FailOutcome::Retry { run_at, attempts },
-        })
-    }
-
-    /// Ends a running job of `owner` as `decide` says (given its attempts and waits so far;
-    /// with the note to keep), in one transaction; `None` when the lease is no longer
-    /// `owner`'s. Going back to pending merges a pending job for the same entity into this
-    /// one (earliest due time wins).
-    async fn settle<'n>(
-        &self,
-        id: i64,
-        owner: &str,
-        decide: &(dyn Fn(i64, i64) -> (Settle, &'n str) + Sync),
-    ) -> StoreResult<Option<Settle>> {
-        again_on_conflict(|| self.settle_once(id, owner, decide)).await
-    }
-
-    /// One attempt of `settle`.
-    async fn settle_once<'n>(
-        &self,
-        id: i64,
-        owner: &str,
-        decide: &(dyn Fn(i64, i64) -> (Settle, &'n str) + Sync),
-    ) -> StoreResult<Option<Settle>> {
-        let select = self.sql("SELECT tenant_id, kind, entity_key, attempts, waits FROM dingsync_job WHERE id = ? AND state = 'running' AND lease_owner = ?");
-        let other = self.pending_of_key("id, run_at");
-        let delete = self.sql("DELETE FROM dingsync_job WHERE id = ?");
-        let dead = self.sql(
-            "UPDATE dingsync_job SET state = 'dead', attempts = ?, waits = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? \
-             WHERE id = ? AND state = 'running' AND lease_owner = ?",
-        );
-        let dead_of = self.sql("SELECT id FROM dingsync_job WHERE state = 'dead' AND tenant_id = ? AND kind = ? AND entity_key = ? AND id <> ?");
-        let pending_sql = self.sql(
-            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = ?, waits = ?, last_error = ?, run_at = ?, \
-             lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ?",
-        );
-        let now = now_ms();
-        let begin = self.begin_statement();
-        crate::on_pool!(self, |pool| {
-            let mut tx = pool.begin_with(begin).await?;
-            let row: Option<(i64, String, String, i64, i64)> = sqlx::query_as(&select)
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some((tenant_id, kind, key, attempts, waits)) = row else {
-                tx.commit().await?;
-                return Ok(None);
-            };
-            let (settle, note) = decide(attempts, waits);
-            let settled = match settle {
-                Settle::Dead { attempts, waits } => {
-                    // One dead job per entity: its latest.
-                    let older: Vec<i64> = sqlx::query_scalar(&dead_of)
-                        .bind(tenant_id)
-                        .bind(&kind)
-                        .bind(&key)
-                        .bind(id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    for old in older {
-                        sqlx::query(&delete).bind(old).execute(&mut *tx).await?;
-                    }
-                    let updated = sqlx::query(&dead)
-                        .bind(attempts)
-                        .bind(waits)
-                        .bind(note)
-                        .bind(now)
-                        .bind(id)
-                        .bind(owner)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if updated == 0 {
-                        // Reclaimed meanwhile: not this owner's any more (rolled back).
-                        return Ok(None);
-                    }
-                    Settle::Dead { attempts, waits }
-                }
-                Settle::Pending {
-                    attempts,
-                    waits,
-                    mut run_at,
-                } => {
-                    let pending = pending_key(tenant_id, &kind, &key);
-                    let existing: Option<(i64, i64)> = sqlx::query_as(&other)
-                        .bind(&pending)
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some((other_id, other_run_at)) = existing {
-                        run_at = run_at.min(other_run_at);
-                        sqlx::query(&delete)
-                            .bind(other_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    let updated = sqlx::query(&pending_sql)
-                        .bind(&pending)
-                        .bind(attempts)
-                        .bind(waits)
-                        .bind(note)
-                        .bind(run_at)
-                        .bind(now)
-                        .bind(id)
-                        .bind(owner)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if updated == 0 {
-                        // Reclaimed meanwhile: not this owner's any more (rolled back).
-                        return Ok(None);
-                    }
-                    Settle::Pending {
-                        attempts,
-                        waits,
-                        run_at,
-                    }
-                }
-            };
-            tx.commit().await?;
-            Ok(Some(settled))
-        })
-    }
-
     /// Renews the lease of a running job.
     pub async fn renew_job(&self, id: i64, owner: &str, lease: Duration) -> StoreResult<bool> {
         let sql = self.sql("UPDATE dingsync_job SET lease_until = ? WHERE id = ? AND state = 'running' AND lease_owner = ?");
         let until = now_ms() + ms(lease);
-        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(until)
             .bind(id)
             .bind(owner)
-            .execute(pool)
-            .await?
-            .rows_affected())
-            == 1)
-    }
-
-    /// Jobs matching `filter`, oldest due first.
-    pub async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let mut sql = format!("SELECT {JOB_COLUMNS} FROM dingsync_job WHERE 1 = 1");
-        if filter.state.is_some() {
-            sql.push_str(" AND state = ?");
-        }
-        if filter.tenant_id.is_some() {
-            sql.push_str(" AND tenant_id = ?");
-        }
-        if filter.kind.is_some() {
-            sql.push_str(" AND kind = ?");
-        }
-        sql.push_str(" ORDER BY run_at, id LIMIT ?");
-        let sql = self.sql(&sql);
-        Ok(crate::on_pool!(self, |pool| {
-            let mut query = sqlx::query_as::<_, Job>(&sql);
-            if let Some(state) = &filter.state {
-                query = query.bind(state.clone());
-            }
-            if let Some(tenant) = filter.tenant_id {
-                query = query.bind(tenant);
-            }
-            if let Some(kind) = &filter.kind {
-                query = query.bind(kind.clone());
-            }
-            query
-                .bind(filter.limit.unwrap_or(100))
-                .fetch_all(pool)
-                .await?
-        }))
-    }
-
-    /// Puts a dead job back to pending, due now, attempts reset. When the entity already has
-    /// a pending job, the dead one is simply removed (the pending one does the work).
-    pub async fn retry_dead(&self, id: i64) -> StoreResult<bool> {
-        again_on_conflict(|| self.retry_dead_once(id)).await
-    }
-
-    /// One attempt of `retry_dead`.
-    async fn retry_dead_once(&self, id: i64) -> StoreResult<bool> {
-        let select = self.sql(
-            "SELECT tenant_id, kind, entity_key FROM dingsync_job WHERE id = ? AND state = 'dead'",
-        );
-        let exists = self.pending_of_key("id");
-        let delete = self.sql("DELETE FROM dingsync_job WHERE id = ? AND state = 'dead'");
-        let revive = self.sql(
-            "UPDATE dingsync_job SET state = 'pending', pending_key = ?, attempts = 0, waits = 0, run_at = ?, updated_at = ? WHERE id = ? AND state = 'dead'",
-        );
-        let now = now_ms();
-        let begin = self.begin_statement();
-        crate::on_pool!(self, |pool| {
-            let mut tx = pool.begin_with(begin).await?;
-            let row: Option<(i64, String, String)> = sqlx::query_as(&select)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some((tenant_id, kind, key)) = row else {
-                tx.commit().await?;
-                return Ok(false);
-            };
-            let pending = pending_key(tenant_id, &kind, &key);
-            let pending_job: Option<i64> = sqlx::query_scalar(&exists)
-                .bind(&pending)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let changed = if pending_job.is_some() {
-                sqlx::query(&delete).bind(id).execute(&mut *tx).await?
-            } else {
-                sqlx::query(&revive)
-                    .bind(&pending)
-                    .bind(now)
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-            };
-            // Retried or superseded meanwhile: nothing was done here.
-            let done = changed.rows_affected() == 1;
-            tx.commit().await?;
-            Ok(done)
-        })
-    }
-
-    /// Retries every dead job (of one tenant when given); returns how many.
-    pub async fn retry_all_dead(&self, tenant_id: Option<TenantId>) -> StoreResult<u64> {
-        let filter = JobFilter {
-            state: Some(state::DEAD.into()),
-            tenant_id,
-            limit: Some(i64::MAX),
-            ..JobFilter::default()
-        };
-        let mut count = 0;
-        for job in self.list_jobs(&filter).await? {
-            count += u64::from(self.retry_dead(job.id).await?);
-        }
-        Ok(count)
-    }
-
-    /// Deletes a job that is not running; `false` when there is none (or it is running).
-    pub async fn drop_job(&self, id: i64) -> StoreResult<bool> {
-        let sql = self.sql("DELETE FROM dingsync_job WHERE id = ? AND state <> 'running'");
-        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
-            .bind(id)
             .execute(pool)
             .await?
             .rows_affected())
@@ -759,7 +284,7 @@ impl Store {
         );
         let now = now_ms();
         let begin = self.begin_statement();
-        crate::on_pool!(self, |pool| {
+        crate::store::on_pool!(self, |pool| {
             let mut tx = pool.begin_with(begin).await?;
             let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(&expired)
                 .bind(now)
@@ -800,15 +325,13 @@ impl Store {
     pub async fn purge_finished(&self, before: i64) -> StoreResult<u64> {
         let sql =
             self.sql("DELETE FROM dingsync_job WHERE state IN ('done', 'dead') AND updated_at < ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query(&sql)
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(before)
             .execute(pool)
             .await?
             .rows_affected()))
     }
 }
-
-use super::Pools;
 
 #[cfg(test)]
 mod tests {
@@ -827,75 +350,5 @@ mod tests {
             assert!(policy.delay(attempt) <= policy.ceiling(attempt));
         }
         assert_eq!(policy.ceiling(200), Duration::from_secs(60));
-    }
-}
-
-/// (state, jobs, earliest due time) of one state.
-type StateCount = (String, i64, Option<i64>);
-
-/// Queue figures of one tenant, for `dingsync status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct QueueStats {
-    /// Pending jobs.
-    pub pending: i64,
-    /// Running jobs.
-    pub running: i64,
-    /// Dead jobs.
-    pub dead: i64,
-    /// Due time of the oldest pending job (epoch ms).
-    pub oldest_pending_run_at: Option<i64>,
-    /// The last failure of a dead or retrying job.
-    pub last_error: Option<String>,
-}
-
-impl Store {
-    /// Jobs by `(tenant, kind, state, count)`, and `(tenant, created_at)` of each tenant's
-    /// oldest pending job: what a metrics scrape reads.
-    pub async fn job_counts(&self) -> StoreResult<(JobCounts, Vec<(TenantId, i64)>)> {
-        let counts =
-            "SELECT tenant_id, kind, state, COUNT(*) FROM dingsync_job GROUP BY tenant_id, kind, state";
-        let oldest = "SELECT tenant_id, MIN(created_at) FROM dingsync_job WHERE state = 'pending' GROUP BY tenant_id";
-        let (counts, oldest): (JobCounts, Vec<(TenantId, Option<i64>)>) =
-            crate::on_pool!(self, |pool| (
-                sqlx::query_as(counts).fetch_all(pool).await?,
-                sqlx::query_as(oldest).fetch_all(pool).await?
-            ));
-        Ok((
-            counts,
-            oldest
-                .into_iter()
-                .filter_map(|(tenant, at)| Some((tenant, at?)))
-                .collect(),
-        ))
-    }
-
-    /// Queue figures of `tenant`.
-    pub async fn queue_stats(&self, tenant: TenantId) -> StoreResult<QueueStats> {
-        let counts = self.sql("SELECT state, COUNT(*), MIN(run_at) FROM dingsync_job WHERE tenant_id = ? GROUP BY state");
-        let error = self.sql("SELECT last_error FROM dingsync_job WHERE tenant_id = ? AND last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1");
-        let (rows, last_error): (Vec<StateCount>, Option<Option<String>>) =
-            crate::on_pool!(self, |pool| (
-                sqlx::query_as(&counts).bind(tenant).fetch_all(pool).await?,
-                sqlx::query_scalar(&error)
-                    .bind(tenant)
-                    .fetch_optional(pool)
-                    .await?
-            ));
-        let mut stats = QueueStats {
-            last_error: last_error.flatten(),
-            ..QueueStats::default()
-        };
-        for (state_name, count, min_run_at) in rows {
-            match state_name.as_str() {
-                state::PENDING => {
-                    stats.pending = count;
-                    stats.oldest_pending_run_at = min_run_at;
-                }
-                state::RUNNING => stats.running = count,
-                state::DEAD => stats.dead = count,
-                _ => {}
-            }
-        }
-        Ok(stats)
     }
 }

@@ -238,72 +238,84 @@ fn migration(backend: Backend, version: i64) -> Vec<String> {
             statements.extend(triggers_of_version(backend, 1));
             statements
         }
-        2 => {
-            let mut statements = outbox_trigger(backend);
-            // Claims skip entities with a running job: find those fast.
-            statements.push(match backend {
-                Backend::MySql => "CREATE INDEX dingsync_job_entity ON dingsync_job (entity_key, kind, tenant_id, state)".to_string(),
-                _ => "CREATE INDEX IF NOT EXISTS dingsync_job_entity ON dingsync_job (entity_key, kind, tenant_id, state)".to_string(),
-            });
-            statements
-        }
-        // JeecgBoot's sys_third_account has no index on sys_user_id, so every "link of this
-        // user" lookup (dingsync's, and JeecgBoot's own getOneBySysUserId) scans the table:
-        // quadratic over a bulk push or pull. An index of ours fixes it; uninstall drops it.
-        3 => vec![format!(
-            "CREATE INDEX {if_not_exists}{LINK_INDEX} ON sys_third_account (sys_user_id)",
-            if_not_exists = if backend == Backend::MySql {
-                ""
-            } else {
-                "IF NOT EXISTS "
-            }
-        )],
-        // Gaps in change ids the reader passed, watched for rows a long transaction commits
-        // into them later (see `Store::changes_to_jobs`); tenant membership logged.
-        4 => {
-            let mut statements = vec![format!(
-                "CREATE TABLE IF NOT EXISTS dingsync_change_gap (lo BIGINT NOT NULL PRIMARY KEY, \
-                 hi BIGINT NOT NULL, since BIGINT NOT NULL){}",
-                if backend == Backend::MySql {
-                    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-                } else {
-                    ""
-                }
-            )];
-            statements.extend(triggers_of_version(backend, 4));
-            statements
-        }
+        2 => migration_2(backend),
+        3 => migration_3(backend),
+        4 => migration_4(backend),
         5 => migration_5(backend),
-        // DingTalk's Stream events: each one's id once (DingTalk redelivers, sometimes after
-        // a correct ack), and each tenant's connection state for `status`.
-        6 => {
-            let engine = if backend == Backend::MySql {
-                " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-            } else {
-                ""
-            };
-            let mut statements = vec![
-                format!(
-                    "CREATE TABLE IF NOT EXISTS dingsync_event (tenant_id BIGINT NOT NULL, event_id VARCHAR(128) NOT NULL, \
-                     event_type VARCHAR(64) NOT NULL, received_at BIGINT NOT NULL, PRIMARY KEY (tenant_id, event_id)){engine}"
-                ),
-                // The purge finds old ids by an index, not by scanning (no gap locks taken
-                // across the table on MariaDB).
-                if backend == Backend::MySql {
-                    "CREATE INDEX dingsync_event_received ON dingsync_event (received_at)".to_string()
-                } else {
-                    "CREATE INDEX IF NOT EXISTS dingsync_event_received ON dingsync_event (received_at)".to_string()
-                },
-                format!(
-                    "CREATE TABLE IF NOT EXISTS dingsync_stream (tenant_id BIGINT NOT NULL PRIMARY KEY, instance VARCHAR(128) NOT NULL, \
-                     state TEXT NOT NULL, updated_at BIGINT NOT NULL){engine}"
-                ),
-            ];
-            statements.extend(version_triggers(backend, engine));
-            statements
-        }
+        6 => migration_6(backend),
         _ => Vec::new(),
     }
+}
+
+/// Version 2: the outbox trigger, and an index for claims, which skip entities with a
+/// running job: find those fast.
+fn migration_2(backend: Backend) -> Vec<String> {
+    let mut statements = outbox_trigger(backend);
+    statements.push(match backend {
+        Backend::MySql => "CREATE INDEX dingsync_job_entity ON dingsync_job (entity_key, kind, tenant_id, state)".to_string(),
+        _ => "CREATE INDEX IF NOT EXISTS dingsync_job_entity ON dingsync_job (entity_key, kind, tenant_id, state)".to_string(),
+    });
+    statements
+}
+
+/// Version 3: JeecgBoot's sys_third_account has no index on sys_user_id, so every "link of
+/// this user" lookup (dingsync's, and JeecgBoot's own getOneBySysUserId) scans the table:
+/// quadratic over a bulk push or pull. An index of ours fixes it; uninstall drops it.
+fn migration_3(backend: Backend) -> Vec<String> {
+    vec![format!(
+        "CREATE INDEX {if_not_exists}{LINK_INDEX} ON sys_third_account (sys_user_id)",
+        if_not_exists = if backend == Backend::MySql {
+            ""
+        } else {
+            "IF NOT EXISTS "
+        }
+    )]
+}
+
+/// Version 4: gaps in change ids the reader passed, watched for rows a long transaction
+/// commits into them later (see `Store::changes_to_jobs`); tenant membership logged.
+fn migration_4(backend: Backend) -> Vec<String> {
+    let mut statements = vec![format!(
+        "CREATE TABLE IF NOT EXISTS dingsync_change_gap (lo BIGINT NOT NULL PRIMARY KEY, \
+         hi BIGINT NOT NULL, since BIGINT NOT NULL){}",
+        if backend == Backend::MySql {
+            " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        } else {
+            ""
+        }
+    )];
+    statements.extend(triggers_of_version(backend, 4));
+    statements
+}
+
+/// Version 6: DingTalk's Stream events, each one's id once (DingTalk redelivers, sometimes
+/// after a correct ack), each tenant's connection state for `status`, and the department
+/// tree's version.
+fn migration_6(backend: Backend) -> Vec<String> {
+    let engine = if backend == Backend::MySql {
+        " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    } else {
+        ""
+    };
+    let mut statements = vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS dingsync_event (tenant_id BIGINT NOT NULL, event_id VARCHAR(128) NOT NULL, \
+             event_type VARCHAR(64) NOT NULL, received_at BIGINT NOT NULL, PRIMARY KEY (tenant_id, event_id)){engine}"
+        ),
+        // The purge finds old ids by an index, not by scanning (no gap locks taken
+        // across the table on MariaDB).
+        if backend == Backend::MySql {
+            "CREATE INDEX dingsync_event_received ON dingsync_event (received_at)".to_string()
+        } else {
+            "CREATE INDEX IF NOT EXISTS dingsync_event_received ON dingsync_event (received_at)".to_string()
+        },
+        format!(
+            "CREATE TABLE IF NOT EXISTS dingsync_stream (tenant_id BIGINT NOT NULL PRIMARY KEY, instance VARCHAR(128) NOT NULL, \
+             state TEXT NOT NULL, updated_at BIGINT NOT NULL){engine}"
+        ),
+    ];
+    statements.extend(version_triggers(backend, engine));
+    statements
 }
 
 /// The department tree's version (schema 6): every write to `sys_depart` and to a
@@ -430,7 +442,7 @@ impl Store {
             Backend::Postgres => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?",
         };
         let sql = self.sql(sql);
-        let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+        let count: i64 = crate::store::on_pool!(self, |pool| sqlx::query_scalar(&sql)
             .bind(table)
             .fetch_one(pool)
             .await?);
@@ -443,7 +455,7 @@ impl Store {
             return Ok(0);
         }
         let sql = "SELECT value FROM dingsync_meta WHERE name = 'schema_version'";
-        let value: Option<String> = crate::on_pool!(self, |pool| sqlx::query_scalar(sql)
+        let value: Option<String> = crate::store::on_pool!(self, |pool| sqlx::query_scalar(sql)
             .fetch_optional(pool)
             .await?);
         Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
@@ -504,7 +516,7 @@ impl Store {
                 self.set_meta("schema_version", &version.to_string()).await
             }
             _ => {
-                crate::on_pool!(self, |pool| {
+                crate::store::on_pool!(self, |pool| {
                     let mut tx = pool.begin().await?;
                     for statement in &statements {
                         sqlx::raw_sql(statement).execute(&mut *tx).await?;
@@ -548,7 +560,7 @@ impl Store {
             _ => "INSERT INTO dingsync_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         };
         let sql = self.sql(sql);
-        crate::on_pool!(self, |pool| sqlx::query(&sql)
+        crate::store::on_pool!(self, |pool| sqlx::query(&sql)
             .bind(name)
             .bind(value)
             .execute(pool)
@@ -560,10 +572,12 @@ impl Store {
     /// Reads a `dingsync_meta` value.
     pub async fn meta(&self, name: &str) -> StoreResult<Option<String>> {
         let sql = self.sql("SELECT value FROM dingsync_meta WHERE name = ?");
-        Ok(crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
-            .bind(name)
-            .fetch_optional(pool)
-            .await?))
+        Ok(crate::store::on_pool!(self, |pool| sqlx::query_scalar(
+            &sql
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
     }
 
     /// Names of dingsync's triggers present in the database.
@@ -573,7 +587,7 @@ impl Store {
             Backend::MySql => "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = DATABASE() AND trigger_name LIKE 'dingsync%' ORDER BY trigger_name",
             Backend::Postgres => "SELECT event_object_table || '.' || trigger_name || '.' || event_manipulation FROM information_schema.triggers WHERE trigger_name LIKE 'dingsync%' ORDER BY 1",
         };
-        Ok(crate::on_pool!(self, |pool| {
+        Ok(crate::store::on_pool!(self, |pool| {
             sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await?
         }))
     }
@@ -663,7 +677,7 @@ impl Store {
             Backend::MySql => {
                 let sql = "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = 'sys_third_account' AND index_name = ?";
                 let sql = self.sql(sql);
-                let count: i64 = crate::on_pool!(self, |pool| sqlx::query_scalar(&sql)
+                let count: i64 = crate::store::on_pool!(self, |pool| sqlx::query_scalar(&sql)
                     .bind(LINK_INDEX)
                     .fetch_one(pool)
                     .await?);

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::config::TenantId;
 use crate::jeecg::{Link, LocalDept, LocalUser};
-use crate::store::state::Snapshot;
+use crate::store::snapshots::Snapshot;
 
 use super::remote_users::RemoteUsers;
 

@@ -498,7 +498,7 @@ async fn write_slices(
 /// Records run `run_id` as ended by `error` (what was applied stays).
 async fn record_stopped(store: &Store, tenant: TenantId, run_id: i64, error: &RunError) {
     let why = format!("stopped: {error}");
-    let counts = crate::store::state::RunCounts::default();
+    let counts = crate::store::runs::RunCounts::default();
     if let Err(failed) = store
         .finish_run(
             run_id,

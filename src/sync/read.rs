@@ -12,8 +12,8 @@ use crate::config::TenantId;
 use crate::dingtalk::types::DtUser;
 use crate::dingtalk::{DingTalkClient, DingTalkError};
 use crate::jeecg::LocalDept;
-use crate::store::jeecg::DeptRows;
-use crate::store::state::Snapshot;
+use crate::store::departments::DeptRows;
+use crate::store::snapshots::Snapshot;
 use crate::store::{Store, StoreResult};
 
 use super::model::{entity, mobile_key, LocalView, RemoteDept, RemoteView, ROOT_DEPT};
@@ -280,8 +280,8 @@ pub async fn pull_candidates(
 }
 
 fn by_local(
-    snaps: Vec<crate::store::state::Snapshot>,
-) -> HashMap<String, crate::store::state::Snapshot> {
+    snaps: Vec<crate::store::snapshots::Snapshot>,
+) -> HashMap<String, crate::store::snapshots::Snapshot> {
     snaps.into_iter().map(|s| (s.local_id.clone(), s)).collect()
 }
 

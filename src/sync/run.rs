@@ -3,7 +3,7 @@
 
 use crate::config::{Config, TenantConfig, TenantId};
 use crate::dingtalk::{DingTalkClient, DingTalkError};
-use crate::store::state::RunCounts;
+use crate::store::runs::RunCounts;
 use crate::store::{Store, StoreError};
 
 use super::apply::{apply as apply_plan, apply_streamed, ApplyCtx};

@@ -12,7 +12,8 @@
 use std::sync::{Mutex, PoisonError};
 
 use crate::store::batch::LinkWrite;
-use crate::store::jeecg::{LinkSaved, SnapshotWrite};
+use crate::store::links::LinkSaved;
+use crate::store::snapshots::SnapshotWrite;
 use crate::store::{Store, StoreError};
 
 use super::model::UserBase;

@@ -111,10 +111,11 @@ pub struct TestDb {
 impl TestDb {
     /// What `sql` (a `SELECT COUNT(*) ...`) gives, read as JeecgBoot reads.
     pub async fn count(&self, sql: &str) -> i64 {
-        dingsync::on_pool!(self.plain, |pool| sqlx::query_scalar::<_, i64>(sql)
-            .fetch_one(pool)
+        self.plain
+            .fetch_value::<i64>(sql, &[])
             .await
-            .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.name)))
+            .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.name))
+            .unwrap_or_else(|| panic!("{}: {sql}: no row", self.name))
     }
 }
 
@@ -235,16 +236,14 @@ pub async fn loaded_mariadb() -> Option<TestDb> {
         dump("jeecgboot-upgrades-subset.sql")?,
     );
     let db = mariadb_db().await?;
-    dingsync::on_pool!(db.plain, |pool| {
-        sqlx::raw_sql(&schema)
-            .execute(pool)
-            .await
-            .expect("load the schema dump");
-        sqlx::raw_sql(&upgrades)
-            .execute(pool)
-            .await
-            .expect("load the upgrades");
-    });
+    db.plain
+        .execute_script(&schema)
+        .await
+        .expect("load the schema dump");
+    db.plain
+        .execute_script(&upgrades)
+        .await
+        .expect("load the upgrades");
     Some(db)
 }
 

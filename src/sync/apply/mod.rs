@@ -15,7 +15,8 @@ use crate::dingtalk::{DingTalkClient, DingTalkError, ErrorKind};
 use crate::jeecg::{Link, NewDept, NewUser};
 use crate::secret::Secret;
 use crate::store::batch::{ChangeRecord, Inserted, LinkWrite, NewLinkedUser, UserChange};
-use crate::store::jeecg::{LinkSaved, SnapshotWrite};
+use crate::store::links::LinkSaved;
+use crate::store::snapshots::SnapshotWrite;
 use crate::store::{Store, StoreError};
 
 use super::model::{

@@ -417,7 +417,7 @@ async fn user_job(local: &LocalView, remote: &RemoteView, key: &str, rules: &Rul
         return planner.finish(gone, &found, &view);
     };
     // The part of the tree a job reads (`read::dept_view_around`), built the same way.
-    let rows = crate::store::jeecg::DeptRows {
+    let rows = crate::store::departments::DeptRows {
         index: crate::jeecg::DeptIndex::new(&local.depts),
         depts: local.depts.clone(),
         snapshots: local.dept_snapshots.values().cloned().collect(),

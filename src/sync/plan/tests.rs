@@ -3,7 +3,7 @@
 use super::*;
 use crate::dingtalk::types::DtUser;
 use crate::jeecg::{Link, LocalDept, LocalUser};
-use crate::store::state::Snapshot;
+use crate::store::snapshots::Snapshot;
 use crate::sync::model::{LocalRef, RemoteDept};
 
 pub(super) fn dept(id: &str, parent: Option<&str>, name: &str, ding: Option<i64>) -> LocalDept {
