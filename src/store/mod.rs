@@ -13,8 +13,9 @@
 //! imported through `batch`), `write` (new ids and dingsync's marked writes), `tx` (one
 //! transaction on whichever backend, for writes split into steps), `unnest` (PostgreSQL's
 //! array inserts) and `raw` (raw SQL for tests, benchmarks and tools; the demo's sample
-//! organisation is `crate::sample`, loaded through `Store::execute`). The pools are private and `on_pool!` crate-private:
-//! code outside `store/` reaches the database only through the store.
+//! organisation is `crate::sample`, loaded through `Store::execute`). The pools are private
+//! and `on_pool!` crate-private: code outside `store/` reaches the database only through the
+//! store.
 
 pub mod apps;
 pub mod batch;
