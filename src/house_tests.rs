@@ -101,9 +101,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
 const OLDER_PARAMS: &[(&str, &str, usize)] = &[
     ("src/store/queue.rs", "claim_mysql", 7),
     ("src/store/state.rs", "gap_changes", 6),
-    ("src/sync/pull_run.rs", "place_departments", 6),
-    ("src/sync/pull_run.rs", "plan_arrivals", 6),
-    ("src/sync/pull_run.rs", "apply_pull", 6),
 ];
 
 /// One function found in a file.

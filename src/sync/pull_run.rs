@@ -19,7 +19,7 @@ use super::apply::{apply, ApplyCtx};
 use super::model::{LocalRef, Op, RemoteDept, RemoteView, Summary, ROOT_DEPT};
 use super::plan::{pull_departments, pull_users_slice, Plan, Rules};
 use super::read;
-use super::run::{merge, slices_stopped, Phases, RunError, RunRequest, USER_SLICE};
+use super::run::{merge, slices_stopped, Phases, RunCtx, RunError, RunRequest, USER_SLICE};
 
 /// Logs `pull.mobile_hidden` once a run when DingTalk shows users without a mobile: the
 /// app lacks the permission to read them, so users are matched by link and username only
@@ -266,12 +266,12 @@ const WAITING_CAP: usize = 5_000;
 /// (what was applied stays, and users whose departments were not all placed are left for
 /// the next run).
 async fn first_pull(
+    run: &RunCtx<'_>,
     ctx: &ApplyCtx<'_>,
-    config: &Config,
-    tenant: &TenantConfig,
     request: RunRequest,
     slice: usize,
 ) -> Result<Summary, RunError> {
+    let (config, tenant) = (run.config, run.tenant);
     let started = std::time::Instant::now();
     let (levels_tx, levels) = tokio::sync::mpsc::unbounded_channel::<Vec<RemoteDept>>();
     let (users_tx, users) = tokio::sync::mpsc::channel::<Vec<DtUser>>(8);
@@ -291,10 +291,11 @@ async fn first_pull(
         let dingtalk = started.elapsed().as_millis();
         read.map(|()| dingtalk).map_err(RunError::from)
     };
-    let place = place_departments(ctx, config, tenant, request, levels, placed_tx);
+    let place = place_departments(run, ctx, request, levels, placed_tx);
     let mut planner = SlicePlanner::new(Rules::of(config, tenant).policy, tenant.id, slice);
     let known = std::sync::atomic::AtomicUsize::new(0);
-    let plan = plan_arrivals(ctx.store, &mut planner, users, placed, slices_tx, &known);
+    let arrivals = Arrivals { users, placed };
+    let plan = plan_arrivals(ctx.store, &mut planner, arrivals, slices_tx, &known);
     let write = write_slices(ctx, slices, 0, &known);
     let (read, placed, planned, (written, write_ms)) = tokio::join!(read, place, plan, write);
     let mut summary = placed?;
@@ -319,14 +320,14 @@ async fn first_pull(
 /// still be under way), and all of them once the walk's end (an empty level) is applied.
 /// The departments' summary.
 async fn place_departments(
+    run: &RunCtx<'_>,
     ctx: &ApplyCtx<'_>,
-    config: &Config,
-    tenant: &TenantConfig,
     request: RunRequest,
     mut levels: tokio::sync::mpsc::UnboundedReceiver<Vec<RemoteDept>>,
     placed: tokio::sync::mpsc::UnboundedSender<Placement>,
 ) -> Result<Summary, RunError> {
-    let policy = Rules::of(config, tenant).policy;
+    let tenant = run.tenant;
+    let policy = Rules::of(run.config, tenant).policy;
     // Local departments that are not linked can be matched only by the `source_identifier`
     // DingTalk keeps: read it for each level then.
     let unlinked = store_has_live_departments(ctx.store, tenant.id).await?;
@@ -388,17 +389,27 @@ async fn next_levels(
     Some((level, complete))
 }
 
-/// Plans the users arriving on `users` a slice at a time as the placer's news on `placed`
-/// makes them ready (see [`Waiting::arrive`]), and sends each slice's plan down `slices`.
-/// `known` counts the users arrived (the progress' total).
+/// What a first pull's planner hears: DingTalk's member pages as they are read, and the
+/// placer's news.
+struct Arrivals {
+    users: tokio::sync::mpsc::Receiver<Vec<DtUser>>,
+    placed: tokio::sync::mpsc::UnboundedReceiver<Placement>,
+}
+
+/// Plans the users arriving on `arrivals.users` a slice at a time as the placer's news on
+/// `arrivals.placed` makes them ready (see [`Waiting::arrive`]), and sends each slice's plan
+/// down `slices`. `known` counts the users arrived (the progress' total).
 async fn plan_arrivals(
     store: &Store,
     planner: &mut SlicePlanner,
-    mut users: tokio::sync::mpsc::Receiver<Vec<DtUser>>,
-    mut placed: tokio::sync::mpsc::UnboundedReceiver<Placement>,
+    arrivals: Arrivals,
     slices: tokio::sync::mpsc::Sender<Plan>,
     known: &std::sync::atomic::AtomicUsize,
 ) -> Result<(), RunError> {
+    let Arrivals {
+        mut users,
+        mut placed,
+    } = arrivals;
     let mut waiting = Waiting::default();
     let mut ready: Vec<DtUser> = Vec::new();
     let (mut users_open, mut placer_open) = (true, true);
@@ -521,17 +532,16 @@ async fn store_has_live_departments(store: &Store, tenant: TenantId) -> Result<b
 /// users a slice at a time, the next slice planned while the current one is written.
 /// Returns the summary and the run's id.
 pub(super) async fn apply_pull(
+    run: &RunCtx<'_>,
     ctx: &ApplyCtx<'_>,
-    config: &Config,
-    tenant: &TenantConfig,
     request: RunRequest,
     kind: &str,
     slice: usize,
 ) -> Result<(Summary, Option<String>, i64), RunError> {
-    let store = ctx.store;
+    let (store, tenant) = (ctx.store, run.tenant);
     if by_levels(store, tenant.id).await? {
         let run_id = store.start_run(tenant.id, kind).await?;
-        return match first_pull(ctx, config, tenant, request, slice).await {
+        return match first_pull(run, ctx, request, slice).await {
             Ok(summary) => Ok((summary, None, run_id)),
             Err(error) => {
                 record_stopped(store, tenant.id, run_id, &error).await;
@@ -540,7 +550,7 @@ pub(super) async fn apply_pull(
         };
     }
     let run_started = std::time::Instant::now();
-    let (mut pull, head) = start_pull(store, ctx.client, config, tenant, request).await?;
+    let (mut pull, head) = start_pull(store, ctx.client, run.config, tenant, request).await?;
     let run_id = store.start_run(tenant.id, kind).await?;
     let mut summary = apply(ctx, &head).await;
     pull.planner.slice = slice.max(1);

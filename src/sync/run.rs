@@ -502,9 +502,7 @@ pub async fn run_sliced(
         placed: None,
     };
     let (mut summary, refused, run_id) = match request.direction {
-        Direction::Pull => {
-            super::pull_run::apply_pull(&apply, config, tenant, request, &kind, slice).await?
-        }
+        Direction::Pull => super::pull_run::apply_pull(ctx, &apply, request, &kind, slice).await?,
         Direction::Push => apply_push(ctx, &apply, request, slice).await?,
     };
     // Reads belong to the run too.
