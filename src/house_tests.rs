@@ -31,7 +31,6 @@ const OLDER_LINES: &[(&str, &str, usize)] = &[
     ("src/store/queue.rs", "settle_once", 106),
     ("src/store/schema.rs", "migration", 74),
     ("src/store/state.rs", "changes_to_jobs_once", 101),
-    ("src/sync/apply/mod.rs", "lanes", 67),
     ("src/sync/plan/scope_tests.rs", "cases", 218),
     (
         "tests/coexist.rs",

@@ -391,6 +391,35 @@ fn next_ready(
     None
 }
 
+/// The user lane's groups: queued in plan order, or waiting aside for their departments;
+/// the department lane's progress, and the slices still to come.
+struct UserLane<'a> {
+    queue: VecDeque<Group>,
+    /// Groups whose departments are not settled yet (at most [`WAITING`]), so that users
+    /// that can go meanwhile, from later slices too, take the slots.
+    waiting: Vec<Group>,
+    /// How many department-lane operations are settled.
+    depts: tokio::sync::watch::Receiver<usize>,
+    /// Whether the department lane has ended.
+    depts_done: bool,
+    /// Slices of a streamed push not taken yet (`None` once they have all come).
+    more: Option<UserSlices>,
+    /// Which department-lane operation creates each local department.
+    provider: &'a HashMap<String, usize>,
+}
+
+impl UserLane<'_> {
+    /// The next group that may take a free slot: a waiting one whose departments are
+    /// settled now, else the next from the queue ([`next_ready`]).
+    fn next_group(&mut self) -> Option<Group> {
+        let settled = *self.depts.borrow();
+        match self.waiting.iter().position(|(ready, _)| *ready <= settled) {
+            Some(i) => Some(self.waiting.swap_remove(i)),
+            None => next_ready(&mut self.queue, &mut self.waiting, settled),
+        }
+    }
+}
+
 /// The next slice, or never when there is none to take.
 async fn recv(slices: Option<&mut UserSlices>) -> Option<(Vec<Op>, usize)> {
     match slices {
@@ -482,68 +511,88 @@ impl Run {
         &self,
         ctx: &ApplyCtx<'_>,
         ops: &[Op],
-        mut more: Option<UserSlices>,
+        more: Option<UserSlices>,
         total: &AtomicUsize,
         tick: &(dyn Fn() + Sync),
     ) {
         let (dept_ops, provider, user_ops) = by_lane(ops);
-        let mut queue: VecDeque<Group> = user_groups(user_ops, &provider).into();
+        let queue: VecDeque<Group> = user_groups(user_ops, &provider).into();
         let (settled, watch) = tokio::sync::watch::channel(0usize);
-        let departments = async move {
-            for (index, op) in dept_ops.into_iter().enumerate() {
-                self.step(ctx, op).await;
-                tick();
-                settled.send_replace(index + 1);
-            }
+        let lane = UserLane {
+            queue,
+            waiting: Vec::new(),
+            depts: watch,
+            depts_done: false,
+            more,
+            provider: &provider,
         };
+        tokio::join!(
+            self.dept_lane(ctx, dept_ops, settled, tick),
+            self.user_lane(ctx, lane, total, tick)
+        );
+    }
+
+    /// The department lane: `ops` one at a time in plan order, `settled` counting the ones
+    /// done (dropped at the end: the lane is over).
+    async fn dept_lane(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        ops: Vec<&Op>,
+        settled: tokio::sync::watch::Sender<usize>,
+        tick: &(dyn Fn() + Sync),
+    ) {
+        for (index, op) in ops.into_iter().enumerate() {
+            self.step(ctx, op).await;
+            tick();
+            settled.send_replace(index + 1);
+        }
+    }
+
+    /// The user lane: up to [`USER_CONCURRENCY`] user groups at a time, each started once
+    /// its departments are settled; then the slices arriving on `lane.more` (their
+    /// operations added to `total`).
+    async fn user_lane(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        mut lane: UserLane<'_>,
+        total: &AtomicUsize,
+        tick: &(dyn Fn() + Sync),
+    ) {
         // Futures are made as slots free up, not all at once: each holds a whole call's
         // state, and a 100,000-user push made them all up front (500 MiB).
-        let users = async {
-            let mut running = FuturesUnordered::new();
-            // Groups whose departments are not settled yet wait here (at most WAITING), so
-            // that users that can go meanwhile, from later slices too, take the slots.
-            let mut waiting: Vec<Group> = Vec::new();
-            let mut depts = watch.clone();
-            let mut depts_done = false;
-            loop {
-                let settled = *depts.borrow();
-                while running.len() < USER_CONCURRENCY {
-                    let next = match waiting.iter().position(|(ready, _)| *ready <= settled) {
-                        Some(i) => Some(waiting.swap_remove(i)),
-                        None => next_ready(&mut queue, &mut waiting, settled),
-                    };
-                    let Some((ready, ops)) = next else {
-                        break;
-                    };
-                    running.push(self.user_group(ctx, ready, ops, watch.clone(), tick));
-                }
-                let take_slice = queue.is_empty() && waiting.len() < WAITING;
-                let slices = more.as_mut().filter(|_| take_slice);
-                let watch_depts = !waiting.is_empty() && !depts_done;
-                if running.is_empty() && slices.is_none() && !watch_depts {
-                    // The queue is empty too (the loop above fills every slot it can).
-                    if waiting.is_empty() {
-                        break;
-                    }
-                    // Cannot happen (once the department lane is done, every group is
-                    // ready); should it, run them rather than wait for nothing.
-                    queue.extend(waiting.drain(..));
-                    continue;
-                }
-                tokio::select! {
-                    Some(()) = running.next(), if !running.is_empty() => {}
-                    slice = recv(slices) => match slice {
-                        Some((ops, considered)) => {
-                            total.fetch_add(ops.len(), Ordering::Relaxed);
-                            queue.extend(self.streamed(ops, considered, &provider));
-                        }
-                        None => more = None,
-                    },
-                    changed = depts.changed(), if watch_depts => depts_done = changed.is_err(),
-                }
+        let mut running = FuturesUnordered::new();
+        loop {
+            while running.len() < USER_CONCURRENCY {
+                let Some((ready, ops)) = lane.next_group() else {
+                    break;
+                };
+                running.push(self.user_group(ctx, ready, ops, lane.depts.clone(), tick));
             }
-        };
-        tokio::join!(departments, users);
+            let take_slice = lane.queue.is_empty() && lane.waiting.len() < WAITING;
+            let slices = lane.more.as_mut().filter(|_| take_slice);
+            let watch_depts = !lane.waiting.is_empty() && !lane.depts_done;
+            if running.is_empty() && slices.is_none() && !watch_depts {
+                // The queue is empty too (the loop above fills every slot it can).
+                if lane.waiting.is_empty() {
+                    break;
+                }
+                // Cannot happen (once the department lane is done, every group is
+                // ready); should it, run them rather than wait for nothing.
+                lane.queue.extend(lane.waiting.drain(..));
+                continue;
+            }
+            tokio::select! {
+                Some(()) = running.next(), if !running.is_empty() => {}
+                slice = recv(slices) => match slice {
+                    Some((ops, considered)) => {
+                        total.fetch_add(ops.len(), Ordering::Relaxed);
+                        lane.queue.extend(self.streamed(ops, considered, lane.provider));
+                    }
+                    None => lane.more = None,
+                },
+                changed = lane.depts.changed(), if watch_depts => lane.depts_done = changed.is_err(),
+            }
+        }
     }
 
     /// A slice of users streamed in: grouped per user, counted as considered and touched.
