@@ -18,7 +18,7 @@ mod setup;
 mod sync;
 
 pub use daemon::QueueCommand;
-pub use error::CliError;
+pub use error::{CliError, ProcessError, Refusal, UsageError};
 pub use message::MessageCommand;
 pub use sync::SyncArgs;
 
@@ -186,7 +186,7 @@ fn block_on<T>(
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|error| CliError::Process(format!("cannot start the async runtime: {error}")))?
+        .map_err(ProcessError::Runtime)?
         .block_on(future)
 }
 

@@ -12,7 +12,7 @@ use crate::sync::run::{
     plan_run, run_once, switched_off, tenants, RunCtx, RunError, RunLease, RunRequest,
 };
 
-use super::{connect, CliError};
+use super::{connect, CliError, Refusal, UsageError};
 
 /// Arguments shared by `plan` and `sync`.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,10 +45,7 @@ async fn setup(
         .filter(|t| only.is_none_or(|id| t.id == id))
         .collect();
     if chosen.is_empty() {
-        return Err(CliError::Usage(format!(
-            "no such tenant configured: {}",
-            only.map_or("any".into(), |t| t.to_string())
-        )));
+        return Err(UsageError::NoSuchTenant(only).into());
     }
     Ok((store, chosen))
 }
@@ -282,9 +279,7 @@ pub(super) async fn sync(loaded: &Loaded, args: &SyncArgs, dry_run: bool) -> Res
         return Err(CliError::NotRun(not_run));
     }
     if entities_failed {
-        return Err(CliError::Refused(
-            "some entities failed; each is listed above with its reason".into(),
-        ));
+        return Err(Refusal::EntitiesFailed.into());
     }
     Ok(())
 }
