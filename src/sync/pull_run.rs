@@ -16,7 +16,7 @@ use crate::dingtalk::DingTalkClient;
 use crate::store::Store;
 
 use super::apply::{apply, ApplyCtx};
-use super::model::{LocalRef, Op, RemoteDept, RemoteView, Summary, ROOT_DEPT};
+use super::model::{LocalRef, LocalView, Op, RemoteDept, RemoteView, Summary, ROOT_DEPT};
 use super::plan::{pull_departments, pull_users_slice, Plan, Rules};
 use super::read;
 use super::run::{merge, slices_stopped, Phases, RunCtx, RunError, RunRequest, USER_SLICE};
@@ -74,21 +74,12 @@ pub(super) async fn start_pull(
     let local = read::dept_tree_view(store, tenant.id, true).await?;
     let started = std::time::Instant::now();
     let mut remote = read::remote_view(client, request.scope.users()).await?;
-    let known: HashSet<i64> = local
-        .depts
-        .iter()
-        .filter_map(|d| d.ding_identifier)
-        .collect();
-    // `source_identifier` only matters for a local department that no DingTalk
-    // department is linked to; with none (an empty database, or all linked), no
-    // `department/get` is needed.
-    let remote_ids: HashSet<i64> = remote.depts.iter().map(|d| d.dept_id).collect();
-    let unlinked = local
-        .depts
-        .iter()
-        .filter(|d| !d.is_post() && !d.is_deleted())
-        .any(|d| d.ding_identifier.is_none_or(|id| !remote_ids.contains(&id)));
-    if unlinked {
+    if needs_sources(&local, &remote) {
+        let known: HashSet<i64> = local
+            .depts
+            .iter()
+            .filter_map(|d| d.ding_identifier)
+            .collect();
         read::fetch_sources(client, &mut remote, &known).await?;
     }
     let dingtalk = started.elapsed().as_millis();
@@ -115,6 +106,18 @@ pub(super) async fn start_pull(
         planner,
     };
     Ok((pull, plan))
+}
+
+/// Whether a pull must read DingTalk's `source_identifier`s (`department/get`): only for a
+/// live local department that no DingTalk department is linked to; with none (an empty
+/// database, or all linked), none is needed.
+fn needs_sources(local: &LocalView, remote: &RemoteView) -> bool {
+    let remote_ids: HashSet<i64> = remote.depts.iter().map(|d| d.dept_id).collect();
+    local
+        .depts
+        .iter()
+        .filter(|d| !d.is_post() && !d.is_deleted())
+        .any(|d| d.ding_identifier.is_none_or(|id| !remote_ids.contains(&id)))
 }
 
 /// Where each of `remote`'s departments is locally now; one still to be created (its
@@ -359,20 +362,26 @@ async fn place_departments(
         if !request.scope.departments() {
             continue;
         }
-        let ops: Vec<Op> = ops
-            .into_iter()
-            .filter(|op| applied.insert(serde_json::to_string(op).unwrap_or_default()))
-            .collect();
-        let plan = Plan {
-            ops,
-            refused_deletes: None,
-            considered: 0,
-        };
+        let plan = not_applied(ops, &mut applied);
         merge(&mut summary, apply(&place_ctx, &plan).await);
     }
     let map = placed_now(ctx.store, tenant.id, &remote, &policy).await?;
     let _ = placed.send(Placement::Complete(map));
     Ok(summary)
+}
+
+/// The operations of `ops` not in `applied` yet, as a plan (now in `applied`): each level's
+/// plan covers the levels before it, whose operations were applied with them.
+fn not_applied(ops: Vec<Op>, applied: &mut HashSet<String>) -> Plan {
+    let ops: Vec<Op> = ops
+        .into_iter()
+        .filter(|op| applied.insert(serde_json::to_string(op).unwrap_or_default()))
+        .collect();
+    Plan {
+        ops,
+        refused_deletes: None,
+        considered: 0,
+    }
 }
 
 /// The next level the walk sent, with whatever else arrived meanwhile, and whether the walk's
@@ -410,54 +419,110 @@ async fn plan_arrivals(
         mut users,
         mut placed,
     } = arrivals;
-    let mut waiting = Waiting::default();
-    let mut ready: Vec<DtUser> = Vec::new();
-    let (mut users_open, mut placer_open) = (true, true);
-    let (mut hidden, mut arrived) = (0, 0);
+    let mut heard = Heard::new();
     loop {
-        while ready.len() >= planner.slice || (!users_open && !ready.is_empty()) {
-            let people: Vec<DtUser> = ready.drain(..planner.slice.min(ready.len())).collect();
-            let plan = planner.plan(store, &people, &waiting.map).await?;
+        while heard.slice_due(planner.slice) {
+            let people = heard.take_slice(planner.slice);
+            let plan = planner.plan(store, &people, &heard.waiting.map).await?;
             if slices.send(plan).await.is_err() {
                 return Ok(());
             }
         }
-        if !users_open && (waiting.count == 0 || !placer_open) {
+        if heard.finished() {
             break;
         }
         tokio::select! {
-            page = users.recv(), if users_open && waiting.count < WAITING_CAP => match page {
-                Some(page) => {
-                    arrived += page.len();
-                    hidden += page.iter().filter(|u| u.mobile.is_empty()).count();
-                    known.fetch_add(page.len(), std::sync::atomic::Ordering::Relaxed);
-                    for user in page {
-                        waiting.arrive(user, &mut ready);
-                    }
-                }
-                None => users_open = false,
+            page = users.recv(), if heard.users_open && heard.waiting.count < WAITING_CAP => match page {
+                Some(page) => heard.page(page, known),
+                None => heard.users_open = false,
             },
-            news = placed.recv(), if placer_open => match news {
+            news = placed.recv(), if heard.placer_open => match news {
                 Some(news) => {
-                    waiting.hear(news, &mut ready);
+                    heard.news(news);
                     while let Ok(more) = placed.try_recv() {
-                        waiting.hear(more, &mut ready);
+                        heard.news(more);
                     }
                 }
-                None => {
-                    placer_open = false;
-                    // The placer failed: no one waiting will be placed, so reading on is
-                    // for nothing (dropping `users` stops the reader).
-                    users_open &= waiting.complete;
-                }
+                None => heard.placer_gone(),
             },
         }
     }
-    report_hidden(planner.tenant, hidden, arrived);
-    if waiting.count > 0 {
-        tracing::warn!(event = "pull.users_unplaced", tenant = planner.tenant, count = waiting.count, "users not pulled: their departments were not all placed (the walk or a department's placing failed); the next pull takes them");
-    }
+    heard.report(planner.tenant);
     Ok(())
+}
+
+/// What a first pull's planner has heard so far: the users waiting for their departments,
+/// those ready to plan, whether the reader and the placer still speak, and the counts for
+/// `pull.mobile_hidden`.
+struct Heard {
+    waiting: Waiting,
+    ready: Vec<DtUser>,
+    users_open: bool,
+    placer_open: bool,
+    /// Users arrived without a mobile, of `arrived`.
+    hidden: usize,
+    arrived: usize,
+}
+
+impl Heard {
+    fn new() -> Self {
+        Self {
+            waiting: Waiting::default(),
+            ready: Vec::new(),
+            users_open: true,
+            placer_open: true,
+            hidden: 0,
+            arrived: 0,
+        }
+    }
+
+    /// Whether a slice of `size` users is to be planned now: that many are ready, or no
+    /// more will come from the reader.
+    fn slice_due(&self, size: usize) -> bool {
+        self.ready.len() >= size || (!self.users_open && !self.ready.is_empty())
+    }
+
+    /// The next slice of ready users, at most `size`.
+    fn take_slice(&mut self, size: usize) -> Vec<DtUser> {
+        self.ready.drain(..size.min(self.ready.len())).collect()
+    }
+
+    /// Whether nothing more can be planned: the reader is done, and no one waits or no
+    /// placer is left to release them.
+    fn finished(&self) -> bool {
+        !self.users_open && (self.waiting.count == 0 || !self.placer_open)
+    }
+
+    /// A page of members read: counted (`known`: the progress' total), and each filed.
+    fn page(&mut self, page: Vec<DtUser>, known: &std::sync::atomic::AtomicUsize) {
+        self.arrived += page.len();
+        self.hidden += page.iter().filter(|u| u.mobile.is_empty()).count();
+        known.fetch_add(page.len(), std::sync::atomic::Ordering::Relaxed);
+        for user in page {
+            self.waiting.arrive(user, &mut self.ready);
+        }
+    }
+
+    /// The placer's news, releasing the users it places.
+    fn news(&mut self, news: Placement) {
+        self.waiting.hear(news, &mut self.ready);
+    }
+
+    /// The placer is gone before the end of the walk was placed: it failed.
+    fn placer_gone(&mut self) {
+        self.placer_open = false;
+        // The placer failed: no one waiting will be placed, so reading on is for nothing
+        // (the loop ends, and dropping `users` stops the reader).
+        self.users_open &= self.waiting.complete;
+    }
+
+    /// `pull.mobile_hidden`, and `pull.users_unplaced` when users still wait.
+    fn report(&self, tenant: TenantId) {
+        report_hidden(tenant, self.hidden, self.arrived);
+        if self.waiting.count > 0 {
+            tracing::warn!(event = "pull.users_unplaced", tenant, count = self.waiting.count, "users not pulled: their departments were not all placed (the walk or a department's placing failed); the next pull takes them");
+        }
+    }
 }
 
 /// Operations a pull writes before it first refreshes the database's statistics
