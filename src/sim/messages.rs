@@ -242,6 +242,8 @@ impl Notifications {
         Ok(json!({ "task_id": task_id }))
     }
 
+    /// Records a send of `msg` to `to` at `now` (seconds): its task, with who got it and who
+    /// did not, and why.
     fn deliver(&mut self, org: &Org, msg: Value, to: Recipients, now: i64) -> Task {
         self.next_task_id += 1;
         let task_id = 256_000_000_000 + self.next_task_id;
@@ -257,34 +259,24 @@ impl Notifications {
             forbidden: Vec::new(),
             recalled: false,
         };
-        let mut targets: Vec<String> = Vec::new();
-        if to.to_all {
-            targets.extend(org.users.keys().cloned());
-        }
-        for userid in to.userids {
-            if org.users.contains_key(&userid) {
-                targets.push(userid);
-            } else {
-                task.invalid_users.push(userid);
-            }
-        }
-        for dept in to.dept_ids {
-            if org.depts.contains_key(&dept) {
-                targets.extend(org.members_recursive(dept));
-            } else {
-                task.invalid_depts.push(dept);
-            }
-        }
-        targets.sort();
-        targets.dedup();
+        let to_all = to.to_all;
+        let targets = targets(org, to, &mut task);
         task.addressed = targets.len() + task.invalid_users.len();
         let day = now.div_euclid(SECS_PER_DAY);
-        let hash = content_hash(&task.msg);
-        let to_all_spent = to.to_all && {
+        let to_all_spent = to_all && {
             let sends = self.to_all_per_day.entry(day).or_insert(0);
             *sends += 1;
             *sends > TO_ALL_PER_DAY
         };
+        self.admit(&mut task, targets, day, to_all_spent);
+        task
+    }
+
+    /// Delivers `task` to each of `targets` that flow control lets through on `day`; the
+    /// others are `forbidden`: the daily cap per user (or the day's to-all sends spent), or
+    /// the same content sent to them that day.
+    fn admit(&mut self, task: &mut Task, targets: Vec<String>, day: i64, to_all_spent: bool) {
+        let hash = content_hash(&task.msg);
         for userid in targets {
             let count = self.per_user_day.entry((userid.clone(), day)).or_insert(0);
             if *count >= DAILY_CAP_PER_USER || to_all_spent {
@@ -300,7 +292,6 @@ impl Notifications {
                 task.delivered.push(userid);
             }
         }
-        task
     }
 
     fn task(&self, agent_id: i64, p: &Params, task_key: &str) -> Result<&Task, ApiFail> {
@@ -368,6 +359,34 @@ impl Notifications {
     }
 }
 
+/// The userids `to` addresses that the organisation has (everyone for `to_all`, the
+/// members of each department and those below it), sorted, each once; unknown userids and
+/// departments are noted in `task`.
+fn targets(org: &Org, to: Recipients, task: &mut Task) -> Vec<String> {
+    let mut targets: Vec<String> = Vec::new();
+    if to.to_all {
+        targets.extend(org.users.keys().cloned());
+    }
+    for userid in to.userids {
+        if org.users.contains_key(&userid) {
+            targets.push(userid);
+        } else {
+            task.invalid_users.push(userid);
+        }
+    }
+    for dept in to.dept_ids {
+        if org.depts.contains_key(&dept) {
+            targets.extend(org.members_recursive(dept));
+        } else {
+            task.invalid_depts.push(dept);
+        }
+    }
+    targets.sort();
+    targets.dedup();
+    targets
+}
+
+/// Who a send addresses, as the call named them.
 struct Recipients {
     userids: Vec<String>,
     dept_ids: Vec<i64>,
