@@ -127,6 +127,8 @@ impl<'a> LocalDepts<'a> {
     }
 }
 
+/// The departments' part of a pull: DingTalk's departments, parents first, each matched to
+/// a local department (merged), created, or left out; and where each is locally.
 fn departments(
     local: &LocalView,
     remote: &RemoteView,
@@ -138,51 +140,91 @@ fn departments(
     let locals = LocalDepts::new(local);
     let mut ordered: Vec<&RemoteDept> = remote.depts.iter().collect();
     ordered.sort_by_key(|d| (depth(&by_id, d), d.dept_id));
-    let mut map: HashMap<i64, LocalRef> = HashMap::new();
-    let mut gone: HashSet<i64> = HashSet::new();
-    let mut taken: HashSet<&str> = HashSet::new();
-    let mut ops = Vec::new();
+    let mut pulled = PulledDepts::default();
     for dept in ordered {
-        let parent = match placed_under(dept, &map, &gone, &locals, remote) {
+        let parent = match placed_under(dept, &pulled.map, &pulled.gone, &locals, remote) {
             Under::Parent(parent) => parent,
             Under::Gone => {
-                gone.insert(dept.dept_id);
-                ops.push(warn_dept(&dept.dept_id.to_string(), format!("DingTalk department {} ({}) is under a department deleted locally; not created", dept.dept_id, dept.name)));
+                pulled.under_gone(dept);
                 continue;
             }
             Under::Unknown => continue,
         };
         let matched = matching_local(dept, &locals, remote, &remote_ids)
-            .filter(|l| !taken.contains(l.id.as_str()));
+            .filter(|l| !pulled.taken.contains(l.id.as_str()));
         match matched {
-            Some(found) if found.is_deleted() => {
-                // Deleted locally stays deleted: reported, and nothing goes under it.
-                gone.insert(dept.dept_id);
-                taken.insert(found.id.as_str());
-                ops.push(warn_dept(&found.id, format!("deleted locally (del_flag = 1); DingTalk department {} ({}) is not created again", dept.dept_id, dept.name)));
-            }
+            Some(found) if found.is_deleted() => pulled.deleted_locally(found, dept),
             Some(found) => {
-                taken.insert(found.id.as_str());
-                map.insert(dept.dept_id, LocalRef::Local(found.id.clone()));
-                ops.extend(merge_dept(local, &locals, (found, dept), parent, policy));
+                pulled.taken.insert(found.id.as_str());
+                pulled
+                    .map
+                    .insert(dept.dept_id, LocalRef::Local(found.id.clone()));
+                let ops = merge_dept(local, &locals, (found, dept), parent, policy);
+                pulled.ops.extend(ops);
             }
-            None if locals.removed.contains_key(&dept.dept_id) => {
-                // Deleted locally for good before the push removed its twin: stays deleted.
-                gone.insert(dept.dept_id);
-                ops.push(warn_dept(&dept.dept_id.to_string(), format!("local department {} was deleted; DingTalk department {} ({}) is not created again (the push removes it)", locals.removed[&dept.dept_id], dept.dept_id, dept.name)));
-            }
-            None => {
-                map.insert(dept.dept_id, LocalRef::Created(dept.dept_id));
-                ops.push(Op::CreateLocalDept {
-                    dept_id: dept.dept_id,
-                    name: dept.name.clone(),
-                    parent,
-                    parent_dept_id: dept.parent_id,
-                });
-            }
+            None => pulled.unmatched(&locals, dept, parent),
         }
     }
-    (ops, map)
+    (pulled.ops, pulled.map)
+}
+
+/// The departments' pull as it is built, parents first.
+#[derive(Default)]
+struct PulledDepts<'a> {
+    /// Each DingTalk department's local department (or the one to be created).
+    map: HashMap<i64, LocalRef>,
+    /// DingTalk departments that stay out: deleted locally, or under one that is.
+    gone: HashSet<i64>,
+    /// Local departments matched already.
+    taken: HashSet<&'a str>,
+    ops: Vec<Op>,
+}
+
+impl<'a> PulledDepts<'a> {
+    /// DingTalk department `dept` sits under one deleted locally: reported, not created.
+    fn under_gone(&mut self, dept: &RemoteDept) {
+        self.gone.insert(dept.dept_id);
+        self.ops.push(warn_dept(
+            &dept.dept_id.to_string(),
+            format!(
+                "DingTalk department {} ({}) is under a department deleted locally; not created",
+                dept.dept_id, dept.name
+            ),
+        ));
+    }
+
+    /// DingTalk department `dept` matches `found`, deleted locally: deleted locally stays
+    /// deleted, reported, and nothing goes under it.
+    fn deleted_locally(&mut self, found: &'a LocalDept, dept: &RemoteDept) {
+        self.gone.insert(dept.dept_id);
+        self.taken.insert(found.id.as_str());
+        self.ops.push(warn_dept(
+            &found.id,
+            format!(
+                "deleted locally (del_flag = 1); DingTalk department {} ({}) is not created again",
+                dept.dept_id, dept.name
+            ),
+        ));
+    }
+
+    /// DingTalk department `dept` matches no local department: created under `parent`,
+    /// unless its local department was deleted for good (before the push removed its twin),
+    /// which stays deleted.
+    fn unmatched(&mut self, locals: &LocalDepts<'_>, dept: &RemoteDept, parent: LocalRef) {
+        if let Some(removed) = locals.removed.get(&dept.dept_id) {
+            self.gone.insert(dept.dept_id);
+            self.ops.push(warn_dept(&dept.dept_id.to_string(), format!("local department {removed} was deleted; DingTalk department {} ({}) is not created again (the push removes it)", dept.dept_id, dept.name)));
+            return;
+        }
+        self.map
+            .insert(dept.dept_id, LocalRef::Created(dept.dept_id));
+        self.ops.push(Op::CreateLocalDept {
+            dept_id: dept.dept_id,
+            name: dept.name.clone(),
+            parent,
+            parent_dept_id: dept.parent_id,
+        });
+    }
 }
 
 /// Where a DingTalk department goes locally, as its parent tells.
