@@ -17,6 +17,20 @@ fn not_a(kind: &str) -> EntityError {
     EntityError::Other(format!("not {kind}"))
 }
 
+/// DingTalk's create of user `userid` with `mobile`, `fields` and its resolved `depts`.
+fn user_create(userid: &str, mobile: &str, fields: &UserFields, depts: Vec<i64>) -> UserCreate {
+    UserCreate {
+        userid: userid.to_string(),
+        name: fields.name.clone().unwrap_or_default(),
+        mobile: mobile.to_string(),
+        telephone: fields.telephone.clone(),
+        job_number: fields.job_number.clone(),
+        title: fields.title.clone(),
+        email: fields.email.clone(),
+        dept_id_list: depts,
+    }
+}
+
 impl Run {
     /// Executes one operation.
     pub(super) async fn execute(&self, ctx: &ApplyCtx<'_>, op: &Op) -> Result<(), EntityError> {
@@ -207,16 +221,7 @@ impl Run {
             .as_ref()
             .map(|d| self.resolve_list(d))
             .unwrap_or_else(|| vec![ROOT_DEPT]);
-        let request = UserCreate {
-            userid: userid.to_string(),
-            name: fields.name.clone().unwrap_or_default(),
-            mobile: mobile.to_string(),
-            telephone: fields.telephone.clone(),
-            job_number: fields.job_number.clone(),
-            title: fields.title.clone(),
-            email: fields.email.clone(),
-            dept_id_list: depts.clone(),
-        };
+        let request = user_create(userid, mobile, fields, depts.clone());
         let counted = match ctx.client.user_create(&request).await {
             Ok(_) => Counted::Created,
             Err(error) if error.kind == ErrorKind::UserIdExists => {
