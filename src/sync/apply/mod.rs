@@ -16,7 +16,7 @@ use crate::jeecg::{Link, NewDept, NewUser};
 use crate::secret::Secret;
 use crate::store::batch::{ChangeRecord, Inserted, LinkWrite, NewLinkedUser, UserChange};
 use crate::store::jeecg::{LinkSaved, SnapshotWrite};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreResult};
 
 use super::model::{
     entity, DeptBase, DeptRef, LocalRef, LocalUserFields, Op, Summary, UserBase, UserFields,
@@ -851,35 +851,42 @@ impl Run {
         tokio::join!(inserts, sending);
     }
 
+    /// The rows a `CreateLocalUser` inserts (`None` for any other operation): the user,
+    /// in the local departments its DingTalk ones resolved to, its link and base.
+    fn new_linked_user(&self, ctx: &ApplyCtx<'_>, op: &Op) -> Option<NewLinkedUser> {
+        let Op::CreateLocalUser {
+            userid,
+            unionid,
+            fields,
+            base,
+        } = op
+        else {
+            return None;
+        };
+        Some(NewLinkedUser {
+            user: NewUser {
+                username: userid.clone(),
+                realname: fields.realname.clone().unwrap_or_else(|| userid.clone()),
+                phone: fields.phone.clone(),
+                email: fields.email.clone(),
+                telephone: fields.telephone.clone(),
+                work_no: fields.work_no.clone(),
+                depart_ids: self.local_depts(&fields.add_depts),
+                tenant_id: ctx.tenant,
+            },
+            userid: userid.clone(),
+            unionid: unionid.clone(),
+            base: json(base),
+        })
+    }
+
     /// New local users of a pull (`CreateLocalUser` ops) in one batch
     /// (`Store::insert_linked_users`); a user the batch does not take, or every user when
     /// the batch fails as a whole, goes the single-row way.
     async fn create_local_users(&self, ctx: &ApplyCtx<'_>, ops: &[Op], tick: &(dyn Fn() + Sync)) {
         let batch: Vec<NewLinkedUser> = ops
             .iter()
-            .filter_map(|op| match op {
-                Op::CreateLocalUser {
-                    userid,
-                    unionid,
-                    fields,
-                    base,
-                } => Some(NewLinkedUser {
-                    user: NewUser {
-                        username: userid.clone(),
-                        realname: fields.realname.clone().unwrap_or_else(|| userid.clone()),
-                        phone: fields.phone.clone(),
-                        email: fields.email.clone(),
-                        telephone: fields.telephone.clone(),
-                        work_no: fields.work_no.clone(),
-                        depart_ids: self.local_depts(&fields.add_depts),
-                        tenant_id: ctx.tenant,
-                    },
-                    userid: userid.clone(),
-                    unionid: unionid.clone(),
-                    base: json(base),
-                }),
-                _ => None,
-            })
+            .filter_map(|op| self.new_linked_user(ctx, op))
             .collect();
         let answers = match ctx
             .store
@@ -958,36 +965,52 @@ impl Run {
             }
         };
         for ((op, change), answer) in ops.into_iter().zip(&changes).zip(answers) {
-            let Op::UpdateLocalUser {
-                fields,
-                merge,
-                base,
-                ..
-            } = op
-            else {
+            let Op::UpdateLocalUser { .. } = op else {
                 continue;
             };
-            let held = match (answer, &change.record) {
-                (Ok(LinkSaved::HeldBy(other)), ChangeRecord::Link(write)) => {
-                    self.held_by(ctx, &write.link, base, other).await
-                }
-                (Ok(_), _) => Ok(()),
-                (Err(error), _) => Err(error.into()),
-            };
-            match held {
-                Ok(()) => {
-                    if !fields.is_empty() {
-                        self.state().summary.updated += 1;
-                    }
-                    let (kind, key) = entity_of(op);
-                    conflicts(ctx, &kind, &key, merge);
-                }
-                Err(error) => {
-                    self.state().summary.retryable |= error.is_retryable();
-                    self.record_failure(ctx, op, &error.to_string());
-                }
-            }
+            self.updated_local_user(ctx, op, change, answer).await;
             tick();
+        }
+    }
+
+    /// What the batch answered for one `UpdateLocalUser` (`op`, written as `change`):
+    /// counted and its conflicts told, or failed; a link another user's row holds is
+    /// settled by [`Run::held_by`].
+    async fn updated_local_user(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        op: &Op,
+        change: &UserChange,
+        answer: StoreResult<LinkSaved>,
+    ) {
+        let Op::UpdateLocalUser {
+            fields,
+            merge,
+            base,
+            ..
+        } = op
+        else {
+            return;
+        };
+        let held = match (answer, &change.record) {
+            (Ok(LinkSaved::HeldBy(other)), ChangeRecord::Link(write)) => {
+                self.held_by(ctx, &write.link, base, other).await
+            }
+            (Ok(_), _) => Ok(()),
+            (Err(error), _) => Err(error.into()),
+        };
+        match held {
+            Ok(()) => {
+                if !fields.is_empty() {
+                    self.state().summary.updated += 1;
+                }
+                let (kind, key) = entity_of(op);
+                conflicts(ctx, &kind, &key, merge);
+            }
+            Err(error) => {
+                self.state().summary.retryable |= error.is_retryable();
+                self.record_failure(ctx, op, &error.to_string());
+            }
         }
     }
 
