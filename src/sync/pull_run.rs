@@ -10,9 +10,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::{Config, TenantConfig, TenantId};
+use crate::config::TenantId;
 use crate::dingtalk::types::DtUser;
-use crate::dingtalk::DingTalkClient;
 use crate::store::Store;
 
 use super::apply::{apply, ApplyCtx};
@@ -64,12 +63,15 @@ struct SlicePlanner {
 
 /// Reads DingTalk and the local departments, and plans the departments.
 pub(super) async fn start_pull(
-    store: &Store,
-    client: &DingTalkClient,
-    config: &Config,
-    tenant: &TenantConfig,
+    ctx: &RunCtx<'_>,
     request: RunRequest,
 ) -> Result<(Pull, Plan), RunError> {
+    let RunCtx {
+        store,
+        client,
+        config,
+        tenant,
+    } = *ctx;
     let policy = Rules::of(config, tenant).policy;
     let local = read::dept_tree_view(store, tenant.id, true).await?;
     let started = std::time::Instant::now();
@@ -615,7 +617,7 @@ pub(super) async fn apply_pull(
         };
     }
     let run_started = std::time::Instant::now();
-    let (mut pull, head) = start_pull(store, ctx.client, run.config, tenant, request).await?;
+    let (mut pull, head) = start_pull(run, request).await?;
     let run_id = store.start_run(tenant.id, kind).await?;
     let mut summary = apply(ctx, &head).await;
     pull.planner.slice = slice.max(1);

@@ -232,18 +232,13 @@ pub const USER_SLICE: usize = 1000;
 
 /// Reads both sides and plans (a dry run: the whole plan is held and returned).
 pub async fn plan_run(ctx: &RunCtx<'_>, request: RunRequest) -> Result<Plan, RunError> {
-    let RunCtx {
-        store,
-        client,
-        config,
-        tenant,
-    } = *ctx;
+    let (store, tenant) = (ctx.store, ctx.tenant);
     if let Some(off) = switched_off(tenant, request.direction) {
         return Err(RunError::SwitchedOff(off));
     }
     match request.direction {
         Direction::Push => {
-            let (mut push, mut plan) = start_push(store, client, config, tenant, request).await?;
+            let (mut push, mut plan) = start_push(ctx, request).await?;
             let (sender, mut slices) = tokio::sync::mpsc::channel(1);
             let collect = async {
                 while let Some((ops, _)) = slices.recv().await {
@@ -259,8 +254,7 @@ pub async fn plan_run(ctx: &RunCtx<'_>, request: RunRequest) -> Result<Plan, Run
             Ok(plan)
         }
         Direction::Pull => {
-            let (mut pull, mut plan) =
-                super::pull_run::start_pull(store, client, config, tenant, request).await?;
+            let (mut pull, mut plan) = super::pull_run::start_pull(ctx, request).await?;
             while let Some(slice) = pull.next_slice(store).await? {
                 plan.ops.extend(slice.ops);
                 plan.considered += slice.considered;
@@ -314,13 +308,13 @@ impl Phases {
 }
 
 /// Reads the departments of both sides and DingTalk's users, and plans the departments.
-async fn start_push(
-    store: &Store,
-    client: &DingTalkClient,
-    config: &Config,
-    tenant: &TenantConfig,
-    request: RunRequest,
-) -> Result<(Push, Plan), RunError> {
+async fn start_push(ctx: &RunCtx<'_>, request: RunRequest) -> Result<(Push, Plan), RunError> {
+    let RunCtx {
+        store,
+        client,
+        config,
+        tenant,
+    } = *ctx;
     let local = read::dept_tree_view(store, tenant.id, true).await?;
     // Users are read for departments too: members move out before a delete.
     let started = std::time::Instant::now();
@@ -527,7 +521,7 @@ async fn apply_push(
 ) -> Result<(Summary, Option<String>, i64), RunError> {
     let started = std::time::Instant::now();
     let (store, tenant) = (ctx.store, ctx.tenant);
-    let (mut push, head) = start_push(store, ctx.client, ctx.config, tenant, request).await?;
+    let (mut push, head) = start_push(ctx, request).await?;
     push.slice = slice.max(1);
     let run_id = store.start_run(tenant.id, "push").await?;
     let (sender, slices) = tokio::sync::mpsc::channel(1);
