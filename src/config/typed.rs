@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::raw::{RawConfig, RawPull, RawTenant};
+use super::raw::{RawConfig, RawPull, RawTenant, RawTenantDefaults};
 use super::{
     AnnouncementConfig, AnnouncementMode, Config, ConflictWinner, DaemonConfig, DatabaseConfig,
     DatabaseUrl, DingTalkConfig, EventsConfig, EventsMode, LogConfig, LogFormat, MetricsConfig,
@@ -206,22 +206,11 @@ pub(super) fn build(
     let queue = queue(&mut check, raw.queue);
     let log = log(&mut check, raw.log);
     let pull_anywhere = tenants_from_database || tenants.iter().any(|t| t.pull.enabled);
-    if pull_anywhere
-        && pull
-            .as_ref()
-            .is_some_and(|p| p.new_user_password.expose() == JEECG_DEFAULT_PASSWORD)
-    {
+    if pull_anywhere && pull.as_ref().is_some_and(gives_default_password) {
         warnings.push(WEAK_PASSWORD_WARNING.to_string());
     }
     let announcement = announcement(&mut check, raw.announcement);
-    let tenant_defaults = TenantDefaults {
-        push: Switch {
-            enabled: raw.tenant_defaults.push.enabled.unwrap_or(true),
-        },
-        pull: Switch {
-            enabled: raw.tenant_defaults.pull.enabled.unwrap_or(true),
-        },
-    };
+    let tenant_defaults = tenant_defaults(&raw.tenant_defaults);
     let (sync, events) = modes(&mut check, &raw.sync, &raw.events);
     let metrics = metrics(&mut check, raw.metrics);
     let outbox = outbox(&mut check, raw.outbox);
@@ -244,6 +233,23 @@ pub(super) fn build(
         events,
         metrics,
     })
+}
+
+/// Whether `[pull]` gives new users JeecgBoot's default password.
+fn gives_default_password(pull: &PullConfig) -> bool {
+    pull.new_user_password.expose() == JEECG_DEFAULT_PASSWORD
+}
+
+/// `[tenant_defaults]`: each direction on unless switched off.
+fn tenant_defaults(raw: &RawTenantDefaults) -> TenantDefaults {
+    TenantDefaults {
+        push: Switch {
+            enabled: raw.push.enabled.unwrap_or(true),
+        },
+        pull: Switch {
+            enabled: raw.pull.enabled.unwrap_or(true),
+        },
+    }
 }
 
 /// The warning for a pull that would give new users JeecgBoot's default password.
