@@ -1,6 +1,7 @@
 //! Gathering the two views: the local one from the store (a handful of queries), the remote
 //! one from DingTalk's list APIs — a breadth-first walk of `department/listsub` from the
-//! root, then `v2/user/list` (100 a page) per department; never one `user/get` per user.
+//! root and, at the same time, `v2/user/list` (100 a page) for each department as soon as
+//! the walk finds it; never one `user/get` per user.
 //! `department/get` is called only for departments a pull cannot match otherwise (it is the
 //! only API that returns `source_identifier`).
 

@@ -1,5 +1,8 @@
 //! One sync run for one tenant: read both views, plan, and (unless a dry run) apply, with a
-//! `dingsync_run` row and `sync.run.started` / `sync.run.finished` events.
+//! `dingsync_run` row and `sync.run.started` / `sync.run.finished` events (a push here, a
+//! pull in `pull_run`). Also what every run path asks first: the tenants to work
+//! ([`tenants`]), whether a direction is switched off ([`switched_off`]), and the
+//! per-tenant run lease ([`RunLease`]).
 
 use crate::config::{Config, TenantConfig, TenantId};
 use crate::dingtalk::{DingTalkClient, DingTalkError};
