@@ -6,6 +6,7 @@
 
 use crate::config::{Config, TenantConfig, TenantId};
 use crate::dingtalk::{DingTalkClient, DingTalkError};
+use crate::jeecg::AppConfigRow;
 use crate::store::state::RunCounts;
 use crate::store::{Store, StoreError};
 
@@ -73,39 +74,7 @@ pub async fn tenants_warning(
             if tenants.iter().any(|t| t.id == row.tenant_id) {
                 continue;
             }
-            if row.is_placeholder() {
-                if !warn {
-                    continue;
-                }
-                tracing::warn!(
-                    event = "config.warning",
-                    tenant = row.tenant_id,
-                    detail = "sys_third_app_config holds placeholder credentials ('1' or empty) for this tenant; skipped",
-                    "configuration warning"
-                );
-                continue;
-            }
-            let Ok(agent_id) = row.agent_id.trim().parse::<i64>() else {
-                if !warn {
-                    continue;
-                }
-                tracing::warn!(
-                    event = "config.warning",
-                    tenant = row.tenant_id,
-                    detail = "sys_third_app_config.agent_id is not a number; tenant skipped",
-                    "configuration warning"
-                );
-                continue;
-            };
-            tenants.push(TenantConfig {
-                id: row.tenant_id,
-                agent_id,
-                client_id: row.client_id,
-                client_secret: row.client_secret,
-                push: config.tenant_defaults.push,
-                pull: config.tenant_defaults.pull,
-                source: crate::config::TenantSource::SysThirdAppConfig,
-            });
+            tenants.extend(tenant_of_row(config, row, warn));
         }
     }
     let ids: Vec<TenantId> = tenants.iter().map(|t| t.id).collect();
@@ -115,6 +84,43 @@ pub async fn tenants_warning(
         )));
     }
     Ok(tenants)
+}
+
+/// The tenant a `sys_third_app_config` row stands for, with `[tenant_defaults]`'s switches;
+/// none for placeholder credentials or an `agent_id` that is not a number (said as a
+/// `config.warning` when `warn`).
+fn tenant_of_row(config: &Config, row: AppConfigRow, warn: bool) -> Option<TenantConfig> {
+    if row.is_placeholder() {
+        if warn {
+            tracing::warn!(
+                event = "config.warning",
+                tenant = row.tenant_id,
+                detail = "sys_third_app_config holds placeholder credentials ('1' or empty) for this tenant; skipped",
+                "configuration warning"
+            );
+        }
+        return None;
+    }
+    let Ok(agent_id) = row.agent_id.trim().parse::<i64>() else {
+        if warn {
+            tracing::warn!(
+                event = "config.warning",
+                tenant = row.tenant_id,
+                detail = "sys_third_app_config.agent_id is not a number; tenant skipped",
+                "configuration warning"
+            );
+        }
+        return None;
+    };
+    Some(TenantConfig {
+        id: row.tenant_id,
+        agent_id,
+        client_id: row.client_id,
+        client_secret: row.client_secret,
+        push: config.tenant_defaults.push,
+        pull: config.tenant_defaults.pull,
+        source: crate::config::TenantSource::SysThirdAppConfig,
+    })
 }
 
 /// Why `direction` is switched off for `tenant`, when it is: the tenant's `push.enabled` /
