@@ -211,32 +211,8 @@ impl Notifications {
             return Err(ApiFail::new(45002, "消息内容超过2048字节"));
         }
         validate_msg(&msg)?;
-        let userids = p.str_list("userid_list").unwrap_or_default();
-        let dept_ids = p.id_list("dept_id_list")?.unwrap_or_default();
-        let to_all = p.bool("to_all_user")?.unwrap_or(false);
-        if userids.len() > MAX_USERIDS {
-            return Err(ApiFail::new(INVALID_PARAM, "userid_list 最多100个"));
-        }
-        if dept_ids.len() > MAX_DEPT_IDS {
-            return Err(ApiFail::new(INVALID_PARAM, "dept_id_list 最多20个"));
-        }
-        if !to_all && userids.is_empty() && dept_ids.is_empty() {
-            return Err(ApiFail::new(
-                INVALID_PARAM,
-                "userid_list、dept_id_list、to_all_user 至少一个",
-            ));
-        }
-        let msg = Value::Object(msg);
-        let task = self.deliver(
-            org,
-            msg,
-            Recipients {
-                userids,
-                dept_ids,
-                to_all,
-            },
-            now,
-        );
+        let to = recipients(p)?;
+        let task = self.deliver(org, Value::Object(msg), to, now);
         let task_id = task.task_id;
         self.tasks.insert(task_id, task);
         Ok(json!({ "task_id": task_id }))
@@ -391,4 +367,29 @@ struct Recipients {
     userids: Vec<String>,
     dept_ids: Vec<i64>,
     to_all: bool,
+}
+
+/// A send's recipients as its parameters name them, within DingTalk's limits (100 userids,
+/// 20 departments, at least one recipient).
+fn recipients(p: &Params) -> Result<Recipients, ApiFail> {
+    let userids = p.str_list("userid_list").unwrap_or_default();
+    let dept_ids = p.id_list("dept_id_list")?.unwrap_or_default();
+    let to_all = p.bool("to_all_user")?.unwrap_or(false);
+    if userids.len() > MAX_USERIDS {
+        return Err(ApiFail::new(INVALID_PARAM, "userid_list 最多100个"));
+    }
+    if dept_ids.len() > MAX_DEPT_IDS {
+        return Err(ApiFail::new(INVALID_PARAM, "dept_id_list 最多20个"));
+    }
+    if !to_all && userids.is_empty() && dept_ids.is_empty() {
+        return Err(ApiFail::new(
+            INVALID_PARAM,
+            "userid_list、dept_id_list、to_all_user 至少一个",
+        ));
+    }
+    Ok(Recipients {
+        userids,
+        dept_ids,
+        to_all,
+    })
 }
