@@ -300,15 +300,7 @@ async fn sync_tenant(
     );
     let ttl = loaded.config.daemon.lease_ttl;
     let lease = run_lease(store, tenant.id, &owner, ttl, args.wait.unwrap_or(ttl * 2)).await?;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message(format!("tenant {}", tenant.id));
-        bar
-    });
+    let bar = progress_bar(tenant.id);
     let progress = |done: usize, total: usize| {
         if let Some(bar) = &bar {
             bar.set_length(total as u64);
@@ -337,4 +329,17 @@ async fn sync_tenant(
     })?;
     print_summary(tenant.id, &summary);
     Ok(summary)
+}
+
+/// A progress bar for `tenant`'s run, on a terminal only.
+fn progress_bar(tenant: TenantId) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("tenant {tenant}"));
+        bar
+    })
 }
