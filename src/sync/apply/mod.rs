@@ -50,15 +50,46 @@ pub type OnPlaced<'a> = dyn Fn(i64, &str) + Sync + 'a;
 /// Why one entity failed.
 #[derive(Debug, thiserror::Error)]
 enum EntityError {
+    /// A DingTalk call failed.
     #[error("{0}")]
     DingTalk(#[from] DingTalkError),
+    /// A database read or write failed.
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Other(String),
-    /// Not possible now, likely later (another entity must change first).
-    #[error("{0}")]
-    Later(String),
+    /// A method was handed an operation of another kind (the dispatch prevents it).
+    #[error("not {0}")]
+    NotA(&'static str),
+    /// A department this run was to create in DingTalk was not created (its create failed).
+    #[error("department {0} was not created")]
+    NotCreated(String),
+    /// The DingTalk department a pull was to place locally first was not placed.
+    #[error("parent department {0} was not created locally")]
+    ParentNotPlaced(i64),
+    /// A create's mobile belongs to a DingTalk user `getbymobile` does not show (60104);
+    /// the mobile masked.
+    #[error("mobile {0} already belongs to another DingTalk user (errcode 60104)")]
+    MobileTaken(String),
+    /// A create's mobile belongs to a DingTalk user linked to another local user (60104).
+    #[error("mobile {masked} belongs to DingTalk user {userid}, already linked to local user {other} (errcode 60104)")]
+    MobileLinked {
+        /// The mobile, masked.
+        masked: String,
+        /// The DingTalk user holding it.
+        userid: String,
+        /// The local user linked to them.
+        other: String,
+    },
+    /// The DingTalk department a create would adopt by name belongs to another local
+    /// department (60021): not possible now, likely later (that one must change first).
+    #[error("DingTalk department {dept_id} under the same parent is already named {name:?} and belongs to local department {holder} (errcode 60021)")]
+    NameHeld {
+        /// The DingTalk department of that name.
+        dept_id: i64,
+        /// The name.
+        name: String,
+        /// The local department holding it.
+        holder: String,
+    },
 }
 
 impl EntityError {
@@ -67,8 +98,12 @@ impl EntityError {
         match self {
             Self::DingTalk(e) => e.is_retryable(),
             Self::Store(e) => e.is_retryable(),
-            Self::Other(_) => false,
-            Self::Later(_) => true,
+            Self::NameHeld { .. } => true,
+            Self::NotA(_)
+            | Self::NotCreated(_)
+            | Self::ParentNotPlaced(_)
+            | Self::MobileTaken(_)
+            | Self::MobileLinked { .. } => false,
         }
     }
 }
@@ -721,7 +756,7 @@ impl Run {
                 .created_depts
                 .get(local)
                 .copied()
-                .ok_or_else(|| EntityError::Other(format!("department {local} was not created"))),
+                .ok_or_else(|| EntityError::NotCreated(local.clone())),
         }
     }
 
@@ -744,9 +779,7 @@ impl Run {
                 .get(ding)
                 .cloned()
                 .map(Some)
-                .ok_or_else(|| {
-                    EntityError::Other(format!("parent department {ding} was not created locally"))
-                }),
+                .ok_or(EntityError::ParentNotPlaced(*ding)),
         }
     }
 
@@ -772,7 +805,7 @@ impl Run {
             parent_dept_id,
         } = op
         else {
-            return Err(EntityError::Other("not a department to place".into()));
+            return Err(EntityError::NotA("a department to place"));
         };
         let parent_id = self.resolve_local(parent)?;
         let dept = ctx
@@ -1230,10 +1263,51 @@ impl Run {
 
 #[cfg(test)]
 mod tests {
+    use super::super::model::mask_mobile;
     use super::*;
 
     fn group(ready: usize) -> Group {
         (ready, Vec::new())
+    }
+
+    #[test]
+    fn entity_errors_say_what_they_said_and_only_a_held_name_waits_to_be_retried() {
+        let cases = [
+            (EntityError::NotA("a user to create"), "not a user to create", false),
+            (EntityError::NotCreated("d1".into()), "department d1 was not created", false),
+            (
+                EntityError::ParentNotPlaced(7),
+                "parent department 7 was not created locally",
+                false,
+            ),
+            (
+                EntityError::MobileTaken(mask_mobile("13800000001")),
+                "mobile 138****0001 already belongs to another DingTalk user (errcode 60104)",
+                false,
+            ),
+            (
+                EntityError::MobileLinked {
+                    masked: mask_mobile("13800000001"),
+                    userid: "u1".into(),
+                    other: "l2".into(),
+                },
+                "mobile 138****0001 belongs to DingTalk user u1, already linked to local user l2 (errcode 60104)",
+                false,
+            ),
+            (
+                EntityError::NameHeld {
+                    dept_id: 5,
+                    name: "Sales".into(),
+                    holder: "d2".into(),
+                },
+                "DingTalk department 5 under the same parent is already named \"Sales\" and belongs to local department d2 (errcode 60021)",
+                true,
+            ),
+        ];
+        for (error, text, retryable) in cases {
+            assert_eq!(error.to_string(), text);
+            assert_eq!(error.is_retryable(), retryable, "{text}");
+        }
     }
 
     #[test]
