@@ -20,7 +20,7 @@ use super::read;
 pub enum RunError {
     /// The tenant's `push.enabled` / `pull.enabled` is false.
     #[error("{0}")]
-    SwitchedOff(String),
+    SwitchedOff(SwitchedOff),
     /// DingTalk could not be read.
     #[error("reading DingTalk failed: {0}")]
     DingTalk(#[from] DingTalkError),
@@ -123,18 +123,41 @@ fn tenant_of_row(config: &Config, row: AppConfigRow, warn: bool) -> Option<Tenan
     })
 }
 
+/// A direction switched off for a tenant: its `push.enabled` / `pull.enabled` is false.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchedOff {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The direction switched off.
+    pub direction: Direction,
+}
+
+impl std::fmt::Display for SwitchedOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.direction {
+            Direction::Push => "push",
+            Direction::Pull => "pull",
+        };
+        write!(
+            f,
+            "{name} is switched off for tenant {} ({name}.enabled = false)",
+            self.tenant
+        )
+    }
+}
+
+impl std::error::Error for SwitchedOff {}
+
 /// Why `direction` is switched off for `tenant`, when it is: the tenant's `push.enabled` /
 /// `pull.enabled`. Every path asks here — `sync`, `plan`, the crons, the daemon's jobs.
-pub fn switched_off(tenant: &TenantConfig, direction: Direction) -> Option<String> {
-    let (enabled, name) = match direction {
-        Direction::Push => (tenant.push.enabled, "push"),
-        Direction::Pull => (tenant.pull.enabled, "pull"),
+pub fn switched_off(tenant: &TenantConfig, direction: Direction) -> Option<SwitchedOff> {
+    let enabled = match direction {
+        Direction::Push => tenant.push.enabled,
+        Direction::Pull => tenant.pull.enabled,
     };
-    (!enabled).then(|| {
-        format!(
-            "{name} is switched off for tenant {} ({name}.enabled = false)",
-            tenant.id
-        )
+    (!enabled).then_some(SwitchedOff {
+        tenant: tenant.id,
+        direction,
     })
 }
 
@@ -616,4 +639,30 @@ pub(super) fn merge(summary: &mut Summary, rest: Summary) {
     summary.failures.extend(rest.failures);
     summary.warnings.extend(rest.warnings);
     summary.retryable |= rest.retryable;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switched_off_direction_names_its_switch() {
+        let cases = [
+            (
+                Direction::Push,
+                "push is switched off for tenant 7 (push.enabled = false)",
+            ),
+            (
+                Direction::Pull,
+                "pull is switched off for tenant 7 (pull.enabled = false)",
+            ),
+        ];
+        for (direction, text) in cases {
+            let off = SwitchedOff {
+                tenant: 7,
+                direction,
+            };
+            assert_eq!(RunError::SwitchedOff(off).to_string(), text);
+        }
+    }
 }
