@@ -207,7 +207,7 @@ mod tests {
             (too_long().into(), exit::USAGE),
             (too_large().into(), exit::USAGE),
             (
-                CliError::Tenants(TenantsError::Rule("x".into())),
+                CliError::Tenants(TenantsError::Rule(tenant_rule())),
                 exit::CONFIG,
             ),
             (
@@ -215,7 +215,7 @@ mod tests {
                 exit::UNAVAILABLE,
             ),
             (
-                CliError::Daemon(DaemonError::Tenants("x".into())),
+                CliError::Daemon(DaemonError::Tenants(tenant_rule())),
                 exit::CONFIG,
             ),
             (
@@ -263,6 +263,11 @@ mod tests {
         );
     }
 
+    /// Tenant 0 beside tenant 1.
+    fn tenant_rule() -> crate::config::TenantRuleError {
+        crate::config::TenantRuleError { others: vec![1] }
+    }
+
     /// A message field over its limit.
     fn too_long() -> UsageError {
         UsageError::TooLong {
@@ -302,6 +307,8 @@ mod tests {
             (Refusal::NotLinked(vec!["a".into(), "b".into()]).into(), "not linked to DingTalk (sync them first): a,b"),
             (ProcessError::Runtime(io_error()).into(), "cannot start the async runtime: x"),
             (ProcessError::Signals(io_error()).into(), "cannot install signal handlers: x"),
+            (TenantsError::Rule(crate::config::TenantRuleError { others: vec![1, 2] }).into(), "tenant 0 owns every row and cannot be configured beside tenants 1, 2; give each JeecgBoot tenant its own id, or use tenant 0 alone (tenants from the configuration and sys_third_app_config)"),
+            (DaemonError::Tenants(tenant_rule()).into(), "tenant 0 owns every row and cannot be configured beside tenants 1; give each JeecgBoot tenant its own id, or use tenant 0 alone (tenants from the configuration and sys_third_app_config)"),
         ];
         for (error, text) in cases {
             assert_eq!(error.to_string(), text);

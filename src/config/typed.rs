@@ -13,7 +13,7 @@ use super::{
     AnnouncementConfig, AnnouncementMode, Config, ConflictWinner, DaemonConfig, DatabaseConfig,
     DatabaseUrl, DingTalkConfig, EventsConfig, EventsMode, LogConfig, LogFormat, MetricsConfig,
     OutboxConfig, Problem, PullConfig, PushConfig, QueueConfig, Switch, SyncConfig, TenantConfig,
-    TenantDefaults, WatchConfig,
+    TenantDefaults, TenantId, WatchConfig,
 };
 use crate::secret::{read_secret_file, Secret};
 
@@ -544,26 +544,25 @@ fn tenants(check: &mut Checker<'_>, raw: Vec<RawTenant>, from_database: bool) ->
     let ids: Vec<i64> = tenants.iter().map(|t| t.id).collect();
     if let Some(message) = tenant_zero_beside_others(&ids) {
         let index = tenants.iter().position(|t| t.id == 0).unwrap_or(0);
-        check.problem(&format!("tenant[{index}].id"), message);
+        check.problem(&format!("tenant[{index}].id"), message.to_string());
     }
     tenants
+}
+
+/// The tenant rule broken: tenant 0 configured beside `others`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("tenant 0 owns every row and cannot be configured beside tenants {}; give each JeecgBoot tenant its own id, or use tenant 0 alone", .others.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+pub struct TenantRuleError {
+    /// The other tenants' ids, in the order given.
+    pub others: Vec<TenantId>,
 }
 
 /// The tenant rule: tenant 0 (a single-tenant installation) owns every row, so it cannot
 /// stand beside other tenants — their rows would be pushed to two DingTalk apps. `None`
 /// when `ids` keep the rule.
-pub fn tenant_zero_beside_others(ids: &[i64]) -> Option<String> {
-    let others: Vec<String> = ids
-        .iter()
-        .filter(|id| **id != 0)
-        .map(ToString::to_string)
-        .collect();
-    (ids.contains(&0) && !others.is_empty()).then(|| {
-        format!(
-            "tenant 0 owns every row and cannot be configured beside tenants {}; give each JeecgBoot tenant its own id, or use tenant 0 alone",
-            others.join(", ")
-        )
-    })
+pub fn tenant_zero_beside_others(ids: &[i64]) -> Option<TenantRuleError> {
+    let others: Vec<TenantId> = ids.iter().copied().filter(|id| *id != 0).collect();
+    (ids.contains(&0) && !others.is_empty()).then_some(TenantRuleError { others })
 }
 
 fn tenant_config(check: &mut Checker<'_>, key: &str, raw: RawTenant) -> Option<TenantConfig> {

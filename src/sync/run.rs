@@ -4,7 +4,7 @@
 //! ([`tenants`]), whether a direction is switched off ([`switched_off`]), and the
 //! per-tenant run lease ([`RunLease`]).
 
-use crate::config::{Config, TenantConfig, TenantId};
+use crate::config::{Config, TenantConfig, TenantId, TenantRuleError};
 use crate::dingtalk::{DingTalkClient, DingTalkError};
 use crate::jeecg::AppConfigRow;
 use crate::store::state::RunCounts;
@@ -47,8 +47,8 @@ pub enum TenantsError {
     #[error("{0}")]
     Store(#[from] StoreError),
     /// Together they break the tenant rule (tenant 0 beside others); nothing is worked.
-    #[error("{0}")]
-    Rule(String),
+    #[error("{0} (tenants from the configuration and sys_third_app_config)")]
+    Rule(TenantRuleError),
 }
 
 /// The tenants to work: `[[tenant]]` entries, plus `sys_third_app_config`'s DingTalk rows
@@ -79,9 +79,7 @@ pub async fn tenants_warning(
     }
     let ids: Vec<TenantId> = tenants.iter().map(|t| t.id).collect();
     if let Some(rule) = crate::config::tenant_zero_beside_others(&ids) {
-        return Err(TenantsError::Rule(format!(
-            "{rule} (tenants from the configuration and sys_third_app_config)"
-        )));
+        return Err(TenantsError::Rule(rule));
     }
     Ok(tenants)
 }
