@@ -114,7 +114,6 @@ pub(super) fn plan(
     rules: &super::Rules,
     focus: &Focus,
 ) -> DeptPlan {
-    let config = &rules.push;
     let tree = DeptTree::new(&local.depts, &local.dead_depts);
     let remote = Remote::new(remote);
     let (map, owner) = known_links(&tree, local, &remote);
@@ -124,35 +123,14 @@ pub(super) fn plan(
         ops: Vec::new(),
         fallback: HashMap::new(),
     };
+    let views = DeptViews {
+        tree: &tree,
+        local,
+        remote: &remote,
+        rules,
+    };
     for dept in tree.order() {
-        let id = dept.id.as_str();
-        let in_focus = focus.dept(id);
-        // Parents come first, so theirs is known.
-        let parent = tree
-            .parent(id)
-            .and_then(|p| placing.map.get(p).cloned())
-            .unwrap_or(DeptRef::Ding(ROOT_DEPT));
-        if let Some(reason) = tree.refusal(id) {
-            placing.refuse(id, parent, reason, in_focus);
-            continue;
-        }
-        match placing.map.get(id).cloned() {
-            Some(DeptRef::Ding(ding)) => {
-                if let Some(current) = remote.get(ding).filter(|_| in_focus) {
-                    let policy = rules.policy.depts();
-                    let ops = update_or_link(local, dept, current, &parent, &policy);
-                    placing.ops.extend(ops);
-                }
-            }
-            // Departments are not pushed: one DingTalk lacks stays missing, and its users go
-            // to its nearest pushed parent (as for a refused one).
-            _ if !config.departments => placing.fall_back(
-                id,
-                parent,
-                "departments are not pushed ([push] departments = false)",
-            ),
-            _ => placing.adopt_or_create(&remote, dept, parent, in_focus),
-        }
+        placing.place(&views, dept, focus.dept(dept.id.as_str()));
     }
     sort_ops(&mut placing.ops, &remote);
     let deleting = Deleting {
@@ -160,7 +138,7 @@ pub(super) fn plan(
         local,
         remote: &remote,
         owner: &placing.owner,
-        max: config.max_department_deletes,
+        max: rules.push.max_department_deletes,
     };
     let gone = deleting.plan(focus);
     placing.into_plan(gone)
@@ -177,7 +155,50 @@ struct Placing {
     fallback: HashMap<String, String>,
 }
 
+/// What a department plan judges by: the local tree, the local view, DingTalk's
+/// departments, and the rules.
+struct DeptViews<'a> {
+    tree: &'a DeptTree<'a>,
+    local: &'a LocalView,
+    remote: &'a Remote<'a>,
+    rules: &'a super::Rules,
+}
+
 impl Placing {
+    /// Places local department `dept`, whose parent is placed already (the order is
+    /// parents-first): refused, updated or linked where DingTalk has it, left to its parent
+    /// when departments are not pushed, else adopted or created. Operations only `in_focus`.
+    fn place(&mut self, views: &DeptViews<'_>, dept: &LocalDept, in_focus: bool) {
+        let id = dept.id.as_str();
+        // Parents come first, so theirs is known.
+        let parent = views
+            .tree
+            .parent(id)
+            .and_then(|p| self.map.get(p).cloned())
+            .unwrap_or(DeptRef::Ding(ROOT_DEPT));
+        if let Some(reason) = views.tree.refusal(id) {
+            self.refuse(id, parent, reason, in_focus);
+            return;
+        }
+        match self.map.get(id).cloned() {
+            Some(DeptRef::Ding(ding)) => {
+                if let Some(current) = views.remote.get(ding).filter(|_| in_focus) {
+                    let policy = views.rules.policy.depts();
+                    let ops = update_or_link(views.local, dept, current, &parent, &policy);
+                    self.ops.extend(ops);
+                }
+            }
+            // Departments are not pushed: one DingTalk lacks stays missing, and its users go
+            // to its nearest pushed parent (as for a refused one).
+            _ if !views.rules.push.departments => self.fall_back(
+                id,
+                parent,
+                "departments are not pushed ([push] departments = false)",
+            ),
+            _ => self.adopt_or_create(views.remote, dept, parent, in_focus),
+        }
+    }
+
     /// The department plan: what was placed, and the deletes `gone`.
     fn into_plan(self, gone: Deletes) -> DeptPlan {
         DeptPlan {
