@@ -19,7 +19,7 @@ use serde::Serialize;
 use url::Url;
 
 pub use layers::ENV_PREFIX;
-pub use typed::{system_timezone, tenant_zero_beside_others};
+pub use typed::{system_timezone, tenant_zero_beside_others, TenantRuleError};
 
 use crate::secret::Secret;
 

@@ -13,14 +13,14 @@ use crate::store::now_ms;
 use crate::store::queue::{state, JobFilter};
 use crate::sync::run::TenantsError;
 
-use super::{connect, CliError};
+use super::{connect, CliError, ProcessError, Refusal};
 
 /// `dingsync run`.
 pub(super) async fn run(loaded: &Loaded, options: LoadOptions) -> Result<(), CliError> {
     let shutdown = CancellationToken::new();
     let reload_trigger = Arc::new(tokio::sync::Notify::new());
     let signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|error| CliError::Process(format!("cannot install signal handlers: {error}")))?;
+        .map_err(ProcessError::Signals)?;
     let handle = signals.handle();
     let signal_task = {
         let (shutdown, trigger) = (shutdown.clone(), Arc::clone(&reload_trigger));
@@ -241,7 +241,7 @@ pub(super) async fn queue(loaded: &Loaded, command: &QueueCommand) -> Result<(),
                     .map(u64::from)
             };
             match retried {
-                Ok(0) => Err(CliError::Refused("no such dead job".into())),
+                Ok(0) => Err(Refusal::NoDeadJob.into()),
                 Ok(n) => {
                     println!("{n} job(s) queued again");
                     Ok(())
@@ -254,9 +254,7 @@ pub(super) async fn queue(loaded: &Loaded, command: &QueueCommand) -> Result<(),
                 println!("job {id} dropped");
                 Ok(())
             }
-            Ok(false) => Err(CliError::Refused(format!(
-                "no job {id} that is not running"
-            ))),
+            Ok(false) => Err(Refusal::NoIdleJob(*id).into()),
             Err(error) => Err(error.into()),
         },
     };

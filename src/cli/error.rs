@@ -1,6 +1,8 @@
 //! The command line's one error type and its exit codes (sysexits.h, [`crate::exit`]). Every
 //! command returns `Result<(), CliError>`; [`report`] logs the error, prints it and gives the
-//! code, so a failure is told the same way whichever command met it.
+//! code, so a failure is told the same way whichever command met it. The cases the commands
+//! meet themselves are typed here too ([`UsageError`], [`Refusal`], [`ProcessError`]), each
+//! variant with the message it prints; [`CliError::exit_code`] is the one mapping to codes.
 
 use crate::config::{ConfigError, TenantId};
 use crate::daemon::DaemonError;
@@ -14,7 +16,7 @@ use crate::sync::run::{RunError, TenantsError};
 pub enum CliError {
     /// The command line asked for something that cannot be (64).
     #[error("{0}")]
-    Usage(String),
+    Usage(#[from] UsageError),
     /// The configuration is invalid (78).
     #[error("{0}")]
     Config(#[from] ConfigError),
@@ -62,10 +64,85 @@ pub enum CliError {
     Daemon(#[from] DaemonError),
     /// What was asked was refused, or some entities failed, each reported above (65).
     #[error("{0}")]
-    Refused(String),
+    Refused(#[from] Refusal),
     /// The process could not set itself up: the async runtime, signal handlers (69).
     #[error("{0}")]
-    Process(String),
+    Process(#[from] ProcessError),
+}
+
+/// What the command line asked for that cannot be (64).
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    /// `sync` / `plan --tenant` named a tenant that is not configured (`None`: no tenant is).
+    #[error("no such tenant configured: {}", .0.map_or("any".into(), |t| t.to_string()))]
+    NoSuchTenant(Option<TenantId>),
+    /// `message --tenant` named a tenant that is not configured.
+    #[error("no tenant {0} configured")]
+    TenantNotConfigured(TenantId),
+    /// `message` without `--tenant` while several tenants are configured.
+    #[error("several tenants are configured: name one with --tenant")]
+    TenantNotNamed,
+    /// The chosen tenant's DingTalk client could not be built for `message`.
+    #[error("{0}")]
+    Client(DingTalkError),
+    /// `uninstall` without `--yes`.
+    #[error("uninstall drops dingsync's tables (queue, snapshots, deliveries) and triggers; add --yes to confirm")]
+    UninstallUnconfirmed,
+    /// `message send` without a body (clap's group requires one).
+    #[error("give --text, --markdown or --action-card")]
+    NoMessage,
+    /// A message field is longer than DingTalk allows.
+    #[error("{field} is {length} characters; DingTalk allows {max}")]
+    TooLong {
+        /// The field, as the operator knows it (`markdown title`).
+        field: &'static str,
+        /// Its length, in characters.
+        length: usize,
+        /// DingTalk's limit, in characters.
+        max: usize,
+    },
+    /// The encoded message is larger than DingTalk takes.
+    #[error("the message is {bytes} bytes; DingTalk allows {max}")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// DingTalk's limit (`MAX_MESSAGE_BYTES`).
+        max: usize,
+    },
+}
+
+/// What was asked and refused, or a run whose entities failed (65).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// `queue retry` found no dead job to retry.
+    #[error("no such dead job")]
+    NoDeadJob,
+    /// `queue drop` found no job of that id that is not running.
+    #[error("no job {0} that is not running")]
+    NoIdleJob(i64),
+    /// `sync`: some entities failed (each told above).
+    #[error("some entities failed; each is listed above with its reason")]
+    EntitiesFailed,
+    /// `message send --to`: these usernames have no DingTalk link.
+    #[error("not linked to DingTalk (sync them first): {}", .0.join(","))]
+    NotLinked(Vec<String>),
+    /// `message`: the database could not be read.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// `message`: DingTalk refused or failed the call.
+    #[error("{0}")]
+    DingTalk(#[from] DingTalkError),
+}
+
+/// Why the process could not set itself up (69).
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The tokio runtime could not be built.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// `run` could not install its SIGTERM/SIGINT/SIGHUP handlers.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 impl CliError {
@@ -122,9 +199,15 @@ mod tests {
     fn each_failure_has_its_exit_code() {
         let io = || StoreError::Database(sqlx::Error::PoolTimedOut);
         let cases = [
-            (CliError::Usage("x".into()), exit::USAGE),
+            (UsageError::NoSuchTenant(Some(3)).into(), exit::USAGE),
+            (UsageError::TenantNotConfigured(3).into(), exit::USAGE),
+            (UsageError::TenantNotNamed.into(), exit::USAGE),
+            (UsageError::UninstallUnconfirmed.into(), exit::USAGE),
+            (UsageError::NoMessage.into(), exit::USAGE),
+            (too_long().into(), exit::USAGE),
+            (too_large().into(), exit::USAGE),
             (
-                CliError::Tenants(TenantsError::Rule("x".into())),
+                CliError::Tenants(TenantsError::Rule(tenant_rule())),
                 exit::CONFIG,
             ),
             (
@@ -132,7 +215,7 @@ mod tests {
                 exit::UNAVAILABLE,
             ),
             (
-                CliError::Daemon(DaemonError::Tenants("x".into())),
+                CliError::Daemon(DaemonError::Tenants(tenant_rule())),
                 exit::CONFIG,
             ),
             (
@@ -163,8 +246,13 @@ mod tests {
                 },
                 exit::TEMPFAIL,
             ),
-            (CliError::Refused("x".into()), exit::DATA_ERR),
-            (CliError::Process("x".into()), exit::UNAVAILABLE),
+            (Refusal::NoDeadJob.into(), exit::DATA_ERR),
+            (Refusal::NoIdleJob(7).into(), exit::DATA_ERR),
+            (Refusal::EntitiesFailed.into(), exit::DATA_ERR),
+            (Refusal::NotLinked(vec!["a".into()]).into(), exit::DATA_ERR),
+            (Refusal::Store(io()).into(), exit::DATA_ERR),
+            (ProcessError::Runtime(io_error()).into(), exit::UNAVAILABLE),
+            (ProcessError::Signals(io_error()).into(), exit::UNAVAILABLE),
         ];
         for (error, code) in cases {
             assert_eq!(error.exit_code(), code, "{error:?}");
@@ -173,5 +261,57 @@ mod tests {
             CliError::NotRun(vec![1, 2]).to_string(),
             "tenant(s) 1, 2 not synced; the reasons are above"
         );
+    }
+
+    /// Tenant 0 beside tenant 1.
+    fn tenant_rule() -> crate::config::TenantRuleError {
+        crate::config::TenantRuleError { others: vec![1] }
+    }
+
+    /// A message field over its limit.
+    fn too_long() -> UsageError {
+        UsageError::TooLong {
+            field: "markdown title",
+            length: 65,
+            max: 64,
+        }
+    }
+
+    /// A message over DingTalk's size.
+    fn too_large() -> UsageError {
+        UsageError::TooLarge {
+            bytes: 2049,
+            max: 2048,
+        }
+    }
+
+    /// An I/O error, as the runtime's or the signal handlers' set-up gives.
+    fn io_error() -> std::io::Error {
+        std::io::Error::other("x")
+    }
+
+    #[test]
+    fn each_failure_says_what_it_said_as_text() {
+        let cases: Vec<(CliError, &str)> = vec![
+            (UsageError::NoSuchTenant(Some(3)).into(), "no such tenant configured: 3"),
+            (UsageError::NoSuchTenant(None).into(), "no such tenant configured: any"),
+            (UsageError::TenantNotConfigured(3).into(), "no tenant 3 configured"),
+            (UsageError::TenantNotNamed.into(), "several tenants are configured: name one with --tenant"),
+            (UsageError::UninstallUnconfirmed.into(), "uninstall drops dingsync's tables (queue, snapshots, deliveries) and triggers; add --yes to confirm"),
+            (UsageError::NoMessage.into(), "give --text, --markdown or --action-card"),
+            (too_long().into(), "markdown title is 65 characters; DingTalk allows 64"),
+            (too_large().into(), "the message is 2049 bytes; DingTalk allows 2048"),
+            (Refusal::NoDeadJob.into(), "no such dead job"),
+            (Refusal::NoIdleJob(7).into(), "no job 7 that is not running"),
+            (Refusal::EntitiesFailed.into(), "some entities failed; each is listed above with its reason"),
+            (Refusal::NotLinked(vec!["a".into(), "b".into()]).into(), "not linked to DingTalk (sync them first): a,b"),
+            (ProcessError::Runtime(io_error()).into(), "cannot start the async runtime: x"),
+            (ProcessError::Signals(io_error()).into(), "cannot install signal handlers: x"),
+            (TenantsError::Rule(crate::config::TenantRuleError { others: vec![1, 2] }).into(), "tenant 0 owns every row and cannot be configured beside tenants 1, 2; give each JeecgBoot tenant its own id, or use tenant 0 alone (tenants from the configuration and sys_third_app_config)"),
+            (DaemonError::Tenants(tenant_rule()).into(), "tenant 0 owns every row and cannot be configured beside tenants 1; give each JeecgBoot tenant its own id, or use tenant 0 alone (tenants from the configuration and sys_third_app_config)"),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
     }
 }

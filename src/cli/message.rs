@@ -11,7 +11,7 @@ use crate::dingtalk::DingTalkClient;
 use crate::messages::chunks;
 use crate::store::Store;
 
-use super::{connect, CliError};
+use super::{connect, CliError, Refusal, UsageError};
 
 /// `dingsync message ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -76,18 +76,17 @@ pub struct Body {
     action_card: Option<Vec<String>>,
 }
 
-fn limit(field: &str, value: &str, max: usize) -> Result<(), String> {
+/// Whether `value` of `field` is within DingTalk's `max` characters.
+fn limit(field: &'static str, value: &str, max: usize) -> Result<(), UsageError> {
     let length = value.chars().count();
     if length > max {
-        return Err(format!(
-            "{field} is {length} characters; DingTalk allows {max}"
-        ));
+        return Err(UsageError::TooLong { field, length, max });
     }
     Ok(())
 }
 
 /// The message, checked against DingTalk's field limits and its 2048-byte size.
-fn message(body: &Body) -> Result<Message, String> {
+fn message(body: &Body) -> Result<Message, UsageError> {
     let message = match (&body.text, &body.markdown, &body.action_card) {
         (Some(text), _, _) => {
             limit("text", text, 5000)?;
@@ -105,38 +104,39 @@ fn message(body: &Body) -> Result<Message, String> {
             limit("button URL", &parts[3], 500)?;
             Message::action_card(&parts[0], &parts[1], &parts[2], &parts[3])
         }
-        _ => return Err("give --text, --markdown or --action-card".into()),
+        _ => return Err(UsageError::NoMessage),
     };
     if message.encoded_len() > MAX_MESSAGE_BYTES {
-        return Err(format!(
-            "the message is {} bytes; DingTalk allows {MAX_MESSAGE_BYTES}",
-            message.encoded_len()
-        ));
+        return Err(UsageError::TooLarge {
+            bytes: message.encoded_len(),
+            max: MAX_MESSAGE_BYTES,
+        });
     }
     Ok(message)
 }
 
+/// The tenant `message` works for (`wanted`, or the only one) and its DingTalk client.
 fn pick(
     loaded: &Loaded,
     tenants: &[TenantConfig],
     wanted: Option<TenantId>,
-) -> Result<(TenantConfig, DingTalkClient), String> {
+) -> Result<(TenantConfig, DingTalkClient), UsageError> {
     let tenant = match wanted {
         Some(id) => tenants
             .iter()
             .find(|t| t.id == id)
-            .ok_or(format!("no tenant {id} configured"))?,
+            .ok_or(UsageError::TenantNotConfigured(id))?,
         None if tenants.len() == 1 => &tenants[0],
-        None => return Err("several tenants are configured: name one with --tenant".into()),
+        None => return Err(UsageError::TenantNotNamed),
     };
-    let client = DingTalkClient::for_tenant(&loaded.config, tenant).map_err(|e| e.to_string())?;
+    let client = DingTalkClient::for_tenant(&loaded.config, tenant).map_err(UsageError::Client)?;
     Ok((tenant.clone(), client))
 }
 
 /// Runs a `message` subcommand.
 pub(super) async fn run(loaded: &Loaded, command: &MessageCommand) -> Result<(), CliError> {
     let prepared = match command {
-        MessageCommand::Send { body, .. } => Some(message(body).map_err(CliError::Usage)?),
+        MessageCommand::Send { body, .. } => Some(message(body)?),
         _ => None,
     };
     let store = connect(loaded).await?;
@@ -157,7 +157,7 @@ async fn execute(
         | MessageCommand::Recall { tenant, .. }
         | MessageCommand::Status { tenant, .. } => *tenant,
     };
-    let (tenant, client) = pick(loaded, &tenants, wanted).map_err(CliError::Usage)?;
+    let (tenant, client) = pick(loaded, &tenants, wanted)?;
     let result = match (command, prepared) {
         (MessageCommand::Send { to, .. }, Some(message)) => {
             send(store, &client, tenant.id, to, &message).await
@@ -166,7 +166,7 @@ async fn execute(
             .recall(*task_id)
             .await
             .map(|()| println!("task {task_id} recalled"))
-            .map_err(|e| e.to_string()),
+            .map_err(Refusal::DingTalk),
         (MessageCommand::Status { task_id, .. }, _) => status(&client, *task_id).await,
         _ => Ok(()),
     };
@@ -179,14 +179,13 @@ async fn send(
     tenant: TenantId,
     to: &To,
     message: &Message,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let mut userids = to.userid.clone();
     if !to.to.is_empty() {
-        let users = store.load_users(0).await.map_err(|e| e.to_string())?;
+        let users = store.load_users(0).await?;
         let links: HashMap<String, String> = store
             .links(tenant)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_iter()
             .map(|l| (l.user_id, l.userid))
             .collect();
@@ -202,27 +201,18 @@ async fn send(
             }
         }
         if !missing.is_empty() {
-            return Err(format!(
-                "not linked to DingTalk (sync them first): {}",
-                missing.join(",")
-            ));
+            return Err(Refusal::NotLinked(missing));
         }
     }
     for chunk in chunks(to.all, &userids, &[]) {
-        let task = client
-            .send(&chunk, message)
-            .await
-            .map_err(|e| e.to_string())?;
+        let task = client.send(&chunk, message).await?;
         println!("{task}");
     }
     Ok(())
 }
 
-async fn status(client: &DingTalkClient, task_id: i64) -> Result<(), String> {
-    let progress = client
-        .send_progress(task_id)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn status(client: &DingTalkClient, task_id: i64) -> Result<(), Refusal> {
+    let progress = client.send_progress(task_id).await?;
     let state = match progress.status {
         2 => "done",
         1 => "processing",

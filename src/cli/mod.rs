@@ -18,7 +18,7 @@ mod setup;
 mod sync;
 
 pub use daemon::QueueCommand;
-pub use error::CliError;
+pub use error::{CliError, ProcessError, Refusal, UsageError};
 pub use message::MessageCommand;
 pub use sync::SyncArgs;
 
@@ -122,29 +122,12 @@ pub enum Command {
 
 /// Runs the command line of this process; returns the exit code.
 pub fn main() -> u8 {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
-        Err(error) => {
-            let code = if error.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-            // Printing help or a usage error can only fail on a closed stream; nothing to do then.
-            let _ = error.print();
-            return code;
-        }
+        Err(code) => return code,
     };
     if let Command::Demo { keep } = cli.command {
-        // The demo needs no configuration; it logs warnings only, as text.
-        crate::logging::init(&crate::config::LogConfig {
-            format: LogFormat::Text,
-            level: "warn".into(),
-        });
-        return match block_on(async { Ok(crate::demo::demo(keep).await) }) {
-            Ok(code) => code,
-            Err(error) => error::report(&error),
-        };
+        return demo(keep);
     }
     let options = LoadOptions {
         path: cli.config.clone(),
@@ -159,23 +142,57 @@ pub fn main() -> u8 {
     };
     crate::logging::init(&loaded.config.log);
     setup::log_startup(&loaded);
-    let outcome = block_on(async {
-        match cli.command {
-            Command::Demo { .. } => Ok(()),
-            Command::CheckConfig => setup::check_config(&loaded).await,
-            Command::Init { with_jeecg_schema } => setup::init(&loaded, with_jeecg_schema).await,
-            Command::Uninstall { yes } => setup::uninstall(&loaded, yes).await,
-            Command::Run => daemon::run(&loaded, reload_options).await,
-            Command::Status { json } => daemon::status(&loaded, json).await,
-            Command::Queue(command) => daemon::queue(&loaded, &command).await,
-            Command::Message(command) => message::run(&loaded, &command).await,
-            Command::Plan { args, json } => sync::plan(&loaded, &args, json).await,
-            Command::Sync { args, dry_run } => sync::sync(&loaded, &args, dry_run).await,
-        }
-    });
-    match outcome {
+    match block_on(dispatch(&loaded, cli.command, reload_options)) {
         Ok(()) => exit::OK,
         Err(error) => error::report(&error),
+    }
+}
+
+/// The command line parsed; else clap's help, version or usage error printed, and the
+/// exit code (0 for help and version, 64 for a usage error).
+fn parse() -> Result<Cli, u8> {
+    Cli::try_parse().map_err(|error| {
+        let code = if error.use_stderr() {
+            exit::USAGE
+        } else {
+            exit::OK
+        };
+        // Printing help or a usage error can only fail on a closed stream; nothing to do then.
+        let _ = error.print();
+        code
+    })
+}
+
+/// `dingsync demo`: needs no configuration, and logs warnings only, as text.
+fn demo(keep: bool) -> u8 {
+    crate::logging::init(&crate::config::LogConfig {
+        format: LogFormat::Text,
+        level: "warn".into(),
+    });
+    match block_on(async { Ok(crate::demo::demo(keep).await) }) {
+        Ok(code) => code,
+        Err(error) => error::report(&error),
+    }
+}
+
+/// Runs `command` (any but `demo`) with the loaded configuration; `run` reloads it with
+/// `reload_options`.
+async fn dispatch(
+    loaded: &Loaded,
+    command: Command,
+    reload_options: LoadOptions,
+) -> Result<(), CliError> {
+    match command {
+        Command::Demo { .. } => Ok(()),
+        Command::CheckConfig => setup::check_config(loaded).await,
+        Command::Init { with_jeecg_schema } => setup::init(loaded, with_jeecg_schema).await,
+        Command::Uninstall { yes } => setup::uninstall(loaded, yes).await,
+        Command::Run => daemon::run(loaded, reload_options).await,
+        Command::Status { json } => daemon::status(loaded, json).await,
+        Command::Queue(command) => daemon::queue(loaded, &command).await,
+        Command::Message(command) => message::run(loaded, &command).await,
+        Command::Plan { args, json } => sync::plan(loaded, &args, json).await,
+        Command::Sync { args, dry_run } => sync::sync(loaded, &args, dry_run).await,
     }
 }
 
@@ -186,7 +203,7 @@ fn block_on<T>(
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|error| CliError::Process(format!("cannot start the async runtime: {error}")))?
+        .map_err(ProcessError::Runtime)?
         .block_on(future)
 }
 

@@ -4,7 +4,7 @@
 use crate::config::Loaded;
 use crate::store::Store;
 
-use super::{connect, CliError};
+use super::{connect, CliError, UsageError};
 
 /// A tenant, who sends its announcements, and whether JeecgBoot's own switch is on.
 type TenantSender = (crate::config::TenantId, crate::messages::Sender, bool);
@@ -46,7 +46,7 @@ pub(super) async fn init(loaded: &Loaded, with_jeecg_schema: bool) -> Result<(),
 /// `dingsync uninstall`.
 pub(super) async fn uninstall(loaded: &Loaded, yes: bool) -> Result<(), CliError> {
     if !yes {
-        return Err(CliError::Usage("uninstall drops dingsync's tables (queue, snapshots, deliveries) and triggers; add --yes to confirm".into()));
+        return Err(UsageError::UninstallUnconfirmed.into());
     }
     let store = connect(loaded).await?;
     let result = store.uninstall().await;

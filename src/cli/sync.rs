@@ -12,7 +12,7 @@ use crate::sync::run::{
     plan_run, run_once, switched_off, tenants, RunCtx, RunError, RunLease, RunRequest,
 };
 
-use super::{connect, CliError};
+use super::{connect, CliError, Refusal, UsageError};
 
 /// Arguments shared by `plan` and `sync`.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,10 +45,7 @@ async fn setup(
         .filter(|t| only.is_none_or(|id| t.id == id))
         .collect();
     if chosen.is_empty() {
-        return Err(CliError::Usage(format!(
-            "no such tenant configured: {}",
-            only.map_or("any".into(), |t| t.to_string())
-        )));
+        return Err(UsageError::NoSuchTenant(only).into());
     }
     Ok((store, chosen))
 }
@@ -282,9 +279,7 @@ pub(super) async fn sync(loaded: &Loaded, args: &SyncArgs, dry_run: bool) -> Res
         return Err(CliError::NotRun(not_run));
     }
     if entities_failed {
-        return Err(CliError::Refused(
-            "some entities failed; each is listed above with its reason".into(),
-        ));
+        return Err(Refusal::EntitiesFailed.into());
     }
     Ok(())
 }
@@ -305,15 +300,7 @@ async fn sync_tenant(
     );
     let ttl = loaded.config.daemon.lease_ttl;
     let lease = run_lease(store, tenant.id, &owner, ttl, args.wait.unwrap_or(ttl * 2)).await?;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message(format!("tenant {}", tenant.id));
-        bar
-    });
+    let bar = progress_bar(tenant.id);
     let progress = |done: usize, total: usize| {
         if let Some(bar) = &bar {
             bar.set_length(total as u64);
@@ -342,4 +329,17 @@ async fn sync_tenant(
     })?;
     print_summary(tenant.id, &summary);
     Ok(summary)
+}
+
+/// A progress bar for `tenant`'s run, on a terminal only.
+fn progress_bar(tenant: TenantId) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("tenant {tenant}"));
+        bar
+    })
 }

@@ -93,17 +93,18 @@ pub(super) fn apply_env(
     problems: &mut Vec<Problem>,
 ) -> Vec<String> {
     let mut warnings = Vec::new();
+    let mut layering = Layering { root, problems };
     for (name, text) in vars.iter().filter(|(n, _)| n.starts_with(ENV_PREFIX)) {
         if OTHER_VARIABLES.contains(&name.as_str()) {
             continue;
         }
         if let Some((path, kind)) = GLOBAL_KEYS.iter().find(|(p, _)| env_name(p) == *name) {
-            set_text(root, &split(path), *kind, text, name, problems);
+            layering.set_text(&split(path), *kind, text, name);
         } else if let Some((id, field, kind)) = tenant_variable(name) {
-            let index = tenant_index(root, id);
+            let index = tenant_index(layering.root, id);
             let mut path = vec!["tenant".to_string(), format!("[{index}]")];
             path.extend(split(field));
-            set_text(root, &path, kind, text, name, problems);
+            layering.set_text(&path, kind, text, name);
         } else {
             warnings.push(format!("unknown environment variable {name} ignored"));
         }
@@ -117,7 +118,7 @@ pub(super) fn apply_flag(root: &mut Value, path: &str, text: &str, problems: &mu
         .iter()
         .find(|(p, _)| *p == path)
         .map_or(Kind::Text, |(_, kind)| *kind);
-    set_text(root, &split(path), kind, text, path, problems);
+    Layering { root, problems }.set_text(&split(path), kind, text, path);
 }
 
 fn split(path: &str) -> Vec<String> {
@@ -168,15 +169,33 @@ fn ensure_table(value: &mut Value) -> &mut toml::Table {
     }
 }
 
-fn set_text(
-    root: &mut Value,
-    path: &[String],
-    kind: Kind,
-    text: &str,
-    source: &str,
-    problems: &mut Vec<Problem>,
-) {
-    let parsed = match kind {
+/// The `toml::Value` being layered, and the problems its text values have shown so far.
+struct Layering<'a> {
+    root: &'a mut Value,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Layering<'_> {
+    /// Writes `text`, read as `kind`, at `path`; a text of the wrong shape is a problem
+    /// named after its `source` (the variable or flag), and writes nothing.
+    fn set_text(&mut self, path: &[String], kind: Kind, text: &str, source: &str) {
+        match parse_text(kind, text) {
+            Some(parsed) => set_value(self.root, path, parsed),
+            None => {
+                let expected = match kind {
+                    Kind::Integer => "an integer",
+                    _ => "true or false",
+                };
+                let problem = Problem::new(source, format!("expected {expected}"));
+                self.problems.push(problem);
+            }
+        }
+    }
+}
+
+/// `text` as a value of `kind`; `None` when it is not one.
+fn parse_text(kind: Kind, text: &str) -> Option<Value> {
+    match kind {
         Kind::Text => Some(Value::String(text.to_string())),
         Kind::Integer => text.trim().parse::<i64>().ok().map(Value::Integer),
         Kind::Boolean => match text.trim().to_ascii_lowercase().as_str() {
@@ -184,15 +203,12 @@ fn set_text(
             "false" | "0" | "no" | "off" => Some(Value::Boolean(false)),
             _ => None,
         },
-    };
-    let Some(parsed) = parsed else {
-        let expected = match kind {
-            Kind::Integer => "an integer",
-            _ => "true or false",
-        };
-        problems.push(Problem::new(source, format!("expected {expected}")));
-        return;
-    };
+    }
+}
+
+/// Writes `value` at `path` under `root`, making the tables on the way; `[n]` steps into
+/// the n-th element of an array, and a missing element writes nothing.
+fn set_value(root: &mut Value, path: &[String], value: Value) {
     let mut node = root;
     for part in path {
         node = match part.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
@@ -208,7 +224,7 @@ fn set_text(
                 .or_insert_with(|| Value::Table(toml::Table::new())),
         };
     }
-    *node = parsed;
+    *node = value;
 }
 
 #[cfg(test)]

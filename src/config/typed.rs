@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::raw::{RawConfig, RawPull, RawTenant};
+use super::raw::{RawConfig, RawPull, RawTenant, RawTenantDefaults};
 use super::{
     AnnouncementConfig, AnnouncementMode, Config, ConflictWinner, DaemonConfig, DatabaseConfig,
     DatabaseUrl, DingTalkConfig, EventsConfig, EventsMode, LogConfig, LogFormat, MetricsConfig,
     OutboxConfig, Problem, PullConfig, PushConfig, QueueConfig, Switch, SyncConfig, TenantConfig,
-    TenantDefaults, WatchConfig,
+    TenantDefaults, TenantId, WatchConfig,
 };
 use crate::secret::{read_secret_file, Secret};
 
@@ -206,22 +206,11 @@ pub(super) fn build(
     let queue = queue(&mut check, raw.queue);
     let log = log(&mut check, raw.log);
     let pull_anywhere = tenants_from_database || tenants.iter().any(|t| t.pull.enabled);
-    if pull_anywhere
-        && pull
-            .as_ref()
-            .is_some_and(|p| p.new_user_password.expose() == JEECG_DEFAULT_PASSWORD)
-    {
+    if pull_anywhere && pull.as_ref().is_some_and(gives_default_password) {
         warnings.push(WEAK_PASSWORD_WARNING.to_string());
     }
     let announcement = announcement(&mut check, raw.announcement);
-    let tenant_defaults = TenantDefaults {
-        push: Switch {
-            enabled: raw.tenant_defaults.push.enabled.unwrap_or(true),
-        },
-        pull: Switch {
-            enabled: raw.tenant_defaults.pull.enabled.unwrap_or(true),
-        },
-    };
+    let tenant_defaults = tenant_defaults(&raw.tenant_defaults);
     let (sync, events) = modes(&mut check, &raw.sync, &raw.events);
     let metrics = metrics(&mut check, raw.metrics);
     let outbox = outbox(&mut check, raw.outbox);
@@ -244,6 +233,23 @@ pub(super) fn build(
         events,
         metrics,
     })
+}
+
+/// Whether `[pull]` gives new users JeecgBoot's default password.
+fn gives_default_password(pull: &PullConfig) -> bool {
+    pull.new_user_password.expose() == JEECG_DEFAULT_PASSWORD
+}
+
+/// `[tenant_defaults]`: each direction on unless switched off.
+fn tenant_defaults(raw: &RawTenantDefaults) -> TenantDefaults {
+    TenantDefaults {
+        push: Switch {
+            enabled: raw.push.enabled.unwrap_or(true),
+        },
+        pull: Switch {
+            enabled: raw.pull.enabled.unwrap_or(true),
+        },
+    }
 }
 
 /// The warning for a pull that would give new users JeecgBoot's default password.
@@ -538,26 +544,25 @@ fn tenants(check: &mut Checker<'_>, raw: Vec<RawTenant>, from_database: bool) ->
     let ids: Vec<i64> = tenants.iter().map(|t| t.id).collect();
     if let Some(message) = tenant_zero_beside_others(&ids) {
         let index = tenants.iter().position(|t| t.id == 0).unwrap_or(0);
-        check.problem(&format!("tenant[{index}].id"), message);
+        check.problem(&format!("tenant[{index}].id"), message.to_string());
     }
     tenants
+}
+
+/// The tenant rule broken: tenant 0 configured beside `others`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("tenant 0 owns every row and cannot be configured beside tenants {}; give each JeecgBoot tenant its own id, or use tenant 0 alone", .others.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+pub struct TenantRuleError {
+    /// The other tenants' ids, in the order given.
+    pub others: Vec<TenantId>,
 }
 
 /// The tenant rule: tenant 0 (a single-tenant installation) owns every row, so it cannot
 /// stand beside other tenants — their rows would be pushed to two DingTalk apps. `None`
 /// when `ids` keep the rule.
-pub fn tenant_zero_beside_others(ids: &[i64]) -> Option<String> {
-    let others: Vec<String> = ids
-        .iter()
-        .filter(|id| **id != 0)
-        .map(ToString::to_string)
-        .collect();
-    (ids.contains(&0) && !others.is_empty()).then(|| {
-        format!(
-            "tenant 0 owns every row and cannot be configured beside tenants {}; give each JeecgBoot tenant its own id, or use tenant 0 alone",
-            others.join(", ")
-        )
-    })
+pub fn tenant_zero_beside_others(ids: &[i64]) -> Option<TenantRuleError> {
+    let others: Vec<TenantId> = ids.iter().copied().filter(|id| *id != 0).collect();
+    (ids.contains(&0) && !others.is_empty()).then_some(TenantRuleError { others })
 }
 
 fn tenant_config(check: &mut Checker<'_>, key: &str, raw: RawTenant) -> Option<TenantConfig> {

@@ -43,8 +43,8 @@ pub enum DaemonError {
     #[error("{0}")]
     DingTalk(#[from] crate::dingtalk::DingTalkError),
     /// The tenants break a rule (tenant 0 beside others, with `sys_third_app_config`).
-    #[error("{0}")]
-    Tenants(String),
+    #[error("{0} (tenants from the configuration and sys_third_app_config)")]
+    Tenants(crate::config::TenantRuleError),
     /// `metrics.listen` could not be bound.
     #[error("metrics.listen = {address}: {error}")]
     Listen {

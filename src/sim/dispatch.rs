@@ -148,8 +148,13 @@ pub(super) fn route(app: &mut App, path: &str, p: &Params, now_ms: i64) -> Resul
         .flatten();
     let answer = call(app, path, p, now_ms / 1000)?;
     if subscribed {
+        let made = changes::Call {
+            path,
+            params: p,
+            answer: &answer,
+        };
         if let Some((event_type, data)) =
-            changes::event_of(path, p, &answer, before.as_ref(), &app.org, now_ms)
+            changes::event_of(&made, before.as_ref(), &app.org, now_ms)
         {
             app.stream.record(event_type, &data, now_ms);
         }

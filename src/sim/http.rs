@@ -87,6 +87,8 @@ pub fn router(sim: Simulator) -> Router {
         .with_state(sim)
 }
 
+/// Every other path: a DingTalk API call, handled by the simulator and answered (after the
+/// delay its answer asks for, if any).
 async fn api(
     State(sim): State<Simulator>,
     method: Method,
@@ -94,18 +96,7 @@ async fn api(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let query: Params = uri
-        .query()
-        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .map(|pairs| {
-            Params(
-                pairs
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect(),
-            )
-        })
-        .unwrap_or_default();
+    let query = query_params(&uri);
     let path = uri.path().trim_start_matches('/').to_string();
     let answer = sim.handle(ApiRequest {
         method: method.as_str(),
@@ -120,7 +111,27 @@ async fn api(
     if let Some(delay) = answer.delay {
         tokio::time::sleep(delay).await;
     }
-    match answer.outcome {
+    response(answer.outcome)
+}
+
+/// The query string's parameters, each a JSON string (none when it does not parse).
+fn query_params(uri: &axum::http::Uri) -> Params {
+    uri.query()
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .map(|pairs| {
+            Params(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The HTTP response an answer's outcome is given as.
+fn response(outcome: Outcome) -> Response {
+    match outcome {
         Outcome::Json(status, value) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
             Json(value),

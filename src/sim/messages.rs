@@ -211,37 +211,15 @@ impl Notifications {
             return Err(ApiFail::new(45002, "消息内容超过2048字节"));
         }
         validate_msg(&msg)?;
-        let userids = p.str_list("userid_list").unwrap_or_default();
-        let dept_ids = p.id_list("dept_id_list")?.unwrap_or_default();
-        let to_all = p.bool("to_all_user")?.unwrap_or(false);
-        if userids.len() > MAX_USERIDS {
-            return Err(ApiFail::new(INVALID_PARAM, "userid_list 最多100个"));
-        }
-        if dept_ids.len() > MAX_DEPT_IDS {
-            return Err(ApiFail::new(INVALID_PARAM, "dept_id_list 最多20个"));
-        }
-        if !to_all && userids.is_empty() && dept_ids.is_empty() {
-            return Err(ApiFail::new(
-                INVALID_PARAM,
-                "userid_list、dept_id_list、to_all_user 至少一个",
-            ));
-        }
-        let msg = Value::Object(msg);
-        let task = self.deliver(
-            org,
-            msg,
-            Recipients {
-                userids,
-                dept_ids,
-                to_all,
-            },
-            now,
-        );
+        let to = recipients(p)?;
+        let task = self.deliver(org, Value::Object(msg), to, now);
         let task_id = task.task_id;
         self.tasks.insert(task_id, task);
         Ok(json!({ "task_id": task_id }))
     }
 
+    /// Records a send of `msg` to `to` at `now` (seconds): its task, with who got it and who
+    /// did not, and why.
     fn deliver(&mut self, org: &Org, msg: Value, to: Recipients, now: i64) -> Task {
         self.next_task_id += 1;
         let task_id = 256_000_000_000 + self.next_task_id;
@@ -257,34 +235,24 @@ impl Notifications {
             forbidden: Vec::new(),
             recalled: false,
         };
-        let mut targets: Vec<String> = Vec::new();
-        if to.to_all {
-            targets.extend(org.users.keys().cloned());
-        }
-        for userid in to.userids {
-            if org.users.contains_key(&userid) {
-                targets.push(userid);
-            } else {
-                task.invalid_users.push(userid);
-            }
-        }
-        for dept in to.dept_ids {
-            if org.depts.contains_key(&dept) {
-                targets.extend(org.members_recursive(dept));
-            } else {
-                task.invalid_depts.push(dept);
-            }
-        }
-        targets.sort();
-        targets.dedup();
+        let to_all = to.to_all;
+        let targets = targets(org, to, &mut task);
         task.addressed = targets.len() + task.invalid_users.len();
         let day = now.div_euclid(SECS_PER_DAY);
-        let hash = content_hash(&task.msg);
-        let to_all_spent = to.to_all && {
+        let to_all_spent = to_all && {
             let sends = self.to_all_per_day.entry(day).or_insert(0);
             *sends += 1;
             *sends > TO_ALL_PER_DAY
         };
+        self.admit(&mut task, targets, day, to_all_spent);
+        task
+    }
+
+    /// Delivers `task` to each of `targets` that flow control lets through on `day`; the
+    /// others are `forbidden`: the daily cap per user (or the day's to-all sends spent), or
+    /// the same content sent to them that day.
+    fn admit(&mut self, task: &mut Task, targets: Vec<String>, day: i64, to_all_spent: bool) {
+        let hash = content_hash(&task.msg);
         for userid in targets {
             let count = self.per_user_day.entry((userid.clone(), day)).or_insert(0);
             if *count >= DAILY_CAP_PER_USER || to_all_spent {
@@ -300,7 +268,6 @@ impl Notifications {
                 task.delivered.push(userid);
             }
         }
-        task
     }
 
     fn task(&self, agent_id: i64, p: &Params, task_key: &str) -> Result<&Task, ApiFail> {
@@ -368,8 +335,61 @@ impl Notifications {
     }
 }
 
+/// The userids `to` addresses that the organisation has (everyone for `to_all`, the
+/// members of each department and those below it), sorted, each once; unknown userids and
+/// departments are noted in `task`.
+fn targets(org: &Org, to: Recipients, task: &mut Task) -> Vec<String> {
+    let mut targets: Vec<String> = Vec::new();
+    if to.to_all {
+        targets.extend(org.users.keys().cloned());
+    }
+    for userid in to.userids {
+        if org.users.contains_key(&userid) {
+            targets.push(userid);
+        } else {
+            task.invalid_users.push(userid);
+        }
+    }
+    for dept in to.dept_ids {
+        if org.depts.contains_key(&dept) {
+            targets.extend(org.members_recursive(dept));
+        } else {
+            task.invalid_depts.push(dept);
+        }
+    }
+    targets.sort();
+    targets.dedup();
+    targets
+}
+
+/// Who a send addresses, as the call named them.
 struct Recipients {
     userids: Vec<String>,
     dept_ids: Vec<i64>,
     to_all: bool,
+}
+
+/// A send's recipients as its parameters name them, within DingTalk's limits (100 userids,
+/// 20 departments, at least one recipient).
+fn recipients(p: &Params) -> Result<Recipients, ApiFail> {
+    let userids = p.str_list("userid_list").unwrap_or_default();
+    let dept_ids = p.id_list("dept_id_list")?.unwrap_or_default();
+    let to_all = p.bool("to_all_user")?.unwrap_or(false);
+    if userids.len() > MAX_USERIDS {
+        return Err(ApiFail::new(INVALID_PARAM, "userid_list 最多100个"));
+    }
+    if dept_ids.len() > MAX_DEPT_IDS {
+        return Err(ApiFail::new(INVALID_PARAM, "dept_id_list 最多20个"));
+    }
+    if !to_all && userids.is_empty() && dept_ids.is_empty() {
+        return Err(ApiFail::new(
+            INVALID_PARAM,
+            "userid_list、dept_id_list、to_all_user 至少一个",
+        ));
+    }
+    Ok(Recipients {
+        userids,
+        dept_ids,
+        to_all,
+    })
 }

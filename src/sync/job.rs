@@ -292,19 +292,7 @@ async fn remove_dept(
     );
     let blocked = planner.blocked().to_vec();
     if !blocked.is_empty() {
-        for id in &blocked {
-            store
-                .enqueue(tenant, JobKind::Dept.as_str(), id, now_ms())
-                .await?;
-        }
-        return Ok(JobOutcome::Wait {
-            delay: WAIT_FOR_DEPT,
-            reason: format!(
-                "department {} must move out of DingTalk department {} first",
-                blocked.join(", "),
-                remote.depts.first().map_or(0, |d| d.dept_id)
-            ),
-        });
+        return wait_for_blocked(ctx, &blocked, &remote).await;
     }
     let plan = planner.finish(Vec::new(), &LocalView::default(), &remote);
     if let Some(reason) = &plan.refused_deletes {
@@ -322,6 +310,29 @@ async fn remove_dept(
         }
     }
     Ok(outcome)
+}
+
+/// A delete that must wait: the local departments in `blocked`, whose DingTalk twins sit
+/// under the department to delete (`remote`'s first), are queued (their jobs move them out),
+/// and this job waits for them.
+async fn wait_for_blocked(
+    ctx: &JobCtx<'_>,
+    blocked: &[String],
+    remote: &RemoteView,
+) -> Result<JobOutcome, JobError> {
+    for id in blocked {
+        ctx.store
+            .enqueue(ctx.tenant.id, JobKind::Dept.as_str(), id, now_ms())
+            .await?;
+    }
+    Ok(JobOutcome::Wait {
+        delay: WAIT_FOR_DEPT,
+        reason: format!(
+            "department {} must move out of DingTalk department {} first",
+            blocked.join(", "),
+            remote.depts.first().map_or(0, |d| d.dept_id)
+        ),
+    })
 }
 
 /// The DingTalk userids `view` links `key` to: its link row, then its snapshot.

@@ -10,16 +10,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::{Config, TenantConfig, TenantId};
+use crate::config::TenantId;
 use crate::dingtalk::types::DtUser;
-use crate::dingtalk::DingTalkClient;
 use crate::store::Store;
 
 use super::apply::{apply, ApplyCtx};
-use super::model::{LocalRef, Op, RemoteDept, RemoteView, Summary, ROOT_DEPT};
+use super::model::{LocalRef, LocalView, Op, RemoteDept, RemoteView, Summary, ROOT_DEPT};
 use super::plan::{pull_departments, pull_users_slice, Plan, Rules};
 use super::read;
-use super::run::{merge, slices_stopped, Phases, RunError, RunRequest, USER_SLICE};
+use super::run::{merge, slices_stopped, Phases, RunCtx, RunError, RunRequest, USER_SLICE};
 
 /// Logs `pull.mobile_hidden` once a run when DingTalk shows users without a mobile: the
 /// app lacks the permission to read them, so users are matched by link and username only
@@ -64,31 +63,25 @@ struct SlicePlanner {
 
 /// Reads DingTalk and the local departments, and plans the departments.
 pub(super) async fn start_pull(
-    store: &Store,
-    client: &DingTalkClient,
-    config: &Config,
-    tenant: &TenantConfig,
+    ctx: &RunCtx<'_>,
     request: RunRequest,
 ) -> Result<(Pull, Plan), RunError> {
+    let RunCtx {
+        store,
+        client,
+        config,
+        tenant,
+    } = *ctx;
     let policy = Rules::of(config, tenant).policy;
     let local = read::dept_tree_view(store, tenant.id, true).await?;
     let started = std::time::Instant::now();
     let mut remote = read::remote_view(client, request.scope.users()).await?;
-    let known: HashSet<i64> = local
-        .depts
-        .iter()
-        .filter_map(|d| d.ding_identifier)
-        .collect();
-    // `source_identifier` only matters for a local department that no DingTalk
-    // department is linked to; with none (an empty database, or all linked), no
-    // `department/get` is needed.
-    let remote_ids: HashSet<i64> = remote.depts.iter().map(|d| d.dept_id).collect();
-    let unlinked = local
-        .depts
-        .iter()
-        .filter(|d| !d.is_post() && !d.is_deleted())
-        .any(|d| d.ding_identifier.is_none_or(|id| !remote_ids.contains(&id)));
-    if unlinked {
+    if needs_sources(&local, &remote) {
+        let known: HashSet<i64> = local
+            .depts
+            .iter()
+            .filter_map(|d| d.ding_identifier)
+            .collect();
         read::fetch_sources(client, &mut remote, &known).await?;
     }
     let dingtalk = started.elapsed().as_millis();
@@ -115,6 +108,18 @@ pub(super) async fn start_pull(
         planner,
     };
     Ok((pull, plan))
+}
+
+/// Whether a pull must read DingTalk's `source_identifier`s (`department/get`): only for a
+/// live local department that no DingTalk department is linked to; with none (an empty
+/// database, or all linked), none is needed.
+fn needs_sources(local: &LocalView, remote: &RemoteView) -> bool {
+    let remote_ids: HashSet<i64> = remote.depts.iter().map(|d| d.dept_id).collect();
+    local
+        .depts
+        .iter()
+        .filter(|d| !d.is_post() && !d.is_deleted())
+        .any(|d| d.ding_identifier.is_none_or(|id| !remote_ids.contains(&id)))
 }
 
 /// Where each of `remote`'s departments is locally now; one still to be created (its
@@ -266,12 +271,12 @@ const WAITING_CAP: usize = 5_000;
 /// (what was applied stays, and users whose departments were not all placed are left for
 /// the next run).
 async fn first_pull(
+    run: &RunCtx<'_>,
     ctx: &ApplyCtx<'_>,
-    config: &Config,
-    tenant: &TenantConfig,
     request: RunRequest,
     slice: usize,
 ) -> Result<Summary, RunError> {
+    let (config, tenant) = (run.config, run.tenant);
     let started = std::time::Instant::now();
     let (levels_tx, levels) = tokio::sync::mpsc::unbounded_channel::<Vec<RemoteDept>>();
     let (users_tx, users) = tokio::sync::mpsc::channel::<Vec<DtUser>>(8);
@@ -291,10 +296,11 @@ async fn first_pull(
         let dingtalk = started.elapsed().as_millis();
         read.map(|()| dingtalk).map_err(RunError::from)
     };
-    let place = place_departments(ctx, config, tenant, request, levels, placed_tx);
+    let place = place_departments(run, ctx, request, levels, placed_tx);
     let mut planner = SlicePlanner::new(Rules::of(config, tenant).policy, tenant.id, slice);
     let known = std::sync::atomic::AtomicUsize::new(0);
-    let plan = plan_arrivals(ctx.store, &mut planner, users, placed, slices_tx, &known);
+    let arrivals = Arrivals { users, placed };
+    let plan = plan_arrivals(ctx.store, &mut planner, arrivals, slices_tx, &known);
     let write = write_slices(ctx, slices, 0, &known);
     let (read, placed, planned, (written, write_ms)) = tokio::join!(read, place, plan, write);
     let mut summary = placed?;
@@ -319,14 +325,14 @@ async fn first_pull(
 /// still be under way), and all of them once the walk's end (an empty level) is applied.
 /// The departments' summary.
 async fn place_departments(
+    run: &RunCtx<'_>,
     ctx: &ApplyCtx<'_>,
-    config: &Config,
-    tenant: &TenantConfig,
     request: RunRequest,
     mut levels: tokio::sync::mpsc::UnboundedReceiver<Vec<RemoteDept>>,
     placed: tokio::sync::mpsc::UnboundedSender<Placement>,
 ) -> Result<Summary, RunError> {
-    let policy = Rules::of(config, tenant).policy;
+    let tenant = run.tenant;
+    let policy = Rules::of(run.config, tenant).policy;
     // Local departments that are not linked can be matched only by the `source_identifier`
     // DingTalk keeps: read it for each level then.
     let unlinked = store_has_live_departments(ctx.store, tenant.id).await?;
@@ -358,20 +364,26 @@ async fn place_departments(
         if !request.scope.departments() {
             continue;
         }
-        let ops: Vec<Op> = ops
-            .into_iter()
-            .filter(|op| applied.insert(serde_json::to_string(op).unwrap_or_default()))
-            .collect();
-        let plan = Plan {
-            ops,
-            refused_deletes: None,
-            considered: 0,
-        };
+        let plan = not_applied(ops, &mut applied);
         merge(&mut summary, apply(&place_ctx, &plan).await);
     }
     let map = placed_now(ctx.store, tenant.id, &remote, &policy).await?;
     let _ = placed.send(Placement::Complete(map));
     Ok(summary)
+}
+
+/// The operations of `ops` not in `applied` yet, as a plan (now in `applied`): each level's
+/// plan covers the levels before it, whose operations were applied with them.
+fn not_applied(ops: Vec<Op>, applied: &mut HashSet<String>) -> Plan {
+    let ops: Vec<Op> = ops
+        .into_iter()
+        .filter(|op| applied.insert(serde_json::to_string(op).unwrap_or_default()))
+        .collect();
+    Plan {
+        ops,
+        refused_deletes: None,
+        considered: 0,
+    }
 }
 
 /// The next level the walk sent, with whatever else arrived meanwhile, and whether the walk's
@@ -388,65 +400,131 @@ async fn next_levels(
     Some((level, complete))
 }
 
-/// Plans the users arriving on `users` a slice at a time as the placer's news on `placed`
-/// makes them ready (see [`Waiting::arrive`]), and sends each slice's plan down `slices`.
-/// `known` counts the users arrived (the progress' total).
+/// What a first pull's planner hears: DingTalk's member pages as they are read, and the
+/// placer's news.
+struct Arrivals {
+    users: tokio::sync::mpsc::Receiver<Vec<DtUser>>,
+    placed: tokio::sync::mpsc::UnboundedReceiver<Placement>,
+}
+
+/// Plans the users arriving on `arrivals.users` a slice at a time as the placer's news on
+/// `arrivals.placed` makes them ready (see [`Waiting::arrive`]), and sends each slice's plan
+/// down `slices`. `known` counts the users arrived (the progress' total).
 async fn plan_arrivals(
     store: &Store,
     planner: &mut SlicePlanner,
-    mut users: tokio::sync::mpsc::Receiver<Vec<DtUser>>,
-    mut placed: tokio::sync::mpsc::UnboundedReceiver<Placement>,
+    arrivals: Arrivals,
     slices: tokio::sync::mpsc::Sender<Plan>,
     known: &std::sync::atomic::AtomicUsize,
 ) -> Result<(), RunError> {
-    let mut waiting = Waiting::default();
-    let mut ready: Vec<DtUser> = Vec::new();
-    let (mut users_open, mut placer_open) = (true, true);
-    let (mut hidden, mut arrived) = (0, 0);
+    let Arrivals {
+        mut users,
+        mut placed,
+    } = arrivals;
+    let mut heard = Heard::new();
     loop {
-        while ready.len() >= planner.slice || (!users_open && !ready.is_empty()) {
-            let people: Vec<DtUser> = ready.drain(..planner.slice.min(ready.len())).collect();
-            let plan = planner.plan(store, &people, &waiting.map).await?;
+        while heard.slice_due(planner.slice) {
+            let people = heard.take_slice(planner.slice);
+            let plan = planner.plan(store, &people, &heard.waiting.map).await?;
             if slices.send(plan).await.is_err() {
                 return Ok(());
             }
         }
-        if !users_open && (waiting.count == 0 || !placer_open) {
+        if heard.finished() {
             break;
         }
         tokio::select! {
-            page = users.recv(), if users_open && waiting.count < WAITING_CAP => match page {
-                Some(page) => {
-                    arrived += page.len();
-                    hidden += page.iter().filter(|u| u.mobile.is_empty()).count();
-                    known.fetch_add(page.len(), std::sync::atomic::Ordering::Relaxed);
-                    for user in page {
-                        waiting.arrive(user, &mut ready);
-                    }
-                }
-                None => users_open = false,
+            page = users.recv(), if heard.users_open && heard.waiting.count < WAITING_CAP => match page {
+                Some(page) => heard.page(page, known),
+                None => heard.users_open = false,
             },
-            news = placed.recv(), if placer_open => match news {
+            news = placed.recv(), if heard.placer_open => match news {
                 Some(news) => {
-                    waiting.hear(news, &mut ready);
+                    heard.news(news);
                     while let Ok(more) = placed.try_recv() {
-                        waiting.hear(more, &mut ready);
+                        heard.news(more);
                     }
                 }
-                None => {
-                    placer_open = false;
-                    // The placer failed: no one waiting will be placed, so reading on is
-                    // for nothing (dropping `users` stops the reader).
-                    users_open &= waiting.complete;
-                }
+                None => heard.placer_gone(),
             },
         }
     }
-    report_hidden(planner.tenant, hidden, arrived);
-    if waiting.count > 0 {
-        tracing::warn!(event = "pull.users_unplaced", tenant = planner.tenant, count = waiting.count, "users not pulled: their departments were not all placed (the walk or a department's placing failed); the next pull takes them");
-    }
+    heard.report(planner.tenant);
     Ok(())
+}
+
+/// What a first pull's planner has heard so far: the users waiting for their departments,
+/// those ready to plan, whether the reader and the placer still speak, and the counts for
+/// `pull.mobile_hidden`.
+struct Heard {
+    waiting: Waiting,
+    ready: Vec<DtUser>,
+    users_open: bool,
+    placer_open: bool,
+    /// Users arrived without a mobile, of `arrived`.
+    hidden: usize,
+    arrived: usize,
+}
+
+impl Heard {
+    fn new() -> Self {
+        Self {
+            waiting: Waiting::default(),
+            ready: Vec::new(),
+            users_open: true,
+            placer_open: true,
+            hidden: 0,
+            arrived: 0,
+        }
+    }
+
+    /// Whether a slice of `size` users is to be planned now: that many are ready, or no
+    /// more will come from the reader.
+    fn slice_due(&self, size: usize) -> bool {
+        self.ready.len() >= size || (!self.users_open && !self.ready.is_empty())
+    }
+
+    /// The next slice of ready users, at most `size`.
+    fn take_slice(&mut self, size: usize) -> Vec<DtUser> {
+        self.ready.drain(..size.min(self.ready.len())).collect()
+    }
+
+    /// Whether nothing more can be planned: the reader is done, and no one waits or no
+    /// placer is left to release them.
+    fn finished(&self) -> bool {
+        !self.users_open && (self.waiting.count == 0 || !self.placer_open)
+    }
+
+    /// A page of members read: counted (`known`: the progress' total), and each filed.
+    fn page(&mut self, page: Vec<DtUser>, known: &std::sync::atomic::AtomicUsize) {
+        self.arrived += page.len();
+        self.hidden += page.iter().filter(|u| u.mobile.is_empty()).count();
+        known.fetch_add(page.len(), std::sync::atomic::Ordering::Relaxed);
+        for user in page {
+            self.waiting.arrive(user, &mut self.ready);
+        }
+    }
+
+    /// The placer's news, releasing the users it places.
+    fn news(&mut self, news: Placement) {
+        self.waiting.hear(news, &mut self.ready);
+    }
+
+    /// The placer is gone before the end of the walk was placed: it failed.
+    fn placer_gone(&mut self) {
+        self.placer_open = false;
+        // The placer failed: no one waiting will be placed, so reading on is for nothing
+        // (the loop ends, and dropping `users` stops the reader).
+        self.users_open &= self.waiting.complete;
+    }
+
+    /// `pull.mobile_hidden`, and `pull.users_unplaced` when users still wait.
+    fn report(&self, tenant: TenantId) {
+        report_hidden(tenant, self.hidden, self.arrived);
+        if self.waiting.count > 0 {
+            tracing::warn!(event = "pull.users_unplaced", tenant, count = self.waiting.count, "users not pulled: their departments were not all placed (the walk or a department's placing failed); the next pull takes them");
+        }
+    }
 }
 
 /// Operations a pull writes before it first refreshes the database's statistics
@@ -521,17 +599,16 @@ async fn store_has_live_departments(store: &Store, tenant: TenantId) -> Result<b
 /// users a slice at a time, the next slice planned while the current one is written.
 /// Returns the summary and the run's id.
 pub(super) async fn apply_pull(
+    run: &RunCtx<'_>,
     ctx: &ApplyCtx<'_>,
-    config: &Config,
-    tenant: &TenantConfig,
     request: RunRequest,
     kind: &str,
     slice: usize,
 ) -> Result<(Summary, Option<String>, i64), RunError> {
-    let store = ctx.store;
+    let (store, tenant) = (ctx.store, run.tenant);
     if by_levels(store, tenant.id).await? {
         let run_id = store.start_run(tenant.id, kind).await?;
-        return match first_pull(ctx, config, tenant, request, slice).await {
+        return match first_pull(run, ctx, request, slice).await {
             Ok(summary) => Ok((summary, None, run_id)),
             Err(error) => {
                 record_stopped(store, tenant.id, run_id, &error).await;
@@ -540,7 +617,7 @@ pub(super) async fn apply_pull(
         };
     }
     let run_started = std::time::Instant::now();
-    let (mut pull, head) = start_pull(store, ctx.client, config, tenant, request).await?;
+    let (mut pull, head) = start_pull(run, request).await?;
     let run_id = store.start_run(tenant.id, kind).await?;
     let mut summary = apply(ctx, &head).await;
     pull.planner.slice = slice.max(1);

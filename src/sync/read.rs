@@ -1,6 +1,7 @@
 //! Gathering the two views: the local one from the store (a handful of queries), the remote
 //! one from DingTalk's list APIs — a breadth-first walk of `department/listsub` from the
-//! root, then `v2/user/list` (100 a page) per department; never one `user/get` per user.
+//! root and, at the same time, `v2/user/list` (100 a page) for each department as soon as
+//! the walk finds it; never one `user/get` per user.
 //! `department/get` is called only for departments a pull cannot match otherwise (it is the
 //! only API that returns `source_identifier`).
 
@@ -252,8 +253,25 @@ pub async fn pull_candidates(
         ("work_no", nonempty(|p| &p.job_number)),
     ];
     let users = store.users_matching(tenant, &columns).await?;
-    // A matched user linked to another DingTalk user is refused: their links too; and the
-    // bases of all of them.
+    let snapshots = links_and_bases(store, tenant, &users, &mut links).await?;
+    Ok(LocalView {
+        tenant,
+        users,
+        links,
+        user_snapshots: by_local(snapshots),
+        ..LocalView::default()
+    })
+}
+
+/// The links and bases of the local `users` a pull slice may match: `links` (read by
+/// DingTalk userid) completed with the links of matched users linked to another DingTalk
+/// user (such a match is refused), and the snapshots of all of them.
+async fn links_and_bases(
+    store: &Store,
+    tenant: TenantId,
+    users: &[crate::jeecg::LocalUser],
+    links: &mut Vec<crate::jeecg::Link>,
+) -> StoreResult<Vec<Snapshot>> {
     let known: HashSet<&str> = links.iter().map(|l| l.user_id.as_str()).collect();
     let more: Vec<&str> = users
         .iter()
@@ -270,13 +288,7 @@ pub async fn pull_candidates(
     for part in all.chunks(IN_LIST) {
         snapshots.extend(store.snapshots_of(tenant, entity::USER, part).await?);
     }
-    Ok(LocalView {
-        tenant,
-        users,
-        links,
-        user_snapshots: by_local(snapshots),
-        ..LocalView::default()
-    })
+    Ok(snapshots)
 }
 
 fn by_local(
@@ -285,26 +297,32 @@ fn by_local(
     snaps.into_iter().map(|s| (s.local_id.clone(), s)).collect()
 }
 
+/// The departments DingTalk lists directly under `parent` (`listsub`).
+async fn children_of(
+    client: &DingTalkClient,
+    parent: i64,
+) -> Result<Vec<RemoteDept>, DingTalkError> {
+    let subs = client.dept_listsub(parent).await?;
+    Ok(subs
+        .into_iter()
+        .map(|d| RemoteDept {
+            dept_id: d.dept_id,
+            name: d.name,
+            parent_id: d.parent_id.unwrap_or(parent),
+            source_identifier: None,
+        })
+        .collect())
+}
+
 /// Every department below the root, by a breadth-first walk of `listsub`; each one found is
-/// also sent to `found` (when given), so that its members can be listed meanwhile.
+/// also sent to `found` (when given), so that its members can be listed meanwhile, and each
+/// answer's new departments to `levels` (when given) as a level, then an empty level once
+/// the walk is complete.
 async fn remote_departments(
     client: &DingTalkClient,
     found: Option<&tokio::sync::mpsc::UnboundedSender<i64>>,
     levels: Option<tokio::sync::mpsc::UnboundedSender<Vec<RemoteDept>>>,
 ) -> Result<Vec<RemoteDept>, DingTalkError> {
-    let list = |parent: i64| async move {
-        let subs = client.dept_listsub(parent).await?;
-        Ok::<_, DingTalkError>(
-            subs.into_iter()
-                .map(|d| RemoteDept {
-                    dept_id: d.dept_id,
-                    name: d.name,
-                    parent_id: d.parent_id.unwrap_or(parent),
-                    source_identifier: None,
-                })
-                .collect::<Vec<_>>(),
-        )
-    };
     // A queue, not level by level: each department's children are listed as soon as it is
     // found, READ_CONCURRENCY at a time, answers taken in the order asked (so the walk's
     // order does not depend on timing). A department's children always come after it.
@@ -317,7 +335,7 @@ async fn remote_departments(
             let Some(parent) = queue.pop_front() else {
                 break;
             };
-            running.push_back(list(parent));
+            running.push_back(children_of(client, parent));
         }
         let Some(children) = running.next().await else {
             break;

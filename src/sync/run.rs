@@ -1,8 +1,12 @@
 //! One sync run for one tenant: read both views, plan, and (unless a dry run) apply, with a
-//! `dingsync_run` row and `sync.run.started` / `sync.run.finished` events.
+//! `dingsync_run` row and `sync.run.started` / `sync.run.finished` events (a push here, a
+//! pull in `pull_run`). Also what every run path asks first: the tenants to work
+//! ([`tenants`]), whether a direction is switched off ([`switched_off`]), and the
+//! per-tenant run lease ([`RunLease`]).
 
-use crate::config::{Config, TenantConfig, TenantId};
+use crate::config::{Config, TenantConfig, TenantId, TenantRuleError};
 use crate::dingtalk::{DingTalkClient, DingTalkError};
+use crate::jeecg::AppConfigRow;
 use crate::store::runs::RunCounts;
 use crate::store::{Store, StoreError};
 
@@ -16,7 +20,7 @@ use super::read;
 pub enum RunError {
     /// The tenant's `push.enabled` / `pull.enabled` is false.
     #[error("{0}")]
-    SwitchedOff(String),
+    SwitchedOff(SwitchedOff),
     /// DingTalk could not be read.
     #[error("reading DingTalk failed: {0}")]
     DingTalk(#[from] DingTalkError),
@@ -43,8 +47,8 @@ pub enum TenantsError {
     #[error("{0}")]
     Store(#[from] StoreError),
     /// Together they break the tenant rule (tenant 0 beside others); nothing is worked.
-    #[error("{0}")]
-    Rule(String),
+    #[error("{0} (tenants from the configuration and sys_third_app_config)")]
+    Rule(TenantRuleError),
 }
 
 /// The tenants to work: `[[tenant]]` entries, plus `sys_third_app_config`'s DingTalk rows
@@ -70,62 +74,88 @@ pub async fn tenants_warning(
             if tenants.iter().any(|t| t.id == row.tenant_id) {
                 continue;
             }
-            if row.is_placeholder() {
-                if !warn {
-                    continue;
-                }
-                tracing::warn!(
-                    event = "config.warning",
-                    tenant = row.tenant_id,
-                    detail = "sys_third_app_config holds placeholder credentials ('1' or empty) for this tenant; skipped",
-                    "configuration warning"
-                );
-                continue;
-            }
-            let Ok(agent_id) = row.agent_id.trim().parse::<i64>() else {
-                if !warn {
-                    continue;
-                }
-                tracing::warn!(
-                    event = "config.warning",
-                    tenant = row.tenant_id,
-                    detail = "sys_third_app_config.agent_id is not a number; tenant skipped",
-                    "configuration warning"
-                );
-                continue;
-            };
-            tenants.push(TenantConfig {
-                id: row.tenant_id,
-                agent_id,
-                client_id: row.client_id,
-                client_secret: row.client_secret,
-                push: config.tenant_defaults.push,
-                pull: config.tenant_defaults.pull,
-                source: crate::config::TenantSource::SysThirdAppConfig,
-            });
+            tenants.extend(tenant_of_row(config, row, warn));
         }
     }
     let ids: Vec<TenantId> = tenants.iter().map(|t| t.id).collect();
     if let Some(rule) = crate::config::tenant_zero_beside_others(&ids) {
-        return Err(TenantsError::Rule(format!(
-            "{rule} (tenants from the configuration and sys_third_app_config)"
-        )));
+        return Err(TenantsError::Rule(rule));
     }
     Ok(tenants)
 }
 
+/// The tenant a `sys_third_app_config` row stands for, with `[tenant_defaults]`'s switches;
+/// none for placeholder credentials or an `agent_id` that is not a number (said as a
+/// `config.warning` when `warn`).
+fn tenant_of_row(config: &Config, row: AppConfigRow, warn: bool) -> Option<TenantConfig> {
+    if row.is_placeholder() {
+        if warn {
+            tracing::warn!(
+                event = "config.warning",
+                tenant = row.tenant_id,
+                detail = "sys_third_app_config holds placeholder credentials ('1' or empty) for this tenant; skipped",
+                "configuration warning"
+            );
+        }
+        return None;
+    }
+    let Ok(agent_id) = row.agent_id.trim().parse::<i64>() else {
+        if warn {
+            tracing::warn!(
+                event = "config.warning",
+                tenant = row.tenant_id,
+                detail = "sys_third_app_config.agent_id is not a number; tenant skipped",
+                "configuration warning"
+            );
+        }
+        return None;
+    };
+    Some(TenantConfig {
+        id: row.tenant_id,
+        agent_id,
+        client_id: row.client_id,
+        client_secret: row.client_secret,
+        push: config.tenant_defaults.push,
+        pull: config.tenant_defaults.pull,
+        source: crate::config::TenantSource::SysThirdAppConfig,
+    })
+}
+
+/// A direction switched off for a tenant: its `push.enabled` / `pull.enabled` is false.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchedOff {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The direction switched off.
+    pub direction: Direction,
+}
+
+impl std::fmt::Display for SwitchedOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.direction {
+            Direction::Push => "push",
+            Direction::Pull => "pull",
+        };
+        write!(
+            f,
+            "{name} is switched off for tenant {} ({name}.enabled = false)",
+            self.tenant
+        )
+    }
+}
+
+impl std::error::Error for SwitchedOff {}
+
 /// Why `direction` is switched off for `tenant`, when it is: the tenant's `push.enabled` /
 /// `pull.enabled`. Every path asks here — `sync`, `plan`, the crons, the daemon's jobs.
-pub fn switched_off(tenant: &TenantConfig, direction: Direction) -> Option<String> {
-    let (enabled, name) = match direction {
-        Direction::Push => (tenant.push.enabled, "push"),
-        Direction::Pull => (tenant.pull.enabled, "pull"),
+pub fn switched_off(tenant: &TenantConfig, direction: Direction) -> Option<SwitchedOff> {
+    let enabled = match direction {
+        Direction::Push => tenant.push.enabled,
+        Direction::Pull => tenant.pull.enabled,
     };
-    (!enabled).then(|| {
-        format!(
-            "{name} is switched off for tenant {} ({name}.enabled = false)",
-            tenant.id
-        )
+    (!enabled).then_some(SwitchedOff {
+        tenant: tenant.id,
+        direction,
     })
 }
 
@@ -232,18 +262,13 @@ pub const USER_SLICE: usize = 1000;
 
 /// Reads both sides and plans (a dry run: the whole plan is held and returned).
 pub async fn plan_run(ctx: &RunCtx<'_>, request: RunRequest) -> Result<Plan, RunError> {
-    let RunCtx {
-        store,
-        client,
-        config,
-        tenant,
-    } = *ctx;
+    let (store, tenant) = (ctx.store, ctx.tenant);
     if let Some(off) = switched_off(tenant, request.direction) {
         return Err(RunError::SwitchedOff(off));
     }
     match request.direction {
         Direction::Push => {
-            let (mut push, mut plan) = start_push(store, client, config, tenant, request).await?;
+            let (mut push, mut plan) = start_push(ctx, request).await?;
             let (sender, mut slices) = tokio::sync::mpsc::channel(1);
             let collect = async {
                 while let Some((ops, _)) = slices.recv().await {
@@ -259,8 +284,7 @@ pub async fn plan_run(ctx: &RunCtx<'_>, request: RunRequest) -> Result<Plan, Run
             Ok(plan)
         }
         Direction::Pull => {
-            let (mut pull, mut plan) =
-                super::pull_run::start_pull(store, client, config, tenant, request).await?;
+            let (mut pull, mut plan) = super::pull_run::start_pull(ctx, request).await?;
             while let Some(slice) = pull.next_slice(store).await? {
                 plan.ops.extend(slice.ops);
                 plan.considered += slice.considered;
@@ -314,13 +338,13 @@ impl Phases {
 }
 
 /// Reads the departments of both sides and DingTalk's users, and plans the departments.
-async fn start_push(
-    store: &Store,
-    client: &DingTalkClient,
-    config: &Config,
-    tenant: &TenantConfig,
-    request: RunRequest,
-) -> Result<(Push, Plan), RunError> {
+async fn start_push(ctx: &RunCtx<'_>, request: RunRequest) -> Result<(Push, Plan), RunError> {
+    let RunCtx {
+        store,
+        client,
+        config,
+        tenant,
+    } = *ctx;
     let local = read::dept_tree_view(store, tenant.id, true).await?;
     // Users are read for departments too: members move out before a delete.
     let started = std::time::Instant::now();
@@ -502,9 +526,7 @@ pub async fn run_sliced(
         placed: None,
     };
     let (mut summary, refused, run_id) = match request.direction {
-        Direction::Pull => {
-            super::pull_run::apply_pull(&apply, config, tenant, request, &kind, slice).await?
-        }
+        Direction::Pull => super::pull_run::apply_pull(ctx, &apply, request, &kind, slice).await?,
         Direction::Push => apply_push(ctx, &apply, request, slice).await?,
     };
     // Reads belong to the run too.
@@ -529,7 +551,7 @@ async fn apply_push(
 ) -> Result<(Summary, Option<String>, i64), RunError> {
     let started = std::time::Instant::now();
     let (store, tenant) = (ctx.store, ctx.tenant);
-    let (mut push, head) = start_push(store, ctx.client, ctx.config, tenant, request).await?;
+    let (mut push, head) = start_push(ctx, request).await?;
     push.slice = slice.max(1);
     let run_id = store.start_run(tenant.id, "push").await?;
     let (sender, slices) = tokio::sync::mpsc::channel(1);
@@ -615,4 +637,30 @@ pub(super) fn merge(summary: &mut Summary, rest: Summary) {
     summary.failures.extend(rest.failures);
     summary.warnings.extend(rest.warnings);
     summary.retryable |= rest.retryable;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switched_off_direction_names_its_switch() {
+        let cases = [
+            (
+                Direction::Push,
+                "push is switched off for tenant 7 (push.enabled = false)",
+            ),
+            (
+                Direction::Pull,
+                "pull is switched off for tenant 7 (pull.enabled = false)",
+            ),
+        ];
+        for (direction, text) in cases {
+            let off = SwitchedOff {
+                tenant: 7,
+                direction,
+            };
+            assert_eq!(RunError::SwitchedOff(off).to_string(), text);
+        }
+    }
 }

@@ -16,15 +16,28 @@ pub(in crate::sim) fn user_before(org: &Org, path: &str, params: &Params) -> Opt
     org.users.get(&params.str("userid")?).cloned()
 }
 
+/// A call the organisation answered successfully: its path, parameters and answer.
+pub(in crate::sim) struct Call<'a> {
+    /// The topapi path (`topapi/v2/user/create`, ...).
+    pub path: &'a str,
+    /// The parameters it was called with.
+    pub params: &'a Params,
+    /// What the organisation answered.
+    pub answer: &'a Value,
+}
+
 /// The event type and payload of a successful call, if it changed the address book.
 pub(in crate::sim) fn event_of(
-    path: &str,
-    params: &Params,
-    answer: &Value,
+    call: &Call<'_>,
     before: Option<&User>,
     org: &Org,
     now_ms: i64,
 ) -> Option<(&'static str, Value)> {
+    let Call {
+        path,
+        params,
+        answer,
+    } = *call;
     let stamp = now_ms.to_string();
     let users =
         |event, userid: &str| Some((event, json!({ "timeStamp": stamp, "userId": [userid] })));

@@ -17,7 +17,7 @@ use crate::secret::Secret;
 use crate::store::batch::{ChangeRecord, Inserted, LinkWrite, NewLinkedUser, UserChange};
 use crate::store::links::LinkSaved;
 use crate::store::snapshots::SnapshotWrite;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreResult};
 
 use super::model::{
     entity, DeptBase, DeptRef, LocalRef, LocalUserFields, Op, Summary, UserBase, UserFields,
@@ -51,15 +51,46 @@ pub type OnPlaced<'a> = dyn Fn(i64, &str) + Sync + 'a;
 /// Why one entity failed.
 #[derive(Debug, thiserror::Error)]
 enum EntityError {
+    /// A DingTalk call failed.
     #[error("{0}")]
     DingTalk(#[from] DingTalkError),
+    /// A database read or write failed.
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Other(String),
-    /// Not possible now, likely later (another entity must change first).
-    #[error("{0}")]
-    Later(String),
+    /// A method was handed an operation of another kind (the dispatch prevents it).
+    #[error("not {0}")]
+    NotA(&'static str),
+    /// A department this run was to create in DingTalk was not created (its create failed).
+    #[error("department {0} was not created")]
+    NotCreated(String),
+    /// The DingTalk department a pull was to place locally first was not placed.
+    #[error("parent department {0} was not created locally")]
+    ParentNotPlaced(i64),
+    /// A create's mobile belongs to a DingTalk user `getbymobile` does not show (60104);
+    /// the mobile masked.
+    #[error("mobile {0} already belongs to another DingTalk user (errcode 60104)")]
+    MobileTaken(String),
+    /// A create's mobile belongs to a DingTalk user linked to another local user (60104).
+    #[error("mobile {masked} belongs to DingTalk user {userid}, already linked to local user {other} (errcode 60104)")]
+    MobileLinked {
+        /// The mobile, masked.
+        masked: String,
+        /// The DingTalk user holding it.
+        userid: String,
+        /// The local user linked to them.
+        other: String,
+    },
+    /// The DingTalk department a create would adopt by name belongs to another local
+    /// department (60021): not possible now, likely later (that one must change first).
+    #[error("DingTalk department {dept_id} under the same parent is already named {name:?} and belongs to local department {holder} (errcode 60021)")]
+    NameHeld {
+        /// The DingTalk department of that name.
+        dept_id: i64,
+        /// The name.
+        name: String,
+        /// The local department holding it.
+        holder: String,
+    },
 }
 
 impl EntityError {
@@ -68,8 +99,12 @@ impl EntityError {
         match self {
             Self::DingTalk(e) => e.is_retryable(),
             Self::Store(e) => e.is_retryable(),
-            Self::Other(_) => false,
-            Self::Later(_) => true,
+            Self::NameHeld { .. } => true,
+            Self::NotA(_)
+            | Self::NotCreated(_)
+            | Self::ParentNotPlaced(_)
+            | Self::MobileTaken(_)
+            | Self::MobileLinked { .. } => false,
         }
     }
 }
@@ -392,6 +427,35 @@ fn next_ready(
     None
 }
 
+/// The user lane's groups: queued in plan order, or waiting aside for their departments;
+/// the department lane's progress, and the slices still to come.
+struct UserLane<'a> {
+    queue: VecDeque<Group>,
+    /// Groups whose departments are not settled yet (at most [`WAITING`]), so that users
+    /// that can go meanwhile, from later slices too, take the slots.
+    waiting: Vec<Group>,
+    /// How many department-lane operations are settled.
+    depts: tokio::sync::watch::Receiver<usize>,
+    /// Whether the department lane has ended.
+    depts_done: bool,
+    /// Slices of a streamed push not taken yet (`None` once they have all come).
+    more: Option<UserSlices>,
+    /// Which department-lane operation creates each local department.
+    provider: &'a HashMap<String, usize>,
+}
+
+impl UserLane<'_> {
+    /// The next group that may take a free slot: a waiting one whose departments are
+    /// settled now, else the next from the queue ([`next_ready`]).
+    fn next_group(&mut self) -> Option<Group> {
+        let settled = *self.depts.borrow();
+        match self.waiting.iter().position(|(ready, _)| *ready <= settled) {
+            Some(i) => Some(self.waiting.swap_remove(i)),
+            None => next_ready(&mut self.queue, &mut self.waiting, settled),
+        }
+    }
+}
+
 /// The next slice, or never when there is none to take.
 async fn recv(slices: Option<&mut UserSlices>) -> Option<(Vec<Op>, usize)> {
     match slices {
@@ -483,68 +547,88 @@ impl Run {
         &self,
         ctx: &ApplyCtx<'_>,
         ops: &[Op],
-        mut more: Option<UserSlices>,
+        more: Option<UserSlices>,
         total: &AtomicUsize,
         tick: &(dyn Fn() + Sync),
     ) {
         let (dept_ops, provider, user_ops) = by_lane(ops);
-        let mut queue: VecDeque<Group> = user_groups(user_ops, &provider).into();
+        let queue: VecDeque<Group> = user_groups(user_ops, &provider).into();
         let (settled, watch) = tokio::sync::watch::channel(0usize);
-        let departments = async move {
-            for (index, op) in dept_ops.into_iter().enumerate() {
-                self.step(ctx, op).await;
-                tick();
-                settled.send_replace(index + 1);
-            }
+        let lane = UserLane {
+            queue,
+            waiting: Vec::new(),
+            depts: watch,
+            depts_done: false,
+            more,
+            provider: &provider,
         };
+        tokio::join!(
+            self.dept_lane(ctx, dept_ops, settled, tick),
+            self.user_lane(ctx, lane, total, tick)
+        );
+    }
+
+    /// The department lane: `ops` one at a time in plan order, `settled` counting the ones
+    /// done (dropped at the end: the lane is over).
+    async fn dept_lane(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        ops: Vec<&Op>,
+        settled: tokio::sync::watch::Sender<usize>,
+        tick: &(dyn Fn() + Sync),
+    ) {
+        for (index, op) in ops.into_iter().enumerate() {
+            self.step(ctx, op).await;
+            tick();
+            settled.send_replace(index + 1);
+        }
+    }
+
+    /// The user lane: up to [`USER_CONCURRENCY`] user groups at a time, each started once
+    /// its departments are settled; then the slices arriving on `lane.more` (their
+    /// operations added to `total`).
+    async fn user_lane(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        mut lane: UserLane<'_>,
+        total: &AtomicUsize,
+        tick: &(dyn Fn() + Sync),
+    ) {
         // Futures are made as slots free up, not all at once: each holds a whole call's
         // state, and a 100,000-user push made them all up front (500 MiB).
-        let users = async {
-            let mut running = FuturesUnordered::new();
-            // Groups whose departments are not settled yet wait here (at most WAITING), so
-            // that users that can go meanwhile, from later slices too, take the slots.
-            let mut waiting: Vec<Group> = Vec::new();
-            let mut depts = watch.clone();
-            let mut depts_done = false;
-            loop {
-                let settled = *depts.borrow();
-                while running.len() < USER_CONCURRENCY {
-                    let next = match waiting.iter().position(|(ready, _)| *ready <= settled) {
-                        Some(i) => Some(waiting.swap_remove(i)),
-                        None => next_ready(&mut queue, &mut waiting, settled),
-                    };
-                    let Some((ready, ops)) = next else {
-                        break;
-                    };
-                    running.push(self.user_group(ctx, ready, ops, watch.clone(), tick));
-                }
-                let take_slice = queue.is_empty() && waiting.len() < WAITING;
-                let slices = more.as_mut().filter(|_| take_slice);
-                let watch_depts = !waiting.is_empty() && !depts_done;
-                if running.is_empty() && slices.is_none() && !watch_depts {
-                    // The queue is empty too (the loop above fills every slot it can).
-                    if waiting.is_empty() {
-                        break;
-                    }
-                    // Cannot happen (once the department lane is done, every group is
-                    // ready); should it, run them rather than wait for nothing.
-                    queue.extend(waiting.drain(..));
-                    continue;
-                }
-                tokio::select! {
-                    Some(()) = running.next(), if !running.is_empty() => {}
-                    slice = recv(slices) => match slice {
-                        Some((ops, considered)) => {
-                            total.fetch_add(ops.len(), Ordering::Relaxed);
-                            queue.extend(self.streamed(ops, considered, &provider));
-                        }
-                        None => more = None,
-                    },
-                    changed = depts.changed(), if watch_depts => depts_done = changed.is_err(),
-                }
+        let mut running = FuturesUnordered::new();
+        loop {
+            while running.len() < USER_CONCURRENCY {
+                let Some((ready, ops)) = lane.next_group() else {
+                    break;
+                };
+                running.push(self.user_group(ctx, ready, ops, lane.depts.clone(), tick));
             }
-        };
-        tokio::join!(departments, users);
+            let take_slice = lane.queue.is_empty() && lane.waiting.len() < WAITING;
+            let slices = lane.more.as_mut().filter(|_| take_slice);
+            let watch_depts = !lane.waiting.is_empty() && !lane.depts_done;
+            if running.is_empty() && slices.is_none() && !watch_depts {
+                // The queue is empty too (the loop above fills every slot it can).
+                if lane.waiting.is_empty() {
+                    break;
+                }
+                // Cannot happen (once the department lane is done, every group is
+                // ready); should it, run them rather than wait for nothing.
+                lane.queue.extend(lane.waiting.drain(..));
+                continue;
+            }
+            tokio::select! {
+                Some(()) = running.next(), if !running.is_empty() => {}
+                slice = recv(slices) => match slice {
+                    Some((ops, considered)) => {
+                        total.fetch_add(ops.len(), Ordering::Relaxed);
+                        lane.queue.extend(self.streamed(ops, considered, lane.provider));
+                    }
+                    None => lane.more = None,
+                },
+                changed = lane.depts.changed(), if watch_depts => lane.depts_done = changed.is_err(),
+            }
+        }
     }
 
     /// A slice of users streamed in: grouped per user, counted as considered and touched.
@@ -673,7 +757,7 @@ impl Run {
                 .created_depts
                 .get(local)
                 .copied()
-                .ok_or_else(|| EntityError::Other(format!("department {local} was not created"))),
+                .ok_or_else(|| EntityError::NotCreated(local.clone())),
         }
     }
 
@@ -696,9 +780,7 @@ impl Run {
                 .get(ding)
                 .cloned()
                 .map(Some)
-                .ok_or_else(|| {
-                    EntityError::Other(format!("parent department {ding} was not created locally"))
-                }),
+                .ok_or(EntityError::ParentNotPlaced(*ding)),
         }
     }
 
@@ -724,7 +806,7 @@ impl Run {
             parent_dept_id,
         } = op
         else {
-            return Err(EntityError::Other("not a department to place".into()));
+            return Err(EntityError::NotA("a department to place"));
         };
         let parent_id = self.resolve_local(parent)?;
         let dept = ctx
@@ -803,35 +885,42 @@ impl Run {
         tokio::join!(inserts, sending);
     }
 
+    /// The rows a `CreateLocalUser` inserts (`None` for any other operation): the user,
+    /// in the local departments its DingTalk ones resolved to, its link and base.
+    fn new_linked_user(&self, ctx: &ApplyCtx<'_>, op: &Op) -> Option<NewLinkedUser> {
+        let Op::CreateLocalUser {
+            userid,
+            unionid,
+            fields,
+            base,
+        } = op
+        else {
+            return None;
+        };
+        Some(NewLinkedUser {
+            user: NewUser {
+                username: userid.clone(),
+                realname: fields.realname.clone().unwrap_or_else(|| userid.clone()),
+                phone: fields.phone.clone(),
+                email: fields.email.clone(),
+                telephone: fields.telephone.clone(),
+                work_no: fields.work_no.clone(),
+                depart_ids: self.local_depts(&fields.add_depts),
+                tenant_id: ctx.tenant,
+            },
+            userid: userid.clone(),
+            unionid: unionid.clone(),
+            base: json(base),
+        })
+    }
+
     /// New local users of a pull (`CreateLocalUser` ops) in one batch
     /// (`Store::insert_linked_users`); a user the batch does not take, or every user when
     /// the batch fails as a whole, goes the single-row way.
     async fn create_local_users(&self, ctx: &ApplyCtx<'_>, ops: &[Op], tick: &(dyn Fn() + Sync)) {
         let batch: Vec<NewLinkedUser> = ops
             .iter()
-            .filter_map(|op| match op {
-                Op::CreateLocalUser {
-                    userid,
-                    unionid,
-                    fields,
-                    base,
-                } => Some(NewLinkedUser {
-                    user: NewUser {
-                        username: userid.clone(),
-                        realname: fields.realname.clone().unwrap_or_else(|| userid.clone()),
-                        phone: fields.phone.clone(),
-                        email: fields.email.clone(),
-                        telephone: fields.telephone.clone(),
-                        work_no: fields.work_no.clone(),
-                        depart_ids: self.local_depts(&fields.add_depts),
-                        tenant_id: ctx.tenant,
-                    },
-                    userid: userid.clone(),
-                    unionid: unionid.clone(),
-                    base: json(base),
-                }),
-                _ => None,
-            })
+            .filter_map(|op| self.new_linked_user(ctx, op))
             .collect();
         let answers = match ctx
             .store
@@ -910,36 +999,52 @@ impl Run {
             }
         };
         for ((op, change), answer) in ops.into_iter().zip(&changes).zip(answers) {
-            let Op::UpdateLocalUser {
-                fields,
-                merge,
-                base,
-                ..
-            } = op
-            else {
+            let Op::UpdateLocalUser { .. } = op else {
                 continue;
             };
-            let held = match (answer, &change.record) {
-                (Ok(LinkSaved::HeldBy(other)), ChangeRecord::Link(write)) => {
-                    self.held_by(ctx, &write.link, base, other).await
-                }
-                (Ok(_), _) => Ok(()),
-                (Err(error), _) => Err(error.into()),
-            };
-            match held {
-                Ok(()) => {
-                    if !fields.is_empty() {
-                        self.state().summary.updated += 1;
-                    }
-                    let (kind, key) = entity_of(op);
-                    conflicts(ctx, &kind, &key, merge);
-                }
-                Err(error) => {
-                    self.state().summary.retryable |= error.is_retryable();
-                    self.record_failure(ctx, op, &error.to_string());
-                }
-            }
+            self.updated_local_user(ctx, op, change, answer).await;
             tick();
+        }
+    }
+
+    /// What the batch answered for one `UpdateLocalUser` (`op`, written as `change`):
+    /// counted and its conflicts told, or failed; a link another user's row holds is
+    /// settled by [`Run::held_by`].
+    async fn updated_local_user(
+        &self,
+        ctx: &ApplyCtx<'_>,
+        op: &Op,
+        change: &UserChange,
+        answer: StoreResult<LinkSaved>,
+    ) {
+        let Op::UpdateLocalUser {
+            fields,
+            merge,
+            base,
+            ..
+        } = op
+        else {
+            return;
+        };
+        let held = match (answer, &change.record) {
+            (Ok(LinkSaved::HeldBy(other)), ChangeRecord::Link(write)) => {
+                self.held_by(ctx, &write.link, base, other).await
+            }
+            (Ok(_), _) => Ok(()),
+            (Err(error), _) => Err(error.into()),
+        };
+        match held {
+            Ok(()) => {
+                if !fields.is_empty() {
+                    self.state().summary.updated += 1;
+                }
+                let (kind, key) = entity_of(op);
+                conflicts(ctx, &kind, &key, merge);
+            }
+            Err(error) => {
+                self.state().summary.retryable |= error.is_retryable();
+                self.record_failure(ctx, op, &error.to_string());
+            }
         }
     }
 
@@ -1159,10 +1264,51 @@ impl Run {
 
 #[cfg(test)]
 mod tests {
+    use super::super::model::mask_mobile;
     use super::*;
 
     fn group(ready: usize) -> Group {
         (ready, Vec::new())
+    }
+
+    #[test]
+    fn entity_errors_say_what_they_said_and_only_a_held_name_waits_to_be_retried() {
+        let cases = [
+            (EntityError::NotA("a user to create"), "not a user to create", false),
+            (EntityError::NotCreated("d1".into()), "department d1 was not created", false),
+            (
+                EntityError::ParentNotPlaced(7),
+                "parent department 7 was not created locally",
+                false,
+            ),
+            (
+                EntityError::MobileTaken(mask_mobile("13800000001")),
+                "mobile 138****0001 already belongs to another DingTalk user (errcode 60104)",
+                false,
+            ),
+            (
+                EntityError::MobileLinked {
+                    masked: mask_mobile("13800000001"),
+                    userid: "u1".into(),
+                    other: "l2".into(),
+                },
+                "mobile 138****0001 belongs to DingTalk user u1, already linked to local user l2 (errcode 60104)",
+                false,
+            ),
+            (
+                EntityError::NameHeld {
+                    dept_id: 5,
+                    name: "Sales".into(),
+                    holder: "d2".into(),
+                },
+                "DingTalk department 5 under the same parent is already named \"Sales\" and belongs to local department d2 (errcode 60021)",
+                true,
+            ),
+        ];
+        for (error, text, retryable) in cases {
+            assert_eq!(error.to_string(), text);
+            assert_eq!(error.is_retryable(), retryable, "{text}");
+        }
     }
 
     #[test]

@@ -13,8 +13,22 @@ use super::super::written::Counted;
 use super::{json, record_dept, write_back_source, ApplyCtx, EntityError, Run};
 
 /// The error of a method handed an operation of another kind (the dispatch prevents it).
-fn not_a(kind: &str) -> EntityError {
-    EntityError::Other(format!("not {kind}"))
+fn not_a(kind: &'static str) -> EntityError {
+    EntityError::NotA(kind)
+}
+
+/// DingTalk's create of user `userid` with `mobile`, `fields` and its resolved `depts`.
+fn user_create(userid: &str, mobile: &str, fields: &UserFields, depts: Vec<i64>) -> UserCreate {
+    UserCreate {
+        userid: userid.to_string(),
+        name: fields.name.clone().unwrap_or_default(),
+        mobile: mobile.to_string(),
+        telephone: fields.telephone.clone(),
+        job_number: fields.job_number.clone(),
+        title: fields.title.clone(),
+        email: fields.email.clone(),
+        dept_id_list: depts,
+    }
 }
 
 impl Run {
@@ -122,10 +136,11 @@ impl Run {
         self.flush(ctx, true).await;
         let holder = ctx.store.dept_holder(ctx.tenant, found.dept_id).await?;
         if let Some(holder) = holder.filter(|h| h != local_id) {
-            return Err(EntityError::Later(format!(
-                "DingTalk department {} under the same parent is already named {name:?} and belongs to local department {holder} (errcode 60021)",
-                found.dept_id
-            )));
+            return Err(EntityError::NameHeld {
+                dept_id: found.dept_id,
+                name: name.to_string(),
+                holder,
+            });
         }
         let update = DeptUpdate {
             dept_id: found.dept_id,
@@ -207,16 +222,7 @@ impl Run {
             .as_ref()
             .map(|d| self.resolve_list(d))
             .unwrap_or_else(|| vec![ROOT_DEPT]);
-        let request = UserCreate {
-            userid: userid.to_string(),
-            name: fields.name.clone().unwrap_or_default(),
-            mobile: mobile.to_string(),
-            telephone: fields.telephone.clone(),
-            job_number: fields.job_number.clone(),
-            title: fields.title.clone(),
-            email: fields.email.clone(),
-            dept_id_list: depts.clone(),
-        };
+        let request = user_create(userid, mobile, fields, depts.clone());
         let counted = match ctx.client.user_create(&request).await {
             Ok(_) => Counted::Created,
             Err(error) if error.kind == ErrorKind::UserIdExists => {
@@ -261,12 +267,7 @@ impl Run {
         mobile: &str,
         realname: Option<&str>,
     ) -> Result<(), EntityError> {
-        let exists = || {
-            EntityError::Other(format!(
-                "mobile {} already belongs to another DingTalk user (errcode 60104)",
-                mask_mobile(mobile)
-            ))
-        };
+        let exists = || EntityError::MobileTaken(mask_mobile(mobile));
         let Some(userid) = ctx.client.user_by_mobile(mobile).await? else {
             return Err(exists());
         };
@@ -283,10 +284,11 @@ impl Run {
             .chain(snapshots.iter().map(|s| s.local_id.as_str()))
             .find(|id| *id != local_id);
         if let Some(other) = claimed {
-            return Err(EntityError::Other(format!(
-                "mobile {} belongs to DingTalk user {userid}, already linked to local user {other} (errcode 60104)",
-                mask_mobile(mobile)
-            )));
+            return Err(EntityError::MobileLinked {
+                masked: mask_mobile(mobile),
+                userid,
+                other: other.to_string(),
+            });
         }
         let person = ctx.client.user_get(&userid).await?;
         let link = Link {

@@ -127,6 +127,8 @@ impl<'a> LocalDepts<'a> {
     }
 }
 
+/// The departments' part of a pull: DingTalk's departments, parents first, each matched to
+/// a local department (merged), created, or left out; and where each is locally.
 fn departments(
     local: &LocalView,
     remote: &RemoteView,
@@ -138,51 +140,91 @@ fn departments(
     let locals = LocalDepts::new(local);
     let mut ordered: Vec<&RemoteDept> = remote.depts.iter().collect();
     ordered.sort_by_key(|d| (depth(&by_id, d), d.dept_id));
-    let mut map: HashMap<i64, LocalRef> = HashMap::new();
-    let mut gone: HashSet<i64> = HashSet::new();
-    let mut taken: HashSet<&str> = HashSet::new();
-    let mut ops = Vec::new();
+    let mut pulled = PulledDepts::default();
     for dept in ordered {
-        let parent = match placed_under(dept, &map, &gone, &locals, remote) {
+        let parent = match placed_under(dept, &pulled.map, &pulled.gone, &locals, remote) {
             Under::Parent(parent) => parent,
             Under::Gone => {
-                gone.insert(dept.dept_id);
-                ops.push(warn_dept(&dept.dept_id.to_string(), format!("DingTalk department {} ({}) is under a department deleted locally; not created", dept.dept_id, dept.name)));
+                pulled.under_gone(dept);
                 continue;
             }
             Under::Unknown => continue,
         };
         let matched = matching_local(dept, &locals, remote, &remote_ids)
-            .filter(|l| !taken.contains(l.id.as_str()));
+            .filter(|l| !pulled.taken.contains(l.id.as_str()));
         match matched {
-            Some(found) if found.is_deleted() => {
-                // Deleted locally stays deleted: reported, and nothing goes under it.
-                gone.insert(dept.dept_id);
-                taken.insert(found.id.as_str());
-                ops.push(warn_dept(&found.id, format!("deleted locally (del_flag = 1); DingTalk department {} ({}) is not created again", dept.dept_id, dept.name)));
-            }
+            Some(found) if found.is_deleted() => pulled.deleted_locally(found, dept),
             Some(found) => {
-                taken.insert(found.id.as_str());
-                map.insert(dept.dept_id, LocalRef::Local(found.id.clone()));
-                ops.extend(merge_dept(local, &locals, (found, dept), parent, policy));
+                pulled.taken.insert(found.id.as_str());
+                pulled
+                    .map
+                    .insert(dept.dept_id, LocalRef::Local(found.id.clone()));
+                let ops = merge_dept(local, &locals, (found, dept), parent, policy);
+                pulled.ops.extend(ops);
             }
-            None if locals.removed.contains_key(&dept.dept_id) => {
-                // Deleted locally for good before the push removed its twin: stays deleted.
-                gone.insert(dept.dept_id);
-                ops.push(warn_dept(&dept.dept_id.to_string(), format!("local department {} was deleted; DingTalk department {} ({}) is not created again (the push removes it)", locals.removed[&dept.dept_id], dept.dept_id, dept.name)));
-            }
-            None => {
-                map.insert(dept.dept_id, LocalRef::Created(dept.dept_id));
-                ops.push(Op::CreateLocalDept {
-                    dept_id: dept.dept_id,
-                    name: dept.name.clone(),
-                    parent,
-                    parent_dept_id: dept.parent_id,
-                });
-            }
+            None => pulled.unmatched(&locals, dept, parent),
         }
     }
-    (ops, map)
+    (pulled.ops, pulled.map)
+}
+
+/// The departments' pull as it is built, parents first.
+#[derive(Default)]
+struct PulledDepts<'a> {
+    /// Each DingTalk department's local department (or the one to be created).
+    map: HashMap<i64, LocalRef>,
+    /// DingTalk departments that stay out: deleted locally, or under one that is.
+    gone: HashSet<i64>,
+    /// Local departments matched already.
+    taken: HashSet<&'a str>,
+    ops: Vec<Op>,
+}
+
+impl<'a> PulledDepts<'a> {
+    /// DingTalk department `dept` sits under one deleted locally: reported, not created.
+    fn under_gone(&mut self, dept: &RemoteDept) {
+        self.gone.insert(dept.dept_id);
+        self.ops.push(warn_dept(
+            &dept.dept_id.to_string(),
+            format!(
+                "DingTalk department {} ({}) is under a department deleted locally; not created",
+                dept.dept_id, dept.name
+            ),
+        ));
+    }
+
+    /// DingTalk department `dept` matches `found`, deleted locally: deleted locally stays
+    /// deleted, reported, and nothing goes under it.
+    fn deleted_locally(&mut self, found: &'a LocalDept, dept: &RemoteDept) {
+        self.gone.insert(dept.dept_id);
+        self.taken.insert(found.id.as_str());
+        self.ops.push(warn_dept(
+            &found.id,
+            format!(
+                "deleted locally (del_flag = 1); DingTalk department {} ({}) is not created again",
+                dept.dept_id, dept.name
+            ),
+        ));
+    }
+
+    /// DingTalk department `dept` matches no local department: created under `parent`,
+    /// unless its local department was deleted for good (before the push removed its twin),
+    /// which stays deleted.
+    fn unmatched(&mut self, locals: &LocalDepts<'_>, dept: &RemoteDept, parent: LocalRef) {
+        if let Some(removed) = locals.removed.get(&dept.dept_id) {
+            self.gone.insert(dept.dept_id);
+            self.ops.push(warn_dept(&dept.dept_id.to_string(), format!("local department {removed} was deleted; DingTalk department {} ({}) is not created again (the push removes it)", dept.dept_id, dept.name)));
+            return;
+        }
+        self.map
+            .insert(dept.dept_id, LocalRef::Created(dept.dept_id));
+        self.ops.push(Op::CreateLocalDept {
+            dept_id: dept.dept_id,
+            name: dept.name.clone(),
+            parent,
+            parent_dept_id: dept.parent_id,
+        });
+    }
 }
 
 /// Where a DingTalk department goes locally, as its parent tells.
@@ -600,66 +642,20 @@ pub fn users_slice(
     let matcher = Matcher::new(local, map);
     let mut ops = Vec::new();
     for person in people {
-        let depts: Vec<LocalRef> = person
-            .dept_id_list
-            .iter()
-            .filter_map(|d| map.get(d).cloned())
-            .collect();
+        let depts = placed_depts(person, map);
         let (found, linked) = match matcher.find(person) {
             Found::User(found, linked) => (found, linked),
             Found::Mismatch(found) => {
-                ops.push(warn(
-                    &person.userid,
-                    format!(
-                        "local user {} has this userid as username but mobile {}, and DingTalk user {} has mobile {}: not the same person, so not linked (fix the mobile, or link them by hand in sys_third_account)",
-                        found.username,
-                        mask_mobile(found.phone.as_deref().unwrap_or_default()),
-                        person.userid,
-                        mask_mobile(&person.mobile)
-                    ),
-                ));
+                ops.push(mismatch_warning(found, person));
                 continue;
             }
             Found::Nobody => {
-                if let Some(id) = matcher.user_of_link.get(person.userid.as_str()) {
-                    // Linked to a local user deleted for good (before the push removed its
-                    // twin): deleted locally stays deleted.
-                    ops.push(warn(
-                        &person.userid,
-                        format!("local user {id} linked to DingTalk user {} was deleted; not created again", person.userid),
-                    ));
-                } else {
-                    ops.push(create_op(local, person, depts));
-                }
+                ops.push(unmatched(local, &matcher, person, depts));
                 continue;
             }
         };
-        if let Some(other) = matcher
-            .link_of_user
-            .get(found.id.as_str())
-            .filter(|u| **u != person.userid)
-        {
-            ops.push(fail(&person.userid, format!("matches local user {} by phone or username, but that user is linked to DingTalk user {other}", found.username)));
-            continue;
-        }
-        if let Some(first) = claimed.insert(found.id.clone(), person.userid.clone()) {
-            ops.push(fail(
-                &person.userid,
-                format!(
-                    "local user {} is already matched to DingTalk user {first}",
-                    found.username
-                ),
-            ));
-            continue;
-        }
-        if found.is_deleted() {
-            ops.push(warn(
-                &person.userid,
-                format!(
-                    "local user {} is deleted locally (del_flag = 1); not restored",
-                    found.username
-                ),
-            ));
+        if let Some(refused) = refused_match(&matcher, claimed, found, person) {
+            ops.push(refused);
             continue;
         }
         let pull = UserPull {
@@ -673,6 +669,89 @@ pub fn users_slice(
         ops.extend(pull.plan(&depts));
     }
     ops
+}
+
+/// The local departments of DingTalk user `person` that `map` places (the others are left
+/// out of its memberships).
+fn placed_depts(person: &DtUser, map: &HashMap<i64, LocalRef>) -> Vec<LocalRef> {
+    person
+        .dept_id_list
+        .iter()
+        .filter_map(|d| map.get(d).cloned())
+        .collect()
+}
+
+/// The warning for a DingTalk user whose userid a local user has as username, with another
+/// mobile: not the same person, so not linked.
+fn mismatch_warning(found: &LocalUser, person: &DtUser) -> Op {
+    warn(
+        &person.userid,
+        format!(
+            "local user {} has this userid as username but mobile {}, and DingTalk user {} has mobile {}: not the same person, so not linked (fix the mobile, or link them by hand in sys_third_account)",
+            found.username,
+            mask_mobile(found.phone.as_deref().unwrap_or_default()),
+            person.userid,
+            mask_mobile(&person.mobile)
+        ),
+    )
+}
+
+/// A DingTalk user no local user is: inserted (placed in `depts`), unless its link names a
+/// local user deleted for good.
+fn unmatched(
+    local: &LocalView,
+    matcher: &Matcher<'_>,
+    person: &DtUser,
+    depts: Vec<LocalRef>,
+) -> Op {
+    match matcher.user_of_link.get(person.userid.as_str()) {
+        // Linked to a local user deleted for good (before the push removed its twin):
+        // deleted locally stays deleted.
+        Some(id) => warn(
+            &person.userid,
+            format!(
+                "local user {id} linked to DingTalk user {} was deleted; not created again",
+                person.userid
+            ),
+        ),
+        None => create_op(local, person, depts),
+    }
+}
+
+/// Why local user `found`, matched to DingTalk user `person`, takes nothing from it: it is
+/// linked to another DingTalk user, matched already to another one (else it is `claimed`
+/// now), or deleted locally.
+fn refused_match(
+    matcher: &Matcher<'_>,
+    claimed: &mut HashMap<String, String>,
+    found: &LocalUser,
+    person: &DtUser,
+) -> Option<Op> {
+    if let Some(other) = matcher
+        .link_of_user
+        .get(found.id.as_str())
+        .filter(|u| **u != person.userid)
+    {
+        return Some(fail(&person.userid, format!("matches local user {} by phone or username, but that user is linked to DingTalk user {other}", found.username)));
+    }
+    if let Some(first) = claimed.insert(found.id.clone(), person.userid.clone()) {
+        return Some(fail(
+            &person.userid,
+            format!(
+                "local user {} is already matched to DingTalk user {first}",
+                found.username
+            ),
+        ));
+    }
+    found.is_deleted().then(|| {
+        warn(
+            &person.userid,
+            format!(
+                "local user {} is deleted locally (del_flag = 1); not restored",
+                found.username
+            ),
+        )
+    })
 }
 
 /// A pull of one matched user: each field merged against its base.
@@ -848,75 +927,83 @@ impl UserPull<'_> {
         fields: &mut LocalUserFields,
         merge: &mut Vec<FieldMerge>,
     ) {
-        let (found, person) = (self.found, self.person);
+        let person = self.person;
+        let (local, remote, was) = self.known_memberships(old);
+        let adds = self.added_depts(depts);
+        let Some(verdict) = judge(&local, &remote, was.as_ref(), self.policy) else {
+            fields.add_depts = adds;
+            base.depts = sorted(person.dept_id_list.clone());
+            return;
+        };
+        let take = verdict.pull();
+        if take {
+            fields.add_depts = adds;
+            if was.is_some() {
+                fields.remove_depts = self.removed_depts(&remote);
+            }
+            base.depts = sorted(person.dept_id_list.clone());
+        }
+        let values = [joined(&local), joined(&remote)];
+        merge.push(note(
+            "depts",
+            values,
+            was.as_deref().map(joined),
+            verdict,
+            take,
+        ));
+    }
+
+    /// The user's memberships of departments both sides know, as sorted DingTalk ids:
+    /// JeecgBoot's, DingTalk's, and the base's (`old`'s) when there is one.
+    fn known_memberships(&self, old: Option<&UserBase>) -> (Vec<i64>, Vec<i64>, Option<Vec<i64>>) {
         let local: Vec<i64> = sorted(
-            found
+            self.found
                 .depart_ids
                 .iter()
                 .filter_map(|id| self.matcher.ding_of.get(id.as_str()).copied())
                 .collect(),
         );
         let mapped: HashSet<i64> = self.matcher.ding_of.values().copied().collect();
-        let remote: Vec<i64> = sorted(
-            person
-                .dept_id_list
-                .iter()
-                .copied()
-                .filter(|d| mapped.contains(d))
-                .collect(),
-        );
-        let was: Option<Vec<i64>> = old.map(|b| {
-            sorted(
-                b.depts
-                    .iter()
-                    .copied()
-                    .filter(|d| mapped.contains(d))
-                    .collect(),
-            )
-        });
-        let adds: Vec<LocalRef> = depts
+        let known =
+            |ids: &[i64]| sorted(ids.iter().copied().filter(|d| mapped.contains(d)).collect());
+        let remote = known(&self.person.dept_id_list);
+        let was = old.map(|b| known(&b.depts));
+        (local, remote, was)
+    }
+
+    /// The departments of `depts` (DingTalk's, placed locally) the user is not in yet.
+    fn added_depts(&self, depts: &[LocalRef]) -> Vec<LocalRef> {
+        let found = self.found;
+        depts
             .iter()
             .filter(|d| !matches!(d, LocalRef::Local(id) if found.depart_ids.contains(id)))
             .cloned()
-            .collect();
-        let Some(verdict) = judge(&local, &remote, was.as_ref(), self.policy) else {
-            fields.add_depts = adds;
-            base.depts = sorted(person.dept_id_list.clone());
-            return;
-        };
-        let show = |ids: &[i64]| {
-            ids.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let take = verdict.pull();
-        if take {
-            fields.add_depts = adds;
-            if was.is_some() {
-                fields.remove_depts = found
-                    .depart_ids
-                    .iter()
-                    .filter(|id| {
-                        self.matcher
-                            .ding_of
-                            .get(id.as_str())
-                            .is_some_and(|d| !remote.contains(d))
-                    })
-                    .cloned()
-                    .collect();
-            }
-            base.depts = sorted(person.dept_id_list.clone());
-        }
-        let values = [show(&local), show(&remote)];
-        merge.push(note(
-            "depts",
-            values,
-            was.as_deref().map(show),
-            verdict,
-            take,
-        ));
+            .collect()
     }
+
+    /// The user's local departments whose DingTalk twins are not among `remote` (its
+    /// DingTalk memberships): the ones DingTalk moved it out of.
+    fn removed_depts(&self, remote: &[i64]) -> Vec<String> {
+        self.found
+            .depart_ids
+            .iter()
+            .filter(|id| {
+                self.matcher
+                    .ding_of
+                    .get(id.as_str())
+                    .is_some_and(|d| !remote.contains(d))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Department ids as `plan` shows them: joined by commas.
+fn joined(ids: &[i64]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn base_text<'b>(base: &'b UserBase, field: &str) -> &'b str {

@@ -11,7 +11,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::PushConfig;
 use crate::jeecg::LocalDept;
 
 use super::super::model::{
@@ -115,7 +114,6 @@ pub(super) fn plan(
     rules: &super::Rules,
     focus: &Focus,
 ) -> DeptPlan {
-    let config = &rules.push;
     let tree = DeptTree::new(&local.depts, &local.dead_depts);
     let remote = Remote::new(remote);
     let (map, owner) = known_links(&tree, local, &remote);
@@ -125,46 +123,25 @@ pub(super) fn plan(
         ops: Vec::new(),
         fallback: HashMap::new(),
     };
+    let views = DeptViews {
+        tree: &tree,
+        local,
+        remote: &remote,
+        rules,
+    };
     for dept in tree.order() {
-        let id = dept.id.as_str();
-        let in_focus = focus.dept(id);
-        // Parents come first, so theirs is known.
-        let parent = tree
-            .parent(id)
-            .and_then(|p| placing.map.get(p).cloned())
-            .unwrap_or(DeptRef::Ding(ROOT_DEPT));
-        if let Some(reason) = tree.refusal(id) {
-            placing.refuse(id, parent, reason, in_focus);
-            continue;
-        }
-        match placing.map.get(id).cloned() {
-            Some(DeptRef::Ding(ding)) => {
-                if let Some(current) = remote.get(ding).filter(|_| in_focus) {
-                    let policy = rules.policy.depts();
-                    let ops = update_or_link(local, dept, current, &parent, &policy);
-                    placing.ops.extend(ops);
-                }
-            }
-            // Departments are not pushed: one DingTalk lacks stays missing, and its users go
-            // to its nearest pushed parent (as for a refused one).
-            _ if !config.departments => placing.fall_back(
-                id,
-                parent,
-                "departments are not pushed ([push] departments = false)",
-            ),
-            _ => placing.adopt_or_create(&remote, dept, parent, in_focus),
-        }
+        placing.place(&views, dept, focus.dept(dept.id.as_str()));
     }
     sort_ops(&mut placing.ops, &remote);
-    let gone = Deletes::plan(&tree, local, &remote, &placing.owner, focus, config);
-    DeptPlan {
-        ops: placing.ops,
-        map: placing.map,
-        fallback: placing.fallback,
-        deletes: gone.deletes,
-        refusal: gone.refusal,
-        blocked: gone.blocked,
-    }
+    let deleting = Deleting {
+        tree: &tree,
+        local,
+        remote: &remote,
+        owner: &placing.owner,
+        max: rules.push.max_department_deletes,
+    };
+    let gone = deleting.plan(focus);
+    placing.into_plan(gone)
 }
 
 /// The departments' plan as it is built, parents first.
@@ -178,7 +155,62 @@ struct Placing {
     fallback: HashMap<String, String>,
 }
 
+/// What a department plan judges by: the local tree, the local view, DingTalk's
+/// departments, and the rules.
+struct DeptViews<'a> {
+    tree: &'a DeptTree<'a>,
+    local: &'a LocalView,
+    remote: &'a Remote<'a>,
+    rules: &'a super::Rules,
+}
+
 impl Placing {
+    /// Places local department `dept`, whose parent is placed already (the order is
+    /// parents-first): refused, updated or linked where DingTalk has it, left to its parent
+    /// when departments are not pushed, else adopted or created. Operations only `in_focus`.
+    fn place(&mut self, views: &DeptViews<'_>, dept: &LocalDept, in_focus: bool) {
+        let id = dept.id.as_str();
+        // Parents come first, so theirs is known.
+        let parent = views
+            .tree
+            .parent(id)
+            .and_then(|p| self.map.get(p).cloned())
+            .unwrap_or(DeptRef::Ding(ROOT_DEPT));
+        if let Some(reason) = views.tree.refusal(id) {
+            self.refuse(id, parent, reason, in_focus);
+            return;
+        }
+        match self.map.get(id).cloned() {
+            Some(DeptRef::Ding(ding)) => {
+                if let Some(current) = views.remote.get(ding).filter(|_| in_focus) {
+                    let policy = views.rules.policy.depts();
+                    let ops = update_or_link(views.local, dept, current, &parent, &policy);
+                    self.ops.extend(ops);
+                }
+            }
+            // Departments are not pushed: one DingTalk lacks stays missing, and its users go
+            // to its nearest pushed parent (as for a refused one).
+            _ if !views.rules.push.departments => self.fall_back(
+                id,
+                parent,
+                "departments are not pushed ([push] departments = false)",
+            ),
+            _ => self.adopt_or_create(views.remote, dept, parent, in_focus),
+        }
+    }
+
+    /// The department plan: what was placed, and the deletes `gone`.
+    fn into_plan(self, gone: Deletes) -> DeptPlan {
+        DeptPlan {
+            ops: self.ops,
+            map: self.map,
+            fallback: self.fallback,
+            deletes: gone.deletes,
+            refusal: gone.refusal,
+            blocked: gone.blocked,
+        }
+    }
+
     /// Department `id` is one DingTalk would refuse: failed (when in focus), its users
     /// placed under `parent` unless it is linked already.
     fn refuse(&mut self, id: &str, parent: DeptRef, reason: &str, in_focus: bool) {
@@ -449,73 +481,114 @@ struct Deletes {
     blocked: Vec<String>,
 }
 
-impl Deletes {
-    fn plan(
-        tree: &DeptTree<'_>,
-        local: &LocalView,
-        remote: &Remote<'_>,
-        owner: &HashMap<i64, String>,
-        focus: &Focus,
-        config: &PushConfig,
-    ) -> Self {
-        let none = Self {
-            deletes: Vec::new(),
-            refusal: None,
-            blocked: Vec::new(),
-        };
-        let max = config.max_department_deletes;
+/// What the deletes of a plan are judged by: the local tree, the views, which DingTalk
+/// departments a local one holds, and the guard's limit (`push.max_department_deletes`).
+struct Deleting<'a> {
+    tree: &'a DeptTree<'a>,
+    local: &'a LocalView,
+    remote: &'a Remote<'a>,
+    /// DingTalk department -> the local department holding it.
+    owner: &'a HashMap<i64, String>,
+    max: u32,
+}
+
+impl Deleting<'_> {
+    /// The deletes `focus` asks for: every unmatched DingTalk department in a full run; a
+    /// job of a department gone locally, its twin's subtree; any other job, none.
+    fn plan(&self, focus: &Focus) -> Deletes {
         match focus {
-            Focus::All => {
-                let mut deletes: Vec<(i64, String)> = remote
-                    .view
-                    .depts
-                    .iter()
-                    .filter(|r| !owner.contains_key(&r.dept_id) && r.dept_id != ROOT_DEPT)
-                    .map(|r| (r.dept_id, r.name.clone()))
-                    .collect();
-                deletes.sort_by_key(|(id, _)| (std::cmp::Reverse(remote.depth(*id)), *id));
-                let refusal = deletion_refusal(deletes.len(), tree.len(), max);
-                Self {
-                    deletes,
-                    refusal,
-                    blocked: Vec::new(),
-                }
-            }
-            Focus::Dept(key) if !tree.contains(key) => {
-                let row = local.depts.iter().find(|d| d.id == *key);
-                let twin = row.and_then(|d| d.ding_identifier).or_else(|| {
-                    local
-                        .dept_snapshots
-                        .get(key)
-                        .and_then(|s| s.ding_id.parse().ok())
-                });
-                let Some(twin) = twin.filter(|t| {
-                    *t != ROOT_DEPT && remote.get(*t).is_some() && !owner.contains_key(t)
-                }) else {
-                    return none;
-                };
-                Self::subtree(tree, local, remote, owner, key, twin, max)
-            }
-            _ => none,
+            Focus::All => self.unmatched(),
+            Focus::Dept(key) if !self.tree.contains(key) => match self.twin(key) {
+                Some(twin) => self.subtree(key, twin),
+                None => Deletes::none(),
+            },
+            _ => Deletes::none(),
         }
+    }
+
+    /// A full run's deletes: every DingTalk department no local one holds (never the root),
+    /// deepest first.
+    fn unmatched(&self) -> Deletes {
+        let mut deletes: Vec<(i64, String)> = self
+            .remote
+            .view
+            .depts
+            .iter()
+            .filter(|r| !self.owner.contains_key(&r.dept_id) && r.dept_id != ROOT_DEPT)
+            .map(|r| (r.dept_id, r.name.clone()))
+            .collect();
+        deletes.sort_by_key(|(id, _)| (std::cmp::Reverse(self.remote.depth(*id)), *id));
+        let refusal = deletion_refusal(deletes.len(), self.tree.len(), self.max);
+        Deletes {
+            deletes,
+            refusal,
+            blocked: Vec::new(),
+        }
+    }
+
+    /// The DingTalk twin of department `key` (gone locally) that a job may delete: known by
+    /// its row's `ding_identifier` or its snapshot, read, not the root, and held by no other
+    /// local department.
+    fn twin(&self, key: &str) -> Option<i64> {
+        let row = self.local.depts.iter().find(|d| d.id == *key);
+        let twin = row.and_then(|d| d.ding_identifier).or_else(|| {
+            self.local
+                .dept_snapshots
+                .get(key)
+                .and_then(|s| s.ding_id.parse().ok())
+        });
+        twin.filter(|t| {
+            *t != ROOT_DEPT && self.remote.get(*t).is_some() && !self.owner.contains_key(t)
+        })
     }
 
     /// A job's deletes: the twin of a department gone locally, and the DingTalk departments
     /// under it that no local department holds (deepest first). One that a local department
     /// holds must move out first: the job waits for that department's own job.
-    fn subtree(
-        tree: &DeptTree<'_>,
-        local: &LocalView,
-        remote: &Remote<'_>,
-        owner: &HashMap<i64, String>,
-        key: &str,
-        twin: i64,
-        max: u32,
-    ) -> Self {
+    fn subtree(&self, key: &str, twin: i64) -> Deletes {
+        let members = self.below(twin);
+        let blocked: Vec<String> = members
+            .iter()
+            .filter_map(|id| self.owner.get(id).cloned())
+            .collect();
+        if !blocked.is_empty() {
+            return Deletes {
+                deletes: Vec::new(),
+                refusal: None,
+                blocked,
+            };
+        }
+        let mut deletes: Vec<(i64, String)> = members
+            .iter()
+            .filter_map(|id| self.remote.get(*id).map(|d| (d.dept_id, d.name.clone())))
+            .collect();
+        deletes.sort_by_key(|(id, _)| (std::cmp::Reverse(self.remote.depth(*id)), *id));
+        // The daemon's count: the departments dingsync synced whose local row is gone (their
+        // jobs are on the way), this one included, and what else goes with it.
+        let synced_gone: HashSet<&str> = self
+            .local
+            .dept_snapshots
+            .keys()
+            .map(String::as_str)
+            .filter(|id| !self.tree.contains(id))
+            .chain(std::iter::once(key))
+            .collect();
+        let count = synced_gone.len() + deletes.len().saturating_sub(1);
+        let refusal = deletion_refusal(count, self.tree.len(), self.max);
+        Deletes {
+            deletes,
+            refusal,
+            blocked: Vec::new(),
+        }
+    }
+
+    /// DingTalk department `twin` and every department read under it, parents first.
+    fn below(&self, twin: i64) -> Vec<i64> {
         let mut members = vec![twin];
         let mut index = 0;
         while let Some(parent) = members.get(index).copied() {
-            let below: Vec<i64> = remote
+            let below: Vec<i64> = self
+                .remote
                 .view
                 .depts
                 .iter()
@@ -525,36 +598,16 @@ impl Deletes {
             members.extend(below);
             index += 1;
         }
-        let blocked: Vec<String> = members
-            .iter()
-            .filter_map(|id| owner.get(id).cloned())
-            .collect();
-        if !blocked.is_empty() {
-            return Self {
-                deletes: Vec::new(),
-                refusal: None,
-                blocked,
-            };
-        }
-        let mut deletes: Vec<(i64, String)> = members
-            .iter()
-            .filter_map(|id| remote.get(*id).map(|d| (d.dept_id, d.name.clone())))
-            .collect();
-        deletes.sort_by_key(|(id, _)| (std::cmp::Reverse(remote.depth(*id)), *id));
-        // The daemon's count: the departments dingsync synced whose local row is gone (their
-        // jobs are on the way), this one included, and what else goes with it.
-        let synced_gone: HashSet<&str> = local
-            .dept_snapshots
-            .keys()
-            .map(String::as_str)
-            .filter(|id| !tree.contains(id))
-            .chain(std::iter::once(key))
-            .collect();
-        let count = synced_gone.len() + deletes.len().saturating_sub(1);
-        let refusal = deletion_refusal(count, tree.len(), max);
+        members
+    }
+}
+
+impl Deletes {
+    /// No deletes, nothing refused, nothing waited for.
+    fn none() -> Self {
         Self {
-            deletes,
-            refusal,
+            deletes: Vec::new(),
+            refusal: None,
             blocked: Vec::new(),
         }
     }

@@ -278,16 +278,7 @@ pub(super) fn plan_slice(
         let (found, route) = match found {
             Twin::Found(found, route) => (found, route),
             Twin::Mismatch(found) => {
-                ops.push(warn(
-                    &user.username,
-                    format!(
-                        "DingTalk user {} has this username but mobile {}, and local user {} has mobile {}: not the same person, so not linked (fix the mobile, or link them by hand in sys_third_account)",
-                        found.userid,
-                        mask_mobile(&found.mobile),
-                        user.username,
-                        mask_mobile(user.phone.as_deref().unwrap_or_default())
-                    ),
-                ));
+                ops.push(mismatch_warning(user, &found));
                 continue;
             }
             Twin::None => {
@@ -295,26 +286,52 @@ pub(super) fn plan_slice(
                 continue;
             }
         };
-        if let Some((other, by)) = claimed
-            .claimer(&found.userid)
-            .filter(|(c, _)| c.id != user.id)
-        {
-            ops.push(fail(
-                &user.username,
-                format!(
-                    "DingTalk user {} is already matched to local user {} (by {}); {} matched it by {}",
-                    found.userid,
-                    other.username,
-                    by.describe(),
-                    user.username,
-                    route.describe()
-                ),
-            ));
+        if let Some(refused) = claimed_by_another(&claimed, user, &found, route) {
+            ops.push(refused);
             continue;
         }
         ops.extend(update(local, &links, (user, &found), depts, claims));
     }
     ops
+}
+
+/// The warning for local user `user` whose username a DingTalk user `found` has, with
+/// another mobile: not the same person, so not linked.
+fn mismatch_warning(user: &LocalUser, found: &DtUser) -> Op {
+    warn(
+        &user.username,
+        format!(
+            "DingTalk user {} has this username but mobile {}, and local user {} has mobile {}: not the same person, so not linked (fix the mobile, or link them by hand in sys_third_account)",
+            found.userid,
+            mask_mobile(&found.mobile),
+            user.username,
+            mask_mobile(user.phone.as_deref().unwrap_or_default())
+        ),
+    )
+}
+
+/// The refusal when `user`'s twin `found` (by `route`) is claimed more strongly by another
+/// local user.
+fn claimed_by_another(
+    claimed: &Claimed<'_>,
+    user: &LocalUser,
+    found: &DtUser,
+    route: Route,
+) -> Option<Op> {
+    let (other, by) = claimed
+        .claimer(&found.userid)
+        .filter(|(c, _)| c.id != user.id)?;
+    Some(fail(
+        &user.username,
+        format!(
+            "DingTalk user {} is already matched to local user {} (by {}); {} matched it by {}",
+            found.userid,
+            other.username,
+            by.describe(),
+            user.username,
+            route.describe()
+        ),
+    ))
 }
 
 /// A warning for each of `user`'s departments that DingTalk lacks and would refuse: the user
