@@ -82,9 +82,6 @@ pub enum UsageError {
     /// `message` without `--tenant` while several tenants are configured.
     #[error("several tenants are configured: name one with --tenant")]
     TenantNotNamed,
-    /// The chosen tenant's DingTalk client could not be built for `message`.
-    #[error("{0}")]
-    Client(DingTalkError),
     /// `uninstall` without `--yes`.
     #[error("uninstall drops dingsync's tables (queue, snapshots, deliveries) and triggers; add --yes to confirm")]
     UninstallUnconfirmed,
@@ -126,10 +123,8 @@ pub enum Refusal {
     /// `message send --to`: these usernames have no DingTalk link.
     #[error("not linked to DingTalk (sync them first): {}", .0.join(","))]
     NotLinked(Vec<String>),
-    /// `message`: the database could not be read.
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    /// `message`: DingTalk refused or failed the call.
+    /// `message`: DingTalk refused the call (65), or could not be reached or is throttling
+    /// (69: worth trying again).
     #[error("{0}")]
     DingTalk(#[from] DingTalkError),
 }
@@ -157,6 +152,7 @@ impl CliError {
             }
             Self::Store(StoreError::Database(sqlx::Error::Database(_))) => exit::DATA_ERR,
             Self::Store(StoreError::Database(_)) => exit::UNAVAILABLE,
+            Self::Refused(Refusal::DingTalk(error)) if error.is_retryable() => exit::UNAVAILABLE,
             Self::Store(_) | Self::Refused(_) => exit::DATA_ERR,
             Self::Busy { .. } => exit::TEMPFAIL,
             Self::Connect { .. }
@@ -250,7 +246,20 @@ mod tests {
             (Refusal::NoIdleJob(7).into(), exit::DATA_ERR),
             (Refusal::EntitiesFailed.into(), exit::DATA_ERR),
             (Refusal::NotLinked(vec!["a".into()]).into(), exit::DATA_ERR),
-            (Refusal::Store(io()).into(), exit::DATA_ERR),
+            (
+                Refusal::DingTalk(DingTalkError::api("topapi/message/x", 40035, String::new()))
+                    .into(),
+                exit::DATA_ERR,
+            ),
+            (
+                Refusal::DingTalk(DingTalkError::new(
+                    crate::dingtalk::ErrorKind::Throttled,
+                    "topapi/message/x",
+                    "90018",
+                ))
+                .into(),
+                exit::UNAVAILABLE,
+            ),
             (ProcessError::Runtime(io_error()).into(), exit::UNAVAILABLE),
             (ProcessError::Signals(io_error()).into(), exit::UNAVAILABLE),
         ];

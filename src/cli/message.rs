@@ -120,16 +120,16 @@ fn pick(
     loaded: &Loaded,
     tenants: &[TenantConfig],
     wanted: Option<TenantId>,
-) -> Result<(TenantConfig, DingTalkClient), UsageError> {
+) -> Result<(TenantConfig, DingTalkClient), CliError> {
     let tenant = match wanted {
         Some(id) => tenants
             .iter()
             .find(|t| t.id == id)
             .ok_or(UsageError::TenantNotConfigured(id))?,
         None if tenants.len() == 1 => &tenants[0],
-        None => return Err(UsageError::TenantNotNamed),
+        None => return Err(UsageError::TenantNotNamed.into()),
     };
-    let client = DingTalkClient::for_tenant(&loaded.config, tenant).map_err(UsageError::Client)?;
+    let client = DingTalkClient::for_tenant(&loaded.config, tenant)?;
     Ok((tenant.clone(), client))
 }
 
@@ -158,19 +158,18 @@ async fn execute(
         | MessageCommand::Status { tenant, .. } => *tenant,
     };
     let (tenant, client) = pick(loaded, &tenants, wanted)?;
-    let result = match (command, prepared) {
+    match (command, prepared) {
         (MessageCommand::Send { to, .. }, Some(message)) => {
             send(store, &client, tenant.id, to, &message).await
         }
-        (MessageCommand::Recall { task_id, .. }, _) => client
-            .recall(*task_id)
-            .await
-            .map(|()| println!("task {task_id} recalled"))
-            .map_err(Refusal::DingTalk),
+        (MessageCommand::Recall { task_id, .. }, _) => {
+            client.recall(*task_id).await.map_err(Refusal::DingTalk)?;
+            println!("task {task_id} recalled");
+            Ok(())
+        }
         (MessageCommand::Status { task_id, .. }, _) => status(&client, *task_id).await,
         _ => Ok(()),
-    };
-    result.map_err(CliError::Refused)
+    }
 }
 
 async fn send(
@@ -179,7 +178,7 @@ async fn send(
     tenant: TenantId,
     to: &To,
     message: &Message,
-) -> Result<(), Refusal> {
+) -> Result<(), CliError> {
     let mut userids = to.userid.clone();
     if !to.to.is_empty() {
         let users = store.load_users(0).await?;
@@ -201,18 +200,24 @@ async fn send(
             }
         }
         if !missing.is_empty() {
-            return Err(Refusal::NotLinked(missing));
+            return Err(Refusal::NotLinked(missing).into());
         }
     }
     for chunk in chunks(to.all, &userids, &[]) {
-        let task = client.send(&chunk, message).await?;
+        let task = client
+            .send(&chunk, message)
+            .await
+            .map_err(Refusal::DingTalk)?;
         println!("{task}");
     }
     Ok(())
 }
 
-async fn status(client: &DingTalkClient, task_id: i64) -> Result<(), Refusal> {
-    let progress = client.send_progress(task_id).await?;
+async fn status(client: &DingTalkClient, task_id: i64) -> Result<(), CliError> {
+    let progress = client
+        .send_progress(task_id)
+        .await
+        .map_err(Refusal::DingTalk)?;
     let state = match progress.status {
         2 => "done",
         1 => "processing",
