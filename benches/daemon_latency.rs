@@ -81,6 +81,8 @@ async fn changes_at_rate(
     let started = Instant::now();
     let mut next = Instant::now();
     let mut n = 0;
+    // A sampler, not a wait: it commits changes at `rate` and notes when each arrives
+    // (every 2 ms), with a deadline of its own.
     while n < changes || !outstanding.is_empty() {
         if n < changes && Instant::now() >= next {
             let user = n % USERS;

@@ -433,11 +433,13 @@ async fn edits(
         }
     };
     set("u0".into(), "probe".into()).await;
-    let started = Instant::now();
-    while dt_name(sim, "user0").as_deref() != Some("probe") {
-        assert!(started.elapsed() < Duration::from_secs(120), "probe lost");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::eventually_every(
+        "the probe edit in DingTalk",
+        Duration::from_secs(120),
+        Duration::from_millis(5),
+        async || common::done_or(dt_name(sim, "user0").as_deref() == Some("probe"), "not yet"),
+    )
+    .await;
     let before = sim.calls(APP);
     // Distinct users, in a fixed pseudo-random order (user 0 was the probe).
     let mut order: Vec<usize> = (1..users).collect();
@@ -454,6 +456,8 @@ async fn edits(
     let started = Instant::now();
     let mut next = Instant::now();
     let mut n = 0;
+    // A sampler, not a wait: it commits edits at `rate` and notes when each reaches DingTalk
+    // (every 2 ms), with a deadline of its own.
     while n < edits || !outstanding.is_empty() {
         if n < edits && Instant::now() >= next {
             let u = order[n];

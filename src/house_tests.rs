@@ -1,8 +1,7 @@
 //! The house rules the code keeps (STYLE.md, "Small pieces"): no function in `src/` over
 //! [`MAX_LINES`] lines (tests and benchmarks: [`MAX_TEST_LINES`]), none with more than
-//! [`MAX_PARAMS`] parameters. Functions older than the rule are listed in [`OLDER_LINES`] and
-//! [`OLDER_PARAMS`] with their size when it came: they may shrink, never grow, and must leave
-//! the list once within the limit.
+//! [`MAX_PARAMS`] parameters (issue #18 brought every older one within them), and no SQL in
+//! `src/` outside `store/` ("only `store/` contains SQL").
 //!
 //! A function's lines run from the line of its `fn` to its closing brace. Comments, string
 //! and character literals are blanked before braces and commas are counted.
@@ -15,12 +14,6 @@ const MAX_LINES: usize = 60;
 const MAX_TEST_LINES: usize = 100;
 /// Parameters a function may take (`self` not counted).
 const MAX_PARAMS: usize = 5;
-
-/// `(file, function, lines)` over the limit before the rule: to be split (issue #18).
-const OLDER_LINES: &[(&str, &str, usize)] = &[];
-
-/// `(file, function, parameters)` over the limit before the rule.
-const OLDER_PARAMS: &[(&str, &str, usize)] = &[];
 
 /// One function found in a file.
 #[derive(Debug)]
@@ -265,50 +258,25 @@ fn all_functions() -> Vec<Function> {
     all
 }
 
-/// What breaks a limit: functions over it and not listed, listed ones grown past their
-/// listing, and listed ones now within the limit (to be taken off the list).
-fn breaches(
-    all: &[Function],
-    measure: fn(&Function) -> (usize, usize),
-    older: &[(&str, &str, usize)],
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    for function in all {
-        let (size, limit) = measure(function);
-        let listed = older
-            .iter()
-            .find(|(file, name, _)| *file == function.file && *name == function.name);
-        match listed {
-            Some((_, _, was)) if size > *was => problems.push(format!(
-                "{} {}: {size}, grown past its listing ({was}; the limit is {limit})",
-                function.file, function.name
-            )),
-            None if size > limit => problems.push(format!(
-                "{} {}: {size} (the limit is {limit})",
-                function.file, function.name
-            )),
-            _ => {}
-        }
-    }
-    for (file, name, _) in older {
-        let worst = all
-            .iter()
-            .filter(|f| f.file == *file && f.name == *name)
-            .map(measure)
-            .max();
-        if worst.is_none_or(|(size, limit)| size <= limit) {
-            problems.push(format!(
-                "{file} {name}: within the limit now: take it off the list"
-            ));
-        }
-    }
-    problems
+/// The functions over their limit, each with its size and the limit.
+fn breaches(all: &[Function], measure: fn(&Function) -> (usize, usize)) -> Vec<String> {
+    all.iter()
+        .filter_map(|function| {
+            let (size, limit) = measure(function);
+            (size > limit).then(|| {
+                format!(
+                    "{} {}: {size} (the limit is {limit})",
+                    function.file, function.name
+                )
+            })
+        })
+        .collect()
 }
 
 #[test]
 fn no_function_grows_past_the_line_limit() {
     let lines = |f: &Function| (f.lines, if f.test { MAX_TEST_LINES } else { MAX_LINES });
-    let problems = breaches(&all_functions(), lines, OLDER_LINES);
+    let problems = breaches(&all_functions(), lines);
     assert!(
         problems.is_empty(),
         "functions too long:\n{}",
@@ -319,7 +287,7 @@ fn no_function_grows_past_the_line_limit() {
 #[test]
 fn no_function_takes_more_than_five_parameters() {
     let params = |f: &Function| (f.params, MAX_PARAMS);
-    let problems = breaches(&all_functions(), params, OLDER_PARAMS);
+    let problems = breaches(&all_functions(), params);
     assert!(
         problems.is_empty(),
         "too many parameters:\n{}",
@@ -346,7 +314,7 @@ fn the_scanner_measures_functions_and_parameters() {
 }
 
 #[test]
-fn a_listed_function_may_shrink_but_not_grow_and_leaves_the_list_within_the_limit() {
+fn a_function_over_a_limit_is_named_with_its_size() {
     let function = |name: &str, lines| Function {
         file: "src/x.rs".into(),
         name: name.into(),
@@ -354,25 +322,59 @@ fn a_listed_function_may_shrink_but_not_grow_and_leaves_the_list_within_the_limi
         params: 0,
         test: false,
     };
-    let all = [
-        function("grown", 90),
-        function("shrunk", 70),
-        function("fits", 40),
-        function("new", 61),
-    ];
-    let older = [
-        ("src/x.rs", "grown", 80),
-        ("src/x.rs", "shrunk", 80),
-        ("src/x.rs", "fits", 80),
-    ];
+    let all = [function("fits", 60), function("long", 61)];
     let lines = |f: &Function| (f.lines, MAX_LINES);
     assert_eq!(
-        breaches(&all, lines, &older),
-        [
-            "src/x.rs grown: 90, grown past its listing (80; the limit is 60)",
-            "src/x.rs new: 61 (the limit is 60)",
-            "src/x.rs fits: within the limit now: take it off the list",
-        ]
+        breaches(&all, lines),
+        ["src/x.rs long: 61 (the limit is 60)"]
+    );
+}
+
+/// Where a string literal of `text` starts with a SQL statement's first words (`SELECT `,
+/// `INSERT INTO `, ...): the line numbers.
+fn sql_literals(text: &str) -> Vec<usize> {
+    const STARTS: [&str; 6] = [
+        "SELECT ",
+        "INSERT INTO ",
+        "UPDATE sys_",
+        "UPDATE dingsync_",
+        "DELETE FROM ",
+        "CREATE TABLE ",
+    ];
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            line.match_indices('"').any(|(at, _)| {
+                !line[..at].ends_with('\\')
+                    && STARTS.iter().any(|start| line[at + 1..].starts_with(start))
+            })
+        })
+        .map(|(n, _)| n + 1)
+        .collect()
+}
+
+#[test]
+fn no_sql_outside_the_store() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    crate::docs_tests::rust_files(&root.join("src"), &mut files);
+    let store = root.join("src/store");
+    let found: Vec<String> = files
+        .iter()
+        // The store, and this file, which names the statements' first words.
+        .filter(|path| !path.starts_with(&store) && !path.ends_with("src/house_tests.rs"))
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            sql_literals(&text)
+                .into_iter()
+                .map(move |line| format!("{}:{line}", path.display()))
+        })
+        .collect();
+    assert!(found.is_empty(), "SQL outside src/store/: {found:?}");
+    assert_eq!(
+        sql_literals("let a = \"SELECT 1\";\nprintln!(\"run \\\"UPDATE sys_user SET x\\\"\");"),
+        [1],
+        "a statement's literal is found; one quoted inside a message is not"
     );
 }
 

@@ -7,7 +7,6 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
-mod demo;
 pub mod dingtalk;
 pub mod exit;
 pub mod jeecg;

@@ -292,6 +292,9 @@ async fn departments_and_deletes_off(sw: &Switches<'_>) {
         .any(|l| l.contains("sync.entity.warning")
             && l.contains("zhaolei")
             && l.contains("departments = false")));
+    // The work so far done (a job still in flight would count below), then the deletes.
+    changes_read(&sw.db.store, "users on").await;
+    events_and_queue_idle(&sw.db.store, sw.server, "users on").await;
     sw.server.sim.reset_calls();
     // The user first: a job that saw its memberships gone before the user would rightly
     // move it to the root.

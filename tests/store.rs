@@ -757,10 +757,15 @@ async fn expired_leases_are_reclaimed() {
         assert_eq!(claimed.len(), 2, "{name}");
         // While u2 "ran", a new change for it arrived: reclaim merges instead of duplicating.
         s.enqueue(0, "user", "u2", now_ms()).await.unwrap();
-        tokio::task::yield_now().await;
-        while s.reclaim_expired().await.unwrap() == 0 {
-            tokio::task::yield_now().await;
-        }
+        common::eventually(
+            &format!("{name}: the expired leases reclaimed"),
+            Duration::from_secs(5),
+            async || {
+                let reclaimed = s.reclaim_expired().await.unwrap();
+                common::done_or(reclaimed > 0, reclaimed)
+            },
+        )
+        .await;
         let pending = s
             .list_jobs(&JobFilter {
                 state: Some(state::PENDING.into()),
@@ -863,18 +868,18 @@ async fn leases_have_one_holder_until_they_expire() {
                 .unwrap(),
             "{name}"
         );
-        let mut taken = false;
-        for _ in 0..1000 {
-            if s.acquire_lease("tenant:0", "b", Duration::from_secs(30))
-                .await
-                .unwrap()
-            {
-                taken = true;
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert!(taken, "{name}: b takes the expired lease");
+        common::eventually(
+            &format!("{name}: b takes the expired lease"),
+            Duration::from_secs(5),
+            async || {
+                let taken = s
+                    .acquire_lease("tenant:0", "b", Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                common::done_or(taken, "still a's")
+            },
+        )
+        .await;
         assert!(!s.release_lease("tenant:0", "a").await.unwrap(), "{name}");
         assert!(s.release_lease("tenant:0", "b").await.unwrap(), "{name}");
         assert_eq!(s.lease_holder("tenant:0").await.unwrap(), None, "{name}");

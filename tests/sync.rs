@@ -121,7 +121,7 @@ async fn local_paths(db: &TestDb) -> BTreeSet<String> {
 /// The sample organisation `dingsync demo` shows (`dingsync::sample`), in a new database.
 async fn seed_sample(db: &TestDb) {
     db.store.init(true).await.unwrap();
-    dingsync::sample::load(&db.plain).await.unwrap();
+    db.plain.load_sample_org().await.unwrap();
 }
 
 /// What the steps of [`end_to_end`] work with: the database, the simulator, a client of it.

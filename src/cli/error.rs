@@ -49,14 +49,14 @@ pub enum CliError {
     #[error("tenant(s) {} not synced; the reasons are above", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     NotRun(Vec<TenantId>),
     /// Another run of the tenant still holds its run lease (75).
-    #[error("tenant {tenant}: another run is still going (run lease held by {holder}); waited {waited}; try again later")]
+    #[error("tenant {tenant}: another run is still going (run lease held by {holder}); waited {}; try again later", humantime::format_duration(*.waited))]
     Busy {
         /// The tenant.
         tenant: TenantId,
         /// Who holds the lease.
         holder: String,
-        /// How long `sync` waited, for people.
-        waited: String,
+        /// How long `sync` waited.
+        waited: std::time::Duration,
     },
     /// The daemon could not run: 78 when not initialised or the tenants break their rule,
     /// 69 else.
@@ -68,6 +68,9 @@ pub enum CliError {
     /// The process could not set itself up: the async runtime, signal handlers (69).
     #[error("{0}")]
     Process(#[from] ProcessError),
+    /// `dingsync demo` could not go on (69).
+    #[error("demo: {0}")]
+    Demo(#[from] super::demo::DemoError),
 }
 
 /// What the command line asked for that cannot be (64).
@@ -161,7 +164,8 @@ impl CliError {
             | Self::Run { .. }
             | Self::NotRun(_)
             | Self::Daemon(_)
-            | Self::Process(_) => exit::UNAVAILABLE,
+            | Self::Process(_)
+            | Self::Demo(_) => exit::UNAVAILABLE,
         }
     }
 }
@@ -238,7 +242,7 @@ mod tests {
                 CliError::Busy {
                     tenant: 1,
                     holder: "h".into(),
-                    waited: "1s".into(),
+                    waited: std::time::Duration::from_secs(1),
                 },
                 exit::TEMPFAIL,
             ),
@@ -261,6 +265,10 @@ mod tests {
                 exit::UNAVAILABLE,
             ),
             (ProcessError::Runtime(io_error()).into(), exit::UNAVAILABLE),
+            (
+                crate::cli::demo::DemoError::TimedOut("the first push").into(),
+                exit::UNAVAILABLE,
+            ),
             (ProcessError::Signals(io_error()).into(), exit::UNAVAILABLE),
         ];
         for (error, code) in cases {

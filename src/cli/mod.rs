@@ -12,6 +12,7 @@ use crate::exit;
 use crate::store::Store;
 
 mod daemon;
+mod demo;
 mod error;
 mod message;
 mod setup;
@@ -169,8 +170,8 @@ fn demo(keep: bool) -> u8 {
         format: LogFormat::Text,
         level: "warn".into(),
     });
-    match block_on(async { Ok(crate::demo::demo(keep).await) }) {
-        Ok(code) => code,
+    match block_on(demo::demo(keep)) {
+        Ok(()) => exit::OK,
         Err(error) => error::report(&error),
     }
 }

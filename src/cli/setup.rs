@@ -86,10 +86,27 @@ pub(super) async fn check_config(loaded: &Loaded) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The tenants and who sends their announcements, read from the database (never created).
+/// Why `check-config` could not read the tenants from the database (it then shows the
+/// configuration's, with this reason).
+#[derive(Debug, thiserror::Error)]
+enum TenantProbeError {
+    /// The SQLite file is not there (and `check-config` never creates it).
+    #[error("the SQLite file does not exist yet")]
+    SqliteMissing,
+    /// The database could not be reached or read.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The tenants read break the tenant rule, or could not be read.
+    #[error("{0}")]
+    Tenants(#[from] crate::sync::run::TenantsError),
+}
+
+/// The tenants and who sends their announcements, read from the database (never created:
+/// hence its own connection, not [`super::connect`], which opens dingsync's database as it
+/// runs).
 async fn read_tenants(
     config: &crate::config::Config,
-) -> Result<(Vec<crate::config::TenantConfig>, Vec<TenantSender>), String> {
+) -> Result<(Vec<crate::config::TenantConfig>, Vec<TenantSender>), TenantProbeError> {
     let url = &config.database.url;
     let sqlite_missing = url.backend() == crate::config::Backend::Sqlite && {
         let path = url
@@ -100,20 +117,14 @@ async fn read_tenants(
         path != ":memory:" && !std::path::Path::new(path).exists()
     };
     if sqlite_missing {
-        return Err("the SQLite file does not exist yet".to_string());
+        return Err(TenantProbeError::SqliteMissing);
     }
-    let store = Store::connect_url(url, 1, false)
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = Store::connect_url(url, 1, false).await?;
     let found = async {
-        let tenants = crate::sync::run::tenants(config, &store)
-            .await
-            .map_err(|e| e.to_string())?;
+        let tenants = crate::sync::run::tenants(config, &store).await?;
         let ids: Vec<_> = tenants.iter().map(|t| t.id).collect();
-        let senders = crate::messages::senders(config, &store, &ids)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>((tenants, senders))
+        let senders = crate::messages::senders(config, &store, &ids).await?;
+        Ok::<_, TenantProbeError>((tenants, senders))
     }
     .await;
     store.close().await;
@@ -146,7 +157,7 @@ async fn tenant_lines(config: &crate::config::Config) -> Vec<String> {
             .collect(),
         outcome => {
             let why = match outcome {
-                Ok(Err(error)) => error,
+                Ok(Err(error)) => error.to_string(),
                 _ => "no answer within 3 s".into(),
             };
             config

@@ -239,7 +239,7 @@ async fn run_lease(
             Err(CliError::Busy {
                 tenant,
                 holder,
-                waited: humantime::format_duration(wait).to_string(),
+                waited: wait,
             })
         }
     }

@@ -272,6 +272,17 @@ pub struct Message(Value);
 /// The message types DingTalk accepts for work notifications (of those dingsync sends).
 pub const MESSAGE_TYPES: &[&str] = &["text", "markdown", "link", "oa", "action_card"];
 
+/// Why a JSON value is not a work notice DingTalk takes.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageShapeError {
+    /// `msgtype` is missing or not one of [`MESSAGE_TYPES`].
+    #[error("msgtype must be one of {}", MESSAGE_TYPES.join(", "))]
+    UnknownType,
+    /// The object named by `msgtype` is missing.
+    #[error("the message needs a `{0}` object")]
+    NoBody(String),
+}
+
 impl Message {
     /// A text message.
     pub fn text(content: &str) -> Self {
@@ -294,19 +305,16 @@ impl Message {
     }
 
     /// A message from its JSON form; checks the type and the body's presence.
-    pub fn from_json(value: Value) -> Result<Self, String> {
+    pub fn from_json(value: Value) -> Result<Self, MessageShapeError> {
         let msgtype = value
             .get("msgtype")
             .and_then(Value::as_str)
             .unwrap_or_default();
         if !MESSAGE_TYPES.contains(&msgtype) {
-            return Err(format!(
-                "msgtype must be one of {}",
-                MESSAGE_TYPES.join(", ")
-            ));
+            return Err(MessageShapeError::UnknownType);
         }
         if !value.get(msgtype).is_some_and(Value::is_object) {
-            return Err(format!("the message needs a `{msgtype}` object"));
+            return Err(MessageShapeError::NoBody(msgtype.to_string()));
         }
         Ok(Self(value))
     }

@@ -685,7 +685,7 @@ async fn outbox(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
     let checked = refused(&ctx.config.outbox, &row).map_or_else(|| outbox_message(&row), Err);
     let message = match checked {
         Ok(message) => message,
-        Err(reason) => return fail_row(ctx, row.id, &reason).await,
+        Err(reason) => return fail_row(ctx, row.id, &reason.to_string()).await,
     };
     let (userids, unlinked) = outbox_userids(ctx, &row).await?;
     let Ok(dept_ids) = split(row.to_dept_ids.as_deref())
@@ -720,38 +720,58 @@ async fn outbox(ctx: &JobCtx<'_>, id: &str) -> Result<JobOutcome, MsgError> {
 
 /// Why the outbox's guards refuse `row`: switched off, to everyone without
 /// `outbox.allow_to_all`, more than `outbox.max_recipients` named.
-fn refused(guard: &crate::config::OutboxConfig, row: &OutboxRow) -> Option<String> {
+fn refused(guard: &crate::config::OutboxConfig, row: &OutboxRow) -> Option<OutboxRefusal> {
     if !guard.enabled {
-        return Some("the outbox is switched off (outbox.enabled = false)".into());
+        return Some(OutboxRefusal::SwitchedOff);
     }
     if row.to_all == 1 && !guard.allow_to_all {
-        return Some(
-            "to_all is refused: a message to everyone needs outbox.allow_to_all = true".into(),
-        );
+        return Some(OutboxRefusal::ToAll);
     }
     let named = [&row.to_userids, &row.to_usernames, &row.to_dept_ids]
         .iter()
         .map(|list| split(list.as_deref()).len())
         .sum::<usize>();
-    (named > guard.max_recipients.get() as usize).then(|| {
-        format!(
-            "{named} recipients, more than outbox.max_recipients = {}",
-            guard.max_recipients
-        )
+    (named > guard.max_recipients.get() as usize).then_some(OutboxRefusal::TooManyRecipients {
+        named,
+        max: guard.max_recipients.get(),
     })
 }
 
+/// Why an outbox row is failed without a call (its `error` column says it).
+#[derive(Debug, thiserror::Error)]
+enum OutboxRefusal {
+    /// `[outbox] enabled = false`.
+    #[error("the outbox is switched off (outbox.enabled = false)")]
+    SwitchedOff,
+    /// `to_all` without `[outbox] allow_to_all`.
+    #[error("to_all is refused: a message to everyone needs outbox.allow_to_all = true")]
+    ToAll,
+    /// More recipients named than `[outbox] max_recipients`.
+    #[error("{named} recipients, more than outbox.max_recipients = {max}")]
+    TooManyRecipients {
+        /// Userids, usernames and department ids named.
+        named: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// `message` is not JSON.
+    #[error("message is not a DingTalk message: {0}")]
+    NotJson(String),
+    /// `message` is JSON but not a work notice.
+    #[error("message is not a DingTalk message: {0}")]
+    NotAMessage(crate::dingtalk::types::MessageShapeError),
+    /// The message, encoded, is larger than DingTalk takes (bytes).
+    #[error("message is {0} bytes; DingTalk allows 2048")]
+    TooLarge(usize),
+}
+
 /// The row's message, if DingTalk would take it.
-fn outbox_message(row: &OutboxRow) -> Result<Message, String> {
-    let message = serde_json::from_str(&row.message)
-        .map_err(|e| e.to_string())
-        .and_then(Message::from_json)
-        .map_err(|error| format!("message is not a DingTalk message: {error}"))?;
+fn outbox_message(row: &OutboxRow) -> Result<Message, OutboxRefusal> {
+    let value: serde_json::Value = serde_json::from_str(&row.message)
+        .map_err(|error| OutboxRefusal::NotJson(error.to_string()))?;
+    let message = Message::from_json(value).map_err(OutboxRefusal::NotAMessage)?;
     if message.encoded_len() > crate::dingtalk::api::MAX_MESSAGE_BYTES {
-        return Err(format!(
-            "message is {} bytes; DingTalk allows 2048",
-            message.encoded_len()
-        ));
+        return Err(OutboxRefusal::TooLarge(message.encoded_len()));
     }
     Ok(message)
 }

@@ -1,7 +1,8 @@
 //! JeecgBoot's `sys_third_account` rows of DingTalk (links): read by tenant, user or
 //! DingTalk userid (each on an index), and written one at a time with the user's snapshot
 //! and base in the same transaction (`save_link_and_base`); JeecgBoot's unique key allows one
-//! row per userid across tenants (`LinkSaved::HeldBy`). The batched writes are in `batch`.
+//! row per userid across tenants (`LinkSaved::HeldBy`). The batched writes are in `link_batch`
+//! (a push's) and `update_batch` (a pull's).
 
 use crate::config::TenantId;
 use crate::jeecg::{Link, THIRD_TYPE_DINGTALK};

@@ -12,8 +12,8 @@
 //! `link_batch`: a push's records; `update_batch`: a pull's updated users; their types
 //! imported through `batch`), `write` (new ids and dingsync's marked writes), `tx` (one
 //! transaction on whichever backend, for writes split into steps), `unnest` (PostgreSQL's
-//! array inserts) and `raw` (raw SQL for tests, benchmarks and tools; the demo's sample
-//! organisation is `crate::sample`, loaded through `Store::execute`). The pools are private
+//! array inserts), `sample` (the sample organisation and the demo's scripted edits) and `raw`
+//! (raw SQL for tests, benchmarks and tools). The pools are private
 //! and `on_pool!` crate-private: code outside `store/` reaches the database only through the
 //! store.
 
@@ -32,6 +32,7 @@ pub mod queue;
 mod queue_admin;
 pub mod raw;
 pub mod runs;
+pub mod sample;
 pub mod schema;
 mod settle;
 pub mod snapshots;

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::error::CliError;
 use crate::config::{load_str, Config, LoadOptions};
 use crate::daemon::{run, Reload};
-use crate::exit;
 use crate::sample;
 use crate::sim::{SimOptions, SimServer, Simulator};
+use crate::store::sample::SampleEdit;
 use crate::store::Store;
 use crate::sync::model::{Direction, Scope};
 use crate::sync::run::{run_once, RunLease, RunRequest};
@@ -24,11 +25,51 @@ fn step(n: u32, text: &str) {
     println!("\n[{n}/6] {text}");
 }
 
-async fn wait_until(what: &str, check: impl Fn() -> bool) -> Result<Duration, String> {
+/// Why the demo could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The temporary directory, its configuration file or the simulator's listener.
+    #[error("cannot set up the demo: {0}")]
+    Setup(#[from] std::io::Error),
+    /// The demo's own configuration was refused (a bug: it is written by the demo).
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The demo's database.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The demo's DingTalk client.
+    #[error("{0}")]
+    DingTalk(#[from] crate::dingtalk::DingTalkError),
+    /// The demo's pull could not run.
+    #[error("{0}")]
+    Run(#[from] crate::sync::run::RunError),
+    /// The daemon stopped with an error.
+    #[error("{0}")]
+    Daemon(#[from] crate::daemon::DaemonError),
+    /// The daemon's task ended abnormally.
+    #[error("the daemon's task ended abnormally: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The simulator refused a change made "in DingTalk's console".
+    #[error("the simulator refused the console call: errcode {errcode}: {errmsg}")]
+    Console {
+        /// Its errcode.
+        errcode: i64,
+        /// Its message.
+        errmsg: String,
+    },
+    /// Something the demo expects to see was not there.
+    #[error("{0} not found")]
+    Missing(&'static str),
+    /// A step did not finish in 30 s.
+    #[error("timed out waiting for {0}")]
+    TimedOut(&'static str),
+}
+
+async fn wait_until(what: &'static str, check: impl Fn() -> bool) -> Result<Duration, DemoError> {
     let started = Instant::now();
     while !check() {
         if started.elapsed() > Duration::from_secs(30) {
-            return Err(format!("timed out waiting for {what}"));
+            return Err(DemoError::TimedOut(what));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -36,14 +77,8 @@ async fn wait_until(what: &str, check: impl Fn() -> bool) -> Result<Duration, St
 }
 
 /// Runs the demo; with `keep`, leaves everything running until Ctrl-C.
-pub async fn demo(keep: bool) -> u8 {
-    match scenario(keep).await {
-        Ok(()) => exit::OK,
-        Err(problem) => {
-            eprintln!("dingsync demo: {problem}");
-            exit::UNAVAILABLE
-        }
-    }
+pub(super) async fn demo(keep: bool) -> Result<(), CliError> {
+    Ok(scenario(keep).await?)
 }
 
 /// What the demo runs on: a temporary directory with the SQLite JeecgBoot database and the
@@ -58,11 +93,7 @@ struct Demo {
     plain: Store,
 }
 
-fn text(error: impl std::fmt::Display) -> String {
-    error.to_string()
-}
-
-async fn scenario(keep: bool) -> Result<(), String> {
+async fn scenario(keep: bool) -> Result<(), DemoError> {
     let demo = Demo::start().await?;
     demo.schema_and_sample().await?;
     let shutdown = CancellationToken::new();
@@ -77,7 +108,7 @@ async fn scenario(keep: bool) -> Result<(), String> {
         demo.keep_running().await;
     }
     shutdown.cancel();
-    daemon.await.map_err(text)?.map_err(text)?;
+    daemon.await??;
     demo.store.close().await;
     demo.plain.close().await;
     demo.server.stop().await;
@@ -87,14 +118,11 @@ async fn scenario(keep: bool) -> Result<(), String> {
 
 impl Demo {
     /// The simulator, the configuration file and both connections.
-    async fn start() -> Result<Self, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("dingsync-demo")
-            .tempdir()
-            .map_err(text)?;
+    async fn start() -> Result<Self, DemoError> {
+        let dir = tempfile::Builder::new().prefix("dingsync-demo").tempdir()?;
         let sim = Simulator::new(SimOptions::default());
         sim.add_app(APPKEY, APPSECRET, AGENT_ID);
-        let server = SimServer::start(sim, "127.0.0.1:0").await.map_err(text)?;
+        let server = SimServer::start(sim, "127.0.0.1:0").await?;
         let db_path = dir.path().join("jeecg.db");
         let config_text = format!(
             "[database]\nurl = \"sqlite:{}\"\n[dingtalk]\nbase_url = \"{}\"\n[[tenant]]\nid = 0\nagent_id = {AGENT_ID}\nclient_id = \"{APPKEY}\"\n\
@@ -103,19 +131,15 @@ impl Demo {
             server.url
         );
         let config_path = dir.path().join("dingsync.toml");
-        std::fs::write(&config_path, &config_text).map_err(text)?;
-        let config: Config = load_str(&config_text, &config_path, &LoadOptions::default())
-            .map_err(text)?
-            .config;
+        std::fs::write(&config_path, &config_text)?;
+        let config: Config = load_str(&config_text, &config_path, &LoadOptions::default())?.config;
         println!(
             "dingsync demo: JeecgBoot database {} and a DingTalk simulator at {}",
             db_path.display(),
             server.url
         );
-        let store = Store::connect(&config.database).await.map_err(text)?;
-        let plain = Store::connect_url(&config.database.url, 2, false)
-            .await
-            .map_err(text)?;
+        let store = Store::connect(&config.database).await?;
+        let plain = Store::connect_url(&config.database.url, 2, false).await?;
         Ok(Self {
             dir,
             server,
@@ -134,13 +158,13 @@ impl Demo {
     }
 
     /// Step 1: JeecgBoot's tables, dingsync's, and the sample organisation.
-    async fn schema_and_sample(&self) -> Result<(), String> {
+    async fn schema_and_sample(&self) -> Result<(), DemoError> {
         step(
             1,
             "JeecgBoot's tables, dingsync's tables and triggers, a sample organisation",
         );
-        let report = self.store.init(true).await.map_err(text)?;
-        sample::load(&self.plain).await.map_err(text)?;
+        let report = self.store.init(true).await?;
+        self.plain.load_sample_org().await?;
         println!(
             "      {} JeecgBoot tables, dingsync schema version {}; {}",
             report.jeecg_tables_created,
@@ -151,7 +175,7 @@ impl Demo {
     }
 
     /// Step 2: the daemon (started by the caller) pushes the organisation by itself.
-    async fn first_push(&self) -> Result<(), String> {
+    async fn first_push(&self) -> Result<(), DemoError> {
         step(2, "the daemon starts and pushes the organisation by itself");
         let took = wait_until("the first push", || {
             let org = self.org();
@@ -165,12 +189,9 @@ impl Demo {
     }
 
     /// Step 3: a local edit reaches DingTalk.
-    async fn local_edit(&self) -> Result<(), String> {
+    async fn local_edit(&self) -> Result<(), DemoError> {
         step(3, "a local edit reaches DingTalk within a second");
-        self.plain
-            .execute("UPDATE sys_user SET realname = '李华(研发)' WHERE id = 'u-li'")
-            .await
-            .map_err(text)?;
+        self.plain.sample_edit(SampleEdit::RenameLihua).await?;
         let took = wait_until("the rename", || {
             self.org()
                 .users
@@ -186,7 +207,7 @@ impl Demo {
     }
 
     /// Step 4: a user created in DingTalk's console, pulled by a run of the tenant.
-    async fn console_change_pulled(&self) -> Result<(), String> {
+    async fn console_change_pulled(&self) -> Result<(), DemoError> {
         step(4, "a change made in DingTalk's console is pulled back");
         let market = self
             .org()
@@ -194,7 +215,7 @@ impl Demo {
             .values()
             .find(|d| d.name == "市场部")
             .map(|d| d.dept_id)
-            .ok_or("no 市场部")?;
+            .ok_or(DemoError::Missing("市场部 in DingTalk"))?;
         self.server
             .sim
             .admin_call(
@@ -202,25 +223,26 @@ impl Demo {
                 "topapi/v2/user/create",
                 serde_json::json!({ "userid": "dt_newbie", "name": "新同事", "mobile": "13700000001", "dept_id_list": market.to_string() }),
             )
-            .map_err(|e| format!("{}: {}", e.errcode, e.errmsg))?;
+            .map_err(|e| DemoError::Console {
+                errcode: e.errcode,
+                errmsg: e.errmsg,
+            })?;
         let summary = self.pull().await?;
         let pulled = self
             .store
             .load_users(0)
-            .await
-            .map_err(text)?
+            .await?
             .into_iter()
             .find(|u| u.username == "dt_newbie")
-            .ok_or("not pulled")?;
+            .ok_or(DemoError::Missing("the pulled user dt_newbie"))?;
         println!("      pull: created {}, updated {}; local user {} ({}) in 市场部, password 123456 hashed as JeecgBoot does", summary.created, summary.updated, pulled.username, pulled.realname);
         Ok(())
     }
 
     /// A pull of tenant 0, under its run lease (the daemon's scheduled runs take it too).
-    async fn pull(&self) -> Result<crate::sync::model::Summary, String> {
+    async fn pull(&self) -> Result<crate::sync::model::Summary, DemoError> {
         let tenant = &self.config.tenants[0];
-        let client =
-            crate::dingtalk::DingTalkClient::for_tenant(&self.config, tenant).map_err(text)?;
+        let client = crate::dingtalk::DingTalkClient::for_tenant(&self.config, tenant)?;
         let request = RunRequest {
             direction: Direction::Pull,
             scope: Scope::All,
@@ -228,30 +250,26 @@ impl Demo {
         };
         let ttl = self.config.daemon.lease_ttl;
         let lease = RunLease::take_within(&self.store, tenant.id, "pull:demo", ttl, ttl * 2)
-            .await
-            .map_err(text)?
-            .ok_or("the daemon's scheduled run did not end")?;
+            .await?
+            .ok_or(DemoError::TimedOut("the daemon's scheduled run to end"))?;
         let ctx = crate::sync::run::RunCtx {
             store: &self.store,
             client: &client,
             config: &self.config,
             tenant,
         };
-        let summary = run_once(&ctx, request, None).await.map_err(text);
+        let summary = run_once(&ctx, request, None).await;
         lease.release().await;
-        summary
+        Ok(summary?)
     }
 
     /// Step 5: an announcement sent to DingTalk, then recalled.
-    async fn announcement(&self) -> Result<(), String> {
+    async fn announcement(&self) -> Result<(), DemoError> {
         step(
             5,
             "an announcement (系统通告) sent to DingTalk, then recalled",
         );
-        self.plain
-            .execute("INSERT INTO sys_announcement (id, titile, msg_abstract, msg_type, user_ids, send_status, del_flag, tenant_id) VALUES ('ann-1', '周五团建', '下午三点出发', 'USER', 'u-li,u-wang,u-chen,', '1', '0', 0)")
-            .await
-            .map_err(text)?;
+        self.plain.sample_edit(SampleEdit::PublishOuting).await?;
         let tasks = || {
             self.server
                 .sim
@@ -261,16 +279,16 @@ impl Demo {
         };
         let sent = |t: &&crate::sim::messages::Task| t.msg["action_card"]["title"] == "周五团建";
         wait_until("the announcement", || tasks().iter().any(|t| sent(&t))).await?;
-        let task = tasks().into_iter().find(|t| sent(&t)).ok_or("no task")?;
+        let task = tasks()
+            .into_iter()
+            .find(|t| sent(&t))
+            .ok_or(DemoError::Missing("the announcement's task"))?;
         println!(
             "      action card \"周五团建\" delivered to {} users (task {})",
             task.delivered.len(),
             task.task_id
         );
-        self.plain
-            .execute("UPDATE sys_announcement SET send_status = '2' WHERE id = 'ann-1'")
-            .await
-            .map_err(text)?;
+        self.plain.sample_edit(SampleEdit::RevokeOuting).await?;
         wait_until("the recall", || {
             tasks()
                 .iter()
@@ -282,18 +300,18 @@ impl Demo {
     }
 
     /// Step 6: the queue once idle, the last runs, DingTalk's calls.
-    async fn status(&self) -> Result<(), String> {
+    async fn status(&self) -> Result<(), DemoError> {
         step(6, "status");
         // DingTalk shows the recall before the worker has settled its job: wait for the
         // queue to be idle so the figures below are final.
         let started = Instant::now();
         let stats = loop {
-            let stats = self.store.queue_stats(0).await.map_err(text)?;
+            let stats = self.store.queue_stats(0).await?;
             if stats.pending == 0 && stats.running == 0 {
                 break stats;
             }
             if started.elapsed() > Duration::from_secs(30) {
-                return Err("timed out waiting for the queue to settle".into());
+                return Err(DemoError::TimedOut("the queue to settle"));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
@@ -301,7 +319,7 @@ impl Demo {
             "      queue: {} pending, {} running, {} dead",
             stats.pending, stats.running, stats.dead
         );
-        for run in self.store.last_runs(0).await.map_err(text)? {
+        for run in self.store.last_runs(0).await? {
             println!(
                 "      last {}: created {}, updated {}, deleted {}, failed {}",
                 run.kind, run.created, run.updated, run.deleted, run.failed
