@@ -137,24 +137,8 @@ impl Store {
         entity: &str,
         local_ids: &[&str],
     ) -> StoreResult<Vec<Snapshot>> {
-        if local_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at, base FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND local_id IN ({})",
-            super::write::placeholders(local_ids.len())
-        );
-        let sql = self.sql(&sql);
-        Ok(crate::store::on_pool!(self, |pool| {
-            let mut query = sqlx::query_as::<_, Snapshot>(&sql)
-                .persistent(false)
-                .bind(tenant_id)
-                .bind(entity);
-            for id in local_ids {
-                query = query.bind(*id);
-            }
-            query.fetch_all(pool).await?
-        }))
+        self.snapshots_by("local_id", (tenant_id, entity), local_ids)
+            .await
     }
 
     /// The snapshots of one tenant and entity kind whose DingTalk id is among `ding_ids`
@@ -165,12 +149,24 @@ impl Store {
         entity: &str,
         ding_ids: &[&str],
     ) -> StoreResult<Vec<Snapshot>> {
-        if ding_ids.is_empty() {
+        self.snapshots_by("ding_id", (tenant_id, entity), ding_ids)
+            .await
+    }
+
+    /// The snapshots of `(tenant, entity)` whose `column` is one of `values` (none when
+    /// empty).
+    async fn snapshots_by(
+        &self,
+        column: &'static str,
+        (tenant_id, entity): (TenantId, &str),
+        values: &[&str],
+    ) -> StoreResult<Vec<Snapshot>> {
+        if values.is_empty() {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at, base FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND ding_id IN ({})",
-            super::write::placeholders(ding_ids.len())
+            "SELECT tenant_id, entity, local_id, ding_id, content_hash, synced_at, base FROM dingsync_snapshot WHERE tenant_id = ? AND entity = ? AND {column} IN ({})",
+            super::write::placeholders(values.len())
         );
         let sql = self.sql(&sql);
         Ok(crate::store::on_pool!(self, |pool| {
@@ -178,8 +174,8 @@ impl Store {
                 .persistent(false)
                 .bind(tenant_id)
                 .bind(entity);
-            for id in ding_ids {
-                query = query.bind(*id);
+            for value in values {
+                query = query.bind(*value);
             }
             query.fetch_all(pool).await?
         }))

@@ -88,26 +88,22 @@ pub async fn tenants_warning(
 /// none for placeholder credentials or an `agent_id` that is not a number (said as a
 /// `config.warning` when `warn`).
 fn tenant_of_row(config: &Config, row: AppConfigRow, warn: bool) -> Option<TenantConfig> {
-    if row.is_placeholder() {
+    let skipped = |detail: &str| {
         if warn {
             tracing::warn!(
                 event = "config.warning",
                 tenant = row.tenant_id,
-                detail = "sys_third_app_config holds placeholder credentials ('1' or empty) for this tenant; skipped",
+                detail,
                 "configuration warning"
             );
         }
+    };
+    if row.is_placeholder() {
+        skipped("sys_third_app_config holds placeholder credentials ('1' or empty) for this tenant; skipped");
         return None;
     }
     let Ok(agent_id) = row.agent_id.trim().parse::<i64>() else {
-        if warn {
-            tracing::warn!(
-                event = "config.warning",
-                tenant = row.tenant_id,
-                detail = "sys_third_app_config.agent_id is not a number; tenant skipped",
-                "configuration warning"
-            );
-        }
+        skipped("sys_third_app_config.agent_id is not a number; tenant skipped");
         return None;
     };
     Some(TenantConfig {
