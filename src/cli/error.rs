@@ -195,10 +195,10 @@ pub fn report(error: &CliError) -> u8 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn each_failure_has_its_exit_code() {
+    /// The command line, configuration, database, daemon and lease cases, with their codes.
+    fn set_up_cases() -> Vec<(CliError, u8)> {
         let io = || StoreError::Database(sqlx::Error::PoolTimedOut);
-        let cases = [
+        vec![
             (UsageError::NoSuchTenant(Some(3)).into(), exit::USAGE),
             (UsageError::TenantNotConfigured(3).into(), exit::USAGE),
             (UsageError::TenantNotNamed.into(), exit::USAGE),
@@ -246,6 +246,12 @@ mod tests {
                 },
                 exit::TEMPFAIL,
             ),
+        ]
+    }
+
+    /// The refusals, the process's set-up and the demo, with their codes.
+    fn refusal_cases() -> Vec<(CliError, u8)> {
+        vec![
             (Refusal::NoDeadJob.into(), exit::DATA_ERR),
             (Refusal::NoIdleJob(7).into(), exit::DATA_ERR),
             (Refusal::EntitiesFailed.into(), exit::DATA_ERR),
@@ -270,8 +276,12 @@ mod tests {
                 exit::UNAVAILABLE,
             ),
             (ProcessError::Signals(io_error()).into(), exit::UNAVAILABLE),
-        ];
-        for (error, code) in cases {
+        ]
+    }
+
+    #[test]
+    fn each_failure_has_its_exit_code() {
+        for (error, code) in set_up_cases().into_iter().chain(refusal_cases()) {
             assert_eq!(error.exit_code(), code, "{error:?}");
         }
         assert_eq!(
